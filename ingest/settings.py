@@ -1,0 +1,184 @@
+"""One typed settings object, read from flags with environment-variable fallbacks.
+
+Every flag can also be set through the environment variable named in its help.
+The environment is read here, at the edge, and nowhere else; secrets (the Qdrant
+API key) come from the environment only and are never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
+
+from ingest.chunking import ChunkingSettings
+from ingest.errors import SettingsError
+
+EMBEDDERS = ("local", "tei", "modal")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    qdrant_path: str = "qdrant_data"
+    qdrant_url: str | None = None
+    qdrant_api_key: str | None = field(default=None, repr=False)
+    collection: str = "wikipedia"
+    prefer_grpc: bool = True
+    timeout: int = 120
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedderSettings:
+    embedder: str = "local"
+    model: str | None = None  # None: the default model, or the collection's recorded one
+    device: str = "auto"
+    dtype: str = "float32"
+    batch_size: int = 64
+    query_instruction: str | None = None
+    tei_url: str | None = None
+    tei_concurrency: int = 8
+    modal_app: str = "wiki-embed"
+    modal_class: str = "Embedder"
+
+    def __post_init__(self) -> None:
+        if self.embedder not in EMBEDDERS:
+            raise SettingsError(f"--embedder {self.embedder!r} is not one of {', '.join(EMBEDDERS)}")
+        if self.embedder == "tei" and not self.tei_url:
+            raise SettingsError("--embedder tei needs --tei-url (or TEI_URL), e.g. http://localhost:8080")
+        if self.batch_size < 1:
+            raise SettingsError(f"--batch-size must be at least 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True, slots=True)
+class IngestSettings:
+    source: str = "sample"
+    limit: int | None = None
+    window: int = 512  # chunks handed to the embedder at once (sorted by length inside)
+    dead_letter: str = "dead_letter.jsonl"
+    progress: bool = True
+    chunking: ChunkingSettings = field(default_factory=ChunkingSettings)
+    embedder: EmbedderSettings = field(default_factory=EmbedderSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 0:
+            raise SettingsError(f"--limit must be a positive number, got {self.limit}")
+
+
+# -- argparse glue -----------------------------------------------------------
+def _env_default(env: Mapping[str, str], name: str, default: Any, kind: type = str) -> Any:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        if kind is bool:
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        return kind(raw)
+    except ValueError as exc:
+        raise SettingsError(f"environment variable {name}={raw!r} is not a valid {kind.__name__}") from exc
+
+
+def add_store_args(parser: argparse.ArgumentParser, env: Mapping[str, str] = os.environ) -> None:
+    group = parser.add_argument_group("store (Qdrant)")
+    d = StoreSettings()
+    group.add_argument("--qdrant-path", default=_env_default(env, "QDRANT_PATH", d.qdrant_path),
+                       help="folder of the embedded local Qdrant (env QDRANT_PATH; default %(default)s)")
+    group.add_argument("--qdrant-url", default=_env_default(env, "QDRANT_URL", None),
+                       help="Qdrant server URL; overrides --qdrant-path (env QDRANT_URL). "
+                            "The API key is read from QDRANT_API_KEY")
+    group.add_argument("--collection", default=_env_default(env, "QDRANT_COLLECTION", d.collection),
+                       help="collection name (env QDRANT_COLLECTION; default %(default)s)")
+    group.add_argument("--no-grpc", action="store_true", default=_env_default(env, "QDRANT_NO_GRPC", False, bool),
+                       help="talk REST instead of gRPC to a server (env QDRANT_NO_GRPC)")
+
+
+def add_embedder_args(parser: argparse.ArgumentParser, env: Mapping[str, str] = os.environ) -> None:
+    group = parser.add_argument_group("embedder")
+    d = EmbedderSettings()
+    group.add_argument("--embedder", choices=EMBEDDERS, default=_env_default(env, "EMBEDDER", d.embedder),
+                       help="embedding backend (env EMBEDDER; default %(default)s)")
+    group.add_argument("--model", default=_env_default(env, "EMBED_MODEL", None),
+                       help="model id or local folder for the local backend (env EMBED_MODEL; default: "
+                            "the bundled all-MiniLM-L6-v2, or the model the collection was built with)")
+    group.add_argument("--device", default=_env_default(env, "EMBED_DEVICE", d.device),
+                       help="cpu, cuda, mps or auto (env EMBED_DEVICE; default %(default)s)")
+    group.add_argument("--dtype", choices=("float32", "float16"), default=_env_default(env, "EMBED_DTYPE", d.dtype),
+                       help="model weights precision on a GPU (env EMBED_DTYPE; default %(default)s)")
+    group.add_argument("--batch-size", type=int, default=_env_default(env, "EMBED_BATCH_SIZE", d.batch_size, int),
+                       help="texts per model forward pass (env EMBED_BATCH_SIZE; default %(default)s)")
+    group.add_argument("--query-instruction", default=_env_default(env, "QUERY_INSTRUCTION", None),
+                       help="prefix for queries, for models not known to this tool (env QUERY_INSTRUCTION)")
+    group.add_argument("--tei-url", default=_env_default(env, "TEI_URL", None),
+                       help="Text Embeddings Inference server for --embedder tei (env TEI_URL)")
+    group.add_argument("--tei-concurrency", type=int,
+                       default=_env_default(env, "TEI_CONCURRENCY", d.tei_concurrency, int),
+                       help="requests in flight to TEI (env TEI_CONCURRENCY; default %(default)s)")
+    group.add_argument("--modal-app", default=_env_default(env, "MODAL_APP", d.modal_app),
+                       help="deployed Modal app for --embedder modal (env MODAL_APP; default %(default)s)")
+
+
+def add_ingest_args(parser: argparse.ArgumentParser, env: Mapping[str, str] = os.environ) -> None:
+    d = IngestSettings()
+    c = ChunkingSettings()
+    parser.add_argument("--source", default=_env_default(env, "INGEST_SOURCE", d.source),
+                        help="'sample' (the bundled Wikipedia sample), a hub dataset such as "
+                             "wikimedia/wikipedia:20231101.en, or a parquet/JSON-lines file or a "
+                             "save_to_disk folder (env INGEST_SOURCE; default %(default)s)")
+    parser.add_argument("--limit", type=int, default=_env_default(env, "INGEST_LIMIT", None, int),
+                        help="read at most N articles (env INGEST_LIMIT)")
+    parser.add_argument("--chunk-size", type=int, default=_env_default(env, "CHUNK_SIZE", c.max_chars, int),
+                        help="most characters in a chunk (env CHUNK_SIZE; default %(default)s)")
+    parser.add_argument("--chunk-overlap", type=int, default=_env_default(env, "CHUNK_OVERLAP", c.overlap_chars, int),
+                        help="characters of the previous chunk repeated at the start of the next, "
+                             "whole sentences only (env CHUNK_OVERLAP; default %(default)s)")
+    parser.add_argument("--no-title-prefix", action="store_true",
+                        default=not _env_default(env, "CHUNK_TITLE_PREFIX", True, bool),
+                        help="embed chunks without the article title in front (env CHUNK_TITLE_PREFIX=0)")
+    parser.add_argument("--window", type=int, default=_env_default(env, "INGEST_WINDOW", d.window, int),
+                        help="chunks per embedder call, length-sorted inside (env INGEST_WINDOW; default %(default)s)")
+    parser.add_argument("--dead-letter", default=_env_default(env, "INGEST_DEAD_LETTER", d.dead_letter),
+                        help="JSON-lines file for rejected articles and chunks (env INGEST_DEAD_LETTER; "
+                             "default %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+
+
+def store_settings(args: argparse.Namespace, env: Mapping[str, str] = os.environ) -> StoreSettings:
+    return StoreSettings(
+        qdrant_path=args.qdrant_path,
+        qdrant_url=args.qdrant_url,
+        qdrant_api_key=env.get("QDRANT_API_KEY") or None,
+        collection=args.collection,
+        prefer_grpc=not args.no_grpc,
+    )
+
+
+def embedder_settings(args: argparse.Namespace) -> EmbedderSettings:
+    return EmbedderSettings(
+        embedder=args.embedder,
+        model=args.model,
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        query_instruction=args.query_instruction,
+        tei_url=args.tei_url,
+        tei_concurrency=args.tei_concurrency,
+        modal_app=args.modal_app,
+    )
+
+
+def ingest_settings(args: argparse.Namespace, env: Mapping[str, str] = os.environ) -> IngestSettings:
+    return IngestSettings(
+        source=args.source,
+        limit=args.limit,
+        window=args.window,
+        dead_letter=args.dead_letter,
+        progress=not args.no_progress,
+        chunking=ChunkingSettings(
+            max_chars=args.chunk_size,
+            overlap_chars=args.chunk_overlap,
+            title_prefix=not args.no_title_prefix,
+        ),
+        embedder=embedder_settings(args),
+        store=store_settings(args, env),
+    )

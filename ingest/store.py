@@ -1,0 +1,186 @@
+"""Qdrant, through `qdrant-client`: embedded local mode by default, a server
+(or cluster) when a URL is given. The only module that talks to Qdrant."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+from tenacity import (
+    retry,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from ingest.errors import CollectionMismatchError, StoreError, StoreLockedError
+from schemas import Article, Chunk, CollectionSpec, PointPayload
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredHit:
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
+def open_client(
+    *,
+    path: str | Path | None = None,
+    url: str | None = None,
+    api_key: str | None = None,
+    prefer_grpc: bool = True,
+    timeout: int = 120,
+) -> QdrantClient:
+    """A client for a server at `url`, or for embedded local storage at `path`
+    (":memory:" for a throw-away store)."""
+    if url:
+        return QdrantClient(url=url, api_key=api_key, prefer_grpc=prefer_grpc, timeout=timeout)
+    location = str(path or "qdrant_data")
+    try:
+        if location == ":memory:":
+            return QdrantClient(location=":memory:")
+        Path(location).mkdir(parents=True, exist_ok=True)
+        return QdrantClient(path=location)
+    except RuntimeError as exc:
+        if "already accessed" in str(exc):
+            raise StoreLockedError(
+                f"the Qdrant storage folder {location} is in use by another process "
+                "(local mode allows one process per folder): wait for it to finish, pass "
+                "another --qdrant-path, or run a Qdrant server and use --qdrant-url"
+            ) from exc
+        raise StoreError(f"cannot open Qdrant storage at {location}: {exc}") from exc
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Server hiccups worth retrying: timeouts, dropped connections, 5xx, gRPC UNAVAILABLE."""
+    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+    if isinstance(exc, ResponseHandlingException):
+        return True
+    if isinstance(exc, UnexpectedResponse):
+        return exc.status_code in (429, 500, 502, 503, 504)
+    try:
+        import grpc
+    except ImportError:  # pragma: no cover
+        return False
+    if isinstance(exc, grpc.RpcError):
+        code = exc.code() if callable(getattr(exc, "code", None)) else None
+        return code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    return False
+
+
+_retry_transient = retry(
+    retry=retry_if_exception(_is_transient),
+    wait=wait_exponential_jitter(initial=0.5, max=20),
+    stop=stop_after_attempt(8),
+    reraise=True,
+)
+
+
+def build_batch(
+    pairs: Sequence[tuple[Article, Chunk]], vectors: np.ndarray
+) -> models.Batch:
+    """Column-oriented upsert body: no per-point model objects on the hot path."""
+    return models.Batch(
+        ids=[chunk.point_id for _, chunk in pairs],
+        vectors=vectors.tolist(),
+        payloads=[PointPayload.build(article, chunk).to_dict() for article, chunk in pairs],
+    )
+
+
+class QdrantStore:
+    """One collection in Qdrant, created on first use and checked on every open.
+
+    >>> store = QdrantStore(open_client(path=":memory:"), "wiki")
+    """
+
+    def __init__(self, client: QdrantClient, collection: str) -> None:
+        self.client = client
+        self.collection = collection
+
+    # -- collection --------------------------------------------------------
+    def read_spec(self) -> CollectionSpec | None:
+        """The spec recorded by the run that created the collection, None if absent."""
+        if not self.client.collection_exists(self.collection):
+            return None
+        info = self.client.get_collection(self.collection)
+        return CollectionSpec.from_metadata(info.config.metadata)
+
+    def ensure_collection(self, spec: CollectionSpec) -> bool:
+        """Create the collection for `spec`, or check that an existing one was built
+        the same way. Returns True when it was created."""
+        if not self.client.collection_exists(self.collection):
+            self.client.create_collection(
+                self.collection,
+                vectors_config=models.VectorParams(
+                    size=spec.dimension, distance=models.Distance.COSINE
+                ),
+                metadata=spec.to_metadata(),
+            )
+            log.info("created collection %s (%s, %d dims)", self.collection, spec.model.name, spec.dimension)
+            return True
+        info = self.client.get_collection(self.collection)
+        existing = CollectionSpec.from_metadata(info.config.metadata)
+        if existing is None:
+            params = info.config.params.vectors
+            size = getattr(params, "size", None)
+            if (info.points_count or 0) > 0 or size != spec.dimension:
+                raise CollectionMismatchError(
+                    f"collection {self.collection!r} was not created by this tool (no embedding-model "
+                    f"record; {size} dims, {info.points_count} points): pick another --collection"
+                )
+            self.client.update_collection(self.collection, metadata=spec.to_metadata())
+            return False
+        self.check_compatible(existing, spec)
+        return False
+
+    def check_compatible(self, existing: CollectionSpec, wanted: CollectionSpec) -> None:
+        if existing.dimension != wanted.dimension or existing.model.name != wanted.model.name:
+            raise CollectionMismatchError(
+                f"collection {self.collection!r} holds {existing.dimension}-dimension vectors of "
+                f"{existing.model.name!r}; refusing to add {wanted.dimension}-dimension vectors of "
+                f"{wanted.model.name!r}. Use --model {existing.model.name} or another --collection"
+            )
+        if existing.fingerprint != wanted.fingerprint:
+            changed = [
+                key
+                for key in sorted(set(existing.chunking) | set(wanted.chunking))
+                if existing.chunking.get(key) != wanted.chunking.get(key)
+            ]
+            if existing.model != wanted.model:
+                changed.insert(0, "model settings")
+            raise CollectionMismatchError(
+                f"collection {self.collection!r} was built with other settings "
+                f"({', '.join(changed) or 'distance'} differ): use the same settings or another --collection"
+            )
+
+    def count(self) -> int:
+        return self.client.count(self.collection, exact=True).count
+
+    # -- points ------------------------------------------------------------
+    @_retry_transient
+    def upsert(self, batch: models.Batch) -> None:
+        """Write a batch and wait until Qdrant has it (idempotent: ids are deterministic)."""
+        self.client.upsert(self.collection, points=batch, wait=True)
+
+    def search(
+        self, vector: np.ndarray, *, limit: int, query_filter: models.Filter | None = None
+    ) -> list[StoredHit]:
+        result = self.client.query_points(
+            self.collection,
+            query=np.asarray(vector, dtype=np.float32).tolist(),
+            limit=limit,
+            query_filter=query_filter,
+            with_payload=True,
+        )
+        return [StoredHit(str(p.id), float(p.score), dict(p.payload or {})) for p in result.points]
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,103 @@
+"""Embedding-model specs and the collection spec that records them.
+
+Two 384-dimension models would mix silently in one collection, so a collection
+records the model (and the chunker settings) it was built with, and both ingest
+and search compare against that record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+from schemas.errors import ValidationError
+
+BGE_QUERY_INSTRUCTION = "Represent this sentence for searching relevant passages: "
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """What shapes a vector: a model id (or path) and how it is used."""
+
+    name: str
+    dimension: int
+    max_tokens: int
+    revision: str | None = None
+    pooling: str = "mean"
+    normalize: bool = True
+    query_instruction: str = ""
+    passage_instruction: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ModelSpec":
+        for key in ("name", "dimension", "max_tokens"):
+            if key not in data:
+                raise ValidationError("model spec", key, "is missing")
+        known = {f for f in cls.__slots__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# Models whose usage we know. Others get their spec from the loaded model itself.
+KNOWN_MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec("sentence-transformers/all-MiniLM-L6-v2", 384, 256, pooling="mean"),
+        ModelSpec(
+            "BAAI/bge-small-en-v1.5", 384, 512, pooling="cls", query_instruction=BGE_QUERY_INSTRUCTION
+        ),
+        ModelSpec(
+            "BAAI/bge-base-en-v1.5", 768, 512, pooling="cls", query_instruction=BGE_QUERY_INSTRUCTION
+        ),
+        ModelSpec(
+            "BAAI/bge-large-en-v1.5", 1024, 512, pooling="cls", query_instruction=BGE_QUERY_INSTRUCTION
+        ),
+    )
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionSpec:
+    """The record a collection keeps of how its vectors were made (stored as
+    collection metadata). `chunking` holds the chunker's settings."""
+
+    model: ModelSpec
+    distance: str = "cosine"
+    chunking: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dimension(self) -> int:
+        return self.model.dimension
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of everything that shapes a stored vector."""
+        blob = json.dumps(
+            {"model": self.model.to_dict(), "distance": self.distance, "chunking": self.chunking},
+            sort_keys=True,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {
+            "embedding_model": self.model.to_dict(),
+            "distance": self.distance,
+            "chunking": dict(self.chunking),
+            "fingerprint": self.fingerprint,
+        }
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any] | None) -> "CollectionSpec | None":
+        """The spec recorded in a collection's metadata, or None for a collection
+        this project did not create."""
+        if not metadata or "embedding_model" not in metadata:
+            return None
+        return cls(
+            model=ModelSpec.from_dict(metadata["embedding_model"]),
+            distance=metadata.get("distance", "cosine"),
+            chunking=dict(metadata.get("chunking") or {}),
+        )

@@ -1,0 +1,316 @@
+"""A Text Embeddings Inference (TEI 1.x) stand-in for tests: real HTTP on loopback.
+
+It speaks TEI's wire protocol (`POST /embed`, `GET /info`, `GET /health`, error
+bodies `{"error": ..., "error_type": ...}`, `max_client_batch_size` enforced with
+422 as TEI 1.9 does, or 413 as up to 1.8) so the client is tested over a real
+socket, not a mock. Vectors come from one of three backends:
+
+- an embedder (`TEIServer(embedder=LocalEmbedder())`): the real model;
+- deterministic (default): a unit vector seeded by a hash of the text, so a test
+  can compute the expected row with `deterministic_vector(text)`;
+- instant (`instant=True`): precomputed rows, no per-request compute, for benchmarks.
+
+Faults (`Faults`) are injected per `/embed` request from a seeded RNG, and
+everything received is counted in `server.received`.
+
+    with TEIServer(faults=Faults(burst_429=2, retry_after="0.1")) as server:
+        embedder = TEIEmbedder(server.url)
+        assert server.received.statuses[429] == 2
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Sequence
+
+import numpy as np
+import orjson
+
+DIMENSION = 384
+ERROR_TYPES = {400: "Empty", 401: "Unauthorized", 413: "Validation", 422: "Validation",
+               424: "Backend", 429: "Overloaded", 503: "Unhealthy"}
+FAULT_MESSAGES = {429: "Model is overloaded", 503: "unhealthy", 424: "Inference failed: CUDA out of memory"}
+
+
+def deterministic_vector(text: str, dimension: int = DIMENSION) -> np.ndarray:
+    """The unit float32 vector the deterministic backend serves for `text`."""
+    seed = int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+    vector = np.random.default_rng(seed).standard_normal(dimension)
+    return (vector / np.linalg.norm(vector)).astype(np.float32)
+
+
+def deterministic_vectors(texts: Sequence[str], dimension: int = DIMENSION) -> np.ndarray:
+    return np.stack([deterministic_vector(t, dimension) for t in texts]) if texts else np.zeros((0, dimension), np.float32)
+
+
+@dataclass
+class Faults:
+    """What goes wrong, per `/embed` request. In order of precedence: the first
+    `burst_429` requests get 429; the next ones follow `script` (429, 503, 424,
+    "drop", "slow" or None each); after that each request draws from the rates.
+    `poison`: any batch with an input containing it is refused (like a too-long
+    input with truncation off)."""
+
+    rate_429: float = 0.0
+    rate_503: float = 0.0
+    rate_424: float = 0.0
+    drop_rate: float = 0.0  # close the connection without answering
+    slow_rate: float = 0.0  # answer after `delay` seconds
+    delay: float = 0.0
+    burst_429: int = 0
+    script: Sequence[int | str | None] = ()
+    retry_after: str | None = None  # Retry-After header sent with 429 and 503
+    poison: str | None = None
+    seed: int = 0
+
+
+@dataclass
+class Received:
+    """What the server saw (all counts include refused and failed requests)."""
+
+    paths: Counter = field(default_factory=Counter)
+    statuses: Counter = field(default_factory=Counter)  # of /embed answers; "drop" for dropped
+    batch_sizes: list[int] = field(default_factory=list)  # inputs per /embed request
+    texts: list[str] = field(default_factory=list)  # every input received, in arrival order
+    bodies: list[dict[str, Any]] = field(default_factory=list)  # /embed bodies without inputs
+    authorization: list[str | None] = field(default_factory=list)
+
+    @property
+    def embed_requests(self) -> int:
+        return len(self.batch_sizes)
+
+    @property
+    def inputs(self) -> int:
+        return sum(self.batch_sizes)
+
+
+class TEIServer:
+    """TEI on 127.0.0.1, on a free port; a context manager with `.url`."""
+
+    def __init__(
+        self,
+        embedder: Any = None,
+        *,
+        instant: bool = False,
+        dimension: int = DIMENSION,
+        model_id: str | None = None,
+        max_client_batch_size: int = 32,
+        max_batch_tokens: int = 16384,
+        max_input_length: int = 512,
+        validation_status: int = 422,
+        payload_limit: int = 2_000_000,
+        api_key: str | None = None,
+        faults: Faults | None = None,
+        record_texts: bool = True,
+    ) -> None:
+        self.embedder = embedder
+        if embedder is not None:
+            dimension = embedder.spec.dimension
+            model_id = model_id or embedder.spec.name
+            max_input_length = embedder.spec.max_tokens
+        self.dimension = dimension
+        self.info = {
+            "model_id": model_id or "test/deterministic",
+            "model_sha": None,
+            "model_dtype": "float32",
+            "model_type": {"embedding": {"pooling": "mean"}},
+            "max_concurrent_requests": 512,
+            "max_input_length": max_input_length,
+            "max_batch_tokens": max_batch_tokens,
+            "max_batch_requests": None,
+            "max_client_batch_size": max_client_batch_size,
+            "auto_truncate": True,
+            "tokenization_workers": 1,
+            "version": "1.9.0" if validation_status == 422 else "1.8.0",
+        }
+        self.validation_status = validation_status
+        self.payload_limit = payload_limit
+        self.api_key = api_key
+        self.faults = faults or Faults()
+        self.record_texts = record_texts
+        self.received = Received()
+        self._lock = threading.Lock()
+        self._model_lock = threading.Lock()
+        self._rng = random.Random(self.faults.seed)
+        self._embed_count = 0
+        self._pool: list[bytes] = []
+        if instant:
+            rows = np.random.default_rng(0).standard_normal((1024, dimension)).astype(np.float32)
+            rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+            self.instant_rows = rows
+            self._pool = [orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY) for row in rows]
+        self._httpd: ThreadingHTTPServer | None = None
+
+    # -- lifecycle --------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError("TEIServer is not running; use it as a context manager")
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def __enter__(self) -> "TEIServer":
+        handler = type("Handler", (_Handler,), {"tei": self})
+        self._httpd = _Server(("127.0.0.1", 0), handler)
+        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="tei-server", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def set_faults(self, faults: Faults) -> None:
+        """Swap the faults (and restart their sequence) between phases of a test."""
+        with self._lock:
+            self.faults = faults
+            self._rng = random.Random(faults.seed)
+            self._embed_count = 0
+
+    def reset(self) -> None:
+        with self._lock:
+            self.received = Received()
+
+    # -- backends -----------------------------------------------------------------
+    def instant_vectors(self, n: int) -> np.ndarray:
+        """What instant mode answers for a batch of `n` inputs."""
+        return self.instant_rows[np.arange(n) % len(self._pool)]
+
+    def _vectors_json(self, texts: list[str]) -> bytes:
+        if self._pool:
+            pool = self._pool
+            return b"[" + b",".join([pool[i % len(pool)] for i in range(len(texts))]) + b"]"
+        if self.embedder is not None:
+            with self._model_lock:
+                vectors = self.embedder.embed_passages(texts).vectors
+        else:
+            vectors = deterministic_vectors(texts, self.dimension)
+        # orjson writes float32 in its shortest form, as TEI (serde_json) does.
+        return orjson.dumps(np.ascontiguousarray(vectors, dtype=np.float32), option=orjson.OPT_SERIALIZE_NUMPY)
+
+    def _next_fault(self) -> int | str | None:
+        with self._lock:
+            faults, n = self.faults, self._embed_count
+            self._embed_count += 1
+            if n < faults.burst_429:
+                return 429
+            if n - faults.burst_429 < len(faults.script):
+                return faults.script[n - faults.burst_429]
+            draw = self._rng.random()
+        for fault, rate in (("drop", faults.drop_rate), (429, faults.rate_429), (503, faults.rate_503),
+                            (424, faults.rate_424), ("slow", faults.slow_rate)):
+            if draw < rate:
+                return fault
+            draw -= rate
+        return None
+
+    # -- protocol -------------------------------------------------------------------
+    def handle(self, request: "_Handler") -> None:
+        path = request.path.split("?", 1)[0]
+        with self._lock:
+            self.received.paths[f"{request.command} {path}"] += 1
+        if self.api_key and request.headers.get("authorization") != f"Bearer {self.api_key}":
+            request.reply(401, b"", "text/plain")
+        elif (request.command, path) == ("GET", "/info"):
+            request.reply(200, orjson.dumps(self.info))
+        elif (request.command, path) == ("GET", "/health"):
+            request.reply(200, b"", "text/plain")
+        elif (request.command, path) == ("POST", "/embed"):
+            self._embed(request)
+        else:
+            request.reply(404, b"", "text/plain")
+
+    def _embed(self, request: "_Handler") -> None:
+        length = int(request.headers.get("content-length") or 0)
+        raw = request.rfile.read(length)
+        if length > self.payload_limit:
+            return self._answer(request, 413, b"Failed to buffer the request body: length limit exceeded", plain=True)
+        try:
+            body = orjson.loads(raw)
+            inputs = body["inputs"]
+            texts = [inputs] if isinstance(inputs, str) else list(inputs)
+            if not all(isinstance(t, str) for t in texts):
+                raise TypeError("inputs must be strings")
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            return self._answer(request, 422, f"Failed to deserialize the JSON body into the target type: {exc}".encode(), plain=True)
+        with self._lock:
+            self.received.batch_sizes.append(len(texts))
+            self.received.bodies.append({k: v for k, v in body.items() if k != "inputs"})
+            self.received.authorization.append(request.headers.get("authorization"))
+            if self.record_texts:
+                self.received.texts.extend(texts)
+        fault = self._next_fault()
+        if fault == "drop":
+            with self._lock:
+                self.received.statuses["drop"] += 1
+            request.close_connection = True  # the socket closes with nothing written
+            return None
+        if fault == "slow":
+            time.sleep(self.faults.delay)
+        elif isinstance(fault, int):
+            return self._error(request, fault, FAULT_MESSAGES.get(fault, "fault"))
+        if not texts:
+            return self._error(request, 400, "`inputs` cannot be empty")
+        limit = self.info["max_client_batch_size"]
+        if len(texts) > limit:
+            return self._error(request, self.validation_status, f"batch size {len(texts)} > maximum allowed batch size {limit}")
+        poison = self.faults.poison
+        if poison and any(poison in t for t in texts):
+            return self._error(request, self.validation_status, self.poison_message)
+        self._answer(request, 200, self._vectors_json(texts))
+
+    @property
+    def poison_message(self) -> str:
+        n = self.info["max_input_length"]
+        return f"Input validation error: `inputs` must have less than {n} tokens. Given: {n * 2}"
+
+    def _error(self, request: "_Handler", status: int, message: str) -> None:
+        body = orjson.dumps({"error": message, "error_type": ERROR_TYPES.get(status, "Backend")})
+        headers = {}
+        if status in (429, 503) and self.faults.retry_after is not None:
+            headers["retry-after"] = self.faults.retry_after
+        self._answer(request, status, body, headers=headers)
+
+    def _answer(self, request: "_Handler", status: int, body: bytes, *, plain: bool = False,
+                headers: dict[str, str] | None = None) -> None:
+        with self._lock:
+            self.received.statuses[status] += 1
+        request.reply(status, body, "text/plain" if plain else "application/json", headers)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the default 5 drops SYNs when many clients connect at once
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as TEI (hyper) does
+    disable_nagle_algorithm = True  # else headers and body in two writes meet delayed ACKs: 40 ms a request
+    tei: TEIServer
+
+    def do_GET(self) -> None:
+        self.tei.handle(self)
+
+    do_POST = do_GET
+
+    def reply(self, status: int, body: bytes, content_type: str = "application/json",
+              headers: dict[str, str] | None = None) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("content-type", content_type)
+            self.send_header("content-length", str(len(body)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client gave up (e.g. timed out): nothing to do
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass

@@ -1,0 +1,274 @@
+"""TEIEmbedder against a real TEI-protocol server on loopback (tests/tei_server.py).
+
+No mocks of the client: every test goes through httpx, a socket and the server's
+HTTP handling, with faults injected server-side. Retry waits are shrunk through
+the constructor so the suite runs in seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from email.utils import format_datetime
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+
+from ingest.embedders.base import Embedder, Rejection
+from ingest.embedders.tei import TEIEmbedder, parse_retry_after
+from ingest.errors import EmbedderError
+from schemas.models import BGE_QUERY_INSTRUCTION
+from tests.tei_server import Faults, TEIServer, deterministic_vector, deterministic_vectors
+
+FAST = {"retry_initial_wait": 0.001, "retry_max_wait": 0.01, "timeout": 5.0}
+TEXTS = [f"Passage {i} about the history of {topic}." for i, topic in
+         enumerate(["Paris", "the Nile", "jazz", "Kepler", "tea", "Rome", "volcanoes", "Bach"] * 5)]
+
+
+@pytest.fixture(scope="module")
+def local_model():
+    from ingest.embedders.local import LocalEmbedder
+
+    return LocalEmbedder(device="cpu")
+
+
+@pytest.fixture
+def server():
+    with TEIServer() as running:
+        yield running
+
+
+@pytest.fixture
+def connect():
+    """Factory for embedders with fast retries, closed at teardown."""
+    made: list[TEIEmbedder] = []
+
+    def make(target: TEIServer | str, **kwargs) -> TEIEmbedder:
+        url = target if isinstance(target, str) else target.url
+        embedder = TEIEmbedder(url, **{**FAST, **kwargs})
+        made.append(embedder)
+        return embedder
+
+    yield make
+    for embedder in made:
+        embedder.close()
+
+
+def expected(texts: list[str], dimension: int = 384) -> np.ndarray:
+    return deterministic_vectors(texts, dimension)
+
+
+# -- reading the server ---------------------------------------------------------------
+def test_reads_info_and_learns_dimension(connect):
+    with TEIServer(dimension=96, max_client_batch_size=16, max_input_length=300, max_batch_tokens=1000) as server:
+        embedder = connect(server)
+        assert isinstance(embedder, Embedder)
+        assert (embedder.spec.name, embedder.spec.dimension, embedder.spec.max_tokens) == ("test/deterministic", 96, 300)
+        assert embedder.spec.query_instruction == ""
+        assert embedder.batch_size == 16 and embedder.max_batch_chars == 4000
+        assert embedder.count_tokens(["a b c"]) is None
+        assert server.received.paths["GET /info"] == 1 and server.received.embed_requests == 1  # the probe
+        assert server.received.bodies[0] == {"normalize": True, "truncate": True}
+        assert connect(server, batch_size=4).batch_size == 4
+        assert connect(server, batch_size=100).batch_size == 16
+        result = embedder.embed_passages(TEXTS[:3])
+        assert result.vectors.dtype == np.float32
+        np.testing.assert_array_equal(result.vectors, expected(TEXTS[:3], 96))
+
+
+def test_vectors_match_the_local_model(connect, local_model):
+    with TEIServer(local_model) as server:
+        embedder = connect(server)
+        assert embedder.spec.name == "sentence-transformers/all-MiniLM-L6-v2"
+        assert (embedder.spec.dimension, embedder.spec.max_tokens) == (384, local_model.spec.max_tokens)
+        result = embedder.embed_passages(TEXTS)
+        assert result.rejected == []
+        np.testing.assert_allclose(result.vectors, local_model.embed_passages(TEXTS).vectors, atol=1e-4)
+        queries = ["who composed the Goldberg Variations", "longest river"]
+        np.testing.assert_allclose(embedder.embed_queries(queries), local_model.embed_queries(queries), atol=1e-4)
+
+
+def test_empty_input_sends_nothing(server, connect):
+    embedder = connect(server)
+    server.reset()
+    result = embedder.embed_passages([])
+    assert result.vectors.shape == (0, 384) and result.rejected == []
+    assert server.received.embed_requests == 0
+
+
+# -- batching -----------------------------------------------------------------------
+@pytest.mark.parametrize(("batch_size", "largest", "requests"), [(None, 8, 5), (3, 3, 14)])
+def test_batches_respect_max_client_batch_size(connect, batch_size, largest, requests):
+    with TEIServer(max_client_batch_size=8) as server:
+        embedder = connect(server, batch_size=batch_size)
+        server.reset()
+        result = embedder.embed_passages(TEXTS)
+        np.testing.assert_array_equal(result.vectors, expected(TEXTS))
+        assert max(server.received.batch_sizes) == largest
+        assert server.received.inputs == len(TEXTS) and server.received.embed_requests == requests
+        assert server.received.statuses[422] == 0
+
+
+def test_batches_respect_the_character_budget(server, connect):
+    embedder = connect(server, max_batch_chars=350)
+    texts = [f"{i:03d}" + "x" * 97 for i in range(20)]
+    server.reset()
+    np.testing.assert_array_equal(embedder.embed_passages(texts).vectors, expected(texts))
+    assert server.received.batch_sizes == [3] * 6 + [2]
+
+
+# -- instructions ---------------------------------------------------------------------
+def test_queries_get_the_instruction_and_passages_do_not(server, connect):
+    embedder = connect(server, model_name="BAAI/bge-small-en-v1.5")
+    assert embedder.spec.query_instruction == BGE_QUERY_INSTRUCTION
+    server.reset()
+    query = embedder.embed_queries(["who wrote Hamlet"])
+    assert server.received.texts == [BGE_QUERY_INSTRUCTION + "who wrote Hamlet"]
+    np.testing.assert_array_equal(query[0], deterministic_vector(BGE_QUERY_INSTRUCTION + "who wrote Hamlet"))
+    server.reset()
+    passage = embedder.embed_passages(["Hamlet is a tragedy by Shakespeare."])
+    assert server.received.texts == ["Hamlet is a tragedy by Shakespeare."]
+    np.testing.assert_array_equal(passage.vectors[0], deterministic_vector("Hamlet is a tragedy by Shakespeare."))
+
+
+def test_query_instruction_override(server, connect):
+    embedder = connect(server, model_name="BAAI/bge-small-en-v1.5", query_instruction="")
+    server.reset()
+    embedder.embed_queries(["plain"])
+    assert server.received.texts == ["plain"]
+
+
+# -- transient failures -----------------------------------------------------------------
+def test_429_burst_waits_for_retry_after(server, connect):
+    embedder = connect(server, max_concurrency=1)
+    server.set_faults(Faults(burst_429=3, retry_after="0.2"))
+    server.reset()
+    started = time.perf_counter()
+    result = embedder.embed_passages(TEXTS[:10])
+    elapsed = time.perf_counter() - started
+    np.testing.assert_array_equal(result.vectors, expected(TEXTS[:10]))
+    assert server.received.statuses[429] == 3 and server.received.statuses[200] == 1
+    assert elapsed >= 0.6  # three Retry-After waits; the backoff alone is ~0.01s
+
+
+@pytest.mark.parametrize("status", [503, 424, 502])
+def test_transient_statuses_are_retried(server, connect, status):
+    embedder = connect(server)
+    server.set_faults(Faults(script=[status, status]))
+    server.reset()
+    np.testing.assert_array_equal(embedder.embed_passages(TEXTS[:5]).vectors, expected(TEXTS[:5]))
+    assert server.received.statuses[status] == 2 and server.received.embed_requests == 3
+
+
+def test_dropped_connections_are_retried(server, connect):
+    embedder = connect(server)
+    server.set_faults(Faults(script=["drop", "drop"]))
+    server.reset()
+    np.testing.assert_array_equal(embedder.embed_passages(TEXTS).vectors, expected(TEXTS))
+    assert server.received.statuses["drop"] == 2
+
+
+def test_timeouts_are_retried(server, connect):
+    embedder = connect(server, timeout=0.25)
+    server.set_faults(Faults(script=["slow"], delay=1.0))
+    server.reset()
+    np.testing.assert_array_equal(embedder.embed_passages(TEXTS[:4]).vectors, expected(TEXTS[:4]))
+    assert server.received.embed_requests == 2
+
+
+def test_fault_mix_keeps_every_row_right_and_in_order(server, connect):
+    texts = [f"chunk {i}: " + "lorem ipsum " * (i % 7) for i in range(300)]
+    embedder = connect(server, batch_size=8, max_concurrency=4)
+    server.set_faults(Faults(rate_429=0.1, rate_503=0.1, drop_rate=0.01, seed=7))
+    server.reset()
+    result = embedder.embed_passages(texts)
+    assert result.rejected == []
+    np.testing.assert_array_equal(result.vectors, expected(texts))
+    assert server.received.statuses[429] > 0 and server.received.statuses[503] > 0
+
+
+def test_gives_up_after_max_retries(server, connect):
+    embedder = connect(server, max_retries=2)
+    server.set_faults(Faults(rate_503=1.0))
+    server.reset()
+    with pytest.raises(EmbedderError, match=r"503") as caught:
+        embedder.embed_passages(TEXTS[:3])
+    assert server.url in str(caught.value)
+    assert server.received.statuses[503] == 3
+
+
+# -- refused inputs -------------------------------------------------------------------------
+@pytest.mark.parametrize("validation_status", [422, 413])
+def test_poison_input_is_isolated(connect, validation_status):
+    texts = list(TEXTS) + [f"extra passage {i}" for i in range(60)]
+    bad = [37, 38, 90]
+    for i in bad:
+        texts[i] = f"this one carries POISON number {i}"
+    with TEIServer(validation_status=validation_status, faults=Faults(poison="POISON")) as server:
+        embedder = connect(server, batch_size=32)
+        result = embedder.embed_passages(texts)
+        message = server.poison_message
+    assert result.rejected == [Rejection(i, validation_status, message) for i in bad]
+    good = [i for i in range(len(texts)) if i not in bad]
+    np.testing.assert_array_equal(result.vectors[good], expected([texts[i] for i in good]))
+    assert not result.vectors[bad].any()
+
+
+def test_refused_query_raises(connect):
+    with TEIServer(faults=Faults(poison="POISON")) as server:
+        with pytest.raises(EmbedderError, match="refused query 1"):
+            connect(server).embed_queries(["fine", "POISON"])
+
+
+# -- connecting -----------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_server_names_the_url_but_not_the_secrets(connect):
+    url = f"http://127.0.0.1:{free_port()}"
+    started = time.perf_counter()
+    with pytest.raises(EmbedderError) as caught:
+        connect(url.replace("http://", "http://user:hunter2@"), api_key="sk-secret")
+    message = str(caught.value)
+    assert url in message and "hunter2" not in message and "sk-secret" not in message
+    assert time.perf_counter() - started < 5
+
+
+def test_a_url_that_is_not_tei_is_reported(server, connect):
+    with pytest.raises(EmbedderError, match="404") as caught:
+        connect(server.url + "/not-tei")
+    assert server.url + "/not-tei" in str(caught.value)
+
+
+def test_api_key_is_sent(connect):
+    with TEIServer(api_key="sk-secret") as server:
+        with pytest.raises(EmbedderError, match="401"):
+            connect(server)
+        embedder = connect(server, api_key="sk-secret")
+        embedder.embed_passages(TEXTS[:2])
+        assert set(server.received.authorization) == {"Bearer sk-secret"}
+        assert "sk-secret" not in repr(embedder)
+
+
+# -- callers ------------------------------------------------------------------------------------
+def test_async_callers_and_threads(server, connect):
+    embedder = connect(server, batch_size=4)
+    result = asyncio.run(embedder.aembed_passages(TEXTS))
+    np.testing.assert_array_equal(result.vectors, expected(TEXTS))
+    parts = [TEXTS[i : i + 10] for i in range(0, len(TEXTS), 10)]
+    with ThreadPoolExecutor(4) as pool:
+        for part, got in zip(parts, pool.map(embedder.embed_passages, parts)):
+            np.testing.assert_array_equal(got.vectors, expected(part))
+
+
+def test_parse_retry_after():
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
+    future = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30), usegmt=True)
+    assert 25 < parse_retry_after(future) <= 30
