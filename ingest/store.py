@@ -50,12 +50,25 @@ def open_client(
         return QdrantClient(path=location)
     except RuntimeError as exc:
         if "already accessed" in str(exc):
+            _close_leaked_lock_file(exc)
             raise StoreLockedError(
                 f"the Qdrant storage folder {location} is in use by another process "
                 "(local mode allows one process per folder): wait for it to finish, pass "
                 "another --qdrant-path, or run a Qdrant server and use --qdrant-url"
             ) from exc
         raise StoreError(f"cannot open Qdrant storage at {location}: {exc}") from exc
+
+
+def _close_leaked_lock_file(exc: BaseException) -> None:
+    """qdrant-client's local mode leaves its lock file open when the lock is taken
+    by another process; close it rather than leak a descriptor per attempt."""
+    tb = exc.__traceback__
+    while tb is not None:
+        owner = tb.tb_frame.f_locals.get("self")
+        handle = getattr(owner, "_flock_file", None)
+        if handle is not None and not handle.closed:
+            handle.close()
+        tb = tb.tb_next
 
 
 def _is_transient(exc: BaseException) -> bool:

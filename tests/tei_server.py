@@ -1,6 +1,7 @@
 """A Text Embeddings Inference (TEI 1.x) stand-in for tests: real HTTP on loopback.
 
-It speaks TEI's wire protocol (`POST /embed`, `GET /info`, `GET /health`, error
+It speaks TEI's wire protocol (`POST /embed`, `GET /info`, `GET /health`, the
+OpenAI-compatible `POST /v1/embeddings` with float or base64 vectors, error
 bodies `{"error": ..., "error_type": ...}`, `max_client_batch_size` enforced with
 422 as TEI 1.9 does, or 413 as up to 1.8) so the client is tested over a real
 socket, not a mock. Vectors come from one of three backends:
@@ -20,6 +21,7 @@ everything received is counted in `server.received`.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import random
 import threading
@@ -46,7 +48,9 @@ def deterministic_vector(text: str, dimension: int = DIMENSION) -> np.ndarray:
 
 
 def deterministic_vectors(texts: Sequence[str], dimension: int = DIMENSION) -> np.ndarray:
-    return np.stack([deterministic_vector(t, dimension) for t in texts]) if texts else np.zeros((0, dimension), np.float32)
+    if not texts:
+        return np.zeros((0, dimension), np.float32)
+    return np.stack([deterministic_vector(t, dimension) for t in texts])
 
 
 @dataclass
@@ -102,6 +106,7 @@ class TEIServer:
         model_id: str | None = None,
         max_client_batch_size: int = 32,
         max_batch_tokens: int = 16384,
+        max_concurrent_requests: int = 512,
         max_input_length: int = 512,
         validation_status: int = 422,
         payload_limit: int = 2_000_000,
@@ -120,7 +125,7 @@ class TEIServer:
             "model_sha": None,
             "model_dtype": "float32",
             "model_type": {"embedding": {"pooling": "mean"}},
-            "max_concurrent_requests": 512,
+            "max_concurrent_requests": max_concurrent_requests,
             "max_input_length": max_input_length,
             "max_batch_tokens": max_batch_tokens,
             "max_batch_requests": None,
@@ -145,6 +150,7 @@ class TEIServer:
             rows /= np.linalg.norm(rows, axis=1, keepdims=True)
             self.instant_rows = rows
             self._pool = [orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY) for row in rows]
+            self._pool_base64 = [base64.b64encode(row.tobytes()).decode() for row in rows]
         self._httpd: ThreadingHTTPServer | None = None
 
     # -- lifecycle --------------------------------------------------------------
@@ -157,7 +163,9 @@ class TEIServer:
     def __enter__(self) -> "TEIServer":
         handler = type("Handler", (_Handler,), {"tei": self})
         self._httpd = _Server(("127.0.0.1", 0), handler)
-        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="tei-server", daemon=True).start()
+        # A short poll interval: shutdown() waits for it, once per test.
+        serve = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
+        serve.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -182,17 +190,37 @@ class TEIServer:
         """What instant mode answers for a batch of `n` inputs."""
         return self.instant_rows[np.arange(n) % len(self._pool)]
 
-    def _vectors_json(self, texts: list[str]) -> bytes:
+    def _vectors(self, texts: list[str]) -> np.ndarray:
+        if self._pool:
+            return self.instant_vectors(len(texts))
+        if self.embedder is not None:
+            with self._model_lock:
+                return self.embedder.embed_passages(texts).vectors
+        return deterministic_vectors(texts, self.dimension)
+
+    def _embed_body(self, texts: list[str]) -> bytes:
+        """`/embed`'s answer: a list of float lists."""
         if self._pool:
             pool = self._pool
             return b"[" + b",".join([pool[i % len(pool)] for i in range(len(texts))]) + b"]"
-        if self.embedder is not None:
-            with self._model_lock:
-                vectors = self.embedder.embed_passages(texts).vectors
-        else:
-            vectors = deterministic_vectors(texts, self.dimension)
         # orjson writes float32 in its shortest form, as TEI (serde_json) does.
-        return orjson.dumps(np.ascontiguousarray(vectors, dtype=np.float32), option=orjson.OPT_SERIALIZE_NUMPY)
+        matrix = np.ascontiguousarray(self._vectors(texts), dtype=np.float32)
+        return orjson.dumps(matrix, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    def _openai_body(self, texts: list[str], encoding: str) -> bytes:
+        """`/v1/embeddings`' answer; base64 is the little-endian float32 bytes."""
+        if self._pool and encoding == "base64":
+            pool = self._pool_base64
+            embeddings: list[Any] = [pool[i % len(pool)] for i in range(len(texts))]
+        else:
+            matrix = np.ascontiguousarray(self._vectors(texts), dtype="<f4")
+            if encoding == "base64":
+                embeddings = [base64.b64encode(row.tobytes()).decode() for row in matrix]
+            else:
+                embeddings = [row.tolist() for row in matrix]
+        data = [{"object": "embedding", "embedding": e, "index": i} for i, e in enumerate(embeddings)]
+        usage = {"prompt_tokens": 0, "total_tokens": 0}
+        return orjson.dumps({"object": "list", "data": data, "model": self.info["model_id"], "usage": usage})
 
     def _next_fault(self) -> int | str | None:
         with self._lock:
@@ -222,26 +250,31 @@ class TEIServer:
         elif (request.command, path) == ("GET", "/health"):
             request.reply(200, b"", "text/plain")
         elif (request.command, path) == ("POST", "/embed"):
-            self._embed(request)
+            self._embed(request, openai=False)
+        elif (request.command, path) == ("POST", "/v1/embeddings"):
+            self._embed(request, openai=True)
         else:
             request.reply(404, b"", "text/plain")
 
-    def _embed(self, request: "_Handler") -> None:
+    def _embed(self, request: "_Handler", *, openai: bool) -> None:
         length = int(request.headers.get("content-length") or 0)
         raw = request.rfile.read(length)
         if length > self.payload_limit:
-            return self._answer(request, 413, b"Failed to buffer the request body: length limit exceeded", plain=True)
+            message = b"Failed to buffer the request body: length limit exceeded"
+            return self._answer(request, 413, message, plain=True)
         try:
             body = orjson.loads(raw)
-            inputs = body["inputs"]
+            key = "input" if openai else "inputs"
+            inputs = body[key]
             texts = [inputs] if isinstance(inputs, str) else list(inputs)
             if not all(isinstance(t, str) for t in texts):
                 raise TypeError("inputs must be strings")
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-            return self._answer(request, 422, f"Failed to deserialize the JSON body into the target type: {exc}".encode(), plain=True)
+            message = f"Failed to deserialize the JSON body into the target type: {exc}"
+            return self._answer(request, 422, message.encode(), plain=True)
         with self._lock:
             self.received.batch_sizes.append(len(texts))
-            self.received.bodies.append({k: v for k, v in body.items() if k != "inputs"})
+            self.received.bodies.append({k: v for k, v in body.items() if k != key})
             self.received.authorization.append(request.headers.get("authorization"))
             if self.record_texts:
                 self.received.texts.extend(texts)
@@ -254,24 +287,32 @@ class TEIServer:
         if fault == "slow":
             time.sleep(self.faults.delay)
         elif isinstance(fault, int):
-            return self._error(request, fault, FAULT_MESSAGES.get(fault, "fault"))
+            return self._error(request, fault, FAULT_MESSAGES.get(fault, "fault"), openai)
         if not texts:
-            return self._error(request, 400, "`inputs` cannot be empty")
+            return self._error(request, 400, "`inputs` cannot be empty", openai)
         limit = self.info["max_client_batch_size"]
         if len(texts) > limit:
-            return self._error(request, self.validation_status, f"batch size {len(texts)} > maximum allowed batch size {limit}")
+            message = f"batch size {len(texts)} > maximum allowed batch size {limit}"
+            return self._error(request, self.validation_status, message, openai)
         poison = self.faults.poison
         if poison and any(poison in t for t in texts):
-            return self._error(request, self.validation_status, self.poison_message)
-        self._answer(request, 200, self._vectors_json(texts))
+            return self._error(request, self.validation_status, self.poison_message, openai)
+        if openai:
+            self._answer(request, 200, self._openai_body(texts, body.get("encoding_format") or "float"))
+        else:
+            self._answer(request, 200, self._embed_body(texts))
 
     @property
     def poison_message(self) -> str:
         n = self.info["max_input_length"]
         return f"Input validation error: `inputs` must have less than {n} tokens. Given: {n * 2}"
 
-    def _error(self, request: "_Handler", status: int, message: str) -> None:
-        body = orjson.dumps({"error": message, "error_type": ERROR_TYPES.get(status, "Backend")})
+    def _error(self, request: "_Handler", status: int, message: str, openai: bool = False) -> None:
+        error_type = ERROR_TYPES.get(status, "Backend")
+        if openai:  # TEI's OpenAICompatErrorResponse
+            body = orjson.dumps({"message": message, "code": status, "type": error_type.lower()})
+        else:
+            body = orjson.dumps({"error": message, "error_type": error_type})
         headers = {}
         if status in (429, 503) and self.faults.retry_after is not None:
             headers["retry-after"] = self.faults.retry_after

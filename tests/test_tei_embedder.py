@@ -63,10 +63,12 @@ def expected(texts: list[str], dimension: int = 384) -> np.ndarray:
 
 # -- reading the server ---------------------------------------------------------------
 def test_reads_info_and_learns_dimension(connect):
-    with TEIServer(dimension=96, max_client_batch_size=16, max_input_length=300, max_batch_tokens=1000) as server:
+    shape = {"max_client_batch_size": 16, "max_input_length": 300, "max_batch_tokens": 1000}
+    with TEIServer(dimension=96, **shape) as server:
         embedder = connect(server)
         assert isinstance(embedder, Embedder)
-        assert (embedder.spec.name, embedder.spec.dimension, embedder.spec.max_tokens) == ("test/deterministic", 96, 300)
+        spec = embedder.spec
+        assert (spec.name, spec.dimension, spec.max_tokens) == ("test/deterministic", 96, 300)
         assert embedder.spec.query_instruction == ""
         assert embedder.batch_size == 16 and embedder.max_batch_chars == 4000
         assert embedder.count_tokens(["a b c"]) is None
@@ -79,16 +81,32 @@ def test_reads_info_and_learns_dimension(connect):
         np.testing.assert_array_equal(result.vectors, expected(TEXTS[:3], 96))
 
 
-def test_vectors_match_the_local_model(connect, local_model):
+@pytest.mark.parametrize("wire", ["json", "base64"])
+def test_vectors_match_the_local_model(connect, local_model, wire):
     with TEIServer(local_model) as server:
-        embedder = connect(server)
+        embedder = connect(server, wire=wire)
         assert embedder.spec.name == "sentence-transformers/all-MiniLM-L6-v2"
         assert (embedder.spec.dimension, embedder.spec.max_tokens) == (384, local_model.spec.max_tokens)
         result = embedder.embed_passages(TEXTS)
         assert result.rejected == []
         np.testing.assert_allclose(result.vectors, local_model.embed_passages(TEXTS).vectors, atol=1e-4)
         queries = ["who composed the Goldberg Variations", "longest river"]
-        np.testing.assert_allclose(embedder.embed_queries(queries), local_model.embed_queries(queries), atol=1e-4)
+        np.testing.assert_allclose(
+            embedder.embed_queries(queries), local_model.embed_queries(queries), atol=1e-4
+        )
+
+
+def test_base64_wire_uses_the_openai_route(server, connect):
+    embedder = connect(server, wire="base64", model_name="BAAI/bge-small-en-v1.5")
+    server.reset()
+    result = embedder.embed_passages(TEXTS)
+    np.testing.assert_array_equal(result.vectors, expected(TEXTS))
+    assert server.received.paths == {"POST /v1/embeddings": 2}  # TEXTS is 40 inputs, 32 a batch
+    assert server.received.bodies[0] == {"model": "test/deterministic", "encoding_format": "base64"}
+    query = embedder.embed_queries(["who wrote Hamlet"])
+    np.testing.assert_array_equal(query[0], deterministic_vector(BGE_QUERY_INSTRUCTION + "who wrote Hamlet"))
+    with pytest.raises(EmbedderError, match="unknown wire"):
+        connect(server, wire="msgpack")
 
 
 def test_empty_input_sends_nothing(server, connect):
@@ -117,7 +135,14 @@ def test_batches_respect_the_character_budget(server, connect):
     texts = [f"{i:03d}" + "x" * 97 for i in range(20)]
     server.reset()
     np.testing.assert_array_equal(embedder.embed_passages(texts).vectors, expected(texts))
-    assert server.received.batch_sizes == [3] * 6 + [2]
+    assert sorted(server.received.batch_sizes) == [2] + [3] * 6  # arrival order varies
+    assert embedder.plan_batches(["x" * 1000, "a", "b", "y" * 349]) == [(0, 1), (1, 3), (3, 4)]
+
+
+def test_concurrency_fits_the_servers_admission_limit(connect):
+    with TEIServer(max_client_batch_size=32, max_concurrent_requests=100) as server:
+        assert connect(server, max_concurrency=8).max_concurrency == 3
+        assert connect(server, max_concurrency=8, batch_size=4).max_concurrency == 8
 
 
 # -- instructions ---------------------------------------------------------------------
@@ -129,9 +154,10 @@ def test_queries_get_the_instruction_and_passages_do_not(server, connect):
     assert server.received.texts == [BGE_QUERY_INSTRUCTION + "who wrote Hamlet"]
     np.testing.assert_array_equal(query[0], deterministic_vector(BGE_QUERY_INSTRUCTION + "who wrote Hamlet"))
     server.reset()
-    passage = embedder.embed_passages(["Hamlet is a tragedy by Shakespeare."])
-    assert server.received.texts == ["Hamlet is a tragedy by Shakespeare."]
-    np.testing.assert_array_equal(passage.vectors[0], deterministic_vector("Hamlet is a tragedy by Shakespeare."))
+    text = "Hamlet is a tragedy by Shakespeare."
+    passage = embedder.embed_passages([text])
+    assert server.received.texts == [text]
+    np.testing.assert_array_equal(passage.vectors[0], deterministic_vector(text))
 
 
 def test_query_instruction_override(server, connect):
@@ -179,9 +205,10 @@ def test_timeouts_are_retried(server, connect):
     assert server.received.embed_requests == 2
 
 
-def test_fault_mix_keeps_every_row_right_and_in_order(server, connect):
+@pytest.mark.parametrize("wire", ["json", "base64"])
+def test_fault_mix_keeps_every_row_right_and_in_order(server, connect, wire):
     texts = [f"chunk {i}: " + "lorem ipsum " * (i % 7) for i in range(300)]
-    embedder = connect(server, batch_size=8, max_concurrency=4)
+    embedder = connect(server, batch_size=8, max_concurrency=4, wire=wire)
     server.set_faults(Faults(rate_429=0.1, rate_503=0.1, drop_rate=0.01, seed=7))
     server.reset()
     result = embedder.embed_passages(texts)
@@ -201,14 +228,14 @@ def test_gives_up_after_max_retries(server, connect):
 
 
 # -- refused inputs -------------------------------------------------------------------------
-@pytest.mark.parametrize("validation_status", [422, 413])
-def test_poison_input_is_isolated(connect, validation_status):
+@pytest.mark.parametrize(("validation_status", "wire"), [(422, "json"), (413, "json"), (422, "base64")])
+def test_poison_input_is_isolated(connect, validation_status, wire):
     texts = list(TEXTS) + [f"extra passage {i}" for i in range(60)]
     bad = [37, 38, 90]
     for i in bad:
         texts[i] = f"this one carries POISON number {i}"
     with TEIServer(validation_status=validation_status, faults=Faults(poison="POISON")) as server:
-        embedder = connect(server, batch_size=32)
+        embedder = connect(server, batch_size=32, wire=wire)
         result = embedder.embed_passages(texts)
         message = server.poison_message
     assert result.rejected == [Rejection(i, validation_status, message) for i in bad]
@@ -246,6 +273,18 @@ def test_a_url_that_is_not_tei_is_reported(server, connect):
     assert server.url + "/not-tei" in str(caught.value)
 
 
+def test_a_server_that_refuses_the_probe_is_reported(connect):
+    with TEIServer(faults=Faults(poison="probe")) as server:
+        with pytest.raises(EmbedderError, match="refused a one-word /embed request"):
+            connect(server)
+
+
+def test_instant_mode_serves_precomputed_rows(connect):
+    with TEIServer(instant=True) as server:
+        result = connect(server).embed_passages(TEXTS[:5])
+        np.testing.assert_array_equal(result.vectors, server.instant_vectors(5))
+
+
 def test_api_key_is_sent(connect):
     with TEIServer(api_key="sk-secret") as server:
         with pytest.raises(EmbedderError, match="401"):
@@ -265,6 +304,21 @@ def test_async_callers_and_threads(server, connect):
     with ThreadPoolExecutor(4) as pool:
         for part, got in zip(parts, pool.map(embedder.embed_passages, parts)):
             np.testing.assert_array_equal(got.vectors, expected(part))
+
+
+def test_a_custom_transport_carries_the_requests(server, connect):
+    import httpx
+
+    class Counting(httpx.AsyncHTTPTransport):
+        calls = 0
+
+        async def handle_async_request(self, request):
+            Counting.calls += 1
+            return await super().handle_async_request(request)
+
+    embedder = connect(server, transport=Counting())
+    embedder.embed_passages(TEXTS[:3])
+    assert Counting.calls == 3  # /info, the probe, the batch
 
 
 def test_parse_retry_after():

@@ -51,10 +51,12 @@ def make_embedder(settings: "EmbedderSettings", *, model: str | None = None,
             max_concurrency=settings.tei_concurrency,
             query_instruction=instruction,
             model_name=model,
+            api_key=settings.tei_api_key,
+            wire=settings.tei_wire,
         )
     if settings.embedder == "modal":
         from ingest.embedders.modal import ModalEmbedder
 
         return ModalEmbedder(app_name=settings.modal_app, class_name=settings.modal_class,
-                             query_instruction=instruction)
+                             query_instruction=instruction, model_name=model)
     raise EmbedderError(f"unknown embedder {settings.embedder!r}")

@@ -10,6 +10,13 @@ connections). A batch the server refuses as invalid (413/422/400) is halved
 until the one input it objects to is isolated; that input becomes a
 `Rejection` and everything else lands.
 
+Two wire formats: `wire="json"` (default) posts to `/embed` and reads float
+lists; `wire="base64"` posts to TEI's OpenAI-compatible `/v1/embeddings` with
+`encoding_format: "base64"` and reads raw float32 bytes, which halves the bytes
+on the wire and roughly doubles the chunks a client core can take (see
+`python -m ingest.bench_tei`). That route always normalizes and truncates as the
+server's `--auto-truncate` says (on by default from TEI 1.9), not as `truncate`.
+
 The client runs on a private event loop in a daemon thread, so the sync methods
 of the `Embedder` protocol work from ordinary (and several) threads, and async
 callers can await `aembed_passages` without handing their loop to our I/O.
@@ -23,10 +30,12 @@ callers can await `aembed_passages` without handing their loop to our I/O.
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import email.utils
 import logging
 import threading
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Coroutine, Mapping, Sequence, TypeVar
@@ -95,6 +104,7 @@ class ServerInfo:
     max_input_length: int
     max_client_batch_size: int
     max_batch_tokens: int
+    max_concurrent_requests: int | None = None
     model_sha: str | None = None
     pooling: str | None = None
     version: str | None = None
@@ -113,6 +123,7 @@ class ServerInfo:
             max_input_length=int(data["max_input_length"]),
             max_client_batch_size=int(data["max_client_batch_size"]),
             max_batch_tokens=int(data.get("max_batch_tokens") or 16384),
+            max_concurrent_requests=int(data.get("max_concurrent_requests") or 0) or None,
             model_sha=data.get("model_sha"),
             pooling=embedding.get("pooling") if isinstance(embedding, dict) else None,
             version=data.get("version"),
@@ -158,11 +169,15 @@ def redact_url(url: str) -> str:
 
 
 def _error_message(response: httpx.Response) -> str:
-    """TEI's `{"error": ..., "error_type": ...}` message, or the plain-text body."""
+    """TEI's `{"error": ..., "error_type": ...}` (or OpenAI-style `{"message": ...}`)
+    message, or the plain-text body."""
     try:
         data = orjson.loads(response.content)
-        if isinstance(data, dict) and "error" in data:
-            return str(data["error"])[:500]
+        if isinstance(data, dict) and ("error" in data or "message" in data):
+            error = data.get("error", data.get("message"))
+            if isinstance(error, dict):  # {"error": {"message": ...}}
+                error = error.get("message", error)
+            return str(error)[:500]
     except orjson.JSONDecodeError:
         pass
     return response.text[:500] or response.reason_phrase
@@ -183,7 +198,9 @@ class _LoopThread:
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         if threading.current_thread() is self.thread:
             coro.close()
-            raise EmbedderError("TEIEmbedder's sync methods cannot run on its own loop; await aembed_passages")
+            raise EmbedderError(
+                "TEIEmbedder's sync methods cannot run on its own event loop; await aembed_passages"
+            )
         future = self.submit(coro)
         try:
             return future.result()
@@ -191,11 +208,19 @@ class _LoopThread:
             future.cancel()  # e.g. KeyboardInterrupt: stop the requests we no longer wait for
             raise
 
-    def stop(self) -> None:
+    def shutdown(self, client: httpx.AsyncClient) -> None:
+        """Close `client`'s connections, then stop the loop and its thread."""
         if self.loop.is_closed():
             return
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
+        if threading.current_thread() is self.thread:  # garbage-collected on our own loop
+            self.loop.stop()
+            return
+        if self.thread.is_alive():
+            try:
+                self.run(client.aclose())
+            finally:
+                self.loop.call_soon_threadsafe(self.loop.stop)
+                self.thread.join(timeout=10)
         if not self.thread.is_alive():
             self.loop.close()
 
@@ -206,8 +231,13 @@ class TEIEmbedder:
     `batch_size` caps inputs per request (never above the server's
     `max_client_batch_size`); `max_batch_chars` caps characters per request
     (default: the server's `max_batch_tokens` at ~4 characters a token).
-    `model_name` overrides the server's `model_id` (e.g. when TEI serves a local
-    path) to find the model's query instruction in `KNOWN_MODELS`.
+    `max_concurrency` requests are in flight at most, fewer when the server's
+    `max_concurrent_requests` cannot hold that many batches (TEI 1.9 answers 429
+    when in-flight inputs exceed it). `model_name` overrides the server's
+    `model_id` (e.g. when TEI serves a local path) to find the model's query
+    instruction in `KNOWN_MODELS`. `truncate=None` leaves truncation to the
+    server's `--auto-truncate`. Retries wait `retry_initial_wait` doubling up to
+    `retry_max_wait` (with full jitter), or what a Retry-After header says.
     """
 
     def __init__(
@@ -227,14 +257,20 @@ class TEIEmbedder:
         model_name: str | None = None,
         api_key: str | None = None,
         headers: Mapping[str, str] | None = None,
+        wire: str = "json",
     ) -> None:
+        if wire not in ("json", "base64"):
+            raise EmbedderError(f"unknown wire {wire!r}: use 'json' (/embed) or 'base64' (/v1/embeddings)")
+        self.wire = wire
+        self._route = "v1/embeddings" if wire == "base64" else "embed"
         if max_concurrency < 1 or (batch_size is not None and batch_size < 1):
             raise EmbedderError("TEIEmbedder needs max_concurrency >= 1 and batch_size >= 1")
         self.url = redact_url(url)
         self.max_retries = max_retries
         self.truncate = truncate
-        self._wait = _WaitRetryAfter(wait_random_exponential(multiplier=retry_initial_wait, max=retry_max_wait))
-        self._semaphore = asyncio.Semaphore(max_concurrency)
+        backoff = wait_random_exponential(multiplier=retry_initial_wait, max=retry_max_wait)
+        self._wait = _WaitRetryAfter(backoff)
+        self._semaphore = asyncio.Semaphore(1)  # until /info says how many batches fit
         all_headers = dict(headers or {})
         if api_key:
             all_headers["authorization"] = f"Bearer {api_key}"
@@ -249,19 +285,45 @@ class TEIEmbedder:
         self._dimension: int | None = None
         try:
             self.info = self._loop.run(self._retrying("GET /info", self._get_info, INFO_ATTEMPTS))
-            self.batch_size = min(self.info.max_client_batch_size, batch_size or self.info.max_client_batch_size)
+            server_max = self.info.max_client_batch_size
+            self.batch_size = min(server_max, batch_size or server_max)
             self.max_batch_chars = max_batch_chars or min(
                 self.info.max_batch_tokens * CHARS_PER_TOKEN, MAX_REQUEST_CHARS
             )
-            probe = self._loop.run(self._retrying("POST /embed", lambda: self._post([PROBE_TEXT])))
-            self._dimension = int(probe.shape[1])
+            self.max_concurrency = self._fit_concurrency(max_concurrency)
+            self._semaphore = asyncio.Semaphore(self.max_concurrency)
+            self._dimension = self._loop.run(self._probe_dimension())
             self.spec = self._make_spec(model_name or self.info.model_id, query_instruction)
         except BaseException:
             self.close()
             raise
+        # An embedder dropped without close() must not leave its thread behind.
+        weakref.finalize(self, self._loop.shutdown, self._client)
 
     def __repr__(self) -> str:
         return f"TEIEmbedder({self.url!r}, model={self.info.model_id!r})"
+
+    async def _probe_dimension(self) -> int:
+        try:
+            probe = await self._retrying(f"POST /{self._route}", lambda: self._post([PROBE_TEXT]))
+        except _Refused as exc:
+            raise EmbedderError(
+                f"TEI server {self.url} refused a one-word /{self._route} request "
+                f"({exc.status}: {exc.message}): "
+                "is it serving an embedding model?"
+            ) from exc
+        return int(probe.shape[1])
+
+    def _fit_concurrency(self, wanted: int) -> int:
+        limit = self.info.max_concurrent_requests
+        fits = max(1, limit // self.batch_size) if limit else wanted
+        if fits < wanted:
+            log.warning(
+                "TEI %s admits %d concurrent inputs: %d requests of %d in flight, not %d "
+                "(start TEI with --max-concurrent-requests %d to allow them)",
+                self.url, limit, fits, self.batch_size, wanted, wanted * self.batch_size,
+            )
+        return min(wanted, fits)
 
     def _make_spec(self, name: str, query_instruction: str | None) -> ModelSpec:
         known = KNOWN_MODELS.get(name)
@@ -304,13 +366,8 @@ class TEIEmbedder:
         return None  # no tokenizer here: the chunker budgets by characters, TEI truncates
 
     def close(self) -> None:
-        loop = getattr(self, "_loop", None)
-        if loop is None or loop.loop.is_closed():
-            return
-        try:
-            loop.run(self._client.aclose())
-        finally:
-            loop.stop()
+        if hasattr(self, "_loop"):
+            self._loop.shutdown(self._client)
 
     def __enter__(self) -> "TEIEmbedder":
         return self
@@ -345,7 +402,8 @@ class TEIEmbedder:
         """Embed `texts` into `out[start:]`; on a refusal, split until the refused
         input is alone and record it (its row stays zero)."""
         try:
-            out[start : start + len(texts)] = await self._retrying("POST /embed", lambda: self._post(texts))
+            vectors = await self._retrying(f"POST /{self._route}", lambda: self._post(texts))
+            out[start : start + len(texts)] = vectors
         except _Refused as exc:
             if len(texts) == 1:
                 log.warning("TEI %s refused input %d (%d): %s", self.url, start, exc.status, exc.message)
@@ -353,7 +411,10 @@ class TEIEmbedder:
                 return
             mid = len(texts) // 2
             await _gather_all(
-                [self._fill(texts[:mid], start, out, rejected), self._fill(texts[mid:], start + mid, out, rejected)]
+                [
+                    self._fill(texts[:mid], start, out, rejected),
+                    self._fill(texts[mid:], start + mid, out, rejected),
+                ]
             )
 
     # -- HTTP ------------------------------------------------------------------
@@ -384,20 +445,24 @@ class TEIEmbedder:
                 f"({type(exc).__name__}: {exc}); check the URL and that the server is up"
             ) from exc
         except httpx.HTTPError as exc:
-            raise EmbedderError(f"TEI server {self.url}: {what} failed ({type(exc).__name__}: {exc})") from exc
+            raise EmbedderError(
+                f"TEI server {self.url}: {what} failed ({type(exc).__name__}: {exc})"
+            ) from exc
         raise AssertionError("unreachable")  # pragma: no cover - tenacity returns or raises
 
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
-        log.warning(
+        # INFO, not WARNING: 429s are how a busy TEI asks for backpressure.
+        log.info(
             "TEI %s: %s: %s; retry %d in %.2fs", self.url, type(exc).__name__, exc, state.attempt_number, wait
         )
 
     async def _get_info(self) -> ServerInfo:
         response = await self._client.get("info")
         if response.status_code in RETRY_STATUSES:
-            raise _Transient(response.status_code, _error_message(response), None)
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            raise _Transient(response.status_code, _error_message(response), retry_after)
         if response.status_code != 200:
             raise EmbedderError(
                 f"TEI server {self.url} answered {response.status_code} to GET /info "
@@ -407,14 +472,19 @@ class TEIEmbedder:
             return ServerInfo.from_json(orjson.loads(response.content))
         except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
             raise EmbedderError(
-                f"TEI server {self.url} sent an unusable /info ({exc}): is this a text-embeddings-inference URL?"
+                f"TEI server {self.url} sent an unusable /info ({exc}): "
+                "is this a text-embeddings-inference URL?"
             ) from exc
 
     async def _post(self, texts: list[str]) -> np.ndarray:
-        body: dict[str, Any] = {"inputs": texts, "normalize": True}
-        if self.truncate is not None:
-            body["truncate"] = self.truncate
-        response = await self._client.post("embed", content=orjson.dumps(body), headers=_JSON_HEADERS)
+        body: dict[str, Any]
+        if self.wire == "base64":
+            body = {"input": texts, "model": self.info.model_id, "encoding_format": "base64"}
+        else:
+            body = {"inputs": texts, "normalize": True}
+            if self.truncate is not None:
+                body["truncate"] = self.truncate
+        response = await self._client.post(self._route, content=orjson.dumps(body), headers=_JSON_HEADERS)
         status = response.status_code
         if status == 200:
             return self._decode(response.content, len(texts))
@@ -423,22 +493,48 @@ class TEIEmbedder:
             raise _Transient(status, message, parse_retry_after(response.headers.get("retry-after")))
         if status in REJECT_STATUSES:
             raise _Refused(status, message)
-        raise EmbedderError(f"TEI server {self.url} answered {status} to POST /embed: {message}")
+        raise EmbedderError(f"TEI server {self.url} answered {status} to POST /{self._route}: {message}")
 
     def _decode(self, content: bytes, n: int) -> np.ndarray:
-        """JSON list of float lists to float32 (n, dim). orjson + one numpy
-        conversion measured ~3x faster than json.loads + np.array (bench_tei)."""
         try:
-            vectors = np.asarray(orjson.loads(content), dtype=np.float32)
-        except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
-            raise EmbedderError(f"TEI server {self.url} sent an unreadable /embed response: {exc}") from exc
-        dim = self._dimension or (vectors.shape[1] if vectors.ndim == 2 else 0)
+            vectors = decode_base64_vectors(content) if self.wire == "base64" else decode_vectors(content)
+        except (orjson.JSONDecodeError, ValueError, TypeError, KeyError) as exc:
+            raise EmbedderError(
+                f"TEI server {self.url} sent an unreadable /{self._route} response: {exc!r}"
+            ) from exc
+        dim = self._dimension or vectors.shape[1]
         if vectors.shape != (n, dim) or dim == 0:
             raise EmbedderError(
                 f"TEI server {self.url} returned vectors of shape {vectors.shape} for {n} inputs, "
                 f"expected ({n}, {self._dimension or 'dim'})"
             )
         return vectors
+
+
+def decode_vectors(content: bytes) -> np.ndarray:
+    """TEI's `/embed` body (a JSON list of float lists) as a float32 matrix.
+
+    orjson parses the floats, then one numpy conversion packs them: measured at
+    ~3x the speed of `json.loads` + `np.array` (python -m ingest.bench_tei), and
+    faster than text parsing in numpy (`np.fromstring`). Raises ValueError (or
+    orjson.JSONDecodeError, a ValueError) on anything that is not a matrix."""
+    vectors = np.asarray(orjson.loads(content), dtype=np.float32)
+    if vectors.ndim != 2:
+        raise ValueError(f"expected a list of vectors, got an array of shape {vectors.shape}")
+    return vectors
+
+
+def decode_base64_vectors(content: bytes) -> np.ndarray:
+    """An OpenAI-style `{"data": [{"embedding": <base64 float32>, "index": i}, ...]}`
+    body as a float32 matrix: no float parsing at all, only base64. A server that
+    ignored `encoding_format` and sent float lists is read as well."""
+    data = orjson.loads(content)["data"]
+    if any(item["index"] != i for i, item in enumerate(data)):
+        data = sorted(data, key=lambda item: item["index"])
+    if data and isinstance(data[0]["embedding"], list):
+        return np.asarray([item["embedding"] for item in data], dtype=np.float32)
+    raw = b"".join([base64.b64decode(item["embedding"]) for item in data])
+    return np.frombuffer(raw, dtype="<f4").reshape(len(data), -1)
 
 
 async def _gather_all(coros: Any) -> None:

@@ -1,0 +1,97 @@
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from ingest.errors import CollectionMismatchError, StoreLockedError
+from ingest.store import QdrantStore, build_batch, open_client
+from schemas import KNOWN_MODELS, Article, Chunk, CollectionSpec, ModelSpec, point_id
+
+MINILM = KNOWN_MODELS["sentence-transformers/all-MiniLM-L6-v2"]
+SPEC = CollectionSpec(model=MINILM, chunking={"max_chars": 1000, "overlap_chars": 0, "title_prefix": True})
+
+
+def pairs(n, dim=384):
+    article = Article("a", "https://en.wikipedia.org/wiki/A", "A", "text " * n)
+    chunks = [Chunk("a", i, f"text {i}", i, i + 1, f"A\ntext {i}") for i in range(n)]
+    vectors = np.random.default_rng(0).normal(size=(n, dim)).astype(np.float32)
+    return [(article, c) for c in chunks], vectors
+
+
+def test_the_collection_is_created_with_its_spec_and_upserts_are_idempotent(memory_store):
+    assert memory_store.ensure_collection(SPEC) is True
+    assert memory_store.read_spec() == SPEC
+    items, vectors = pairs(5)
+    memory_store.upsert(build_batch(items, vectors))
+    memory_store.upsert(build_batch(items, vectors))
+    assert memory_store.count() == 5
+    hit = memory_store.search(vectors[3], limit=1)[0]
+    assert hit.id == point_id("a", 3) and hit.payload["chunk_index"] == 3 and hit.score == pytest.approx(1.0)
+    assert memory_store.ensure_collection(SPEC) is False  # same spec: accepted
+
+
+def test_another_model_of_the_same_dimension_is_refused(memory_store):
+    memory_store.ensure_collection(SPEC)
+    bge = CollectionSpec(model=KNOWN_MODELS["BAAI/bge-small-en-v1.5"], chunking=SPEC.chunking)
+    with pytest.raises(CollectionMismatchError, match="all-MiniLM-L6-v2.*refusing.*bge-small-en-v1.5"):
+        memory_store.ensure_collection(bge)
+
+
+def test_another_dimension_is_refused(memory_store):
+    memory_store.ensure_collection(SPEC)
+    wide = CollectionSpec(model=ModelSpec("my/model", 768, 512), chunking=SPEC.chunking)
+    with pytest.raises(CollectionMismatchError, match="384-dimension.*768-dimension"):
+        memory_store.ensure_collection(wide)
+
+
+def test_other_chunking_is_refused_naming_the_setting(memory_store):
+    memory_store.ensure_collection(SPEC)
+    other = CollectionSpec(model=MINILM, chunking={**SPEC.chunking, "max_chars": 500})
+    with pytest.raises(CollectionMismatchError, match="max_chars"):
+        memory_store.ensure_collection(other)
+
+
+def test_a_foreign_collection_with_points_is_refused(memory_store):
+    from qdrant_client import models
+
+    memory_store.client.create_collection(
+        "test", vectors_config=models.VectorParams(size=384, distance=models.Distance.COSINE)
+    )
+    items, vectors = pairs(1)
+    memory_store.upsert(build_batch(items, vectors))
+    with pytest.raises(CollectionMismatchError, match="not created by this tool"):
+        memory_store.ensure_collection(SPEC)
+
+
+def test_the_spec_survives_reopening_local_storage(tmp_path):
+    store = QdrantStore(open_client(path=tmp_path / "q"), "wiki")
+    store.ensure_collection(SPEC)
+    store.close()
+    store = QdrantStore(open_client(path=tmp_path / "q"), "wiki")
+    try:
+        assert store.read_spec() == SPEC
+    finally:
+        store.close()
+
+
+def test_a_storage_folder_held_by_another_process_gives_a_clear_message(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys, time
+            from qdrant_client import QdrantClient
+            client = QdrantClient(path={str(tmp_path / "q")!r})
+            print("ready", flush=True)
+            sys.stdin.read()
+        """)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(StoreLockedError, match="in use by another process.*--qdrant-url"):
+            open_client(path=tmp_path / "q")
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+        holder.stdout.close()

@@ -1,0 +1,357 @@
+"""ingest.worker: the TEI router's command line and lifecycle (against a real
+process: the loopback TEI test server, started the way TEI is), one shard through
+the real pipeline into local-mode Qdrant, and the driver's arithmetic."""
+
+from __future__ import annotations
+
+import pickle
+import signal
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+from qdrant_client import QdrantClient
+
+from ingest.chunking import Chunker, ChunkingSettings
+from ingest.embedders.base import PassageEmbeddings, Rejection
+from ingest.errors import CollectionMismatchError, SettingsError, SourceError
+from ingest.sources import sample_rows
+from ingest.worker import (
+    A10G_PRICE_PER_HOUR,
+    InputRejected,
+    Router,
+    RouterConfig,
+    RouterError,
+    ShardError,
+    ShardResult,
+    embed_texts,
+    ensure_collection,
+    ingest_shard,
+    plan_shards,
+    router_command,
+    run_report,
+    run_shards,
+    shard_settings,
+)
+from schemas import Article, point_id
+from tests.tei_server import deterministic_vector
+from tests.tei_server_main import free_port, runner
+
+MODEL = "BAAI/bge-small-en-v1.5"
+POISON = "POISON-MARKER"
+
+
+def test_router_command_names_every_flag():
+    config = RouterConfig(MODEL, port=8000, revision="abc123", huggingface_hub_cache="/weights",
+                          max_client_batch_size=512, max_batch_tokens=262144, concurrent_requests=40)
+    assert router_command(config) == [
+        "text-embeddings-router",
+        "--model-id", MODEL,
+        "--port", "8000",
+        "--max-client-batch-size", "512",
+        "--max-batch-tokens", "262144",
+        "--max-concurrent-requests", str(512 * 40),
+        "--revision", "abc123",
+        "--huggingface-hub-cache", "/weights",
+        "--dtype", "float16",
+        "--auto-truncate",
+    ]
+    bare = router_command(RouterConfig(MODEL, dtype=None, auto_truncate=False))
+    for flag in ("--revision", "--huggingface-hub-cache", "--dtype", "--auto-truncate"):
+        assert flag not in bare
+
+
+@pytest.mark.parametrize("bad", [{"port": 0}, {"dtype": "int8"}, {"max_client_batch_size": 0},
+                                 {"concurrent_requests": 0}, {"executable": ()}])
+def test_router_config_refuses_bad_values(bad):
+    with pytest.raises(SettingsError):
+        RouterConfig(MODEL, **bad)
+
+
+def test_router_starts_the_server_and_waits_until_healthy():
+    port = free_port()
+    config = RouterConfig(MODEL, port=port, revision="rev-test", huggingface_hub_cache="/nowhere",
+                          executable=runner("--startup-delay", "0.5"))
+    started = time.monotonic()
+    with Router.from_config(config, startup_timeout=20) as router:
+        assert time.monotonic() - started >= 0.5  # it waited for the "model" to load
+        assert router.running and router.url == f"http://127.0.0.1:{port}"
+        info = httpx.get(f"{router.url}/info", trust_env=False).json()
+        assert (info["model_id"], info["model_sha"], info["max_client_batch_size"]) == (MODEL, "rev-test", 512)
+        assert info["max_concurrent_requests"] == config.max_concurrent_requests
+        assert "ignoring ['--huggingface-hub-cache', '/nowhere', '--dtype', 'float16']" in router.tail
+    assert not router.running
+    router.stop()  # twice is fine
+
+
+def test_router_fails_fast_with_the_output_of_a_process_that_exits():
+    config = RouterConfig(MODEL, port=free_port(), executable=runner("--exit-code", "3"))
+    started = time.monotonic()
+    with pytest.raises(RouterError, match="exited with code 3") as info:
+        Router.from_config(config, startup_timeout=60).start()
+    assert time.monotonic() - started < 10
+    assert "Could not download model artifacts" in str(info.value)
+
+
+def test_router_gives_up_after_the_startup_timeout_and_stops_the_process():
+    command = [sys.executable, "-c", "import time; print('loading weights', flush=True); time.sleep(60)"]
+    router = Router(command, url=f"http://127.0.0.1:{free_port()}", startup_timeout=0.5, poll_interval=0.1)
+    started = time.monotonic()
+    with pytest.raises(RouterError, match=r"not healthy .* within 0.5 s") as info:
+        router.start()
+    assert time.monotonic() - started < 10
+    assert "loading weights" in str(info.value)
+    assert not router.running
+
+
+def test_router_reports_a_missing_binary():
+    with pytest.raises(RouterError, match="cannot run"):
+        Router(["no-such-text-embeddings-router"], url="http://127.0.0.1:1").start()
+
+
+STUBBORN_SERVER = """
+import signal, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+class Health(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.send_header("content-length", "0"); self.end_headers()
+    def log_message(self, *args):
+        pass
+HTTPServer(("127.0.0.1", int(sys.argv[1])), Health).serve_forever()
+"""
+
+
+def test_router_stop_kills_a_server_that_ignores_sigterm():
+    port = free_port()
+    router = Router([sys.executable, "-c", STUBBORN_SERVER, str(port)], url=f"http://127.0.0.1:{port}",
+                    startup_timeout=20).start()
+    started = time.monotonic()
+    router.stop(grace=0.3)
+    assert not router.running
+    assert router._process.returncode == -signal.SIGKILL
+    assert time.monotonic() - started < 5
+
+
+# -- one shard, end to end ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def tei_router():
+    config = RouterConfig(MODEL, port=free_port(), revision="rev-test", max_client_batch_size=32,
+                          executable=runner("--poison", POISON))
+    with Router.from_config(config, startup_timeout=20) as router:
+        yield router
+
+
+@pytest.fixture
+def wiki_rows():
+    """40 sample articles; one with a blank title (invalid), one whose text the
+    server refuses (as TEI refuses an input too long to embed)."""
+    rows = [dict(row) for row in sample_rows()[:40]]
+    rows[5]["title"] = "   "
+    rows[7]["text"] += f" {POISON} is refused."
+    return rows
+
+
+@pytest.fixture
+def dataset_dir(tmp_path, wiki_rows):
+    import datasets
+
+    datasets.disable_progress_bars()
+    path = tmp_path / "wiki"
+    datasets.Dataset.from_list(wiki_rows).save_to_disk(str(path))
+    return str(path)
+
+
+def expected_chunks(rows, chunking: ChunkingSettings):
+    """The chunks the pipeline makes of `rows` (TEI reports 512 tokens, no tokenizer)."""
+    chunker = Chunker(chunking, max_tokens=512)
+    chunks = []
+    for row in rows:
+        if not row["title"].strip() or not row["text"].strip():
+            continue
+        chunks.extend(chunker.chunks(Article.from_row(row)))
+    return chunks
+
+
+def test_ingest_shard_writes_exactly_the_shards_points(tmp_path, tei_router, dataset_dir, wiki_rows):
+    qdrant = tmp_path / "qdrant"
+    settings = shard_settings({"QDRANT_PATH": str(qdrant)}, tei_url=tei_router.url, collection="wiki",
+                              model=MODEL, chunking={"max_chars": 300}, window=16)
+    first = ingest_shard(dataset_dir, 0, 25, settings=settings, tei_url=tei_router.url)
+    second = ingest_shard(dataset_dir, 25, 100, settings=settings, tei_url=tei_router.url)  # stop past the end
+
+    chunks = expected_chunks(wiki_rows, settings.chunking)
+    refused = [c for c in chunks if POISON in c.embed_text]
+    stored = [c for c in chunks if POISON not in c.embed_text]
+    assert len(refused) == 1 and len(stored) > 40  # several chunks per article at 300 characters
+
+    assert (first.shard, second.shard) == ((0, 25), (25, 100))
+    assert (first.articles, second.articles) == (25, 15)
+    assert (first.invalid, second.invalid) == (1, 0)
+    assert (first.rejected, second.rejected) == (1, 0)
+    assert first.chunks + second.chunks == len(chunks)
+    assert first.points_written + second.points_written == len(stored)
+    assert first.characters + second.characters == sum(len(c.embed_text) for c in chunks)
+    assert first.seconds >= first.embed_seconds > 0
+    kinds = sorted((d["kind"], d["article_id"], d["status"]) for d in first.dead_letters)
+    assert kinds == [("article", wiki_rows[5]["id"], None), ("chunk", wiki_rows[7]["id"], 422)]
+    assert second.dead_letters == []
+
+    client = QdrantClient(path=str(qdrant))
+    try:
+        points, _ = client.scroll("wiki", limit=10_000, with_vectors=True)
+        assert {p.id for p in points} == {point_id(c.article_id, c.chunk_index) for c in stored}
+        by_id = {p.id: p for p in points}
+        sample = stored[3]
+        np.testing.assert_allclose(by_id[sample.point_id].vector, deterministic_vector(sample.embed_text), atol=1e-5)
+        assert by_id[sample.point_id].payload["text"] == sample.text
+        metadata = client.get_collection("wiki").config.metadata
+        assert metadata["embedding_model"]["name"] == MODEL
+        assert metadata["embedding_model"]["revision"] == "rev-test"
+        assert metadata["chunking"]["max_chars"] == 300
+    finally:
+        client.close()
+
+    again = ingest_shard(dataset_dir, 0, 25, settings=settings, tei_url=tei_router.url)
+    assert again.points_written == first.points_written
+    client = QdrantClient(path=str(qdrant))
+    try:
+        assert client.count("wiki", exact=True).count == len(stored)  # a retry overwrites, never duplicates
+    finally:
+        client.close()
+
+
+def test_ingest_shard_refuses_a_collection_built_another_way(tmp_path, tei_router, dataset_dir):
+    env = {"QDRANT_PATH": str(tmp_path / "qdrant")}
+    one = shard_settings(env, tei_url=tei_router.url, collection="wiki", model=MODEL, chunking={"max_chars": 300})
+    other = shard_settings(env, tei_url=tei_router.url, collection="wiki", model=MODEL, chunking={"max_chars": 600})
+    ingest_shard(dataset_dir, 0, 3, settings=one, tei_url=tei_router.url)
+    with pytest.raises(CollectionMismatchError, match="max_chars"):
+        ingest_shard(dataset_dir, 3, 6, settings=other, tei_url=tei_router.url)
+
+
+def test_ingest_shard_names_a_missing_dataset(tmp_path, tei_router):
+    settings = shard_settings({"QDRANT_PATH": str(tmp_path / "q")}, tei_url=tei_router.url)
+    with pytest.raises(SourceError, match="download"):
+        ingest_shard(str(tmp_path / "absent"), 0, 10, settings=settings, tei_url=tei_router.url)
+
+
+def test_shard_settings_read_qdrant_from_the_environment():
+    settings = shard_settings({"QDRANT_URL": "https://q.example:6333", "QDRANT_API_KEY": "k"},
+                              tei_url="http://127.0.0.1:8000", collection="c", model=MODEL, window=64)
+    assert (settings.store.qdrant_url, settings.store.qdrant_api_key, settings.store.collection) == (
+        "https://q.example:6333", "k", "c")
+    assert settings.store.prefer_grpc and "k" not in repr(settings.store)
+    assert (settings.embedder.embedder, settings.embedder.model, settings.window) == ("tei", MODEL, 64)
+    rest = shard_settings({"QDRANT_URL": "http://q", "QDRANT_NO_GRPC": "1"}, tei_url="http://t")
+    assert not rest.store.prefer_grpc
+    with pytest.raises(SettingsError, match="QDRANT_URL is not set.*modal secret create qdrant"):
+        shard_settings({}, tei_url="http://t")
+    with pytest.raises(SettingsError):
+        shard_settings({"QDRANT_URL": "http://q"}, tei_url="http://t", chunking={"max_chars": 10})
+
+
+def test_ensure_collection_tolerates_another_shard_creating_it_first():
+    class Store:
+        collection = "wiki"
+
+        def __init__(self, exists_after_failure):
+            self.calls = 0
+            self.client = type("Client", (), {"collection_exists": lambda _, name: exists_after_failure})()
+
+        def ensure_collection(self, spec):
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("409 Conflict: collection `wiki` already exists")
+
+    racing = Store(exists_after_failure=True)
+    ensure_collection(racing, spec=None)
+    assert racing.calls == 2
+    with pytest.raises(RuntimeError, match="409"):
+        ensure_collection(Store(exists_after_failure=False), spec=None)
+
+
+def test_embed_texts_refuses_to_pass_a_zero_row_for_a_vector():
+    class Embedder:
+        def embed_passages(self, texts):
+            return PassageEmbeddings(np.ones((len(texts), 2), np.float32), [Rejection(1, 422, "too long")])
+
+    with pytest.raises(InputRejected) as info:
+        embed_texts(Embedder(), ["a", "b", "c"])
+    assert (info.value.index, info.value.status, info.value.message) == (1, 422, "too long")
+
+
+def test_results_and_errors_pickle_with_their_fields():
+    result = ShardResult(0, 10, articles=10, dead_letters=[{"kind": "article"}], seconds=1.5)
+    assert pickle.loads(pickle.dumps(result)) == result
+    error = pickle.loads(pickle.dumps(ShardError(0, 10, "TimeoutError: slow")))
+    assert (error.shard, error.message) == ((0, 10), "TimeoutError: slow")
+    assert str(error) == "shard [0, 10): TimeoutError: slow"
+    rejected = pickle.loads(pickle.dumps(InputRejected(2, 422, "too long")))
+    assert (rejected.index, rejected.status, rejected.message) == (2, 422, "too long")
+
+
+# -- the driver's arithmetic ---------------------------------------------------------
+def test_plan_shards_covers_every_row_once():
+    assert plan_shards(10, 3) == [(0, 3), (3, 6), (6, 9), (9, 10)]
+    assert plan_shards(6, 3) == [(0, 3), (3, 6)]
+    assert plan_shards(0, 3) == []
+    shards = plan_shards(6_407_814, 5_000)
+    assert shards[0][0] == 0 and shards[-1][1] == 6_407_814
+    assert all(a[1] == b[0] for a, b in zip(shards, shards[1:]))
+    with pytest.raises(SettingsError):
+        plan_shards(10, 0)
+    with pytest.raises(SettingsError):
+        plan_shards(-1, 3)
+
+
+def test_run_shards_retries_what_failed_for_a_bounded_number_of_rounds():
+    shards = plan_shards(40, 10)
+    rounds = []
+
+    def run_round(pending):
+        rounds.append(pending)
+        for start, stop in pending:
+            if (start, stop) == (10, 20) and len(rounds) == 1:
+                yield ShardError(start, stop, "ConnectionError: Qdrant went away")
+            elif (start, stop) == (30, 40):
+                yield TimeoutError("container timed out")  # names no shard
+            else:
+                yield ShardResult(start, stop, articles=stop - start, dead_letters=[{"shard": start}])
+
+    run = run_shards(shards, run_round, max_rounds=3)
+    assert rounds == [shards, [(10, 20), (30, 40)], [(30, 40)]]
+    assert sorted(r.shard for r in run.results) == [(0, 10), (10, 20), (20, 30)]
+    assert run.failed == {(30, 40): "no result (the container failed or timed out)"}
+    assert run.rounds == 3 and len(run.unattributed) == 3
+    assert sorted(d["shard"] for d in run.dead_letters) == [0, 10, 20]
+
+    once = run_shards(shards, lambda pending: (ShardError(s, e, "boom") for s, e in pending), max_rounds=1)
+    assert once.failed == {shard: "boom" for shard in shards} and once.rounds == 1
+
+
+def test_run_report_states_throughput_gpu_time_and_cost():
+    results = [
+        ShardResult(0, 10, articles=10, invalid=1, chunks=300, characters=600_000, points_written=299, rejected=1),
+        ShardResult(10, 20, articles=10, chunks=200, characters=400_000, points_written=200),
+    ]
+    report = run_report(results, wall_seconds=100.0, gpus=2, gpu_price_per_hour=1.8, failed={(20, 30): "boom"})
+    assert report.splitlines() == [
+        "shards               2 done, 1 failed",
+        "articles             20 (1 invalid)",
+        "chunks               500 (499 points written, 1 rejected)",
+        "characters           1,000,000",
+        "wall time            0:01:40 (100.0 s)",
+        "chunks/s             5",
+        "characters/s per GPU 5,000 (2 GPUs)",
+        "GPU-seconds          200 (0.06 GPU-hours)",
+        "estimated cost       $0.10 at $1.8000/GPU-hour",
+        "failed shard [20, 30): boom",
+    ]
+
+
+def test_the_a10g_price_is_modals_hourly_rate():
+    assert A10G_PRICE_PER_HOUR == pytest.approx(1.1016)
+    assert "$1.1016/GPU-hour" in run_report([], 10.0, 1)
