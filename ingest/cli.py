@@ -21,7 +21,7 @@ import os
 import sys
 from typing import Sequence
 
-from ingest.errors import IngestError
+from ingest.errors import IngestError, SettingsError
 from ingest.settings import add_embedder_args, add_ingest_args, add_store_args, ingest_settings
 
 log = logging.getLogger("ingest")
@@ -82,11 +82,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         import importlib
 
         return importlib.import_module(DELEGATED[argv[0]]).main(argv[1:])
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    setup_logging(-1 if args.quiet else args.verbose)
     try:
+        parser = build_parser()  # reads the environment: a bad variable is a usage error
+        args = parser.parse_args(argv)
+        setup_logging(-1 if args.quiet else args.verbose)
         settings = ingest_settings(args)
+    except SettingsError as exc:
+        print(f"python -m ingest: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
         if args.command == "bench":
             from ingest.bench import run_bench
 

@@ -43,7 +43,7 @@ def run_ingest(settings: IngestSettings, *, embedder: Embedder | None = None) ->
     own_embedder = embedder is None
     try:
         embedder = embedder or make_embedder(settings.embedder)
-        store.ensure_collection(collection_spec(settings, embedder))
+        created = store.ensure_collection(collection_spec(settings, embedder), bulk_load=True)
         log.info("ingesting %s into %s with %s", source.name, settings.store.collection, embedder.spec.name)
         summary = run_pipeline(
             source,
@@ -54,6 +54,8 @@ def run_ingest(settings: IngestSettings, *, embedder: Embedder | None = None) ->
             window=settings.window,
             progress=Progress(source.total, enabled=settings.progress),
         )
+        if created:
+            store.finish_bulk_load()
         summary.extra["collection_points"] = store.count()
         return summary
     finally:

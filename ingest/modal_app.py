@@ -248,22 +248,34 @@ class Embedder:
 
         return embed_texts(self.embedder, texts)
 
+    def _settings(self, collection: str, chunking: dict, window: int = 2048):
+        from ingest.worker import shard_settings
+
+        return shard_settings(os.environ, tei_url=self.router.url, collection=collection, model=MODEL_ID,
+                              chunking=chunking, window=window, tei_concurrency=TEI_CONCURRENCY)
+
+    @modal.method()
+    def prepare_load(self, collection: str, chunking: dict) -> bool:
+        """Create the collection for a bulk load (payload indexes, HNSW deferred)."""
+        from ingest.worker import prepare_load
+
+        return prepare_load(self._settings(collection, chunking), self.router.url)
+
+    @modal.method()
+    def finish_load(self, collection: str, chunking: dict) -> None:
+        """Turn the HNSW graph back on once every shard has landed."""
+        from ingest.worker import finish_load
+
+        finish_load(self._settings(collection, chunking))
+
     @modal.method()
     def ingest_shard(self, start: int, stop: int, dataset: str, collection: str, chunking: dict, window: int):
         """Rows [start, stop) of the saved dataset into `collection`; returns a
         `ingest.worker.ShardResult`."""
-        from ingest.worker import ShardError, ingest_shard, shard_settings
+        from ingest.worker import ShardError, ingest_shard
 
         try:
-            settings = shard_settings(
-                os.environ,  # QDRANT_URL and QDRANT_API_KEY, from the secret
-                tei_url=self.router.url,
-                collection=collection,
-                model=MODEL_ID,
-                chunking=chunking,
-                window=window,
-                tei_concurrency=TEI_CONCURRENCY,
-            )
+            settings = self._settings(collection, chunking, window)  # Qdrant's URL and key: the secret
             return ingest_shard(dataset, start, stop, settings=settings, tei_url=self.router.url)
         except Exception as exc:
             raise ShardError(start, stop, f"{type(exc).__name__}: {exc}") from exc
@@ -330,7 +342,10 @@ def main(
             print(f"failed: {type(output).__name__}: {output}")
 
     started = time.perf_counter()
+    bulk = worker.prepare_load.remote(collection, chunking)  # a new collection: HNSW deferred
     run = run_shards(shards, run_round, max_rounds=max_rounds, on_output=report_progress)
+    if bulk:
+        worker.finish_load.remote(collection, chunking)
     wall = time.perf_counter() - started
 
     if run.dead_letters:

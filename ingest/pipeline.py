@@ -18,7 +18,7 @@ from ingest.chunking import Chunker
 from ingest.deadletter import DeadLetter, DeadLetterFile
 from ingest.embedders.base import Embedder, PassageEmbeddings
 from ingest.progress import Progress
-from ingest.store import QdrantStore, build_batch
+from ingest.store import QdrantStore
 from schemas import Article, Chunk, ValidationError
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ def run_pipeline(
             keep = [i for i in keep if i not in rejected]
         if keep:
             t0 = time.perf_counter()
-            store.upsert(build_batch([pairs[i] for i in keep], result.vectors[keep]))
+            store.upsert_pairs([pairs[i] for i in keep], result.vectors[keep])
             summary.write_seconds += time.perf_counter() - t0
             summary.points_written += len(keep)
         progress.update(summary.articles, summary.chunks, summary.points_written)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -97,6 +98,36 @@ _retry_transient = retry(
 )
 
 
+# Bodies well under Qdrant's 32 MB REST limit and quick to retry. Estimated per point:
+# its text and title (UTF-8, JSON-escaped), its floats as JSON text, and the other fields.
+MAX_REQUEST_BYTES = 8 * 1024 * 1024
+_BYTES_PER_FLOAT = 12
+_POINT_OVERHEAD_BYTES = 400
+
+# Payload fields that filters use (one article's chunks, by title or url): indexed
+# before the load, since building an index over a loaded collection is slower.
+PAYLOAD_INDEXES = {"id": models.PayloadSchemaType.KEYWORD,
+                   "url": models.PayloadSchemaType.KEYWORD,
+                   "title": models.PayloadSchemaType.KEYWORD}
+HNSW_M = 16
+
+
+def split_by_bytes(pairs: Sequence[tuple[Article, Chunk]], dimension: int,
+                   max_bytes: int = MAX_REQUEST_BYTES) -> list[slice]:
+    """Slices of `pairs` whose estimated request size stays under `max_bytes`."""
+    slices, start, size = [], 0, 0
+    for index, (article, chunk) in enumerate(pairs):
+        point = (len(chunk.text) + len(article.title) + len(article.url)) * 2 + dimension * _BYTES_PER_FLOAT
+        point += _POINT_OVERHEAD_BYTES
+        if index > start and size + point > max_bytes:
+            slices.append(slice(start, index))
+            start, size = index, 0
+        size += point
+    if start < len(pairs):
+        slices.append(slice(start, len(pairs)))
+    return slices
+
+
 def build_batch(
     pairs: Sequence[tuple[Article, Chunk]], vectors: np.ndarray
 ) -> models.Batch:
@@ -114,9 +145,17 @@ class QdrantStore:
     >>> store = QdrantStore(open_client(path=":memory:"), "wiki")
     """
 
-    def __init__(self, client: QdrantClient, collection: str) -> None:
+    def __init__(self, client: QdrantClient, collection: str, *, max_request_bytes: int = MAX_REQUEST_BYTES) -> None:
         self.client = client
         self.collection = collection
+        self.max_request_bytes = max_request_bytes
+
+    @property
+    def is_local(self) -> bool:
+        """Embedded local mode, which has no HNSW index to defer."""
+        from qdrant_client.local.qdrant_local import QdrantLocal
+
+        return isinstance(getattr(self.client, "_client", None), QdrantLocal)
 
     # -- collection --------------------------------------------------------
     def read_spec(self) -> CollectionSpec | None:
@@ -126,18 +165,28 @@ class QdrantStore:
         info = self.client.get_collection(self.collection)
         return CollectionSpec.from_metadata(info.config.metadata)
 
-    def ensure_collection(self, spec: CollectionSpec) -> bool:
+    def ensure_collection(self, spec: CollectionSpec, *, bulk_load: bool = False) -> bool:
         """Create the collection for `spec`, or check that an existing one was built
-        the same way. Returns True when it was created."""
+        the same way. Returns True when it was created.
+
+        A new collection gets its payload indexes before any point. With `bulk_load`,
+        a server builds no HNSW graph while points stream in (`m=0`); call
+        `finish_bulk_load` at the end to build it once, over everything."""
         if not self.client.collection_exists(self.collection):
             self.client.create_collection(
                 self.collection,
                 vectors_config=models.VectorParams(
                     size=spec.dimension, distance=models.Distance.COSINE
                 ),
+                hnsw_config=models.HnswConfigDiff(m=0 if bulk_load else HNSW_M),
+                on_disk_payload=True,
                 metadata=spec.to_metadata(),
             )
-            log.info("created collection %s (%s, %d dims)", self.collection, spec.model.name, spec.dimension)
+            if not self.is_local:  # local mode filters by scanning and warns about indexes
+                for field_name, schema in PAYLOAD_INDEXES.items():
+                    self.client.create_payload_index(self.collection, field_name, field_schema=schema, wait=True)
+            log.info("created collection %s (%s, %d dims%s)", self.collection, spec.model.name, spec.dimension,
+                     ", HNSW deferred until the load ends" if bulk_load and not self.is_local else "")
             return True
         info = self.client.get_collection(self.collection)
         existing = CollectionSpec.from_metadata(info.config.metadata)
@@ -174,10 +223,32 @@ class QdrantStore:
                 f"({', '.join(changed) or 'distance'} differ): use the same settings or another --collection"
             )
 
+    def hnsw_m(self) -> int | None:
+        return self.client.get_collection(self.collection).config.hnsw_config.m
+
+    def finish_bulk_load(self, *, wait_seconds: float = 0.0) -> None:
+        """Turn the HNSW graph back on (m=16) after a bulk load; optionally wait up
+        to `wait_seconds` for the server to finish indexing (status green)."""
+        self.client.update_collection(self.collection, hnsw_config=models.HnswConfigDiff(m=HNSW_M))
+        if self.is_local or wait_seconds <= 0:
+            return
+        deadline = time.monotonic() + wait_seconds
+        while self.client.get_collection(self.collection).status != models.CollectionStatus.GREEN:
+            if time.monotonic() > deadline:
+                log.warning("collection %s is still indexing after %.0f s; searches work meanwhile, slower",
+                            self.collection, wait_seconds)
+                return
+            time.sleep(2.0)
+
     def count(self) -> int:
         return self.client.count(self.collection, exact=True).count
 
     # -- points ------------------------------------------------------------
+    def upsert_pairs(self, pairs: Sequence[tuple[Article, Chunk]], vectors: np.ndarray) -> None:
+        """Write chunks and their vectors in requests bounded in bytes."""
+        for part in split_by_bytes(pairs, vectors.shape[1], self.max_request_bytes):
+            self.upsert(build_batch(pairs[part], vectors[part]))
+
     @_retry_transient
     def upsert(self, batch: models.Batch) -> None:
         """Write a batch and wait until Qdrant has it (idempotent: ids are deterministic)."""

@@ -443,6 +443,33 @@ def ingest_shard(
     )
 
 
+def prepare_load(settings: IngestSettings, tei_url: str) -> bool:
+    """Before the shards fan out: create the collection with its payload indexes and
+    the HNSW graph deferred (m=0), so that 40M inserts don't each update a graph.
+    Returns False (and changes nothing) when the collection already existed."""
+    from ingest.embedders.tei import TEIEmbedder
+    from ingest.jobs import collection_spec, open_store
+
+    with ExitStack() as stack:
+        embedder = TEIEmbedder(tei_url, model_name=settings.embedder.model,
+                               query_instruction=settings.embedder.query_instruction)
+        stack.callback(embedder.close)
+        store = open_store(settings.store)
+        stack.callback(store.close)
+        return store.ensure_collection(collection_spec(settings, embedder), bulk_load=True)
+
+
+def finish_load(settings: IngestSettings, *, wait_seconds: float = 0.0) -> None:
+    """After the last shard: build the HNSW graph once, over everything."""
+    from ingest.jobs import open_store
+
+    store = open_store(settings.store)
+    try:
+        store.finish_bulk_load(wait_seconds=wait_seconds)
+    finally:
+        store.close()
+
+
 def ensure_collection(store: Any, spec: Any) -> None:
     """`store.ensure_collection`, tolerating the race of many shards starting at
     once: if creating fails because another shard just created it, check the

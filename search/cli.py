@@ -16,7 +16,7 @@ import textwrap
 from typing import Sequence
 
 from ingest.cli import setup_logging
-from ingest.errors import IngestError
+from ingest.errors import IngestError, SettingsError
 from ingest.settings import add_embedder_args, add_store_args, embedder_settings, store_settings
 from search.api import Hit, Searcher
 
@@ -42,10 +42,15 @@ def format_hit(hit: Hit, width: int = 100) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose - 1)
     try:
-        with Searcher.open(store_settings(args), embedder_settings(args)) as searcher:
+        args = build_parser().parse_args(argv)
+        setup_logging(args.verbose - 1)
+        stores, embedders = store_settings(args), embedder_settings(args)
+    except SettingsError as exc:
+        print(f"python -m search: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        with Searcher.open(stores, embedders) as searcher:
             hits = searcher.search(args.query, k=args.k)
     except IngestError as exc:
         log.error("%s", exc)

@@ -107,7 +107,8 @@ def test_the_gpu_class_declares_gpu_secrets_volumes_scaling_and_concurrency():
     assert modal_app.SHARDS_PER_CONTAINER >= 2
     hooks = {name: ast.unparse(dec) for name, dec in _method_decorators("Embedder")}
     assert hooks == {"start_server": "modal.enter()", "stop_server": "modal.exit()", "spec": "modal.method()",
-                     "embed": "modal.method()", "ingest_shard": "modal.method()"}
+                     "embed": "modal.method()", "ingest_shard": "modal.method()",
+                     "prepare_load": "modal.method()", "finish_load": "modal.method()"}
 
 
 def test_max_containers_is_set_from_the_environment_at_deploy_time(monkeypatch, tmp_path):
@@ -367,6 +368,6 @@ def _decorators(name: str) -> list[ast.Call]:
 
 def _method_decorators(name: str):
     for node in _class(name).body:
-        if isinstance(node, ast.FunctionDef):
+        if isinstance(node, ast.FunctionDef) and not node.name.startswith("_"):  # _helpers are plain
             assert len(node.decorator_list) == 1, node.name
             yield node.name, node.decorator_list[0]

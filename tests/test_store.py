@@ -95,3 +95,23 @@ def test_a_storage_folder_held_by_another_process_gives_a_clear_message(tmp_path
         holder.stdin.close()
         holder.wait(timeout=30)
         holder.stdout.close()
+
+
+def test_bulk_load_settings_are_harmless_in_local_mode(memory_store):
+    assert memory_store.is_local
+    memory_store.ensure_collection(SPEC, bulk_load=True)  # local mode has no graph or payload index
+    memory_store.finish_bulk_load(wait_seconds=5)
+    assert memory_store.hnsw_m() == 16
+
+
+def test_upserts_are_split_into_requests_bounded_in_bytes(memory_store):
+    from ingest.store import split_by_bytes
+
+    items, vectors = pairs(50)
+    parts = split_by_bytes(items, 384, max_bytes=20_000)
+    assert len(parts) > 1 and [i for p in parts for i in range(*p.indices(50))] == list(range(50))
+    assert split_by_bytes(items[:1], 384, max_bytes=10) == [slice(0, 1)]  # one big point still goes alone
+    memory_store.ensure_collection(SPEC)
+    memory_store.max_request_bytes = 20_000
+    memory_store.upsert_pairs(items, vectors)
+    assert memory_store.count() == 50

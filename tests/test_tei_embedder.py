@@ -29,10 +29,8 @@ TEXTS = [f"Passage {i} about the history of {topic}." for i, topic in
 
 
 @pytest.fixture(scope="module")
-def local_model():
-    from ingest.embedders.local import LocalEmbedder
-
-    return LocalEmbedder(device="cpu")
+def local_model(local_embedder):
+    return local_embedder
 
 
 @pytest.fixture

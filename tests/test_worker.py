@@ -355,3 +355,20 @@ def test_run_report_states_throughput_gpu_time_and_cost():
 def test_the_a10g_price_is_modals_hourly_rate():
     assert A10G_PRICE_PER_HOUR == pytest.approx(1.1016)
     assert "$1.1016/GPU-hour" in run_report([], 10.0, 1)
+
+
+def test_prepare_and_finish_load_bracket_a_bulk_load(tmp_path, tei_router, dataset_dir):
+    from ingest.worker import finish_load, prepare_load
+
+    settings = shard_settings({"QDRANT_PATH": str(tmp_path / "qdrant")}, tei_url=tei_router.url,
+                              collection="wiki", model=MODEL, chunking={"max_chars": 300})
+    assert prepare_load(settings, tei_router.url) is True  # created, ready for the shards
+    assert prepare_load(settings, tei_router.url) is False  # already there: left as it is
+    ingest_shard(dataset_dir, 0, 3, settings=settings, tei_url=tei_router.url)
+    finish_load(settings)
+    client = QdrantClient(path=str(tmp_path / "qdrant"))
+    try:
+        assert client.get_collection("wiki").config.metadata["chunking"]["max_chars"] == 300
+        assert client.count("wiki").count > 0
+    finally:
+        client.close()

@@ -1,0 +1,64 @@
+"""The command lines as users run them: subprocesses, exit codes, stdout and stderr."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+HAL_QUERY = "the space film in which the computer HAL 9000 turns on its crew"
+
+
+def run(*args, cwd, env=None):
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": os.getcwd(), **(env or {})})
+
+
+@pytest.mark.parametrize("module", ["ingest", "search"])
+def test_help_is_on_stdout_and_exits_zero(module, tmp_path):
+    done = run(module, "--help", cwd=tmp_path)
+    assert done.returncode == 0 and "usage: python -m " + module in done.stdout
+
+
+@pytest.mark.parametrize(
+    "args, env, message",
+    [
+        (["--bogus"], {}, "unrecognized arguments: --bogus"),
+        (["--limit", "-3"], {}, "--limit must be a positive number"),
+        (["--embedder", "tei"], {}, "needs --tei-url"),
+        ([], {"INGEST_LIMIT": "many"}, "INGEST_LIMIT='many' is not a valid int"),
+        (["--chunk-size", "5"], {}, "chunk size 5 is too small"),
+    ],
+)
+def test_bad_usage_exits_two_naming_the_setting(args, env, message, tmp_path):
+    done = run("ingest", *args, cwd=tmp_path, env=env)
+    assert done.returncode == 2 and message in done.stderr and done.stdout == ""
+
+
+def test_a_source_without_a_column_exits_one_naming_it(tmp_path):
+    (tmp_path / "rows.jsonl").write_text(json.dumps({"id": "1", "title": "T", "text": "x"}) + "\n")
+    done = run("ingest", "--source", "rows.jsonl", cwd=tmp_path)
+    assert done.returncode == 1 and "lacks the required column 'url'" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "qdrant_data").exists()
+
+
+def test_search_before_any_ingest_says_what_to_do(tmp_path):
+    done = run("search", "anything", cwd=tmp_path)
+    assert done.returncode == 1 and "run `python -m ingest` first" in done.stderr
+
+
+def test_ingest_then_search_from_the_command_line(tmp_path, sample):
+    rows = sample[:25] + [{**sample[25], "text": 42}]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    done = run("ingest", "--source", "rows.jsonl", cwd=tmp_path, env={"QDRANT_COLLECTION": "cli"})
+    assert done.returncode == 3, done.stderr  # finished, with one article dead-lettered
+    assert done.stdout.startswith("articles read 26, skipped (empty) 0, invalid 1,")
+    assert "collection cli now holds" in done.stdout and "dead_letter.jsonl" in done.stdout
+    assert json.loads((tmp_path / "dead_letter.jsonl").read_text())["article_id"] == sample[25]["id"]
+
+    found = run("search", "--collection", "cli", "--json", "-k", "2", HAL_QUERY, cwd=tmp_path)
+    assert found.returncode == 0, found.stderr
+    hits = [json.loads(line) for line in found.stdout.splitlines()]
+    assert [h["rank"] for h in hits] == [1, 2] and hits[0]["title"] == "2001: A Space Odyssey"
+    assert set(hits[0]) >= {"score", "url", "text", "article_id", "chunk_index"}

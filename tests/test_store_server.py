@@ -1,0 +1,109 @@
+"""Bulk-load settings against a server. Local mode has no HNSW graph and no payload
+indexes, so this records what the real qdrant-client sends to a Qdrant-protocol
+server on loopback (REST), answering as Qdrant does."""
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from ingest.store import HNSW_M, PAYLOAD_INDEXES, QdrantStore, open_client
+from tests.test_store import SPEC, pairs
+
+
+class QdrantRecorder(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the client expects
+    log: list = []
+    exists = False
+
+    def _answer(self, result):
+        body = json.dumps({"result": result, "status": "ok", "time": 0.0}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _record(self):
+        length = int(self.headers.get("content-length") or 0)
+        body = json.loads(self.rfile.read(length)) if length else None
+        self.log.append((self.command, self.path.split("?")[0], body))
+
+    def do_GET(self):
+        self._record()
+        if self.path == "/":
+            body = json.dumps({"title": "qdrant", "version": "1.19.0"}).encode()
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif self.path.endswith("/exists"):
+            self._answer({"exists": type(self).exists})
+        else:
+            self.send_error(404)
+
+    def do_PUT(self):
+        self._record()
+        path = self.path.split("?")[0]
+        if path.endswith(("/points", "/index")):
+            self._answer({"operation_id": len(self.log), "status": "completed"})
+        else:
+            type(self).exists = True
+            self._answer(True)
+
+    def do_PATCH(self):
+        self._record()
+        self._answer(True)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def qdrant_server():
+    QdrantRecorder.log, QdrantRecorder.exists = [], False
+    server = ThreadingHTTPServer(("127.0.0.1", 0), QdrantRecorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", QdrantRecorder.log
+    deadline = time.monotonic() + 10  # the client checks the server's version on a thread of its own
+    while ("GET", "/", None) not in QdrantRecorder.log and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_bulk_load_indexes_payload_first_defers_hnsw_and_restores_it(qdrant_server):
+    url, log = qdrant_server
+    store = QdrantStore(open_client(url=url, prefer_grpc=False, timeout=5), "wiki")
+    try:
+        assert store.ensure_collection(SPEC, bulk_load=True)
+        items, vectors = pairs(3)
+        store.upsert_pairs(items, vectors.astype(np.float32))
+        store.finish_bulk_load()
+    finally:
+        store.close()
+    writes = [(method, path, body) for method, path, body in log if method in ("PUT", "PATCH")]
+    create = writes[0]
+    assert create[:2] == ("PUT", "/collections/wiki")
+    assert create[2]["hnsw_config"]["m"] == 0 and create[2]["on_disk_payload"] is True
+    assert create[2]["metadata"]["embedding_model"]["name"] == SPEC.model.name
+    indexes = [body["field_name"] for method, path, body in writes[1:4]]
+    assert sorted(indexes) == sorted(PAYLOAD_INDEXES) and all(p.endswith("/index") for _, p, _ in writes[1:4])
+    assert writes[4][1] == "/collections/wiki/points" and len(writes[4][2]["batch"]["ids"]) == 3
+    assert writes[5] == ("PATCH", "/collections/wiki", {"hnsw_config": {"m": HNSW_M}})
+
+
+def test_an_ordinary_run_keeps_the_graph_on(qdrant_server):
+    url, log = qdrant_server
+    store = QdrantStore(open_client(url=url, prefer_grpc=False, timeout=5), "wiki")
+    try:
+        store.ensure_collection(SPEC)
+    finally:
+        store.close()
+    create = next(body for method, path, body in log if method == "PUT")
+    assert create["hnsw_config"]["m"] == HNSW_M
