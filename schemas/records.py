@@ -14,6 +14,7 @@ ARTICLE_FIELDS: tuple[str, ...] = ("id", "url", "title", "text")
 
 # Fixed namespace so that point ids are stable across machines and versions.
 POINT_NAMESPACE = uuid.UUID("6f1c3f52-6a0e-5b7e-9c38-0d7a0c9e2f41")
+_NAMESPACE_BYTES = POINT_NAMESPACE.bytes
 
 
 def content_hash(text: str) -> str:
@@ -23,8 +24,14 @@ def content_hash(text: str) -> str:
 
 def point_id(article_id: str, chunk_index: int) -> str:
     """UUID of a chunk's point: the same article and index always give the same id,
-    so a re-run overwrites its points instead of duplicating them."""
-    return str(uuid.uuid5(POINT_NAMESPACE, f"{article_id}:{chunk_index}"))
+    so a re-run overwrites its points instead of duplicating them. This is
+    `uuid.uuid5(POINT_NAMESPACE, f"{article_id}:{chunk_index}")`, computed without
+    the UUID objects (it runs for every point)."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + f"{article_id}:{chunk_index}".encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,3 +61,24 @@ def test_collection_spec_round_trips_through_metadata_and_fingerprints_settings(
     assert CollectionSpec.from_metadata(None) is None
     with pytest.raises(ValidationError, match="dimension"):
         ModelSpec.from_dict({"name": "m", "max_tokens": 3})
+
+
+def test_point_ids_are_rfc_4122_version_5_uuids():
+    import uuid
+
+    from schemas.records import POINT_NAMESPACE
+
+    for article_id, index in [("12", 0), ("Ωmega", 7), ("a" * 300, 12345)]:
+        assert point_id(article_id, index) == str(uuid.uuid5(POINT_NAMESPACE, f"{article_id}:{index}"))
+
+
+def test_the_upsert_batch_carries_the_payload_schema():
+    import numpy as np
+
+    from ingest.store import build_batch
+
+    article = Article.from_row(row())
+    chunks = [Chunk("12", i, f"part {i}", i, i + 1, f"X\\npart {i}") for i in range(3)]
+    batch = build_batch([(article, c) for c in chunks], np.ones((3, 4), dtype=np.float32))
+    assert batch.ids == [c.point_id for c in chunks] and batch.vectors[2] == [1.0] * 4
+    assert [PointPayload.from_dict(p) for p in batch.payloads] == [PointPayload.build(article, c) for c in chunks]
