@@ -92,3 +92,25 @@ def test_a_multi_megabyte_article_streams_in_bounded_memory():
 def test_bad_chunk_settings_name_the_setting(kwargs, message):
     with pytest.raises(SettingsError, match=message):
         ChunkingSettings(**kwargs)
+
+
+def test_token_counting_on_another_thread_does_not_disturb_embedding(local_embedder, sample):
+    """The chunker counts tokens while the embed thread encodes: they must not share tokenizer state."""
+    import threading
+
+    texts = [row["text"] for row in sample[:64]]
+    stop = threading.Event()
+
+    def count_forever():
+        while not stop.is_set():
+            local_embedder.count_tokens(texts[:16])
+
+    counter = threading.Thread(target=count_forever)
+    counter.start()
+    try:
+        for _ in range(3):
+            assert local_embedder.embed_passages(texts).vectors.shape == (64, 384)
+    finally:
+        stop.set()
+        counter.join()
+    assert local_embedder.count_tokens(["Hello world"]) == [2]

@@ -113,6 +113,7 @@ class LocalEmbedder:
         elif dtype != "float32":
             raise EmbedderError(f"unknown dtype {dtype!r}: use float32 or float16")
         self.batch_size = batch_size
+        self._counter = None
         self.spec = self._spec(name, query_instruction)
 
     def _spec(self, name: str, query_instruction: str | None) -> ModelSpec:
@@ -161,17 +162,30 @@ class LocalEmbedder:
         return self._encode(with_query_instruction(self.spec, texts))
 
     def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
-        tokenizer = getattr(self.model, "tokenizer", None)
-        if tokenizer is None or not texts:
-            return [0] * len(texts) if tokenizer is not None else None
-        encoded = tokenizer(
-            list(texts),
-            add_special_tokens=False,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-            verbose=False,
-        )
-        return [len(ids) for ids in encoded["input_ids"]]
+        """Token counts from a private copy of the model's tokenizer.
+
+        The chunker counts on its own thread while `encode` tokenizes on the embed
+        thread; a fast tokenizer keeps its padding settings in shared mutable state,
+        so sharing one instance corrupts batches (ragged tensors) under load."""
+        counter = self._token_counter()
+        if counter is None:
+            return None
+        if not texts:
+            return []
+        return [len(e.ids) for e in counter.encode_batch(list(texts), add_special_tokens=False)]
+
+    def _token_counter(self):
+        if self._counter is None:
+            backend = getattr(getattr(self.model, "tokenizer", None), "backend_tokenizer", None)
+            if backend is None:
+                return None
+            from tokenizers import Tokenizer
+
+            counter = Tokenizer.from_str(backend.to_str())
+            counter.no_padding()
+            counter.no_truncation()
+            self._counter = counter
+        return self._counter
 
     def close(self) -> None:
         pass
