@@ -324,3 +324,19 @@ def test_parse_retry_after():
     assert parse_retry_after(None) is None and parse_retry_after("soon") is None
     future = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30), usegmt=True)
     assert 25 < parse_retry_after(future) <= 30
+
+
+def test_counts_tokens_with_the_served_models_tokenizer(server, connect, local_model):
+    from pathlib import Path
+
+    from ingest.embedders.local import resolve_model
+
+    assert connect(server).count_tokens(["anything"]) is None  # no tokenizer: characters only
+    tokenizer = str(Path(resolve_model("all-MiniLM-L6-v2")[1]) / "tokenizer.json")
+    texts = ["Hello world", "Kubrick's 2001: A Space Odyssey (1968)"]
+    assert connect(server, tokenizer=tokenizer).count_tokens(texts) == local_model.count_tokens(texts)
+
+
+def test_an_unreadable_tokenizer_is_named(server, connect, tmp_path):
+    with pytest.raises(EmbedderError, match="cannot load the tokenizer .*nope.json"):
+        connect(server, tokenizer=str(tmp_path / "nope.json"))

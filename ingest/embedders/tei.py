@@ -225,6 +225,18 @@ class _LoopThread:
             self.loop.close()
 
 
+def _load_tokenizer(path: str):
+    try:
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(path)
+    except Exception as exc:  # ImportError, or an unreadable file
+        raise EmbedderError(f"cannot load the tokenizer {path}: {type(exc).__name__}: {exc}") from exc
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
+
+
 class TEIEmbedder:
     """A TEI 1.x server behind the `Embedder` interface (see the module docstring).
 
@@ -258,11 +270,13 @@ class TEIEmbedder:
         api_key: str | None = None,
         headers: Mapping[str, str] | None = None,
         wire: str = "json",
+        tokenizer: str | None = None,
     ) -> None:
         if wire not in ("json", "base64"):
             raise EmbedderError(f"unknown wire {wire!r}: use 'json' (/embed) or 'base64' (/v1/embeddings)")
         self.wire = wire
         self._route = "v1/embeddings" if wire == "base64" else "embed"
+        self._tokenizer = _load_tokenizer(tokenizer) if tokenizer else None
         if max_concurrency < 1 or (batch_size is not None and batch_size < 1):
             raise EmbedderError("TEIEmbedder needs max_concurrency >= 1 and batch_size >= 1")
         self.url = redact_url(url)
@@ -363,7 +377,12 @@ class TEIEmbedder:
         return result.vectors
 
     def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
-        return None  # no tokenizer here: the chunker budgets by characters, TEI truncates
+        """Counts with the served model's `tokenizer.json` when one was given (on the
+        GPU workers it lies beside the weights); otherwise None: the chunker then
+        budgets by characters alone and TEI truncates what is too long."""
+        if self._tokenizer is None:
+            return None
+        return [len(e.ids) for e in self._tokenizer.encode_batch(list(texts), add_special_tokens=False)]
 
     def close(self) -> None:
         if hasattr(self, "_loop"):
