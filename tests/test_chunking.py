@@ -114,3 +114,13 @@ def test_token_counting_on_another_thread_does_not_disturb_embedding(local_embed
         stop.set()
         counter.join()
     assert local_embedder.count_tokens(["Hello world"]) == [2]
+
+
+def test_the_direct_engine_gives_sentence_transformers_vectors(local_embedder, sample):
+    """The lean forward pass (length-sorted window, pooling on the device) is the same model."""
+    import numpy as np
+
+    assert local_embedder.engine == "direct"
+    texts = [row["text"] for row in sample[:40]] + ["x", "word " * 600]  # a short one, a truncated one
+    reference = local_embedder.model.encode(texts, batch_size=8, normalize_embeddings=True, convert_to_numpy=True)
+    np.testing.assert_allclose(local_embedder.embed_passages(texts).vectors, reference, atol=1e-5)

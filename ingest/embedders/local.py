@@ -85,7 +85,10 @@ class LocalEmbedder:
         dtype: str = "float32",
         batch_size: int = 64,
         query_instruction: str | None = None,
+        engine: str = "auto",
     ) -> None:
+        if engine not in ("auto", "direct", "sentence-transformers"):
+            raise EmbedderError(f"unknown engine {engine!r}: use auto, direct or sentence-transformers")
         name, location = resolve_model(model)
         local = Path(location).is_dir()
         if local:
@@ -115,6 +118,14 @@ class LocalEmbedder:
         self.batch_size = batch_size
         self._counter = None
         self.spec = self._spec(name, query_instruction)
+        self._direct = None
+        if engine != "sentence-transformers":
+            from ingest.embedders.direct import DirectEncoder
+
+            self._direct = DirectEncoder.for_model(self.model)
+            if self._direct is None and engine == "direct":
+                raise EmbedderError(f"model {name!r} has modules the direct engine does not handle")
+        self.engine = "direct" if self._direct else "sentence-transformers"
 
     def _spec(self, name: str, query_instruction: str | None) -> ModelSpec:
         known = KNOWN_MODELS.get(name)
@@ -125,11 +136,9 @@ class LocalEmbedder:
         max_tokens = int(self.model.max_seq_length)
         if known and known.dimension != dimension:
             raise EmbedderError(f"model {name!r} gives {dimension} dimensions, expected {known.dimension}")
-        pooling = "mean"
-        for module in self.model:
-            mode = getattr(module, "get_pooling_mode_str", None)
-            if mode:
-                pooling = mode()
+        from ingest.embedders.direct import pooling_mode
+
+        pooling = next((mode for module in self.model if (mode := pooling_mode(module))), "mean")
         instruction = known.query_instruction if known else ""
         if query_instruction is not None:
             instruction = query_instruction
@@ -146,6 +155,8 @@ class LocalEmbedder:
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.empty((0, self.spec.dimension), dtype=np.float32)
+        if self._direct is not None:
+            return as_float32_matrix(self._direct.encode(texts, self.batch_size), len(texts), self.spec.dimension)
         vectors = self.model.encode(
             list(texts),
             batch_size=self.batch_size,
