@@ -1,8 +1,13 @@
 """`python -m ingest`: fill a Qdrant collection with embedded Wikipedia chunks.
 
 Commands:
-  run        (default) ingest a source into a collection
+  run        (default) ingest a source into a collection: new and changed articles only
+  reindex    bring a collection up to date with a new snapshot: run, plus deleting the
+             articles the snapshot no longer has
+  verify     compare the manifest (what is indexed) with the collection
+  repair     rebuild the manifest from the collection
   bench      embedder-alone throughput next to a whole ingest run, on the same chunks
+  bench-reindex  a full ingest beside a reindex of a slightly edited copy of the source
   bench-tei  client-side cost per chunk on the TEI path, ours beside the reference's
   plan       projected full-Wikipedia time and cost on 10, 50 and 100 A10Gs
 
@@ -10,7 +15,7 @@ Commands:
 the environment variable its help names.
 
 Exit codes: 0 done; 1 failed; 2 bad usage; 3 done, but some inputs were
-dead-lettered (see the file the summary names).
+dead-lettered (see the file the summary names); 4 verify found drift.
 """
 
 from __future__ import annotations
@@ -21,13 +26,22 @@ import os
 import sys
 from typing import Sequence
 
+from ingest import crashpoints
 from ingest.errors import IngestError, SettingsError
-from ingest.settings import add_embedder_args, add_ingest_args, add_store_args, ingest_settings
+from ingest.settings import (
+    add_embedder_args,
+    add_ingest_args,
+    add_rebuild_args,
+    add_state_args,
+    add_store_args,
+    ingest_settings,
+    store_settings,
+)
 
 log = logging.getLogger("ingest")
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DEAD_LETTERS = 0, 1, 2, 3
-COMMANDS = ("run", "bench", "bench-tei", "plan")
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DEAD_LETTERS, EXIT_DRIFT = 0, 1, 2, 3, 4
+COMMANDS = ("run", "reindex", "verify", "repair", "bench", "bench-reindex", "bench-tei", "plan")
 # Commands with parsers of their own: the rest of the command line goes to them.
 DELEGATED = {"bench-tei": "ingest.bench_tei", "plan": "ingest.plan"}
 
@@ -51,10 +65,23 @@ def build_parser() -> argparse.ArgumentParser:
         commands.add_parser(name, help=f"see python -m ingest {name} --help", add_help=False)
     run = commands.add_parser(
         "run", help="ingest a source into a collection (the default command)",
-        description="Chunk, embed and upsert a source. Prints a summary line on stdout.\n\n"
+        description="Chunk, embed and upsert the new and changed articles of a source (a stopped run "
+                    "resumes; a change of model or chunking builds a new collection and moves the alias "
+                    "onto it). Prints a summary line and a report line on stdout.\n\n"
                     "  python -m ingest                      # the bundled sample, local model, ./qdrant_data\n"
                     "  python -m ingest --limit 100 --collection test\n"
                     "  python -m ingest --source wikimedia/wikipedia:20231101.en --qdrant-url http://localhost:6333",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    reindex = commands.add_parser(
+        "reindex", help="update a collection to a new snapshot, deleting the articles it lacks",
+        description="Embed and write only the new and changed articles of the source, delete the chunks "
+                    "they lost and the articles the source no longer has (never with --limit). Prints the "
+                    "run's summary and a report line on stdout:\n\n"
+                    "  articles added 12, changed 98, unchanged 9,873, deleted 50; chunks embedded 131; "
+                    "points written 131, deleted 74; 9.8 s\n\n"
+                    "  python -m ingest reindex --source wiki-20231201.parquet\n"
+                    "  python -m ingest reindex --source ... --chunk-size 500 --drop-old   # a rebuild",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     bench = commands.add_parser(
@@ -65,10 +92,40 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--embedder-only", action="store_true",
                        help="time the embedder alone, skip the whole run (no Qdrant needed)")
     bench.add_argument("--repeat", type=int, default=1, help="embed the chunks N times (default 1)")
-    for sub in (run, bench):
+    bench_reindex = commands.add_parser(
+        "bench-reindex", help="a full ingest beside a reindex of an edited copy of the source",
+        description="In one process, into a throw-away store: ingests the source fully, then reindexes a "
+                    "copy with --edited of its articles edited and --removed removed (seeded), and prints "
+                    "wall time and chunks embedded of both.",
+    )
+    bench_reindex.add_argument("--edited", type=float, default=0.01, help="share of articles edited (default 0.01)")
+    bench_reindex.add_argument("--removed", type=float, default=0.005,
+                               help="share of articles removed (default 0.005)")
+    bench_reindex.add_argument("--seed", type=int, default=0, help="which articles (default 0)")
+    for sub in (run, reindex, bench, bench_reindex):
         add_ingest_args(sub)
         add_embedder_args(sub)
         add_store_args(sub)
+        if sub in (run, reindex):
+            add_state_args(sub)
+            add_rebuild_args(sub)
+    verify = commands.add_parser(
+        "verify", help="compare the manifest with the collection; exit 4 on drift",
+        description="Reads every point's article id, chunk index and hash (no vectors) and compares them "
+                    "with the manifest: articles lost, short, extra, of another version, unknown, or left "
+                    "pending by a stopped run. Exit 0 in sync, 4 on drift (a reindex restores the "
+                    "collection; repair rebuilds the manifest).",
+    )
+    repair = commands.add_parser(
+        "repair", help="rebuild the manifest from the collection",
+        description="Replaces the manifest with what the collection's points say: an article whose points "
+                    "are whole and of one version is recorded as indexed, any other is left pending for the "
+                    "next run to redo.",
+    )
+    for sub in (verify, repair):
+        add_store_args(sub)
+        add_state_args(sub)
+    for sub in (run, reindex, bench, bench_reindex, verify, repair):
         sub.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
         sub.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     return parser
@@ -83,11 +140,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return importlib.import_module(DELEGATED[argv[0]]).main(argv[1:])
     try:
+        crashpoints.arm_from_env(os.environ)  # a test aid, off unless INGEST_CRASH_AT is set
         parser = build_parser()  # reads the environment: a bad variable is a usage error
         args = parser.parse_args(argv)
         setup_logging(-1 if args.quiet else args.verbose)
+        if args.command in ("verify", "repair"):
+            return _state_command(args.command, store_settings(args))
         settings = ingest_settings(args)
-    except SettingsError as exc:
+    except (SettingsError, ValueError) as exc:
         print(f"python -m ingest: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
@@ -96,9 +156,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(run_bench(settings, embedder_only=args.embedder_only, repeat=args.repeat))
             return EXIT_OK
+        if args.command == "bench-reindex":
+            from ingest.bench_reindex import run_bench_reindex
+
+            print(run_bench_reindex(settings, edited=args.edited, removed=args.removed, seed=args.seed))
+            return EXIT_OK
         from ingest.jobs import run_ingest
 
-        summary = run_ingest(settings)
+        summary = run_ingest(settings, mode=args.command)
     except IngestError as exc:
         log.error("%s", exc)
         return EXIT_FAILED
@@ -107,7 +172,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     print(summary.line() + f"; collection {settings.store.collection} now holds "
           f"{summary.extra.get('collection_points', 0):,} points")
+    print(summary.report())
+    if "alias" in summary.extra:
+        print(summary.extra["alias"])
     if summary.failed:
         log.warning("%d inputs failed for good; see %s", summary.failed, summary.dead_letter)
         return EXIT_DEAD_LETTERS
     return EXIT_OK
+
+
+def _state_command(command: str, settings) -> int:
+    from ingest.jobs import repair_manifest, verify_collection
+
+    try:
+        if command == "repair":
+            print(repair_manifest(settings).line())
+            return EXIT_OK
+        report = verify_collection(settings)
+    except IngestError as exc:
+        log.error("%s", exc)
+        return EXIT_FAILED
+    print("\n".join(report.lines()))
+    return EXIT_OK if report.in_sync else EXIT_DRIFT

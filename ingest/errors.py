@@ -5,9 +5,13 @@ exceptions into one of these, chained, with a message that says what to fix.
     ├── SettingsError            a flag or environment variable has a bad value
     ├── SourceError              a source cannot be read, or lacks a column
     ├── EmbedderError            a model or embedding server cannot be used
-    └── StoreError               Qdrant cannot be used
-        ├── StoreLockedError     a local storage folder is held by another process
-        └── CollectionMismatchError  the collection was built with another model/chunking
+    ├── StoreError               Qdrant cannot be used
+    │   ├── StoreLockedError     a local storage folder is held by another process
+    │   ├── CollectionMismatchError  the collection was built with another model/chunking
+    │   └── RebuildError         a new collection cannot replace the live one (yet)
+    └── StateError               the manifest (what is indexed) cannot be used
+        ├── RunLockedError       another run is writing the same collection
+        └── MassDeleteError      a snapshot lacks too many indexed articles to delete them
 """
 
 from __future__ import annotations
@@ -38,4 +42,20 @@ class StoreLockedError(StoreError):
 
 
 class CollectionMismatchError(StoreError):
+    pass
+
+
+class RebuildError(StoreError):
+    pass
+
+
+class StateError(IngestError):
+    pass
+
+
+class RunLockedError(StateError):
+    pass
+
+
+class MassDeleteError(StateError):
     pass

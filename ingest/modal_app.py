@@ -12,12 +12,15 @@
 #
 #     modal secret create qdrant QDRANT_URL=https://... QDRANT_API_KEY=...
 #     modal run -m ingest.modal_app::download_dataset --config 20231101.en
-#     modal deploy -m ingest.modal_app       # makes `Embedder` callable by name (search)
+#     modal deploy -m ingest.modal_app       # `Embedder` callable by name, and the reindex schedule
 #     modal run -m ingest.modal_app --limit 20000     # a trial on the first 20,000 articles
-#     modal run -m ingest.modal_app                   # the whole corpus
+#     modal run -m ingest.modal_app                   # the whole corpus (a stopped run resumes)
+#     modal run -m ingest.modal_app::reindex --config 20231201.en   # an incremental reindex, now
 #
 # `WIKI_EMBED_GPUS=100 modal deploy -m ingest.modal_app` sets how many A10Gs may
-# run at once. This app has no schedule: a deploy starts nothing by itself.
+# run at once. The deploy also schedules one function, `scheduled_reindex`
+# (`WIKI_REINDEX_CRON`, Sundays at 03:00 UTC by default), which reindexes the
+# newest of the configured snapshots (`WIKI_SNAPSHOTS`) incrementally.
 #
 # Only `modal` is imported at the top, so the file imports (and deploys) on a
 # machine that has nothing else installed; everything else is imported where it runs.
@@ -143,6 +146,18 @@ def dataset_path(config: str) -> str:
     return f"{DATA_DIR}/wikipedia-{config}"
 
 
+# ## Remember what is indexed, on the same Volume
+#
+# The manifests (one SQLite file per physical collection: what each holds) and the
+# records of the sharded load's finished shards live on the Volume, so that a run
+# on a fresh container knows what the last one did. See `ingest.runs`.
+
+STATE_DIR = f"{DATA_DIR}/state"
+MANIFESTS_DIR = f"{STATE_DIR}/manifests"
+RUNS_DIR = f"{STATE_DIR}/runs"
+LOCAL_STATE_DIR = "/tmp/ingest-state"  # SQLite works on a local copy, checkpointed to the Volume
+
+
 @app.function(image=data_image, volumes={DATA_DIR: dataset_volume}, cpu=8.0, memory=16 * 1024, timeout=3 * HOURS)
 def download_dataset(config: str = DATASET_CONFIG) -> int:
     """Download one `wikimedia/wikipedia` config and save it on the Volume."""
@@ -248,35 +263,52 @@ class Embedder:
 
         return embed_texts(self.embedder, texts)
 
-    def _settings(self, collection: str, chunking: dict, window: int = 2048):
+    def _settings(self, collection: str, chunking: dict, window: int = 2048, drop_old: bool = False):
         from ingest.worker import shard_settings
 
         return shard_settings(os.environ, tei_url=self.router.url, collection=collection, model=MODEL_ID,
-                              chunking=chunking, window=window, tei_concurrency=TEI_CONCURRENCY)
+                              chunking=chunking, window=window, tei_concurrency=TEI_CONCURRENCY, drop_old=drop_old)
 
     @modal.method()
-    def prepare_load(self, collection: str, chunking: dict) -> bool:
-        """Create the collection for a bulk load (payload indexes, HNSW deferred)."""
-        from ingest.worker import prepare_load
+    def prepare_load(self, collection: str, chunking: dict, key: str, fresh: bool = False, drop_old: bool = False):
+        """Pick and create the collection the shards build (`ingest.runs.LoadPlan`),
+        with the shards an earlier attempt of this run finished."""
+        from ingest.runs import prepare_load
 
-        return prepare_load(self._settings(collection, chunking), self.router.url)
-
-    @modal.method()
-    def finish_load(self, collection: str, chunking: dict) -> None:
-        """Turn the HNSW graph back on once every shard has landed."""
-        from ingest.worker import finish_load
-
-        finish_load(self._settings(collection, chunking))
+        dataset_volume.reload()
+        plan = prepare_load(self._settings(collection, chunking, drop_old=drop_old), self.router.url,
+                            records_root=RUNS_DIR, key=key, fresh=fresh)
+        dataset_volume.commit()
+        return plan
 
     @modal.method()
-    def ingest_shard(self, start: int, stop: int, dataset: str, collection: str, chunking: dict, window: int):
+    def finish_load(self, collection: str, chunking: dict, plan, drop_old: bool = False,
+                    partial: bool = False) -> str:
+        """Once every shard landed: manifest, HNSW graph, smoke query, alias."""
+        from ingest.runs import VolumeState, finish_load
+
+        dataset_volume.reload()
+        state = VolumeState(MANIFESTS_DIR, LOCAL_STATE_DIR, commit=dataset_volume.commit)
+        return finish_load(self._settings(collection, chunking, drop_old=drop_old), self.router.url, plan,
+                           state_dir=LOCAL_STATE_DIR, checkpoint=state.checkpoint, partial=partial)
+
+    @modal.method()
+    def ingest_shard(self, start: int, stop: int, dataset: str, collection: str, chunking: dict, window: int,
+                     records: str = ""):
         """Rows [start, stop) of the saved dataset into `collection`; returns a
-        `ingest.worker.ShardResult`."""
-        from ingest.worker import ShardError, ingest_shard
+        `ingest.worker.ShardResult`, recorded in the `records` folder when given."""
+        from pathlib import Path
+
+        from ingest.runs import ShardRecords, ingest_recorded_shard
+        from ingest.worker import ShardError
 
         try:
             settings = self._settings(collection, chunking, window)  # Qdrant's URL and key: the secret
-            return ingest_shard(dataset, start, stop, settings=settings, tei_url=self.router.url)
+            result = ingest_recorded_shard(dataset, start, stop, settings=settings, tei_url=self.router.url,
+                                           records=ShardRecords(Path(records)) if records else None)
+            if records:
+                dataset_volume.commit()
+            return result
         except Exception as exc:
             raise ShardError(start, stop, f"{type(exc).__name__}: {exc}") from exc
 
@@ -284,8 +316,11 @@ class Embedder:
 # ## The driver
 #
 # `modal run -m ingest.modal_app` runs `main` here, on your machine: it finds the
-# dataset's length, cuts it into shards, fans them out over the GPU containers,
-# runs the failed shards again (a few rounds at most), writes the dead letters
+# dataset's length, cuts it into shards, asks which collection to build (a new
+# one, beside the live one), skips the shards an earlier attempt of the same run
+# recorded as finished, fans the others out over the GPU containers, runs the
+# failed shards again (a few rounds at most), and once all have landed has the
+# collection checked and the alias moved onto it. It writes the dead letters
 # (inputs that failed for good) to a local file and prints the run's report.
 
 SHARD_SIZE = 5_000  # articles; small enough that a retry is cheap and the last wave is short
@@ -304,11 +339,16 @@ def main(
     chunk_overlap: int = 0,
     dead_letter: str = "dead_letter.jsonl",
     gpu_price_per_hour: float = 0.0,
+    drop_old: bool = False,
+    fresh: bool = False,
 ):
-    """Embed the dataset into `collection`. `limit`: only the first N articles (0:
-    all). `gpu_price_per_hour`: for the cost estimate (0: the A10G list price)."""
+    """Build `collection` from the dataset. `limit`: only the first N articles (0:
+    all; a partial build does not replace a live collection). `drop_old`: delete the
+    collection this one replaces. `fresh`: ignore what an earlier attempt finished.
+    `gpu_price_per_hour`: for the cost estimate (0: the A10G list price)."""
     import json
 
+    from ingest.runs import run_key
     from ingest.worker import A10G_PRICE_PER_HOUR, ShardResult, plan_shards, run_report, run_shards
 
     path = dataset_path(config)
@@ -325,12 +365,17 @@ def main(
 
     chunking = {"max_chars": chunk_size, "overlap_chars": chunk_overlap, "title_prefix": True}
     worker = Embedder()
+    plan = worker.prepare_load.remote(collection, chunking, run_key(config, rows, shard_size), fresh, drop_old)
+    finished = {result.shard: result for result in plan.finished}
+    pending = [shard for shard in shards if shard not in finished]
+    print(f"building {plan.collection} for {plan.name}" + (f" (live now: {plan.live})" if plan.live else "")
+          + (f"; {len(finished):,} shards already done by an earlier attempt" if finished else ""))
 
     def run_round(pending):
-        inputs = [(start, stop, path, collection, chunking, window) for start, stop in pending]
+        inputs = [(start, stop, path, plan.collection, chunking, window, plan.records) for start, stop in pending]
         return worker.ingest_shard.starmap(inputs, order_outputs=False, return_exceptions=True)
 
-    done = 0
+    done = len(finished)
 
     def report_progress(output) -> None:
         nonlocal done
@@ -342,10 +387,9 @@ def main(
             print(f"failed: {type(output).__name__}: {output}")
 
     started = time.perf_counter()
-    bulk = worker.prepare_load.remote(collection, chunking)  # a new collection: HNSW deferred
-    run = run_shards(shards, run_round, max_rounds=max_rounds, on_output=report_progress)
-    if bulk:
-        worker.finish_load.remote(collection, chunking)
+    run = run_shards(pending, run_round, max_rounds=max_rounds, on_output=report_progress)
+    if not run.failed:  # complete: check it and move the alias onto it
+        print(worker.finish_load.remote(collection, chunking, plan, drop_old, partial=bool(limit)))
     wall = time.perf_counter() - started
 
     if run.dead_letters:
@@ -353,6 +397,71 @@ def main(
             for record in run.dead_letters:
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
         print(f"{len(run.dead_letters):,} dead letters appended to {dead_letter}")
+    if finished:  # the report's rates are this attempt's: the skipped shards took none of its time
+        print(f"{len(finished):,} shards finished by an earlier attempt were skipped")
     print(run_report(run.results, wall, gpus, gpu_price_per_hour or A10G_PRICE_PER_HOUR, failed=run.failed))
     if run.failed:
-        raise SystemExit(f"{len(run.failed)} shards failed after {run.rounds} rounds; run again to retry them")
+        raise SystemExit(f"{len(run.failed)} shards failed after {run.rounds} rounds; the alias did not move. "
+                         "Run the same command again: it retries only those")
+
+
+# ## Keep the index fresh, on a schedule
+#
+# `reindex` brings the live collection up to date with a dump, incrementally: it
+# reads every article but embeds only new and changed chunks, deletes the chunks
+# and articles that are gone, and prints what it did. One A10G container is
+# enough for a month of edits; a new model or chunking is the sharded load's job
+# (it refuses those). Its manifest lives on the Volume, checkpointed every few
+# minutes, so that a container lost half-way costs little on the next run.
+#
+# `scheduled_reindex` is the one scheduled function of this app: on
+# `WIKI_REINDEX_CRON` (read at deploy time) it picks the newest snapshot in
+# `WIKI_SNAPSHOTS` (comma-separated configs), downloads it if it is not on the
+# Volume yet, and runs `reindex` on it.
+
+REINDEX_CRON = os.environ.get("WIKI_REINDEX_CRON", "0 3 * * 0")  # Sundays, 03:00 UTC
+SNAPSHOTS = tuple(c.strip() for c in os.environ.get("WIKI_SNAPSHOTS", DATASET_CONFIG).split(",") if c.strip())
+
+
+@app.function(
+    gpu=GPU,
+    image=tei_image,
+    volumes={DATA_DIR: dataset_volume},
+    secrets=[qdrant_secret],
+    cpu=4.0,
+    memory=16 * 1024,
+    timeout=8 * HOURS,
+)
+def reindex(config: str = DATASET_CONFIG, collection: str = "wikipedia", chunk_size: int = 1000,
+            chunk_overlap: int = 0, window: int = WINDOW) -> str:
+    """Reindex `collection` against the saved `config` dump; returns the report."""
+    import dataclasses
+    import sys
+
+    from ingest.runs import VolumeState, reindex_snapshot
+    from ingest.worker import Router, shard_settings
+
+    dataset_volume.reload()
+    chunking = {"max_chars": chunk_size, "overlap_chars": chunk_overlap, "title_prefix": True}
+    with Router.from_config(router_config(), startup_timeout=10 * MINUTES, echo=sys.stderr) as router:
+        settings = shard_settings(os.environ, tei_url=router.url, collection=collection, model=MODEL_ID,
+                                  chunking=chunking, window=window, tei_concurrency=TEI_CONCURRENCY)
+        settings = dataclasses.replace(settings, dead_letter=f"{STATE_DIR}/dead_letters/reindex-{config}.jsonl")
+        state = VolumeState(MANIFESTS_DIR, LOCAL_STATE_DIR, commit=dataset_volume.commit)
+        summary = reindex_snapshot(dataset_path(config), settings, state=state)
+    report = f"{config}: {summary.report()}"
+    print(report)
+    return report
+
+
+@app.function(image=tei_image, volumes={DATA_DIR: dataset_volume}, schedule=modal.Cron(REINDEX_CRON),
+              timeout=12 * HOURS)
+def scheduled_reindex() -> str:
+    """The newest configured snapshot, downloaded if needed, reindexed."""
+    from ingest.runs import newest_snapshot
+
+    config = newest_snapshot(SNAPSHOTS)
+    dataset_volume.reload()
+    if not os.path.isdir(dataset_path(config)):
+        download_dataset.remote(config)
+    return reindex.remote(config=config)

@@ -26,6 +26,7 @@ class StoreSettings:
     collection: str = "wikipedia"
     prefer_grpc: bool = True
     timeout: int = 120
+    state_dir: str | None = None  # the manifests; None: next to a local store, ./ingest_state for a server
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +63,14 @@ class IngestSettings:
     chunking: ChunkingSettings = field(default_factory=ChunkingSettings)
     embedder: EmbedderSettings = field(default_factory=EmbedderSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
+    drop_old: bool = False  # delete the collection a rebuild replaced
+    max_delete_share: float = 0.5  # a reindex refuses to delete more of the indexed articles
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 0:
             raise SettingsError(f"--limit must be a positive number, got {self.limit}")
+        if not 0 <= self.max_delete_share <= 1:
+            raise SettingsError(f"--max-delete-share must be between 0 and 1, got {self.max_delete_share}")
 
 
 # -- argparse glue -----------------------------------------------------------
@@ -93,6 +98,23 @@ def add_store_args(parser: argparse.ArgumentParser, env: Mapping[str, str] = os.
                        help="collection name (env QDRANT_COLLECTION; default %(default)s)")
     group.add_argument("--no-grpc", action="store_true", default=_env_default(env, "QDRANT_NO_GRPC", False, bool),
                        help="talk REST instead of gRPC to a server (env QDRANT_NO_GRPC)")
+
+
+def add_state_args(parser: argparse.ArgumentParser, env: Mapping[str, str] = os.environ) -> None:
+    parser.add_argument("--state-dir", default=_env_default(env, "INGEST_STATE_DIR", None),
+                        help="folder of the manifests, what is indexed (env INGEST_STATE_DIR; default: "
+                             "next to --qdrant-path, e.g. qdrant_data-state, or ./ingest_state with --qdrant-url)")
+
+
+def add_rebuild_args(parser: argparse.ArgumentParser, env: Mapping[str, str] = os.environ) -> None:
+    d = IngestSettings()
+    parser.add_argument("--drop-old", action="store_true", default=_env_default(env, "INGEST_DROP_OLD", False, bool),
+                        help="after a rebuild (other model or chunking), delete the collection it replaced "
+                             "(env INGEST_DROP_OLD; default: keep it)")
+    parser.add_argument("--max-delete-share", type=float,
+                        default=_env_default(env, "INGEST_MAX_DELETE_SHARE", d.max_delete_share, float),
+                        help="a reindex deletes the articles the source lacks, unless they are more than this "
+                             "share of the index (env INGEST_MAX_DELETE_SHARE; default %(default)s)")
 
 
 def add_embedder_args(parser: argparse.ArgumentParser, env: Mapping[str, str] = os.environ) -> None:
@@ -158,6 +180,7 @@ def store_settings(args: argparse.Namespace, env: Mapping[str, str] = os.environ
         qdrant_api_key=env.get("QDRANT_API_KEY") or None,
         collection=args.collection,
         prefer_grpc=not args.no_grpc,
+        state_dir=getattr(args, "state_dir", None),
     )
 
 
@@ -192,4 +215,6 @@ def ingest_settings(args: argparse.Namespace, env: Mapping[str, str] = os.enviro
         ),
         embedder=embedder_settings(args, env),
         store=store_settings(args, env),
+        drop_old=getattr(args, "drop_old", False),
+        max_delete_share=getattr(args, "max_delete_share", IngestSettings().max_delete_share),
     )

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from qdrant_client import QdrantClient, models
@@ -18,6 +21,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from ingest.crashpoints import crashpoint
 from ingest.errors import CollectionMismatchError, StoreError, StoreLockedError
 from schemas import Article, Chunk, CollectionSpec
 
@@ -29,6 +33,33 @@ class StoredHit:
     id: str
     score: float
     payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkSelection:
+    """Some chunks of one article: every chunk from `from_index` on, and `indices`."""
+
+    article_id: str
+    from_index: int | None = None
+    indices: tuple[int, ...] = ()
+
+    def condition(self) -> models.Filter:
+        which: list[models.Condition] = []
+        if self.from_index is not None:
+            which.append(models.FieldCondition(key="chunk_index", range=models.Range(gte=self.from_index)))
+        if self.indices:
+            which.append(models.FieldCondition(key="chunk_index", match=models.MatchAny(any=list(self.indices))))
+        article = models.FieldCondition(key="id", match=models.MatchValue(value=self.article_id))
+        return models.Filter(must=[article], should=which or None)
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """What a collection name means in Qdrant right now."""
+
+    name: str
+    collection: str | None  # the physical collection it leads to; None: nothing by that name
+    is_alias: bool
 
 
 def open_client(
@@ -151,6 +182,18 @@ def build_batch(
     return models.Batch.model_construct(ids=ids, vectors=vectors.tolist(), payloads=payloads)
 
 
+# Local mode is plain Python without locks, and the pipeline reads stored vectors on one
+# thread while it writes on another (and a searcher may share the client): one call at a
+# time per client there. A server needs none.
+_LOCAL_LOCKS: "weakref.WeakKeyDictionary[QdrantClient, threading.RLock]" = weakref.WeakKeyDictionary()
+_LOCAL_LOCKS_GUARD = threading.Lock()
+
+
+def _local_lock(client: QdrantClient) -> threading.RLock:
+    with _LOCAL_LOCKS_GUARD:
+        return _LOCAL_LOCKS.setdefault(client, threading.RLock())
+
+
 class QdrantStore:
     """One collection in Qdrant, created on first use and checked on every open.
 
@@ -161,6 +204,7 @@ class QdrantStore:
         self.client = client
         self.collection = collection
         self.max_request_bytes = max_request_bytes
+        self._guard = _local_lock(client) if self.is_local else contextlib.nullcontext()
 
     @property
     def is_local(self) -> bool:
@@ -255,6 +299,18 @@ class QdrantStore:
     def count(self) -> int:
         return self.client.count(self.collection, exact=True).count
 
+    def count_excluding(self, article_ids: Sequence[str]) -> int:
+        """Points of every article but these."""
+        if not article_ids:
+            return self.count()
+        exclude = models.Filter(must_not=[
+            models.FieldCondition(key="id", match=models.MatchAny(any=list(article_ids)))])
+        with self._guard:
+            return self.client.count(self.collection, count_filter=exclude, exact=True).count
+
+    def drop(self) -> None:
+        self.client.delete_collection(self.collection)
+
     # -- points ------------------------------------------------------------
     def upsert_pairs(self, pairs: Sequence[tuple[Article, Chunk]], vectors: np.ndarray) -> None:
         """Write chunks and their vectors in requests bounded in bytes."""
@@ -264,19 +320,108 @@ class QdrantStore:
     @_retry_transient
     def upsert(self, batch: models.Batch) -> None:
         """Write a batch and wait until Qdrant has it (idempotent: ids are deterministic)."""
-        self.client.upsert(self.collection, points=batch, wait=True)
+        crashpoint("upsert")
+        with self._guard:
+            self.client.upsert(self.collection, points=batch, wait=True)
+
+    def delete_chunks(self, selections: Sequence[ChunkSelection]) -> int:
+        """Delete the selected chunks; returns how many points there were."""
+        if not selections:
+            return 0
+        return self._delete_where(models.Filter(should=[s.condition() for s in selections]))
+
+    def delete_articles(self, article_ids: Sequence[str]) -> int:
+        """Delete every point of these articles; returns how many there were."""
+        if not article_ids:
+            return 0
+        return self._delete_where(models.Filter(must=[
+            models.FieldCondition(key="id", match=models.MatchAny(any=list(article_ids)))]))
+
+    @_retry_transient
+    def _delete_where(self, selection: models.Filter) -> int:
+        with self._guard:
+            found = self.client.count(self.collection, count_filter=selection, exact=True).count
+            if found:
+                self.client.delete(self.collection, points_selector=models.FilterSelector(filter=selection),
+                                   wait=True)
+        return found
+
+    def scan_chunks(self, batch: int = 2048) -> Iterator[list[tuple[str, int, str]]]:
+        """Every point as (article id, chunk index, article hash), a page at a time,
+        without vectors. A point without an article id is skipped; a missing index
+        reads -1 and a missing hash "" (so that it never looks whole)."""
+        fields = models.PayloadSelectorInclude(include=["id", "chunk_index", "article_hash"])
+        offset = None
+        while True:
+            points, offset = self.client.scroll(self.collection, limit=batch, offset=offset,
+                                                with_payload=fields, with_vectors=False)
+            page = []
+            for point in points:
+                payload = point.payload or {}
+                if payload.get("id") is None:
+                    continue
+                index = payload.get("chunk_index")
+                page.append((str(payload["id"]), index if isinstance(index, int) else -1,
+                             str(payload.get("article_hash") or "")))
+            yield page
+            if offset is None:
+                return
+
+    def stored_vectors(self, point_ids: Sequence[str], batch: int = 1024) -> dict[str, tuple[str, np.ndarray]]:
+        """The chunk hash and vector of those of `point_ids` that exist."""
+        found: dict[str, tuple[str, np.ndarray]] = {}
+        for start in range(0, len(point_ids), batch):
+            with self._guard:
+                points = self.client.retrieve(self.collection, ids=list(point_ids[start:start + batch]),
+                                              with_payload=["chunk_hash"], with_vectors=True)
+            for point in points:
+                chunk_hash = (point.payload or {}).get("chunk_hash")
+                if chunk_hash and point.vector is not None:
+                    found[str(point.id)] = (chunk_hash, np.asarray(point.vector, dtype=np.float32))
+        return found
+
+    def any_point(self) -> dict[str, Any] | None:
+        """The payload of some point, or None for an empty collection."""
+        points, _ = self.client.scroll(self.collection, limit=1, with_payload=True, with_vectors=False)
+        return dict(points[0].payload or {}) if points else None
 
     def search(
         self, vector: np.ndarray, *, limit: int, query_filter: models.Filter | None = None
     ) -> list[StoredHit]:
-        result = self.client.query_points(
-            self.collection,
-            query=np.asarray(vector, dtype=np.float32).tolist(),
-            limit=limit,
-            query_filter=query_filter,
-            with_payload=True,
-        )
+        with self._guard:
+            result = self.client.query_points(
+                self.collection,
+                query=np.asarray(vector, dtype=np.float32).tolist(),
+                limit=limit,
+                query_filter=query_filter,
+                with_payload=True,
+            )
         return [StoredHit(str(p.id), float(p.score), dict(p.payload or {})) for p in result.points]
 
     def close(self) -> None:
         self.client.close()
+
+
+# -- names: aliases over physical collections -------------------------------------------
+def resolve(client: QdrantClient, name: str) -> Resolved:
+    """Where `name` leads: through an alias, or to a collection of that name."""
+    for alias in client.get_aliases().aliases:
+        if alias.alias_name == name:
+            return Resolved(name, alias.collection_name, True)
+    if client.collection_exists(name):
+        return Resolved(name, name, False)
+    return Resolved(name, None, False)
+
+
+def point_alias(client: QdrantClient, alias: str, collection: str, *, replace_alias: bool) -> None:
+    """Make `alias` lead to `collection`, in one atomic change (delete and create)."""
+    actions: list[Any] = []
+    if replace_alias:
+        actions.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
+    actions.append(models.CreateAliasOperation(
+        create_alias=models.CreateAlias(collection_name=collection, alias_name=alias)))
+    client.update_collection_aliases(change_aliases_operations=actions)
+
+
+def aliases_of(client: QdrantClient, collection: str) -> list[str]:
+    return [a.alias_name for a in client.get_aliases().aliases if a.collection_name == collection]

@@ -7,7 +7,8 @@ without Modal.
 - `Router`: runs that command, waits until `GET /health` answers 200, fails fast
   with the tail of the server's output when it dies or never gets healthy;
 - `ingest_shard`: one slice of a `save_to_disk` dataset through the ordinary
-  pipeline, embedding on the local router and writing straight to Qdrant;
+  pipeline, embedding on the local router and writing straight to Qdrant (what
+  the driver records of it, and the load around it: `ingest.runs`);
 - `plan_shards`, `run_shards`, `run_report`: how the driver splits the corpus,
   retries what failed and reports time, throughput and cost.
 
@@ -339,6 +340,7 @@ def shard_settings(
     window: int = 2048,
     tei_concurrency: int = 8,
     progress: bool = False,
+    drop_old: bool = False,
 ) -> IngestSettings:
     """Settings for `ingest_shard`, with Qdrant's address and key from `env`
     (on Modal, the `qdrant` secret). A Qdrant URL is required unless QDRANT_PATH
@@ -355,6 +357,7 @@ def shard_settings(
         source="save_to_disk dataset",
         window=window,
         progress=progress,
+        drop_old=drop_old,
         chunking=chunking,
         embedder=EmbedderSettings(embedder="tei", tei_url=tei_url, model=model, tei_concurrency=tei_concurrency),
         store=StoreSettings(
@@ -393,15 +396,18 @@ def ingest_shard(
     *,
     settings: IngestSettings,
     tei_url: str,
+    manifest: Any = None,
 ) -> ShardResult:
     """Chunk, embed (TEI at `tei_url`) and upsert rows [start, stop) of the
     dataset saved at `dataset_path` into the collection `settings.store` names,
     creating it first if needed. Idempotent: point ids are deterministic, so a
-    retried shard overwrites its own points."""
+    retried shard overwrites its own points. `manifest` (an `ingest.manifest.Manifest`,
+    a throw-away one by default) receives the shard's articles as they land."""
     from ingest.embedders.tei import TEIEmbedder
-    from ingest.jobs import collection_spec, make_chunker, open_store
+    from ingest.jobs import client_for, collection_spec, make_chunker
     from ingest.pipeline import run_pipeline
     from ingest.progress import Progress
+    from ingest.store import QdrantStore
 
     if not 0 <= start <= stop:
         raise SettingsError(f"shard [{start}, {stop}) is not a range of rows")
@@ -415,7 +421,7 @@ def ingest_shard(
             query_instruction=settings.embedder.query_instruction,
         )
         stack.callback(embedder.close)
-        store = open_store(settings.store)
+        store = QdrantStore(client_for(settings.store), settings.store.collection)  # exactly this one
         stack.callback(store.close)
         ensure_collection(store, collection_spec(settings, embedder))
         summary = run_pipeline(
@@ -426,6 +432,7 @@ def ingest_shard(
             dead_letters=dead_letters,
             window=settings.window,
             progress=Progress(len(rows), enabled=settings.progress),
+            manifest=manifest,
         )
     return ShardResult(
         start=start,
@@ -441,33 +448,6 @@ def ingest_shard(
         seconds=summary.seconds,
         embed_seconds=summary.embed_seconds,
     )
-
-
-def prepare_load(settings: IngestSettings, tei_url: str) -> bool:
-    """Before the shards fan out: create the collection with its payload indexes and
-    the HNSW graph deferred (m=0), so that 40M inserts don't each update a graph.
-    Returns False (and changes nothing) when the collection already existed."""
-    from ingest.embedders.tei import TEIEmbedder
-    from ingest.jobs import collection_spec, open_store
-
-    with ExitStack() as stack:
-        embedder = TEIEmbedder(tei_url, model_name=settings.embedder.model,
-                               query_instruction=settings.embedder.query_instruction)
-        stack.callback(embedder.close)
-        store = open_store(settings.store)
-        stack.callback(store.close)
-        return store.ensure_collection(collection_spec(settings, embedder), bulk_load=True)
-
-
-def finish_load(settings: IngestSettings, *, wait_seconds: float = 0.0) -> None:
-    """After the last shard: build the HNSW graph once, over everything."""
-    from ingest.jobs import open_store
-
-    store = open_store(settings.store)
-    try:
-        store.finish_bulk_load(wait_seconds=wait_seconds)
-    finally:
-        store.close()
 
 
 def ensure_collection(store: Any, spec: Any) -> None:

@@ -3,6 +3,13 @@
 The query is embedded with the model the collection records (and that model's
 query instruction), so queries and passages always share one vector space.
 
+The collection name is usually an alias (`ingest.rebuild`): a searcher resolves it
+when it opens and queries that physical collection, so that a rebuild under way
+never shows, and checks where the alias leads at most every `refresh_seconds`
+(and whenever its collection is gone). When the alias has moved, it follows: with
+the same embedder if the model is the same, with a new one (for the new model) if
+it made its embedder itself; a searcher given an embedder of another model refuses.
+
 >>> from search import Searcher
 >>> with Searcher.open() as searcher:                     # ./qdrant_data, collection "wikipedia"
 ...     hits = searcher.search("the film where HAL 9000 turns on its crew", k=3)
@@ -12,14 +19,21 @@ query instruction), so queries and passages always share one vector space.
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import asdict, dataclass
+from typing import Callable
+
+from qdrant_client import QdrantClient
 
 from ingest.embedders import Embedder, make_embedder
 from ingest.errors import CollectionMismatchError, StoreError
-from ingest.jobs import open_store
+from ingest.jobs import client_for
 from ingest.settings import EmbedderSettings, StoreSettings
-from ingest.store import QdrantStore
+from ingest.store import QdrantStore, resolve
 from schemas import CollectionSpec
+
+log = logging.getLogger(__name__)
 
 
 class SearchError(StoreError):
@@ -44,8 +58,15 @@ class Hit:
 class Searcher:
     """A store and the embedder its collection was built with, opened once for many queries."""
 
-    def __init__(self, store: QdrantStore, embedder: Embedder, spec: CollectionSpec) -> None:
+    def __init__(self, store: QdrantStore, embedder: Embedder, spec: CollectionSpec, *, name: str | None = None,
+                 refresh_seconds: float = 60.0, embedder_for: Callable[[CollectionSpec], Embedder] | None = None,
+                 owns_client: bool = True) -> None:
         self.store, self.embedder, self.spec = store, embedder, spec
+        self.name = name or store.collection  # what the user asked for: an alias, usually
+        self.refresh_seconds = refresh_seconds
+        self._embedder_for = embedder_for  # None: the embedder was given, and is kept
+        self._owns_client = owns_client
+        self._checked = time.monotonic()
 
     @classmethod
     def open(
@@ -54,39 +75,61 @@ class Searcher:
         embedder_settings: EmbedderSettings | None = None,
         *,
         embedder: Embedder | None = None,
+        client: QdrantClient | None = None,
+        refresh_seconds: float = 60.0,
     ) -> "Searcher":
+        """Open the collection `store_settings.collection` leads to. `client` is
+        shared and left open when given (local mode allows one per folder)."""
         store_settings = store_settings or StoreSettings()
         embedder_settings = embedder_settings or EmbedderSettings()
-        store = open_store(store_settings)
+        name = store_settings.collection
+        owns_client = client is None
+        client = client or client_for(store_settings)
         try:
-            spec = store.read_spec()
+            collection = resolve(client, name).collection
+            spec = QdrantStore(client, collection).read_spec() if collection else None
             if spec is None:
                 raise SearchError(
-                    f"collection {store_settings.collection!r} does not exist at "
+                    f"collection {name!r} does not exist at "
                     f"{store_settings.qdrant_url or store_settings.qdrant_path} (or was not built by this "
                     "tool): run `python -m ingest` first"
                 )
             wanted = embedder_settings.model
             if wanted and wanted != spec.model.name and embedder_settings.embedder == "local":
                 raise CollectionMismatchError(
-                    f"collection {store_settings.collection!r} was built with {spec.model.name!r}; "
+                    f"collection {name!r} was built with {spec.model.name!r}; "
                     f"queries embedded with {wanted!r} would not match it: drop --model"
                 )
-            embedder = embedder or make_embedder(
-                embedder_settings, model=spec.model.name, query_instruction=spec.model.query_instruction
-            )
-            check_embedder(spec, embedder, store_settings.collection)
+            embedder_for = None
+            if embedder is None:
+                def embedder_for(spec: CollectionSpec) -> Embedder:
+                    return make_embedder(embedder_settings, model=spec.model.name,
+                                         query_instruction=spec.model.query_instruction)
+
+                embedder = embedder_for(spec)
+            check_embedder(spec, embedder, name)
         except BaseException:
-            store.close()
+            if owns_client:
+                client.close()
             raise
-        return cls(store, embedder, spec)
+        return cls(QdrantStore(client, collection), embedder, spec, name=name, refresh_seconds=refresh_seconds,
+                   embedder_for=embedder_for, owns_client=owns_client)
 
     def search(self, query: str, *, k: int = 5) -> list[Hit]:
         if not query.strip():
             raise SearchError("the query is empty")
         if k < 1:
             raise SearchError(f"k must be at least 1, got {k}")
+        self.follow_alias()
         vector = self.embedder.embed_queries([query])[0]
+        try:
+            found = self.store.search(vector, limit=k)
+        except Exception:
+            if self.store.client.collection_exists(self.store.collection):
+                raise
+            self.follow_alias(force=True)  # dropped after a rebuild: the alias leads elsewhere now
+            vector = self.embedder.embed_queries([query])[0]
+            found = self.store.search(vector, limit=k)
         return [
             Hit(
                 rank=rank,
@@ -98,12 +141,38 @@ class Searcher:
                 chunk_index=int(hit.payload.get("chunk_index", 0)),
                 point_id=hit.id,
             )
-            for rank, hit in enumerate(self.store.search(vector, limit=k), start=1)
+            for rank, hit in enumerate(found, start=1)
         ]
+
+    def follow_alias(self, *, force: bool = False) -> None:
+        """Move to the collection the name leads to now, if it moved (checked at
+        most every `refresh_seconds` unless `force`)."""
+        now = time.monotonic()
+        if not force and now - self._checked < self.refresh_seconds:
+            return
+        self._checked = now
+        collection = resolve(self.store.client, self.name).collection
+        if collection is None or collection == self.store.collection:
+            return
+        spec = QdrantStore(self.store.client, collection).read_spec()
+        if spec is None:
+            return
+        embedder = self.embedder
+        try:
+            check_embedder(spec, embedder, self.name)
+        except CollectionMismatchError:
+            if self._embedder_for is None:
+                raise
+            embedder = self._embedder_for(spec)
+            check_embedder(spec, embedder, self.name)
+            self.embedder.close()
+        log.info("%s now leads to %s (was %s)", self.name, collection, self.store.collection)
+        self.store, self.embedder, self.spec = QdrantStore(self.store.client, collection), embedder, spec
 
     def close(self) -> None:
         self.embedder.close()
-        self.store.close()
+        if self._owns_client:
+            self.store.close()
 
     def __enter__(self) -> "Searcher":
         return self

@@ -1,17 +1,27 @@
 """End to end on real parts: the bundled model, the bundled sample, qdrant-client local mode."""
 
 import json
+from dataclasses import replace
 
 import pytest
+from qdrant_client import QdrantClient
 
 from ingest.chunking import ChunkingSettings
-from ingest.errors import CollectionMismatchError
+from ingest.errors import CollectionMismatchError, RebuildError
 from ingest.jobs import open_store, run_ingest
+from ingest.sources import sample_rows
 from ingest.settings import EmbedderSettings, IngestSettings, StoreSettings
 from schemas import KNOWN_MODELS, CollectionSpec, point_id
 from search import Searcher
 
 HAL_QUERY = "the space film in which the computer HAL 9000 turns on its crew"
+SAMPLE_ROWS = sample_rows()[:10]
+
+
+def write_rows(folder, rows, name="rows.jsonl"):
+    path = folder / name
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
 
 
 def settings_for(tmp_path, source="sample", limit=40, **kwargs):
@@ -53,10 +63,10 @@ def test_search_finds_the_article_and_cites_it(ingested, local_embedder):
     assert [h.rank for h in hits] == [1, 2, 3] and hits[0].score >= hits[1].score >= hits[2].score
 
 
-def test_a_rerun_overwrites_rather_than_duplicates(ingested, local_embedder):
+def test_a_rerun_finds_everything_indexed_and_writes_nothing(ingested, local_embedder):
     _, settings, first = ingested
     again = run_ingest(settings, embedder=local_embedder)
-    assert again.points_written == first.points_written
+    assert (again.unchanged, again.added, again.changed, again.chunks, again.points_written) == (40, 0, 0, 0, 0)
     assert again.extra["collection_points"] == first.extra["collection_points"]
 
 
@@ -66,21 +76,29 @@ def test_search_refuses_a_query_model_other_than_the_collections(ingested):
         Searcher.open(settings.store, EmbedderSettings(model="BAAI/bge-small-en-v1.5"))
 
 
-def test_ingesting_another_model_into_a_collection_is_refused(tmp_path, local_embedder):
+def test_a_legacy_collection_of_another_model_is_replaced_only_with_drop_old(tmp_path, local_embedder):
     settings = settings_for(tmp_path, limit=3)
-    store = open_store(settings.store)
+    store = open_store(settings.store)  # a plain collection named "wiki", as built before aliases
     store.ensure_collection(CollectionSpec(model=KNOWN_MODELS["BAAI/bge-small-en-v1.5"],
                                            chunking=settings.chunking.to_dict()))
     store.close()
-    with pytest.raises(CollectionMismatchError, match="bge-small-en-v1.5.*refusing.*all-MiniLM-L6-v2"):
+    with pytest.raises(RebuildError, match="before collections had aliases.*--drop-old"):
         run_ingest(settings, embedder=local_embedder)
+    summary = run_ingest(replace(settings, limit=None, source=str(write_rows(tmp_path, SAMPLE_ROWS[:3])),
+                                 drop_old=True), embedder=local_embedder)
+    assert summary.extra["alias"] == f"wiki now leads to {summary.extra['collection']} (was wiki, dropped)"
+    with Searcher.open(settings.store, embedder=local_embedder) as searcher:
+        assert searcher.spec.model.name == local_embedder.spec.name and searcher.search("art", k=1)
 
 
-def test_other_chunk_settings_are_refused_on_an_existing_collection(ingested, local_embedder):
+def test_other_chunk_settings_with_a_limit_build_aside_and_leave_the_alias(ingested, local_embedder):
     tmp_path, settings, _ = ingested
     changed = settings_for(tmp_path, limit=3, chunking=ChunkingSettings(max_chars=500))
-    with pytest.raises(CollectionMismatchError, match="max_chars"):
-        run_ingest(changed, embedder=local_embedder)
+    summary = run_ingest(changed, embedder=local_embedder)
+    assert summary.extra["collection"] != "wiki" and summary.articles == 3
+    assert "wiki still leads to" in summary.extra["alias"] and "--limit" in summary.extra["alias"]
+    with Searcher.open(settings.store, embedder=local_embedder) as searcher:
+        assert searcher.spec.chunking["max_chars"] == 1000
 
 
 def test_invalid_articles_are_dead_lettered_and_the_rest_lands(tmp_path, local_embedder, sample):
@@ -116,12 +134,17 @@ class FailingAfter:
         pass
 
 
-def test_a_failure_mid_run_stops_the_run_and_keeps_what_was_written(tmp_path, local_embedder):
+def test_a_failure_mid_run_keeps_what_was_written_and_a_rerun_finishes_the_rest(tmp_path, local_embedder):
     settings = settings_for(tmp_path, limit=30, window=8)
     with pytest.raises(RuntimeError, match="went away"):
         run_ingest(settings, embedder=FailingAfter(local_embedder, calls=2))
-    store = open_store(settings.store)
+    client = QdrantClient(path=str(tmp_path / "qdrant"))
     try:
-        assert store.count() == 16  # two windows of 8 were embedded and written before the fault
+        (collection,) = [c.name for c in client.get_collections().collections]
+        assert client.count(collection).count == 16  # two windows of 8 were embedded and written before the fault
+        assert client.get_aliases().aliases == []  # never complete, never searched
     finally:
-        store.close()
+        client.close()
+    again = run_ingest(settings, embedder=local_embedder)
+    assert again.chunks + 16 >= again.extra["collection_points"] and again.reused <= 16
+    assert again.extra["alias"] == f"wiki now leads to {collection}"

@@ -111,6 +111,28 @@ def test_the_gpu_class_declares_gpu_secrets_volumes_scaling_and_concurrency():
                      "prepare_load": "modal.method()", "finish_load": "modal.method()"}
 
 
+def test_the_schedule_and_the_snapshots_are_set_from_the_environment_at_deploy_time(tmp_path):
+    done = run_python("import os; os.environ['WIKI_REINDEX_CRON'] = '30 4 * * *'\n"
+                      "os.environ['WIKI_SNAPSHOTS'] = '20231101.en, 20231201.en'\n"
+                      "import ingest.modal_app as m; print(m.REINDEX_CRON, '|', ','.join(m.SNAPSHOTS))", tmp_path)
+    assert done.stdout.strip() == "30 4 * * * | 20231101.en,20231201.en", done.stderr
+
+
+def test_the_reindex_functions_use_the_volume_the_secret_and_a_gpu_for_the_work():
+    functions = {n.name: n for n in TREE.body if isinstance(n, ast.FunctionDef)}
+    (decorator,) = functions["reindex"].decorator_list
+    options = {kw.arg: ast.unparse(kw.value) for kw in decorator.keywords}
+    assert (options["gpu"], options["image"], options["secrets"]) == ("GPU", "tei_image", "[qdrant_secret]")
+    assert options["volumes"] == "{DATA_DIR: dataset_volume}" and "HOURS" in options["timeout"]
+    (decorator,) = functions["scheduled_reindex"].decorator_list
+    options = {kw.arg: ast.unparse(kw.value) for kw in decorator.keywords}
+    assert "gpu" not in options and options["volumes"] == "{DATA_DIR: dataset_volume}"
+    body = ast.unparse(functions["scheduled_reindex"])
+    assert "newest_snapshot(SNAPSHOTS)" in body and "reindex.remote(config=config)" in body
+    assert "reindex_snapshot(" in ast.unparse(functions["reindex"])
+    assert modal_app.MANIFESTS_DIR.startswith(modal_app.DATA_DIR + "/")  # the state lives on the Volume
+
+
 def test_max_containers_is_set_from_the_environment_at_deploy_time(monkeypatch, tmp_path):
     assert modal_app.MAX_CONTAINERS == (int(os.environ["WIKI_EMBED_GPUS"]) if os.environ.get("WIKI_EMBED_GPUS") else 10)
     monkeypatch.setenv("WIKI_EMBED_GPUS", "100")
@@ -124,10 +146,15 @@ def test_max_containers_is_set_from_the_environment_at_deploy_time(monkeypatch, 
     assert done.stdout.strip() == "50", done.stderr
 
 
-def test_no_schedule_and_no_pre_1_0_modal_api():
+def test_one_schedule_the_weekly_reindex_and_no_pre_1_0_modal_api():
     names = {n.attr for n in ast.walk(TREE) if isinstance(n, ast.Attribute)}
     keywords = {kw.arg for n in ast.walk(TREE) if isinstance(n, ast.Call) for kw in n.keywords}
-    assert "schedule" not in keywords and not names & {"Cron", "Period"}
+    scheduled = [(f.name, ast.unparse(kw.value)) for f in TREE.body if isinstance(f, ast.FunctionDef)
+                 for d in f.decorator_list if isinstance(d, ast.Call) for kw in d.keywords if kw.arg == "schedule"]
+    assert scheduled == [("scheduled_reindex", "modal.Cron(REINDEX_CRON)")]  # what a deploy starts: this only
+    assert "Period" not in names and ast.unparse(TREE).count("modal.Cron(") == 1
+    assert modal_app.REINDEX_CRON == (os.environ.get("WIKI_REINDEX_CRON") or "0 3 * * 0")
+    assert isinstance(modal_app.scheduled_reindex, modal.Function) and isinstance(modal_app.reindex, modal.Function)
     assert not names & {"Stub", "build", "gpu"}  # modal.Stub, @modal.build, modal.gpu.A10G()
     assert not keywords & {"concurrency_limit", "keep_warm", "allow_concurrent_inputs", "container_idle_timeout"}
 

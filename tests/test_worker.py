@@ -8,6 +8,8 @@ import pickle
 import signal
 import sys
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -16,7 +18,7 @@ from qdrant_client import QdrantClient
 
 from ingest.chunking import Chunker, ChunkingSettings
 from ingest.embedders.base import PassageEmbeddings, Rejection
-from ingest.errors import CollectionMismatchError, SettingsError, SourceError
+from ingest.errors import CollectionMismatchError, RebuildError, SettingsError, SourceError
 from ingest.sources import sample_rows
 from ingest.worker import (
     A10G_PRICE_PER_HOUR,
@@ -357,18 +359,30 @@ def test_the_a10g_price_is_modals_hourly_rate():
     assert "$1.1016/GPU-hour" in run_report([], 10.0, 1)
 
 
-def test_prepare_and_finish_load_bracket_a_bulk_load(tmp_path, tei_router, dataset_dir):
-    from ingest.worker import finish_load, prepare_load
+def test_prepare_and_finish_load_bracket_a_bulk_load_and_move_the_alias(tmp_path, tei_router, dataset_dir):
+    from ingest.runs import ShardRecords, finish_load, ingest_recorded_shard, prepare_load
 
     settings = shard_settings({"QDRANT_PATH": str(tmp_path / "qdrant")}, tei_url=tei_router.url,
                               collection="wiki", model=MODEL, chunking={"max_chars": 300})
-    assert prepare_load(settings, tei_router.url) is True  # created, ready for the shards
-    assert prepare_load(settings, tei_router.url) is False  # already there: left as it is
-    ingest_shard(dataset_dir, 0, 3, settings=settings, tei_url=tei_router.url)
-    finish_load(settings)
+    runs = str(tmp_path / "runs")
+    plan = prepare_load(settings, tei_router.url, records_root=runs, key="k")
+    assert plan.created and plan.collection.startswith("wiki-") and plan.live is None and plan.finished == []
+    shard = replace(settings, store=replace(settings.store, collection=plan.collection))
+    first = ingest_recorded_shard(dataset_dir, 0, 3, settings=shard, tei_url=tei_router.url,
+                                  records=ShardRecords(Path(plan.records)))
+    again = prepare_load(settings, tei_router.url, records_root=runs, key="k")  # the driver, started again
+    assert not again.created and again.finished == [first]
+    assert prepare_load(settings, tei_router.url, records_root=runs, key="other").finished == []  # starts over
+    ingest_recorded_shard(dataset_dir, 0, 3, settings=shard, tei_url=tei_router.url,
+                          records=ShardRecords(Path(plan.records)))
+    line = finish_load(settings, tei_router.url, plan, state_dir=str(tmp_path / "state"))
+    assert line == f"manifest of {plan.collection}: 3 articles; wiki now leads to {plan.collection}"
     client = QdrantClient(path=str(tmp_path / "qdrant"))
     try:
         assert client.get_collection("wiki").config.metadata["chunking"]["max_chars"] == 300
-        assert client.count("wiki").count > 0
+        assert client.count("wiki").count == first.points_written > 0
+        assert client.get_collection(plan.collection).config.hnsw_config.m == 16
     finally:
         client.close()
+    with pytest.raises(RebuildError, match="incremental reindex"):  # live with these settings: not a load's job
+        prepare_load(settings, tei_router.url, records_root=runs, key="k")

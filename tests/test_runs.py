@@ -1,0 +1,101 @@
+"""ingest.runs (what the Modal app wraps, run here without Modal) and the
+bench-reindex command: shard records on a Volume folder, the scheduled reindex
+with its manifest copied from and checkpointed to a Volume, the snapshot choice."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import replace
+
+import pytest
+
+from ingest.bench_reindex import edit_snapshot, run_bench_reindex
+from ingest.chunking import ChunkingSettings
+from ingest.errors import RebuildError, SettingsError
+from ingest.jobs import run_ingest
+from ingest.manifest import Manifest, ManifestRow
+from ingest.runs import ShardRecords, VolumeState, newest_snapshot, reindex_snapshot, run_key
+from ingest.settings import IngestSettings, StoreSettings
+from ingest.worker import ShardResult
+from tests.counting_embedder import CountingEmbedder
+
+
+def test_the_newest_configured_snapshot_is_picked_by_its_date():
+    assert newest_snapshot(["20231101.en", "20240301.en", "20231201.en"]) == "20240301.en"
+    with pytest.raises(SettingsError, match="starts with a date"):
+        newest_snapshot(["latest"])
+    assert run_key("20231101.en", 6_407_814, 5_000) == "20231101.en-6407814-5000"
+
+
+def test_shard_records_are_written_whole_read_back_and_merged(tmp_path):
+    records = ShardRecords(tmp_path / "runs" / "wiki-1" / "key")
+    assert records.finished() == []
+    result = ShardResult(0, 10, articles=10, points_written=25, dead_letters=[{"kind": "article"}])
+    records.write(result, [ManifestRow("a", "h1", 2), ManifestRow("b", "h2", 3, rejected=1)])
+    (records.folder / "000000000010-000000000020.json").write_text('{"result": {"sta')  # torn by a crash
+    assert records.finished() == [result]
+    manifest = Manifest.memory()
+    assert records.merge_into(manifest) == 2
+    assert manifest.lookup(["b"])["b"].expected_points == 2
+    records.clear()
+    assert records.finished() == [] and not records.folder.exists()
+
+
+def test_the_scheduled_reindex_works_on_a_copy_of_the_volumes_manifest(tmp_path, sample):
+    rows = [dict(row) for row in sample[:8]]
+    source = tmp_path / "rows.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    volume, commits = tmp_path / "volume" / "manifests", []
+    settings = IngestSettings(source="unused", progress=False, chunking=ChunkingSettings(max_chars=300),
+                              dead_letter=str(tmp_path / "dl.jsonl"),
+                              store=StoreSettings(qdrant_path=str(tmp_path / "qdrant"), collection="wiki"))
+    with pytest.raises(RebuildError, match="does not exist.*takes the sharded load"):  # never a whole build
+        reindex_snapshot(str(source), settings, state=VolumeState(volume, tmp_path / "local1", commits.append),
+                         embedder=CountingEmbedder())
+    first = run_ingest(replace(settings, source=str(source)), embedder=CountingEmbedder())  # the first build
+    volume.mkdir(parents=True)
+    for path in (tmp_path / "qdrant-state").glob("*.sqlite"):  # its manifest, on the Volume
+        with open_as_written(path) as manifest:
+            manifest.backup_to(volume / path.name)
+    state = VolumeState(volume, tmp_path / "local2", lambda: commits.append("commit"))
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows[1:]))
+    embedder = CountingEmbedder()
+    summary = reindex_snapshot(str(source), settings, state=state, embedder=embedder)
+    assert (summary.deleted, summary.unchanged, embedder.calls) == (1, len(rows) - 1, 0)
+    assert commits == ["commit"]  # checkpointed once, on close
+    with open_as_written(volume / f"{first.extra['collection']}.sqlite") as manifest:
+        assert manifest.count() == len(rows) - 1  # the Volume's copy is up to date
+
+
+def open_as_written(path) -> Manifest:
+    """A manifest file opened with the identity it records."""
+    db = sqlite3.connect(path)
+    try:
+        meta = dict(db.execute("SELECT key, value FROM meta"))
+    finally:
+        db.close()
+    return Manifest.open(path, collection=meta["collection"], fingerprint=meta["fingerprint"], store=meta["store"])
+
+
+def test_edited_snapshots_for_the_bench_are_seeded(sample):
+    rows = sample[:200]
+    snapshot, edited, removed = edit_snapshot(rows, edited=0.05, removed=0.02, seed=3)
+    assert (edited, removed, len(snapshot)) == (10, 4, 196)
+    assert sum(a["text"] != b["text"] for a, b in zip(rows, snapshot) if a["id"] == b["id"]) <= 10
+    assert edit_snapshot(rows, edited=0.05, removed=0.02, seed=3)[0] == snapshot
+
+
+def test_bench_reindex_prints_both_runs_side_by_side(tmp_path, sample):
+    source = tmp_path / "rows.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in sample[:40]))
+    settings = IngestSettings(source=str(source), chunking=ChunkingSettings(max_chars=300))
+    embedder = CountingEmbedder()
+    text = run_bench_reindex(settings, edited=0.1, removed=0.05, seed=1, embedder=embedder)
+    lines = text.splitlines()
+    assert lines[0].startswith("40 articles, model test/deterministic; the second snapshot has 4 edited (10.0%) "
+                               "and 2 removed (5.0%)")
+    assert lines[1].split() == ["full", "ingest", "reindex"]
+    full, again = (int(v.replace(",", "")) for v in lines[3].split()[-2:])
+    assert lines[3].startswith("chunks embedded") and full == len(embedder.passages) - again and 0 < again < full
+    assert "reindex: articles added 0, changed 4, unchanged 34, deleted 2;" in text
