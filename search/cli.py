@@ -2,6 +2,7 @@
 
   python -m search "the space film in which the computer HAL 9000 turns on its crew"
   python -m search -k 3 --json "who painted the Mona Lisa"     # one JSON object per hit
+  python -m search eval --questions search/questions/sample.jsonl  # recall@1/5/10 and MRR
 
 Exit codes: 0 hits printed (or none found); 1 failed; 2 bad usage.
 """
@@ -42,6 +43,11 @@ def format_hit(hit: Hit, width: int = 100) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["eval"]:  # python -m search eval --questions FILE: retrieval quality
+        from search.evaluation import main as evaluate
+
+        return evaluate(argv[1:])
     try:
         args = build_parser().parse_args(argv)
         setup_logging(args.verbose - 1)

@@ -1,0 +1,307 @@
+"""Retrieval evaluation: metrics on hand-checked cases, question files good and bad,
+the shipped question set against the bundled sample, and an eval over a tiny real index."""
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+import pytest
+
+from search.evaluation import (
+    SAMPLE_QUESTIONS,
+    EvalResult,
+    Question,
+    QuestionFileError,
+    dedupe,
+    evaluate,
+    format_table,
+    load_questions,
+    main,
+    percentile,
+    rank_articles,
+    recall_at,
+    reciprocal_rank,
+    run_eval,
+)
+
+
+@dataclass
+class FakeHit:
+    title: str
+    article_id: str = ""
+
+
+class FakeSearcher:
+    """Answers each query with canned hits and records what it was asked."""
+
+    def __init__(self, answers: dict[str, list[FakeHit]]):
+        self.answers, self.asked = answers, []
+
+    def search(self, query, *, k=5):
+        self.asked.append((query, k))
+        return self.answers[query][:k]
+
+
+def fake_clock(*durations):
+    """A clock whose successive start/stop readings are `durations` seconds apart."""
+    readings, now = [], 0.0
+    for duration in durations:
+        readings += [now, now + duration]
+        now += duration + 1.0
+    return iter(readings).__next__
+
+
+# -- metrics -----------------------------------------------------------------
+# Four questions, chunk-level rankings (an article may appear more than once). Worked by hand:
+#   q1 answer B: articles A, B, C        -> rank 2: r@1 0, r@2 1, r@3 1, RR 1/2
+#   q2 answer X: articles X              -> rank 1: r@1 1, r@2 1, r@3 1, RR 1
+#   q3 answer Z: articles A, B, C, Z     -> rank 4, beyond the cut-off 3: all 0, RR@3 0
+#   q4 answer D: articles C, D           -> rank 2 (4th chunk, 2nd article): r@1 0, r@2 1, r@3 1, RR 1/2
+# recall@1 = 1/4, recall@2 = 3/4, recall@3 = 3/4, MRR@3 = (1/2 + 1 + 0 + 1/2) / 4 = 1/2
+TOY_RANKINGS = [["A", "B", "A", "C"], ["X"], ["A", "B", "C", "Z"], ["C", "C", "C", "D"]]
+TOY_ANSWERS = ["B", "X", "Z", "D"]
+
+
+def test_metrics_on_a_hand_checked_toy_case():
+    result = evaluate(TOY_RANKINGS, TOY_ANSWERS, ks=(1, 2, 3), questions=["q1", "q2", "q3", "q4"])
+    assert result.ks == (1, 2, 3)
+    assert result.recall == {1: 0.25, 2: 0.75, 3: 0.75}
+    assert result.mrr == 0.5
+    assert [q.rank for q in result.questions] == [2, 1, 4, 2]
+    assert result.questions[2].top == ("A", "B", "C")  # cut at max(k)
+    assert [q.question for q in result.misses] == ["q3"]
+    assert result.latency_ms == {}
+
+
+def test_recall_and_reciprocal_rank_count_articles_not_chunks():
+    chunks = ["C", "C", "C", "D"]
+    assert dedupe(chunks) == ["C", "D"]
+    assert recall_at(chunks, "D", 2) == 1.0 and recall_at(chunks, "D", 1) == 0.0
+    assert reciprocal_rank(chunks, "D") == 0.5
+    assert reciprocal_rank(["A", "B", "C", "Z"], "Z") == 0.25
+    assert reciprocal_rank(["A", "B", "C", "Z"], "Z", 3) == 0.0  # below the cut-off counts as not found
+    assert reciprocal_rank(["A"], "Q") == 0.0 and recall_at([], "Q", 10) == 0.0
+
+
+def test_metrics_refuse_nonsense():
+    with pytest.raises(ValueError, match="at least 1"):
+        recall_at(["A"], "A", 0)
+    with pytest.raises(ValueError, match="at least 1"):
+        evaluate([["A"]], ["A"], ks=(0, 5))
+    with pytest.raises(ValueError, match="2 rankings for 1 answers"):
+        evaluate([["A"], ["B"]], ["A"])
+    with pytest.raises(ValueError, match="no questions"):
+        evaluate([], [])
+
+
+def test_percentile_interpolates_between_ranks():
+    assert percentile([0.010, 0.100, 0.020], 50) == pytest.approx(0.020)
+    assert percentile([0.010, 0.020, 0.100], 95) == pytest.approx(0.092)  # 0.02 + 0.9 * (0.10 - 0.02)
+    assert percentile([5.0], 95) == 5.0
+
+
+def test_chunks_collapse_to_articles_by_id_keeping_the_first_rank():
+    hits = [FakeHit("A", "a"), FakeHit("B", "b"), FakeHit("A", "a"), FakeHit("C", "c"), FakeHit("B", "b")]
+    assert rank_articles(hits) == ["A", "B", "C"]
+    # two articles that share a title stay two articles; without an id the title is the key
+    assert rank_articles([FakeHit("Mercury", "planet"), FakeHit("Mercury", "element")]) == ["Mercury", "Mercury"]
+    assert rank_articles([FakeHit("A"), FakeHit("A"), FakeHit("B")]) == ["A", "B"]
+
+
+def test_run_eval_asks_for_enough_chunks_and_times_each_query():
+    searcher = FakeSearcher({
+        "first": [FakeHit("A", "a"), FakeHit("A", "a"), FakeHit("B", "b")],
+        "second": [FakeHit("C", "c"), FakeHit("D", "d")],
+        "third": [FakeHit("E", "e")],
+    })
+    questions = [Question("first", "B"), Question("second", "C"), Question("third", "Z")]
+    result = run_eval(searcher, questions, ks=(1, 10), clock=fake_clock(0.010, 0.020, 0.100))
+    assert searcher.asked == [("first", 30), ("second", 30), ("third", 30)]
+    assert result.chunks == 30
+    assert result.recall == {1: pytest.approx(1 / 3), 10: pytest.approx(2 / 3)}
+    assert result.mrr == pytest.approx((0.5 + 1 + 0) / 3)
+    assert result.latency_ms == {"median": pytest.approx(20.0), "p95": pytest.approx(92.0)}
+    assert [q.seconds for q in result.questions] == pytest.approx([0.010, 0.020, 0.100])
+    data = result.to_dict()
+    assert data["questions"] == 3 and data["recall@10"] == pytest.approx(2 / 3) and "mrr@10" in data
+    assert data["results"][0] == {"question": "first", "answer": "B", "rank": 2, "top": ("A", "B"),
+                                  "seconds": pytest.approx(0.010)}
+    json.dumps(data)
+
+
+def test_run_eval_refuses_fewer_chunks_than_articles_wanted():
+    with pytest.raises(ValueError, match="--chunks 5 cannot fill 10 articles"):
+        run_eval(FakeSearcher({}), [Question("q", "A")], ks=(10,), chunks=5)
+
+
+def test_the_table_names_each_metric_and_the_misses():
+    result = evaluate(TOY_RANKINGS, TOY_ANSWERS, ks=(1, 2, 3), questions=["q1", "q2", "q3", "q4"],
+                      seconds=[0.01, 0.02, 0.03, 0.04])
+    table = format_table(result)
+    assert "recall@1   0.250  (1/4)" in table
+    assert "recall@3   0.750  (3/4)" in table and "MRR@3      0.500" in table
+    assert "latency    median 25.0 ms, p95 38.5 ms (embedding included)" in table
+    assert "not in the top 3 (1), first 1:\n- q3\n    want Z (rank 4); got A, B, C" in table
+    assert "not in the top" not in format_table(result, misses=0)
+
+
+# -- question files ----------------------------------------------------------
+def write(tmp_path, *lines):
+    path = tmp_path / "q.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_a_question_file_loads_with_line_numbers_and_skips_blank_lines(tmp_path):
+    path = write(tmp_path, '{"question": "Who?", "title": "A"}', "", '{"question": " What? ", "title": "B", "x": 1}')
+    assert load_questions(path) == [Question("Who?", "A", 1), Question("What?", "B", 3)]
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"question": "Who?", "title": "A"', r"q\.jsonl:2: not valid JSON"),
+    ('["Who?", "A"]', r"q\.jsonl:2: expected a JSON object with 'question' and 'title', got list"),
+    ('{"title": "A"}', r"q\.jsonl:2: missing field 'question'"),
+    ('{"question": "Who?"}', r"q\.jsonl:2: missing field 'title'"),
+    ('{"question": "   ", "title": "A"}', r"q\.jsonl:2: field 'question' is empty"),
+    ('{"question": "Who?", "title": ""}', r"q\.jsonl:2: field 'title' is empty"),
+    ('{"question": "Who?", "title": 7}', r"q\.jsonl:2: field 'title' must be a string, got int"),
+])
+def test_a_bad_line_is_named_with_its_field(tmp_path, line, message):
+    path = write(tmp_path, '{"question": "Fine?", "title": "A"}', line)
+    with pytest.raises(QuestionFileError, match=message):
+        load_questions(path)
+
+
+def test_an_empty_or_missing_question_file_is_refused(tmp_path):
+    with pytest.raises(QuestionFileError, match="holds no questions"):
+        load_questions(write(tmp_path, "", "  "))
+    with pytest.raises(QuestionFileError, match="nope.jsonl does not exist"):
+        load_questions(tmp_path / "nope.jsonl")
+
+
+def test_the_command_reports_a_bad_question_file_and_bad_usage(tmp_path, capsys, caplog):
+    path = write(tmp_path, '{"question": "Who?"}')
+    assert main(["--questions", str(path), "--qdrant-path", str(tmp_path / "q")]) == 1
+    assert "missing field 'title'" in caplog.text
+    assert main(["-k", "0"]) == 2
+    assert main(["-k", "10", "--chunks", "5"]) == 2
+    assert "--chunks 5 cannot fill 10 articles" in capsys.readouterr().err
+
+
+# -- the shipped question set ------------------------------------------------
+# Questions whose answer title (longer than 12 characters) they spell out; keep this empty
+# unless a question cannot be asked naturally otherwise.
+TITLE_IN_QUESTION_EXCEPTIONS: set[str] = set()
+COPIED_WORDS = 8  # a question sharing this many consecutive words with its article's lead was copied
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_questions(SAMPLE_QUESTIONS)
+
+
+@pytest.fixture(scope="module")
+def leads():
+    from ingest.sources import sample_rows
+
+    return {row["title"]: row["text"] for row in sample_rows()}
+
+
+def test_the_shipped_set_is_large_and_every_answer_is_an_article_of_the_sample(shipped, leads):
+    assert len(shipped) >= 200
+    missing = [q.title for q in shipped if q.title not in leads]
+    assert not missing, f"titles not in the bundled sample: {missing}"
+    assert len({q.question for q in shipped}) == len(shipped), "a question appears twice"
+
+
+def test_no_article_answers_more_than_two_questions(shipped):
+    crowded = {title: n for title, n in Counter(q.title for q in shipped).items() if n > 2}
+    assert not crowded
+
+
+def test_questions_do_not_spell_out_their_answer(shipped):
+    spelled = [(q.line, q.title) for q in shipped
+               if len(q.title) > 12 and q.title.lower() in q.question.lower()
+               and q.title not in TITLE_IN_QUESTION_EXCEPTIONS]
+    assert not spelled
+
+
+def test_questions_are_not_copied_from_the_indexed_text(shipped, leads):
+    def words(text):
+        return re.findall(r"[a-z0-9]+", text.lower())
+
+    def runs(tokens):
+        return {tuple(tokens[i:i + COPIED_WORDS]) for i in range(len(tokens) - COPIED_WORDS + 1)}
+
+    copied = [(q.line, q.title) for q in shipped if runs(words(q.question)) & runs(words(leads[q.title]))]
+    assert not copied, f"questions sharing {COPIED_WORDS}+ consecutive words with their article: {copied}"
+
+
+def test_the_shipped_set_spreads_over_the_samples_topics(shipped):
+    from ingest.sources import sample_path
+
+    topics = {record.get("title") or key: record.get("topic")
+              for key, record in json.loads(sample_path().read_text(encoding="utf-8")).items()}
+    covered = Counter(topics[q.title] for q in shipped)
+    assert len(covered) >= 10, covered
+    assert max(covered.values()) <= len(shipped) / 4, covered
+
+
+# -- end to end on a tiny real index -----------------------------------------
+# Ten shipped questions whose articles are indexed, among twenty neighbours that compete with them.
+ASKED = ["2001: A Space Odyssey", "Mount Everest", "Marie Curie", "Photosynthesis", "Chess", "Berlin Wall",
+         "Sushi", "Pythagorean theorem", "Taj Mahal", "Transistor"]
+NEIGHBOURS = ["Citizen Kane", "Psycho (1960 film)", "Himalayas", "Mount Kilimanjaro", "Albert Einstein",
+              "Pierre Curie", "Chlorophyll", "Go (game)", "Cold War", "Cuban Missile Crisis", "Tofu", "Sake",
+              "Pi", "Euclid", "Angkor Wat", "Great Wall of China", "Integrated circuit", "Diode",
+              "Jupiter", "Mount Fuji"]
+
+
+@pytest.fixture(scope="module")
+def tiny_index(tmp_path_factory, local_embedder, shipped):
+    from ingest.jobs import run_ingest
+    from ingest.settings import IngestSettings, StoreSettings
+    from ingest.sources import sample_rows
+
+    tmp = tmp_path_factory.mktemp("eval")
+    rows = {row["title"]: row for row in sample_rows()}
+    source = tmp / "tiny.jsonl"
+    source.write_text("".join(json.dumps(rows[t], ensure_ascii=False) + "\n" for t in ASKED + NEIGHBOURS),
+                      encoding="utf-8")
+    settings = IngestSettings(source=str(source), progress=False, dead_letter=str(tmp / "dead_letter.jsonl"),
+                              store=StoreSettings(qdrant_path=str(tmp / "qdrant"), collection="eval"))
+    summary = run_ingest(settings, embedder=local_embedder)
+    assert summary.articles == 30 and summary.invalid == 0
+    questions = [q for q in shipped if q.title in ASKED]
+    questions_file = tmp / "questions.jsonl"
+    questions_file.write_text("".join(json.dumps({"question": q.question, "title": q.title}) + "\n"
+                                      for q in questions), encoding="utf-8")
+    return settings, questions, questions_file
+
+
+def test_an_eval_over_a_tiny_index_finds_most_answers(tiny_index, local_embedder):
+    from search import Searcher
+
+    settings, questions, _ = tiny_index
+    with Searcher.open(settings.store, embedder=local_embedder) as searcher:
+        result = run_eval(searcher, questions)
+    print("\n" + format_table(result))
+    assert isinstance(result, EvalResult) and len(result.questions) == len(ASKED)
+    assert result.ks == (1, 5, 10) and result.chunks == 30
+    assert 0.0 <= result.recall[1] <= result.recall[5] <= result.recall[10] <= 1.0
+    assert result.recall[1] <= result.mrr <= result.recall[10]
+    assert result.recall[10] > 0.5
+    assert all(len(q.top) <= 10 and len(set(q.top)) == len(q.top) for q in result.questions)
+    assert 0 < result.latency_ms["median"] <= result.latency_ms["p95"]
+
+
+def test_the_command_evaluates_the_tiny_index_as_json(tiny_index, capsys):
+    settings, questions, questions_file = tiny_index
+    code = main(["--questions", str(questions_file), "--qdrant-path", settings.store.qdrant_path,
+                 "--collection", settings.store.collection, "--device", "cpu", "-k", "1", "3", "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["questions"] == len(questions) and report["chunks_per_question"] == 9
+    assert set(report) >= {"recall@1", "recall@3", "mrr@3", "latency_ms", "results"}
+    assert report["recall@3"] > 0.5
