@@ -339,6 +339,7 @@ def shard_settings(
     chunking: Mapping[str, Any] | ChunkingSettings | None = None,
     window: int = 2048,
     tei_concurrency: int = 8,
+    tei_wire: str = "base64",
     progress: bool = False,
     drop_old: bool = False,
 ) -> IngestSettings:
@@ -359,7 +360,8 @@ def shard_settings(
         progress=progress,
         drop_old=drop_old,
         chunking=chunking,
-        embedder=EmbedderSettings(embedder="tei", tei_url=tei_url, model=model, tei_concurrency=tei_concurrency),
+        embedder=EmbedderSettings(embedder="tei", tei_url=tei_url, model=model, tei_concurrency=tei_concurrency,
+                                  tei_wire=tei_wire),
         store=StoreSettings(
             qdrant_path=path or StoreSettings().qdrant_path,
             qdrant_url=url,
@@ -419,6 +421,7 @@ def ingest_shard(
             max_concurrency=settings.embedder.tei_concurrency,
             model_name=settings.embedder.model,
             query_instruction=settings.embedder.query_instruction,
+            wire=settings.embedder.tei_wire,  # base64 from the workers' own TEI 1.9: half the bytes
         )
         stack.callback(embedder.close)
         store = QdrantStore(client_for(settings.store), settings.store.collection)  # exactly this one
