@@ -76,6 +76,7 @@ MAX_CONTAINERS = _env_int("WIKI_EMBED_GPUS", 10)
 # `--huggingface-hub-cache`, so a cold start downloads no weights.
 
 WEIGHTS_DIR = "/weights"
+TOKENIZER_JSON = f"{WEIGHTS_DIR}/models--{MODEL_ID.replace('/', '--')}/snapshots/{MODEL_REVISION}/tokenizer.json"
 
 
 def pin_revision(cache_dir: str, model_id: str, revision: str) -> str:
@@ -119,6 +120,7 @@ RUNTIME_PACKAGES = (
     "orjson==3.13.0",
     "qdrant-client==1.20.0",
     "tenacity==9.2.1",
+    "tokenizers==0.23.3",  # the chunker counts tokens with the served model's tokenizer.json
 )
 
 tei_image = (
@@ -267,7 +269,8 @@ class Embedder:
         from ingest.worker import shard_settings
 
         return shard_settings(os.environ, tei_url=self.router.url, collection=collection, model=MODEL_ID,
-                              chunking=chunking, window=window, tei_concurrency=TEI_CONCURRENCY, drop_old=drop_old)
+                              chunking=chunking, window=window, tei_concurrency=TEI_CONCURRENCY, drop_old=drop_old,
+                              tei_tokenizer=TOKENIZER_JSON)
 
     @modal.method()
     def prepare_load(self, collection: str, chunking: dict, key: str, fresh: bool = False, drop_old: bool = False):

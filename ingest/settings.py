@@ -40,6 +40,7 @@ class EmbedderSettings:
     tei_url: str | None = None
     tei_concurrency: int = 8
     tei_wire: str = "json"
+    tei_tokenizer: str | None = None
     tei_api_key: str | None = field(default=None, repr=False)
     modal_app: str = "wiki-embed"
     modal_class: str = "Embedder"
@@ -138,6 +139,9 @@ def add_embedder_args(parser: argparse.ArgumentParser, env: Mapping[str, str] = 
     group.add_argument("--tei-concurrency", type=int,
                        default=_env_default(env, "TEI_CONCURRENCY", d.tei_concurrency, int),
                        help="requests in flight to TEI (env TEI_CONCURRENCY; default %(default)s)")
+    group.add_argument("--tei-tokenizer", default=_env_default(env, "TEI_TOKENIZER", None),
+                       help="the served model's tokenizer.json, so chunks are budgeted in tokens rather than "
+                            "characters (env TEI_TOKENIZER)")
     group.add_argument("--tei-wire", choices=("json", "base64"), default=_env_default(env, "TEI_WIRE", d.tei_wire),
                        help="json: POST /embed; base64: POST /v1/embeddings with base64 vectors, half the bytes "
                             "and twice the client speed, truncation as the server's --auto-truncate says "
@@ -195,6 +199,7 @@ def embedder_settings(args: argparse.Namespace, env: Mapping[str, str] = os.envi
         tei_url=args.tei_url,
         tei_concurrency=args.tei_concurrency,
         tei_wire=args.tei_wire,
+        tei_tokenizer=args.tei_tokenizer,
         tei_api_key=env.get("TEI_API_KEY") or None,
         modal_app=args.modal_app,
         modal_class=args.modal_class,

@@ -340,6 +340,7 @@ def shard_settings(
     window: int = 2048,
     tei_concurrency: int = 8,
     tei_wire: str = "base64",
+    tei_tokenizer: str | None = None,
     progress: bool = False,
     drop_old: bool = False,
 ) -> IngestSettings:
@@ -361,7 +362,7 @@ def shard_settings(
         drop_old=drop_old,
         chunking=chunking,
         embedder=EmbedderSettings(embedder="tei", tei_url=tei_url, model=model, tei_concurrency=tei_concurrency,
-                                  tei_wire=tei_wire),
+                                  tei_wire=tei_wire, tei_tokenizer=tei_tokenizer),
         store=StoreSettings(
             qdrant_path=path or StoreSettings().qdrant_path,
             qdrant_url=url,
@@ -422,6 +423,7 @@ def ingest_shard(
             model_name=settings.embedder.model,
             query_instruction=settings.embedder.query_instruction,
             wire=settings.embedder.tei_wire,  # base64 from the workers' own TEI 1.9: half the bytes
+            tokenizer=settings.embedder.tei_tokenizer,
         )
         stack.callback(embedder.close)
         store = QdrantStore(client_for(settings.store), settings.store.collection)  # exactly this one

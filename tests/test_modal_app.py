@@ -200,9 +200,15 @@ def test_pin_revision_records_the_commit_where_tei_looks_for_it(tmp_path):
 def local_embedder_class(monkeypatch):
     """modal_app.Embedder whose enter hook starts the loopback TEI test server
     instead of text-embeddings-router; every router started is stopped after."""
+    from pathlib import Path
+
+    from ingest.embedders.local import resolve_model
+
     base = modal_app.router_config()
     monkeypatch.setattr(modal_app, "router_config",
                         lambda: dataclasses.replace(base, port=free_port(), executable=runner()))
+    # The image's tokenizer.json lies under /weights; here, a real one of the same (BERT uncased) vocabulary.
+    monkeypatch.setattr(modal_app, "TOKENIZER_JSON", str(Path(resolve_model("all-MiniLM-L6-v2")[1]) / "tokenizer.json"))
     started = []
 
     class TrackedRouter(ingest.worker.Router):

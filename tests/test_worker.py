@@ -386,3 +386,25 @@ def test_prepare_and_finish_load_bracket_a_bulk_load_and_move_the_alias(tmp_path
         client.close()
     with pytest.raises(RebuildError, match="incremental reindex"):  # live with these settings: not a load's job
         prepare_load(settings, tei_router.url, records_root=runs, key="k")
+
+
+def test_shards_budget_chunks_in_tokens_with_the_served_tokenizer(tmp_path, tei_router, dataset_dir, wiki_rows):
+    from pathlib import Path
+
+    from ingest.embedders.local import resolve_model
+
+    tokenizer = str(Path(resolve_model("all-MiniLM-L6-v2")[1]) / "tokenizer.json")
+    settings = shard_settings({"QDRANT_PATH": str(tmp_path / "qdrant")}, tei_url=tei_router.url, collection="wiki",
+                              model=MODEL, chunking={"max_chars": 4000}, tei_tokenizer=tokenizer)
+    assert settings.embedder.tei_tokenizer == tokenizer
+    result = ingest_shard(dataset_dir, 0, 10, settings=settings, tei_url=tei_router.url)
+    client = QdrantClient(path=str(tmp_path / "qdrant"))
+    try:
+        points, _ = client.scroll("wiki", limit=1000)
+    finally:
+        client.close()
+    from tokenizers import Tokenizer
+
+    counter = Tokenizer.from_file(tokenizer)
+    longest = max(len(counter.encode(p.payload["title"] + "\n" + p.payload["text"]).ids) for p in points)
+    assert result.points_written == len(points) and longest <= 512  # TEI's limit, counted, not truncated

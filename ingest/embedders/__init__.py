@@ -53,6 +53,7 @@ def make_embedder(settings: "EmbedderSettings", *, model: str | None = None,
             model_name=model,
             api_key=settings.tei_api_key,
             wire=settings.tei_wire,
+            tokenizer=settings.tei_tokenizer,
         )
     if settings.embedder == "modal":
         from ingest.embedders.modal import ModalEmbedder
