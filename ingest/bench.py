@@ -62,6 +62,8 @@ def run_bench(settings: IngestSettings, *, embedder_only: bool = False, repeat: 
         counted = embedder.count_tokens(texts)
         tokens = (sum(counted) + 2 * len(texts)) * repeat if counted is not None else None
         device = getattr(embedder, "device", settings.embedder.embedder)
+        if getattr(embedder, "engine", None):
+            device += f", {embedder.engine} engine"
         lines = [
             f"model {embedder.spec.name} on {device} ({settings.embedder.dtype}, batch {settings.embedder.batch_size}, "
             f"length-sorted windows of {settings.window})",

@@ -35,6 +35,7 @@ class EmbedderSettings:
     model: str | None = None  # None: the default model, or the collection's recorded one
     device: str = "auto"
     dtype: str = "float32"
+    engine: str = "auto"  # local backend: "direct", "sentence-transformers", or auto (direct when it can)
     batch_size: int = 64
     query_instruction: str | None = None
     tei_url: str | None = None
@@ -130,6 +131,11 @@ def add_embedder_args(parser: argparse.ArgumentParser, env: Mapping[str, str] = 
                        help="cpu, cuda, mps or auto (env EMBED_DEVICE; default %(default)s)")
     group.add_argument("--dtype", choices=("float32", "float16"), default=_env_default(env, "EMBED_DTYPE", d.dtype),
                        help="model weights precision on a GPU (env EMBED_DTYPE; default %(default)s)")
+    group.add_argument("--engine", choices=("auto", "direct", "sentence-transformers"),
+                       default=_env_default(env, "EMBED_ENGINE", d.engine),
+                       help="local backend's forward pass: direct (one tokenizer call and length sorting per "
+                            "window, pooling on the device) or sentence-transformers' encode; auto picks direct "
+                            "when the model allows (env EMBED_ENGINE; default %(default)s)")
     group.add_argument("--batch-size", type=int, default=_env_default(env, "EMBED_BATCH_SIZE", d.batch_size, int),
                        help="texts per model forward pass (env EMBED_BATCH_SIZE; default %(default)s)")
     group.add_argument("--query-instruction", default=_env_default(env, "QUERY_INSTRUCTION", None),
@@ -194,6 +200,7 @@ def embedder_settings(args: argparse.Namespace, env: Mapping[str, str] = os.envi
         model=args.model,
         device=args.device,
         dtype=args.dtype,
+        engine=args.engine,
         batch_size=args.batch_size,
         query_instruction=args.query_instruction,
         tei_url=args.tei_url,

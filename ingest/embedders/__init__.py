@@ -40,6 +40,7 @@ def make_embedder(settings: "EmbedderSettings", *, model: str | None = None,
             model or DEFAULT_MODEL,
             device=settings.device,
             dtype=settings.dtype,
+            engine=settings.engine,
             batch_size=settings.batch_size,
             query_instruction=instruction,
         )
