@@ -85,9 +85,10 @@ def run_bench(settings: IngestSettings, *, embedder_only: bool = False, repeat: 
                 )
                 summary = run_ingest(run, embedder=embedder)
             lines.append(f"whole run: {summary.line()}")
+            alone = len(texts) * repeat / seconds
             lines.append(
-                f"whole run / embedder alone: {summary.chunks_per_second / (len(texts) / seconds * 1):.2f} "
-                f"(chunks/s {summary.chunks_per_second:,.1f} vs {len(texts) / seconds:,.1f})"
+                f"whole run / embedder alone: {summary.chunks_per_second / alone:.2f} "
+                f"(chunks/s {summary.chunks_per_second:,.1f} vs {alone:,.1f})"
             )
         return "\n".join(lines)
     finally:

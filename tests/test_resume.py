@@ -131,16 +131,21 @@ def test_killed_at_every_stage_the_resumed_run_ends_with_exactly_the_expected_po
     done, pending = manifest_state(tmp_path)
     assert len(done) == len(rows) and pending == 0
 
-    embedder = TEIEmbedder(server.url)
-    try:
-        server.reset()
-        resumed = run_ingest(settings_for(tmp_path, str(tmp_path / "rows.jsonl"), server.url), embedder=embedder)
-    finally:
-        embedder.close()
+    resumed = resume(tmp_path, server)
     assert (resumed.unchanged, resumed.chunks, server.received.inputs) == (len(rows), 0, 1)  # the smoke query
     assert resumed.extra["alias"] == f"wiki now leads to {resumed.extra['collection']}"
     ids, payloads = stored_points(tmp_path)
     assert len(ids) == len(set(ids)) == len(want) and payloads == want
+
+
+def resume(tmp_path, server):
+    """The run after a kill, in-process, with the server's counters reset."""
+    embedder = TEIEmbedder(server.url)
+    try:
+        server.reset()
+        return run_ingest(settings_for(tmp_path, str(tmp_path / "rows.jsonl"), server.url), embedder=embedder)
+    finally:
+        embedder.close()
 
 
 def test_work_redone_after_a_kill_is_bounded_by_what_was_in_flight(tmp_path, server, rows):
@@ -154,12 +159,7 @@ def test_work_redone_after_a_kill_is_bounded_by_what_was_in_flight(tmp_path, ser
     finished = sum(counts[i] for i in done)
     assert done and all(counts[i] == n for i, n in done.items())
 
-    embedder = TEIEmbedder(server.url)
-    try:
-        server.reset()
-        resumed = run_ingest(settings_for(tmp_path, str(tmp_path / "rows.jsonl"), server.url), embedder=embedder)
-    finally:
-        embedder.close()
+    resumed = resume(tmp_path, server)
     assert resumed.unchanged == len(done)  # no finished article is touched again
     assert resumed.chunks == sum(counts.values()) - finished
     redone = resumed.embedded - (sum(counts.values()) - sent_before)  # embedded twice, in all
