@@ -468,3 +468,61 @@ def scheduled_reindex() -> str:
     if not os.path.isdir(dataset_path(config)):
         download_dataset.remote(config)
     return reindex.remote(config=config)
+
+
+# ## Search over HTTP
+#
+# `search_api` serves the HTTP search service of `search.server` (GET and POST
+# /search, /health, /openapi.json) from small CPU containers: no GPU of its own.
+# Queries are embedded by the deployed `Embedder` class above (looked up by name, as
+# `python -m search --embedder modal` does, so with the collection's model and query
+# instruction) and searched in Qdrant with the `qdrant` secret. Every search carries
+# a bearer token, the `SEARCH_API_TOKEN` of a second secret, created once:
+#
+#     modal secret create search-api SEARCH_API_TOKEN=$(openssl rand -hex 32)
+#     modal deploy -m ingest.modal_app    # prints the URL: https://<workspace>--wiki-embed-search-api.modal.run
+#
+# The collection (usually an alias) is `WIKI_SEARCH_COLLECTION`, read when you
+# deploy; default "wikipedia". All the logic lives in `search.server`; this only
+# wires it to the secrets.
+
+SEARCH_SECRET_NAME = "search-api"
+SEARCH_TOKEN_KEY = "SEARCH_API_TOKEN"  # search.server.TOKEN_ENV
+search_secret = modal.Secret.from_name(SEARCH_SECRET_NAME, required_keys=[SEARCH_TOKEN_KEY])
+SEARCH_COLLECTION = os.environ.get("WIKI_SEARCH_COLLECTION", "wikipedia")
+EMBEDDER_CLASS = "Embedder"  # the class above, as EmbedderSettings.modal_class names it
+
+search_image = (
+    modal.Image.debian_slim(python_version="3.11")
+    .pip_install(*RUNTIME_PACKAGES)
+    .env({"WIKI_SEARCH_COLLECTION": SEARCH_COLLECTION})
+    .add_local_python_source("schemas", "ingest", "search")
+)
+
+
+@app.function(
+    image=search_image,
+    secrets=[qdrant_secret, search_secret],
+    cpu=1.0,
+    memory=1024,
+    scaledown_window=5 * MINUTES,
+    startup_timeout=10 * MINUTES,  # opening the searcher may wait for a cold GPU container
+    timeout=2 * MINUTES,
+)
+@modal.concurrent(max_inputs=16)  # health checks need not queue behind a search (searches take a lock)
+@modal.wsgi_app()
+def search_api():
+    """The WSGI application of `search.server`, over the collection in Qdrant."""
+    from ingest.settings import EmbedderSettings, StoreSettings
+    from search.api import Searcher
+    from search.server import make_app
+
+    store = StoreSettings(
+        qdrant_url=os.environ["QDRANT_URL"],
+        qdrant_api_key=os.environ.get("QDRANT_API_KEY") or None,
+        collection=SEARCH_COLLECTION,  # the deploying machine's, through the image's environment
+        prefer_grpc=(os.environ.get("QDRANT_NO_GRPC") or "").lower() not in ("1", "true", "yes", "on"),
+    )
+    embedder = EmbedderSettings(embedder="modal", modal_app=APP_NAME, modal_class=EMBEDDER_CLASS)
+    searcher = Searcher.open(store, embedder)  # held for the container's life: one client, one embedder
+    return make_app(searcher, token=os.environ[SEARCH_TOKEN_KEY])

@@ -1,10 +1,22 @@
-"""`python -m search QUERY`: ranked passages with title, url and score.
+"""`python -m search`: search a collection from the command line, or serve it over HTTP.
+
+Commands:
+  QUERY   (the default) ranked passages with title, url and score
+  serve   an HTTP search service: GET/POST /search, GET /health, GET /openapi.json
+  eval    retrieval quality over a question file: recall@1/5/10, MRR and latency
 
   python -m search "the space film in which the computer HAL 9000 turns on its crew"
   python -m search -k 3 --json "who painted the Mona Lisa"     # one JSON object per hit
+  python -m search --title "Mona Lisa" --neighbours 1 "who painted it"
+  python -m search --context 4000 "who painted the Mona Lisa"  # a numbered context block for a prompt
+  SEARCH_API_TOKEN=$(openssl rand -hex 32) python -m search serve --port 8000
   python -m search eval --questions search/questions/sample.jsonl  # recall@1/5/10 and MRR
 
-Exit codes: 0 hits printed (or none found); 1 failed; 2 bad usage.
+`python -m search serve --help` and `python -m search eval --help` tell more. A query
+that is a command's name goes after `--`: python -m search -- serve
+
+Exit codes: 0 done (hits printed or none found; the server stopped by SIGINT or
+SIGTERM); 1 failed (the message names the problem); 2 bad usage.
 """
 
 from __future__ import annotations
@@ -12,16 +24,32 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import textwrap
-from typing import Sequence
+from typing import Any, Sequence
 
 from ingest.cli import setup_logging
 from ingest.errors import IngestError, SettingsError
-from ingest.settings import add_embedder_args, add_store_args, embedder_settings, store_settings
-from search.api import Hit, Searcher
+from ingest.settings import _env_default, add_embedder_args, add_store_args, embedder_settings, store_settings
+from search.api import MODES, Hit, Searcher
 
 log = logging.getLogger("search")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _whole_number(low: int):
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,11 +57,39 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("query", help="what to look for, in plain words")
     parser.add_argument("-k", type=int, default=5, help="number of hits (default %(default)s)")
-    parser.add_argument("--json", action="store_true", help="one JSON object per hit on stdout")
+    parser.add_argument("--json", action="store_true",
+                        help="one JSON object per hit on stdout (with --context: the context block as JSON)")
+    options = parser.add_argument_group("what to search")
+    options.add_argument("--mode", choices=MODES, default=None,
+                         help="dense (vectors) or hybrid (vectors and BM25; the collection needs sparse "
+                              "vectors); default: the collection's")
+    options.add_argument("--threshold", type=float, default=None, metavar="SIMILARITY",
+                         help="leave out hits under this cosine similarity")
+    options.add_argument("--article-id", action="append", default=None, metavar="ID",
+                         help="only this article (repeat for any of several)")
+    options.add_argument("--title", action="append", default=None, help="only the article with this exact "
+                                                                         "title (repeat for any of several)")
+    options.add_argument("--url", action="append", default=None, help="only the article at this URL (repeatable)")
+    options.add_argument("--max-per-article", type=_whole_number(1), default=None, metavar="N",
+                         help="at most N hits from one article")
+    options.add_argument("--neighbours", type=_whole_number(0), default=0, metavar="N",
+                         help="add up to N neighbouring chunks on each side of every hit, as its context")
+    options.add_argument("--context", type=_whole_number(1), default=None, metavar="CHARS",
+                         help="print a numbered context block of at most CHARS characters, for a prompt, "
+                              "instead of the hits")
     add_embedder_args(parser)
     add_store_args(parser)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     return parser
+
+
+def search_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`Searcher.search`'s keyword arguments from the flags: only those given, so the
+    searcher's defaults apply to the rest."""
+    options = {"mode": args.mode, "score_threshold": args.threshold, "article_ids": args.article_id,
+               "titles": args.title, "urls": args.url, "max_per_article": args.max_per_article,
+               "neighbours": args.neighbours or None}
+    return {name: value for name, value in options.items() if value is not None}
 
 
 def format_hit(hit: Hit, width: int = 100) -> str:
@@ -48,21 +104,128 @@ def main(argv: Sequence[str] | None = None) -> int:
         from search.evaluation import main as evaluate
 
         return evaluate(argv[1:])
+    if argv[:1] == ["serve"]:
+        return serve(argv[1:])
     try:
         args = build_parser().parse_args(argv)
         setup_logging(args.verbose - 1)
         stores, embedders = store_settings(args), embedder_settings(args)
     except SettingsError as exc:
         print(f"python -m search: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    options = search_options(args)
     try:
         with Searcher.open(stores, embedders) as searcher:
-            hits = searcher.search(args.query, k=args.k)
+            if args.context is not None:
+                context = searcher.context(args.query, max_chars=args.context, k=args.k, **options)
+            else:
+                hits = searcher.search(args.query, k=args.k, **options)
     except IngestError as exc:
         log.error("%s", exc)
-        return 1
-    for hit in hits:
-        print(json.dumps(hit.to_dict(), ensure_ascii=False) if args.json else format_hit(hit))
-    if not hits:
-        log.warning("no hits: the collection is empty")
-    return 0
+        return EXIT_FAILED
+    if args.context is not None:
+        print(json.dumps(context.to_dict(), ensure_ascii=False) if args.json else context.text)
+        found = bool(context.sources)
+    else:
+        for hit in hits:
+            print(json.dumps(hit.to_dict(), ensure_ascii=False) if args.json else format_hit(hit))
+        found = bool(hits)
+    if not found:
+        log.warning("no hits: %s", "none matched the filters or the threshold" if options
+                    else "the collection is empty")
+    return EXIT_OK
+
+
+# -- python -m search serve ------------------------------------------------------------
+SERVE_DESCRIPTION = """\
+Serve the collection over HTTP, with the standard library (no web framework):
+
+  GET  /health                  whether it is up, the collection and the model (no token)
+  GET  /openapi.json            the OpenAPI 3.1 description of the routes (no token)
+  GET  /search?q=...&k=5        ranked hits as JSON; also mode, score_threshold, article_id,
+                                title, url (repeat them), max_per_article, neighbours, context_chars
+  POST /search                  the same as a JSON body: {"query": "...", "k": 5, "titles": [...], ...}
+
+Every search needs the header `Authorization: Bearer <token>`, where the token is the
+environment variable SEARCH_API_TOKEN: without it the server refuses to start, unless
+--open is given, which serves without a token, and only on a loopback host.
+
+  export SEARCH_API_TOKEN=$(openssl rand -hex 32)
+  python -m search serve --port 8000
+  curl -H "Authorization: Bearer $SEARCH_API_TOKEN" 'http://127.0.0.1:8000/search?q=HAL+9000&k=3'
+  python -m search serve --open                  # on 127.0.0.1, no token
+
+The URL is logged on stderr once the collection is open, then one line per request.
+SIGINT (Ctrl-C) or SIGTERM stops it (exit 0). Exit 1: the collection cannot be opened or
+the port is taken; exit 2: bad usage (no token, --open on a non-loopback host).
+"""
+
+
+def build_serve_parser(env: dict[str, str] | None = None) -> argparse.ArgumentParser:
+    from search.server import DEFAULT_MAX_QUERY_CHARS
+
+    env = os.environ if env is None else env
+    parser = argparse.ArgumentParser(prog="python -m search serve", description=SERVE_DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default=_env_default(env, "SEARCH_HOST", "127.0.0.1"),
+                        help="address to listen on; 0.0.0.0 or :: for every interface (env SEARCH_HOST; "
+                             "default %(default)s)")
+    parser.add_argument("--port", type=int, default=_env_default(env, "SEARCH_PORT", 8000, int),
+                        help="port to listen on; 0: any free one (env SEARCH_PORT; default %(default)s)")
+    parser.add_argument("--open", action="store_true",
+                        help="serve without a token (SEARCH_API_TOKEN ignored); only on a loopback host")
+    parser.add_argument("--max-query-chars", type=_whole_number(1),
+                        default=_env_default(env, "SEARCH_MAX_QUERY_CHARS", DEFAULT_MAX_QUERY_CHARS, int),
+                        help="longer queries get 413 (env SEARCH_MAX_QUERY_CHARS; default %(default)s)")
+    add_embedder_args(parser, env)
+    add_store_args(parser, env)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only (no access log)")
+    return parser
+
+
+def check_exposure(host: str, token: str | None, open_: bool) -> None:
+    """Refuse to serve a search without a token anywhere but on this machine."""
+    from search.server import TOKEN_ENV, is_loopback
+
+    if open_ and not is_loopback(host):
+        raise SettingsError(f"--open serves without a token, so only on a loopback host (127.0.0.1, ::1 or "
+                            f"localhost), not {host!r}: set {TOKEN_ENV} and drop --open to serve on {host}")
+    if not open_ and token is None:
+        raise SettingsError(f"{TOKEN_ENV} is not set: every search must carry it as a bearer token. Set it "
+                            f"(export {TOKEN_ENV}=$(openssl rand -hex 32)), or pass --open to serve without "
+                            "one on a loopback host")
+
+
+def serve(argv: Sequence[str]) -> int:
+    from search.server import TOKEN_ENV, make_app, make_server, serve_until_stopped, server_url
+
+    try:
+        args = build_serve_parser().parse_args(argv)
+        token = (os.environ.get(TOKEN_ENV) or "").strip() or None
+        check_exposure(args.host, token, args.open)
+        setup_logging(-1 if args.quiet else args.verbose)
+        stores, embedders = store_settings(args), embedder_settings(args)
+    except SettingsError as exc:
+        print(f"python -m search serve: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.open:
+        if token is not None:
+            log.warning("--open: %s is ignored, /search answers without a token", TOKEN_ENV)
+        token = None
+    try:
+        with Searcher.open(stores, embedders) as searcher:
+            app = make_app(searcher, token=token, max_query_chars=args.max_query_chars)
+            try:
+                server = make_server(app, args.host, args.port)
+            except OSError as exc:
+                log.error("cannot listen on %s port %s: %s", args.host, args.port, exc)
+                return EXIT_FAILED
+            log.info("serving %s (%s, %s) at %s/search%s", searcher.name, searcher.store.collection,
+                     searcher.spec.model.name, server_url(server), "" if token else ", without a token")
+            serve_until_stopped(server)
+    except IngestError as exc:
+        log.error("%s", exc)
+        return EXIT_FAILED
+    log.info("stopped")
+    return EXIT_OK

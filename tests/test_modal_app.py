@@ -195,6 +195,55 @@ def test_pin_revision_records_the_commit_where_tei_looks_for_it(tmp_path):
     assert Path(path) == repo / "refs" / revision and Path(path).read_text() == revision
 
 
+# -- the search endpoint ---------------------------------------------------------------
+def test_the_search_endpoint_is_a_wsgi_app_on_a_cpu_with_the_qdrant_and_token_secrets():
+    functions = {n.name: n for n in TREE.body if isinstance(n, ast.FunctionDef)}
+    function, concurrent, web = functions["search_api"].decorator_list
+    assert (ast.unparse(function.func), ast.unparse(web)) == ("app.function", "modal.wsgi_app()")
+    assert ast.unparse(concurrent.func) == "modal.concurrent"
+    options = {kw.arg: ast.unparse(kw.value) for kw in function.keywords}
+    assert options["secrets"] == "[qdrant_secret, search_secret]" and options["image"] == "search_image"
+    assert "gpu" not in options and "volumes" not in options
+    assert ast.unparse(_assigned("search_secret")) == (
+        "modal.Secret.from_name(SEARCH_SECRET_NAME, required_keys=[SEARCH_TOKEN_KEY])")
+    assert (modal_app.SEARCH_SECRET_NAME, modal_app.SEARCH_TOKEN_KEY) == ("search-api", "SEARCH_API_TOKEN")
+    assert [name for name, _ in _call_chain(_assigned("search_image"))] == [
+        "debian_slim", "pip_install", "env", "add_local_python_source"]  # no TEI image, no CUDA
+    assert isinstance(modal_app.search_api, modal.Function)
+    assert modal_app.EMBEDDER_CLASS == EmbedderSettings().modal_class and "class Embedder:" in SOURCE
+
+
+@pytest.mark.filterwarnings("ignore:.*executing locally.*:UserWarning")
+def test_the_search_endpoint_builds_the_server_from_the_secrets(monkeypatch):
+    import io
+    from types import SimpleNamespace
+
+    import search.api
+    from search.server import TOKEN_ENV, SearchApp
+
+    opened = []
+    searcher = SimpleNamespace(name="wikipedia", store=SimpleNamespace(collection="wikipedia_2"),
+                               spec=SimpleNamespace(model=SimpleNamespace(name=MODEL), dimension=384))
+    monkeypatch.setattr(search.api.Searcher, "open", lambda store, embedder: opened.append((store, embedder))
+                        or searcher)
+    monkeypatch.setenv("QDRANT_URL", "https://qdrant.example:6333")
+    monkeypatch.setenv("QDRANT_API_KEY", "qdrant-key")
+    monkeypatch.setenv(TOKEN_ENV, "token-from-the-secret")
+    app = modal_app.search_api.local()  # the WSGI application, built in this process
+    ((store, embedder),) = opened
+    assert (store.qdrant_url, store.qdrant_api_key, store.collection) == (
+        "https://qdrant.example:6333", "qdrant-key", modal_app.SEARCH_COLLECTION)
+    assert (embedder.embedder, embedder.modal_app, embedder.modal_class) == ("modal", "wiki-embed", "Embedder")
+    assert isinstance(app, SearchApp)
+    answers = {}
+    for path, method in (("/health", "GET"), ("/search", "POST")):
+        environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "CONTENT_LENGTH": "2", "wsgi.input": io.BytesIO(b"{}")}
+        body = b"".join(app(environ, lambda status, headers: answers.__setitem__(path, status)))
+        answers[path] = (answers[path], body)
+    assert answers["/health"][0] == "200 OK" and b'"auth": true' in answers["/health"][1]
+    assert answers["/search"][0] == "401 Unauthorized"  # the secret's token is asked for
+
+
 # -- the GPU class, in this process --------------------------------------------------
 @pytest.fixture
 def local_embedder_class(monkeypatch):

@@ -1,0 +1,447 @@
+"""Search over HTTP: a plain WSGI application around a `Searcher`.
+
+The same application runs locally on the standard library's `wsgiref` (`python -m
+search serve`) and on Modal (`@modal.wsgi_app()` in `ingest.modal_app`); there is no
+web framework to install.
+
+    GET  /health                      200 {"status": "ok", "collection": ..., "model": ...}, no token
+    GET  /openapi.json                the OpenAPI 3.1 description, no token
+    GET  /search?q=...&k=5&title=A    ranked hits (repeat article_id, title, url for several)
+    POST /search {"query": ..., "k": 5, "context_chars": 4000, ...}
+
+A search answers `{"query", "k", "mode", "took_ms", "hits": [...]}`, plus `"context"`
+(a numbered RAG context block) when `context_chars` is given. Every error is
+`{"error": message}`: 400 a bad query, 401 a missing or wrong bearer token (with
+`WWW-Authenticate: Bearer`), 404, 405 (with `Allow`), 411, 413 a query over
+`max_query_chars` or a body over `max_body_bytes`, 503 the backend failed.
+
+>>> app = make_app(searcher, token=os.environ["SEARCH_API_TOKEN"])   # doctest: +SKIP
+>>> server = make_server(app, "127.0.0.1", 8000)                     # doctest: +SKIP
+>>> serve_until_stopped(server)                                      # doctest: +SKIP
+
+Searches go through one lock: local-mode Qdrant and an in-process model are not
+safe to share between threads, and a searcher may move to a new collection (an
+alias that moved) in the middle of a search.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import math
+import signal
+import socket
+import socketserver
+import threading
+import time
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any, Callable, Iterable, Mapping
+from urllib.parse import parse_qs
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+from wsgiref.simple_server import make_server as _wsgiref_server
+
+from ingest.errors import IngestError
+from search.api import MAX_K, MAX_NEIGHBOURS, MODES, SearchError, Searcher
+from search.context import build_context
+from search.openapi import MAX_CONTEXT_CHARS, QUERY_PARAMETERS, openapi_document
+
+log = logging.getLogger("search.server")
+access_log = logging.getLogger("search.access")
+
+DEFAULT_MAX_QUERY_CHARS = 2000
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+DRAIN_LIMIT = 1024 * 1024  # an oversized body up to this size is read away, so the client gets the 413
+TOKEN_ENV = "SEARCH_API_TOKEN"
+BODY_READ = "search.body_read"  # environ key: the request body was consumed
+LOOPBACK_NAMES = ("localhost",)
+
+
+class HTTPError(Exception):
+    """An answer other than 200: its status, message and extra headers."""
+
+    def __init__(self, status: int, message: str, headers: Iterable[tuple[str, str]] = ()) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, list(headers)
+
+
+# -- requests ------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SearchRequest:
+    """A validated search: what `Searcher.search` and `build_context` are called with."""
+
+    query: str
+    k: int = 5
+    mode: str | None = None
+    score_threshold: float | None = None
+    article_ids: tuple[str, ...] | None = None
+    titles: tuple[str, ...] | None = None
+    urls: tuple[str, ...] | None = None
+    max_per_article: int | None = None
+    neighbours: int = 0
+    context_chars: int | None = None
+
+    def search_options(self) -> dict[str, Any]:
+        """The keyword arguments of `Searcher.search` beyond query and k: only those
+        asked for, so that the searcher's own defaults apply to the rest."""
+        options = {"mode": self.mode, "score_threshold": self.score_threshold, "article_ids": self.article_ids,
+                   "titles": self.titles, "urls": self.urls, "max_per_article": self.max_per_article,
+                   "neighbours": self.neighbours or None}
+        return {name: value for name, value in options.items() if value is not None}
+
+
+FIELDS = tuple(SearchRequest.__dataclass_fields__)
+REPEATED = {"article_ids", "titles", "urls"}  # lists: repeated parameters in a query string
+WHOLE_NUMBERS = {"k", "max_per_article", "neighbours", "context_chars"}
+
+
+def parse_search(fields: Mapping[str, Any], *, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS) -> SearchRequest:
+    """Check a JSON body's fields (or the query string's, converted); HTTPError 400 or 413 when wrong."""
+    unknown = sorted(set(fields) - set(FIELDS))
+    if unknown:
+        raise HTTPError(400, f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(map(_show, unknown))}: "
+                             f"the fields are {', '.join(FIELDS)}")
+    query = fields.get("query")
+    if query is None:
+        raise HTTPError(400, "the query is missing: give it as 'query' in a JSON body, or ?q= in the URL")
+    if not isinstance(query, str):
+        raise HTTPError(400, f"query must be a string, got {_kind(query)}")
+    if not query.strip():
+        raise HTTPError(400, "the query is empty")
+    if len(query) > max_query_chars:
+        raise HTTPError(413, f"the query is {len(query):,} characters long; the limit is {max_query_chars:,}")
+    mode = fields.get("mode")
+    if mode is not None and not isinstance(mode, str):
+        raise HTTPError(400, f"mode must be a string ({' or '.join(MODES)}), got {_kind(mode)}")
+    threshold = fields.get("score_threshold")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                  or not math.isfinite(threshold)):
+        raise HTTPError(400, f"score_threshold must be a number, got {_kind(threshold)}")
+    return SearchRequest(
+        query=query,
+        k=_int(fields, "k", 5, low=1, high=MAX_K),
+        mode=mode,
+        score_threshold=None if threshold is None else float(threshold),
+        article_ids=_strings(fields, "article_ids"),
+        titles=_strings(fields, "titles"),
+        urls=_strings(fields, "urls"),
+        max_per_article=_int(fields, "max_per_article", None, low=1),
+        neighbours=_int(fields, "neighbours", 0, low=0, high=MAX_NEIGHBOURS),
+        context_chars=_int(fields, "context_chars", None, low=1, high=MAX_CONTEXT_CHARS),
+    )
+
+
+def parse_query_string(query_string: str, *, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS) -> SearchRequest:
+    """`?q=...&k=5&title=A&title=B` as a SearchRequest (the parameters of `QUERY_PARAMETERS`)."""
+    try:
+        pairs = parse_qs(query_string, keep_blank_values=True, max_num_fields=200)
+    except ValueError as exc:
+        raise HTTPError(400, f"the query string cannot be read: {exc}") from exc
+    unknown = sorted(set(pairs) - set(QUERY_PARAMETERS))
+    if unknown:
+        raise HTTPError(400, f"unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(map(_show, unknown))}: "
+                             f"the parameters are {', '.join(QUERY_PARAMETERS)}")
+    fields: dict[str, Any] = {}
+    for name, values in pairs.items():
+        field = QUERY_PARAMETERS[name]
+        if field in REPEATED:
+            fields[field] = values
+            continue
+        if len(values) > 1:
+            raise HTTPError(400, f"{name} is given {len(values)} times; give it once")
+        fields[field] = _convert(name, field, values[0])
+    return parse_search(fields, max_query_chars=max_query_chars)
+
+
+def _convert(name: str, field: str, raw: str) -> Any:
+    """A query-string value as the JSON value it stands for."""
+    if field in WHOLE_NUMBERS:
+        try:
+            return int(raw)
+        except ValueError:
+            raise HTTPError(400, f"{name} must be a whole number, got {_show(raw)}") from None
+    if field == "score_threshold":
+        try:
+            return float(raw)
+        except ValueError:
+            raise HTTPError(400, f"{name} must be a number, got {_show(raw)}") from None
+    return raw
+
+
+def _int(fields: Mapping[str, Any], name: str, default: int | None, *, low: int, high: int | None = None) -> int | None:
+    value = fields.get(name)
+    if value is None:
+        return default
+    bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise HTTPError(400, f"{name} must be a whole number {bounds}, got {_kind(value)}")
+    if value < low or (high is not None and value > high):
+        raise HTTPError(400, f"{name} must be {bounds}, got {value}")
+    return value
+
+
+def _strings(fields: Mapping[str, Any], name: str) -> tuple[str, ...] | None:
+    values = fields.get(name)
+    if values is None:
+        return None
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise HTTPError(400, f"{name} must be a list of strings, got {_kind(values)}")
+    if not values or not all(v.strip() for v in values):
+        raise HTTPError(400, f"{name} must hold at least one value, and no empty one")
+    return tuple(values)
+
+
+def _kind(value: Any) -> str:
+    """A value as its JSON type, for messages: `'5' (a string)`."""
+    names = {bool: "a boolean", str: "a string", int: "a number", float: "a number", list: "an array",
+             dict: "an object", type(None): "null"}
+    kind = names.get(type(value), type(value).__name__)
+    return kind if isinstance(value, (list, dict, type(None))) else f"{_show(value)} ({kind})"
+
+
+def _show(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# -- the application -----------------------------------------------------------------
+class SearchApp:
+    """The WSGI application; build it with `make_app`."""
+
+    def __init__(self, searcher: Searcher, *, token: str | None, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS,
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+        if token is not None and not token.strip():
+            raise ValueError("the token is empty: give a real one, or None for a server without authentication")
+        if max_query_chars < 1 or max_body_bytes < 1:
+            raise ValueError("max_query_chars and max_body_bytes must be at least 1")
+        self.searcher = searcher
+        self._token = token.strip().encode() if token is not None else None
+        self.max_query_chars, self.max_body_bytes = max_query_chars, max_body_bytes
+        self._lock = threading.Lock()  # one search at a time: see the module docstring
+        self._routes: dict[str, dict[str, Callable[[dict], dict]]] = {
+            "/health": {"GET": self._health},
+            "/openapi.json": {"GET": self._openapi},
+            "/search": {"GET": self._search_get, "POST": self._search_post},
+        }
+
+    def __repr__(self) -> str:  # never the token
+        return f"SearchApp({self.searcher.name!r}, auth={self._token is not None})"
+
+    def __call__(self, environ: dict, start_response: Callable) -> list[bytes]:
+        method, path = environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO") or "/"
+        headers: list[tuple[str, str]] = []
+        try:
+            route = self._routes.get(path)
+            if route is None:
+                raise HTTPError(404, f"no such path {_show(path)}: the paths are {', '.join(self._routes)}")
+            handler = route.get(method)
+            if handler is None:
+                allowed = ", ".join(route)
+                raise HTTPError(405, f"{path} answers {allowed}, not {_show(method)}", [("Allow", allowed)])
+            status, payload = 200, handler(environ)
+        except HTTPError as exc:
+            status, payload, headers = exc.status, {"error": exc.message}, exc.headers
+        except Exception:
+            log.exception("%s %s failed", method, path)
+            status, payload = 500, {"error": "internal server error (the server's log says more)"}
+        if not environ.get(BODY_READ):
+            _discard_body(environ)
+        body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        start_response(f"{status} {HTTPStatus(status).phrase}", [
+            ("Content-Type", "application/json; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+            ("X-Content-Type-Options", "nosniff"),
+            *headers,
+        ])
+        return [body]
+
+    # -- routes --------------------------------------------------------------------------
+    def _health(self, environ: dict) -> dict:
+        searcher = self.searcher
+        return {"status": "ok", "collection": searcher.name, "physical_collection": searcher.store.collection,
+                "model": searcher.spec.model.name, "dimension": searcher.spec.dimension,
+                "auth": self._token is not None}
+
+    def _openapi(self, environ: dict) -> dict:
+        return openapi_document(max_query_chars=self.max_query_chars, max_body_bytes=self.max_body_bytes,
+                                auth=self._token is not None)
+
+    def _search_get(self, environ: dict) -> dict:
+        self._authorise(environ)
+        return self._search(parse_query_string(environ.get("QUERY_STRING", ""), max_query_chars=self.max_query_chars))
+
+    def _search_post(self, environ: dict) -> dict:
+        self._authorise(environ)
+        body = self._read_json(environ)
+        if not isinstance(body, dict):
+            raise HTTPError(400, 'the body must be a JSON object such as {"query": "...", "k": 5}, '
+                                 f"got {_kind(body)}")
+        return self._search(parse_search(body, max_query_chars=self.max_query_chars))
+
+    def _search(self, request: SearchRequest) -> dict:
+        started = time.perf_counter()
+        try:
+            with self._lock:
+                hits = self.searcher.search(request.query, k=request.k, **request.search_options())
+            context = self._context(hits, request.context_chars) if request.context_chars else None
+        except SearchError as exc:  # the searcher refused the arguments
+            raise HTTPError(400, str(exc)) from exc
+        except IngestError as exc:  # Qdrant or the embedder failed
+            log.error("search failed: %s", exc)
+            raise HTTPError(503, f"the search backend failed: {exc}") from exc
+        answer = {"query": request.query, "k": request.k, "mode": self._mode(request),
+                  "took_ms": round((time.perf_counter() - started) * 1000, 1),
+                  "hits": [hit.to_dict() for hit in hits]}
+        if context is not None:
+            answer["context"] = context
+        return answer
+
+    def _context(self, hits: list, max_chars: int) -> dict:
+        return build_context(hits, max_chars=max_chars).to_dict()
+
+    def _mode(self, request: SearchRequest) -> str:
+        """The mode searched with: the one asked for, or the collection's default."""
+        return request.mode or self.searcher.default_mode
+
+    # -- plumbing --------------------------------------------------------------------------
+    def _authorise(self, environ: dict) -> None:
+        if self._token is None:
+            return
+        scheme, _, given = environ.get("HTTP_AUTHORIZATION", "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not given.strip():
+            raise HTTPError(401, "a bearer token is required: send the header 'Authorization: Bearer <token>'",
+                            [("WWW-Authenticate", 'Bearer realm="search"')])
+        # WSGI headers are the raw bytes decoded as latin-1: encoding back gives what was sent
+        if not hmac.compare_digest(given.strip().encode("latin-1", "replace"), self._token):
+            raise HTTPError(401, "the bearer token is wrong",
+                            [("WWW-Authenticate", 'Bearer realm="search", error="invalid_token"')])
+
+    def _read_json(self, environ: dict) -> Any:
+        raw_length = (environ.get("CONTENT_LENGTH") or "").strip()
+        if not raw_length:
+            raise HTTPError(411, "POST /search needs a JSON body with a Content-Length header")
+        try:
+            length = int(raw_length)
+        except ValueError:
+            raise HTTPError(400, f"Content-Length {_show(raw_length)} is not a number") from None
+        if length < 0:
+            raise HTTPError(400, f"Content-Length {length} is negative")
+        stream = environ["wsgi.input"]
+        if length > self.max_body_bytes:
+            raise HTTPError(413, f"the body is {length:,} bytes; the limit is {self.max_body_bytes:,}")
+        try:
+            raw = stream.read(length) if length else b""
+        except OSError as exc:  # the client stalled past the handler's timeout, or went away
+            raise HTTPError(400, f"the body did not arrive ({type(exc).__name__})") from None
+        environ[BODY_READ] = True
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise HTTPError(400, f"the body is not valid JSON: {exc.msg} at line {exc.lineno}, "
+                                 f"column {exc.colno}") from None
+        except (ValueError, RecursionError) as exc:  # not UTF-8, an integer too long, nesting too deep
+            raise HTTPError(400, f"the body is not valid JSON: {type(exc).__name__}: {_show(str(exc), 120)}") from None
+
+
+def _discard_body(environ: dict) -> None:
+    """Read away a body the answer did not need (a 401, a 413): a connection closed
+    with unread data is reset, and the client could lose the answer. Bodies over
+    DRAIN_LIMIT are left unread; their client may see the reset instead."""
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return
+    if not 0 < length <= DRAIN_LIMIT:
+        return
+    try:
+        while length > 0:
+            chunk = environ["wsgi.input"].read(min(length, 64 * 1024))
+            if not chunk:
+                return
+            length -= len(chunk)
+    except OSError:  # the client went away, or stalled past the handler's timeout
+        pass
+
+
+def make_app(searcher: Searcher, *, token: str | None, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS,
+             max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> SearchApp:
+    """The WSGI application for `searcher`. `token`: the bearer token `/search` asks
+    for; None serves it without authentication (for loopback use only: the command
+    line refuses anything else)."""
+    return SearchApp(searcher, token=token, max_query_chars=max_query_chars, max_body_bytes=max_body_bytes)
+
+
+# -- serving with the standard library -------------------------------------------------
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    """wsgiref's server, one thread per request (searches still take the app's lock)."""
+
+    daemon_threads = True
+
+    def server_bind(self) -> None:
+        # As WSGIServer.server_bind, without HTTPServer's reverse DNS lookup of the
+        # host (socket.getfqdn), which can hang on a machine without DNS.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+        self.setup_environ()
+
+
+class ThreadingWSGIServerV6(ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+
+class QuietHandler(WSGIRequestHandler):
+    """One access-log line per request, through `logging` (the path only: the query
+    string holds the user's query; the token is in a header, never logged)."""
+
+    timeout = 60  # seconds a client may take to send its request: a stalled one frees its thread
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        access_log.info('%s "%s %s" %s %s', self.client_address[0], self.command,
+                        (self.path or "").split("?", 1)[0], code, size)
+
+    def log_message(self, format: str, *args: Any) -> None:  # http.server's own errors (bad request lines)
+        access_log.warning("%s %s", self.client_address[0], format % args)
+
+
+def make_server(app: Callable, host: str = "127.0.0.1", port: int = 8000) -> WSGIServer:
+    """A threading wsgiref server for `app`, bound (port 0: any free port)."""
+    server_class = ThreadingWSGIServerV6 if ":" in host else ThreadingWSGIServer
+    return _wsgiref_server(host.strip("[]"), port, app, server_class=server_class, handler_class=QuietHandler)
+
+
+def server_url(server: WSGIServer) -> str:
+    host, port = server.server_address[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def serve_until_stopped(server: WSGIServer, *, stop: threading.Event | None = None,
+                        signals: Iterable[int] = (signal.SIGINT, signal.SIGTERM)) -> None:
+    """Serve on a thread until one of `signals` arrives (or `stop` is set), then stop
+    accepting, close the socket and return. Call it from the main thread."""
+    stop = stop or threading.Event()
+    previous = {sig: signal.signal(sig, lambda number, frame: stop.set()) for sig in signals}
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+                              name="search-server", daemon=True)
+    thread.start()
+    try:
+        while not stop.wait(1.0) and thread.is_alive():
+            pass
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
