@@ -17,6 +17,7 @@ from typing import Callable
 
 from qdrant_client import QdrantClient
 
+from ingest import lexical
 from ingest.chunking import Chunker
 from ingest.crashpoints import crashpoint
 from ingest.deadletter import DeadLetterFile
@@ -60,7 +61,8 @@ def make_chunker(settings: IngestSettings, embedder: Embedder) -> Chunker:
 
 
 def collection_spec(settings: IngestSettings, embedder: Embedder) -> CollectionSpec:
-    return CollectionSpec(model=embedder.spec, chunking=settings.chunking.to_dict())
+    sparse = lexical.default_spec() if settings.sparse == "bm25" else None
+    return CollectionSpec(model=embedder.spec, chunking=settings.chunking.to_dict(), sparse=sparse)
 
 
 # -- state: one manifest per physical collection ------------------------------------------

@@ -16,6 +16,7 @@ from ingest.chunking import ChunkingSettings
 from ingest.errors import SettingsError
 
 EMBEDDERS = ("local", "tei", "modal")
+SPARSE_KINDS = ("bm25", "none")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +66,15 @@ class IngestSettings:
     chunking: ChunkingSettings = field(default_factory=ChunkingSettings)
     embedder: EmbedderSettings = field(default_factory=EmbedderSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
+    sparse: str = "bm25"  # lexical vectors beside the dense ones, for hybrid search; "none": dense only
     drop_old: bool = False  # delete the collection a rebuild replaced
     max_delete_share: float = 0.5  # a reindex refuses to delete more of the indexed articles
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 0:
             raise SettingsError(f"--limit must be a positive number, got {self.limit}")
+        if self.sparse not in SPARSE_KINDS:
+            raise SettingsError(f"--sparse {self.sparse!r} is not one of {', '.join(SPARSE_KINDS)}")
         if not 0 <= self.max_delete_share <= 1:
             raise SettingsError(f"--max-delete-share must be between 0 and 1, got {self.max_delete_share}")
 
@@ -175,6 +179,9 @@ def add_ingest_args(parser: argparse.ArgumentParser, env: Mapping[str, str] = os
     parser.add_argument("--no-title-prefix", action="store_true",
                         default=not _env_default(env, "CHUNK_TITLE_PREFIX", True, bool),
                         help="embed chunks without the article title in front (env CHUNK_TITLE_PREFIX=0)")
+    parser.add_argument("--sparse", choices=SPARSE_KINDS, default=_env_default(env, "INGEST_SPARSE", d.sparse),
+                        help="also give each chunk a BM25 sparse vector, for hybrid (lexical + semantic) search; "
+                             "none: dense vectors only (env INGEST_SPARSE; default %(default)s)")
     parser.add_argument("--window", type=int, default=_env_default(env, "INGEST_WINDOW", d.window, int),
                         help="chunks per embedder call, length-sorted inside (env INGEST_WINDOW; default %(default)s)")
     parser.add_argument("--dead-letter", default=_env_default(env, "INGEST_DEAD_LETTER", d.dead_letter),
@@ -227,6 +234,7 @@ def ingest_settings(args: argparse.Namespace, env: Mapping[str, str] = os.enviro
         ),
         embedder=embedder_settings(args, env),
         store=store_settings(args, env),
+        sparse=getattr(args, "sparse", IngestSettings().sparse),
         drop_old=getattr(args, "drop_old", False),
         max_delete_share=getattr(args, "max_delete_share", IngestSettings().max_delete_share),
     )

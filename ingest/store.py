@@ -23,7 +23,8 @@ from tenacity import (
 
 from ingest.crashpoints import crashpoint
 from ingest.errors import CollectionMismatchError, StoreError, StoreLockedError
-from schemas import Article, Chunk, CollectionSpec
+from ingest.lexical import SPARSE_VECTOR, passage_vector
+from schemas import Article, Chunk, CollectionSpec, SparseSpec
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +32,9 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class StoredHit:
     id: str
-    score: float
+    score: float  # what ranked it: cosine similarity, or the fused score of a hybrid search
     payload: dict[str, Any]
+    similarity: float  # cosine similarity to the query
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +143,9 @@ PAYLOAD_INDEXES = {"id": models.PayloadSchemaType.KEYWORD,
                    "url": models.PayloadSchemaType.KEYWORD,
                    "title": models.PayloadSchemaType.KEYWORD}
 HNSW_M = 16
+DENSE_VECTOR = ""  # the dense vector keeps Qdrant's default (unnamed) slot, as before sparse vectors came
+_UNREAD = object()
+FUSION_DEPTH = 50  # at least this many candidates from each ranking of a hybrid search
 
 
 def split_by_bytes(pairs: Sequence[tuple[Article, Chunk]], dimension: int,
@@ -148,7 +153,8 @@ def split_by_bytes(pairs: Sequence[tuple[Article, Chunk]], dimension: int,
     """Slices of `pairs` whose estimated request size stays under `max_bytes`."""
     slices, start, size = [], 0, 0
     for index, (article, chunk) in enumerate(pairs):
-        point = (len(chunk.text) + len(article.title) + len(article.url)) * 2 + dimension * _BYTES_PER_FLOAT
+        # text and title twice (JSON escapes), and about as much again for a sparse vector
+        point = (len(chunk.text) * 4 + (len(article.title) + len(article.url)) * 2) + dimension * _BYTES_PER_FLOAT
         point += _POINT_OVERHEAD_BYTES
         if index > start and size + point > max_bytes:
             slices.append(slice(start, index))
@@ -160,13 +166,15 @@ def split_by_bytes(pairs: Sequence[tuple[Article, Chunk]], dimension: int,
 
 
 def build_batch(
-    pairs: Sequence[tuple[Article, Chunk]], vectors: np.ndarray
+    pairs: Sequence[tuple[Article, Chunk]], vectors: np.ndarray, sparse: SparseSpec | None = None
 ) -> models.Batch:
     """Column-oriented upsert body, built for speed: it is on every backend's hot path.
 
     Each article's hash is computed once per batch (not once per chunk), payloads are
     plain dicts with the fields of `PointPayload`, and the vectors, float32 already
-    checked at the embedder boundary, skip pydantic's per-float validation."""
+    checked at the embedder boundary, skip pydantic's per-float validation. With
+    `sparse`, each point also gets its lexical vector (`ingest.lexical`), made from
+    the text the model saw."""
     article_hashes: dict[int, str] = {}
     ids, payloads = [], []
     for article, chunk in pairs:
@@ -179,7 +187,15 @@ def build_batch(
             "chunk_index": chunk.chunk_index, "start": chunk.start, "end": chunk.end,
             "chunk_hash": chunk.content_hash, "article_hash": article_hash,
         })
-    return models.Batch.model_construct(ids=ids, vectors=vectors.tolist(), payloads=payloads)
+    dense = vectors.tolist()
+    if sparse is None:
+        return models.Batch.model_construct(ids=ids, vectors=dense, payloads=payloads)
+    lexical = []
+    for _, chunk in pairs:
+        indices, values = passage_vector(chunk.embed_text, sparse)
+        lexical.append(models.SparseVector.model_construct(indices=indices, values=values))
+    return models.Batch.model_construct(ids=ids, vectors={DENSE_VECTOR: dense, SPARSE_VECTOR: lexical},
+                                        payloads=payloads)
 
 
 # Local mode is plain Python without locks, and the pipeline reads stored vectors on one
@@ -205,6 +221,15 @@ class QdrantStore:
         self.collection = collection
         self.max_request_bytes = max_request_bytes
         self._guard = _local_lock(client) if self.is_local else contextlib.nullcontext()
+        self._sparse: Any = _UNREAD  # the collection's SparseSpec (or None), read before the first write
+
+    @property
+    def sparse(self) -> SparseSpec | None:
+        """How the collection's lexical vectors are made; None if it has none."""
+        if self._sparse is _UNREAD:
+            spec = self.read_spec()
+            self._sparse = spec.sparse if spec else None
+        return self._sparse
 
     @property
     def is_local(self) -> bool:
@@ -234,6 +259,9 @@ class QdrantStore:
                 vectors_config=models.VectorParams(
                     size=spec.dimension, distance=models.Distance.COSINE
                 ),
+                # IDF over the whole collection, kept current by Qdrant as points come and go
+                sparse_vectors_config={SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)}
+                if spec.sparse else None,
                 hnsw_config=models.HnswConfigDiff(m=0 if bulk_load else HNSW_M),
                 on_disk_payload=True,
                 metadata=spec.to_metadata(),
@@ -241,8 +269,10 @@ class QdrantStore:
             if not self.is_local:  # local mode filters by scanning and warns about indexes
                 for field_name, schema in PAYLOAD_INDEXES.items():
                     self.client.create_payload_index(self.collection, field_name, field_schema=schema, wait=True)
-            log.info("created collection %s (%s, %d dims%s)", self.collection, spec.model.name, spec.dimension,
+            log.info("created collection %s (%s, %d dims%s%s)", self.collection, spec.model.name, spec.dimension,
+                     ", BM25 sparse vectors" if spec.sparse else "",
                      ", HNSW deferred until the load ends" if bulk_load and not self.is_local else "")
+            self._sparse = spec.sparse
             return True
         info = self.client.get_collection(self.collection)
         existing = CollectionSpec.from_metadata(info.config.metadata)
@@ -254,9 +284,15 @@ class QdrantStore:
                     f"collection {self.collection!r} was not created by this tool (no embedding-model "
                     f"record; {size} dims, {info.points_count} points): pick another --collection"
                 )
+            if spec.sparse:
+                raise CollectionMismatchError(
+                    f"collection {self.collection!r} was created without sparse vectors and Qdrant cannot add "
+                    "them: pass --sparse none, or another --collection")
             self.client.update_collection(self.collection, metadata=spec.to_metadata())
+            self._sparse = None
             return False
         self.check_compatible(existing, spec)
+        self._sparse = existing.sparse
         return False
 
     def check_compatible(self, existing: CollectionSpec, wanted: CollectionSpec) -> None:
@@ -272,6 +308,8 @@ class QdrantStore:
                 for key in sorted(set(existing.chunking) | set(wanted.chunking))
                 if existing.chunking.get(key) != wanted.chunking.get(key)
             ]
+            if existing.sparse != wanted.sparse:
+                changed.insert(0, "sparse vectors")
             if existing.model != wanted.model:
                 changed.insert(0, "model settings")
             raise CollectionMismatchError(
@@ -315,7 +353,7 @@ class QdrantStore:
     def upsert_pairs(self, pairs: Sequence[tuple[Article, Chunk]], vectors: np.ndarray) -> None:
         """Write chunks and their vectors in requests bounded in bytes."""
         for part in split_by_bytes(pairs, vectors.shape[1], self.max_request_bytes):
-            self.upsert(build_batch(pairs[part], vectors[part]))
+            self.upsert(build_batch(pairs[part], vectors[part], self.sparse))
 
     @_retry_transient
     def upsert(self, batch: models.Batch) -> None:
@@ -376,8 +414,9 @@ class QdrantStore:
                                               with_payload=["chunk_hash"], with_vectors=True)
             for point in points:
                 chunk_hash = (point.payload or {}).get("chunk_hash")
-                if chunk_hash and point.vector is not None:
-                    found[str(point.id)] = (chunk_hash, np.asarray(point.vector, dtype=np.float32))
+                vector = point.vector.get(DENSE_VECTOR) if isinstance(point.vector, dict) else point.vector
+                if chunk_hash and vector is not None:
+                    found[str(point.id)] = (chunk_hash, np.asarray(vector, dtype=np.float32))
         return found
 
     def any_point(self) -> dict[str, Any] | None:
@@ -386,17 +425,57 @@ class QdrantStore:
         return dict(points[0].payload or {}) if points else None
 
     def search(
-        self, vector: np.ndarray, *, limit: int, query_filter: models.Filter | None = None
+        self,
+        vector: np.ndarray,
+        *,
+        limit: int,
+        sparse: tuple[list[int], list[float]] | None = None,
+        query_filter: models.Filter | None = None,
+        score_threshold: float | None = None,
+        group_size: int | None = None,
     ) -> list[StoredHit]:
+        """The `limit` nearest points to the dense `vector`; with `sparse` (a query's
+        lexical vector), the dense and the lexical rankings fused by reciprocal rank.
+        `score_threshold` is on cosine similarity; `group_size` caps hits per article."""
+        dense = np.asarray(vector, dtype=np.float32)
+        query: dict[str, Any]
+        if sparse is None:
+            query = {"query": dense.tolist(), "score_threshold": score_threshold}
+        else:
+            depth = max(4 * limit, FUSION_DEPTH)  # candidates each ranking offers the fusion
+            branches = [models.Prefetch(query=dense.tolist(), limit=depth, filter=query_filter,
+                                        score_threshold=score_threshold)]
+            if sparse[0]:  # a query of stopwords only has no lexical side
+                branches.append(models.Prefetch(query=models.SparseVector(indices=sparse[0], values=sparse[1]),
+                                                using=SPARSE_VECTOR, limit=depth, filter=query_filter))
+            query = {"prefetch": branches, "query": models.FusionQuery(fusion=models.Fusion.RRF)}
+        with_vectors: Any = sparse is not None  # the cosine of fused hits is computed here
         with self._guard:
-            result = self.client.query_points(
-                self.collection,
-                query=np.asarray(vector, dtype=np.float32).tolist(),
-                limit=limit,
-                query_filter=query_filter,
-                with_payload=True,
-            )
-        return [StoredHit(str(p.id), float(p.score), dict(p.payload or {})) for p in result.points]
+            if group_size is None:
+                points = self.client.query_points(self.collection, limit=limit, query_filter=query_filter,
+                                                  with_payload=True, with_vectors=with_vectors, **query).points
+            else:
+                groups = self.client.query_points_groups(
+                    self.collection, group_by="id", group_size=group_size, limit=limit,
+                    query_filter=query_filter, with_payload=True, with_vectors=with_vectors, **query).groups
+                points = sorted((p for g in groups for p in g.hits), key=lambda p: -p.score)[:limit]
+        unit = dense / (float(np.linalg.norm(dense)) or 1.0)
+        hits = []
+        for p in points:
+            similarity = float(p.score)
+            if sparse is not None:
+                stored = p.vector.get(DENSE_VECTOR) if isinstance(p.vector, dict) else p.vector
+                stored = np.asarray(stored, dtype=np.float32)
+                similarity = float(unit @ stored / (float(np.linalg.norm(stored)) or 1.0))
+            hits.append(StoredHit(str(p.id), float(p.score), dict(p.payload or {}), similarity))
+        return hits
+
+    def payloads(self, point_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The payloads of those of `point_ids` that exist."""
+        with self._guard:
+            points = self.client.retrieve(self.collection, ids=list(point_ids), with_payload=True,
+                                          with_vectors=False)
+        return {str(p.id): dict(p.payload or {}) for p in points}
 
     def close(self) -> None:
         self.client.close()

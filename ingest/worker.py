@@ -343,6 +343,7 @@ def shard_settings(
     tei_tokenizer: str | None = None,
     progress: bool = False,
     drop_old: bool = False,
+    sparse: str = IngestSettings().sparse,
 ) -> IngestSettings:
     """Settings for `ingest_shard`, with Qdrant's address and key from `env`
     (on Modal, the `qdrant` secret). A Qdrant URL is required unless QDRANT_PATH
@@ -360,6 +361,7 @@ def shard_settings(
         window=window,
         progress=progress,
         drop_old=drop_old,
+        sparse=sparse,
         chunking=chunking,
         embedder=EmbedderSettings(embedder="tei", tei_url=tei_url, model=model, tei_concurrency=tei_concurrency,
                                   tei_wire=tei_wire, tei_tokenizer=tei_tokenizer),

@@ -6,7 +6,7 @@ spec that records which model built a collection.
 """
 
 from schemas.errors import SchemaError, ValidationError
-from schemas.models import KNOWN_MODELS, CollectionSpec, ModelSpec
+from schemas.models import KNOWN_MODELS, CollectionSpec, ModelSpec, SparseSpec
 from schemas.records import (
     ARTICLE_FIELDS,
     Article,
@@ -25,6 +25,7 @@ __all__ = [
     "ModelSpec",
     "PointPayload",
     "SchemaError",
+    "SparseSpec",
     "ValidationError",
     "content_hash",
     "point_id",

@@ -61,13 +61,39 @@ KNOWN_MODELS: dict[str, ModelSpec] = {
 
 
 @dataclass(frozen=True, slots=True)
+class SparseSpec:
+    """How a chunk's lexical (BM25-style) sparse vector is made: the term
+    weighting's parameters and the tokenizer's version, so that queries are
+    tokenized the way the passages were. Qdrant applies the IDF at query time."""
+
+    name: str = "bm25"
+    tokenizer: str = "words-v1"  # `ingest.lexical`: casefolded, accents stripped, stopwords, s-stemming
+    k1: float = 1.2
+    b: float = 0.75
+    avg_len: float = 48.0  # terms in an average chunk of the bundled sample, stopwords dropped
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "SparseSpec":
+        known = {f for f in cls.__slots__}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValidationError("sparse spec", unknown[0], "is not a known setting (written by a newer version?)")
+        return cls(**dict(data))
+
+
+@dataclass(frozen=True, slots=True)
 class CollectionSpec:
     """The record a collection keeps of how its vectors were made (stored as
-    collection metadata). `chunking` holds the chunker's settings."""
+    collection metadata). `chunking` holds the chunker's settings; `sparse`, the
+    lexical vectors' (None: dense vectors only)."""
 
     model: ModelSpec
     distance: str = "cosine"
     chunking: dict[str, Any] = field(default_factory=dict)
+    sparse: SparseSpec | None = None
 
     @property
     def dimension(self) -> int:
@@ -76,10 +102,10 @@ class CollectionSpec:
     @property
     def fingerprint(self) -> str:
         """Hash of everything that shapes a stored vector."""
-        blob = json.dumps(
-            {"model": self.model.to_dict(), "distance": self.distance, "chunking": self.chunking},
-            sort_keys=True,
-        )
+        shape: dict[str, Any] = {"model": self.model.to_dict(), "distance": self.distance, "chunking": self.chunking}
+        if self.sparse is not None:  # absent, not null: dense-only collections keep their fingerprints
+            shape["sparse"] = self.sparse.to_dict()
+        blob = json.dumps(shape, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def to_metadata(self) -> dict[str, Any]:
@@ -87,6 +113,7 @@ class CollectionSpec:
             "embedding_model": self.model.to_dict(),
             "distance": self.distance,
             "chunking": dict(self.chunking),
+            "sparse": self.sparse.to_dict() if self.sparse else None,
             "fingerprint": self.fingerprint,
         }
 
@@ -100,4 +127,5 @@ class CollectionSpec:
             model=ModelSpec.from_dict(metadata["embedding_model"]),
             distance=metadata.get("distance", "cosine"),
             chunking=dict(metadata.get("chunking") or {}),
+            sparse=SparseSpec.from_dict(metadata["sparse"]) if metadata.get("sparse") else None,
         )

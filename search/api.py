@@ -21,17 +21,21 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
-from typing import Callable
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING, Callable, Sequence
 
-from qdrant_client import QdrantClient
+from qdrant_client import QdrantClient, models
 
+from ingest import lexical
 from ingest.embedders import Embedder, make_embedder
 from ingest.errors import CollectionMismatchError, StoreError
 from ingest.jobs import client_for
 from ingest.settings import EmbedderSettings, StoreSettings
 from ingest.store import QdrantStore, resolve
-from schemas import CollectionSpec
+from schemas import CollectionSpec, point_id
+
+if TYPE_CHECKING:
+    from search.context import Context
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +46,36 @@ class SearchError(StoreError):
 
 @dataclass(frozen=True, slots=True)
 class Hit:
+    """One passage found. `score` ranks the hits (cosine similarity in dense mode,
+    the fused reciprocal-rank score in hybrid mode); `similarity` is always the
+    passage's cosine similarity to the query. `start`/`end` locate `text` in the
+    article. With neighbours asked for, `context` is the text of this chunk and
+    its neighbours (chunks `context_first` to `context_last`), merged."""
+
     rank: int
     score: float
+    similarity: float
     article_id: str
     title: str
     url: str
     text: str
     chunk_index: int
+    start: int
+    end: int
     point_id: str
+    context: str | None = None
+    context_first: int | None = None
+    context_last: int | None = None
+    context_start: int | None = None
+    context_end: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+MODES = ("dense", "hybrid")
+MAX_K = 100
+MAX_NEIGHBOURS = 5
 
 
 class Searcher:
@@ -115,34 +138,143 @@ class Searcher:
         return cls(QdrantStore(client, collection), embedder, spec, name=name, refresh_seconds=refresh_seconds,
                    embedder_for=embedder_for, owns_client=owns_client)
 
-    def search(self, query: str, *, k: int = 5) -> list[Hit]:
-        if not query.strip():
-            raise SearchError("the query is empty")
-        if k < 1:
-            raise SearchError(f"k must be at least 1, got {k}")
+    @property
+    def default_mode(self) -> str:
+        """Hybrid where the collection has sparse vectors: it wins on the shipped
+        question set (README, "Retrieval quality"); dense otherwise."""
+        return "hybrid" if self.spec.sparse else "dense"
+
+    def search(
+        self,
+        query: str,
+        *,
+        k: int = 5,
+        mode: str | None = None,
+        score_threshold: float | None = None,
+        article_ids: Sequence[str] | None = None,
+        titles: Sequence[str] | None = None,
+        urls: Sequence[str] | None = None,
+        max_per_article: int | None = None,
+        neighbours: int = 0,
+    ) -> list[Hit]:
+        """The `k` best passages for `query`.
+
+        mode: "dense" (semantic only), "hybrid" (semantic and BM25 lexical, fused by
+        reciprocal rank), or None for the collection's default. score_threshold:
+        leave out passages whose cosine similarity to the query is lower.
+        article_ids / titles / urls: only these articles (any of each list given).
+        max_per_article: at most this many hits per article, so that one long
+        article does not crowd out the others. neighbours: also fetch this many
+        chunks either side of each hit, merged into `Hit.context`."""
+        mode = self._check(query, k, mode, score_threshold, max_per_article, neighbours)
         self.follow_alias()
-        vector = self.embedder.embed_queries([query])[0]
         try:
-            found = self.store.search(vector, limit=k)
+            hits = self._search(query, k, mode, score_threshold, payload_filter(article_ids, titles, urls),
+                                max_per_article)
         except Exception:
             if self.store.client.collection_exists(self.store.collection):
                 raise
             self.follow_alias(force=True)  # dropped after a rebuild: the alias leads elsewhere now
-            vector = self.embedder.embed_queries([query])[0]
-            found = self.store.search(vector, limit=k)
+            mode = self._check(query, k, mode, score_threshold, max_per_article, neighbours)
+            hits = self._search(query, k, mode, score_threshold, payload_filter(article_ids, titles, urls),
+                                max_per_article)
+        if neighbours:
+            hits = self._with_neighbours(hits, neighbours)
+        return hits
+
+    def context(self, query: str, *, max_chars: int | None = None, max_tokens: int | None = None,
+                k: int = 8, **search_args) -> "Context":
+        """The numbered RAG context block for `query` (`search.context.build_context`);
+        a token budget is counted with the embedding model's tokenizer, a fair
+        proxy for most LLMs' (pass your own counter to `build_context` otherwise)."""
+        from search.context import build_context
+
+        def count_tokens(text: str) -> int:
+            counted = self.embedder.count_tokens([text])
+            return counted[0] if counted else -(-len(text) // 4)  # no tokenizer: about 4 characters a token
+
+        hits = self.search(query, k=k, **search_args)
+        return build_context(hits, max_chars=max_chars, max_tokens=max_tokens,
+                             count_tokens=count_tokens if max_tokens is not None else None)
+
+    def _check(self, query: str, k: int, mode: str | None, score_threshold: float | None,
+               max_per_article: int | None, neighbours: int) -> str:
+        if not isinstance(query, str) or not query.strip():
+            raise SearchError("the query is empty")
+        if not 1 <= k <= MAX_K:
+            raise SearchError(f"k must be between 1 and {MAX_K}, got {k}")
+        mode = mode or self.default_mode
+        if mode not in MODES:
+            raise SearchError(f"mode {mode!r} is not one of {', '.join(MODES)}")
+        if mode == "hybrid" and self.spec.sparse is None:
+            raise SearchError(
+                f"collection {self.name!r} has no sparse vectors, so no hybrid search: use mode 'dense', or "
+                "rebuild it with `python -m ingest --sparse bm25`")
+        if score_threshold is not None and not -1.0 <= score_threshold <= 1.0:
+            raise SearchError(f"score_threshold is a cosine similarity, between -1 and 1; got {score_threshold}")
+        if max_per_article is not None and max_per_article < 1:
+            raise SearchError(f"max_per_article must be at least 1, got {max_per_article}")
+        if not 0 <= neighbours <= MAX_NEIGHBOURS:
+            raise SearchError(f"neighbours must be between 0 and {MAX_NEIGHBOURS}, got {neighbours}")
+        return mode
+
+    def _search(self, query: str, k: int, mode: str, score_threshold: float | None,
+                query_filter: models.Filter | None, max_per_article: int | None) -> list[Hit]:
+        dense = self.embedder.embed_queries([query])[0]
+        sparse = lexical.query_vector(query) if mode == "hybrid" else None
+        # A threshold drops fused hits after the fact: fetch more, so k can still be met.
+        limit = k if score_threshold is None or mode == "dense" else 2 * k + 10
+        found = self.store.search(dense, sparse=sparse, limit=limit, query_filter=query_filter,
+                                  score_threshold=score_threshold, group_size=max_per_article)
+        hits = [hit for hit in found if score_threshold is None or hit.similarity >= score_threshold][:k]
         return [
             Hit(
                 rank=rank,
                 score=hit.score,
+                similarity=hit.similarity,
                 article_id=str(hit.payload.get("id", "")),
                 title=str(hit.payload.get("title", "")),
                 url=str(hit.payload.get("url", "")),
                 text=str(hit.payload.get("text", "")),
                 chunk_index=int(hit.payload.get("chunk_index", 0)),
+                start=int(hit.payload.get("start", 0)),
+                end=int(hit.payload.get("end", 0)),
                 point_id=hit.id,
             )
-            for rank, hit in enumerate(found, start=1)
+            for rank, hit in enumerate(hits, start=1)
         ]
+
+    def _with_neighbours(self, hits: list[Hit], neighbours: int) -> list[Hit]:
+        """Each hit with the text of up to `neighbours` chunks either side of it
+        (fetched by their deterministic point ids), merged through their offsets."""
+        from search.context import merge_passages
+
+        wanted = {
+            point_id(hit.article_id, index): (hit.article_id, index)
+            for hit in hits
+            for index in range(max(0, hit.chunk_index - neighbours), hit.chunk_index + neighbours + 1)
+        }
+        chunks = {
+            wanted[pid]: payload for pid, payload in self.store.payloads(list(wanted)).items() if pid in wanted
+        }
+        out = []
+        for hit in hits:
+            around = [chunks[(hit.article_id, index)]
+                      for index in range(hit.chunk_index - neighbours, hit.chunk_index + neighbours + 1)
+                      if (hit.article_id, index) in chunks]
+            if not around:
+                around = [{"chunk_index": hit.chunk_index, "start": hit.start, "end": hit.end, "text": hit.text}]
+            (passage, *rest) = merge_passages((int(c["start"]), int(c["end"]), str(c["text"])) for c in around)
+            # rest is non-empty only if a neighbour is missing from the middle: keep the part with the hit
+            for other in rest:
+                if other.start <= hit.start < other.end:
+                    passage = other
+            inside = [int(c["chunk_index"]) for c in around
+                      if passage.start <= int(c["start"]) and int(c["end"]) <= passage.end]
+            out.append(replace(hit, context=passage.text, context_first=min(inside, default=hit.chunk_index),
+                               context_last=max(inside, default=hit.chunk_index),
+                               context_start=passage.start, context_end=passage.end))
+        return out
 
     def follow_alias(self, *, force: bool = False) -> None:
         """Move to the collection the name leads to now, if it moved (checked at
@@ -196,8 +328,25 @@ def check_embedder(spec: CollectionSpec, embedder: Embedder, collection: str) ->
         )
 
 
+def payload_filter(article_ids: Sequence[str] | None = None, titles: Sequence[str] | None = None,
+                   urls: Sequence[str] | None = None) -> models.Filter | None:
+    """Only the articles with one of these ids, one of these titles and one of these
+    urls (each list that is given). Indexed fields on a server (`ingest.store`)."""
+    conditions: list[models.Condition] = []
+    for key, values in (("id", article_ids), ("title", titles), ("url", urls)):
+        if values is None:
+            continue
+        if isinstance(values, str):
+            values = [values]
+        if not values:
+            raise SearchError(f"the {key} filter is an empty list: nothing could match")
+        conditions.append(models.FieldCondition(key=key, match=models.MatchAny(any=[str(v) for v in values])))
+    return models.Filter(must=conditions) if conditions else None
+
+
 def search(query: str, *, k: int = 5, store: StoreSettings | None = None,
-           embedder: EmbedderSettings | None = None) -> list[Hit]:
-    """One-shot search; open a `Searcher` to run many queries."""
+           embedder: EmbedderSettings | None = None, **search_args) -> list[Hit]:
+    """One-shot search; open a `Searcher` to run many queries. `search_args`:
+    those of `Searcher.search`."""
     with Searcher.open(store, embedder) as searcher:
-        return searcher.search(query, k=k)
+        return searcher.search(query, k=k, **search_args)

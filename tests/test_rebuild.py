@@ -12,6 +12,7 @@ from dataclasses import replace
 import pytest
 from qdrant_client import QdrantClient
 
+from ingest import lexical
 from ingest.chunking import Chunker, ChunkingSettings
 from ingest.deadletter import DeadLetterFile
 from ingest.errors import CollectionMismatchError, RebuildError
@@ -136,7 +137,8 @@ def test_a_rebuild_whose_smoke_query_fails_leaves_the_alias(tmp_path, rows, clie
 def test_a_legacy_collection_is_adopted_in_place_and_replaced_only_with_drop_old(tmp_path, rows, client):
     settings = settings_for(tmp_path, rows)
     legacy = QdrantStore(client, "wiki")  # as built before aliases and manifests: a plain collection
-    legacy.ensure_collection(CollectionSpec(model=SPEC, chunking=settings.chunking.to_dict()))
+    legacy.ensure_collection(CollectionSpec(model=SPEC, chunking=settings.chunking.to_dict(),
+                                            sparse=lexical.default_spec()))
     run_pipeline(rows, chunker=Chunker(settings.chunking, max_tokens=512), embedder=CountingEmbedder(),
                  store=legacy, dead_letters=DeadLetterFile(tmp_path / "dl.jsonl"))
     embedder = CountingEmbedder()

@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
 
+from ingest import lexical
 from ingest.chunking import Chunker, ChunkingSettings
 from ingest.cli import main
 from ingest.embedders.base import Rejection
 from ingest.errors import MassDeleteError
 from ingest.jobs import repair_manifest, run_ingest, verify_collection
+from ingest.lexical import passage_vector
 from ingest.settings import IngestSettings, StoreSettings
 from ingest.store import QdrantStore
 from schemas import Article, PointPayload, point_id
@@ -74,11 +76,13 @@ def changed_chunks(old_rows, new_rows) -> list[str]:
                   if before.get((c.article_id, c.chunk_index)) != c.embed_text)
 
 
-def stored(tmp_path, collection="wiki") -> dict[str, tuple[dict, list[float]]]:
+def stored(tmp_path, collection="wiki") -> dict[str, tuple[dict, list[float], dict]]:
+    """Each point's payload, dense vector and sparse vector (as {index: weight})."""
     client = QdrantClient(path=str(tmp_path / "qdrant"))
     try:
         points, _ = client.scroll(collection, limit=100_000, with_vectors=True)
-        return {str(p.id): (p.payload, p.vector) for p in points}
+        return {str(p.id): (p.payload, p.vector[""], dict(zip(p.vector["bm25"].indices, p.vector["bm25"].values)))
+                for p in points}
     finally:
         client.close()
 
@@ -88,9 +92,11 @@ def assert_holds_exactly(tmp_path, rows):
     expected = {c.point_id: (PointPayload.build(a, c).to_dict(), c.embed_text) for a, c in chunks_of(rows)}
     points = stored(tmp_path)
     assert set(points) == set(expected)
-    for pid, (payload, vector) in points.items():
+    for pid, (payload, vector, sparse) in points.items():
         assert payload == expected[pid][0]
         np.testing.assert_allclose(vector, deterministic_vector(expected[pid][1]), atol=1e-5)
+        indices, values = passage_vector(expected[pid][1], lexical.default_spec())
+        assert sparse == pytest.approx(dict(zip(indices, values)))  # rewritten with its text, never stale
     assert verify_collection(settings_for(tmp_path, "").store).in_sync
 
 
@@ -133,9 +139,9 @@ def test_run_never_deletes_and_a_limit_never_deletes(tmp_path, snapshots):
     run_ingest(settings_for(tmp_path, write_rows(tmp_path / "a.jsonl", a)), embedder=embedder)
     source = write_rows(tmp_path / "b.jsonl", b)
     limited = run_ingest(settings_for(tmp_path, source, limit=3), embedder=embedder, mode="reindex")
-    assert limited.deleted == 0 and a[1]["id"] in {p["id"] for p, _ in stored(tmp_path).values()}
+    assert limited.deleted == 0 and a[1]["id"] in {p["id"] for p, _, _ in stored(tmp_path).values()}
     kept = run_ingest(settings_for(tmp_path, source), embedder=embedder)  # `run`: writes, never deletes
-    assert kept.deleted == 0 and kept.added == 2 and a[1]["id"] in {p["id"] for p, _ in stored(tmp_path).values()}
+    assert kept.deleted == 0 and kept.added == 2 and a[1]["id"] in {p["id"] for p, _, _ in stored(tmp_path).values()}
 
 
 def test_a_snapshot_missing_most_articles_deletes_nothing(tmp_path, snapshots):
@@ -247,7 +253,7 @@ def test_an_article_with_a_refused_chunk_is_recorded_and_its_old_chunk_removed(t
     assert summary.rejected_chunks == 1 and summary.changed == 1
     points = stored(tmp_path)
     assert refused.point_id not in points  # nor the old version of that chunk
-    assert {p["chunk_index"] for p, _ in points.values() if p["id"] == a[10]["id"]} == (
+    assert {p["chunk_index"] for p, _, _ in points.values() if p["id"] == a[10]["id"]} == (
         {c.chunk_index for _, c in chunks_of(edited) if c.article_id == a[10]["id"]} - {refused.chunk_index})
     assert verify_collection(settings.store).in_sync  # the refusal is recorded: nothing missing
     last = json.loads((tmp_path / "dead_letter.jsonl").read_text().splitlines()[-1])

@@ -207,7 +207,7 @@ def test_ingest_shard_writes_exactly_the_shards_points(tmp_path, tei_router, dat
         assert {p.id for p in points} == {point_id(c.article_id, c.chunk_index) for c in stored}
         by_id = {p.id: p for p in points}
         sample = stored[3]
-        np.testing.assert_allclose(by_id[sample.point_id].vector, deterministic_vector(sample.embed_text), atol=1e-5)
+        np.testing.assert_allclose(by_id[sample.point_id].vector[""], deterministic_vector(sample.embed_text), atol=1e-5)
         assert by_id[sample.point_id].payload["text"] == sample.text
         metadata = client.get_collection("wiki").config.metadata
         assert metadata["embedding_model"]["name"] == MODEL
