@@ -265,12 +265,15 @@ class Embedder:
 
         return embed_texts(self.embedder, texts)
 
-    def _settings(self, collection: str, chunking: dict, window: int = 2048, drop_old: bool = False):
+    def _settings(self, collection: str, layout: dict, window: int = 2048, drop_old: bool = False):
+        """`layout`: the chunker's settings, and "sparse" (the lexical vectors' kind)."""
         from ingest.worker import shard_settings
 
+        chunking = dict(layout)
+        sparse = chunking.pop("sparse", SPARSE)
         return shard_settings(os.environ, tei_url=self.router.url, collection=collection, model=MODEL_ID,
                               chunking=chunking, window=window, tei_concurrency=TEI_CONCURRENCY, drop_old=drop_old,
-                              tei_tokenizer=TOKENIZER_JSON)
+                              tei_tokenizer=TOKENIZER_JSON, sparse=sparse)
 
     @modal.method()
     def prepare_load(self, collection: str, chunking: dict, key: str, fresh: bool = False, drop_old: bool = False):
@@ -328,6 +331,7 @@ class Embedder:
 
 SHARD_SIZE = 5_000  # articles; small enough that a retry is cheap and the last wave is short
 WINDOW = 2048  # chunks per embedder call inside a shard
+SPARSE = "bm25"  # BM25 sparse vectors beside the dense ones (hybrid search); "none": dense only
 
 
 @app.local_entrypoint()
@@ -344,10 +348,12 @@ def main(
     gpu_price_per_hour: float = 0.0,
     drop_old: bool = False,
     fresh: bool = False,
+    sparse: str = SPARSE,
 ):
     """Build `collection` from the dataset. `limit`: only the first N articles (0:
     all; a partial build does not replace a live collection). `drop_old`: delete the
     collection this one replaces. `fresh`: ignore what an earlier attempt finished.
+    `sparse`: "bm25" (lexical vectors for hybrid search) or "none".
     `gpu_price_per_hour`: for the cost estimate (0: the A10G list price)."""
     import json
 
@@ -366,7 +372,7 @@ def main(
     gpus = max(1, min(MAX_CONTAINERS, -(-len(shards) // SHARDS_PER_CONTAINER)))
     print(f"{rows:,} articles in {len(shards):,} shards of {shard_size:,}, on up to {gpus} {GPU}s")
 
-    chunking = {"max_chars": chunk_size, "overlap_chars": chunk_overlap, "title_prefix": True}
+    chunking = {"max_chars": chunk_size, "overlap_chars": chunk_overlap, "title_prefix": True, "sparse": SPARSE}
     worker = Embedder()
     plan = worker.prepare_load.remote(collection, chunking, run_key(config, rows, shard_size), fresh, drop_old)
     finished = {result.shard: result for result in plan.finished}
@@ -448,7 +454,8 @@ def reindex(config: str = DATASET_CONFIG, collection: str = "wikipedia", chunk_s
     chunking = {"max_chars": chunk_size, "overlap_chars": chunk_overlap, "title_prefix": True}
     with Router.from_config(router_config(), startup_timeout=10 * MINUTES, echo=sys.stderr) as router:
         settings = shard_settings(os.environ, tei_url=router.url, collection=collection, model=MODEL_ID,
-                                  chunking=chunking, window=window, tei_concurrency=TEI_CONCURRENCY)
+                                  chunking=chunking, window=window, tei_concurrency=TEI_CONCURRENCY,
+                                  sparse=SPARSE)
         settings = dataclasses.replace(settings, dead_letter=f"{STATE_DIR}/dead_letters/reindex-{config}.jsonl")
         state = VolumeState(MANIFESTS_DIR, LOCAL_STATE_DIR, commit=dataset_volume.commit)
         summary = reindex_snapshot(dataset_path(config), settings, state=state)

@@ -80,7 +80,7 @@ class IngestSettings:
 
 
 # -- argparse glue -----------------------------------------------------------
-def _env_default(env: Mapping[str, str], name: str, default: Any, kind: type = str) -> Any:
+def env_default(env: Mapping[str, str], name: str, default: Any, kind: type = str) -> Any:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -95,30 +95,30 @@ def _env_default(env: Mapping[str, str], name: str, default: Any, kind: type = s
 def add_store_args(parser: argparse.ArgumentParser, env: Mapping[str, str] = os.environ) -> None:
     group = parser.add_argument_group("store (Qdrant)")
     d = StoreSettings()
-    group.add_argument("--qdrant-path", default=_env_default(env, "QDRANT_PATH", d.qdrant_path),
+    group.add_argument("--qdrant-path", default=env_default(env, "QDRANT_PATH", d.qdrant_path),
                        help="folder of the embedded local Qdrant (env QDRANT_PATH; default %(default)s)")
-    group.add_argument("--qdrant-url", default=_env_default(env, "QDRANT_URL", None),
+    group.add_argument("--qdrant-url", default=env_default(env, "QDRANT_URL", None),
                        help="Qdrant server URL; overrides --qdrant-path (env QDRANT_URL). "
                             "The API key is read from QDRANT_API_KEY")
-    group.add_argument("--collection", default=_env_default(env, "QDRANT_COLLECTION", d.collection),
+    group.add_argument("--collection", default=env_default(env, "QDRANT_COLLECTION", d.collection),
                        help="collection name (env QDRANT_COLLECTION; default %(default)s)")
-    group.add_argument("--no-grpc", action="store_true", default=_env_default(env, "QDRANT_NO_GRPC", False, bool),
+    group.add_argument("--no-grpc", action="store_true", default=env_default(env, "QDRANT_NO_GRPC", False, bool),
                        help="talk REST instead of gRPC to a server (env QDRANT_NO_GRPC)")
 
 
 def add_state_args(parser: argparse.ArgumentParser, env: Mapping[str, str] = os.environ) -> None:
-    parser.add_argument("--state-dir", default=_env_default(env, "INGEST_STATE_DIR", None),
+    parser.add_argument("--state-dir", default=env_default(env, "INGEST_STATE_DIR", None),
                         help="folder of the manifests, what is indexed (env INGEST_STATE_DIR; default: "
                              "next to --qdrant-path, e.g. qdrant_data-state, or ./ingest_state with --qdrant-url)")
 
 
 def add_rebuild_args(parser: argparse.ArgumentParser, env: Mapping[str, str] = os.environ) -> None:
     d = IngestSettings()
-    parser.add_argument("--drop-old", action="store_true", default=_env_default(env, "INGEST_DROP_OLD", False, bool),
+    parser.add_argument("--drop-old", action="store_true", default=env_default(env, "INGEST_DROP_OLD", False, bool),
                         help="after a rebuild (other model or chunking), delete the collection it replaced "
                              "(env INGEST_DROP_OLD; default: keep it)")
     parser.add_argument("--max-delete-share", type=float,
-                        default=_env_default(env, "INGEST_MAX_DELETE_SHARE", d.max_delete_share, float),
+                        default=env_default(env, "INGEST_MAX_DELETE_SHARE", d.max_delete_share, float),
                         help="a reindex deletes the articles the source lacks, unless they are more than this "
                              "share of the index (env INGEST_MAX_DELETE_SHARE; default %(default)s)")
 
@@ -126,65 +126,65 @@ def add_rebuild_args(parser: argparse.ArgumentParser, env: Mapping[str, str] = o
 def add_embedder_args(parser: argparse.ArgumentParser, env: Mapping[str, str] = os.environ) -> None:
     group = parser.add_argument_group("embedder")
     d = EmbedderSettings()
-    group.add_argument("--embedder", choices=EMBEDDERS, default=_env_default(env, "EMBEDDER", d.embedder),
+    group.add_argument("--embedder", choices=EMBEDDERS, default=env_default(env, "EMBEDDER", d.embedder),
                        help="embedding backend (env EMBEDDER; default %(default)s)")
-    group.add_argument("--model", default=_env_default(env, "EMBED_MODEL", None),
+    group.add_argument("--model", default=env_default(env, "EMBED_MODEL", None),
                        help="model id or local folder for the local backend (env EMBED_MODEL; default: "
                             "the bundled all-MiniLM-L6-v2, or the model the collection was built with)")
-    group.add_argument("--device", default=_env_default(env, "EMBED_DEVICE", d.device),
+    group.add_argument("--device", default=env_default(env, "EMBED_DEVICE", d.device),
                        help="cpu, cuda, mps or auto (env EMBED_DEVICE; default %(default)s)")
-    group.add_argument("--dtype", choices=("float32", "float16"), default=_env_default(env, "EMBED_DTYPE", d.dtype),
+    group.add_argument("--dtype", choices=("float32", "float16"), default=env_default(env, "EMBED_DTYPE", d.dtype),
                        help="model weights precision on a GPU (env EMBED_DTYPE; default %(default)s)")
     group.add_argument("--engine", choices=("auto", "direct", "sentence-transformers"),
-                       default=_env_default(env, "EMBED_ENGINE", d.engine),
+                       default=env_default(env, "EMBED_ENGINE", d.engine),
                        help="local backend's forward pass: direct (one tokenizer call and length sorting per "
                             "window, pooling on the device) or sentence-transformers' encode; auto picks direct "
                             "when the model allows (env EMBED_ENGINE; default %(default)s)")
-    group.add_argument("--batch-size", type=int, default=_env_default(env, "EMBED_BATCH_SIZE", d.batch_size, int),
+    group.add_argument("--batch-size", type=int, default=env_default(env, "EMBED_BATCH_SIZE", d.batch_size, int),
                        help="texts per model forward pass (env EMBED_BATCH_SIZE; default %(default)s)")
-    group.add_argument("--query-instruction", default=_env_default(env, "QUERY_INSTRUCTION", None),
+    group.add_argument("--query-instruction", default=env_default(env, "QUERY_INSTRUCTION", None),
                        help="prefix for queries, for models not known to this tool (env QUERY_INSTRUCTION)")
-    group.add_argument("--tei-url", default=_env_default(env, "TEI_URL", None),
+    group.add_argument("--tei-url", default=env_default(env, "TEI_URL", None),
                        help="Text Embeddings Inference server for --embedder tei (env TEI_URL)")
     group.add_argument("--tei-concurrency", type=int,
-                       default=_env_default(env, "TEI_CONCURRENCY", d.tei_concurrency, int),
+                       default=env_default(env, "TEI_CONCURRENCY", d.tei_concurrency, int),
                        help="requests in flight to TEI (env TEI_CONCURRENCY; default %(default)s)")
-    group.add_argument("--tei-tokenizer", default=_env_default(env, "TEI_TOKENIZER", None),
+    group.add_argument("--tei-tokenizer", default=env_default(env, "TEI_TOKENIZER", None),
                        help="the served model's tokenizer.json, so chunks are budgeted in tokens rather than "
                             "characters (env TEI_TOKENIZER)")
-    group.add_argument("--tei-wire", choices=("json", "base64"), default=_env_default(env, "TEI_WIRE", d.tei_wire),
+    group.add_argument("--tei-wire", choices=("json", "base64"), default=env_default(env, "TEI_WIRE", d.tei_wire),
                        help="json: POST /embed; base64: POST /v1/embeddings with base64 vectors, half the bytes "
                             "and twice the client speed, truncation as the server's --auto-truncate says "
                             "(env TEI_WIRE; default %(default)s). A TEI API key is read from TEI_API_KEY")
-    group.add_argument("--modal-app", default=_env_default(env, "MODAL_APP", d.modal_app),
+    group.add_argument("--modal-app", default=env_default(env, "MODAL_APP", d.modal_app),
                        help="deployed Modal app for --embedder modal (env MODAL_APP; default %(default)s)")
-    group.add_argument("--modal-class", default=_env_default(env, "MODAL_CLASS", d.modal_class),
+    group.add_argument("--modal-class", default=env_default(env, "MODAL_CLASS", d.modal_class),
                        help="its embedding class (env MODAL_CLASS; default %(default)s)")
 
 
 def add_ingest_args(parser: argparse.ArgumentParser, env: Mapping[str, str] = os.environ) -> None:
     d = IngestSettings()
     c = ChunkingSettings()
-    parser.add_argument("--source", default=_env_default(env, "INGEST_SOURCE", d.source),
+    parser.add_argument("--source", default=env_default(env, "INGEST_SOURCE", d.source),
                         help="'sample' (the bundled Wikipedia sample), a hub dataset such as "
                              "wikimedia/wikipedia:20231101.en, or a parquet/JSON-lines file or a "
                              "save_to_disk folder (env INGEST_SOURCE; default %(default)s)")
-    parser.add_argument("--limit", type=int, default=_env_default(env, "INGEST_LIMIT", None, int),
+    parser.add_argument("--limit", type=int, default=env_default(env, "INGEST_LIMIT", None, int),
                         help="read at most N articles (env INGEST_LIMIT)")
-    parser.add_argument("--chunk-size", type=int, default=_env_default(env, "CHUNK_SIZE", c.max_chars, int),
+    parser.add_argument("--chunk-size", type=int, default=env_default(env, "CHUNK_SIZE", c.max_chars, int),
                         help="most characters in a chunk (env CHUNK_SIZE; default %(default)s)")
-    parser.add_argument("--chunk-overlap", type=int, default=_env_default(env, "CHUNK_OVERLAP", c.overlap_chars, int),
+    parser.add_argument("--chunk-overlap", type=int, default=env_default(env, "CHUNK_OVERLAP", c.overlap_chars, int),
                         help="characters of the previous chunk repeated at the start of the next, "
                              "whole sentences only (env CHUNK_OVERLAP; default %(default)s)")
     parser.add_argument("--no-title-prefix", action="store_true",
-                        default=not _env_default(env, "CHUNK_TITLE_PREFIX", True, bool),
+                        default=not env_default(env, "CHUNK_TITLE_PREFIX", True, bool),
                         help="embed chunks without the article title in front (env CHUNK_TITLE_PREFIX=0)")
-    parser.add_argument("--sparse", choices=SPARSE_KINDS, default=_env_default(env, "INGEST_SPARSE", d.sparse),
+    parser.add_argument("--sparse", choices=SPARSE_KINDS, default=env_default(env, "INGEST_SPARSE", d.sparse),
                         help="also give each chunk a BM25 sparse vector, for hybrid (lexical + semantic) search; "
                              "none: dense vectors only (env INGEST_SPARSE; default %(default)s)")
-    parser.add_argument("--window", type=int, default=_env_default(env, "INGEST_WINDOW", d.window, int),
+    parser.add_argument("--window", type=int, default=env_default(env, "INGEST_WINDOW", d.window, int),
                         help="chunks per embedder call, length-sorted inside (env INGEST_WINDOW; default %(default)s)")
-    parser.add_argument("--dead-letter", default=_env_default(env, "INGEST_DEAD_LETTER", d.dead_letter),
+    parser.add_argument("--dead-letter", default=env_default(env, "INGEST_DEAD_LETTER", d.dead_letter),
                         help="JSON-lines file for rejected articles and chunks (env INGEST_DEAD_LETTER; "
                              "default %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")

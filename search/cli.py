@@ -31,7 +31,7 @@ from typing import Any, Sequence
 
 from ingest.cli import setup_logging
 from ingest.errors import IngestError, SettingsError
-from ingest.settings import _env_default, add_embedder_args, add_store_args, embedder_settings, store_settings
+from ingest.settings import env_default, add_embedder_args, add_store_args, embedder_settings, store_settings
 from search.api import MODES, Hit, Searcher
 
 log = logging.getLogger("search")
@@ -95,7 +95,7 @@ def search_options(args: argparse.Namespace) -> dict[str, Any]:
 def format_hit(hit: Hit, width: int = 100) -> str:
     snippet = textwrap.shorten(hit.text, width=240, placeholder=" …")
     body = textwrap.indent(textwrap.fill(snippet, width=width - 4), "    ")
-    return f"{hit.rank}. {hit.title}  ({hit.score:.3f})\n    {hit.url}\n{body}"
+    return f"{hit.rank}. {hit.title}  (similarity {hit.similarity:.3f})\n    {hit.url}\n{body}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -167,15 +167,15 @@ def build_serve_parser(env: dict[str, str] | None = None) -> argparse.ArgumentPa
     env = os.environ if env is None else env
     parser = argparse.ArgumentParser(prog="python -m search serve", description=SERVE_DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--host", default=_env_default(env, "SEARCH_HOST", "127.0.0.1"),
+    parser.add_argument("--host", default=env_default(env, "SEARCH_HOST", "127.0.0.1"),
                         help="address to listen on; 0.0.0.0 or :: for every interface (env SEARCH_HOST; "
                              "default %(default)s)")
-    parser.add_argument("--port", type=int, default=_env_default(env, "SEARCH_PORT", 8000, int),
+    parser.add_argument("--port", type=int, default=env_default(env, "SEARCH_PORT", 8000, int),
                         help="port to listen on; 0: any free one (env SEARCH_PORT; default %(default)s)")
     parser.add_argument("--open", action="store_true",
                         help="serve without a token (SEARCH_API_TOKEN ignored); only on a loopback host")
     parser.add_argument("--max-query-chars", type=_whole_number(1),
-                        default=_env_default(env, "SEARCH_MAX_QUERY_CHARS", DEFAULT_MAX_QUERY_CHARS, int),
+                        default=env_default(env, "SEARCH_MAX_QUERY_CHARS", DEFAULT_MAX_QUERY_CHARS, int),
                         help="longer queries get 413 (env SEARCH_MAX_QUERY_CHARS; default %(default)s)")
     add_embedder_args(parser, env)
     add_store_args(parser, env)

@@ -8,6 +8,7 @@ Latency is measured per query, embedding included.
 
   python -m search eval                                        # the bundled sample set
   python -m search eval --questions my_questions.jsonl -k 1 3 10 --json
+  python -m search eval --mode dense hybrid                    # the modes side by side
 
 A question file holds one JSON object per line, {"question": "...", "title": "..."},
 where title is the exact title of the answering article; blank lines are skipped.
@@ -223,30 +224,44 @@ def rank_articles(hits: Iterable[_HitLike]) -> list[str]:
 
 
 def run_eval(searcher: _SearcherLike, questions: Sequence[Question], *, ks: Sequence[int] = DEFAULT_KS,
-             chunks: int | None = None, clock: Callable[[], float] = time.perf_counter) -> EvalResult:
+             chunks: int | None = None, mode: str | None = None,
+             clock: Callable[[], float] = time.perf_counter) -> EvalResult:
     """Ask every question, rank the articles behind the chunks it gets back, and score the set.
 
     `chunks` is how many chunks to retrieve per question (default 3 x max(k)), so that
     max(k) distinct articles usually remain after several chunks of one article collapse.
+    `mode`: the searcher's retrieval mode ("dense", "hybrid"; None: its default).
     """
+    return compare_modes(searcher, questions, modes=(mode,), ks=ks, chunks=chunks, clock=clock)[mode]
+
+
+def compare_modes(searcher: _SearcherLike, questions: Sequence[Question], *, modes: Sequence[str | None],
+                  ks: Sequence[int] = DEFAULT_KS, chunks: int | None = None,
+                  clock: Callable[[], float] = time.perf_counter) -> dict[str | None, EvalResult]:
+    """`run_eval` for several retrieval modes in one pass: each question is asked in
+    every mode in turn, so that the latencies compared share the machine's moods."""
     cutoff = max(ks)
     chunks = chunks or CHUNKS_PER_ARTICLE * cutoff
     if chunks < cutoff:
         raise SettingsError(f"--chunks {chunks} cannot fill {cutoff} articles: ask for at least {cutoff}")
-    rankings, seconds, short = [], [], 0
+    rankings: dict[str | None, list[list[str]]] = {mode: [] for mode in modes}
+    seconds: dict[str | None, list[float]] = {mode: [] for mode in modes}
+    short = 0
     for q in questions:
-        started = clock()
-        hits = searcher.search(q.question, k=chunks)
-        seconds.append(clock() - started)
-        articles = rank_articles(hits)
-        short += len(hits) == chunks and len(articles) < cutoff
-        rankings.append(articles)
+        for mode in modes:
+            started = clock()
+            hits = searcher.search(q.question, k=chunks, **({"mode": mode} if mode else {}))
+            seconds[mode].append(clock() - started)
+            articles = rank_articles(hits)
+            short += len(hits) == chunks and len(articles) < cutoff
+            rankings[mode].append(articles)
     if short:
-        log.warning("%d of %d questions got fewer than %d distinct articles from %d chunks: raise --chunks",
-                    short, len(questions), cutoff, chunks)
-    result = evaluate(rankings, [q.title for q in questions], ks=ks,
-                      questions=[q.question for q in questions], seconds=seconds)
-    return replace(result, chunks=chunks)
+        log.warning("%d searches of %d got fewer than %d distinct articles from %d chunks: raise --chunks",
+                    short, len(questions) * len(modes), cutoff, chunks)
+    answers, texts = [q.title for q in questions], [q.question for q in questions]
+    return {mode: replace(evaluate(rankings[mode], answers, ks=ks, questions=texts, seconds=seconds[mode]),
+                          chunks=chunks)
+            for mode in modes}
 
 
 # -- output ------------------------------------------------------------------
@@ -276,6 +291,26 @@ def format_table(result: EvalResult, *, misses: int = 10, width: int = 100) -> s
     return "\n".join(lines)
 
 
+def format_comparison(results: dict[str, EvalResult]) -> str:
+    """Modes side by side: one metric a row, one mode a column."""
+    modes = list(results)
+    first = results[modes[0]]
+    n = len(first.questions)
+    rows: list[tuple[str, list[str]]] = [("questions", [f"{len(r.questions):,}" for r in results.values()])]
+    for k in first.ks:
+        rows.append((f"recall@{k}", [f"{r.recall[k]:.3f} ({round(r.recall[k] * n):,})" for r in results.values()]))
+    rows.append((f"MRR@{first.cutoff}", [f"{r.mrr:.3f}" for r in results.values()]))
+    if first.latency_ms:
+        rows.append(("latency median", [f"{r.latency_ms['median']:.1f} ms" for r in results.values()]))
+        rows.append(("latency p95", [f"{r.latency_ms['p95']:.1f} ms" for r in results.values()]))
+    label = max(len(name) for name, _ in rows)
+    width = max(12, *(len(v) for _, values in rows for v in values), *(len(m) for m in modes))
+    lines = [f"{'':<{label}}  " + "  ".join(f"{m:>{width}}" for m in modes)]
+    lines += [f"{name:<{label}}  " + "  ".join(f"{v:>{width}}" for v in values) for name, values in rows]
+    lines.append(f"(article level, {first.chunks} chunks asked per question; latency per query, embedding included)")
+    return "\n".join(lines)
+
+
 # -- command line ------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from ingest.settings import add_embedder_args, add_store_args
@@ -289,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: %(default)s)")
     parser.add_argument("--chunks", type=int, default=None,
                         help=f"chunks retrieved per question (default {CHUNKS_PER_ARTICLE} x the largest k)")
+    parser.add_argument("--mode", nargs="+", choices=("dense", "hybrid"), default=None,
+                        help="retrieval mode(s); with several, each question is asked in each mode in turn and "
+                             "the modes are compared in one table (default: the collection's default mode)")
     parser.add_argument("--json", action="store_true", help="one JSON object with every question's outcome")
     parser.add_argument("--misses", type=int, default=10, metavar="N",
                         help="list up to N questions whose article was not found (default %(default)s)")
@@ -318,12 +356,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         questions = load_questions(args.questions)
         with Searcher.open(stores, embedders) as searcher:
-            result = run_eval(searcher, questions, ks=args.k, chunks=args.chunks)
+            modes = list(dict.fromkeys(args.mode or [searcher.default_mode]))
+            results = compare_modes(searcher, questions, modes=modes, ks=args.k, chunks=args.chunks)
     except IngestError as exc:
         log.error("%s", exc)
         return 1
-    if args.json:
-        print(json.dumps(result.to_dict(), ensure_ascii=False))
-    else:
+    if args.json:  # one mode: its report; several: {mode: report}
+        reports = {mode: {"mode": mode, **result.to_dict()} for mode, result in results.items()}
+        print(json.dumps(reports if len(reports) > 1 else reports[modes[0]], ensure_ascii=False))
+    elif len(results) == 1:
+        ((mode, result),) = results.items()
+        print(f"mode {mode}")
         print(format_table(result, misses=args.misses))
+    else:
+        print(format_comparison(results))
+        for mode, result in results.items():
+            if args.misses > 0 and result.misses:
+                print(f"\n{mode}: " + format_table(result, misses=args.misses).split("\n\n", 1)[-1])
     return 0

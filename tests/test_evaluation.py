@@ -13,6 +13,7 @@ from search.evaluation import (
     EvalResult,
     Question,
     QuestionFileError,
+    compare_modes,
     dedupe,
     evaluate,
     format_table,
@@ -305,3 +306,34 @@ def test_the_command_evaluates_the_tiny_index_as_json(tiny_index, capsys):
     assert report["questions"] == len(questions) and report["chunks_per_question"] == 9
     assert set(report) >= {"recall@1", "recall@3", "mrr@3", "latency_ms", "results"}
     assert report["recall@3"] > 0.5
+
+
+def test_the_command_compares_modes_side_by_side(tiny_index, capsys):
+    settings, questions, questions_file = tiny_index
+    args = ["--questions", str(questions_file), "--qdrant-path", settings.store.qdrant_path,
+            "--collection", settings.store.collection, "--device", "cpu", "-k", "1", "5"]
+    assert main(args + ["--mode", "dense", "hybrid", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == {"dense", "hybrid"}
+    for mode, outcome in report.items():
+        assert outcome["mode"] == mode and outcome["questions"] == len(questions)
+        assert 0 < outcome["latency_ms"]["median"] <= outcome["latency_ms"]["p95"]
+    assert main(args + ["--mode", "dense", "hybrid", "--misses", "0"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["dense", "hybrid"]
+    assert [line.split()[0] for line in table[1:6]] == ["questions", "recall@1", "recall@5", "MRR@5", "latency"]
+
+
+def test_compare_modes_asks_each_question_in_each_mode_in_turn():
+    asked = []
+
+    class ModeSearcher:
+        def search(self, query, *, k, mode=None):
+            asked.append((query, mode))
+            title = "A" if mode == "hybrid" else "B"
+            return [type("Hit", (), {"title": title, "article_id": title})()]
+
+    questions = [Question("q1", "A"), Question("q2", "A")]
+    results = compare_modes(ModeSearcher(), questions, modes=("dense", "hybrid"), ks=(1,))
+    assert asked == [("q1", "dense"), ("q1", "hybrid"), ("q2", "dense"), ("q2", "hybrid")]
+    assert (results["dense"].recall[1], results["hybrid"].recall[1]) == (0.0, 1.0)
