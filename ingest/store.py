@@ -21,6 +21,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from ingest import sparse_index
 from ingest.crashpoints import crashpoint
 from ingest.errors import CollectionMismatchError, StoreError, StoreLockedError
 from ingest.lexical import SPARSE_VECTOR, passage_vector
@@ -347,7 +348,12 @@ class QdrantStore:
             return self.client.count(self.collection, count_filter=exclude, exact=True).count
 
     def drop(self) -> None:
+        self._changed()
         self.client.delete_collection(self.collection)
+
+    def _changed(self) -> None:
+        if self.is_local:
+            sparse_index.forget(self.client, self.collection)
 
     # -- points ------------------------------------------------------------
     def upsert_pairs(self, pairs: Sequence[tuple[Article, Chunk]], vectors: np.ndarray) -> None:
@@ -360,6 +366,7 @@ class QdrantStore:
         """Write a batch and wait until Qdrant has it (idempotent: ids are deterministic)."""
         crashpoint("upsert")
         with self._guard:
+            self._changed()
             self.client.upsert(self.collection, points=batch, wait=True)
 
     def delete_chunks(self, selections: Sequence[ChunkSelection]) -> int:
@@ -380,6 +387,7 @@ class QdrantStore:
         with self._guard:
             found = self.client.count(self.collection, count_filter=selection, exact=True).count
             if found:
+                self._changed()
                 self.client.delete(self.collection, points_selector=models.FilterSelector(filter=selection),
                                    wait=True)
         return found
@@ -451,7 +459,9 @@ class QdrantStore:
             query = {"prefetch": branches, "query": models.FusionQuery(fusion=models.Fusion.RRF)}
         with_vectors: Any = sparse is not None  # the cosine of fused hits is computed here
         with self._guard:
-            if group_size is None:
+            if sparse is not None and self.is_local and query_filter is None and group_size is None:
+                points = self._fuse_locally(dense, sparse, limit, score_threshold)
+            elif group_size is None:
                 points = self.client.query_points(self.collection, limit=limit, query_filter=query_filter,
                                                   with_payload=True, with_vectors=with_vectors, **query).points
             else:
@@ -469,6 +479,25 @@ class QdrantStore:
                 similarity = float(unit @ stored / (float(np.linalg.norm(stored)) or 1.0))
             hits.append(StoredHit(str(p.id), float(p.score), dict(p.payload or {}), similarity))
         return hits
+
+    def _fuse_locally(self, dense: np.ndarray, sparse: tuple[list[int], list[float]], limit: int,
+                      score_threshold: float | None) -> list[models.ScoredPoint]:
+        """What `query_points` with an RRF of a dense and a sparse prefetch returns in
+        local mode, with the sparse ranking from `ingest.sparse_index` (local mode's
+        own scans every point in Python)."""
+        from qdrant_client.hybrid.fusion import reciprocal_rank_fusion
+
+        depth = max(4 * limit, FUSION_DEPTH)
+        rankings = [self.client.query_points(self.collection, query=dense.tolist(), limit=depth,
+                                             score_threshold=score_threshold).points]
+        if sparse[0]:
+            found = sparse_index.index_for(self.client, self.collection).top(sparse[0], sparse[1], depth)
+            rankings.append([models.ScoredPoint(id=pid, version=0, score=score) for pid, score in found])
+        fused = reciprocal_rank_fusion(rankings, limit=limit)
+        records = {str(r.id): r for r in self.client.retrieve(self.collection, ids=[p.id for p in fused],
+                                                               with_payload=True, with_vectors=True)}
+        return [models.ScoredPoint(id=p.id, version=0, score=p.score, payload=records[str(p.id)].payload,
+                                   vector=records[str(p.id)].vector) for p in fused if str(p.id) in records]
 
     def payloads(self, point_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The payloads of those of `point_ids` that exist."""
