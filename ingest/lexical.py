@@ -21,7 +21,6 @@ import re
 import unicodedata
 import zlib
 from collections import Counter
-from functools import lru_cache
 
 from schemas import SparseSpec
 
@@ -65,30 +64,61 @@ def stem(word: str) -> str:
 
 def terms(text: str) -> list[str]:
     """The text's index terms, in order, repeats kept."""
-    return [stem(w) for w in _WORD.findall(_fold(text)) if w not in STOPWORDS]
+    return [stem(w) for w in _words(_fold(text)) if w not in STOPWORDS]
 
 
 def term_index(term: str) -> int:
     return zlib.crc32(term.encode("utf-8"))
 
 
-@lru_cache(maxsize=1 << 18)
+_ASCII_SEPARATORS = str.maketrans({chr(c): " " for c in range(128) if not chr(c).isalnum()})
+_CACHE: dict[str, int] = {}  # folded word -> term index, or -1 for a stopword
+_CACHE_LIMIT = 1 << 20
+
+
+def _words(folded: str) -> list[str]:
+    """`_WORD.findall`, five times faster on ASCII text (most of English Wikipedia)."""
+    if folded.isascii():
+        return folded.translate(_ASCII_SEPARATORS).split()
+    return _WORD.findall(folded)
+
+
 def _word_index(word: str) -> int:
-    """A folded word's term index, or -1 for a stopword: words repeat so much that
-    caching this triples the speed of `passage_vector` (it runs on every chunk)."""
-    return -1 if word in STOPWORDS else term_index(stem(word))
+    index = -1 if word in STOPWORDS else term_index(stem(word))
+    if len(_CACHE) >= _CACHE_LIMIT:
+        _CACHE.clear()
+    _CACHE[word] = index
+    return index
 
 
 def _indices(text: str) -> list[int]:
-    return [i for i in map(_word_index, _WORD.findall(_fold(text))) if i >= 0]
+    """Term indices of a text. Words repeat so much that a cache of their indices
+    triples the speed (this runs on every chunk a worker writes)."""
+    cache = _CACHE
+    out = []
+    for word in _words(_fold(text)):
+        index = cache.get(word)
+        if index is None:
+            index = _word_index(word)
+        if index >= 0:
+            out.append(index)
+    return out
 
 
 def passage_vector(text: str, spec: SparseSpec) -> tuple[list[int], list[float]]:
     """Indices and BM25 term-frequency weights of a passage (IDF comes from Qdrant)."""
-    counts = Counter(_indices(text))
+    cache = _CACHE
+    counts: dict[int, int] = {}
+    length = 0
+    for word, count in Counter(_words(_fold(text))).items():  # counted in C, then each word once
+        index = cache.get(word)
+        if index is None:
+            index = _word_index(word)
+        if index >= 0:
+            counts[index] = counts.get(index, 0) + count  # "city" and "cities" are one term
+            length += count
     if not counts:
         return [], []
-    length = sum(counts.values())
     norm = spec.k1 * (1.0 - spec.b + spec.b * length / spec.avg_len)
     scale = spec.k1 + 1.0
     return list(counts), [tf * scale / (tf + norm) for tf in counts.values()]
