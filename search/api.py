@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from qdrant_client import QdrantClient, models
 
-from ingest import lexical
+from ingest import lexical, sparse_index
 from ingest.embedders import Embedder, make_embedder
 from ingest.errors import CollectionMismatchError, StoreError
 from ingest.jobs import client_for
@@ -135,8 +135,16 @@ class Searcher:
             if owns_client:
                 client.close()
             raise
-        return cls(QdrantStore(client, collection), embedder, spec, name=name, refresh_seconds=refresh_seconds,
-                   embedder_for=embedder_for, owns_client=owns_client)
+        searcher = cls(QdrantStore(client, collection), embedder, spec, name=name,
+                       refresh_seconds=refresh_seconds, embedder_for=embedder_for, owns_client=owns_client)
+        searcher.warm()
+        return searcher
+
+    def warm(self) -> None:
+        """Build what the first hybrid query would otherwise wait for: local mode's
+        sparse index (about a second at 10,000 chunks)."""
+        if self.spec.sparse is not None and self.store.is_local:
+            sparse_index.index_for(self.store.client, self.store.collection)
 
     @property
     def default_mode(self) -> str:
