@@ -1,6 +1,8 @@
-"""Semantic search over a collection built by `ingest`: `search()` for one query,
-`Searcher` for many, `python -m search QUERY` on the command line."""
+"""Search over a collection built by `ingest`: `search()` for one query, `Searcher`
+for many, `build_context` for a RAG prompt's numbered sources, `python -m search`
+on the command line (and `python -m search serve` over HTTP)."""
 
 from search.api import Hit, SearchError, Searcher, search
+from search.context import Context, build_context
 
-__all__ = ["Hit", "SearchError", "Searcher", "search"]
+__all__ = ["Context", "Hit", "SearchError", "Searcher", "build_context", "search"]
