@@ -459,8 +459,9 @@ class QdrantStore:
             query = {"prefetch": branches, "query": models.FusionQuery(fusion=models.Fusion.RRF)}
         with_vectors: Any = sparse is not None  # the cosine of fused hits is computed here
         with self._guard:
-            if sparse is not None and self.is_local and query_filter is None and group_size is None:
-                points = self._fuse_locally(dense, sparse, limit, score_threshold)
+            if self.is_local and (sparse is not None or group_size is not None
+                                  or (query_filter is not None and self.sparse is not None)):
+                points = self._search_locally(dense, sparse, limit, query_filter, score_threshold, group_size)
             elif group_size is None:
                 points = self.client.query_points(self.collection, limit=limit, query_filter=query_filter,
                                                   with_payload=True, with_vectors=with_vectors, **query).points
@@ -480,31 +481,86 @@ class QdrantStore:
             hits.append(StoredHit(str(p.id), float(p.score), dict(p.payload or {}), similarity))
         return hits
 
-    def _fuse_locally(self, dense: np.ndarray, sparse: tuple[list[int], list[float]], limit: int,
-                      score_threshold: float | None) -> list[models.ScoredPoint]:
-        """What `query_points` with an RRF of a dense and a sparse prefetch returns in
-        local mode, with the sparse ranking from `ingest.sparse_index` (local mode's
-        own scans every point in Python)."""
+    def _search_locally(self, dense: np.ndarray, sparse: tuple[list[int], list[float]] | None, limit: int,
+                        query_filter: models.Filter | None, score_threshold: float | None,
+                        group_size: int | None) -> list[models.ScoredPoint]:
+        """Local mode's answer to a hybrid or grouped query, as a server would give it.
+
+        Local mode scores a sparse query by looping over every point in Python, and
+        groups results just as slowly; here the sparse ranking comes from
+        `ingest.sparse_index`, the fusion is qdrant-client's own RRF, and the cap per
+        article is applied to a ranking fetched deep enough (deeper, if it falls short)."""
         from qdrant_client.hybrid.fusion import reciprocal_rank_fusion
 
+        index = sparse_index.index_for(self.client, self.collection) if self.sparse is not None else None
+        allowed = index.allowed(query_filter) if index and query_filter else None
+        if query_filter is not None and index is not None and allowed is None:  # a filter of another kind
+            allowed = self._matching_ids(query_filter, len(index.ids))
         depth = max(4 * limit, FUSION_DEPTH)
-        rankings = [self.client.query_points(self.collection, query=dense.tolist(), limit=depth,
-                                             score_threshold=score_threshold).points]
-        if sparse[0]:
-            found = sparse_index.index_for(self.client, self.collection).top(sparse[0], sparse[1], depth)
-            rankings.append([models.ScoredPoint(id=pid, version=0, score=score) for pid, score in found])
-        fused = reciprocal_rank_fusion(rankings, limit=limit)
-        records = {str(r.id): r for r in self.client.retrieve(self.collection, ids=[p.id for p in fused],
+        while True:
+            if allowed is not None:
+                ranking = self._dense_among(allowed, dense, depth, score_threshold)
+            else:
+                ranking = self.client.query_points(self.collection, query=dense.tolist(), limit=depth,
+                                                   query_filter=query_filter,
+                                                   score_threshold=score_threshold).points
+            exhausted = len(ranking) < depth
+            if sparse is not None:
+                rankings = [ranking]
+                if sparse[0]:
+                    found = index.top(sparse[0], sparse[1], depth, allowed=allowed)
+                    exhausted = exhausted and len(found) < depth
+                    rankings.append([models.ScoredPoint(id=pid, version=0, score=score) for pid, score in found])
+                ranking = reciprocal_rank_fusion(rankings, limit=2 * depth)
+            if group_size is None:
+                picked = ranking[:limit]
+            else:
+                articles = {pid: payload.get("id") for pid, payload in self._payloads_unlocked(
+                    [str(p.id) for p in ranking], ["id"]).items()}
+                per_article: dict[Any, int] = {}
+                picked = []
+                for point in ranking:
+                    article = articles.get(str(point.id))
+                    if per_article.get(article, 0) < group_size:
+                        per_article[article] = per_article.get(article, 0) + 1
+                        picked.append(point)
+                        if len(picked) == limit:
+                            break
+            if len(picked) >= limit or exhausted:
+                break
+            depth *= 4
+        records = {str(r.id): r for r in self.client.retrieve(self.collection, ids=[p.id for p in picked],
                                                                with_payload=True, with_vectors=True)}
         return [models.ScoredPoint(id=p.id, version=0, score=p.score, payload=records[str(p.id)].payload,
-                                   vector=records[str(p.id)].vector) for p in fused if str(p.id) in records]
+                                   vector=records[str(p.id)].vector) for p in picked if str(p.id) in records]
+
+    def _dense_among(self, allowed: set[str], dense: np.ndarray, limit: int,
+                     score_threshold: float | None) -> list[models.ScoredPoint]:
+        """The dense ranking of the `allowed` points (a filter's, usually a few articles),
+        scored as Qdrant scores cosine: stored vectors are normalised on the way in."""
+        if not allowed:
+            return []
+        records = self.client.retrieve(self.collection, ids=list(allowed), with_payload=False, with_vectors=True)
+        vectors = np.asarray([r.vector.get(DENSE_VECTOR) if isinstance(r.vector, dict) else r.vector
+                              for r in records], dtype=np.float32)
+        scores = vectors @ (dense / (float(np.linalg.norm(dense)) or 1.0))
+        order = np.argsort(-scores, kind="stable")[:limit]
+        return [models.ScoredPoint(id=records[i].id, version=0, score=float(scores[i])) for i in order
+                if score_threshold is None or scores[i] > score_threshold]
+
+    def _matching_ids(self, query_filter: models.Filter, most: int) -> set[str]:
+        points, _ = self.client.scroll(self.collection, scroll_filter=query_filter, limit=max(1, most),
+                                       with_payload=False, with_vectors=False)
+        return {str(p.id) for p in points}
+
+    def _payloads_unlocked(self, point_ids: Sequence[str], fields: Any = True) -> dict[str, dict[str, Any]]:
+        points = self.client.retrieve(self.collection, ids=list(point_ids), with_payload=fields, with_vectors=False)
+        return {str(p.id): dict(p.payload or {}) for p in points}
 
     def payloads(self, point_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The payloads of those of `point_ids` that exist."""
         with self._guard:
-            points = self.client.retrieve(self.collection, ids=list(point_ids), with_payload=True,
-                                          with_vectors=False)
-        return {str(p.id): dict(p.payload or {}) for p in points}
+            return self._payloads_unlocked(point_ids)
 
     def close(self) -> None:
         self.client.close()

@@ -4,6 +4,7 @@ Commands:
   QUERY   (the default) ranked passages with title, url and score
   serve   an HTTP search service: GET/POST /search, GET /health, GET /openapi.json
   eval    retrieval quality over a question file: recall@1/5/10, MRR and latency
+  bench   query latency of each search option (modes, filters, caps, neighbours), side by side
 
   python -m search "the space film in which the computer HAL 9000 turns on its crew"
   python -m search -k 3 --json "who painted the Mona Lisa"     # one JSON object per hit
@@ -12,7 +13,7 @@ Commands:
   SEARCH_API_TOKEN=$(openssl rand -hex 32) python -m search serve --port 8000
   python -m search eval --questions search/questions/sample.jsonl  # recall@1/5/10 and MRR
 
-`python -m search serve --help` and `python -m search eval --help` tell more. A query
+`python -m search serve --help`, `eval --help` and `bench --help` tell more. A query
 that is a command's name goes after `--`: python -m search -- serve
 
 Exit codes: 0 done (hits printed or none found; the server stopped by SIGINT or
@@ -106,6 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return evaluate(argv[1:])
     if argv[:1] == ["serve"]:
         return serve(argv[1:])
+    if argv[:1] == ["bench"]:  # python -m search bench: latency per search option
+        from search.bench import main as bench
+
+        return bench(argv[1:])
     try:
         args = build_parser().parse_args(argv)
         setup_logging(args.verbose - 1)

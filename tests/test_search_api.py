@@ -214,3 +214,16 @@ def test_a_searcher_refuses_an_embedder_without_the_collections_instruction(tmp_
             assert searcher.search("a painting", k=1)
     finally:
         client.close()
+
+
+def test_the_latency_bench_times_every_option_on_every_question(index):
+    from search.bench import format_report, run
+    from search.evaluation import Question
+
+    questions = [Question("early modern humans in Europe", "Cro-Magnon"), Question("Dvaita Vedanta", "Madhvacharya")]
+    seconds = run(index, questions)
+    assert {"hybrid", "dense", "hybrid, title filter (4 articles)", "dense, max_per_article=1",
+            "hybrid, neighbours=1", "hybrid, context of 4,000 characters"} <= set(seconds)
+    assert all(len(values) == 2 and min(values) > 0 for values in seconds.values())
+    report = format_report(seconds).splitlines()
+    assert report[0].split() == ["option", "median", "p95", "queries"] and len(report) == len(seconds) + 2

@@ -76,3 +76,56 @@ def test_a_write_drops_the_index(store):
         "new", 0, "", 0, 0, "").point_id
     store.delete_articles(["new"])
     assert sparse_index.index_for(store.client, store.collection).top(*query_vector("zyzzyva"), 1) == []
+
+
+FILTER = models.Filter(must=[models.FieldCondition(key="title", match=models.MatchAny(
+    any=[row["title"] for row in sample_rows()[:400:3]]))])  # a third of the articles
+
+
+@pytest.mark.parametrize("query", QUERIES[:-1])
+def test_a_filtered_ranking_matches_qdrants(store, query):
+    indices, values = query_vector(query)
+    allowed = {str(p.id) for p in store.client.scroll(store.collection, scroll_filter=FILTER, limit=1000)[0]}
+    ours = sparse_index.index_for(store.client, store.collection).top(indices, values, 10, allowed=allowed)
+    theirs = store.client.query_points(store.collection, query=models.SparseVector(indices=indices, values=values),
+                                       using=SPARSE_VECTOR, limit=10, query_filter=FILTER).points
+    assert ours and {pid for pid, _ in ours} <= allowed
+    assert [s for _, s in ours] == pytest.approx([p.score for p in theirs], rel=1e-5)
+    fused = store.search(np.ones(8, np.float32), sparse=(indices, values), limit=10, query_filter=FILTER)
+    assert fused and {h.payload["title"] for h in fused} <= set(FILTER.must[0].match.any)
+
+
+def test_grouped_search_matches_qdrants_groups(store):
+    # several chunks per article, so that the cap bites
+    rng = np.random.default_rng(1)
+    extra = QdrantStore(store.client, "grouped")
+    extra.ensure_collection(CollectionSpec(model=ModelSpec("m", 8, 512), sparse=lexical.default_spec()))
+    pairs = []
+    for row in sample_rows()[:60]:
+        article = Article(id=row["title"], url="u", title=row["title"], text=row["text"])
+        pairs += [(article, Chunk(article.id, i, article.text, 0, len(article.text), f"{i} {article.text}"))
+                  for i in range(4)]
+    extra.upsert_pairs(pairs, rng.standard_normal((len(pairs), 8)).astype(np.float32))
+    query = rng.standard_normal(8).astype(np.float32)
+    for cap in (1, 2):
+        ours = extra.search(query, limit=12, group_size=cap)  # local mode: capped here
+        groups = extra.client.query_points_groups("grouped", query=query.tolist(), group_by="id",
+                                                  group_size=cap, limit=12).groups
+        theirs = sorted((p for g in groups for p in g.hits), key=lambda p: -p.score)[:12]
+        assert [h.id for h in ours] == [str(p.id) for p in theirs]
+        assert [h.score for h in ours] == pytest.approx([p.score for p in theirs])
+    hybrid = extra.search(query, sparse=query_vector("history art"), limit=12, group_size=2)
+    counts = {}
+    for hit in hybrid:
+        counts[hit.payload["id"]] = counts.get(hit.payload["id"], 0) + 1
+    assert len(hybrid) == 12 and max(counts.values()) <= 2
+
+
+def test_filtered_dense_search_matches_qdrants(store):
+    query = np.random.default_rng(7).standard_normal(8).astype(np.float32)
+    ours = store.search(query, limit=10, query_filter=FILTER)  # local mode: the filter applied from the index
+    theirs = store.client.query_points(store.collection, query=query.tolist(), limit=10, query_filter=FILTER).points
+    assert [h.id for h in ours] == [str(p.id) for p in theirs]
+    assert [h.score for h in ours] == pytest.approx([p.score for p in theirs], abs=1e-5)
+    assert store.sparse is not None and sparse_index.index_for(store.client, store.collection).allowed(
+        models.Filter(should=FILTER.must)) is None  # a filter of another shape: Qdrant applies it

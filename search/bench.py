@@ -1,0 +1,108 @@
+"""`python -m search bench`: query latency of each search option, side by side.
+
+Each question of the set is asked once with every option in turn (so all options
+share the machine's moods), embedding included, against whichever collection and
+backend are configured. Prints the median and p95 per option.
+
+  python -m search bench                        # 100 questions of the bundled set
+  python -m search bench --queries 416 -k 10
+
+Exit codes: 0 measured; 1 failed; 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ingest.errors import IngestError, SettingsError
+from search.evaluation import SAMPLE_QUESTIONS, Question, load_questions, percentile
+
+log = logging.getLogger("search.bench")
+
+
+def options(searcher: Any, question: Question, others: Sequence[str]) -> dict[str, Callable[[], Any]]:
+    """The calls compared for one question: each mode plain, then each option."""
+    q = question.question
+    modes = ["hybrid", "dense"] if searcher.spec.sparse else ["dense"]
+    titles = [question.title, *others]  # a filter that keeps the answer and a few others
+    calls: dict[str, Callable[[], Any]] = {}
+    for mode in modes:
+        calls[f"{mode}"] = lambda mode=mode: searcher.search(q, k=K, mode=mode)
+        calls[f"{mode}, title filter (4 articles)"] = lambda mode=mode: searcher.search(q, k=K, mode=mode,
+                                                                                         titles=titles)
+        calls[f"{mode}, max_per_article=1"] = lambda mode=mode: searcher.search(q, k=K, mode=mode, max_per_article=1)
+    calls[f"{modes[0]}, neighbours=1"] = lambda: searcher.search(q, k=K, neighbours=1)
+    calls[f"{modes[0]}, score_threshold=0.3"] = lambda: searcher.search(q, k=K, score_threshold=0.3)
+    calls[f"{modes[0]}, context of 4,000 characters"] = lambda: searcher.context(q, k=K, max_chars=4000)
+    return calls
+
+
+K = 10
+
+
+def run(searcher: Any, questions: Sequence[Question], clock: Callable[[], float] = time.perf_counter
+        ) -> dict[str, list[float]]:
+    seconds: dict[str, list[float]] = {}
+    titles = sorted({q.title for q in questions})
+    for number, question in enumerate(questions):
+        others = [titles[(number * 7 + i) % len(titles)] for i in (1, 2, 3)]
+        for name, call in options(searcher, question, others).items():
+            started = clock()
+            call()
+            seconds.setdefault(name, []).append(clock() - started)
+    return seconds
+
+
+def format_report(seconds: dict[str, list[float]]) -> str:
+    width = max(len(name) for name in seconds)
+    lines = [f"{'option':<{width}}  {'median':>9}  {'p95':>9}  queries"]
+    for name, values in seconds.items():
+        lines.append(f"{name:<{width}}  {percentile(values, 50) * 1000:>6.1f} ms  "
+                     f"{percentile(values, 95) * 1000:>6.1f} ms  {len(values):>7}")
+    lines.append(f"(k={K}, embedding included, each question asked with every option in turn)")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ingest.settings import add_embedder_args, add_store_args
+
+    parser = argparse.ArgumentParser(prog="python -m search bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--questions", type=Path, default=SAMPLE_QUESTIONS,
+                        help="JSON-lines question file (default: the set for the bundled sample)")
+    parser.add_argument("--queries", type=int, default=100, help="ask the first N questions (default %(default)s)")
+    add_embedder_args(parser)
+    add_store_args(parser)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from ingest.cli import setup_logging
+    from ingest.settings import embedder_settings, store_settings
+    from search.api import Searcher
+
+    try:
+        args = build_parser().parse_args(argv)
+        setup_logging(args.verbose - 1)
+        if args.queries < 1:
+            raise SettingsError(f"--queries must be at least 1, got {args.queries}")
+        stores, embedders = store_settings(args), embedder_settings(args)
+    except SettingsError as exc:
+        print(f"python -m search bench: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        questions = load_questions(args.questions)[: args.queries]
+        with Searcher.open(stores, embedders) as searcher:
+            searcher.search(questions[0].question)  # warm-up: first-call costs are not latency
+            seconds = run(searcher, questions)
+    except IngestError as exc:
+        log.error("%s", exc)
+        return 1
+    print(format_report(seconds))
+    return 0
