@@ -10,7 +10,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
+from dataclasses import replace
+
+from ingest import lexical
 from ingest.store import HNSW_M, PAYLOAD_INDEXES, QdrantStore, open_client
+from search.api import payload_filter
 from tests.test_store import SPEC, pairs
 
 
@@ -57,6 +61,16 @@ class QdrantRecorder(BaseHTTPRequestHandler):
     def do_PATCH(self):
         self._record()
         self._answer(True)
+
+    def do_POST(self):  # searches: one stored point, as Qdrant returns it
+        self._record()
+        point = {"id": "00000000-0000-0000-0000-000000000001", "version": 1, "score": 0.5,
+                 "payload": {"id": "a", "title": "A", "text": "t", "chunk_index": 0},
+                 "vector": {"": [0.6, 0.8], "bm25": {"indices": [1], "values": [1.0]}}}
+        if self.path.split("?")[0].endswith("/groups"):
+            self._answer({"groups": [{"id": "a", "hits": [point]}]})
+        else:
+            self._answer({"points": [point]})
 
     def log_message(self, *args):
         pass
@@ -107,3 +121,43 @@ def test_an_ordinary_run_keeps_the_graph_on(qdrant_server):
         store.close()
     create = next(body for method, path, body in log if method == "PUT")
     assert create["hnsw_config"]["m"] == HNSW_M
+
+
+def test_hybrid_collections_and_queries_on_a_server(qdrant_server):
+    """What a server gets: the sparse vector config with Qdrant's IDF, each point's
+    sparse vector beside the dense one, and hybrid queries as prefetch + RRF (with
+    the filter on each branch, and grouping by article through the groups API)."""
+    url, log = qdrant_server
+    store = QdrantStore(open_client(url=url, prefer_grpc=False, timeout=5), "wiki")
+    try:
+        store.ensure_collection(replace(SPEC, sparse=lexical.default_spec()))
+        items, vectors = pairs(2)
+        store.upsert_pairs(items, vectors)
+        query = np.array([3.0, 4.0], dtype=np.float32)
+        sparse = lexical.query_vector("text about Kubrick")
+        hits = store.search(query, sparse=sparse, limit=5, query_filter=payload_filter(titles=["A"]))
+        grouped = store.search(query, sparse=sparse, limit=5, group_size=2)
+        dense = store.search(query, limit=5, score_threshold=0.2)
+    finally:
+        store.close()
+    create = next(body for method, path, body in log if method == "PUT" and path == "/collections/wiki")
+    assert create["sparse_vectors"] == {"bm25": {"modifier": "idf"}}
+    batch = next(body["batch"] for method, path, body in log if path == "/collections/wiki/points")
+    assert len(batch["vectors"][""]) == 2 and len(batch["vectors"]["bm25"]) == 2
+    assert batch["vectors"]["bm25"][0]["indices"] == lexical.passage_vector(items[0][1].embed_text,
+                                                                            lexical.default_spec())[0]
+    searches = [(path, body) for method, path, body in log if method == "POST"]
+    (path, body), (group_path, group_body), (_, dense_body) = searches
+    assert path == "/collections/wiki/points/query" and body["query"] == {"fusion": "rrf"}
+    dense_branch, sparse_branch = body["prefetch"]
+    assert dense_branch["query"] == [3.0, 4.0] and dense_branch.get("using") is None
+    assert sparse_branch["using"] == "bm25" and sparse_branch["query"] == {"indices": sparse[0], "values": sparse[1]}
+    title_filter = {"must": [{"key": "title", "match": {"any": ["A"]}}]}
+    assert dense_branch["filter"] == sparse_branch["filter"] == body["filter"] == title_filter
+    assert body["limit"] == 5 and dense_branch["limit"] == sparse_branch["limit"] == 50
+    assert body["with_vector"] is True  # the cosine of each fused hit is computed from its dense vector
+    assert group_path.endswith("/points/query/groups") and group_body["group_by"] == "id"
+    assert group_body["group_size"] == 2 and group_body["query"] == {"fusion": "rrf"}
+    assert "prefetch" not in dense_body and dense_body["score_threshold"] == 0.2
+    assert hits[0].similarity == pytest.approx(1.0) and hits[0].score == 0.5  # [3, 4] and [0.6, 0.8]
+    assert grouped[0].payload["title"] == "A" and dense[0].similarity == 0.5
