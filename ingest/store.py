@@ -147,6 +147,11 @@ HNSW_M = 16
 DENSE_VECTOR = ""  # the dense vector keeps Qdrant's default (unnamed) slot, as before sparse vectors came
 _UNREAD = object()
 FUSION_DEPTH = 50  # at least this many candidates from each ranking of a hybrid search
+# Reciprocal rank fusion's constant, given explicitly so that a ranking does not depend on
+# where the collection lives (qdrant-client documents 60 as the server's default; local
+# mode uses 2). On the shipped question set 2 beat 10 and 60: recall@1 0.921 against
+# 0.913 and 0.913, MRR 0.958 against 0.955 and 0.953.
+RRF_K = 2
 
 
 def split_by_bytes(pairs: Sequence[tuple[Article, Chunk]], dimension: int,
@@ -456,7 +461,7 @@ class QdrantStore:
             if sparse[0]:  # a query of stopwords only has no lexical side
                 branches.append(models.Prefetch(query=models.SparseVector(indices=sparse[0], values=sparse[1]),
                                                 using=SPARSE_VECTOR, limit=depth, filter=query_filter))
-            query = {"prefetch": branches, "query": models.FusionQuery(fusion=models.Fusion.RRF)}
+            query = {"prefetch": branches, "query": models.RrfQuery(rrf=models.Rrf(k=RRF_K))}
         with_vectors: Any = sparse is not None  # the cosine of fused hits is computed here
         with self._guard:
             if self.is_local and (sparse is not None or group_size is not None
@@ -511,7 +516,7 @@ class QdrantStore:
                     found = index.top(sparse[0], sparse[1], depth, allowed=allowed)
                     exhausted = exhausted and len(found) < depth
                     rankings.append([models.ScoredPoint(id=pid, version=0, score=score) for pid, score in found])
-                ranking = reciprocal_rank_fusion(rankings, limit=2 * depth)
+                ranking = reciprocal_rank_fusion(rankings, limit=2 * depth, ranking_constant_k=RRF_K)
             if group_size is None:
                 picked = ranking[:limit]
             else:

@@ -13,7 +13,7 @@ import pytest
 from dataclasses import replace
 
 from ingest import lexical
-from ingest.store import HNSW_M, PAYLOAD_INDEXES, QdrantStore, open_client
+from ingest.store import HNSW_M, PAYLOAD_INDEXES, RRF_K, QdrantStore, open_client
 from search.api import payload_filter
 from tests.test_store import SPEC, pairs
 
@@ -148,7 +148,7 @@ def test_hybrid_collections_and_queries_on_a_server(qdrant_server):
                                                                             lexical.default_spec())[0]
     searches = [(path, body) for method, path, body in log if method == "POST"]
     (path, body), (group_path, group_body), (_, dense_body) = searches
-    assert path == "/collections/wiki/points/query" and body["query"] == {"fusion": "rrf"}
+    assert path == "/collections/wiki/points/query" and body["query"] == {"rrf": {"k": RRF_K}}
     dense_branch, sparse_branch = body["prefetch"]
     assert dense_branch["query"] == [3.0, 4.0] and dense_branch.get("using") is None
     assert sparse_branch["using"] == "bm25" and sparse_branch["query"] == {"indices": sparse[0], "values": sparse[1]}
@@ -157,7 +157,7 @@ def test_hybrid_collections_and_queries_on_a_server(qdrant_server):
     assert body["limit"] == 5 and dense_branch["limit"] == sparse_branch["limit"] == 50
     assert body["with_vector"] is True  # the cosine of each fused hit is computed from its dense vector
     assert group_path.endswith("/points/query/groups") and group_body["group_by"] == "id"
-    assert group_body["group_size"] == 2 and group_body["query"] == {"fusion": "rrf"}
+    assert group_body["group_size"] == 2 and group_body["query"] == {"rrf": {"k": RRF_K}}
     assert "prefetch" not in dense_body and dense_body["score_threshold"] == 0.2
     assert hits[0].similarity == pytest.approx(1.0) and hits[0].score == 0.5  # [3, 4] and [0.6, 0.8]
     assert grouped[0].payload["title"] == "A" and dense[0].similarity == 0.5
