@@ -107,16 +107,8 @@ def _indices(text: str) -> list[int]:
 
 def passage_vector(text: str, spec: SparseSpec) -> tuple[list[int], list[float]]:
     """Indices and BM25 term-frequency weights of a passage (IDF comes from Qdrant)."""
-    cache = _CACHE
-    counts: dict[int, int] = {}
-    length = 0
-    for word, count in Counter(_words(_fold(text))).items():  # counted in C, then each word once
-        index = cache.get(word)
-        if index is None:
-            index = _word_index(word)
-        if index >= 0:
-            counts[index] = counts.get(index, 0) + count  # "city" and "cities" are one term
-            length += count
+    counts = Counter(_indices(text))  # "city" and "cities" are one term
+    length = sum(counts.values())
     if not counts:
         return [], []
     norm = spec.k1 * (1.0 - spec.b + spec.b * length / spec.avg_len)

@@ -33,6 +33,7 @@ class SparseIndex:
     ids: list[str]  # point ids by row
     postings: dict[int, tuple[np.ndarray, np.ndarray]]  # term -> (rows, weights)
     fields: dict[str, list[Any]]  # the filterable payload fields, by row
+    rows: dict[str, int]  # row by point id
 
     @classmethod
     def build(cls, client: QdrantClient, collection: str, page: int = 4096) -> "SparseIndex":
@@ -59,7 +60,7 @@ class SparseIndex:
                 break
         postings = {term: (np.asarray(r, dtype=np.int32), np.asarray(weights[term], dtype=np.float64))
                     for term, r in rows.items()}
-        return cls(ids, postings, fields)
+        return cls(ids, postings, fields, {pid: row for row, pid in enumerate(ids)})
 
     def allowed(self, query_filter: models.Filter) -> set[str] | None:
         """The ids of the points a filter keeps, if it is made of what `search.api`
@@ -100,7 +101,7 @@ class SparseIndex:
             matched[rows] = True
         if allowed is not None:
             permitted = np.zeros(n, dtype=bool)
-            permitted[[row for row, pid in enumerate(self.ids) if pid in allowed]] = True
+            permitted[[self.rows[pid] for pid in allowed if pid in self.rows]] = True
             matched &= permitted
         candidates = np.flatnonzero(matched)
         if len(candidates) > limit:

@@ -24,6 +24,8 @@ from search.evaluation import SAMPLE_QUESTIONS, Question, load_questions, percen
 
 log = logging.getLogger("search.bench")
 
+K = 10  # hits per search
+
 
 def options(searcher: Any, question: Question, others: Sequence[str]) -> dict[str, Callable[[], Any]]:
     """The calls compared for one question: each mode plain, then each option."""
@@ -41,8 +43,6 @@ def options(searcher: Any, question: Question, others: Sequence[str]) -> dict[st
     calls[f"{modes[0]}, context of 4,000 characters"] = lambda: searcher.context(q, k=K, max_chars=4000)
     return calls
 
-
-K = 10
 
 
 def run(searcher: Any, questions: Sequence[Question], clock: Callable[[], float] = time.perf_counter

@@ -168,10 +168,10 @@ def build_context(
     blocks: list[str] = []
     kept: list[Source] = []
     truncated = False
+    used = 0  # of the budget, by the blocks kept so far
     for source in group_sources(hits):
         if truncated:
             break
-        used = size("\n\n".join(blocks))
         header = ("\n\n" if blocks else "") + source.header()
         passages: list[Passage] = []
         for passage in source.passages:
@@ -198,5 +198,7 @@ def build_context(
         source.passages = passages
         source.number = len(kept) + 1
         kept.append(source)
-        blocks.append(source.header() + "\n" + source.body())
+        block = source.header() + "\n" + source.body()
+        used += size(("\n\n" if blocks else "") + block)
+        blocks.append(block)
     return Context("\n\n".join(blocks), kept, truncated)
