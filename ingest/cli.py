@@ -11,8 +11,9 @@ Commands:
   bench-tei  client-side cost per chunk on the TEI path, ours beside the reference's
   plan       projected full-Wikipedia time and cost on 10, 50 and 100 A10Gs
 
-`python -m ingest COMMAND --help` tells more. Every flag can also be set through
-the environment variable its help names.
+`python -m ingest COMMAND --help` tells more; `python -m ingest --help` lists the
+flags of `run`. Every flag can also be set through the environment variable its
+help names.
 
 Exit codes: 0 done; 1 failed; 2 bad usage; 3 done, but some inputs were
 dead-lettered (see the file the summary names); 4 verify found drift.
@@ -21,6 +22,7 @@ dead-lettered (see the file the summary names); 4 verify found drift.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -28,30 +30,27 @@ from typing import Sequence
 
 from ingest import crashpoints
 from ingest.errors import IngestError, SettingsError
+from ingest.logs import setup_logging
 from ingest.settings import (
     add_embedder_args,
     add_ingest_args,
     add_rebuild_args,
     add_state_args,
     add_store_args,
+    StoreSettings,
     ingest_settings,
     store_settings,
 )
+from ingest.bench.reindex import run_bench_reindex
+from ingest.bench.throughput import run_bench
+from ingest.sync import repair_manifest, run_ingest, verify_collection
 
 log = logging.getLogger("ingest")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DEAD_LETTERS, EXIT_DRIFT = 0, 1, 2, 3, 4
 COMMANDS = ("run", "reindex", "verify", "repair", "bench", "bench-reindex", "bench-tei", "plan")
 # Commands with parsers of their own: the rest of the command line goes to them.
-DELEGATED = {"bench-tei": "ingest.bench_tei", "plan": "ingest.plan"}
-
-
-def setup_logging(verbosity: int) -> None:
-    level = logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "httpcore", "urllib3", "datasets", "filelock", "sentence_transformers"):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+DELEGATED = {"bench-tei": "ingest.bench.tei_client", "plan": "ingest.bench.plan"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,10 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module in DELEGATED.items():
         commands.add_parser(name, help=f"see python -m ingest {name} --help", add_help=False)
     run = commands.add_parser(
-        "run", help="ingest a source into a collection (the default command)",
-        description="Chunk, embed and upsert the new and changed articles of a source (a stopped run "
-                    "resumes; a change of model or chunking builds a new collection and moves the alias "
-                    "onto it). Prints a summary line and a report line on stdout.\n\n"
+        "run", help="ingest a source into a collection (the default command)", prog="python -m ingest [run]",
+        description=__doc__ + "\n`run`, the default command: chunk, embed and upsert the new and changed articles "
+                    "of a source (a stopped run\nresumes; a change of model or chunking builds a new collection "
+                    "and moves the alias onto it).\nPrints a summary line and a report line on stdout.\n\n"
                     "  python -m ingest                      # the bundled sample, local model, ./qdrant_data\n"
                     "  python -m ingest --limit 100 --collection test\n"
                     "  python -m ingest --source wikimedia/wikipedia:20231101.en --qdrant-url http://localhost:6333",
@@ -133,11 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
+    if not argv or argv[0] not in COMMANDS:  # `--help` too: the commands, then every flag of `run`
         argv.insert(0, "run")
     if argv[0] in DELEGATED:
-        import importlib
-
         return importlib.import_module(DELEGATED[argv[0]]).main(argv[1:])
     try:
         crashpoints.arm_from_env(os.environ)  # a test aid, off unless INGEST_CRASH_AT is set
@@ -152,17 +149,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         if args.command == "bench":
-            from ingest.bench import run_bench
-
             print(run_bench(settings, embedder_only=args.embedder_only, repeat=args.repeat))
             return EXIT_OK
         if args.command == "bench-reindex":
-            from ingest.bench_reindex import run_bench_reindex
-
             print(run_bench_reindex(settings, edited=args.edited, removed=args.removed, seed=args.seed))
             return EXIT_OK
-        from ingest.jobs import run_ingest
-
         summary = run_ingest(settings, mode=args.command)
     except IngestError as exc:
         log.error("%s", exc)
@@ -181,9 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_OK
 
 
-def _state_command(command: str, settings) -> int:
-    from ingest.jobs import repair_manifest, verify_collection
-
+def _state_command(command: str, settings: StoreSettings) -> int:
     try:
         if command == "repair":
             print(repair_manifest(settings).line())

@@ -5,13 +5,19 @@ exceptions into one of these, chained, with a message that says what to fix.
     ├── SettingsError            a flag or environment variable has a bad value
     ├── SourceError              a source cannot be read, or lacks a column
     ├── EmbedderError            a model or embedding server cannot be used
+    │   ├── InputRejected        the server refused one input for good
+    │   └── RouterError          the TEI server could not be started
     ├── StoreError               Qdrant cannot be used
     │   ├── StoreLockedError     a local storage folder is held by another process
     │   ├── CollectionMismatchError  the collection was built with another model/chunking
     │   └── RebuildError         a new collection cannot replace the live one (yet)
-    └── StateError               the manifest (what is indexed) cannot be used
-        ├── RunLockedError       another run is writing the same collection
-        └── MassDeleteError      a snapshot lacks too many indexed articles to delete them
+    ├── StateError               the manifest (what is indexed) cannot be used
+    │   ├── RunLockedError       another run is writing the same collection
+    │   └── MassDeleteError      a snapshot lacks too many indexed articles to delete them
+    └── ShardError               a shard of the sharded load failed (names the shard)
+
+The errors that travel back from a Modal container (`InputRejected`, `ShardError`)
+pickle with their fields, not only their message.
 """
 
 from __future__ import annotations
@@ -31,6 +37,23 @@ class SourceError(IngestError):
 
 class EmbedderError(IngestError):
     pass
+
+
+class InputRejected(EmbedderError):
+    """The embedding server refused one input for good (too long without
+    truncation, empty); `index` is its position in the request."""
+
+    def __init__(self, index: int, status: int, message: str, where: str = "the embedding server",
+                 what: str = "input") -> None:
+        super().__init__(f"{where} refused {what} {index} ({status}): {message}")
+        self.index, self.status, self.message, self.where, self.what = index, status, message, where, what
+
+    def __reduce__(self):
+        return (type(self), (self.index, self.status, self.message, self.where, self.what))
+
+
+class RouterError(EmbedderError):
+    """The embedding server could not be started."""
 
 
 class StoreError(IngestError):
@@ -59,3 +82,19 @@ class RunLockedError(StateError):
 
 class MassDeleteError(StateError):
     pass
+
+
+class ShardError(IngestError):
+    """A shard failed; names the shard so the driver knows what to retry.
+    (Modal returns exceptions from `starmap` without saying which input raised.)"""
+
+    def __init__(self, start: int, stop: int, message: str) -> None:
+        super().__init__(f"shard [{start}, {stop}): {message}")
+        self.start, self.stop, self.message = start, stop, message
+
+    def __reduce__(self):  # pickles with its fields, not just the formatted message
+        return (type(self), (self.start, self.stop, self.message))
+
+    @property
+    def shard(self) -> tuple[int, int]:
+        return (self.start, self.stop)

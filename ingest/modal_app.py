@@ -7,7 +7,7 @@
 # the driver but counts and the inputs that failed. Point ids are deterministic, so
 # a shard that is retried overwrites its own points instead of duplicating them.
 #
-# The work each container does lives in `ingest.worker`, plain Python tested
+# The work each container does lives in `ingest.sharded`, plain Python tested
 # without Modal; this file declares the infrastructure around it.
 #
 #     modal secret create qdrant QDRANT_URL=https://... QDRANT_API_KEY=...
@@ -22,29 +22,27 @@
 # (`WIKI_REINDEX_CRON`, Sundays at 03:00 UTC by default), which reindexes the
 # newest of the configured snapshots (`WIKI_SNAPSHOTS`) incrementally.
 #
-# Only `modal` is imported at the top, so the file imports (and deploys) on a
-# machine that has nothing else installed; everything else is imported where it runs.
+# Only `modal` and the standard-library settings module are imported at the top,
+# so the file imports (and deploys) on a machine that has nothing else installed;
+# everything else (numpy, qdrant-client, datasets...) is imported inside the
+# functions that run in the containers, where the image has it.
 
 import os
 import time
 
 import modal
 
+from ingest.settings import deploy_settings, shard_settings, store_settings_from_env
+
+# What the deploying shell sets (WIKI_EMBED_GPUS, WIKI_REINDEX_CRON, WIKI_SNAPSHOTS,
+# WIKI_SEARCH_COLLECTION), read once, here, by the one settings parser.
+DEPLOY = deploy_settings(os.environ)
+
 APP_NAME = "wiki-embed"  # EmbedderSettings.modal_app's default
 app = modal.App(APP_NAME)
 
 MINUTES = 60  # seconds
 HOURS = 60 * MINUTES
-
-
-def _env_int(name: str, default: int) -> int:
-    """A positive integer from the deploying machine's environment."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"{name}={raw!r} must be a positive whole number")
-    return int(raw)
 
 
 # ## The model and the server that runs it
@@ -67,7 +65,7 @@ BATCH_SIZE = 512
 MAX_BATCH_TOKENS = 512 * 512
 SHARDS_PER_CONTAINER = 4
 TEI_CONCURRENCY = 8  # requests in flight from one shard's embedder
-MAX_CONTAINERS = _env_int("WIKI_EMBED_GPUS", 10)
+MAX_CONTAINERS = DEPLOY.gpus
 
 # ## Cache the model weights in the image
 #
@@ -152,7 +150,7 @@ def dataset_path(config: str) -> str:
 #
 # The manifests (one SQLite file per physical collection: what each holds) and the
 # records of the sharded load's finished shards live on the Volume, so that a run
-# on a fresh container knows what the last one did. See `ingest.runs`.
+# on a fresh container knows what the last one did. See `ingest.sharded.records`.
 
 STATE_DIR = f"{DATA_DIR}/state"
 MANIFESTS_DIR = f"{STATE_DIR}/manifests"
@@ -195,8 +193,8 @@ qdrant_secret = modal.Secret.from_name(QDRANT_SECRET_NAME, required_keys=QDRANT_
 
 
 def router_config():
-    """How each container starts TEI (see `ingest.worker.RouterConfig`)."""
-    from ingest.worker import RouterConfig
+    """How each container starts TEI (see `ingest.sharded.router.RouterConfig`)."""
+    from ingest.sharded.router import RouterConfig
 
     return RouterConfig(
         MODEL_ID,
@@ -237,7 +235,7 @@ class Embedder:
         import sys
 
         from ingest.embedders.tei import TEIEmbedder
-        from ingest.worker import Router
+        from ingest.sharded.router import Router
 
         self.router = Router.from_config(router_config(), startup_timeout=10 * MINUTES, echo=sys.stderr)
         self.router.start()
@@ -261,14 +259,12 @@ class Embedder:
 
     @modal.method()
     def embed(self, texts: list[str]) -> list[list[float]]:
-        from ingest.worker import embed_texts
+        from ingest.sharded.shard import embed_texts
 
         return embed_texts(self.embedder, texts)
 
     def _settings(self, collection: str, layout: dict, window: int = 2048, drop_old: bool = False):
         """`layout`: the chunker's settings, and "sparse" (the lexical vectors' kind)."""
-        from ingest.worker import shard_settings
-
         chunking = dict(layout)
         sparse = chunking.pop("sparse", SPARSE)
         return shard_settings(os.environ, tei_url=self.router.url, collection=collection, model=MODEL_ID,
@@ -277,13 +273,13 @@ class Embedder:
 
     @modal.method()
     def prepare_load(self, collection: str, chunking: dict, key: str, fresh: bool = False, drop_old: bool = False):
-        """Pick and create the collection the shards build (`ingest.runs.LoadPlan`),
+        """Pick and create the collection the shards build (`ingest.sharded.load.LoadPlan`),
         with the shards an earlier attempt of this run finished."""
-        from ingest.runs import prepare_load
+        from ingest.sharded.load import prepare_load
 
         dataset_volume.reload()
-        plan = prepare_load(self._settings(collection, chunking, drop_old=drop_old), self.router.url,
-                            records_root=RUNS_DIR, key=key, fresh=fresh)
+        plan = prepare_load(self._settings(collection, chunking, drop_old=drop_old), records_root=RUNS_DIR,
+                            key=key, fresh=fresh)
         dataset_volume.commit()
         return plan
 
@@ -291,26 +287,27 @@ class Embedder:
     def finish_load(self, collection: str, chunking: dict, plan, drop_old: bool = False,
                     partial: bool = False) -> str:
         """Once every shard landed: manifest, HNSW graph, smoke query, alias."""
-        from ingest.runs import VolumeState, finish_load
+        from ingest.sharded.load import finish_load
+        from ingest.sharded.reindex import VolumeState
 
         dataset_volume.reload()
         state = VolumeState(MANIFESTS_DIR, LOCAL_STATE_DIR, commit=dataset_volume.commit)
-        return finish_load(self._settings(collection, chunking, drop_old=drop_old), self.router.url, plan,
+        return finish_load(self._settings(collection, chunking, drop_old=drop_old), plan,
                            state_dir=LOCAL_STATE_DIR, checkpoint=state.checkpoint, partial=partial)
 
     @modal.method()
     def ingest_shard(self, start: int, stop: int, dataset: str, collection: str, chunking: dict, window: int,
                      records: str = ""):
         """Rows [start, stop) of the saved dataset into `collection`; returns a
-        `ingest.worker.ShardResult`, recorded in the `records` folder when given."""
+        `ingest.sharded.shard.ShardResult`, recorded in the `records` folder when given."""
         from pathlib import Path
 
-        from ingest.runs import ShardRecords, ingest_recorded_shard
-        from ingest.worker import ShardError
+        from ingest.errors import ShardError
+        from ingest.sharded.records import ShardRecords, ingest_recorded_shard
 
         try:
             settings = self._settings(collection, chunking, window)  # Qdrant's URL and key: the secret
-            result = ingest_recorded_shard(dataset, start, stop, settings=settings, tei_url=self.router.url,
+            result = ingest_recorded_shard(dataset, start, stop, settings=settings,
                                            records=ShardRecords(Path(records)) if records else None)
             if records:
                 dataset_volume.commit()
@@ -357,8 +354,9 @@ def main(
     `gpu_price_per_hour`: for the cost estimate (0: the A10G list price)."""
     import json
 
-    from ingest.runs import run_key
-    from ingest.worker import A10G_PRICE_PER_HOUR, ShardResult, plan_shards, run_report, run_shards
+    from ingest.sharded.driver import A10G_PRICE_PER_HOUR, plan_shards, run_report, run_shards
+    from ingest.sharded.records import run_key
+    from ingest.sharded.shard import ShardResult
 
     path = dataset_path(config)
     rows = dataset_length.remote(path)
@@ -391,7 +389,7 @@ def main(
         if isinstance(output, ShardResult):
             done += 1
             print(f"[{done:,}/{len(shards):,}] shard [{output.start}, {output.stop}): "
-                  f"{output.chunks:,} chunks in {output.seconds:,.0f} s")
+                  f"{output.summary.chunks:,} chunks in {output.summary.seconds:,.0f} s")
         else:
             print(f"failed: {type(output).__name__}: {output}")
 
@@ -428,8 +426,8 @@ def main(
 # `WIKI_SNAPSHOTS` (comma-separated configs), downloads it if it is not on the
 # Volume yet, and runs `reindex` on it.
 
-REINDEX_CRON = os.environ.get("WIKI_REINDEX_CRON", "0 3 * * 0")  # Sundays, 03:00 UTC
-SNAPSHOTS = tuple(c.strip() for c in os.environ.get("WIKI_SNAPSHOTS", DATASET_CONFIG).split(",") if c.strip())
+REINDEX_CRON = DEPLOY.reindex_cron  # Sundays, 03:00 UTC by default
+SNAPSHOTS = DEPLOY.snapshots
 
 
 @app.function(
@@ -447,8 +445,8 @@ def reindex(config: str = DATASET_CONFIG, collection: str = "wikipedia", chunk_s
     import dataclasses
     import sys
 
-    from ingest.runs import VolumeState, reindex_snapshot
-    from ingest.worker import Router, shard_settings
+    from ingest.sharded.reindex import VolumeState, reindex_snapshot
+    from ingest.sharded.router import Router
 
     dataset_volume.reload()
     chunking = {"max_chars": chunk_size, "overlap_chars": chunk_overlap, "title_prefix": True}
@@ -468,7 +466,7 @@ def reindex(config: str = DATASET_CONFIG, collection: str = "wikipedia", chunk_s
               timeout=12 * HOURS)
 def scheduled_reindex() -> str:
     """The newest configured snapshot, downloaded if needed, reindexed."""
-    from ingest.runs import newest_snapshot
+    from ingest.sharded.reindex import newest_snapshot
 
     config = newest_snapshot(SNAPSHOTS)
     dataset_volume.reload()
@@ -496,7 +494,7 @@ def scheduled_reindex() -> str:
 SEARCH_SECRET_NAME = "search-api"
 SEARCH_TOKEN_KEY = "SEARCH_API_TOKEN"  # search.server.TOKEN_ENV
 search_secret = modal.Secret.from_name(SEARCH_SECRET_NAME, required_keys=[SEARCH_TOKEN_KEY])
-SEARCH_COLLECTION = os.environ.get("WIKI_SEARCH_COLLECTION", "wikipedia")
+SEARCH_COLLECTION = DEPLOY.search_collection
 EMBEDDER_CLASS = "Embedder"  # the class above, as EmbedderSettings.modal_class names it
 
 search_image = (
@@ -520,16 +518,12 @@ search_image = (
 @modal.wsgi_app()
 def search_api():
     """The WSGI application of `search.server`, over the collection in Qdrant."""
-    from ingest.settings import EmbedderSettings, StoreSettings
+    from ingest.settings import EmbedderSettings
     from search.api import Searcher
     from search.server import make_app
 
-    store = StoreSettings(
-        qdrant_url=os.environ["QDRANT_URL"],
-        qdrant_api_key=os.environ.get("QDRANT_API_KEY") or None,
-        collection=SEARCH_COLLECTION,  # the deploying machine's, through the image's environment
-        prefer_grpc=(os.environ.get("QDRANT_NO_GRPC") or "").lower() not in ("1", "true", "yes", "on"),
-    )
+    # the collection: the deploying machine's, through the image's environment
+    store = store_settings_from_env(os.environ, collection=SEARCH_COLLECTION)
     embedder = EmbedderSettings(embedder="modal", modal_app=APP_NAME, modal_class=EMBEDDER_CLASS)
     searcher = Searcher.open(store, embedder)  # held for the container's life: one client, one embedder
     return make_app(searcher, token=os.environ[SEARCH_TOKEN_KEY])

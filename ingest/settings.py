@@ -1,8 +1,11 @@
 """One typed settings object, read from flags with environment-variable fallbacks.
 
 Every flag can also be set through the environment variable named in its help.
-The environment is read here, at the edge, and nowhere else; secrets (the Qdrant
-API key) come from the environment only and are never printed.
+The environment is read here, at the edge, and nowhere else: the command lines
+build their parsers from it, and the Modal app passes its containers' environment
+to `store_settings_from_env` and `deploy_settings`. Secrets (the Qdrant and TEI API
+keys) come from the environment only, live in fields that `repr` hides, and are
+never printed; `StoreSettings.location` is the store's address safe for messages.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import argparse
 import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+from urllib.parse import urlsplit, urlunsplit
 
 from ingest.chunking import ChunkingSettings
 from ingest.errors import SettingsError
@@ -28,6 +32,11 @@ class StoreSettings:
     prefer_grpc: bool = True
     timeout: int = 120
     state_dir: str | None = None  # the manifests; None: next to a local store, ./ingest_state for a server
+
+    @property
+    def location(self) -> str:
+        """Where the store is, safe to print: the folder, or the URL without credentials."""
+        return redact_url(self.qdrant_url) if self.qdrant_url else self.qdrant_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +88,19 @@ class IngestSettings:
             raise SettingsError(f"--max-delete-share must be between 0 and 1, got {self.max_delete_share}")
 
 
+def redact_url(url: str) -> str:
+    """The URL without user info or query string, safe to put in a message."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def parse_flag(raw: str | None) -> bool:
+    """An environment variable read as a switch: 1, true, yes or on (any case) mean on."""
+    return (raw or "").strip().lower() in ("1", "true", "yes", "on")
+
+
 # -- argparse glue -----------------------------------------------------------
 def env_default(env: Mapping[str, str], name: str, default: Any, kind: type = str) -> Any:
     raw = env.get(name)
@@ -86,7 +108,7 @@ def env_default(env: Mapping[str, str], name: str, default: Any, kind: type = st
         return default
     try:
         if kind is bool:
-            return raw.strip().lower() in ("1", "true", "yes", "on")
+            return parse_flag(raw)
         return kind(raw)
     except ValueError as exc:
         raise SettingsError(f"environment variable {name}={raw!r} is not a valid {kind.__name__}") from exc
@@ -237,4 +259,82 @@ def ingest_settings(args: argparse.Namespace, env: Mapping[str, str] = os.enviro
         sparse=getattr(args, "sparse", IngestSettings().sparse),
         drop_old=getattr(args, "drop_old", False),
         max_delete_share=getattr(args, "max_delete_share", IngestSettings().max_delete_share),
+    )
+
+
+# -- the Modal app's edge ----------------------------------------------------------
+def store_settings_from_env(env: Mapping[str, str], *, collection: str = StoreSettings().collection,
+                            require_url: bool = True) -> StoreSettings:
+    """Qdrant's address and key from `env` (on Modal, the `qdrant` secret). A URL is
+    required unless `require_url` is off or QDRANT_PATH names a local store
+    explicitly: a container's disk vanishes with it."""
+    url, path = env.get("QDRANT_URL") or None, env.get("QDRANT_PATH") or None
+    if require_url and url is None and path is None:
+        raise SettingsError(
+            "QDRANT_URL is not set: the workers write straight to a Qdrant server "
+            "(on Modal, create the secret: modal secret create qdrant QDRANT_URL=... QDRANT_API_KEY=...)"
+        )
+    return StoreSettings(
+        qdrant_path=path or StoreSettings().qdrant_path,
+        qdrant_url=url,
+        qdrant_api_key=env.get("QDRANT_API_KEY") or None,
+        collection=collection,
+        prefer_grpc=not parse_flag(env.get("QDRANT_NO_GRPC")),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DeploySettings:
+    """What `modal deploy -m ingest.modal_app` reads from the deploying shell."""
+
+    gpus: int = 10  # WIKI_EMBED_GPUS: A10G containers at once
+    reindex_cron: str = "0 3 * * 0"  # WIKI_REINDEX_CRON: Sundays, 03:00 UTC
+    snapshots: tuple[str, ...] = ("20231101.en",)  # WIKI_SNAPSHOTS: the configs the schedule picks from
+    search_collection: str = "wikipedia"  # WIKI_SEARCH_COLLECTION: what the HTTP search serves
+
+
+def deploy_settings(env: Mapping[str, str]) -> DeploySettings:
+    d = DeploySettings()
+    raw = (env.get("WIKI_EMBED_GPUS") or "").strip()
+    if raw and (not raw.isdigit() or int(raw) < 1):
+        raise SettingsError(f"WIKI_EMBED_GPUS={raw!r} must be a positive whole number")
+    snapshots = tuple(c.strip() for c in (env.get("WIKI_SNAPSHOTS") or "").split(",") if c.strip())
+    return DeploySettings(
+        gpus=int(raw) if raw else d.gpus,
+        reindex_cron=env.get("WIKI_REINDEX_CRON") or d.reindex_cron,
+        snapshots=snapshots or d.snapshots,
+        search_collection=env.get("WIKI_SEARCH_COLLECTION") or d.search_collection,
+    )
+
+
+def shard_settings(
+    env: Mapping[str, str],
+    *,
+    tei_url: str,
+    collection: str = StoreSettings().collection,
+    model: str | None = None,
+    chunking: Mapping[str, Any] | ChunkingSettings | None = None,
+    window: int = 2048,
+    tei_concurrency: int = 8,
+    tei_wire: str = "base64",
+    tei_tokenizer: str | None = None,
+    progress: bool = False,
+    drop_old: bool = False,
+    sparse: str = IngestSettings().sparse,
+) -> IngestSettings:
+    """Settings for a GPU container's work (`ingest.sharded`): its own TEI at
+    `tei_url` (base64 vectors from TEI 1.9: half the bytes), Qdrant's address and key
+    from `env` (`store_settings_from_env`)."""
+    if not isinstance(chunking, ChunkingSettings):
+        chunking = ChunkingSettings(**dict(chunking or {}))
+    return IngestSettings(
+        source="save_to_disk dataset",
+        window=window,
+        progress=progress,
+        drop_old=drop_old,
+        sparse=sparse,
+        chunking=chunking,
+        embedder=EmbedderSettings(embedder="tei", tei_url=tei_url, model=model, tei_concurrency=tei_concurrency,
+                                  tei_wire=tei_wire, tei_tokenizer=tei_tokenizer),
+        store=store_settings_from_env(env, collection=collection),
     )

@@ -3,7 +3,7 @@
 The query is embedded with the model the collection records (and that model's
 query instruction), so queries and passages always share one vector space.
 
-The collection name is usually an alias (`ingest.rebuild`): a searcher resolves it
+The collection name is usually an alias (`ingest.state.rebuild`): a searcher resolves it
 when it opens and queries that physical collection, so that a rebuild under way
 never shows, and checks where the alias leads at most every `refresh_seconds`
 (and whenever its collection is gone). When the alias has moved, it follows: with
@@ -24,14 +24,11 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from qdrant_client import QdrantClient, models
-
-from ingest import lexical, sparse_index
+from ingest import lexical
 from ingest.embedders import Embedder, make_embedder
 from ingest.errors import CollectionMismatchError, StoreError
-from ingest.jobs import client_for
 from ingest.settings import EmbedderSettings, StoreSettings
-from ingest.store import QdrantStore, resolve
+from ingest.store import PayloadFilter, Store, open_store
 from schemas import CollectionSpec, point_id
 
 if TYPE_CHECKING:
@@ -81,14 +78,14 @@ MAX_NEIGHBOURS = 5
 class Searcher:
     """A store and the embedder its collection was built with, opened once for many queries."""
 
-    def __init__(self, store: QdrantStore, embedder: Embedder, spec: CollectionSpec, *, name: str | None = None,
+    def __init__(self, store: Store, embedder: Embedder, spec: CollectionSpec, *, name: str | None = None,
                  refresh_seconds: float = 60.0, embedder_for: Callable[[CollectionSpec], Embedder] | None = None,
-                 owns_client: bool = True) -> None:
+                 owns_store: bool = True) -> None:
         self.store, self.embedder, self.spec = store, embedder, spec
         self.name = name or store.collection  # what the user asked for: an alias, usually
         self.refresh_seconds = refresh_seconds
         self._embedder_for = embedder_for  # None: the embedder was given, and is kept
-        self._owns_client = owns_client
+        self._owns_store = owns_store
         self._checked = time.monotonic()
 
     @classmethod
@@ -98,23 +95,23 @@ class Searcher:
         embedder_settings: EmbedderSettings | None = None,
         *,
         embedder: Embedder | None = None,
-        client: QdrantClient | None = None,
+        store: Store | None = None,
         refresh_seconds: float = 60.0,
     ) -> "Searcher":
-        """Open the collection `store_settings.collection` leads to. `client` is
-        shared and left open when given (local mode allows one per folder)."""
+        """Open the collection `store_settings.collection` leads to. `store` (a
+        connection, whatever collection it is bound to) is shared and left open when
+        given: an embedded store allows one connection per folder."""
         store_settings = store_settings or StoreSettings()
         embedder_settings = embedder_settings or EmbedderSettings()
         name = store_settings.collection
-        owns_client = client is None
-        client = client or client_for(store_settings)
+        owns_store = store is None
+        store = store or open_store(store_settings)
         try:
-            collection = resolve(client, name).collection
-            spec = QdrantStore(client, collection).read_spec() if collection else None
+            collection = store.resolve(name).collection
+            spec = store.at(collection).read_spec() if collection else None
             if spec is None:
                 raise SearchError(
-                    f"collection {name!r} does not exist at "
-                    f"{store_settings.qdrant_url or store_settings.qdrant_path} (or was not built by this "
+                    f"collection {name!r} does not exist at {store_settings.location} (or was not built by this "
                     "tool): run `python -m ingest` first"
                 )
             wanted = embedder_settings.model
@@ -132,19 +129,13 @@ class Searcher:
                 embedder = embedder_for(spec)
             check_embedder(spec, embedder, name)
         except BaseException:
-            if owns_client:
-                client.close()
+            if owns_store:
+                store.close()
             raise
-        searcher = cls(QdrantStore(client, collection), embedder, spec, name=name,
-                       refresh_seconds=refresh_seconds, embedder_for=embedder_for, owns_client=owns_client)
-        searcher.warm()
+        searcher = cls(store.at(collection), embedder, spec, name=name,
+                       refresh_seconds=refresh_seconds, embedder_for=embedder_for, owns_store=owns_store)
+        searcher.store.warm()  # what the first hybrid query would otherwise wait for
         return searcher
-
-    def warm(self) -> None:
-        """Build what the first hybrid query would otherwise wait for: local mode's
-        sparse index (about a second at 10,000 chunks)."""
-        if self.spec.sparse is not None and self.store.is_local:
-            sparse_index.index_for(self.store.client, self.store.collection)
 
     @property
     def default_mode(self) -> str:
@@ -180,7 +171,7 @@ class Searcher:
             hits = self._search(query, k, mode, score_threshold, payload_filter(article_ids, titles, urls),
                                 max_per_article)
         except Exception:
-            if self.store.client.collection_exists(self.store.collection):
+            if self.store.exists():
                 raise
             self.follow_alias(force=True)  # dropped after a rebuild: the alias leads elsewhere now
             mode = self._check(query, k, mode, score_threshold, max_per_article, neighbours)
@@ -227,12 +218,12 @@ class Searcher:
         return mode
 
     def _search(self, query: str, k: int, mode: str, score_threshold: float | None,
-                query_filter: models.Filter | None, max_per_article: int | None) -> list[Hit]:
+                where: PayloadFilter | None, max_per_article: int | None) -> list[Hit]:
         dense = self.embedder.embed_queries([query])[0]
         sparse = lexical.query_vector(query) if mode == "hybrid" else None
         # A threshold drops fused hits after the fact: fetch more, so k can still be met.
         limit = k if score_threshold is None or mode == "dense" else 2 * k + 10
-        found = self.store.search(dense, sparse=sparse, limit=limit, query_filter=query_filter,
+        found = self.store.search(dense, sparse=sparse, limit=limit, where=where,
                                   score_threshold=score_threshold, group_size=max_per_article)
         hits = [hit for hit in found if score_threshold is None or hit.similarity >= score_threshold][:k]
         return [
@@ -291,10 +282,10 @@ class Searcher:
         if not force and now - self._checked < self.refresh_seconds:
             return
         self._checked = now
-        collection = resolve(self.store.client, self.name).collection
+        collection = self.store.resolve(self.name).collection
         if collection is None or collection == self.store.collection:
             return
-        spec = QdrantStore(self.store.client, collection).read_spec()
+        spec = self.store.at(collection).read_spec()
         if spec is None:
             return
         embedder = self.embedder
@@ -307,11 +298,11 @@ class Searcher:
             check_embedder(spec, embedder, self.name)
             self.embedder.close()
         log.info("%s now leads to %s (was %s)", self.name, collection, self.store.collection)
-        self.store, self.embedder, self.spec = QdrantStore(self.store.client, collection), embedder, spec
+        self.store, self.embedder, self.spec = self.store.at(collection), embedder, spec
 
     def close(self) -> None:
         self.embedder.close()
-        if self._owns_client:
+        if self._owns_store:
             self.store.close()
 
     def __enter__(self) -> "Searcher":
@@ -337,19 +328,22 @@ def check_embedder(spec: CollectionSpec, embedder: Embedder, collection: str) ->
 
 
 def payload_filter(article_ids: Sequence[str] | None = None, titles: Sequence[str] | None = None,
-                   urls: Sequence[str] | None = None) -> models.Filter | None:
+                   urls: Sequence[str] | None = None) -> PayloadFilter | None:
     """Only the articles with one of these ids, one of these titles and one of these
-    urls (each list that is given). Indexed fields on a server (`ingest.store`)."""
-    conditions: list[models.Condition] = []
-    for key, values in (("id", article_ids), ("title", titles), ("url", urls)):
+    urls (each list that is given; a string is a list of one). Indexed fields on a server."""
+    parts: dict[str, tuple[str, ...]] = {}
+    for key, values in (("article_ids", article_ids), ("titles", titles), ("urls", urls)):
         if values is None:
             continue
         if isinstance(values, str):
             values = [values]
         if not values:
-            raise SearchError(f"the {key} filter is an empty list: nothing could match")
-        conditions.append(models.FieldCondition(key=key, match=models.MatchAny(any=[str(v) for v in values])))
-    return models.Filter(must=conditions) if conditions else None
+            raise SearchError(f"the {_FIELD[key]} filter is an empty list: nothing could match")
+        parts[key] = tuple(str(v) for v in values)
+    return PayloadFilter(**parts) if parts else None
+
+
+_FIELD = {"article_ids": "id", "titles": "title", "urls": "url"}
 
 
 def search(query: str, *, k: int = 5, store: StoreSettings | None = None,

@@ -13,17 +13,16 @@ Exit codes: 0 measured; 1 failed; 2 bad usage.
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ingest.errors import IngestError, SettingsError
-from search.evaluation import SAMPLE_QUESTIONS, Question, load_questions, percentile
+from ingest.errors import SettingsError
+from search.evaluation.metrics import percentile
+from search.evaluation.questions import SAMPLE_QUESTIONS, Question, load_questions
+from search.options import add_searcher_args, searcher_command
 
-log = logging.getLogger("search.bench")
-
+PROG = "python -m search bench"
 K = 10  # hits per search
 
 
@@ -42,7 +41,6 @@ def options(searcher: Any, question: Question, others: Sequence[str]) -> dict[st
     calls[f"{modes[0]}, score_threshold=0.3"] = lambda: searcher.search(q, k=K, score_threshold=0.3)
     calls[f"{modes[0]}, context of 4,000 characters"] = lambda: searcher.context(q, k=K, max_chars=4000)
     return calls
-
 
 
 def run(searcher: Any, questions: Sequence[Question], clock: Callable[[], float] = time.perf_counter
@@ -69,40 +67,27 @@ def format_report(seconds: dict[str, list[float]]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ingest.settings import add_embedder_args, add_store_args
-
-    parser = argparse.ArgumentParser(prog="python -m search bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--questions", type=Path, default=SAMPLE_QUESTIONS,
                         help="JSON-lines question file (default: the set for the bundled sample)")
     parser.add_argument("--queries", type=int, default=100, help="ask the first N questions (default %(default)s)")
-    add_embedder_args(parser)
-    add_store_args(parser)
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    add_searcher_args(parser)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from ingest.cli import setup_logging
-    from ingest.settings import embedder_settings, store_settings
-    from search.api import Searcher
+def _check(args: argparse.Namespace) -> None:
+    if args.queries < 1:
+        raise SettingsError(f"--queries must be at least 1, got {args.queries}")
 
-    try:
-        args = build_parser().parse_args(argv)
-        setup_logging(args.verbose - 1)
-        if args.queries < 1:
-            raise SettingsError(f"--queries must be at least 1, got {args.queries}")
-        stores, embedders = store_settings(args), embedder_settings(args)
-    except SettingsError as exc:
-        print(f"python -m search bench: error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        questions = load_questions(args.questions)[: args.queries]
-        with Searcher.open(stores, embedders) as searcher:
-            searcher.search(questions[0].question)  # warm-up: first-call costs are not latency
-            seconds = run(searcher, questions)
-    except IngestError as exc:
-        log.error("%s", exc)
-        return 1
+
+def _run(args: argparse.Namespace, open_searcher: Callable) -> int:
+    questions = load_questions(args.questions)[: args.queries]
+    with open_searcher() as searcher:
+        searcher.search(questions[0].question)  # warm-up: first-call costs are not latency
+        seconds = run(searcher, questions)
     print(format_report(seconds))
     return 0
+
+
+main = searcher_command(PROG, build_parser, _run, check=_check)

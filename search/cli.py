@@ -30,14 +30,23 @@ import sys
 import textwrap
 from typing import Any, Sequence
 
-from ingest.cli import setup_logging
 from ingest.errors import IngestError, SettingsError
-from ingest.settings import env_default, add_embedder_args, add_store_args, embedder_settings, store_settings
+from ingest.logs import setup_logging
+from ingest.settings import embedder_settings, env_default, store_settings
+from search import bench, evaluation
 from search.api import MODES, Hit, Searcher
+from search.options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, OpenSearcher, add_searcher_args, searcher_command
+from search.server import (
+    DEFAULT_MAX_QUERY_CHARS,
+    TOKEN_ENV,
+    is_loopback,
+    make_app,
+    make_server,
+    serve_until_stopped,
+    server_url,
+)
 
 log = logging.getLogger("search")
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _whole_number(low: int):
@@ -78,9 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_argument("--context", type=_whole_number(1), default=None, metavar="CHARS",
                          help="print a numbered context block of at most CHARS characters, for a prompt, "
                               "instead of the hits")
-    add_embedder_args(parser)
-    add_store_args(parser)
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    add_searcher_args(parser)
     return parser
 
 
@@ -99,35 +106,13 @@ def format_hit(hit: Hit, width: int = 100) -> str:
     return f"{hit.rank}. {hit.title}  (similarity {hit.similarity:.3f})\n    {hit.url}\n{body}"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["eval"]:  # python -m search eval --questions FILE: retrieval quality
-        from search.evaluation import main as evaluate
-
-        return evaluate(argv[1:])
-    if argv[:1] == ["serve"]:
-        return serve(argv[1:])
-    if argv[:1] == ["bench"]:  # python -m search bench: latency per search option
-        from search.bench import main as bench
-
-        return bench(argv[1:])
-    try:
-        args = build_parser().parse_args(argv)
-        setup_logging(args.verbose - 1)
-        stores, embedders = store_settings(args), embedder_settings(args)
-    except SettingsError as exc:
-        print(f"python -m search: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+def _search(args: argparse.Namespace, open_searcher: OpenSearcher) -> int:
     options = search_options(args)
-    try:
-        with Searcher.open(stores, embedders) as searcher:
-            if args.context is not None:
-                context = searcher.context(args.query, max_chars=args.context, k=args.k, **options)
-            else:
-                hits = searcher.search(args.query, k=args.k, **options)
-    except IngestError as exc:
-        log.error("%s", exc)
-        return EXIT_FAILED
+    with open_searcher() as searcher:
+        if args.context is not None:
+            context = searcher.context(args.query, max_chars=args.context, k=args.k, **options)
+        else:
+            hits = searcher.search(args.query, k=args.k, **options)
     if args.context is not None:
         print(json.dumps(context.to_dict(), ensure_ascii=False) if args.json else context.text)
         found = bool(context.sources)
@@ -139,6 +124,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning("no hits: %s", "none matched the filters or the threshold" if options
                     else "the collection is empty")
     return EXIT_OK
+
+
+_search_main = searcher_command("python -m search", build_parser, _search)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["eval"]:  # python -m search eval --questions FILE: retrieval quality
+        return evaluation.main(argv[1:])
+    if argv[:1] == ["serve"]:
+        return serve(argv[1:])
+    if argv[:1] == ["bench"]:  # python -m search bench: latency per search option
+        return bench.main(argv[1:])
+    return _search_main(argv)
 
 
 # -- python -m search serve ------------------------------------------------------------
@@ -167,8 +166,6 @@ the port is taken; exit 2: bad usage (no token, --open on a non-loopback host).
 
 
 def build_serve_parser(env: dict[str, str] | None = None) -> argparse.ArgumentParser:
-    from search.server import DEFAULT_MAX_QUERY_CHARS
-
     env = os.environ if env is None else env
     parser = argparse.ArgumentParser(prog="python -m search serve", description=SERVE_DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -182,17 +179,13 @@ def build_serve_parser(env: dict[str, str] | None = None) -> argparse.ArgumentPa
     parser.add_argument("--max-query-chars", type=_whole_number(1),
                         default=env_default(env, "SEARCH_MAX_QUERY_CHARS", DEFAULT_MAX_QUERY_CHARS, int),
                         help="longer queries get 413 (env SEARCH_MAX_QUERY_CHARS; default %(default)s)")
-    add_embedder_args(parser, env)
-    add_store_args(parser, env)
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    add_searcher_args(parser, env)
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only (no access log)")
     return parser
 
 
 def check_exposure(host: str, token: str | None, open_: bool) -> None:
     """Refuse to serve a search without a token anywhere but on this machine."""
-    from search.server import TOKEN_ENV, is_loopback
-
     if open_ and not is_loopback(host):
         raise SettingsError(f"--open serves without a token, so only on a loopback host (127.0.0.1, ::1 or "
                             f"localhost), not {host!r}: set {TOKEN_ENV} and drop --open to serve on {host}")
@@ -203,8 +196,6 @@ def check_exposure(host: str, token: str | None, open_: bool) -> None:
 
 
 def serve(argv: Sequence[str]) -> int:
-    from search.server import TOKEN_ENV, make_app, make_server, serve_until_stopped, server_url
-
     try:
         args = build_serve_parser().parse_args(argv)
         token = (os.environ.get(TOKEN_ENV) or "").strip() or None

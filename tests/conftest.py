@@ -34,8 +34,8 @@ def sample():
 
 @pytest.fixture()
 def memory_store():
-    from ingest.store import QdrantStore, open_client
+    from ingest.store.local import LocalStore
 
-    store = QdrantStore(open_client(path=":memory:"), "test")
+    store = LocalStore.open(":memory:", collection="test")
     yield store
     store.close()

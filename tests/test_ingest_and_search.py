@@ -8,7 +8,8 @@ from qdrant_client import QdrantClient
 
 from ingest.chunking import ChunkingSettings
 from ingest.errors import CollectionMismatchError, RebuildError
-from ingest.jobs import open_store, run_ingest
+from ingest.store import open_live as open_store
+from ingest.sync import run_ingest
 from ingest.sources import sample_rows
 from ingest.settings import EmbedderSettings, IngestSettings, StoreSettings
 from schemas import KNOWN_MODELS, CollectionSpec, point_id

@@ -11,7 +11,7 @@ from qdrant_client import models
 
 from ingest import lexical
 from ingest.lexical import passage_vector, query_vector, stem, term_index, terms
-from ingest.store import build_batch
+from ingest.store.points import build_batch
 from schemas import Article, Chunk, CollectionSpec, ModelSpec, SparseSpec
 
 

@@ -10,7 +10,8 @@ import pytest
 
 from ingest import crashpoints
 from ingest.errors import RunLockedError, StateError
-from ingest.manifest import Manifest, ManifestRow, RunLock, default_state_dir
+from ingest.state.files import RunLock, default_state_dir
+from ingest.state.manifest import Manifest, ManifestRow
 
 
 def open_manifest(path, **overrides):

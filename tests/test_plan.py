@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from ingest.plan import Assumptions, main, project
+from ingest.bench.plan import Assumptions, main, project
 
 
 def test_the_reference_throughput_reproduces_the_reference_run():

@@ -1,8 +1,8 @@
 """Fingerprints and blue/green rebuilds: another model or chunk size builds a new
 physical collection and moves the alias once it is complete and answers a smoke
 query; search keeps answering from the old one meanwhile; a failed rebuild leaves
-the alias where it was. Real qdrant-client local mode, one client shared by the
-run and the searcher (local mode allows one per folder)."""
+the alias where it was. The real embedded store, one connection shared by the
+run and the searcher (it allows one per folder)."""
 
 from __future__ import annotations
 
@@ -10,17 +10,16 @@ import json
 from dataclasses import replace
 
 import pytest
-from qdrant_client import QdrantClient
 
 from ingest import lexical
 from ingest.chunking import Chunker, ChunkingSettings
-from ingest.deadletter import DeadLetterFile
+from ingest.pipeline.deadletters import DeadLetterFile
 from ingest.errors import CollectionMismatchError, RebuildError
-from ingest.jobs import run_ingest, verify_collection
-from ingest.manifest import manifest_path
-from ingest.pipeline import run_pipeline
+from ingest.sync import run_ingest, verify_collection
+from ingest.state.files import manifest_path
+from ingest.pipeline.run import run_pipeline
 from ingest.settings import IngestSettings, StoreSettings
-from ingest.store import QdrantStore, open_client, resolve
+from ingest.store.local import LocalStore
 from schemas import CollectionSpec, ModelSpec
 from search import Searcher
 from tests.counting_embedder import SPEC, CountingEmbedder
@@ -34,10 +33,10 @@ def rows(sample):
 
 
 @pytest.fixture
-def client(tmp_path):
-    client = open_client(path=tmp_path / "qdrant")
-    yield client
-    client.close()
+def store(tmp_path):
+    store = LocalStore.open(tmp_path / "qdrant", collection="wiki")
+    yield store
+    store.close()
 
 
 def write_rows(path, rows):
@@ -51,8 +50,8 @@ def settings_for(tmp_path, rows, chunk_size=300, **kwargs) -> IngestSettings:
                           store=StoreSettings(qdrant_path=str(tmp_path / "qdrant"), collection="wiki"), **kwargs)
 
 
-def live(client) -> str:
-    return resolve(client, "wiki").collection
+def live(store) -> str:
+    return store.resolve("wiki").collection
 
 
 def test_the_fingerprint_covers_everything_that_shapes_a_vector():
@@ -66,98 +65,98 @@ def test_the_fingerprint_covers_everything_that_shapes_a_vector():
     assert len(prints) == 1 + len(variants) + 3
 
 
-def test_another_chunk_size_builds_aside_while_search_answers_from_the_old_collection(tmp_path, rows, client):
-    first = run_ingest(settings_for(tmp_path, rows), embedder=CountingEmbedder(), client=client)
+def test_another_chunk_size_builds_aside_while_search_answers_from_the_old_collection(tmp_path, rows, store):
+    first = run_ingest(settings_for(tmp_path, rows), embedder=CountingEmbedder(), store=store)
     old = first.extra["collection"]
-    assert live(client) == old and old.startswith("wiki-")
-    searcher = Searcher.open(StoreSettings(collection="wiki"), embedder=CountingEmbedder(), client=client,
+    assert live(store) == old and old.startswith("wiki-")
+    searcher = Searcher.open(StoreSettings(collection="wiki"), embedder=CountingEmbedder(), store=store,
                              refresh_seconds=0)  # checks the alias before every query
     expected = [h.point_id for h in searcher.search(QUERY, k=3)]
     seen = []
 
     def search_meanwhile(call):  # runs inside the rebuild, before each embedder call
         hits = searcher.search(QUERY, k=3)
-        seen.append((call, searcher.store.collection, [h.point_id for h in hits], live(client)))
+        seen.append((call, searcher.store.collection, [h.point_id for h in hits], live(store)))
 
-    rebuild = run_ingest(settings_for(tmp_path, rows, chunk_size=500), client=client,
+    rebuild = run_ingest(settings_for(tmp_path, rows, chunk_size=500), store=store,
                          embedder=CountingEmbedder(before_call=search_meanwhile))
     new = rebuild.extra["collection"]
     assert new != old and new.startswith("wiki-")
     assert len(seen) >= 2 and all(s[1:] == (old, expected, old) for s in seen)  # the old one, throughout
-    assert live(client) == new and rebuild.extra["alias"] == f"wiki now leads to {new} (was {old}, kept)"
-    assert client.collection_exists(old)
+    assert live(store) == new and rebuild.extra["alias"] == f"wiki now leads to {new} (was {old}, kept)"
+    assert store.at(old).exists()
     after = searcher.search(QUERY, k=3)  # the searcher follows the alias
     assert searcher.store.collection == new and searcher.spec.chunking["max_chars"] == 500 and after
     assert verify_collection(StoreSettings(qdrant_path=str(tmp_path / "qdrant"), collection="wiki"),
-                             client=client).in_sync
+                             store=store).in_sync
 
 
-def test_another_model_builds_aside_and_a_searcher_with_the_old_model_refuses(tmp_path, rows, client):
-    run_ingest(settings_for(tmp_path, rows), embedder=CountingEmbedder(), client=client)
-    old = live(client)
-    searcher = Searcher.open(StoreSettings(collection="wiki"), embedder=CountingEmbedder(), client=client,
+def test_another_model_builds_aside_and_a_searcher_with_the_old_model_refuses(tmp_path, rows, store):
+    run_ingest(settings_for(tmp_path, rows), embedder=CountingEmbedder(), store=store)
+    old = live(store)
+    searcher = Searcher.open(StoreSettings(collection="wiki"), embedder=CountingEmbedder(), store=store,
                              refresh_seconds=0)
     other = CountingEmbedder(ModelSpec("test/other-model", 384, 512))
-    summary = run_ingest(settings_for(tmp_path, rows, drop_old=True), embedder=other, client=client)
-    assert other.calls > 0 and live(client) == summary.extra["collection"] != old
-    assert not client.collection_exists(old) and summary.extra["alias"].endswith(f"(was {old}, dropped)")
+    summary = run_ingest(settings_for(tmp_path, rows, drop_old=True), embedder=other, store=store)
+    assert other.calls > 0 and live(store) == summary.extra["collection"] != old
+    assert not store.at(old).exists() and summary.extra["alias"].endswith(f"(was {old}, dropped)")
     assert not manifest_path(tmp_path / "qdrant-state", old).exists()  # its manifest went with it
     with pytest.raises(CollectionMismatchError, match="built with 'test/other-model'"):
         searcher.search(QUERY)
-    with Searcher.open(StoreSettings(collection="wiki"), embedder=other, client=client) as fresh:
+    with Searcher.open(StoreSettings(collection="wiki"), embedder=other, store=store) as fresh:
         assert fresh.search(QUERY, k=2)
 
 
-def test_a_failed_rebuild_leaves_the_alias_and_the_next_run_finishes_it(tmp_path, rows, client):
-    run_ingest(settings_for(tmp_path, rows), embedder=CountingEmbedder(), client=client)
-    old = live(client)
+def test_a_failed_rebuild_leaves_the_alias_and_the_next_run_finishes_it(tmp_path, rows, store):
+    run_ingest(settings_for(tmp_path, rows), embedder=CountingEmbedder(), store=store)
+    old = live(store)
     changed = settings_for(tmp_path, rows, chunk_size=500)
     failing = CountingEmbedder(fail_at=3)
     with pytest.raises(RuntimeError, match="went away"):
-        run_ingest(changed, embedder=failing, client=client)
-    assert live(client) == old
-    with Searcher.open(StoreSettings(collection="wiki"), embedder=CountingEmbedder(), client=client) as searcher:
+        run_ingest(changed, embedder=failing, store=store)
+    assert live(store) == old
+    with Searcher.open(StoreSettings(collection="wiki"), embedder=CountingEmbedder(), store=store) as searcher:
         assert searcher.store.collection == old and searcher.search(QUERY, k=2)
     resumed = CountingEmbedder()
-    done = run_ingest(changed, embedder=resumed, client=client)
+    done = run_ingest(changed, embedder=resumed, store=store)
     total = done.extra["collection_points"]
-    assert live(client) == done.extra["collection"] != old
+    assert live(store) == done.extra["collection"] != old
     assert len(resumed.passages) < total and len(resumed.passages) + len(failing.passages) >= total
 
 
-def test_a_rebuild_whose_smoke_query_fails_leaves_the_alias(tmp_path, rows, client):
-    run_ingest(settings_for(tmp_path, rows), embedder=CountingEmbedder(), client=client)
-    old = live(client)
+def test_a_rebuild_whose_smoke_query_fails_leaves_the_alias(tmp_path, rows, store):
+    run_ingest(settings_for(tmp_path, rows), embedder=CountingEmbedder(), store=store)
+    old = live(store)
     empty = [dict(row, text="   ") for row in rows]  # every article empty: nothing to search
     with pytest.raises(RebuildError, match="holds no points: the alias stays where it was"):
-        run_ingest(settings_for(tmp_path, empty, chunk_size=500), embedder=CountingEmbedder(), client=client)
-    assert live(client) == old
+        run_ingest(settings_for(tmp_path, empty, chunk_size=500), embedder=CountingEmbedder(), store=store)
+    assert live(store) == old
 
 
-def test_a_legacy_collection_is_adopted_in_place_and_replaced_only_with_drop_old(tmp_path, rows, client):
+def test_a_legacy_collection_is_adopted_in_place_and_replaced_only_with_drop_old(tmp_path, rows, store):
     settings = settings_for(tmp_path, rows)
-    legacy = QdrantStore(client, "wiki")  # as built before aliases and manifests: a plain collection
+    legacy = store.at("wiki")  # as built before aliases and manifests: a plain collection
     legacy.ensure_collection(CollectionSpec(model=SPEC, chunking=settings.chunking.to_dict(),
                                             sparse=lexical.default_spec()))
     run_pipeline(rows, chunker=Chunker(settings.chunking, max_tokens=512), embedder=CountingEmbedder(),
                  store=legacy, dead_letters=DeadLetterFile(tmp_path / "dl.jsonl"))
     embedder = CountingEmbedder()
-    adopted = run_ingest(settings, embedder=embedder, client=client, mode="reindex")
+    adopted = run_ingest(settings, embedder=embedder, store=store, mode="reindex")
     assert (embedder.calls, adopted.unchanged, adopted.extra["collection"]) == (0, len(rows), "wiki")
-    assert resolve(client, "wiki").is_alias is False
+    assert store.resolve("wiki").is_alias is False
 
     changed = settings_for(tmp_path, rows, chunk_size=500)
     with pytest.raises(RebuildError, match="before collections had aliases.*--drop-old"):
-        run_ingest(changed, embedder=CountingEmbedder(), client=client)
-    moved = run_ingest(replace(changed, drop_old=True), embedder=CountingEmbedder(), client=client)
-    assert resolve(client, "wiki").is_alias and live(client) == moved.extra["collection"]
+        run_ingest(changed, embedder=CountingEmbedder(), store=store)
+    moved = run_ingest(replace(changed, drop_old=True), embedder=CountingEmbedder(), store=store)
+    assert store.resolve("wiki").is_alias and live(store) == moved.extra["collection"]
     assert moved.extra["alias"].endswith("(was wiki, dropped)")
 
 
 def test_the_alias_survives_reopening_the_store(tmp_path, rows):
     summary = run_ingest(settings_for(tmp_path, rows), embedder=CountingEmbedder())
-    client = QdrantClient(path=str(tmp_path / "qdrant"))
+    store = LocalStore.open(tmp_path / "qdrant", collection="wiki")
     try:
-        assert live(client) == summary.extra["collection"]
+        assert live(store) == summary.extra["collection"]
     finally:
-        client.close()
+        store.close()

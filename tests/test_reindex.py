@@ -18,10 +18,10 @@ from ingest.chunking import Chunker, ChunkingSettings
 from ingest.cli import main
 from ingest.embedders.base import Rejection
 from ingest.errors import MassDeleteError
-from ingest.jobs import repair_manifest, run_ingest, verify_collection
+from ingest.sync import repair_manifest, run_ingest, verify_collection
 from ingest.lexical import passage_vector
 from ingest.settings import IngestSettings, StoreSettings
-from ingest.store import QdrantStore
+from ingest.store.local import LocalStore
 from schemas import Article, PointPayload, point_id
 from tests.counting_embedder import CountingEmbedder
 from tests.tei_server import deterministic_vector
@@ -125,8 +125,8 @@ def test_reindexing_successive_snapshots_embeds_only_changed_chunks(tmp_path, sn
     assert_holds_exactly(tmp_path, c)
 
     writes = []
-    monkeypatch.setattr(QdrantStore, "upsert", lambda self, batch: writes.append("upsert"))
-    monkeypatch.setattr(QdrantStore, "_delete_where", lambda self, selection: writes.append("delete") or 0)
+    monkeypatch.setattr(LocalStore, "upsert", lambda self, batch: writes.append("upsert"))
+    monkeypatch.setattr(LocalStore, "_delete_where", lambda self, selection: writes.append("delete") or 0)
     embedder.reset()
     same = run_ingest(settings_for(tmp_path, str(tmp_path / "c.jsonl")), embedder=embedder, mode="reindex")
     assert (same.unchanged, same.added, same.changed, same.deleted) == (len(c), 0, 0, 0)

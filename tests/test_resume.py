@@ -19,9 +19,9 @@ from qdrant_client import QdrantClient
 
 from ingest.chunking import Chunker, ChunkingSettings
 from ingest.embedders.tei import TEIEmbedder
-from ingest.jobs import run_ingest, verify_collection
+from ingest.sync import run_ingest, verify_collection
 from ingest.settings import EmbedderSettings, IngestSettings, StoreSettings
-from ingest.store import QdrantStore
+from ingest.store.local import LocalStore
 from schemas import Article, PointPayload
 from tests.tei_server import TEIServer
 
@@ -177,16 +177,16 @@ def test_a_reindex_that_loses_qdrant_while_deleting_finishes_on_the_next_run(tmp
     try:
         run_ingest(settings, embedder=embedder)
         source.write_text("".join(json.dumps(r) + "\n" for r in rows[:-3]))
-        original = QdrantStore.delete_articles
+        original = LocalStore.delete_articles
 
         def lose_network(self, ids):
             original(self, ids[:1])  # one article's points go, then the connection drops
             raise ConnectionError("Qdrant went away")
 
-        monkeypatch.setattr(QdrantStore, "delete_articles", lose_network)
+        monkeypatch.setattr(LocalStore, "delete_articles", lose_network)
         with pytest.raises(ConnectionError):
             run_ingest(settings, embedder=embedder, mode="reindex")
-        monkeypatch.setattr(QdrantStore, "delete_articles", original)
+        monkeypatch.setattr(LocalStore, "delete_articles", original)
         again = run_ingest(settings, embedder=embedder, mode="reindex")
     finally:
         embedder.close()

@@ -1,4 +1,4 @@
-"""ingest.runs (what the Modal app wraps, run here without Modal) and the
+"""ingest.sharded's records, Volume state and reindex (what the Modal app wraps, run here without Modal) and the
 bench-reindex command: shard records on a Volume folder, the scheduled reindex
 with its manifest copied from and checkpointed to a Volume, the snapshot choice."""
 
@@ -10,14 +10,16 @@ from dataclasses import replace
 
 import pytest
 
-from ingest.bench_reindex import edit_snapshot, run_bench_reindex
+from ingest.bench.reindex import edit_snapshot, run_bench_reindex
 from ingest.chunking import ChunkingSettings
 from ingest.errors import RebuildError, SettingsError
-from ingest.jobs import run_ingest
-from ingest.manifest import Manifest, ManifestRow
-from ingest.runs import ShardRecords, VolumeState, newest_snapshot, reindex_snapshot, run_key
+from ingest.sync import run_ingest
+from ingest.state.manifest import Manifest, ManifestRow
+from ingest.pipeline.summary import RunSummary
 from ingest.settings import IngestSettings, StoreSettings
-from ingest.worker import ShardResult
+from ingest.sharded.records import ShardRecords, run_key
+from ingest.sharded.reindex import VolumeState, newest_snapshot, reindex_snapshot
+from ingest.sharded.shard import ShardResult
 from tests.counting_embedder import CountingEmbedder
 
 
@@ -31,7 +33,7 @@ def test_the_newest_configured_snapshot_is_picked_by_its_date():
 def test_shard_records_are_written_whole_read_back_and_merged(tmp_path):
     records = ShardRecords(tmp_path / "runs" / "wiki-1" / "key")
     assert records.finished() == []
-    result = ShardResult(0, 10, articles=10, points_written=25, dead_letters=[{"kind": "article"}])
+    result = ShardResult(0, 10, RunSummary(articles=10, points_written=25), [{"kind": "article"}])
     records.write(result, [ManifestRow("a", "h1", 2), ManifestRow("b", "h2", 3, rejected=1)])
     (records.folder / "000000000010-000000000020.json").write_text('{"result": {"sta')  # torn by a crash
     assert records.finished() == [result]
@@ -40,6 +42,16 @@ def test_shard_records_are_written_whole_read_back_and_merged(tmp_path):
     assert manifest.lookup(["b"])["b"].expected_points == 2
     records.clear()
     assert records.finished() == [] and not records.folder.exists()
+
+
+def test_records_written_before_results_carried_a_summary_still_read(tmp_path):
+    flat = {"start": 0, "stop": 10, "articles": 10, "skipped_empty": 0, "invalid": 1, "chunks": 30,
+            "characters": 900, "points_written": 29, "rejected": 1, "dead_letters": [{"kind": "chunk"}],
+            "seconds": 2.0, "embed_seconds": 1.5}
+    result = ShardResult.from_dict(flat)
+    assert (result.shard, result.summary.points_written, result.summary.rejected_chunks) == ((0, 10), 29, 1)
+    assert result.dead_letters == [{"kind": "chunk"}]
+    assert ShardResult.from_dict(result.to_dict()) == result
 
 
 def test_the_scheduled_reindex_works_on_a_copy_of_the_volumes_manifest(tmp_path, sample):

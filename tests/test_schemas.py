@@ -75,7 +75,7 @@ def test_point_ids_are_rfc_4122_version_5_uuids():
 def test_the_upsert_batch_carries_the_payload_schema():
     import numpy as np
 
-    from ingest.store import build_batch
+    from ingest.store.points import build_batch
 
     article = Article.from_row(row())
     chunks = [Chunk("12", i, f"part {i}", i, i + 1, f"X\\npart {i}") for i in range(3)]

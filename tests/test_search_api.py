@@ -13,7 +13,8 @@ from qdrant_client import QdrantClient, models
 from ingest.chunking import ChunkingSettings
 from ingest.embedders.local import LocalEmbedder
 from ingest.errors import CollectionMismatchError
-from ingest.jobs import run_ingest
+from ingest.store.local import LocalStore
+from ingest.sync import run_ingest
 from ingest.lexical import SPARSE_VECTOR, query_vector
 from ingest.settings import IngestSettings, StoreSettings
 from ingest.sources import sample_rows
@@ -205,15 +206,15 @@ def test_the_local_backend_puts_the_instruction_on_queries_only(local_embedder):
 def test_a_searcher_refuses_an_embedder_without_the_collections_instruction(tmp_path, local_embedder):
     instructed = LocalEmbedder(device="cpu", query_instruction="Represent this sentence: ")
     settings = ingest(tmp_path, instructed, limit=3)
-    client = QdrantClient(path=settings.store.qdrant_path)
+    store = LocalStore.open(settings.store.qdrant_path, collection=settings.store.collection)
     try:
         with pytest.raises(CollectionMismatchError, match="expects the query instruction 'Represent this"):
-            Searcher.open(settings.store, embedder=local_embedder, client=client)
-        with Searcher.open(settings.store, embedder=instructed, client=client) as searcher:
+            Searcher.open(settings.store, embedder=local_embedder, store=store)
+        with Searcher.open(settings.store, embedder=instructed, store=store) as searcher:
             assert searcher.spec.model.query_instruction == "Represent this sentence: "
             assert searcher.search("a painting", k=1)
     finally:
-        client.close()
+        store.close()
 
 
 def test_the_latency_bench_times_every_option_on_every_question(index):

@@ -26,7 +26,7 @@ import pytest
 
 from ingest.chunking import ChunkingSettings
 from ingest.errors import StoreError
-from ingest.jobs import run_ingest
+from ingest.sync import run_ingest
 from ingest.settings import IngestSettings, StoreSettings
 from search import Searcher
 from search.api import SearchError

@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 from qdrant_client import models
 
-from ingest import lexical, sparse_index
+from ingest import lexical
+from ingest.store import local as sparse_index
 from ingest.lexical import SPARSE_VECTOR, query_vector
-from ingest.store import QdrantStore, open_client
+from ingest.store import PayloadFilter
+from ingest.store.local import LocalStore
+from ingest.store.points import payload_filter
 from schemas import Article, Chunk, CollectionSpec, ModelSpec
 from ingest.sources import sample_rows
 
@@ -18,7 +21,7 @@ QUERIES = ["Kubrick film HAL", "ancient Greek temple on a hill in Athens", "the 
 
 @pytest.fixture(scope="module")
 def store():
-    store = QdrantStore(open_client(path=":memory:"), "t")
+    store = LocalStore.open(":memory:", collection="t")
     store.ensure_collection(CollectionSpec(model=ModelSpec("m", 8, 512), sparse=lexical.default_spec()))
     rng = np.random.default_rng(0)
     pairs = []
@@ -78,8 +81,8 @@ def test_a_write_drops_the_index(store):
     assert sparse_index.index_for(store.client, store.collection).top(*query_vector("zyzzyva"), 1) == []
 
 
-FILTER = models.Filter(must=[models.FieldCondition(key="title", match=models.MatchAny(
-    any=[row["title"] for row in sample_rows()[:400:3]]))])  # a third of the articles
+WHERE = PayloadFilter(titles=tuple(row["title"] for row in sample_rows()[:400:3]))  # a third of the articles
+FILTER = payload_filter(WHERE)  # the same, as Qdrant's own filter
 
 
 @pytest.mark.parametrize("query", QUERIES[:-1])
@@ -91,14 +94,14 @@ def test_a_filtered_ranking_matches_qdrants(store, query):
                                        using=SPARSE_VECTOR, limit=10, query_filter=FILTER).points
     assert ours and {pid for pid, _ in ours} <= allowed
     assert [s for _, s in ours] == pytest.approx([p.score for p in theirs], rel=1e-5)
-    fused = store.search(np.ones(8, np.float32), sparse=(indices, values), limit=10, query_filter=FILTER)
+    fused = store.search(np.ones(8, np.float32), sparse=(indices, values), limit=10, where=WHERE)
     assert fused and {h.payload["title"] for h in fused} <= set(FILTER.must[0].match.any)
 
 
 def test_grouped_search_matches_qdrants_groups(store):
     # several chunks per article, so that the cap bites
     rng = np.random.default_rng(1)
-    extra = QdrantStore(store.client, "grouped")
+    extra = store.at("grouped")
     extra.ensure_collection(CollectionSpec(model=ModelSpec("m", 8, 512), sparse=lexical.default_spec()))
     pairs = []
     for row in sample_rows()[:60]:
@@ -123,9 +126,9 @@ def test_grouped_search_matches_qdrants_groups(store):
 
 def test_filtered_dense_search_matches_qdrants(store):
     query = np.random.default_rng(7).standard_normal(8).astype(np.float32)
-    ours = store.search(query, limit=10, query_filter=FILTER)  # local mode: the filter applied from the index
+    ours = store.search(query, limit=10, where=WHERE)  # local mode: the filter applied from the index
     theirs = store.client.query_points(store.collection, query=query.tolist(), limit=10, query_filter=FILTER).points
     assert [h.id for h in ours] == [str(p.id) for p in theirs]
     assert [h.score for h in ours] == pytest.approx([p.score for p in theirs], abs=1e-5)
-    assert store.sparse is not None and sparse_index.index_for(store.client, store.collection).allowed(
-        models.Filter(should=FILTER.must)) is None  # a filter of another shape: Qdrant applies it
+    allowed = {str(p.id) for p in store.client.scroll(store.collection, scroll_filter=FILTER, limit=1000)[0]}
+    assert store.sparse is not None and sparse_index.index_for(store.client, store.collection).allowed(WHERE) == allowed

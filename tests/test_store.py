@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from ingest.errors import CollectionMismatchError, StoreLockedError
-from ingest.store import QdrantStore, build_batch, open_client
+from ingest.store.local import LocalStore
+from ingest.store.points import build_batch
 from schemas import KNOWN_MODELS, Article, Chunk, CollectionSpec, ModelSpec, point_id
 
 MINILM = KNOWN_MODELS["sentence-transformers/all-MiniLM-L6-v2"]
@@ -66,10 +67,10 @@ def test_a_foreign_collection_with_points_is_refused(memory_store):
 
 
 def test_the_spec_survives_reopening_local_storage(tmp_path):
-    store = QdrantStore(open_client(path=tmp_path / "q"), "wiki")
+    store = LocalStore.open(tmp_path / "q", collection="wiki")
     store.ensure_collection(SPEC)
     store.close()
-    store = QdrantStore(open_client(path=tmp_path / "q"), "wiki")
+    store = LocalStore.open(tmp_path / "q", collection="wiki")
     try:
         assert store.read_spec() == SPEC
     finally:
@@ -90,7 +91,7 @@ def test_a_storage_folder_held_by_another_process_gives_a_clear_message(tmp_path
     try:
         assert holder.stdout.readline().strip() == "ready"
         with pytest.raises(StoreLockedError, match="in use by another process.*--qdrant-url"):
-            open_client(path=tmp_path / "q")
+            LocalStore.open(tmp_path / "q", collection="wiki")
     finally:
         holder.stdin.close()
         holder.wait(timeout=30)
@@ -98,14 +99,14 @@ def test_a_storage_folder_held_by_another_process_gives_a_clear_message(tmp_path
 
 
 def test_bulk_load_settings_are_harmless_in_local_mode(memory_store):
-    assert memory_store.is_local
+    assert isinstance(memory_store, LocalStore)
     memory_store.ensure_collection(SPEC, bulk_load=True)  # local mode has no graph or payload index
     memory_store.finish_bulk_load(wait_seconds=5)
     assert memory_store.hnsw_m() == 16
 
 
 def test_upserts_are_split_into_requests_bounded_in_bytes(memory_store):
-    from ingest.store import split_by_bytes
+    from ingest.store.points import split_by_bytes
 
     items, vectors = pairs(50)
     parts = split_by_bytes(items, 384, max_bytes=20_000)

@@ -13,7 +13,8 @@ import pytest
 from dataclasses import replace
 
 from ingest import lexical
-from ingest.store import HNSW_M, PAYLOAD_INDEXES, RRF_K, QdrantStore, open_client
+from ingest.store.base import RRF_K
+from ingest.store.server import HNSW_M, PAYLOAD_INDEXES, ServerStore
 from search.api import payload_filter
 from tests.test_store import SPEC, pairs
 
@@ -93,7 +94,7 @@ def qdrant_server():
 
 def test_a_bulk_load_indexes_payload_first_defers_hnsw_and_restores_it(qdrant_server):
     url, log = qdrant_server
-    store = QdrantStore(open_client(url=url, prefer_grpc=False, timeout=5), "wiki")
+    store = ServerStore.connect(url, collection="wiki", prefer_grpc=False, timeout=5)
     try:
         assert store.ensure_collection(SPEC, bulk_load=True)
         items, vectors = pairs(3)
@@ -114,7 +115,7 @@ def test_a_bulk_load_indexes_payload_first_defers_hnsw_and_restores_it(qdrant_se
 
 def test_an_ordinary_run_keeps_the_graph_on(qdrant_server):
     url, log = qdrant_server
-    store = QdrantStore(open_client(url=url, prefer_grpc=False, timeout=5), "wiki")
+    store = ServerStore.connect(url, collection="wiki", prefer_grpc=False, timeout=5)
     try:
         store.ensure_collection(SPEC)
     finally:
@@ -128,14 +129,14 @@ def test_hybrid_collections_and_queries_on_a_server(qdrant_server):
     sparse vector beside the dense one, and hybrid queries as prefetch + RRF (with
     the filter on each branch, and grouping by article through the groups API)."""
     url, log = qdrant_server
-    store = QdrantStore(open_client(url=url, prefer_grpc=False, timeout=5), "wiki")
+    store = ServerStore.connect(url, collection="wiki", prefer_grpc=False, timeout=5)
     try:
         store.ensure_collection(replace(SPEC, sparse=lexical.default_spec()))
         items, vectors = pairs(2)
         store.upsert_pairs(items, vectors)
         query = np.array([3.0, 4.0], dtype=np.float32)
         sparse = lexical.query_vector("text about Kubrick")
-        hits = store.search(query, sparse=sparse, limit=5, query_filter=payload_filter(titles=["A"]))
+        hits = store.search(query, sparse=sparse, limit=5, where=payload_filter(titles=["A"]))
         grouped = store.search(query, sparse=sparse, limit=5, group_size=2)
         dense = store.search(query, limit=5, score_threshold=0.2)
     finally:

@@ -5,12 +5,12 @@ one input it always refuses. Exactly the expected points land, once each."""
 import json
 
 from ingest.chunking import Chunker
-from ingest.deadletter import DeadLetterFile
+from ingest.pipeline.deadletters import DeadLetterFile
 from ingest.embedders.tei import TEIEmbedder
-from ingest.jobs import collection_spec, make_chunker
-from ingest.pipeline import run_pipeline
+from ingest.sync import collection_spec, make_chunker
+from ingest.pipeline.run import run_pipeline
 from ingest.settings import IngestSettings
-from ingest.store import QdrantStore, open_client
+from ingest.store.local import LocalStore
 from schemas import Article, point_id
 from tests.tei_server import Faults, TEIServer
 
@@ -25,7 +25,7 @@ def test_faulty_server_loses_nothing_and_duplicates_nothing(tmp_path, sample):
     with TEIServer(model_id="BAAI/bge-small-en-v1.5", max_client_batch_size=2, faults=faults) as server:
         embedder = TEIEmbedder(server.url, max_concurrency=4, retry_initial_wait=0.001, retry_max_wait=0.01,
                                max_retries=30, timeout=5.0)
-        store = QdrantStore(open_client(path=":memory:"), "wiki")
+        store = LocalStore.open(":memory:", collection="wiki")
         try:
             store.ensure_collection(collection_spec(settings, embedder))
             summary = run_pipeline(rows, chunker=make_chunker(settings, embedder), embedder=embedder, store=store,

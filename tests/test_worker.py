@@ -1,4 +1,4 @@
-"""ingest.worker: the TEI router's command line and lifecycle (against a real
+"""ingest.sharded: the TEI router's command line and lifecycle (against a real
 process: the loopback TEI test server, started the way TEI is), one shard through
 the real pipeline into local-mode Qdrant, and the driver's arithmetic."""
 
@@ -20,23 +20,12 @@ from ingest.chunking import Chunker, ChunkingSettings
 from ingest.embedders.base import PassageEmbeddings, Rejection
 from ingest.errors import CollectionMismatchError, RebuildError, SettingsError, SourceError
 from ingest.sources import sample_rows
-from ingest.worker import (
-    A10G_PRICE_PER_HOUR,
-    InputRejected,
-    Router,
-    RouterConfig,
-    RouterError,
-    ShardError,
-    ShardResult,
-    embed_texts,
-    ensure_collection,
-    ingest_shard,
-    plan_shards,
-    router_command,
-    run_report,
-    run_shards,
-    shard_settings,
-)
+from ingest.errors import InputRejected, RouterError, ShardError
+from ingest.pipeline.summary import RunSummary
+from ingest.settings import shard_settings
+from ingest.sharded.driver import A10G_PRICE_PER_HOUR, plan_shards, run_report, run_shards
+from ingest.sharded.router import Router, RouterConfig, router_command
+from ingest.sharded.shard import ShardResult, embed_texts, ensure_collection, ingest_shard
 from schemas import Article, point_id
 from tests.tei_server import deterministic_vector
 from tests.tei_server_main import free_port, runner
@@ -181,8 +170,8 @@ def test_ingest_shard_writes_exactly_the_shards_points(tmp_path, tei_router, dat
     qdrant = tmp_path / "qdrant"
     settings = shard_settings({"QDRANT_PATH": str(qdrant)}, tei_url=tei_router.url, collection="wiki",
                               model=MODEL, chunking={"max_chars": 300}, window=16)
-    first = ingest_shard(dataset_dir, 0, 25, settings=settings, tei_url=tei_router.url)
-    second = ingest_shard(dataset_dir, 25, 100, settings=settings, tei_url=tei_router.url)  # stop past the end
+    first = ingest_shard(dataset_dir, 0, 25, settings=settings)
+    second = ingest_shard(dataset_dir, 25, 100, settings=settings)  # stop past the end
 
     chunks = expected_chunks(wiki_rows, settings.chunking)
     refused = [c for c in chunks if POISON in c.embed_text]
@@ -190,13 +179,13 @@ def test_ingest_shard_writes_exactly_the_shards_points(tmp_path, tei_router, dat
     assert len(refused) == 1 and len(stored) > 40  # several chunks per article at 300 characters
 
     assert (first.shard, second.shard) == ((0, 25), (25, 100))
-    assert (first.articles, second.articles) == (25, 15)
-    assert (first.invalid, second.invalid) == (1, 0)
-    assert (first.rejected, second.rejected) == (1, 0)
-    assert first.chunks + second.chunks == len(chunks)
-    assert first.points_written + second.points_written == len(stored)
-    assert first.characters + second.characters == sum(len(c.embed_text) for c in chunks)
-    assert first.seconds >= first.embed_seconds > 0
+    assert (first.summary.articles, second.summary.articles) == (25, 15)
+    assert (first.summary.invalid, second.summary.invalid) == (1, 0)
+    assert (first.summary.rejected_chunks, second.summary.rejected_chunks) == (1, 0)
+    assert first.summary.chunks + second.summary.chunks == len(chunks)
+    assert first.summary.points_written + second.summary.points_written == len(stored)
+    assert first.summary.characters + second.summary.characters == sum(len(c.embed_text) for c in chunks)
+    assert first.summary.seconds >= first.summary.embed_seconds > 0
     kinds = sorted((d["kind"], d["article_id"], d["status"]) for d in first.dead_letters)
     assert kinds == [("article", wiki_rows[5]["id"], None), ("chunk", wiki_rows[7]["id"], 422)]
     assert second.dead_letters == []
@@ -216,8 +205,8 @@ def test_ingest_shard_writes_exactly_the_shards_points(tmp_path, tei_router, dat
     finally:
         client.close()
 
-    again = ingest_shard(dataset_dir, 0, 25, settings=settings, tei_url=tei_router.url)
-    assert again.points_written == first.points_written
+    again = ingest_shard(dataset_dir, 0, 25, settings=settings)
+    assert again.summary.points_written == first.summary.points_written
     client = QdrantClient(path=str(qdrant))
     try:
         assert client.count("wiki", exact=True).count == len(stored)  # a retry overwrites, never duplicates
@@ -229,15 +218,15 @@ def test_ingest_shard_refuses_a_collection_built_another_way(tmp_path, tei_route
     env = {"QDRANT_PATH": str(tmp_path / "qdrant")}
     one = shard_settings(env, tei_url=tei_router.url, collection="wiki", model=MODEL, chunking={"max_chars": 300})
     other = shard_settings(env, tei_url=tei_router.url, collection="wiki", model=MODEL, chunking={"max_chars": 600})
-    ingest_shard(dataset_dir, 0, 3, settings=one, tei_url=tei_router.url)
+    ingest_shard(dataset_dir, 0, 3, settings=one)
     with pytest.raises(CollectionMismatchError, match="max_chars"):
-        ingest_shard(dataset_dir, 3, 6, settings=other, tei_url=tei_router.url)
+        ingest_shard(dataset_dir, 3, 6, settings=other)
 
 
 def test_ingest_shard_names_a_missing_dataset(tmp_path, tei_router):
     settings = shard_settings({"QDRANT_PATH": str(tmp_path / "q")}, tei_url=tei_router.url)
     with pytest.raises(SourceError, match="download"):
-        ingest_shard(str(tmp_path / "absent"), 0, 10, settings=settings, tei_url=tei_router.url)
+        ingest_shard(str(tmp_path / "absent"), 0, 10, settings=settings)
 
 
 def test_shard_settings_read_qdrant_from_the_environment():
@@ -261,7 +250,10 @@ def test_ensure_collection_tolerates_another_shard_creating_it_first():
 
         def __init__(self, exists_after_failure):
             self.calls = 0
-            self.client = type("Client", (), {"collection_exists": lambda _, name: exists_after_failure})()
+            self.exists_after_failure = exists_after_failure
+
+        def exists(self):
+            return self.exists_after_failure
 
         def ensure_collection(self, spec):
             self.calls += 1
@@ -286,7 +278,7 @@ def test_embed_texts_refuses_to_pass_a_zero_row_for_a_vector():
 
 
 def test_results_and_errors_pickle_with_their_fields():
-    result = ShardResult(0, 10, articles=10, dead_letters=[{"kind": "article"}], seconds=1.5)
+    result = ShardResult(0, 10, RunSummary(articles=10, seconds=1.5), [{"kind": "article"}])
     assert pickle.loads(pickle.dumps(result)) == result
     error = pickle.loads(pickle.dumps(ShardError(0, 10, "TimeoutError: slow")))
     assert (error.shard, error.message) == ((0, 10), "TimeoutError: slow")
@@ -321,7 +313,7 @@ def test_run_shards_retries_what_failed_for_a_bounded_number_of_rounds():
             elif (start, stop) == (30, 40):
                 yield TimeoutError("container timed out")  # names no shard
             else:
-                yield ShardResult(start, stop, articles=stop - start, dead_letters=[{"shard": start}])
+                yield ShardResult(start, stop, RunSummary(articles=stop - start), [{"shard": start}])
 
     run = run_shards(shards, run_round, max_rounds=3)
     assert rounds == [shards, [(10, 20), (30, 40)], [(30, 40)]]
@@ -336,8 +328,8 @@ def test_run_shards_retries_what_failed_for_a_bounded_number_of_rounds():
 
 def test_run_report_states_throughput_gpu_time_and_cost():
     results = [
-        ShardResult(0, 10, articles=10, invalid=1, chunks=300, characters=600_000, points_written=299, rejected=1),
-        ShardResult(10, 20, articles=10, chunks=200, characters=400_000, points_written=200),
+        ShardResult(0, 10, RunSummary(articles=10, invalid=1, chunks=300, characters=600_000, points_written=299, rejected_chunks=1)),
+        ShardResult(10, 20, RunSummary(articles=10, chunks=200, characters=400_000, points_written=200)),
     ]
     report = run_report(results, wall_seconds=100.0, gpus=2, gpu_price_per_hour=1.8, failed={(20, 30): "boom"})
     assert report.splitlines() == [
@@ -360,32 +352,33 @@ def test_the_a10g_price_is_modals_hourly_rate():
 
 
 def test_prepare_and_finish_load_bracket_a_bulk_load_and_move_the_alias(tmp_path, tei_router, dataset_dir):
-    from ingest.runs import ShardRecords, finish_load, ingest_recorded_shard, prepare_load
+    from ingest.sharded.load import finish_load, prepare_load
+    from ingest.sharded.records import ShardRecords, ingest_recorded_shard
 
     settings = shard_settings({"QDRANT_PATH": str(tmp_path / "qdrant")}, tei_url=tei_router.url,
                               collection="wiki", model=MODEL, chunking={"max_chars": 300})
     runs = str(tmp_path / "runs")
-    plan = prepare_load(settings, tei_router.url, records_root=runs, key="k")
+    plan = prepare_load(settings, records_root=runs, key="k")
     assert plan.created and plan.collection.startswith("wiki-") and plan.live is None and plan.finished == []
     shard = replace(settings, store=replace(settings.store, collection=plan.collection))
-    first = ingest_recorded_shard(dataset_dir, 0, 3, settings=shard, tei_url=tei_router.url,
+    first = ingest_recorded_shard(dataset_dir, 0, 3, settings=shard,
                                   records=ShardRecords(Path(plan.records)))
-    again = prepare_load(settings, tei_router.url, records_root=runs, key="k")  # the driver, started again
+    again = prepare_load(settings, records_root=runs, key="k")  # the driver, started again
     assert not again.created and again.finished == [first]
-    assert prepare_load(settings, tei_router.url, records_root=runs, key="other").finished == []  # starts over
-    ingest_recorded_shard(dataset_dir, 0, 3, settings=shard, tei_url=tei_router.url,
+    assert prepare_load(settings, records_root=runs, key="other").finished == []  # starts over
+    ingest_recorded_shard(dataset_dir, 0, 3, settings=shard,
                           records=ShardRecords(Path(plan.records)))
-    line = finish_load(settings, tei_router.url, plan, state_dir=str(tmp_path / "state"))
+    line = finish_load(settings, plan, state_dir=str(tmp_path / "state"))
     assert line == f"manifest of {plan.collection}: 3 articles; wiki now leads to {plan.collection}"
     client = QdrantClient(path=str(tmp_path / "qdrant"))
     try:
         assert client.get_collection("wiki").config.metadata["chunking"]["max_chars"] == 300
-        assert client.count("wiki").count == first.points_written > 0
+        assert client.count("wiki").count == first.summary.points_written > 0
         assert client.get_collection(plan.collection).config.hnsw_config.m == 16
     finally:
         client.close()
     with pytest.raises(RebuildError, match="incremental reindex"):  # live with these settings: not a load's job
-        prepare_load(settings, tei_router.url, records_root=runs, key="k")
+        prepare_load(settings, records_root=runs, key="k")
 
 
 def test_shards_budget_chunks_in_tokens_with_the_served_tokenizer(tmp_path, tei_router, dataset_dir, wiki_rows):
@@ -397,7 +390,7 @@ def test_shards_budget_chunks_in_tokens_with_the_served_tokenizer(tmp_path, tei_
     settings = shard_settings({"QDRANT_PATH": str(tmp_path / "qdrant")}, tei_url=tei_router.url, collection="wiki",
                               model=MODEL, chunking={"max_chars": 4000}, tei_tokenizer=tokenizer)
     assert settings.embedder.tei_tokenizer == tokenizer
-    result = ingest_shard(dataset_dir, 0, 10, settings=settings, tei_url=tei_router.url)
+    result = ingest_shard(dataset_dir, 0, 10, settings=settings)
     client = QdrantClient(path=str(tmp_path / "qdrant"))
     try:
         points, _ = client.scroll("wiki", limit=1000)
@@ -407,4 +400,4 @@ def test_shards_budget_chunks_in_tokens_with_the_served_tokenizer(tmp_path, tei_
 
     counter = Tokenizer.from_file(tokenizer)
     longest = max(len(counter.encode(p.payload["title"] + "\n" + p.payload["text"]).ids) for p in points)
-    assert result.points_written == len(points) and longest <= 512  # TEI's limit, counted, not truncated
+    assert result.summary.points_written == len(points) and longest <= 512  # TEI's limit, counted, not truncated

@@ -4,8 +4,6 @@ sentence-transformers), `tei` (a Text Embeddings Inference server) and `modal`
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ingest.embedders.base import (
     Embedder,
     EmbedderError,
@@ -13,9 +11,7 @@ from ingest.embedders.base import (
     Rejection,
     with_query_instruction,
 )
-
-if TYPE_CHECKING:
-    from ingest.settings import EmbedderSettings
+from ingest.settings import EmbedderSettings
 
 __all__ = [
     "Embedder",
@@ -27,12 +23,13 @@ __all__ = [
 ]
 
 
-def make_embedder(settings: "EmbedderSettings", *, model: str | None = None,
+def make_embedder(settings: EmbedderSettings, *, model: str | None = None,
                   query_instruction: str | None = None) -> Embedder:
     """The backend `settings` names. `model`/`query_instruction` override the
     settings (search passes the collection's recorded model here)."""
     model = model or settings.model
     instruction = query_instruction if query_instruction is not None else settings.query_instruction
+    # Each backend is imported only when chosen: the local one needs torch, the Modal one modal.
     if settings.embedder == "local":
         from ingest.embedders.local import DEFAULT_MODEL, LocalEmbedder
 

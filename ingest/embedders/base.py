@@ -13,7 +13,7 @@ from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from ingest.errors import EmbedderError
+from ingest.errors import EmbedderError, InputRejected
 from schemas import ModelSpec
 
 
@@ -66,3 +66,13 @@ def as_float32_matrix(vectors: object, n: int, dim: int) -> np.ndarray:
     if array.shape != (n, dim):
         raise EmbedderError(f"backend returned shape {array.shape}, expected ({n}, {dim})")
     return array
+
+
+def all_vectors(result: PassageEmbeddings, *, where: str, what: str = "input") -> np.ndarray:
+    """The vectors of a call whose every input must be embedded (queries, the Modal
+    `embed` method): `InputRejected` for the first refused input, so that no zero row
+    ever passes for a vector."""
+    if result.rejected:
+        first = result.rejected[0]
+        raise InputRejected(first.index, first.status, first.message, where, what)
+    return result.vectors

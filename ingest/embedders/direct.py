@@ -45,13 +45,13 @@ class DirectEncoder:
         auto_model = getattr(modules[0], "auto_model", None)
         if pooling not in ("cls", "mean") or backend is None or auto_model is None:
             return None
-        from tokenizers import Tokenizer
+        from tokenizers import Tokenizer  # comes with transformers, in the `local` extra
 
         return cls(auto_model, Tokenizer.from_str(backend.to_str()), pooling, int(model.max_seq_length),
                    str(model.device))
 
     def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
-        import torch
+        import torch  # heavy, and only in the `local` extra
 
         encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=True)
         lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))

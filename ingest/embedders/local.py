@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from ingest.embedders.direct import DirectEncoder, pooling_mode
 from ingest.embedders.base import (
     PassageEmbeddings,
     as_float32_matrix,
@@ -48,7 +48,7 @@ def resolve_model(name: str) -> tuple[str, str]:
 def pick_device(device: str) -> str:
     if device != "auto":
         return device
-    import torch
+    import torch  # heavy, and only in the `local` extra
 
     if torch.cuda.is_available():
         return "cuda"
@@ -62,9 +62,10 @@ def _quiet_transformers() -> None:
     if logging.getLogger().isEnabledFor(logging.DEBUG):
         return
     try:
-        from transformers.utils import logging as hf_logging
+        from transformers.utils import logging as hf_logging  # loaded by sentence-transformers already
 
         hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
     except ImportError:  # pragma: no cover
         pass
 
@@ -90,12 +91,9 @@ class LocalEmbedder:
         if engine not in ("auto", "direct", "sentence-transformers"):
             raise EmbedderError(f"unknown engine {engine!r}: use auto, direct or sentence-transformers")
         name, location = resolve_model(model)
-        local = Path(location).is_dir()
-        if local:
-            # Never reach for the hub when the weights are on disk.
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        local = Path(location).is_dir()  # weights on disk: `local_files_only`, the hub is never asked
         try:
-            from sentence_transformers import SentenceTransformer
+            from sentence_transformers import SentenceTransformer  # heavy, and only in the `local` extra
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise EmbedderError(
                 "the local embedder needs sentence-transformers: pip install '.[local]'"
@@ -120,8 +118,6 @@ class LocalEmbedder:
         self.spec = self._spec(name, query_instruction)
         self._direct = None
         if engine != "sentence-transformers":
-            from ingest.embedders.direct import DirectEncoder
-
             self._direct = DirectEncoder.for_model(self.model)
             if self._direct is None and engine == "direct":
                 raise EmbedderError(f"model {name!r} has modules the direct engine does not handle")
@@ -136,8 +132,6 @@ class LocalEmbedder:
         max_tokens = int(self.model.max_seq_length)
         if known and known.dimension != dimension:
             raise EmbedderError(f"model {name!r} gives {dimension} dimensions, expected {known.dimension}")
-        from ingest.embedders.direct import pooling_mode
-
         pooling = next((mode for module in self.model if (mode := pooling_mode(module))), "mean")
         instruction = known.query_instruction if known else ""
         if query_instruction is not None:
@@ -190,7 +184,7 @@ class LocalEmbedder:
             backend = getattr(getattr(self.model, "tokenizer", None), "backend_tokenizer", None)
             if backend is None:
                 return None
-            from tokenizers import Tokenizer
+            from tokenizers import Tokenizer  # comes with transformers, in the `local` extra
 
             counter = Tokenizer.from_str(backend.to_str())
             counter.no_padding()

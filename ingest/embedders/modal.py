@@ -26,11 +26,11 @@ import numpy as np
 from ingest.embedders.base import (
     PassageEmbeddings,
     Rejection,
+    all_vectors,
     as_float32_matrix,
     with_query_instruction,
 )
-from ingest.errors import EmbedderError
-from ingest.worker import InputRejected
+from ingest.errors import EmbedderError, InputRejected
 from schemas import KNOWN_MODELS, ModelSpec
 
 DEFAULT_APP = "wiki-embed"
@@ -109,11 +109,8 @@ class ModalEmbedder:
         return PassageEmbeddings(out, rejected)
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        result = self.embed_passages(with_query_instruction(self.spec, texts))
-        if result.rejected:
-            first = result.rejected[0]
-            raise EmbedderError(f"{self._where()} refused query {first.index} ({first.status}): {first.message}")
-        return result.vectors
+        return all_vectors(self.embed_passages(with_query_instruction(self.spec, texts)), where=self._where(),
+                           what="query")
 
     def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
         return None  # no tokenizer here: the chunker budgets by characters, TEI truncates
@@ -174,7 +171,7 @@ class ModalEmbedder:
 def _lookup(app_name: str, class_name: str, environment_name: str | None) -> Callable[[], Any]:
     """The deployed class, looked up lazily: nothing is contacted until the first call."""
     try:
-        import modal
+        import modal  # only this backend needs it: the rest of the package imports without
     except ImportError as exc:
         raise EmbedderError("--embedder modal needs the `modal` package: pip install modal") from exc
     return modal.Cls.from_name(app_name, class_name, environment_name=environment_name)

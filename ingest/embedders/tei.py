@@ -14,7 +14,7 @@ Two wire formats: `wire="json"` (default) posts to `/embed` and reads float
 lists; `wire="base64"` posts to TEI's OpenAI-compatible `/v1/embeddings` with
 `encoding_format: "base64"` and reads raw float32 bytes, which halves the bytes
 on the wire and roughly doubles the chunks a client core can take (see
-`python -m ingest.bench_tei`). That route always normalizes and truncates as the
+`python -m ingest bench-tei`). That route always normalizes and truncates as the
 server's `--auto-truncate` says (on by default from TEI 1.9), not as `truncate`.
 
 The client runs on a private event loop in a daemon thread, so the sync methods
@@ -30,16 +30,9 @@ callers can await `aembed_passages` without handing their loop to our I/O.
 from __future__ import annotations
 
 import asyncio
-import base64
-import concurrent.futures
-import email.utils
 import logging
-import threading
 import weakref
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Coroutine, Mapping, Sequence, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar
 
 import httpx
 import numpy as np
@@ -53,8 +46,17 @@ from tenacity import (
 )
 from tenacity.wait import wait_base
 
-from ingest.embedders.base import PassageEmbeddings, Rejection, with_query_instruction
+from ingest.embedders.event_loop import LoopThread, gather_all
+from ingest.embedders.base import PassageEmbeddings, Rejection, all_vectors, with_query_instruction
+from ingest.embedders.tei_wire import (
+    ServerInfo,
+    decode_base64_vectors,
+    decode_vectors,
+    error_message,
+    parse_retry_after,
+)
 from ingest.errors import EmbedderError
+from ingest.settings import redact_url
 from schemas import KNOWN_MODELS, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -96,57 +98,6 @@ class _Refused(Exception):
         self.status, self.message = status, message
 
 
-@dataclass(frozen=True, slots=True)
-class ServerInfo:
-    """The part of TEI's `GET /info` that shapes the client."""
-
-    model_id: str
-    max_input_length: int
-    max_client_batch_size: int
-    max_batch_tokens: int
-    max_concurrent_requests: int | None = None
-    model_sha: str | None = None
-    pooling: str | None = None
-    version: str | None = None
-
-    @classmethod
-    def from_json(cls, data: Any) -> "ServerInfo":
-        if not isinstance(data, dict):
-            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
-        missing = [k for k in ("model_id", "max_input_length", "max_client_batch_size") if k not in data]
-        if missing:
-            raise ValueError(f"missing {', '.join(missing)}")
-        model_type = data.get("model_type")
-        embedding = model_type.get("embedding") if isinstance(model_type, dict) else None
-        return cls(
-            model_id=str(data["model_id"]),
-            max_input_length=int(data["max_input_length"]),
-            max_client_batch_size=int(data["max_client_batch_size"]),
-            max_batch_tokens=int(data.get("max_batch_tokens") or 16384),
-            max_concurrent_requests=int(data.get("max_concurrent_requests") or 0) or None,
-            model_sha=data.get("model_sha"),
-            pooling=embedding.get("pooling") if isinstance(embedding, dict) else None,
-            version=data.get("version"),
-        )
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-
-
 class _WaitRetryAfter(wait_base):
     """The server's Retry-After when it gave one, else exponential backoff with jitter."""
 
@@ -158,71 +109,6 @@ class _WaitRetryAfter(wait_base):
         if isinstance(exc, _Transient) and exc.retry_after is not None:
             return min(exc.retry_after, RETRY_AFTER_CAP)
         return self.fallback(retry_state)
-
-
-def redact_url(url: str) -> str:
-    """The URL without user info or query string, safe to put in a message."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def _error_message(response: httpx.Response) -> str:
-    """TEI's `{"error": ..., "error_type": ...}` (or OpenAI-style `{"message": ...}`)
-    message, or the plain-text body."""
-    try:
-        data = orjson.loads(response.content)
-        if isinstance(data, dict) and ("error" in data or "message" in data):
-            error = data.get("error", data.get("message"))
-            if isinstance(error, dict):  # {"error": {"message": ...}}
-                error = error.get("message", error)
-            return str(error)[:500]
-    except orjson.JSONDecodeError:
-        pass
-    return response.text[:500] or response.reason_phrase
-
-
-class _LoopThread:
-    """An event loop of our own in a daemon thread, so sync callers in any thread
-    can drive async I/O without owning (or blocking) an event loop."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="tei-embedder", daemon=True)
-        self.thread.start()
-
-    def submit(self, coro: Coroutine[Any, Any, T]) -> "concurrent.futures.Future[T]":
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        if threading.current_thread() is self.thread:
-            coro.close()
-            raise EmbedderError(
-                "TEIEmbedder's sync methods cannot run on its own event loop; await aembed_passages"
-            )
-        future = self.submit(coro)
-        try:
-            return future.result()
-        except BaseException:
-            future.cancel()  # e.g. KeyboardInterrupt: stop the requests we no longer wait for
-            raise
-
-    def shutdown(self, client: httpx.AsyncClient) -> None:
-        """Close `client`'s connections, then stop the loop and its thread."""
-        if self.loop.is_closed():
-            return
-        if threading.current_thread() is self.thread:  # garbage-collected on our own loop
-            self.loop.stop()
-            return
-        if self.thread.is_alive():
-            try:
-                self.run(client.aclose())
-            finally:
-                self.loop.call_soon_threadsafe(self.loop.stop)
-                self.thread.join(timeout=10)
-        if not self.thread.is_alive():
-            self.loop.close()
 
 
 def _load_tokenizer(path: str):
@@ -295,7 +181,7 @@ class TEIEmbedder:
             limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
             transport=transport,
         )
-        self._loop = _LoopThread()
+        self._loop = LoopThread()
         self._dimension: int | None = None
         try:
             self.info = self._loop.run(self._retrying("GET /info", self._get_info, INFO_ATTEMPTS))
@@ -368,13 +254,8 @@ class TEIEmbedder:
         return await asyncio.wrap_future(self._loop.submit(self._embed(list(texts))))
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        result = self.embed_passages(with_query_instruction(self.spec, texts))
-        if result.rejected:
-            first = result.rejected[0]
-            raise EmbedderError(
-                f"TEI server {self.url} refused query {first.index} ({first.status}): {first.message}"
-            )
-        return result.vectors
+        return all_vectors(self.embed_passages(with_query_instruction(self.spec, texts)),
+                           where=f"TEI server {self.url}", what="query")
 
     def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
         """Counts with the served model's `tokenizer.json` when one was given (on the
@@ -413,7 +294,7 @@ class TEIEmbedder:
     async def _embed(self, texts: list[str]) -> PassageEmbeddings:
         out = np.zeros((len(texts), self._dimension or 0), dtype=np.float32)
         rejected: list[Rejection] = []
-        await _gather_all(self._fill(texts[s:e], s, out, rejected) for s, e in self.plan_batches(texts))
+        await gather_all(self._fill(texts[s:e], s, out, rejected) for s, e in self.plan_batches(texts))
         rejected.sort(key=lambda r: r.index)
         return PassageEmbeddings(out, rejected)
 
@@ -429,7 +310,7 @@ class TEIEmbedder:
                 rejected.append(Rejection(start, exc.status, exc.message))
                 return
             mid = len(texts) // 2
-            await _gather_all(
+            await gather_all(
                 [
                     self._fill(texts[:mid], start, out, rejected),
                     self._fill(texts[mid:], start + mid, out, rejected),
@@ -481,11 +362,11 @@ class TEIEmbedder:
         response = await self._client.get("info")
         if response.status_code in RETRY_STATUSES:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
-            raise _Transient(response.status_code, _error_message(response), retry_after)
+            raise _Transient(response.status_code, error_message(response), retry_after)
         if response.status_code != 200:
             raise EmbedderError(
                 f"TEI server {self.url} answered {response.status_code} to GET /info "
-                f"({_error_message(response)[:200]}): is this a text-embeddings-inference URL?"
+                f"({error_message(response)[:200]}): is this a text-embeddings-inference URL?"
             )
         try:
             return ServerInfo.from_json(orjson.loads(response.content))
@@ -507,7 +388,7 @@ class TEIEmbedder:
         status = response.status_code
         if status == 200:
             return self._decode(response.content, len(texts))
-        message = _error_message(response)
+        message = error_message(response)
         if status in RETRY_STATUSES:
             raise _Transient(status, message, parse_retry_after(response.headers.get("retry-after")))
         if status in REJECT_STATUSES:
@@ -528,41 +409,3 @@ class TEIEmbedder:
                 f"expected ({n}, {self._dimension or 'dim'})"
             )
         return vectors
-
-
-def decode_vectors(content: bytes) -> np.ndarray:
-    """TEI's `/embed` body (a JSON list of float lists) as a float32 matrix.
-
-    orjson parses the floats, then one numpy conversion packs them: measured at
-    ~3x the speed of `json.loads` + `np.array` (python -m ingest.bench_tei), and
-    faster than text parsing in numpy (`np.fromstring`). Raises ValueError (or
-    orjson.JSONDecodeError, a ValueError) on anything that is not a matrix."""
-    vectors = np.asarray(orjson.loads(content), dtype=np.float32)
-    if vectors.ndim != 2:
-        raise ValueError(f"expected a list of vectors, got an array of shape {vectors.shape}")
-    return vectors
-
-
-def decode_base64_vectors(content: bytes) -> np.ndarray:
-    """An OpenAI-style `{"data": [{"embedding": <base64 float32>, "index": i}, ...]}`
-    body as a float32 matrix: no float parsing at all, only base64. A server that
-    ignored `encoding_format` and sent float lists is read as well."""
-    data = orjson.loads(content)["data"]
-    if any(item["index"] != i for i, item in enumerate(data)):
-        data = sorted(data, key=lambda item: item["index"])
-    if data and isinstance(data[0]["embedding"], list):
-        return np.asarray([item["embedding"] for item in data], dtype=np.float32)
-    raw = b"".join([base64.b64decode(item["embedding"]) for item in data])
-    return np.frombuffer(raw, dtype="<f4").reshape(len(data), -1)
-
-
-async def _gather_all(coros: Any) -> None:
-    """Await all; on the first failure cancel the rest instead of leaving them running."""
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise

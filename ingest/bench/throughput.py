@@ -16,7 +16,8 @@ from dataclasses import replace
 from ingest.chunking import Chunker
 from ingest.embedders import Embedder, make_embedder
 from ingest.settings import IngestSettings
-from ingest.sources import open_source, sample_rows, SAMPLE
+from ingest.sources import SAMPLE, open_source, sample_rows
+from ingest.sync import run_ingest
 from schemas import Article
 
 
@@ -73,8 +74,6 @@ def run_bench(settings: IngestSettings, *, embedder_only: bool = False, repeat: 
             + f" ({seconds:,.1f} s)",
         ]
         if not embedder_only:
-            from ingest.jobs import run_ingest
-
             with tempfile.TemporaryDirectory(prefix="ingest-bench-") as folder:
                 run = replace(
                     settings,

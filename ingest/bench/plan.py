@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from typing import Sequence, TextIO
 
-from ingest.worker import A10G_PRICE_PER_HOUR
+from ingest.sharded.driver import A10G_PRICE_PER_HOUR
 
 # English Wikipedia as the reference run measured it (wikipedia 20220301.en).
 CORPUS_ARTICLES = 6_460_000  # "6.46M", as the notes round it

@@ -22,9 +22,8 @@ from dataclasses import dataclass
 
 from ingest.crashpoints import crashpoint
 from ingest.errors import MassDeleteError
-from ingest.manifest import Category, Comparison, Manifest
-from ingest.pipeline import RunSummary
-from ingest.store import QdrantStore
+from ingest.state.manifest import Category, Comparison, Manifest
+from ingest.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +84,7 @@ class RepairReport:
                 "versions: the next run redoes them)")
 
 
-def _observe(store: QdrantStore, manifest: Manifest) -> int:
+def _observe(store: Store, manifest: Manifest) -> int:
     """Aggregate every point of the collection into the manifest's `observed` table."""
     manifest.start_observing()
     seen = 0
@@ -95,7 +94,7 @@ def _observe(store: QdrantStore, manifest: Manifest) -> int:
     return seen
 
 
-def verify(store: QdrantStore, manifest: Manifest) -> DriftReport:
+def verify(store: Store, manifest: Manifest) -> DriftReport:
     """Compare the manifest with the collection, article by article (changes nothing)."""
     points = store.count()
     attributed = _observe(store, manifest)
@@ -103,14 +102,14 @@ def verify(store: QdrantStore, manifest: Manifest) -> DriftReport:
                        max(points - attributed, 0), manifest.compare())
 
 
-def repair(store: QdrantStore, manifest: Manifest) -> RepairReport:
+def repair(store: Store, manifest: Manifest) -> RepairReport:
     """Rebuild the manifest from the collection's points alone."""
     points = _observe(store, manifest)
     done, pending = manifest.rebuild_from_observed()
     return RepairReport(store.collection, manifest.path, points, done, pending)
 
 
-def reconcile(store: QdrantStore, manifest: Manifest) -> DriftReport | None:
+def reconcile(store: Store, manifest: Manifest) -> DriftReport | None:
     """Before a run: if the collection does not hold what the manifest says, find the
     articles that differ and mark them pending (this run restores them); adopt the
     articles the manifest does not know. Returns the drift found, None if none."""
@@ -129,13 +128,13 @@ def reconcile(store: QdrantStore, manifest: Manifest) -> DriftReport | None:
     return report
 
 
-def delete_unseen(store: QdrantStore, manifest: Manifest, summary: RunSummary, *, max_share: float) -> None:
-    """Delete the articles of the manifest that the snapshot lacked (`mark_seen`).
-    Refuses when they are more than `max_share` of the indexed articles: a truncated
-    or wrong snapshot must not empty the index."""
+def delete_unseen(store: Store, manifest: Manifest, *, max_share: float) -> tuple[int, int]:
+    """Delete the articles of the manifest that the snapshot lacked (`mark_seen`);
+    returns (articles, points) deleted. Refuses when they are more than `max_share`
+    of the indexed articles: a truncated or wrong snapshot must not empty the index."""
     unseen = manifest.count_unseen()
     if not unseen:
-        return
+        return 0, 0
     indexed = manifest.count()
     if unseen > max_share * indexed:
         raise MassDeleteError(
@@ -143,8 +142,10 @@ def delete_unseen(store: QdrantStore, manifest: Manifest, summary: RunSummary, *
             f"--max-delete-share {max_share:g}); nothing was deleted. Check the source, or raise "
             "--max-delete-share to delete them")
     crashpoint("before-delete")
+    articles = points = 0
     while ids := manifest.unseen(DELETE_BATCH):
         manifest.mark_pending(ids)  # if this stops half-way, the next run finishes the job
-        summary.points_deleted += store.delete_articles(ids)
+        points += store.delete_articles(ids)
         manifest.remove(ids)
-        summary.deleted += len(ids)
+        articles += len(ids)
+    return articles, points

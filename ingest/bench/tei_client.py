@@ -12,11 +12,11 @@ separate process on loopback, and measures, side by side in one run:
 - ours, `wire="base64"`: the same on TEI's `/v1/embeddings` with base64 vectors;
 
 then decoding alone on a captured response body, and point building
-(`ingest.store.build_batch`, the same for all). Because the server shares this machine's
+(`ingest.store.points.build_batch`, the same for all). Because the server shares this machine's
 cores, "CPU" columns count only this process's CPU time (`time.process_time`,
 all threads), and report chunks per second per core of client work.
 
-    python -m ingest.bench_tei --chunks 20000 --batch-size 256
+    python -m ingest bench-tei --chunks 20000 --batch-size 256
 """
 
 from __future__ import annotations
@@ -35,9 +35,10 @@ import httpx
 import numpy as np
 import orjson
 
-from ingest.embedders.tei import TEIEmbedder, decode_base64_vectors, decode_vectors
+from ingest.embedders.tei import TEIEmbedder
+from ingest.embedders.tei_wire import decode_base64_vectors, decode_vectors
 from ingest.lexical import default_spec
-from ingest.store import build_batch
+from ingest.store.points import build_batch
 from schemas import Article, Chunk, SparseSpec
 
 DIMENSION = 384

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from ingest.embedders import Embedder, make_embedder
-from ingest.pipeline import RunSummary
+from ingest.pipeline.summary import RunSummary
 from ingest.settings import IngestSettings
 from ingest.sources import SAMPLE, open_source, sample_rows
+from ingest.sync import run_ingest
 
 EDIT = "This sentence was added by an edit of the article."
 _SENTENCE_END = re.compile(r"[.!?]\s+")
@@ -65,8 +66,6 @@ def _write(path: Path, rows: list[dict[str, Any]]) -> str:
 
 def run_bench_reindex(settings: IngestSettings, *, edited: float = 0.01, removed: float = 0.005, seed: int = 0,
                       embedder: Embedder | None = None) -> str:
-    from ingest.jobs import run_ingest
-
     rows = _rows(settings)
     own = embedder is None
     embedder = embedder or make_embedder(settings.embedder)

@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-
-from qdrant_client import QdrantClient
+from typing import Callable
 
 from ingest.crashpoints import crashpoint
 from ingest.embedders import Embedder
 from ingest.errors import RebuildError
-from ingest.store import QdrantStore, aliases_of, point_alias, resolve
+from ingest.store import Store
 from schemas import CollectionSpec, PointPayload, ValidationError
 
 log = logging.getLogger(__name__)
@@ -57,12 +56,12 @@ def physical_name(name: str, spec: CollectionSpec) -> str:
     return f"{name}-{spec.fingerprint[:8]}"
 
 
-def plan_target(client: QdrantClient, name: str, spec: CollectionSpec) -> Target:
+def plan_target(store: Store, name: str, spec: CollectionSpec) -> Target:
     """Where a run with `spec` writes (see the module docstring)."""
-    resolved = resolve(client, name)
+    resolved = store.resolve(name)
     live = resolved.collection
     if live is not None:
-        live_spec = QdrantStore(client, live).read_spec()
+        live_spec = store.at(live).read_spec()
         # No record: not ours, or empty; `ensure_collection` adopts an empty one or refuses.
         if live_spec is None or live_spec.fingerprint == spec.fingerprint:
             return Target(name, live, live, legacy=not resolved.is_alias)
@@ -78,7 +77,7 @@ def check_target(target: Target, *, drop_old: bool) -> None:
             "to delete it when the new collection is ready, or use another --collection")
 
 
-def smoke_check(store: QdrantStore, embedder: Embedder) -> None:
+def smoke_check(store: Store, embedder: Embedder) -> None:
     """A query through the new collection must find points with a valid payload."""
     some = store.any_point()
     if some is None:
@@ -94,23 +93,35 @@ def smoke_check(store: QdrantStore, embedder: Embedder) -> None:
                            "the alias stays where it was") from exc
 
 
-def go_live(client: QdrantClient, target: Target, *, drop_old: bool) -> str | None:
+def go_live(store: Store, target: Target, *, drop_old: bool) -> str | None:
     """Point `target.name` at `target.collection`; with `drop_old`, delete the
     collection it led to. Returns the dropped collection's name, if any."""
     crashpoint("before-alias-switch")
     if target.legacy and target.live is not None:
-        QdrantStore(client, target.live).drop()  # frees the name for the alias
-        point_alias(client, target.name, target.collection, replace_alias=False)
+        store.at(target.live).drop()  # frees the name for the alias
+        store.point_alias(target.name, target.collection, replace_alias=False)
         log.info("replaced collection %s by %s, now behind the alias %s", target.live, target.collection, target.name)
         return target.live
-    point_alias(client, target.name, target.collection, replace_alias=target.live is not None)
+    store.point_alias(target.name, target.collection, replace_alias=target.live is not None)
     log.info("alias %s now leads to %s%s", target.name, target.collection,
              f" (was {target.live})" if target.live else "")
     if not drop_old or target.live is None:
         return None
-    others = aliases_of(client, target.live)
+    others = store.aliases_of(target.live)
     if others:
         log.warning("kept %s: other aliases still lead to it (%s)", target.live, ", ".join(others))
         return None
-    QdrantStore(client, target.live).drop()
+    store.at(target.live).drop()
     return target.live
+
+
+def switch(store: Store, target: Target, embedder: Embedder, *, drop_old: bool,
+           forget: Callable[[str], None]) -> str:
+    """Check the built collection with a smoke query, move the alias onto it, and
+    `forget` (the state of) the collection dropped, if any. Returns the report line."""
+    smoke_check(store.at(target.collection), embedder)
+    dropped = go_live(store, target, drop_old=drop_old)
+    if dropped:
+        forget(dropped)
+    return f"{target.name} now leads to {target.collection}" + (
+        f" (was {target.live}{', dropped' if dropped else ', kept'})" if target.live else "")

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
-from ingest.errors import RunLockedError, StateError
+from ingest.errors import StateError
 
 log = logging.getLogger(__name__)
 
@@ -382,55 +382,3 @@ def _row(row: tuple) -> ManifestRow:
 def _chunks(items: list[str]) -> Iterator[list[str]]:
     for start in range(0, len(items), _CHUNK):
         yield items[start:start + _CHUNK]
-
-
-# -- where the state lives ---------------------------------------------------------------
-def default_state_dir(qdrant_path: str | None, qdrant_url: str | None) -> Path | None:
-    """Next to a local store (`qdrant_data` -> `qdrant_data-state`); `./ingest_state`
-    for a server; None (in memory) for a ":memory:" store."""
-    if qdrant_url:
-        return Path("ingest_state")
-    if qdrant_path in (None, ":memory:"):
-        return None
-    path = Path(qdrant_path)
-    return path.with_name(path.name + "-state")
-
-
-def manifest_path(state_dir: Path, collection: str) -> Path:
-    return state_dir / f"{collection}.sqlite"
-
-
-class RunLock:
-    """One writer per collection: an advisory lock file beside its manifest.
-    Released by the kernel when the process dies, however it dies."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self._handle = None
-
-    def __enter__(self) -> "RunLock":
-        if self.path is None:
-            return self
-        import fcntl
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise RunLockedError(f"another run is writing this collection ({holder} holds {self.path}): "
-                                 "wait for it to finish") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
-        self._handle = handle
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None

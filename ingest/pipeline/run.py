@@ -1,0 +1,200 @@
+"""The ingest pipeline: source rows → articles → chunks → vectors → Qdrant points,
+incremental and resumable through the manifest (`ingest.state.manifest`).
+
+Three stages overlap: this thread reads, checks and chunks, one thread embeds, one
+writes. Bounded queues between them keep memory flat whatever the corpus size,
+and a failure in any stage stops the others and is raised here.
+
+- Change detection, before any embedding: articles are looked up in the manifest
+  a batch at a time, and one whose hash matches its row is skipped before it is
+  even chunked. Only new and changed articles cost writes, so a run that was
+  stopped and started again skips what it had finished. Inside a changed article
+  (or one a stopped run left pending), a chunk whose hash is the stored point's at
+  the same index keeps its stored vector: only changed chunks are embedded.
+- Completion, after the writes: the writer marks an article pending before its
+  first point goes out; once the window holding its last chunk is acknowledged it
+  deletes the article's stale points (chunks at or past its new count, and chunks
+  the embedder refused this time), and only then writes its manifest row.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Iterable, Iterator
+
+from ingest.chunking import Chunker
+from ingest.crashpoints import crashpoint
+from ingest.embedders.base import Embedder, PassageEmbeddings
+from ingest.pipeline.deadletters import DeadLetter, DeadLetterSink
+from ingest.pipeline.progress import Progress
+from ingest.pipeline.summary import RunSummary
+from ingest.pipeline.windows import Finished, Window, embed_window, stale_chunks, windows
+from ingest.state.manifest import Manifest, ManifestRow
+from ingest.store import Store
+from schemas import Article, ValidationError
+
+log = logging.getLogger(__name__)
+
+_DONE = object()
+
+
+def articles_from_rows(
+    rows: Iterable[dict], summary: RunSummary, dead_letters: DeadLetterSink, invalid_ids: list[str] | None = None
+) -> Iterator[Article]:
+    """Validate rows; an invalid one is dead-lettered and counted (its id, if it has
+    one, added to `invalid_ids`), and the run goes on."""
+    for position, row in enumerate(rows):
+        summary.articles += 1
+        try:
+            article = Article.from_row(row, position=position)
+        except ValidationError as exc:
+            summary.invalid += 1
+            if invalid_ids is not None and row.get("id") not in (None, ""):
+                invalid_ids.append(str(row["id"]))
+            log.warning("skipping %s", exc)
+            dead_letters.write(
+                DeadLetter("article", str(row.get("id")) if row.get("id") is not None else None,
+                           None, None, str(exc), row.get("title") if isinstance(row.get("title"), str) else None)
+            )
+            continue
+        if not article.text.strip():
+            summary.skipped_empty += 1
+            continue
+        yield article
+
+
+class _Stage(threading.Thread):
+    """A worker thread that takes items from `inbox` until the sentinel.
+
+    It always consumes its inbox to the end, so putting into it never blocks for
+    good: after its own failure it discards, and a stage with `skip_when_stopped`
+    discards once the run is stopping (no point embedding what will not be written).
+    The writer has it off: what was embedded before a failure upstream still lands."""
+
+    def __init__(self, name: str, inbox: queue.Queue, work, stop: threading.Event,
+                 *, skip_when_stopped: bool) -> None:
+        super().__init__(name=name, daemon=True)
+        self.inbox, self.work, self.stop, self.skip = inbox, work, stop, skip_when_stopped
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        while (item := self.inbox.get()) is not _DONE:
+            if self.error is not None or (self.skip and self.stop.is_set()):
+                continue
+            try:
+                self.work(item)
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                self.error = exc
+                self.stop.set()
+
+
+def run_pipeline(
+    rows: Iterable[dict],
+    *,
+    chunker: Chunker,
+    embedder: Embedder,
+    store: Store,
+    dead_letters: DeadLetterSink,
+    window: int = 512,
+    progress: Progress | None = None,
+    manifest: Manifest | None = None,
+    track_seen: bool = False,
+) -> RunSummary:
+    """Ingest the new and changed articles of `rows` into `store`, recording them in
+    `manifest` (a throw-away one by default: then every article is new). With
+    `track_seen`, the manifest remembers the ids met, for deleting the others after.
+    Returns the run's counts and timings."""
+    summary = RunSummary()
+    progress = progress or Progress(None, enabled=False)
+    manifest = manifest or Manifest.memory()
+    stop = threading.Event()
+    to_embed: queue.Queue = queue.Queue(maxsize=2)
+    to_write: queue.Queue = queue.Queue(maxsize=2)
+    in_progress: set[str] = set()  # marked pending, row not yet written
+    refused: dict[str, list[int]] = {}  # chunk indices refused, per article in progress
+    started = time.perf_counter()
+
+    def embed(item: Window) -> None:
+        result = None
+        if item.pairs:
+            t0 = time.perf_counter()
+            result = embed_window(embedder, item)
+            summary.embed_seconds += time.perf_counter() - t0
+        to_write.put((item, result))
+
+    def write(item: tuple[Window, PassageEmbeddings | None]) -> None:
+        window_, result = item
+        fresh = [i for i in window_.article_ids() if i not in in_progress]
+        if fresh:
+            manifest.mark_pending(fresh)
+            in_progress.update(fresh)
+        pairs = window_.pairs
+        keep = list(range(len(pairs)))
+        if result is not None and result.rejected:
+            rejected = {r.index: r for r in result.rejected}
+            for index, rejection in rejected.items():
+                article, chunk = pairs[index]
+                dead_letters.write(DeadLetter("chunk", article.id, chunk.chunk_index, rejection.status,
+                                              rejection.message, article.title))
+                refused.setdefault(article.id, []).append(chunk.chunk_index)
+            summary.rejected_chunks += len(rejected)
+            keep = [i for i in keep if i not in rejected]
+        crashpoint("before-upsert")
+        if keep:
+            t0 = time.perf_counter()
+            store.upsert_pairs([pairs[i] for i in keep], result.vectors[keep])
+            summary.write_seconds += time.perf_counter() - t0
+            summary.points_written += len(keep)
+        if window_.finished:
+            finish(window_.finished)
+        progress.update(summary.articles, summary.chunks, summary.points_written)
+
+    def finish(finished: list[Finished]) -> None:
+        stale, rows = [], []
+        for done in finished:
+            indices = refused.pop(done.article.id, [])
+            selection = stale_chunks(done, indices)
+            if selection is not None:
+                stale.append(selection)
+            rows.append(ManifestRow(done.article.id, done.article_hash, done.chunk_count, len(indices)))
+        if stale:
+            summary.points_deleted += store.delete_chunks(stale)
+        crashpoint("before-manifest-write")
+        manifest.complete(rows)
+        in_progress.difference_update(row.article_id for row in rows)
+
+    embed_stage = _Stage("embed", to_embed, embed, stop, skip_when_stopped=True)
+    write_stage = _Stage("write", to_write, write, stop, skip_when_stopped=False)
+    embed_stage.start()
+    write_stage.start()
+    # An invalid row keeps the version already indexed (its id counts as seen); an
+    # empty article is not seen, so a reindex deletes it.
+    invalid_ids: list[str] = []
+    try:
+        articles = articles_from_rows(rows, summary, dead_letters, invalid_ids)
+        for item in windows(articles, chunker, window, summary, manifest, store, track_seen=track_seen):
+            if stop.is_set():
+                break
+            to_embed.put(item)
+        if track_seen and invalid_ids:
+            manifest.mark_seen(invalid_ids)
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        to_embed.put(_DONE)
+        embed_stage.join()
+        to_write.put(_DONE)
+        write_stage.join()
+        summary.seconds = time.perf_counter() - started
+        progress.update(summary.articles, summary.chunks, summary.points_written, force=True)
+        progress.close()
+    for stage in (embed_stage, write_stage):
+        if stage.error is not None:
+            raise stage.error
+    if dead_letters.count:
+        summary.dead_letter = dead_letters.where
+    return summary

@@ -1,0 +1,60 @@
+"""What a run did: counts and timings, and the two lines the command line prints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class RunSummary:
+    articles: int = 0
+    skipped_empty: int = 0
+    invalid: int = 0
+    chunks: int = 0  # chunks written: embedded or reused
+    reused: int = 0  # chunks of changed articles that kept their stored vector
+    characters: int = 0
+    points_written: int = 0
+    rejected_chunks: int = 0
+    seconds: float = 0.0
+    embed_seconds: float = 0.0
+    write_seconds: float = 0.0
+    dead_letter: str | None = None
+    added: int = 0  # articles: new to the collection
+    changed: int = 0  # in it, in another version (or left pending by a stopped run)
+    unchanged: int = 0  # in it as they are: skipped
+    deleted: int = 0  # in it, absent from the snapshot: deleted
+    points_deleted: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def failed(self) -> int:
+        return self.invalid + self.rejected_chunks
+
+    @property
+    def embedded(self) -> int:
+        return self.chunks - self.reused
+
+    @property
+    def chunks_per_second(self) -> float:
+        return self.chunks / self.seconds if self.seconds else 0.0
+
+    def line(self) -> str:
+        share = 100 * self.embed_seconds / self.seconds if self.seconds else 0.0
+        text = (
+            f"articles read {self.articles:,}, skipped (empty) {self.skipped_empty:,}, "
+            f"invalid {self.invalid:,}, chunks {self.chunks:,}, points written {self.points_written:,}, "
+            f"rejected chunks {self.rejected_chunks:,}, {self.seconds:,.1f} s, "
+            f"{self.chunks_per_second:,.1f} chunks/s, {self.characters / max(self.seconds, 1e-9):,.0f} chars/s, "
+            f"embedder {share:.0f}% of wall time"
+        )
+        if self.dead_letter:
+            text += f"; dead letters in {self.dead_letter}"
+        return text
+
+    def report(self) -> str:
+        """What changed: the line `run` and `reindex` end with."""
+        return (
+            f"articles added {self.added:,}, changed {self.changed:,}, unchanged {self.unchanged:,}, "
+            f"deleted {self.deleted:,}; chunks embedded {self.embedded:,}, reused {self.reused:,}; points written "
+            f"{self.points_written:,}, deleted {self.points_deleted:,}; {self.seconds:,.1f} s"
+        )

@@ -1,0 +1,146 @@
+"""The pipeline's unit of work: a window of chunks for one embedder call, built
+from the new and changed articles only (change detection happens here, before any
+embedding), and what an article's completion must clean up.
+
+- Articles are looked up in the manifest a batch at a time; one whose hash matches
+  its row is counted and skipped before it is even chunked.
+- Inside a changed article (or one a stopped run left pending), a chunk whose hash
+  is the stored point's at the same index keeps its stored vector: only changed
+  chunks are embedded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from ingest.chunking import Chunker
+from ingest.embedders.base import Embedder, PassageEmbeddings
+from ingest.pipeline.summary import RunSummary
+from ingest.state.manifest import Manifest, ManifestRow
+from ingest.store import ChunkSelection, Store
+from schemas import Article, Chunk
+
+LOOKUP_BATCH = 256  # articles per manifest lookup
+Pair = tuple[Article, Chunk]
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """An article all of whose chunks are in this window or an earlier one."""
+
+    article: Article
+    article_hash: str
+    previous: ManifestRow | None
+    chunk_count: int
+
+
+@dataclass(slots=True)
+class Window:
+    """Chunks for one embedder call (less those with a stored vector to reuse), and
+    the articles whose last chunk they hold."""
+
+    pairs: list[Pair] = field(default_factory=list)
+    finished: list[Finished] = field(default_factory=list)
+    reused: dict[int, np.ndarray] = field(default_factory=dict)  # position in `pairs` -> vector
+
+    def article_ids(self) -> list[str]:
+        return list(dict.fromkeys([a.id for a, _ in self.pairs] + [f.article.id for f in self.finished]))
+
+
+def windows(articles: Iterable[Article], chunker: Chunker, size: int, summary: RunSummary,
+            manifest: Manifest, store: Store, *, track_seen: bool = False) -> Iterator[Window]:
+    """Chunks of the new and changed articles, in windows of `size` (the last one
+    may be smaller, never dropped); unchanged articles are counted and skipped."""
+    window = Window()
+
+    def add(article: Article, chunk: Chunk, vector: np.ndarray | None) -> Iterator[Window]:
+        nonlocal window
+        if vector is not None:
+            window.reused[len(window.pairs)] = vector
+            summary.reused += 1
+        else:
+            summary.characters += len(chunk.embed_text)  # what the embedder reads
+        window.pairs.append((article, chunk))
+        summary.chunks += 1
+        if len(window.pairs) >= size:
+            yield window
+            window = Window()
+
+    for batch in _batches(articles, LOOKUP_BATCH):
+        ids = [a.id for a in batch]
+        known = manifest.lookup(ids)
+        if track_seen:
+            manifest.mark_seen(ids)
+        revisited: list[tuple[Article, str, ManifestRow, list[Chunk]]] = []
+        for article in batch:
+            digest = article.content_hash
+            previous = known.get(article.id)
+            if previous is not None and previous.matches(digest):
+                summary.unchanged += 1
+                continue
+            if previous is None or previous.article_hash is None:
+                summary.added += 1
+            else:
+                summary.changed += 1
+            if previous is not None:  # points may exist: chunked now, checked against them below
+                revisited.append((article, digest, previous, list(chunker.chunks(article))))
+                continue
+            count = 0
+            for chunk in chunker.chunks(article):  # lazily: an article may be megabytes
+                yield from add(article, chunk, None)
+                count += 1
+            window.finished.append(Finished(article, digest, None, count))
+        if not revisited:
+            continue
+        stored = store.stored_vectors([c.point_id for *_, chunks in revisited for c in chunks])
+        for article, digest, previous, chunks in revisited:
+            for chunk in chunks:
+                kept = stored.get(chunk.point_id)
+                yield from add(article, chunk, kept[1] if kept and kept[0] == chunk.content_hash else None)
+            window.finished.append(Finished(article, digest, previous, len(chunks)))
+    if window.pairs or window.finished:
+        yield window
+
+
+def _batches(items: Iterable[Article], size: int) -> Iterator[list[Article]]:
+    batch: list[Article] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def stale_chunks(finished: Finished, refused: list[int]) -> ChunkSelection | None:
+    """Points of an earlier version that the new one does not overwrite: chunks at
+    or past its new count, and the chunks refused this time."""
+    previous = finished.previous
+    if previous is None:
+        return None  # never written: nothing can be stale
+    unknown = previous.pending or previous.chunk_count is None  # a stopped run may have written anything
+    shrunk = unknown or previous.chunk_count > finished.chunk_count
+    old = [i for i in refused if unknown or i < previous.chunk_count]
+    if not shrunk and not old:
+        return None
+    return ChunkSelection(finished.article.id, finished.chunk_count if shrunk else None, tuple(old))
+
+
+def embed_window(embedder: Embedder, window: Window) -> PassageEmbeddings:
+    """Vectors for every chunk of the window: the reused ones as stored, the others embedded."""
+    if not window.reused:
+        return embedder.embed_passages([chunk.embed_text for _, chunk in window.pairs])
+    todo = [i for i in range(len(window.pairs)) if i not in window.reused]
+    vectors = np.empty((len(window.pairs), embedder.spec.dimension), dtype=np.float32)
+    for i, vector in window.reused.items():
+        vectors[i] = vector
+    rejected = []
+    if todo:
+        result = embedder.embed_passages([window.pairs[i][1].embed_text for i in todo])
+        vectors[todo] = result.vectors
+        rejected = [replace(r, index=todo[r.index]) for r in result.rejected]
+    return PassageEmbeddings(vectors, rejected)

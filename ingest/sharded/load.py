@@ -1,0 +1,97 @@
+"""Before and after the shards of a sharded load: `prepare_load` picks the
+collection to build (`ingest.state.rebuild`) and creates it for a bulk load;
+`finish_load` turns the shard records into its manifest, builds its graph, checks
+it with a smoke query and moves the alias onto it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from ingest.embedders import make_embedder
+from ingest.errors import RebuildError
+from ingest.settings import IngestSettings
+from ingest.sharded.records import ShardRecords
+from ingest.state.files import Checkpoint, open_manifest, remove_state
+from ingest.state.rebuild import Target, check_target, plan_target, switch
+from ingest.store import open_store
+from ingest.sync import collection_spec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadPlan:
+    """What `prepare_load` decided; travels back to the driver (pickled)."""
+
+    name: str
+    collection: str  # the physical collection the shards write
+    live: str | None
+    created: bool
+    records: str  # the folder of this run's shard records
+    finished: list = field(default_factory=list)  # ShardResults recorded by an earlier attempt
+
+
+def prepare_load(settings: IngestSettings, *, records_root: str, key: str, fresh: bool = False) -> LoadPlan:
+    """Pick the collection the shards build (never the live one: a sharded load
+    rewrites every article and could not delete what the snapshot lacks; the
+    incremental `reindex` updates a live collection) and create it for a bulk load
+    (payload indexes first, HNSW deferred). A collection left by anything but an
+    earlier attempt of this very run (same key), or any with `fresh`, is dropped
+    and started over."""
+    embedder = make_embedder(settings.embedder)
+    store = open_store(settings.store)
+    try:
+        spec = collection_spec(settings, embedder)
+        target = plan_target(store, settings.store.collection, spec)
+        check_target(target, drop_old=settings.drop_old)
+        if target.in_place:
+            raise RebuildError(
+                f"{target.name!r} already leads to {target.collection!r}, built with these settings: update it "
+                "with the incremental reindex (modal run -m ingest.modal_app::reindex); a sharded load builds "
+                "collections that are not live yet")
+        records = ShardRecords(Path(records_root) / target.collection / key)
+        built = store.at(target.collection)
+        exists = built.exists()
+        finished = records.finished() if exists and not fresh else []
+        if exists and not finished:
+            log.warning("dropping %s: not live, and not left by an earlier attempt of this run", target.collection)
+            built.drop()
+        if not finished:
+            records.clear()
+        created = built.ensure_collection(spec, bulk_load=True)
+        return LoadPlan(target.name, target.collection, target.live, created, str(records.folder), finished)
+    finally:
+        embedder.close()
+        store.close()
+
+
+def finish_load(settings: IngestSettings, plan: LoadPlan, *, state_dir: str | None,
+                checkpoint: Checkpoint | None = None, partial: bool = False, wait_seconds: float = 0.0) -> str:
+    """After the last shard: the records become the manifest, the HNSW graph is
+    built, a smoke query checks the collection and the alias moves onto it (not
+    after a `partial` load while another collection is live). Returns a report line."""
+    store_settings = replace(settings.store, state_dir=state_dir)
+    embedder = make_embedder(settings.embedder)
+    store = open_store(store_settings)
+    try:
+        built = store.at(plan.collection)
+        spec = collection_spec(settings, embedder)
+        with open_manifest(store_settings, plan.collection, spec.fingerprint, checkpoint=checkpoint) as manifest:
+            manifest.clear()
+            merged = ShardRecords(Path(plan.records)).merge_into(manifest)
+        built.finish_bulk_load(wait_seconds=wait_seconds)
+        now = store.resolve(plan.name)  # where the name leads at the end, whatever it was at the start
+        target = Target(plan.name, plan.collection, now.collection,
+                        legacy=now.collection is not None and not now.is_alias)
+        line = f"manifest of {plan.collection}: {merged:,} articles"
+        if target.in_place:
+            return line + f"; {plan.name} already leads to it"
+        if partial and target.live is not None:
+            return line + f"; {plan.name} still leads to {target.live} (a --limit load does not switch)"
+        return line + "; " + switch(store, target, embedder, drop_old=settings.drop_old,
+                                    forget=lambda dropped: remove_state(store_settings, dropped))
+    finally:
+        embedder.close()
+        store.close()

@@ -1,0 +1,133 @@
+"""What one GPU container does with one shard, in plain Python: a slice of a
+`save_to_disk` dataset through the ordinary pipeline, embedding on the container's
+own TEI server and writing straight to Qdrant. `ingest.modal_app` only wraps it.
+
+    >>> result = ingest_shard("/data/wiki", 0, 5_000, settings=settings)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+from ingest.embedders import Embedder, make_embedder
+from ingest.embedders.base import all_vectors
+from ingest.errors import CollectionMismatchError, SettingsError, SourceError
+from ingest.pipeline.deadletters import MemorySink
+from ingest.pipeline.progress import Progress
+from ingest.pipeline.run import run_pipeline
+from ingest.pipeline.summary import RunSummary
+from ingest.settings import IngestSettings
+from ingest.state.manifest import Manifest
+from ingest.store import Store, open_store
+from ingest.sync import collection_spec, make_chunker
+from schemas import CollectionSpec
+
+
+@dataclass(frozen=True, slots=True)
+class ShardResult:
+    """What one shard did: its rows, the run's summary and its dead letters; plain
+    data, so it pickles back to the driver and is recorded as JSON."""
+
+    start: int
+    stop: int
+    summary: RunSummary = field(default_factory=RunSummary)
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def shard(self) -> tuple[int, int]:
+        return (self.start, self.stop)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"start": self.start, "stop": self.stop, "summary": asdict(self.summary),
+                "dead_letters": self.dead_letters}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ShardResult":
+        """Also reads the flat records written before results carried a `RunSummary`."""
+        if "summary" in data:
+            summary = RunSummary(**data["summary"])
+        else:
+            flat = {k: v for k, v in data.items() if k in RunSummary.__dataclass_fields__}
+            summary = RunSummary(**flat, rejected_chunks=data.get("rejected", 0))
+        return cls(data["start"], data["stop"], summary, list(data.get("dead_letters") or []))
+
+
+def embed_texts(embedder: Embedder, texts: Sequence[str]) -> list[list[float]]:
+    """Vectors as plain lists (what the Modal `embed` method returns); raises
+    `InputRejected` for the first input the server refused."""
+    return all_vectors(embedder.embed_passages(list(texts)), where="the container's TEI server").tolist()
+
+
+def load_rows(dataset_path: str, start: int, stop: int):
+    """Rows [start, stop) of a `save_to_disk` dataset (memory-mapped; nothing is
+    read before it is iterated). `stop` past the end is clipped."""
+    import datasets  # memory-maps Arrow files; imported where a shard is read, not to plan one
+
+    datasets.disable_progress_bars()
+    try:
+        dataset = datasets.load_from_disk(str(dataset_path))
+    except (FileNotFoundError, ValueError) as exc:
+        raise SourceError(
+            f"no saved dataset at {dataset_path} ({exc}): run the download step first "
+            "(modal run -m ingest.modal_app::download_dataset)"
+        ) from exc
+    if isinstance(dataset, datasets.DatasetDict):
+        dataset = dataset["train"] if "train" in dataset else next(iter(dataset.values()))
+    stop = min(stop, len(dataset))
+    return dataset.select(range(min(start, stop), stop))
+
+
+def ingest_shard(
+    dataset_path: str,
+    start: int,
+    stop: int,
+    *,
+    settings: IngestSettings,
+    manifest: Manifest | None = None,
+) -> ShardResult:
+    """Chunk, embed (with `settings.embedder`: the container's TEI) and upsert rows
+    [start, stop) of the dataset saved at `dataset_path` into the collection
+    `settings.store` names, creating it first if needed. Idempotent: point ids are
+    deterministic, so a retried shard overwrites its own points. `manifest` (a
+    throw-away one by default) receives the shard's articles as they land."""
+    if not 0 <= start <= stop:
+        raise SettingsError(f"shard [{start}, {stop}) is not a range of rows")
+    rows = load_rows(dataset_path, start, stop)
+    dead_letters = MemorySink(f"shard [{start}, {stop})")
+    with ExitStack() as stack:
+        embedder = make_embedder(settings.embedder)
+        stack.callback(embedder.close)
+        store = open_store(settings.store)  # exactly this collection: the driver picked it
+        stack.callback(store.close)
+        ensure_collection(store, collection_spec(settings, embedder))
+        summary = run_pipeline(
+            rows,
+            chunker=make_chunker(settings, embedder),
+            embedder=embedder,
+            store=store,
+            dead_letters=dead_letters,
+            window=settings.window,
+            progress=Progress(len(rows), enabled=settings.progress),
+            manifest=manifest,
+        )
+    return ShardResult(start, stop, summary, dead_letters.records)
+
+
+def ensure_collection(store: Store, spec: CollectionSpec) -> None:
+    """`store.ensure_collection`, tolerating the race of many shards starting at
+    once: if creating fails because another shard just created it, check the
+    collection it made against ours instead."""
+    try:
+        store.ensure_collection(spec)
+    except CollectionMismatchError:
+        raise
+    except Exception as exc:
+        try:
+            exists = store.exists()
+        except Exception:
+            raise exc from None
+        if not exists:
+            raise
+        store.ensure_collection(spec)  # raises CollectionMismatchError if it differs

@@ -1,0 +1,33 @@
+"""Where the vectors live, behind one interface (`Store`, in `ingest.store.base`):
+
+- `ingest.store.local`: the embedded default, a folder in this process;
+- `ingest.store.server`: a Qdrant server or cluster (`--qdrant-url`).
+
+`open_store(settings)` picks the backend the settings name."""
+
+from __future__ import annotations
+
+from ingest.settings import StoreSettings
+from ingest.store.base import ChunkSelection, PayloadFilter, Resolved, Store, StoredHit
+from ingest.store.local import LocalStore
+from ingest.store.server import ServerStore
+
+__all__ = ["ChunkSelection", "PayloadFilter", "Resolved", "Store", "StoredHit", "open_live", "open_store"]
+
+
+def open_store(settings: StoreSettings, collection: str | None = None) -> Store:
+    """A store bound to `collection` (default: the settings' name, as given: an alias,
+    usually; `store.at(store.resolve(name).collection)` follows it)."""
+    collection = collection or settings.collection
+    if settings.qdrant_url:
+        return ServerStore.connect(settings.qdrant_url, collection=collection, api_key=settings.qdrant_api_key,
+                                   prefer_grpc=settings.prefer_grpc, timeout=settings.timeout,
+                                   location=settings.location)
+    return LocalStore.open(settings.qdrant_path or "qdrant_data", collection=collection)
+
+
+def open_live(settings: StoreSettings) -> Store:
+    """A store bound to the collection the settings' name leads to now (through its
+    alias, if any; the name itself when nothing has it yet)."""
+    store = open_store(settings)
+    return store.at(store.resolve(settings.collection).collection or settings.collection)

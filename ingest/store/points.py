@@ -1,0 +1,98 @@
+"""Points as qdrant-client models: the upsert body on every backend's hot path, and
+the filters the store's neutral types (`ingest.store.base`) stand for."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+from qdrant_client import models
+
+from ingest.lexical import SPARSE_VECTOR, passage_vector
+from ingest.store.base import ChunkSelection, PayloadFilter
+from schemas import Article, Chunk, SparseSpec
+
+DENSE_VECTOR = ""  # the dense vector keeps Qdrant's default (unnamed) slot, as before sparse vectors came
+
+# Bodies well under Qdrant's 32 MB REST limit and quick to retry. Estimated per point:
+# its text and title (UTF-8, JSON-escaped), its floats as JSON text, and the other fields.
+MAX_REQUEST_BYTES = 8 * 1024 * 1024
+_BYTES_PER_FLOAT = 12
+_POINT_OVERHEAD_BYTES = 400
+
+
+def dense_vector(vector: Any) -> Any:
+    """A point's dense vector, whether Qdrant returned it alone or beside its sparse one."""
+    return vector.get(DENSE_VECTOR) if isinstance(vector, dict) else vector
+
+
+def split_by_bytes(pairs: Sequence[tuple[Article, Chunk]], dimension: int,
+                   max_bytes: int = MAX_REQUEST_BYTES) -> list[slice]:
+    """Slices of `pairs` whose estimated request size stays under `max_bytes`."""
+    slices, start, size = [], 0, 0
+    for index, (article, chunk) in enumerate(pairs):
+        # text and title twice (JSON escapes), and about as much again for a sparse vector
+        point = (len(chunk.text) * 4 + (len(article.title) + len(article.url)) * 2) + dimension * _BYTES_PER_FLOAT
+        point += _POINT_OVERHEAD_BYTES
+        if index > start and size + point > max_bytes:
+            slices.append(slice(start, index))
+            start, size = index, 0
+        size += point
+    if start < len(pairs):
+        slices.append(slice(start, len(pairs)))
+    return slices
+
+
+def build_batch(
+    pairs: Sequence[tuple[Article, Chunk]], vectors: np.ndarray, sparse: SparseSpec | None = None
+) -> models.Batch:
+    """Column-oriented upsert body, built for speed: it is on every backend's hot path.
+
+    Each article's hash is computed once per batch (not once per chunk), payloads are
+    plain dicts with the fields of `PointPayload`, and the vectors, float32 already
+    checked at the embedder boundary, skip pydantic's per-float validation. With
+    `sparse`, each point also gets its lexical vector (`ingest.lexical`), made from
+    the text the model saw."""
+    article_hashes: dict[int, str] = {}
+    ids, payloads = [], []
+    for article, chunk in pairs:
+        article_hash = article_hashes.get(id(article))
+        if article_hash is None:
+            article_hash = article_hashes[id(article)] = article.content_hash
+        ids.append(chunk.point_id)
+        payloads.append({
+            "id": article.id, "url": article.url, "title": article.title, "text": chunk.text,
+            "chunk_index": chunk.chunk_index, "start": chunk.start, "end": chunk.end,
+            "chunk_hash": chunk.content_hash, "article_hash": article_hash,
+        })
+    dense = vectors.tolist()
+    if sparse is None:
+        return models.Batch.model_construct(ids=ids, vectors=dense, payloads=payloads)
+    lexical = []
+    for _, chunk in pairs:
+        indices, values = passage_vector(chunk.embed_text, sparse)
+        lexical.append(models.SparseVector.model_construct(indices=indices, values=values))
+    return models.Batch.model_construct(ids=ids, vectors={DENSE_VECTOR: dense, SPARSE_VECTOR: lexical},
+                                        payloads=payloads)
+
+
+def selection_filter(selection: ChunkSelection) -> models.Filter:
+    which: list[models.Condition] = []
+    if selection.from_index is not None:
+        which.append(models.FieldCondition(key="chunk_index", range=models.Range(gte=selection.from_index)))
+    if selection.indices:
+        which.append(models.FieldCondition(key="chunk_index", match=models.MatchAny(any=list(selection.indices))))
+    article = models.FieldCondition(key="id", match=models.MatchValue(value=selection.article_id))
+    return models.Filter(must=[article], should=which or None)
+
+
+def articles_filter(article_ids: Sequence[str]) -> models.Filter:
+    return models.Filter(must=[models.FieldCondition(key="id", match=models.MatchAny(any=list(article_ids)))])
+
+
+def payload_filter(where: PayloadFilter | None) -> models.Filter | None:
+    """Qdrant's filter for `where`: every given part must hold, any of its values."""
+    if where is None or not where.conditions():
+        return None
+    return models.Filter(must=[models.FieldCondition(key=key, match=models.MatchAny(any=list(values)))
+                               for key, values in where.conditions()])

@@ -1,0 +1,361 @@
+"""The `Store` on a Qdrant server or cluster, through `qdrant-client`.
+
+What a server adds over the embedded default: payload indexes created before the
+load, the HNSW graph deferred during a bulk load and built once at the end,
+grouped queries for the per-article cap, prefetch + RRF fusion on the server, and
+retries of transient faults (timeouts, dropped connections, 5xx, gRPC UNAVAILABLE).
+
+    >>> store = ServerStore.connect("http://localhost:6333", collection="wikipedia")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from ingest.crashpoints import crashpoint
+from ingest.lexical import SPARSE_VECTOR
+from ingest.store.base import (
+    FILTER_FIELDS,
+    FUSION_DEPTH,
+    RRF_K,
+    ChunkRef,
+    ChunkSelection,
+    PayloadFilter,
+    Resolved,
+    SparseQuery,
+    StoredHit,
+)
+from ingest.store.points import (
+    MAX_REQUEST_BYTES,
+    articles_filter,
+    build_batch,
+    dense_vector,
+    payload_filter,
+    selection_filter,
+    split_by_bytes,
+)
+from ingest.store.specs import check_adoptable, check_compatible
+from schemas import Article, Chunk, CollectionSpec, SparseSpec
+
+log = logging.getLogger(__name__)
+
+HNSW_M = 16
+# Indexed before the load, since building an index over a loaded collection is slower.
+PAYLOAD_INDEXES = {name: models.PayloadSchemaType.KEYWORD for name in FILTER_FIELDS}
+_UNREAD = object()
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Server hiccups worth retrying: timeouts, dropped connections, 5xx, gRPC UNAVAILABLE."""
+    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+    if isinstance(exc, ResponseHandlingException):
+        return True
+    if isinstance(exc, UnexpectedResponse):
+        return exc.status_code in (429, 500, 502, 503, 504)
+    try:
+        import grpc  # qdrant-client's dependency, but only its gRPC path needs it
+    except ImportError:  # pragma: no cover
+        return False
+    if isinstance(exc, grpc.RpcError):
+        code = exc.code() if callable(getattr(exc, "code", None)) else None
+        return code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    return False
+
+
+_retry_transient = retry(
+    retry=retry_if_exception(_is_transient),
+    wait=wait_exponential_jitter(initial=0.5, max=20),
+    stop=stop_after_attempt(8),
+    reraise=True,
+)
+
+
+class ServerStore:
+    """One collection on a Qdrant server, through a `QdrantClient` (see the module docstring).
+
+    `LocalStore` (`ingest.store.local`) builds on this class: qdrant-client's local
+    mode speaks the same API in process."""
+
+    def __init__(self, client: QdrantClient, collection: str, *, location: str = "",
+                 max_request_bytes: int = MAX_REQUEST_BYTES) -> None:
+        self.client = client
+        self.collection = collection
+        self.location = location
+        self.max_request_bytes = max_request_bytes
+        self._guard: Any = contextlib.nullcontext()  # a server takes concurrent calls
+        self._sparse: Any = _UNREAD  # the collection's SparseSpec (or None), read before the first write
+        self._deferred = False  # this connection created the collection with its graph deferred
+
+    @classmethod
+    def connect(cls, url: str, *, collection: str, api_key: str | None = None, prefer_grpc: bool = True,
+                timeout: int = 120, location: str | None = None) -> "ServerStore":
+        client = QdrantClient(url=url, api_key=api_key, prefer_grpc=prefer_grpc, timeout=timeout)
+        return cls(client, collection, location=location or url)
+
+    def at(self, collection: str) -> "ServerStore":
+        other = type(self).__new__(type(self))
+        other.__dict__.update(self.__dict__)
+        other.collection, other._sparse, other._deferred = collection, _UNREAD, False
+        return other
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.location!r}, collection={self.collection!r})"
+
+    @property
+    def sparse(self) -> SparseSpec | None:
+        """How the collection's lexical vectors are made; None if it has none."""
+        if self._sparse is _UNREAD:
+            spec = self.read_spec()
+            self._sparse = spec.sparse if spec else None
+        return self._sparse
+
+    # -- names -------------------------------------------------------------
+    def resolve(self, name: str) -> Resolved:
+        """Where `name` leads: through an alias, or to a collection of that name."""
+        for alias in self.client.get_aliases().aliases:
+            if alias.alias_name == name:
+                return Resolved(name, alias.collection_name, True)
+        if self.client.collection_exists(name):
+            return Resolved(name, name, False)
+        return Resolved(name, None, False)
+
+    def point_alias(self, alias: str, collection: str, *, replace_alias: bool) -> None:
+        actions: list[Any] = []
+        if replace_alias:
+            actions.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
+        actions.append(models.CreateAliasOperation(
+            create_alias=models.CreateAlias(collection_name=collection, alias_name=alias)))
+        self.client.update_collection_aliases(change_aliases_operations=actions)
+
+    def aliases_of(self, collection: str) -> list[str]:
+        return [a.alias_name for a in self.client.get_aliases().aliases if a.collection_name == collection]
+
+    # -- collection --------------------------------------------------------
+    def exists(self) -> bool:
+        return self.client.collection_exists(self.collection)
+
+    def read_spec(self) -> CollectionSpec | None:
+        if not self.exists():
+            return None
+        return CollectionSpec.from_metadata(self.client.get_collection(self.collection).config.metadata)
+
+    def ensure_collection(self, spec: CollectionSpec, *, bulk_load: bool = False) -> bool:
+        """Create the collection for `spec`, or check that an existing one was built
+        the same way. Returns True when it was created.
+
+        A new collection gets its payload indexes before any point. With `bulk_load`,
+        a server builds no HNSW graph while points stream in (`m=0`); `finish_bulk_load`
+        builds it once, over everything."""
+        if not self.exists():
+            self._create(spec, bulk_load=bulk_load)
+            self._deferred = bulk_load and self._server_indexes
+            log.info("created collection %s (%s, %d dims%s%s)", self.collection, spec.model.name, spec.dimension,
+                     ", BM25 sparse vectors" if spec.sparse else "",
+                     ", HNSW deferred until the load ends" if bulk_load and self._server_indexes else "")
+            self._sparse = spec.sparse
+            return True
+        info = self.client.get_collection(self.collection)
+        existing = CollectionSpec.from_metadata(info.config.metadata)
+        if existing is None:
+            check_adoptable(self.collection, spec, points=info.points_count or 0,
+                            dimension=getattr(info.config.params.vectors, "size", None))
+            self.client.update_collection(self.collection, metadata=spec.to_metadata())
+            self._sparse = None
+            return False
+        check_compatible(self.collection, existing, spec)
+        self._sparse = existing.sparse
+        return False
+
+    _server_indexes = True  # payload indexes, and an HNSW graph a bulk load can defer
+
+    def _create(self, spec: CollectionSpec, *, bulk_load: bool) -> None:
+        self.client.create_collection(
+            self.collection,
+            vectors_config=models.VectorParams(size=spec.dimension, distance=models.Distance.COSINE),
+            # IDF over the whole collection, kept current by Qdrant as points come and go
+            sparse_vectors_config={SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)}
+            if spec.sparse else None,
+            hnsw_config=models.HnswConfigDiff(m=0 if bulk_load and self._server_indexes else HNSW_M),
+            on_disk_payload=True,
+            metadata=spec.to_metadata(),
+        )
+        if not self._server_indexes:
+            return
+        for field_name, schema in PAYLOAD_INDEXES.items():
+            self.client.create_payload_index(self.collection, field_name, field_schema=schema, wait=True)
+
+    def hnsw_m(self) -> int | None:
+        return self.client.get_collection(self.collection).config.hnsw_config.m
+
+    def finish_bulk_load(self, *, wait_seconds: float = 0.0) -> None:
+        """Turn the HNSW graph back on (m=16) if a bulk load deferred it; optionally
+        wait up to `wait_seconds` for the server to finish indexing (status green).
+        A collection created elsewhere (an earlier, stopped run) is asked for its `m`."""
+        if not self._deferred and self.hnsw_m() != 0:
+            return
+        self._deferred = False
+        self.client.update_collection(self.collection, hnsw_config=models.HnswConfigDiff(m=HNSW_M))
+        if wait_seconds <= 0:
+            return
+        deadline = time.monotonic() + wait_seconds
+        while self.client.get_collection(self.collection).status != models.CollectionStatus.GREEN:
+            if time.monotonic() > deadline:
+                log.warning("collection %s is still indexing after %.0f s; searches work meanwhile, slower",
+                            self.collection, wait_seconds)
+                return
+            time.sleep(2.0)
+
+    def count(self) -> int:
+        return self.client.count(self.collection, exact=True).count
+
+    def count_excluding(self, article_ids: Sequence[str]) -> int:
+        if not article_ids:
+            return self.count()
+        exclude = models.Filter(must_not=articles_filter(article_ids).must)
+        with self._guard:
+            return self.client.count(self.collection, count_filter=exclude, exact=True).count
+
+    def drop(self) -> None:
+        self._changed()
+        self.client.delete_collection(self.collection)
+
+    def _changed(self) -> None:
+        """Called before any write: a backend that caches what it read drops it here."""
+
+    # -- points ------------------------------------------------------------
+    def upsert_pairs(self, pairs: Sequence[tuple[Article, Chunk]], vectors: np.ndarray) -> None:
+        """Write chunks and their vectors in requests bounded in bytes."""
+        for part in split_by_bytes(pairs, vectors.shape[1], self.max_request_bytes):
+            self.upsert(build_batch(pairs[part], vectors[part], self.sparse))
+
+    @_retry_transient
+    def upsert(self, batch: models.Batch) -> None:
+        """Write a batch and wait until Qdrant has it (idempotent: ids are deterministic)."""
+        crashpoint("upsert")
+        with self._guard:
+            self._changed()
+            self.client.upsert(self.collection, points=batch, wait=True)
+
+    def delete_chunks(self, selections: Sequence[ChunkSelection]) -> int:
+        if not selections:
+            return 0
+        return self._delete_where(models.Filter(should=[selection_filter(s) for s in selections]))
+
+    def delete_articles(self, article_ids: Sequence[str]) -> int:
+        if not article_ids:
+            return 0
+        return self._delete_where(articles_filter(article_ids))
+
+    @_retry_transient
+    def _delete_where(self, selection: models.Filter) -> int:
+        with self._guard:
+            found = self.client.count(self.collection, count_filter=selection, exact=True).count
+            if found:
+                self._changed()
+                self.client.delete(self.collection, points_selector=models.FilterSelector(filter=selection),
+                                   wait=True)
+        return found
+
+    def scan_chunks(self, batch: int = 2048) -> Iterator[list[ChunkRef]]:
+        """Every point as (article id, chunk index, article hash), a page at a time,
+        without vectors. A point without an article id is skipped; a missing index
+        reads -1 and a missing hash "" (so that it never looks whole)."""
+        fields = models.PayloadSelectorInclude(include=["id", "chunk_index", "article_hash"])
+        offset = None
+        while True:
+            points, offset = self.client.scroll(self.collection, limit=batch, offset=offset,
+                                                with_payload=fields, with_vectors=False)
+            page = []
+            for point in points:
+                payload = point.payload or {}
+                if payload.get("id") is None:
+                    continue
+                index = payload.get("chunk_index")
+                page.append((str(payload["id"]), index if isinstance(index, int) else -1,
+                             str(payload.get("article_hash") or "")))
+            yield page
+            if offset is None:
+                return
+
+    def stored_vectors(self, point_ids: Sequence[str], batch: int = 1024) -> dict[str, tuple[str, np.ndarray]]:
+        found: dict[str, tuple[str, np.ndarray]] = {}
+        for start in range(0, len(point_ids), batch):
+            with self._guard:
+                points = self.client.retrieve(self.collection, ids=list(point_ids[start:start + batch]),
+                                              with_payload=["chunk_hash"], with_vectors=True)
+            for point in points:
+                chunk_hash = (point.payload or {}).get("chunk_hash")
+                vector = dense_vector(point.vector)
+                if chunk_hash and vector is not None:
+                    found[str(point.id)] = (chunk_hash, np.asarray(vector, dtype=np.float32))
+        return found
+
+    def any_point(self) -> dict[str, Any] | None:
+        points, _ = self.client.scroll(self.collection, limit=1, with_payload=True, with_vectors=False)
+        return dict(points[0].payload or {}) if points else None
+
+    def payloads(self, point_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The payloads of those of `point_ids` that exist."""
+        with self._guard:
+            points = self.client.retrieve(self.collection, ids=list(point_ids), with_payload=True,
+                                          with_vectors=False)
+        return {str(p.id): dict(p.payload or {}) for p in points}
+
+    def search(self, vector: np.ndarray, *, limit: int, sparse: SparseQuery | None = None,
+               where: PayloadFilter | None = None, score_threshold: float | None = None,
+               group_size: int | None = None) -> list[StoredHit]:
+        """The `limit` nearest points to the dense `vector`; with `sparse` (a query's
+        lexical vector), the dense and the lexical rankings fused by reciprocal rank.
+        `score_threshold` is on cosine similarity; `group_size` caps hits per article."""
+        dense = np.asarray(vector, dtype=np.float32)
+        query_filter = payload_filter(where)
+        query: dict[str, Any]
+        if sparse is None:
+            query = {"query": dense.tolist(), "score_threshold": score_threshold}
+        else:
+            depth = max(4 * limit, FUSION_DEPTH)  # candidates each ranking offers the fusion
+            branches = [models.Prefetch(query=dense.tolist(), limit=depth, filter=query_filter,
+                                        score_threshold=score_threshold)]
+            if sparse[0]:  # a query of stopwords only has no lexical side
+                branches.append(models.Prefetch(query=models.SparseVector(indices=sparse[0], values=sparse[1]),
+                                                using=SPARSE_VECTOR, limit=depth, filter=query_filter))
+            query = {"prefetch": branches, "query": models.RrfQuery(rrf=models.Rrf(k=RRF_K))}
+        with_vectors: Any = sparse is not None  # the cosine of fused hits is computed here
+        with self._guard:
+            if group_size is None:
+                points = self.client.query_points(self.collection, limit=limit, query_filter=query_filter,
+                                                  with_payload=True, with_vectors=with_vectors, **query).points
+            else:
+                groups = self.client.query_points_groups(
+                    self.collection, group_by="id", group_size=group_size, limit=limit,
+                    query_filter=query_filter, with_payload=True, with_vectors=with_vectors, **query).groups
+                points = sorted((p for g in groups for p in g.hits), key=lambda p: -p.score)[:limit]
+        return hits_from(points, dense, fused=sparse is not None)
+
+    def warm(self) -> None:
+        pass  # a server keeps its indexes itself
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def hits_from(points: Sequence[models.ScoredPoint], dense: np.ndarray, *, fused: bool) -> list[StoredHit]:
+    """Typed hits; a fused hit's cosine similarity is computed from its stored vector."""
+    unit = dense / (float(np.linalg.norm(dense)) or 1.0)
+    hits = []
+    for p in points:
+        similarity = float(p.score)
+        if fused:
+            stored = np.asarray(dense_vector(p.vector), dtype=np.float32)
+            similarity = float(unit @ stored / (float(np.linalg.norm(stored)) or 1.0))
+        hits.append(StoredHit(str(p.id), float(p.score), dict(p.payload or {}), similarity))
+    return hits
+

@@ -1,0 +1,156 @@
+"""Bring a collection in line with a source, and check it: the jobs the command
+line runs, as plain functions over a settings object.
+
+- `run_ingest(settings, mode="run")`: write the new and changed articles of the
+  source (unchanged ones cost nothing, so a stopped run resumes where it was);
+  `mode="reindex"` also deletes the articles the source no longer has. Either
+  builds a new collection and moves the alias when the settings changed
+  (`ingest.state.rebuild`).
+- `verify_collection`, `repair_manifest`: the manifest against the collection.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from ingest import lexical
+from ingest.chunking import Chunker
+from ingest.crashpoints import crashpoint
+from ingest.embedders import Embedder, make_embedder
+from ingest.errors import RebuildError, SettingsError, StoreError
+from ingest.pipeline.deadletters import DeadLetterFile
+from ingest.pipeline.progress import Progress
+from ingest.pipeline.run import run_pipeline
+from ingest.pipeline.summary import RunSummary
+from ingest.settings import IngestSettings, StoreSettings
+from ingest.sources import open_source
+from ingest.state.files import Checkpoint, open_manifest, remove_state, run_lock
+from ingest.state.rebuild import Target, check_target, plan_target, switch
+from ingest.state.reconcile import DriftReport, RepairReport, delete_unseen, reconcile, repair, verify
+from ingest.store import Store, open_store
+from schemas import CollectionSpec
+
+log = logging.getLogger(__name__)
+
+MODES = ("run", "reindex")
+
+
+def make_chunker(settings: IngestSettings, embedder: Embedder) -> Chunker:
+    return Chunker(settings.chunking, max_tokens=embedder.spec.max_tokens, count_tokens=embedder.count_tokens)
+
+
+def collection_spec(settings: IngestSettings, embedder: Embedder) -> CollectionSpec:
+    sparse = lexical.default_spec() if settings.sparse == "bm25" else None
+    return CollectionSpec(model=embedder.spec, chunking=settings.chunking.to_dict(), sparse=sparse)
+
+
+def run_ingest(settings: IngestSettings, *, embedder: Embedder | None = None, store: Store | None = None,
+               mode: str = "run", checkpoint: Checkpoint | None = None, in_place_only: bool = False) -> RunSummary:
+    """Bring the collection up to date with the source (see the module docstring).
+
+    `embedder` and `store` (a connection, whatever collection it is bound to) are
+    used as given, and left open, when passed; `checkpoint` is called with the
+    manifest every few minutes of writes (Modal copies it to a Volume);
+    `in_place_only` refuses to build a new collection."""
+    if mode not in MODES:
+        raise SettingsError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
+    started = time.perf_counter()
+    source = open_source(settings.source, limit=settings.limit)
+    own_store, own_embedder = store is None, embedder is None
+    store = store or open_store(settings.store)
+    try:
+        embedder = embedder or make_embedder(settings.embedder)
+        spec = collection_spec(settings, embedder)
+        target = plan_target(store, settings.store.collection, spec)
+        check_target(target, drop_old=settings.drop_old)
+        if in_place_only and not target.in_place:
+            raise RebuildError(
+                f"{target.name!r} " + (f"leads to {target.live!r}, built with other settings" if target.live else
+                                      "does not exist") + f": building {target.collection!r} takes the sharded "
+                "load (modal run -m ingest.modal_app), not an incremental reindex")
+        written = store.at(target.collection)
+        with run_lock(settings.store, target.collection), \
+                open_manifest(settings.store, target.collection, spec.fingerprint, checkpoint=checkpoint) as manifest:
+            if written.ensure_collection(spec, bulk_load=True):
+                manifest.clear()  # a new collection holds nothing, whatever an old manifest says
+            else:
+                reconcile(written, manifest)
+            crashpoint("after-collection")
+            deletes = settings.limit is None and (mode == "reindex" or target.rebuild)
+            log.info("%s %s into %s%s with %s", "reindexing" if mode == "reindex" else "ingesting", source.name,
+                     target.collection, f" (rebuilding {target.name})" if target.rebuild else "", embedder.spec.name)
+            summary = run_pipeline(
+                source,
+                chunker=make_chunker(settings, embedder),
+                embedder=embedder,
+                store=written,
+                dead_letters=DeadLetterFile(settings.dead_letter),
+                window=settings.window,
+                progress=Progress(source.total, enabled=settings.progress),
+                manifest=manifest,
+                track_seen=deletes,
+            )
+            if deletes:
+                articles, points = delete_unseen(written, manifest, max_share=settings.max_delete_share)
+                summary.deleted += articles
+                summary.points_deleted += points
+            written.finish_bulk_load()
+            summary.extra["collection"] = target.collection
+            summary.extra["collection_points"] = written.count()
+            if not target.in_place:
+                summary.extra["alias"] = _go_live(store, target, embedder, settings)
+    finally:
+        if own_embedder and embedder is not None:
+            embedder.close()
+        if own_store:
+            store.close()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _go_live(store: Store, target: Target, embedder: Embedder, settings: IngestSettings) -> str:
+    if settings.limit is not None and target.live is not None:
+        line = (f"{target.name} still leads to {target.live}: a run with --limit builds "
+                f"{target.collection} partly; run without it to switch")
+        log.warning("%s", line)
+        return line
+    return switch(store, target, embedder, drop_old=settings.drop_old,
+                  forget=lambda dropped: remove_state(settings.store, dropped))
+
+
+def _physical(store: Store, settings: StoreSettings) -> Store:
+    collection = store.resolve(settings.collection).collection
+    if collection is None:
+        raise StoreError(f"no collection or alias named {settings.collection!r} at {settings.location}")
+    return store.at(collection)
+
+
+def verify_collection(settings: StoreSettings, *, store: Store | None = None) -> DriftReport:
+    """Compare the manifest with the collection the name leads to (changes nothing
+    in the collection; a missing manifest reads as empty)."""
+    own = store is None
+    store = store or open_store(settings)
+    try:
+        physical = _physical(store, settings)
+        spec = physical.read_spec()
+        with open_manifest(settings, physical.collection, spec.fingerprint if spec else "") as manifest:
+            return verify(physical, manifest)
+    finally:
+        if own:
+            store.close()
+
+
+def repair_manifest(settings: StoreSettings, *, store: Store | None = None) -> RepairReport:
+    """Rebuild the manifest of the collection the name leads to from its points."""
+    own = store is None
+    store = store or open_store(settings)
+    try:
+        physical = _physical(store, settings)
+        spec = physical.read_spec()
+        with run_lock(settings, physical.collection), \
+                open_manifest(settings, physical.collection, spec.fingerprint if spec else "") as manifest:
+            return repair(physical, manifest)
+    finally:
+        if own:
+            store.close()

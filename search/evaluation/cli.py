@@ -1,0 +1,87 @@
+"""`python -m search eval`: how well a collection answers a set of questions.
+
+Each question names the article that answers it. The searcher's ranked chunks
+are collapsed to ranked articles (the first chunk of an article gives its rank),
+and the set is scored with article-level recall@k and the mean reciprocal rank
+of the answering article (0 when it is not among the first max(k) articles).
+Latency is measured per query, embedding included.
+
+  python -m search eval                                        # the bundled sample set
+  python -m search eval --questions my_questions.jsonl -k 1 3 10 --json
+  python -m search eval --mode dense hybrid                    # the modes side by side
+
+A question file holds one JSON object per line, {"question": "...", "title": "..."},
+where title is the exact title of the answering article; blank lines are skipped.
+
+Exit codes: 0 evaluated; 1 failed (a bad question file, a collection that cannot
+be searched; the message names the problem); 2 bad usage.
+
+From Python: `search.evaluation.metrics` (pure functions over ranked titles) and
+`search.evaluation.runner` (a question set through a searcher).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Callable
+
+from ingest.errors import SettingsError
+from search.evaluation.metrics import DEFAULT_KS
+from search.evaluation.questions import SAMPLE_QUESTIONS, load_questions
+from search.evaluation.runner import CHUNKS_PER_ARTICLE, compare_modes, format_comparison, format_table
+from search.options import add_searcher_args, searcher_command
+
+PROG = "python -m search eval"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--questions", type=Path, default=SAMPLE_QUESTIONS,
+                        help="JSON-lines question file (default: the set for the bundled sample, %(default)s)")
+    parser.add_argument("-k", type=int, nargs="+", default=list(DEFAULT_KS), metavar="K",
+                        help="report recall at each of these article cut-offs; MRR is cut off at the largest "
+                             "(default: %(default)s)")
+    parser.add_argument("--chunks", type=int, default=None,
+                        help=f"chunks retrieved per question (default {CHUNKS_PER_ARTICLE} x the largest k)")
+    parser.add_argument("--mode", nargs="+", choices=("dense", "hybrid"), default=None,
+                        help="retrieval mode(s); with several, each question is asked in each mode in turn and "
+                             "the modes are compared in one table (default: the collection's default mode)")
+    parser.add_argument("--json", action="store_true", help="one JSON object with every question's outcome")
+    parser.add_argument("--misses", type=int, default=10, metavar="N",
+                        help="list up to N questions whose article was not found (default %(default)s)")
+    add_searcher_args(parser)
+    return parser
+
+
+def _check(args: argparse.Namespace) -> None:
+    if min(args.k) < 1:
+        raise SettingsError(f"-k values must be at least 1, got {args.k}")
+    if args.chunks is not None and args.chunks < max(args.k):
+        raise SettingsError(f"--chunks {args.chunks} cannot fill {max(args.k)} articles: "
+                            f"ask for at least {max(args.k)}")
+
+
+def _run(args: argparse.Namespace, open_searcher: Callable) -> int:
+    questions = load_questions(args.questions)
+    with open_searcher() as searcher:
+        modes = list(dict.fromkeys(args.mode or [searcher.default_mode]))
+        results = compare_modes(searcher, questions, modes=modes, ks=args.k, chunks=args.chunks)
+    if args.json:  # one mode: its report; several: {mode: report}
+        reports = {mode: {"mode": mode, **result.to_dict()} for mode, result in results.items()}
+        print(json.dumps(reports if len(reports) > 1 else reports[modes[0]], ensure_ascii=False))
+    elif len(results) == 1:
+        ((mode, result),) = results.items()
+        print(f"mode {mode}")
+        print(format_table(result, misses=args.misses))
+    else:
+        print(format_comparison(results))
+        for mode, result in results.items():
+            if args.misses > 0 and result.misses:
+                print(f"\n{mode}: " + format_table(result, misses=args.misses).split("\n\n", 1)[-1])
+    return 0
+
+
+main = searcher_command(PROG, build_parser, _run, check=_check)

@@ -1,0 +1,57 @@
+"""What every search command shares: the embedder and store flags, and the start-up
+of a command that opens a searcher (parse, log, one-line usage errors, exit codes)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Callable, Mapping, Sequence
+
+from ingest.errors import IngestError, SettingsError
+from ingest.logs import setup_logging
+from ingest.settings import add_embedder_args, add_store_args, embedder_settings, store_settings
+from search.api import Searcher
+
+log = logging.getLogger("search")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+OpenSearcher = Callable[[], Searcher]
+
+
+def add_searcher_args(parser: argparse.ArgumentParser, env: Mapping[str, str] = os.environ) -> None:
+    """The embedder and store flags (with their environment fallbacks) and -v."""
+    add_embedder_args(parser, env)
+    add_store_args(parser, env)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+
+
+def searcher_command(prog: str, build_parser: Callable[[], argparse.ArgumentParser],
+                     run: Callable[[argparse.Namespace, OpenSearcher], int], *,
+                     check: Callable[[argparse.Namespace], None] | None = None
+                     ) -> Callable[[Sequence[str] | None], int]:
+    """A `main(argv) -> exit code` for a command that works on a searcher.
+
+    `check(args)` raises `SettingsError` for a bad combination of flags (exit 2,
+    one line on stderr); `run(args, open_searcher)` does the work and returns the
+    exit code, opening the searcher when it is ready for it. Any `IngestError`
+    there is logged as one line and exits 1."""
+
+    def main(argv: Sequence[str] | None = None) -> int:
+        try:
+            args = build_parser().parse_args(argv)
+            setup_logging(args.verbose - 1)
+            if check is not None:
+                check(args)
+            stores, embedders = store_settings(args), embedder_settings(args)
+        except SettingsError as exc:
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            return run(args, lambda: Searcher.open(stores, embedders))
+        except IngestError as exc:
+            log.error("%s", exc)
+            return EXIT_FAILED
+
+    return main
