@@ -29,20 +29,20 @@ import sys
 from typing import Sequence
 
 from ingest import crashpoints
+from ingest.bench.reindex import run_bench_reindex
+from ingest.bench.throughput import run_bench
 from ingest.errors import IngestError, SettingsError
 from ingest.logs import setup_logging
 from ingest.settings import (
+    StoreSettings,
     add_embedder_args,
     add_ingest_args,
     add_rebuild_args,
     add_state_args,
     add_store_args,
-    StoreSettings,
     ingest_settings,
     store_settings,
 )
-from ingest.bench.reindex import run_bench_reindex
-from ingest.bench.throughput import run_bench
 from ingest.sync import repair_manifest, run_ingest, verify_collection
 
 log = logging.getLogger("ingest")

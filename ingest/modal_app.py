@@ -27,8 +27,12 @@
 # everything else (numpy, qdrant-client, datasets...) is imported inside the
 # functions that run in the containers, where the image has it.
 
+import dataclasses
+import json
 import os
+import sys
 import time
+from pathlib import Path
 
 import modal
 
@@ -232,8 +236,6 @@ def router_config():
 class Embedder:
     @modal.enter()
     def start_server(self) -> None:
-        import sys
-
         from ingest.embedders.tei import TEIEmbedder
         from ingest.sharded.router import Router
 
@@ -300,8 +302,6 @@ class Embedder:
                      records: str = ""):
         """Rows [start, stop) of the saved dataset into `collection`; returns a
         `ingest.sharded.shard.ShardResult`, recorded in the `records` folder when given."""
-        from pathlib import Path
-
         from ingest.errors import ShardError
         from ingest.sharded.records import ShardRecords, ingest_recorded_shard
 
@@ -352,9 +352,12 @@ def main(
     collection this one replaces. `fresh`: ignore what an earlier attempt finished.
     `sparse`: "bm25" (lexical vectors for hybrid search) or "none".
     `gpu_price_per_hour`: for the cost estimate (0: the A10G list price)."""
-    import json
-
-    from ingest.sharded.driver import A10G_PRICE_PER_HOUR, plan_shards, run_report, run_shards
+    from ingest.sharded.driver import (
+        A10G_PRICE_PER_HOUR,
+        plan_shards,
+        run_report,
+        run_shards,
+    )
     from ingest.sharded.records import run_key
     from ingest.sharded.shard import ShardResult
 
@@ -442,9 +445,6 @@ SNAPSHOTS = DEPLOY.snapshots
 def reindex(config: str = DATASET_CONFIG, collection: str = "wikipedia", chunk_size: int = 1000,
             chunk_overlap: int = 0, window: int = WINDOW) -> str:
     """Reindex `collection` against the saved `config` dump; returns the report."""
-    import dataclasses
-    import sys
-
     from ingest.sharded.reindex import VolumeState, reindex_snapshot
     from ingest.sharded.router import Router
 

@@ -75,7 +75,7 @@ def sample_rows(path: Path | None = None) -> list[dict[str, str]]:
 
 def open_source(spec: str, *, limit: int | None = None) -> Source:
     """Open a source by its command-line name; see the module docstring."""
-    import datasets
+    import datasets  # heavy (pyarrow, pandas): imported only for hub, parquet and saved sources
 
     datasets.disable_progress_bars()
     if spec == SAMPLE:
@@ -107,7 +107,7 @@ def open_source(spec: str, *, limit: int | None = None) -> Source:
 
 
 def _open_local(path: Path):
-    import datasets
+    import datasets  # heavy (pyarrow, pandas): imported only for hub, parquet and saved sources
 
     try:
         if path.is_dir():

@@ -27,7 +27,14 @@ from ingest.settings import IngestSettings, StoreSettings
 from ingest.sources import open_source
 from ingest.state.files import Checkpoint, open_manifest, remove_state, run_lock
 from ingest.state.rebuild import Target, check_target, plan_target, switch
-from ingest.state.reconcile import DriftReport, RepairReport, delete_unseen, reconcile, repair, verify
+from ingest.state.reconcile import (
+    DriftReport,
+    RepairReport,
+    delete_unseen,
+    reconcile,
+    repair,
+    verify,
+)
 from ingest.store import Store, open_store
 from schemas import CollectionSpec
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Sequence
 
 from ingest import lexical
 from ingest.embedders import Embedder, make_embedder
@@ -30,9 +30,7 @@ from ingest.errors import CollectionMismatchError, StoreError
 from ingest.settings import EmbedderSettings, StoreSettings
 from ingest.store import PayloadFilter, Store, open_store
 from schemas import CollectionSpec, point_id
-
-if TYPE_CHECKING:
-    from search.context import Context
+from search.context import Context, build_context, merge_passages
 
 log = logging.getLogger(__name__)
 
@@ -182,12 +180,10 @@ class Searcher:
         return hits
 
     def context(self, query: str, *, max_chars: int | None = None, max_tokens: int | None = None,
-                k: int = 8, **search_args) -> "Context":
+                k: int = 8, **search_args) -> Context:
         """The numbered RAG context block for `query` (`search.context.build_context`);
         a token budget is counted with the embedding model's tokenizer, a fair
         proxy for most LLMs' (pass your own counter to `build_context` otherwise)."""
-        from search.context import build_context
-
         def count_tokens(text: str) -> int:
             counted = self.embedder.count_tokens([text])
             return counted[0] if counted else -(-len(text) // 4)  # no tokenizer: about 4 characters a token
@@ -246,8 +242,6 @@ class Searcher:
     def _with_neighbours(self, hits: list[Hit], neighbours: int) -> list[Hit]:
         """Each hit with the text of up to `neighbours` chunks either side of it
         (fetched by their deterministic point ids), merged through their offsets."""
-        from search.context import merge_passages
-
         wanted = {
             point_id(hit.article_id, index): (hit.article_id, index)
             for hit in hits

@@ -35,7 +35,14 @@ from ingest.logs import setup_logging
 from ingest.settings import embedder_settings, env_default, store_settings
 from search import bench, evaluation
 from search.api import MODES, Hit, Searcher
-from search.options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, OpenSearcher, add_searcher_args, searcher_command
+from search.options import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    OpenSearcher,
+    add_searcher_args,
+    searcher_command,
+)
 from search.server import (
     DEFAULT_MAX_QUERY_CHARS,
     TOKEN_ENV,

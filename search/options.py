@@ -11,7 +11,12 @@ from typing import Callable, Mapping, Sequence
 
 from ingest.errors import IngestError, SettingsError
 from ingest.logs import setup_logging
-from ingest.settings import add_embedder_args, add_store_args, embedder_settings, store_settings
+from ingest.settings import (
+    add_embedder_args,
+    add_store_args,
+    embedder_settings,
+    store_settings,
+)
 from search.api import Searcher
 
 log = logging.getLogger("search")

@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from qdrant_client import QdrantClient, models
+from qdrant_client import models
 
 from ingest.chunking import ChunkingSettings
 from ingest.embedders.local import LocalEmbedder

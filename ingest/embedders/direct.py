@@ -45,7 +45,9 @@ class DirectEncoder:
         auto_model = getattr(modules[0], "auto_model", None)
         if pooling not in ("cls", "mean") or backend is None or auto_model is None:
             return None
-        from tokenizers import Tokenizer  # comes with transformers, in the `local` extra
+        from tokenizers import (
+            Tokenizer,  # comes with transformers, in the `local` extra
+        )
 
         return cls(auto_model, Tokenizer.from_str(backend.to_str()), pooling, int(model.max_seq_length),
                    str(model.device))

@@ -13,12 +13,12 @@ from typing import Sequence
 
 import numpy as np
 
-from ingest.embedders.direct import DirectEncoder, pooling_mode
 from ingest.embedders.base import (
     PassageEmbeddings,
     as_float32_matrix,
     with_query_instruction,
 )
+from ingest.embedders.direct import DirectEncoder, pooling_mode
 from ingest.errors import EmbedderError
 from schemas import KNOWN_MODELS, ModelSpec
 
@@ -62,7 +62,9 @@ def _quiet_transformers() -> None:
     if logging.getLogger().isEnabledFor(logging.DEBUG):
         return
     try:
-        from transformers.utils import logging as hf_logging  # loaded by sentence-transformers already
+        from transformers.utils import (
+            logging as hf_logging,  # loaded by sentence-transformers already
+        )
 
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
@@ -93,7 +95,9 @@ class LocalEmbedder:
         name, location = resolve_model(model)
         local = Path(location).is_dir()  # weights on disk: `local_files_only`, the hub is never asked
         try:
-            from sentence_transformers import SentenceTransformer  # heavy, and only in the `local` extra
+            from sentence_transformers import (
+                SentenceTransformer,  # heavy, and only in the `local` extra
+            )
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise EmbedderError(
                 "the local embedder needs sentence-transformers: pip install '.[local]'"
@@ -184,7 +188,9 @@ class LocalEmbedder:
             backend = getattr(getattr(self.model, "tokenizer", None), "backend_tokenizer", None)
             if backend is None:
                 return None
-            from tokenizers import Tokenizer  # comes with transformers, in the `local` extra
+            from tokenizers import (
+                Tokenizer,  # comes with transformers, in the `local` extra
+            )
 
             counter = Tokenizer.from_str(backend.to_str())
             counter.no_padding()

@@ -150,7 +150,9 @@ class ModalEmbedder:
     def _translate(self, exc: Exception, method: str) -> EmbedderError:
         """Modal's errors as EmbedderErrors that say what to do."""
         try:
-            from modal import exception as modal_errors
+            from modal import (
+                exception as modal_errors,  # absent where only the fakes run
+            )
         except ImportError:  # pragma: no cover - the fakes in tests need no Modal
             modal_errors = None
         if modal_errors is not None and isinstance(exc, modal_errors.AuthError):

@@ -46,8 +46,13 @@ from tenacity import (
 )
 from tenacity.wait import wait_base
 
+from ingest.embedders.base import (
+    PassageEmbeddings,
+    Rejection,
+    all_vectors,
+    with_query_instruction,
+)
 from ingest.embedders.event_loop import LoopThread, gather_all
-from ingest.embedders.base import PassageEmbeddings, Rejection, all_vectors, with_query_instruction
 from ingest.embedders.tei_wire import (
     ServerInfo,
     decode_base64_vectors,
@@ -113,7 +118,9 @@ class _WaitRetryAfter(wait_base):
 
 def _load_tokenizer(path: str):
     try:
-        from tokenizers import Tokenizer
+        from tokenizers import (
+            Tokenizer,  # not a core dependency: only for --tei-tokenizer
+        )
 
         tokenizer = Tokenizer.from_file(path)
     except Exception as exc:  # ImportError, or an unreadable file

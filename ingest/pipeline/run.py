@@ -31,7 +31,13 @@ from ingest.embedders.base import Embedder, PassageEmbeddings
 from ingest.pipeline.deadletters import DeadLetter, DeadLetterSink
 from ingest.pipeline.progress import Progress
 from ingest.pipeline.summary import RunSummary
-from ingest.pipeline.windows import Finished, Window, embed_window, stale_chunks, windows
+from ingest.pipeline.windows import (
+    Finished,
+    Window,
+    embed_window,
+    stale_chunks,
+    windows,
+)
 from ingest.state.manifest import Manifest, ManifestRow
 from ingest.store import Store
 from schemas import Article, ValidationError

@@ -28,12 +28,21 @@ from typing import Any, Sequence
 
 import numpy as np
 from qdrant_client import QdrantClient, models
+from qdrant_client.hybrid.fusion import reciprocal_rank_fusion
 
 from ingest.errors import StoreError, StoreLockedError
 from ingest.lexical import SPARSE_VECTOR
-from ingest.store.base import FILTER_FIELDS, FUSION_DEPTH, RRF_K, PayloadFilter, SparseQuery, StoredHit
+from ingest.store.base import (
+    FILTER_FIELDS,
+    FUSION_DEPTH,
+    RRF_K,
+    PayloadFilter,
+    SparseQuery,
+    StoredHit,
+)
 from ingest.store.points import dense_vector, payload_filter
 from ingest.store.server import ServerStore, hits_from
+
 
 @dataclass(frozen=True, slots=True)
 class SparseIndex:
@@ -197,8 +206,6 @@ class LocalStore(ServerStore):
                         where: PayloadFilter | None, score_threshold: float | None,
                         group_size: int | None) -> list[models.ScoredPoint]:
         """A hybrid, filtered or grouped query answered as a server would answer it."""
-        from qdrant_client.hybrid.fusion import reciprocal_rank_fusion
-
         index = index_for(self.client, self.collection) if self.sparse is not None else None
         allowed = index.allowed(where) if index is not None and where is not None else None
         query_filter = payload_filter(where) if index is None else None  # a dense-only collection

@@ -17,7 +17,13 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 from qdrant_client import QdrantClient, models
-from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+from tenacity import (
+    retry,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
 from ingest.crashpoints import crashpoint
 from ingest.lexical import SPARSE_VECTOR
@@ -54,8 +60,6 @@ _UNREAD = object()
 
 def _is_transient(exc: BaseException) -> bool:
     """Server hiccups worth retrying: timeouts, dropped connections, 5xx, gRPC UNAVAILABLE."""
-    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
-
     if isinstance(exc, ResponseHandlingException):
         return True
     if isinstance(exc, UnexpectedResponse):

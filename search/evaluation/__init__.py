@@ -13,7 +13,13 @@ from search.evaluation.metrics import (
     recall_at,
     reciprocal_rank,
 )
-from search.evaluation.questions import SAMPLE_QUESTIONS, Question, QuestionFileError, load_questions, parse_question
+from search.evaluation.questions import (
+    SAMPLE_QUESTIONS,
+    Question,
+    QuestionFileError,
+    load_questions,
+    parse_question,
+)
 from search.evaluation.runner import (
     CHUNKS_PER_ARTICLE,
     compare_modes,

@@ -30,7 +30,12 @@ from typing import Callable
 from ingest.errors import SettingsError
 from search.evaluation.metrics import DEFAULT_KS
 from search.evaluation.questions import SAMPLE_QUESTIONS, load_questions
-from search.evaluation.runner import CHUNKS_PER_ARTICLE, compare_modes, format_comparison, format_table
+from search.evaluation.runner import (
+    CHUNKS_PER_ARTICLE,
+    compare_modes,
+    format_comparison,
+    format_table,
+)
 from search.options import add_searcher_args, searcher_command
 
 PROG = "python -m search eval"
