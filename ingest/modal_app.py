@@ -36,7 +36,7 @@ from pathlib import Path
 
 import modal
 
-from ingest.settings import deploy_settings, shard_settings, store_settings_from_env
+from ingest.settings import EmbedderSettings, deploy_settings, shard_settings, store_settings_from_env
 
 # What the deploying shell sets (WIKI_EMBED_GPUS, WIKI_REINDEX_CRON, WIKI_SNAPSHOTS,
 # WIKI_SEARCH_COLLECTION), read once, here, by the one settings parser.
@@ -236,13 +236,14 @@ def router_config():
 class Embedder:
     @modal.enter()
     def start_server(self) -> None:
-        from ingest.embedders.tei import TEIEmbedder
+        from ingest.embedders import make_embedder
         from ingest.sharded.router import Router
 
         self.router = Router.from_config(router_config(), startup_timeout=10 * MINUTES, echo=sys.stderr)
         self.router.start()
         try:
-            self.embedder = TEIEmbedder(self.router.url, max_concurrency=TEI_CONCURRENCY, model_name=MODEL_ID)
+            self.embedder = make_embedder(EmbedderSettings(embedder="tei", tei_url=self.router.url,
+                                                           tei_concurrency=TEI_CONCURRENCY, model=MODEL_ID))
         except BaseException:
             self.router.stop()
             raise
@@ -518,7 +519,6 @@ search_image = (
 @modal.wsgi_app()
 def search_api():
     """The WSGI application of `search.server`, over the collection in Qdrant."""
-    from ingest.settings import EmbedderSettings
     from search.api import Searcher
     from search.server import make_app
 

@@ -1,5 +1,13 @@
 """Shared fixtures: the real bundled model (loaded once), the real sample, and
-qdrant-client local mode. Nothing here mocks the embedder or the store."""
+the embedded store. Nothing here mocks the embedder or the store.
+
+Tests come in three tiers, as markers:
+- `unit`: fakes at the boundary, no model, no store, no server; seconds in all
+  (`python -m pytest -m unit`);
+- `integration`: the real model, the real store, loopback servers, subprocesses;
+- `slow`: whole end-to-end runs (marked where they are defined), minutes.
+A test is `integration` when its module works on real parts or it uses one of the
+fixtures below that load them; every other unmarked test is `unit`."""
 
 from __future__ import annotations
 
@@ -8,6 +16,23 @@ import os
 import pytest
 
 _ENV_PREFIXES = ("QDRANT_", "EMBED", "TEI_", "INGEST_", "CHUNK_", "MODAL_", "QUERY_INSTRUCTION", "WIKI_EMBED_", "EMBEDDER")
+
+
+INTEGRATION_MODULES = {
+    "test_cli", "test_evaluation", "test_golden_vectors", "test_ingest_and_search", "test_modal_app",
+    "test_rebuild", "test_reindex", "test_resume", "test_runs", "test_search_api", "test_server",
+    "test_sparse_index", "test_store", "test_store_server", "test_tei_embedder", "test_tei_ingest", "test_worker",
+}
+INTEGRATION_FIXTURES = {"local_embedder", "memory_store"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.get_closest_marker("slow"):
+            continue
+        integration = item.module.__name__.rpartition(".")[2] in INTEGRATION_MODULES or (
+            INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())))
+        item.add_marker(pytest.mark.integration if integration else pytest.mark.unit)
 
 
 @pytest.fixture(autouse=True)

@@ -1,5 +1,5 @@
 """Run the loopback TEI test server (tests/tei_server.py) as a process that takes
-`text-embeddings-router`'s flags, so `ingest.worker.Router` can start it exactly
+`text-embeddings-router`'s flags, so `ingest.sharded.router.Router` can start it exactly
 as it starts TEI (`runner()` gives the argv prefix):
 
     python -m tests.tei_server_main --model-id BAAI/bge-small-en-v1.5 --port 8123 \

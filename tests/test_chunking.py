@@ -94,6 +94,7 @@ def test_bad_chunk_settings_name_the_setting(kwargs, message):
         ChunkingSettings(**kwargs)
 
 
+@pytest.mark.slow
 def test_token_counting_on_another_thread_does_not_disturb_embedding(local_embedder, sample):
     """The chunker counts tokens while the embed thread encodes: they must not share tokenizer state."""
     import threading

@@ -48,6 +48,7 @@ def test_search_before_any_ingest_says_what_to_do(tmp_path):
     assert done.returncode == 1 and "run `python -m ingest` first" in done.stderr
 
 
+@pytest.mark.slow
 def test_ingest_then_search_from_the_command_line(tmp_path, sample):
     rows = sample[:25] + [{**sample[25], "text": 42}]
     (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -1,4 +1,4 @@
-"""ingest.manifest and ingest.crashpoints: the SQLite record of what is indexed,
+"""ingest.state (the manifest, its files) and ingest.crashpoints: the SQLite record of what is indexed,
 and the test aid that kills a process at a named place."""
 
 import os

@@ -1,4 +1,4 @@
-"""ingest.plan: the full-corpus projection and its table."""
+"""ingest.bench.plan: the full-corpus projection and its table."""
 
 from __future__ import annotations
 

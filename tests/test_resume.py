@@ -111,6 +111,7 @@ def stored_points(tmp_path) -> tuple[list[str], dict[str, dict]]:
         client.close()
 
 
+@pytest.mark.slow
 def test_killed_at_every_stage_the_resumed_run_ends_with_exactly_the_expected_points(tmp_path, server, rows):
     (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     want = expected(rows)
@@ -148,6 +149,7 @@ def resume(tmp_path, server):
         embedder.close()
 
 
+@pytest.mark.slow
 def test_work_redone_after_a_kill_is_bounded_by_what_was_in_flight(tmp_path, server, rows):
     (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     server.reset()

@@ -458,6 +458,7 @@ def test_serve_and_eval_have_help():
         assert done.returncode == 0 and f"usage: python -m search {command}" in done.stdout
 
 
+@pytest.mark.slow
 def test_python_m_search_serve_answers_and_stops_on_sigterm(index, tmp_path):
     store = index[1]
     process = subprocess.Popen(

@@ -14,7 +14,7 @@ The rules that keep it from drifting away from the collection:
   when the snapshot no longer has them);
 - the points carry their own hashes (`article_hash`, `chunk_hash`), so the manifest
   can always be checked against the collection, or rebuilt from it
-  (`ingest.reconcile`).
+  (`ingest.state.reconcile`).
 
 SQLite gives atomic, crash-safe transactions in one file (about 100 bytes an article).
 One connection serves the pipeline's threads, behind a lock.
