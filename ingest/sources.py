@@ -6,12 +6,16 @@
 - a local parquet or JSON-lines file, a folder of them, or a `save_to_disk` folder.
 
 Each yields `schemas.Article` records; a source without one of the required
-columns fails before the first article is read, naming the column.
+columns fails before the first article is read, naming the file and the column.
+A folder is read whole, every parquet and JSON-lines file in name order, whatever
+their mix; a folder that also holds files of another kind is refused, naming them,
+since a reindex would delete the articles of a file it did not read.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import re
 from dataclasses import dataclass
@@ -79,11 +83,11 @@ def open_source(spec: str, *, limit: int | None = None) -> Source:
 
     datasets.disable_progress_bars()
     if spec == SAMPLE:
-        dataset = datasets.Dataset.from_list(sample_rows())
         name = "bundled Wikipedia sample"
+        parts = [(name, datasets.Dataset.from_list(sample_rows()))]
     elif Path(spec).exists():
-        dataset = _open_local(Path(spec))
         name = spec
+        parts = _open_local(Path(spec))
     elif spec.startswith((".", "/", "~")) or Path(spec).suffix.lower() in _FILE_BUILDERS:
         raise SourceError(f"--source {spec}: no such file or folder")
     elif _HUB_NAME.match(spec):
@@ -93,20 +97,40 @@ def open_source(spec: str, *, limit: int | None = None) -> Source:
         except Exception as exc:
             raise SourceError(f"cannot open hub dataset {spec!r}: {type(exc).__name__}: {exc}") from exc
         name = spec
+        parts = [(name, dataset)]
     else:
         raise SourceError(
             f"--source {spec!r} is neither 'sample', an existing file or folder, "
             "nor a hub dataset like wikimedia/wikipedia:20231101.en"
         )
-    _check_columns(name, dataset)
-    total = _length(dataset)
+    for part_name, dataset in parts:
+        _check_columns(part_name, dataset)
+    lengths = [_length(dataset) for _, dataset in parts]
+    total = None if None in lengths else sum(lengths)
+    if len(parts) == 1:
+        rows: Iterable[dict[str, Any]] = parts[0][1]
+        if limit is not None:
+            rows = parts[0][1].take(limit)
+    else:
+        rows = _Chain([dataset for _, dataset in parts], limit)
     if limit is not None:
-        dataset = dataset.take(limit)
         total = min(total, limit) if total is not None else limit
-    return Source(name=name, rows=dataset, total=total)
+    return Source(name=name, rows=rows, total=total)
 
 
-def _open_local(path: Path):
+@dataclass(frozen=True, slots=True)
+class _Chain:
+    """The rows of several datasets one after the other (at most `limit`); iterable again."""
+
+    parts: list[Any]
+    limit: int | None
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return itertools.islice(itertools.chain.from_iterable(self.parts), self.limit)
+
+
+def _open_local(path: Path) -> list[tuple[str, Any]]:
+    """(name, dataset) parts of a local file or folder."""
     import datasets  # heavy (pyarrow, pandas): imported only for hub, parquet and saved sources
 
     try:
@@ -117,20 +141,39 @@ def _open_local(path: Path):
                 loaded = datasets.load_from_disk(str(path))
                 if isinstance(loaded, datasets.DatasetDict):
                     loaded = loaded["train"] if "train" in loaded else next(iter(loaded.values()))
-                return loaded
-            for suffix, builder in _FILE_BUILDERS.items():
-                files = sorted(str(p) for p in path.glob(f"*{suffix}"))
-                if files:
-                    return datasets.load_dataset(builder, data_files=files, split="train", streaming=True)
-            raise SourceError(f"folder {path} holds no parquet or JSON-lines files and no saved dataset")
+                return [(str(path), loaded)]
+            return _open_folder(path)
         builder = _FILE_BUILDERS.get(path.suffix.lower())
         if builder is None:
             raise SourceError(f"cannot read {path}: use a .parquet, .jsonl or .json file")
-        return datasets.load_dataset(builder, data_files=[str(path)], split="train", streaming=True)
+        return [(str(path), datasets.load_dataset(builder, data_files=[str(path)], split="train", streaming=True))]
     except SourceError:
         raise
     except Exception as exc:
         raise SourceError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
+
+
+def _open_folder(path: Path) -> list[tuple[str, Any]]:
+    """Every parquet and JSON-lines file of a folder, in name order: one part per run
+    of files of the same kind. Other files (but hidden ones) refuse the folder."""
+    import datasets  # heavy (pyarrow, pandas): imported only for hub, parquet and saved sources
+
+    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    others = [p.name for p in files if p.suffix.lower() not in _FILE_BUILDERS]
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise SourceError(
+            f"folder {path} also holds files this tool does not read ({shown}): their articles would be "
+            "left out, and a reindex would delete them from the index. Move them out of the folder, or "
+            "convert them to .parquet or .jsonl")
+    if not files:
+        raise SourceError(f"folder {path} holds no parquet or JSON-lines files and no saved dataset")
+    parts = []
+    for builder, group in itertools.groupby(files, key=lambda p: _FILE_BUILDERS[p.suffix.lower()]):
+        names = [str(p) for p in group]
+        label = names[0] if len(names) == 1 else f"{names[0]} (and {len(names) - 1} more {builder} files)"
+        parts.append((label, datasets.load_dataset(builder, data_files=names, split="train", streaming=True)))
+    return parts
 
 
 def _check_columns(name: str, dataset) -> None:

@@ -17,7 +17,7 @@ from ingest import lexical
 from ingest.chunking import Chunker, ChunkingSettings
 from ingest.cli import main
 from ingest.embedders.base import Rejection
-from ingest.errors import MassDeleteError
+from ingest.errors import MassDeleteError, SourceError
 from ingest.sync import repair_manifest, run_ingest, verify_collection
 from ingest.lexical import passage_vector
 from ingest.settings import IngestSettings, StoreSettings
@@ -270,3 +270,32 @@ def test_a_store_moved_with_its_state_is_checked_and_then_trusted(tmp_path, snap
     embedder = CountingEmbedder()
     again = run_ingest(settings_for(tmp_path / "new", source), embedder=embedder, mode="reindex")
     assert (embedder.calls, again.unchanged, again.points_written, again.deleted) == (0, len(a), 0, 0)
+
+
+def test_a_folder_of_mixed_files_is_read_whole_and_a_reindex_deletes_nothing(tmp_path, sample):
+    """Defect: a folder of JSON-lines and parquet files was read for one kind only, and a
+    reindex deleted the articles of the other kind, with exit 0."""
+    import datasets
+
+    rows = [dict(row) for row in sample[:9]]
+    folder = tmp_path / "snapshot"
+    folder.mkdir()
+    write_rows(folder / "a.jsonl", rows[:3])
+    datasets.Dataset.from_list(rows[3:7]).to_parquet(str(folder / "b.parquet"))
+    write_rows(folder / "c.json", rows[7:])
+    embedder = CountingEmbedder()
+    first = run_ingest(settings_for(tmp_path, str(folder)), embedder=embedder)
+    assert (first.articles, first.added) == (9, 9)
+    again = run_ingest(settings_for(tmp_path, str(folder)), embedder=embedder, mode="reindex")
+    assert (again.articles, again.unchanged, again.deleted, again.points_deleted) == (9, 9, 0, 0)
+    assert_holds_exactly(tmp_path, rows)
+
+
+def test_a_folder_with_files_of_another_kind_is_refused_naming_them(tmp_path, sample):
+    folder = tmp_path / "snapshot"
+    folder.mkdir()
+    write_rows(folder / "a.jsonl", [dict(row) for row in sample[:3]])
+    (folder / "b.csv").write_text("id,url,title,text\n")
+    (folder / ".DS_Store").write_text("")  # hidden files are not articles
+    with pytest.raises(SourceError, match=r"b\.csv.*a reindex would delete them"):
+        run_ingest(settings_for(tmp_path, str(folder)), embedder=CountingEmbedder(), mode="reindex")

@@ -67,3 +67,29 @@ def test_an_unreadable_file_is_reported_with_its_path(tmp_path):
     path.write_text("hello")
     with pytest.raises(SourceError, match="notes.txt"):
         open_source(str(path))
+
+
+def test_a_mixed_folder_yields_every_file_in_name_order_and_honours_the_limit(tmp_path, sample):
+    import datasets
+
+    rows = sample[:6]
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    write_jsonl(folder / "1.jsonl", rows[:2])
+    datasets.Dataset.from_list(rows[2:4]).to_parquet(str(folder / "2.parquet"))
+    write_jsonl(folder / "3.ndjson", rows[4:])
+    source = open_source(str(folder))
+    got = [{k: r[k] for k in ("id", "url", "title", "text")} for r in source]
+    assert got == rows and list(source) and source.total is None  # iterable again; streamed: no total
+    assert [r["id"] for r in open_source(str(folder), limit=3)] == [r["id"] for r in rows[:3]]
+
+
+def test_a_file_of_a_mixed_folder_lacking_a_column_is_named(tmp_path, sample):
+    import datasets
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    write_jsonl(folder / "1.jsonl", sample[:2])
+    datasets.Dataset.from_list([{"id": "x", "url": "u", "text": "t"}]).to_parquet(str(folder / "2.parquet"))
+    with pytest.raises(SourceError, match=r"2\.parquet lacks the required column 'title'"):
+        open_source(str(folder))
