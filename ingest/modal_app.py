@@ -36,7 +36,12 @@ from pathlib import Path
 
 import modal
 
-from ingest.settings import EmbedderSettings, deploy_settings, shard_settings, store_settings_from_env
+from ingest.settings import (
+    EmbedderSettings,
+    deploy_settings,
+    shard_settings,
+    store_settings_from_env,
+)
 
 # What the deploying shell sets (WIKI_EMBED_GPUS, WIKI_REINDEX_CRON, WIKI_SNAPSHOTS,
 # WIKI_SEARCH_COLLECTION), read once, here, by the one settings parser.
@@ -374,7 +379,7 @@ def main(
     gpus = max(1, min(MAX_CONTAINERS, -(-len(shards) // SHARDS_PER_CONTAINER)))
     print(f"{rows:,} articles in {len(shards):,} shards of {shard_size:,}, on up to {gpus} {GPU}s")
 
-    chunking = {"max_chars": chunk_size, "overlap_chars": chunk_overlap, "title_prefix": True, "sparse": SPARSE}
+    chunking = {"max_chars": chunk_size, "overlap_chars": chunk_overlap, "title_prefix": True, "sparse": sparse}
     worker = Embedder()
     plan = worker.prepare_load.remote(collection, chunking, run_key(config, rows, shard_size), fresh, drop_old)
     finished = {result.shard: result for result in plan.finished}
@@ -454,7 +459,7 @@ def reindex(config: str = DATASET_CONFIG, collection: str = "wikipedia", chunk_s
     with Router.from_config(router_config(), startup_timeout=10 * MINUTES, echo=sys.stderr) as router:
         settings = shard_settings(os.environ, tei_url=router.url, collection=collection, model=MODEL_ID,
                                   chunking=chunking, window=window, tei_concurrency=TEI_CONCURRENCY,
-                                  sparse=SPARSE)
+                                  tei_tokenizer=TOKENIZER_JSON, sparse=SPARSE)
         settings = dataclasses.replace(settings, dead_letter=f"{STATE_DIR}/dead_letters/reindex-{config}.jsonl")
         state = VolumeState(MANIFESTS_DIR, LOCAL_STATE_DIR, commit=dataset_volume.commit)
         summary = reindex_snapshot(dataset_path(config), settings, state=state)

@@ -1,52 +1,214 @@
 """ingest.modal_app and ingest.embedders.modal, with no Modal credentials and no
-network: what the app declares (read from its module-level objects and its
-source), the GPU class run in-process with `.local()` against the loopback TEI
-test server, and ModalEmbedder against an in-process fake of the deployed class."""
+network, and without reading the app's source text.
+
+- What the app declares, as modal records it: the `modal.Function` and `modal.Cls`
+  objects' `FunctionInfo` (`Function.info()`, documented, answered locally for an
+  app that is not deployed) and the app's registry. What `FunctionInfo` leaves out
+  (autoscaling, which image a function runs, the images' build steps, a secret's
+  required keys) is read from the arguments the module passes to modal's public
+  constructors and decorators while it is imported: `declarations()` imports it in
+  a subprocess with those calls recorded.
+- What the declared functions do, run in this process through their plain-Python
+  cores: `.local()` on the GPU class against the loopback TEI test server and
+  local-mode Qdrant, the driver (`main`) with `.remote()` done in-process, and the
+  small functions against fakes of the Volume and of the hub.
+- ModalEmbedder against an in-process fake of the deployed class.
+"""
 
 from __future__ import annotations
 
-import ast
 import dataclasses
+import io
+import json
 import os
+import pickle
 import re
+import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import modal
 import numpy as np
 import pytest
 
 import ingest.modal_app as modal_app
-import ingest.worker
+import ingest.sharded.router as router_module
 from ingest.embedders.base import Embedder
-from ingest.embedders.modal import ModalEmbedder
-from ingest.errors import EmbedderError
-from ingest.settings import EmbedderSettings
-from ingest.worker import InputRejected, ShardResult
+from ingest.embedders.modal import DEFAULT_BATCH_SIZE, ModalEmbedder
+from ingest.errors import EmbedderError, InputRejected, SettingsError, ShardError
+from ingest.settings import DeploySettings, EmbedderSettings, StoreSettings, deploy_settings
+from ingest.sharded.router import router_command
+from ingest.sharded.shard import ShardResult
+from ingest.store import open_store
 from schemas import KNOWN_MODELS
 from schemas.models import BGE_QUERY_INSTRUCTION
 from tests.tei_server import deterministic_vector, deterministic_vectors
 from tests.tei_server_main import free_port, runner
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCE = (ROOT / "ingest" / "modal_app.py").read_text()
-TREE = ast.parse(SOURCE)
 MODEL = "BAAI/bge-small-en-v1.5"
 HEAVY = ("httpx", "numpy", "datasets", "qdrant_client", "orjson", "tenacity", "torch", "sentence_transformers")
+DEPLOY_ENV = ("WIKI_EMBED_GPUS", "WIKI_REINDEX_CRON", "WIKI_SNAPSHOTS", "WIKI_SEARCH_COLLECTION")
+
+# `.local()` warns that it runs the function here rather than on Modal: that is the point.
+pytestmark = pytest.mark.filterwarnings("ignore:.*executing locally.*:UserWarning")
 
 
-def offline_env(tmp_path) -> dict[str, str]:
-    """This environment without Modal credentials or a Modal config file."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
+def offline_env(tmp_path, **deploy_env: str) -> dict[str, str]:
+    """This environment without Modal credentials, a Modal config file or the
+    deploy-time variables, plus `deploy_env`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_") and k not in DEPLOY_ENV}
     env["MODAL_CONFIG_PATH"] = str(tmp_path / "no-modal.toml")
     env["PYTHONPATH"] = str(ROOT)
+    env.update(deploy_env)
     return env
 
 
-def run_python(code: str, tmp_path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], env=offline_env(tmp_path), cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60)
+def run_python(code: str, tmp_path, **deploy_env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], env=offline_env(tmp_path, **deploy_env), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+
+
+def info(function) -> modal.types.FunctionInfo:
+    """`Function.info()`: for a function of an app defined here and not deployed,
+    modal answers from what the decorator recorded, without a network call."""
+    return function.info()
+
+
+def gpu_class_info() -> modal.types.FunctionInfo:
+    """The GPU class's FunctionInfo: its methods share the class's one service function."""
+    return modal_app.Embedder().embed.info()
+
+
+def registered() -> SimpleNamespace:
+    """The functions, classes and local entrypoints registered on the app.
+    `App.registered_functions`, `registered_classes` and `registered_entrypoints`
+    are deprecated in modal 1.6 and go in 1.7 (hence pyproject's `modal<1.7`); their
+    warning is silenced here, and only here."""
+    app = modal_app.app
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", modal.exception.DeprecationError)
+        return SimpleNamespace(functions=dict(app.registered_functions), classes=dict(app.registered_classes),
+                               entrypoints=dict(app.registered_entrypoints))
+
+
+def volume_mounts(function_info) -> dict[str, tuple[str, bool]]:
+    return {path: (mount.name, mount.read_only) for path, mount in function_info.volumes.items()}
+
+
+# -- what the module hands modal while it is imported ------------------------------------
+# Recorded around modal's public API (`App.function`, `App.cls`, `Secret.from_name`,
+# `Volume.from_name`, every public `Image` builder): only the calls made by the module
+# itself, not those modal makes inside them. Objects of the module are named by the
+# module attribute that holds them; `warnings` are errors, so an API that modal 1.x
+# deprecates fails the import.
+DECLARATIONS = r'''
+import json, warnings
+warnings.simplefilter("error")
+import modal
+
+calls, decorated, depth = [], [], [0]
+
+
+def spy(owner, name):
+    raw = owner.__dict__[name]
+    static = isinstance(raw, staticmethod)
+    original = raw.__func__ if static else raw
+
+    def recorded(*args, **kwargs):
+        depth[0] += 1
+        try:
+            result = original(*args, **kwargs)
+        finally:
+            depth[0] -= 1
+        if depth[0] == 0:
+            calls.append((owner.__name__ + "." + name, static, args, kwargs, result))
+            if owner is modal.App:
+                decorate = result
+
+                def result(target, decorate=decorate, kwargs=kwargs):
+                    made = decorate(target)
+                    decorated.append((name, kwargs, made))
+                    return made
+        return result
+
+    setattr(owner, name, staticmethod(recorded) if static else recorded)
+
+
+for name in ("function", "cls"):
+    spy(modal.App, name)
+spy(modal.Secret, "from_name")
+spy(modal.Volume, "from_name")
+for name, raw in list(vars(modal.Image).items()):
+    if not name.startswith("_") and (isinstance(raw, staticmethod) or callable(raw)) and not isinstance(raw, type):
+        spy(modal.Image, name)
+
+import ingest.modal_app as m
+
+objects = {id(v): k for k, v in vars(m).items()
+           if isinstance(v, (modal.Image, modal.Secret, modal.Volume, modal.Function, modal.Cls))}
+
+
+def describe(value):
+    if id(value) in objects:
+        return objects[id(value)]
+    if isinstance(value, (list, tuple)):
+        return [describe(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): describe(v) for k, v in value.items()}
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return getattr(value, "__name__", None) or type(value).__name__
+
+
+made_by = {id(result): (call, static, args, kwargs) for call, static, args, kwargs, result in calls
+           if call.startswith("Image.")}
+
+
+def build_steps(image):
+    steps = []
+    while id(image) in made_by:
+        call, static, args, kwargs = made_by[id(image)]
+        steps.append([call.split(".", 1)[1], describe(list(args if static else args[1:])), describe(kwargs)])
+        if static:
+            break
+        image = args[0]
+    return steps[::-1]
+
+
+print(json.dumps({
+    "options": {describe(made): dict(describe(kwargs), decorator=kind) for kind, kwargs, made in decorated},
+    "images": {k: build_steps(v) for k, v in vars(m).items() if isinstance(v, modal.Image)},
+    "named": {describe(result): {"name": args[0], **describe(kwargs)}
+              for call, static, args, kwargs, result in calls if call.endswith(".from_name")},
+    "schedules": {k: v.info().schedule for k, v in vars(m).items()
+                  if isinstance(v, modal.Function) and v.info().schedule},
+    "snapshots": list(m.SNAPSHOTS),
+}))
+'''
+
+
+def declarations(tmp_path, **deploy_env: str) -> dict:
+    done = run_python(DECLARATIONS, tmp_path, **deploy_env)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="module")
+def declared(tmp_path_factory) -> dict:
+    """What the app hands modal when it is deployed from a shell that sets nothing."""
+    return declarations(tmp_path_factory.mktemp("declared"))
+
+
+@pytest.fixture(scope="module")
+def declared_from_env(tmp_path_factory) -> dict:
+    """The same, deployed from a shell that sets every deploy-time variable."""
+    return declarations(tmp_path_factory.mktemp("declared-env"), WIKI_EMBED_GPUS="50",
+                        WIKI_REINDEX_CRON="30 4 * * *", WIKI_SNAPSHOTS="20231101.en, 20231201.en",
+                        WIKI_SEARCH_COLLECTION="wikipedia_canary")
 
 
 # -- importing and deploying needs only `modal` -----------------------------------------
@@ -59,123 +221,173 @@ class Block(importlib.abc.MetaPathFinder):
             raise ImportError("blocked: " + name)
 sys.meta_path.insert(0, Block())
 import ingest.modal_app as m
-print(m.app.name, type(m.Embedder).__name__)
+print(m.app.name, type(m.Embedder).__name__, "ingest.settings" in sys.modules)
 """
     done = run_python(code, tmp_path)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["wiki-embed", "Cls"]
+    assert done.stdout.split() == ["wiki-embed", "Cls", "True"]  # the settings module comes along, stdlib-only
 
 
+def test_the_app_declares_itself_without_a_deprecated_modal_api(declared):
+    # `declarations()` imports the app under modal 1.6 with every warning an error: the
+    # pre-1.0 names (modal.Stub, modal.gpu.A10G(), concurrency_limit=, keep_warm=,
+    # allow_concurrent_inputs=, container_idle_timeout=...) raise or warn there.
+    assert modal.__version__.startswith("1.")
+    assert set(declared["options"]) == {"download_dataset", "dataset_length", "Embedder", "reindex",
+                                        "scheduled_reindex", "search_api"}
+
+
+# -- what the app declares --------------------------------------------------------------
 def test_names_match_what_the_modal_backend_looks_up():
     defaults = EmbedderSettings()
+    classes = registered().classes
     assert modal_app.APP_NAME == modal_app.app.name == defaults.modal_app == "wiki-embed"
-    assert defaults.modal_class == "Embedder" and isinstance(modal_app.Embedder, modal.Cls)
-    assert "class Embedder:" in SOURCE
+    assert modal_app.EMBEDDER_CLASS == defaults.modal_class == "Embedder"
+    assert classes == {defaults.modal_class: modal_app.Embedder} and isinstance(modal_app.Embedder, modal.Cls)
+    assert modal_app.Embedder().embed.info().method_names  # a class of this app, with methods to call
 
 
-def test_declares_an_a10g_tei_image_with_pinned_everything():
+def test_the_app_registers_these_functions_and_nothing_else():
+    app = registered()
+    functions, classes = app.functions, app.classes
+    plain = {name: f for name, f in functions.items() if not name.endswith(".*")}  # "Embedder.*": the class's
+    assert plain == {name: getattr(modal_app, name) for name in
+                     ("download_dataset", "dataset_length", "reindex", "scheduled_reindex", "search_api")}
+    assert set(functions) - set(plain) == {f"{name}.*" for name in classes}
+    assert all(isinstance(f, modal.Function) for f in functions.values())
+    assert app.entrypoints == {"main": modal_app.main}  # what `modal run -m ingest.modal_app` runs on this machine
+
+
+def test_declares_an_a10g_tei_image_with_pinned_everything(declared):
     assert modal_app.GPU == "A10G"
-    assert modal_app.TEI_IMAGE == "ghcr.io/huggingface/text-embeddings-inference:86-1.9"
+    assert modal_app.TEI_IMAGE == "ghcr.io/huggingface/text-embeddings-inference:86-1.9"  # 86: the A10G's SM 8.6
     assert re.fullmatch(r"[0-9a-f]{40}", modal_app.MODEL_REVISION)
     assert modal_app.MODEL_ID == MODEL and MODEL in KNOWN_MODELS
     assert all(re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[0-9][0-9.]*", p) for p in modal_app.RUNTIME_PACKAGES)
     assert isinstance(modal_app.tei_image, modal.Image) and isinstance(modal_app.data_image, modal.Image)
-    chain = _call_chain(_assigned("tei_image"))
-    assert [name for name, _ in chain] == [
+    steps = declared["images"]["tei_image"]
+    assert [name for name, _, _ in steps] == [
         "from_registry", "entrypoint", "pip_install", "env", "run_function", "add_local_python_source"]
-    calls = dict(chain)
-    assert ast.unparse(calls["from_registry"]) == "modal.Image.from_registry(TEI_IMAGE, add_python='3.11')"
-    assert ast.unparse(calls["entrypoint"].args[0]) == "[]"
-    assert ast.unparse(calls["run_function"].args[0]) == "download_weights"
-    assert [a.value for a in calls["add_local_python_source"].args] == ["schemas", "ingest", "search"]
+    calls = {name: (args, kwargs) for name, args, kwargs in steps}
+    assert calls["from_registry"] == ([modal_app.TEI_IMAGE], {"add_python": "3.11"})
+    assert calls["entrypoint"] == ([[]], {})  # TEI's own entrypoint cleared: Modal starts Python
+    assert calls["pip_install"] == (list(modal_app.RUNTIME_PACKAGES), {})
+    assert calls["run_function"] == (["download_weights"], {})  # the weights are baked into the image
+    assert calls["add_local_python_source"] == (["schemas", "ingest", "search"], {})
+    assert declared["images"]["data_image"] == [
+        ["debian_slim", [], {"python_version": "3.11"}],
+        ["pip_install", [p for p in modal_app.RUNTIME_PACKAGES if p.startswith("datasets==")], {}]]
 
 
-def test_the_gpu_class_declares_gpu_secrets_volumes_scaling_and_concurrency():
-    cls_call, concurrent = _decorators("Embedder")
-    options = {kw.arg: ast.unparse(kw.value) for kw in cls_call.keywords}
-    assert options["gpu"] == "GPU"
-    assert options["image"] == "tei_image"
-    assert options["secrets"] == "[qdrant_secret]"
-    assert options["volumes"] == "{DATA_DIR: dataset_volume}"
-    assert options["max_containers"] == "MAX_CONTAINERS"
-    assert options["scaledown_window"] and options["timeout"]
-    assert ast.unparse(concurrent) == "modal.concurrent(max_inputs=SHARDS_PER_CONTAINER)"
-    assert isinstance(modal_app.qdrant_secret, modal.Secret)
+def test_the_gpu_class_declares_gpu_secrets_volumes_scaling_and_concurrency(declared):
+    declared_info = gpu_class_info()
+    assert declared_info.gpus == [(modal_app.GPU, 1)]
+    assert declared_info.secrets == [repr(modal_app.qdrant_secret)] == ["modal.Secret.from_name('qdrant')"]
+    assert volume_mounts(declared_info) == {modal_app.DATA_DIR: ("wiki-embed-data", False)}
+    assert declared_info.concurrency_info.max_inputs == modal_app.SHARDS_PER_CONTAINER >= 2
+    assert declared_info.cpu >= 2 and declared_info.timeout >= 60 * 60
+    assert set(declared_info.method_names) == {"spec", "embed", "prepare_load", "finish_load", "ingest_shard"}
+    options = declared["options"]["Embedder"]
+    assert (options["decorator"], options["image"]) == ("cls", "tei_image")
+    assert options["max_containers"] == DeploySettings().gpus == 10
+    assert 0 < options["scaledown_window"] <= 10 * 60  # an idle A10G is let go within minutes
+    assert declared["named"]["qdrant_secret"] == {"name": modal_app.QDRANT_SECRET_NAME,
+                                                  "required_keys": modal_app.QDRANT_SECRET_KEYS}
     assert (modal_app.QDRANT_SECRET_NAME, modal_app.QDRANT_SECRET_KEYS) == ("qdrant", ["QDRANT_URL", "QDRANT_API_KEY"])
-    assert "modal.Secret.from_name(QDRANT_SECRET_NAME, required_keys=QDRANT_SECRET_KEYS)" in SOURCE
-    assert isinstance(modal_app.dataset_volume, modal.Volume)
-    assert modal_app.SHARDS_PER_CONTAINER >= 2
-    hooks = {name: ast.unparse(dec) for name, dec in _method_decorators("Embedder")}
-    assert hooks == {"start_server": "modal.enter()", "stop_server": "modal.exit()", "spec": "modal.method()",
-                     "embed": "modal.method()", "ingest_shard": "modal.method()",
-                     "prepare_load": "modal.method()", "finish_load": "modal.method()"}
+    assert declared["named"]["dataset_volume"] == {"name": "wiki-embed-data", "create_if_missing": True}
 
 
-def test_the_schedule_and_the_snapshots_are_set_from_the_environment_at_deploy_time(tmp_path):
-    done = run_python("import os; os.environ['WIKI_REINDEX_CRON'] = '30 4 * * *'\n"
-                      "os.environ['WIKI_SNAPSHOTS'] = '20231101.en, 20231201.en'\n"
-                      "import ingest.modal_app as m; print(m.REINDEX_CRON, '|', ','.join(m.SNAPSHOTS))", tmp_path)
-    assert done.stdout.strip() == "30 4 * * * | 20231101.en,20231201.en", done.stderr
+def test_one_schedule_the_weekly_reindex(declared):
+    functions = registered().functions
+    schedules = {name: info(f).schedule for name, f in functions.items() if info(f).schedule}
+    assert schedules == {"scheduled_reindex": f"Cron({modal_app.REINDEX_CRON!r}, UTC)"}  # what a deploy starts
+    assert modal_app.REINDEX_CRON == modal_app.DEPLOY.reindex_cron
+    assert declared["schedules"] == {"scheduled_reindex": "Cron('0 3 * * 0', UTC)"}  # Sundays, 03:00 UTC
+    assert declared["snapshots"] == list(DeploySettings().snapshots) == [modal_app.DATASET_CONFIG]
 
 
-def test_the_reindex_functions_use_the_volume_the_secret_and_a_gpu_for_the_work():
-    functions = {n.name: n for n in TREE.body if isinstance(n, ast.FunctionDef)}
-    (decorator,) = functions["reindex"].decorator_list
-    options = {kw.arg: ast.unparse(kw.value) for kw in decorator.keywords}
-    assert (options["gpu"], options["image"], options["secrets"]) == ("GPU", "tei_image", "[qdrant_secret]")
-    assert options["volumes"] == "{DATA_DIR: dataset_volume}" and "HOURS" in options["timeout"]
-    (decorator,) = functions["scheduled_reindex"].decorator_list
-    options = {kw.arg: ast.unparse(kw.value) for kw in decorator.keywords}
-    assert "gpu" not in options and options["volumes"] == "{DATA_DIR: dataset_volume}"
-    body = ast.unparse(functions["scheduled_reindex"])
-    assert "newest_snapshot(SNAPSHOTS)" in body and "reindex.remote(config=config)" in body
-    assert "reindex_snapshot(" in ast.unparse(functions["reindex"])
-    assert modal_app.MANIFESTS_DIR.startswith(modal_app.DATA_DIR + "/")  # the state lives on the Volume
+def test_the_reindex_functions_use_the_volume_the_secret_and_a_gpu_for_the_work(declared):
+    work, schedule = info(modal_app.reindex), info(modal_app.scheduled_reindex)
+    assert work.gpus == [(modal_app.GPU, 1)] and work.secrets == [repr(modal_app.qdrant_secret)]
+    assert volume_mounts(work) == volume_mounts(schedule) == {modal_app.DATA_DIR: ("wiki-embed-data", False)}
+    assert work.timeout >= 60 * 60
+    assert schedule.gpus == []  # it only picks the snapshot; `reindex` holds the GPU
+    assert schedule.timeout >= work.timeout  # it waits for a download and for the reindex
+    assert declared["options"]["reindex"]["image"] == declared["options"]["scheduled_reindex"]["image"] == "tei_image"
+    for state in (modal_app.STATE_DIR, modal_app.MANIFESTS_DIR, modal_app.RUNS_DIR):  # the state lives on the Volume
+        assert Path(state).is_relative_to(modal_app.DATA_DIR)
 
 
-def test_max_containers_is_set_from_the_environment_at_deploy_time(monkeypatch, tmp_path):
-    assert modal_app.MAX_CONTAINERS == (int(os.environ["WIKI_EMBED_GPUS"]) if os.environ.get("WIKI_EMBED_GPUS") else 10)
-    monkeypatch.setenv("WIKI_EMBED_GPUS", "100")
-    assert modal_app._env_int("WIKI_EMBED_GPUS", 10) == 100
-    for bad in ("0", "-3", "lots"):
-        monkeypatch.setenv("WIKI_EMBED_GPUS", bad)
-        with pytest.raises(ValueError, match="WIKI_EMBED_GPUS"):
-            modal_app._env_int("WIKI_EMBED_GPUS", 10)
-    done = run_python("import os; os.environ['WIKI_EMBED_GPUS'] = '50'\n"
-                      "import ingest.modal_app as m; print(m.MAX_CONTAINERS)", tmp_path)
-    assert done.stdout.strip() == "50", done.stderr
-
-
-def test_one_schedule_the_weekly_reindex_and_no_pre_1_0_modal_api():
-    names = {n.attr for n in ast.walk(TREE) if isinstance(n, ast.Attribute)}
-    keywords = {kw.arg for n in ast.walk(TREE) if isinstance(n, ast.Call) for kw in n.keywords}
-    scheduled = [(f.name, ast.unparse(kw.value)) for f in TREE.body if isinstance(f, ast.FunctionDef)
-                 for d in f.decorator_list if isinstance(d, ast.Call) for kw in d.keywords if kw.arg == "schedule"]
-    assert scheduled == [("scheduled_reindex", "modal.Cron(REINDEX_CRON)")]  # what a deploy starts: this only
-    assert "Period" not in names and ast.unparse(TREE).count("modal.Cron(") == 1
-    assert modal_app.REINDEX_CRON == (os.environ.get("WIKI_REINDEX_CRON") or "0 3 * * 0")
-    assert isinstance(modal_app.scheduled_reindex, modal.Function) and isinstance(modal_app.reindex, modal.Function)
-    assert not names & {"Stub", "build", "gpu"}  # modal.Stub, @modal.build, modal.gpu.A10G()
-    assert not keywords & {"concurrency_limit", "keep_warm", "allow_concurrent_inputs", "container_idle_timeout"}
-
-
-def test_download_functions_use_the_dataset_volume_and_commit():
-    functions = {n.name: n for n in TREE.body if isinstance(n, ast.FunctionDef)}
+def test_download_functions_use_the_dataset_volume_and_no_gpu(declared):
+    for function in (modal_app.download_dataset, modal_app.dataset_length):
+        declared_info = info(function)
+        assert volume_mounts(declared_info) == {modal_app.DATA_DIR: ("wiki-embed-data", False)}
+        assert declared_info.gpus == [] and declared_info.secrets == []
     for name in ("download_dataset", "dataset_length"):
-        (decorator,) = functions[name].decorator_list
-        options = {kw.arg: ast.unparse(kw.value) for kw in decorator.keywords}
-        assert ast.unparse(decorator.func) == "app.function"
-        assert options["volumes"] == "{DATA_DIR: dataset_volume}" and options["image"] == "data_image"
-    assert "dataset_volume.commit()" in ast.unparse(functions["download_dataset"])
-    assert "dataset_volume.reload()" in ast.unparse(functions["dataset_length"])
-    assert isinstance(modal_app.download_dataset, modal.Function)
+        assert declared["options"][name]["image"] == "data_image"
     assert modal_app.dataset_path("20231101.en") == "/data/wikipedia-20231101.en"
+    assert Path(modal_app.dataset_path("x")).is_relative_to(modal_app.DATA_DIR)
     assert modal_app.DATASET_NAME == "wikimedia/wikipedia"
 
 
+def test_the_search_endpoint_is_a_wsgi_app_on_a_cpu_with_the_qdrant_and_token_secrets(declared):
+    declared_info = info(modal_app.search_api)
+    assert declared_info.web_info is not None and declared_info.web_info.method is None  # wsgi, not fastapi
+    assert declared_info.gpus == [] and declared_info.volumes == {}
+    assert declared_info.secrets == [repr(modal_app.qdrant_secret), repr(modal_app.search_secret)]
+    assert declared_info.concurrency_info.max_inputs > 1  # health checks need not queue behind a search
+    functions = registered().functions
+    assert [name for name, f in functions.items() if info(f).web_info is not None] == ["search_api"]
+    assert declared["options"]["search_api"]["image"] == "search_image"
+    assert [name for name, _, _ in declared["images"]["search_image"]] == [
+        "debian_slim", "pip_install", "env", "add_local_python_source"]  # no TEI image, no CUDA
+    assert declared["named"]["search_secret"] == {"name": "search-api", "required_keys": ["SEARCH_API_TOKEN"]}
+    assert (modal_app.SEARCH_SECRET_NAME, modal_app.SEARCH_TOKEN_KEY) == ("search-api", "SEARCH_API_TOKEN")
+
+
+# -- set from the deploying shell -------------------------------------------------------
+def test_the_deploy_time_variables_default_when_unset(declared):
+    assert deploy_settings({}) == DeploySettings(gpus=10, reindex_cron="0 3 * * 0", snapshots=("20231101.en",),
+                                                 search_collection="wikipedia")
+    assert modal_app.MAX_CONTAINERS == modal_app.DEPLOY.gpus
+    assert modal_app.SEARCH_COLLECTION == modal_app.DEPLOY.search_collection
+    env_step = [args for name, args, _ in declared["images"]["search_image"] if name == "env"]
+    assert env_step == [[{"WIKI_SEARCH_COLLECTION": "wikipedia"}]]
+
+
+def test_max_containers_is_set_from_the_environment_at_deploy_time(declared_from_env):
+    assert declared_from_env["options"]["Embedder"]["max_containers"] == 50
+    assert deploy_settings({"WIKI_EMBED_GPUS": " 100 "}).gpus == 100
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "lots"])
+def test_a_bad_gpu_count_is_refused(bad):
+    with pytest.raises(SettingsError, match="WIKI_EMBED_GPUS"):
+        deploy_settings({"WIKI_EMBED_GPUS": bad})
+
+
+def test_a_deploy_with_a_bad_gpu_count_fails_before_declaring_anything(tmp_path):
+    done = run_python("import ingest.modal_app", tmp_path, WIKI_EMBED_GPUS="lots")
+    assert done.returncode != 0
+    assert "SettingsError" in done.stderr and "WIKI_EMBED_GPUS='lots'" in done.stderr
+
+
+def test_the_schedule_and_the_snapshots_are_set_from_the_environment_at_deploy_time(declared_from_env):
+    assert declared_from_env["schedules"] == {"scheduled_reindex": "Cron('30 4 * * *', UTC)"}
+    assert declared_from_env["snapshots"] == ["20231101.en", "20231201.en"]
+
+
+def test_the_search_collection_is_baked_into_the_search_image(declared_from_env):
+    # The container imports the module again; it finds the collection in the image's environment.
+    env_step = [args for name, args, _ in declared_from_env["images"]["search_image"] if name == "env"]
+    assert env_step == [[{"WIKI_SEARCH_COLLECTION": "wikipedia_canary"}]]
+    assert deploy_settings({"WIKI_SEARCH_COLLECTION": "wikipedia_canary"}).search_collection == "wikipedia_canary"
+
+
+# -- the plain-Python pieces ------------------------------------------------------------
 def test_router_config_serves_the_cached_weights_in_float16():
     config = modal_app.router_config()
-    command = ingest.worker.router_command(config)
+    command = router_command(config)
     assert command[0] == "text-embeddings-router"
     flags = dict(zip(command[1::2], command[2::2]))
     assert flags["--model-id"] == MODEL and flags["--revision"] == modal_app.MODEL_REVISION
@@ -183,6 +395,8 @@ def test_router_config_serves_the_cached_weights_in_float16():
     assert command[-1] == "--auto-truncate"
     in_flight = (modal_app.SHARDS_PER_CONTAINER + 1) * modal_app.TEI_CONCURRENCY
     assert int(flags["--max-concurrent-requests"]) == modal_app.BATCH_SIZE * in_flight
+    # a call from ModalEmbedder never carries more inputs than the served TEI accepts at once
+    assert int(flags["--max-client-batch-size"]) == modal_app.BATCH_SIZE >= DEFAULT_BATCH_SIZE
 
 
 def test_pin_revision_records_the_commit_where_tei_looks_for_it(tmp_path):
@@ -195,42 +409,139 @@ def test_pin_revision_records_the_commit_where_tei_looks_for_it(tmp_path):
     assert Path(path) == repo / "refs" / revision and Path(path).read_text() == revision
 
 
+def test_download_weights_caches_the_pinned_revision_where_tei_and_the_chunker_read_it(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    downloads = []
+
+    def snapshot_download(repo_id, *, revision, cache_dir, allow_patterns):
+        downloads.append((repo_id, revision, cache_dir, allow_patterns))
+        snapshot = Path(cache_dir) / f"models--{repo_id.replace('/', '--')}" / "snapshots" / revision
+        snapshot.mkdir(parents=True)  # the hub cache's layout
+        (snapshot / "tokenizer.json").write_text("{}")
+        return str(snapshot)
+
+    in_image = Path(modal_app.TOKENIZER_JSON).relative_to(modal_app.WEIGHTS_DIR)  # the chunker's tokenizer
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.setattr(modal_app, "WEIGHTS_DIR", str(tmp_path))
+    modal_app.download_weights()
+    ((repo_id, revision, cache_dir, patterns),) = downloads
+    assert (repo_id, revision, cache_dir) == (MODEL, modal_app.MODEL_REVISION, str(tmp_path))
+    assert "*.json" in patterns and "*.safetensors" in patterns and not any("onnx" in p for p in patterns)
+    repo = tmp_path / "models--BAAI--bge-small-en-v1.5"
+    assert (repo / "refs" / modal_app.MODEL_REVISION).read_text() == modal_app.MODEL_REVISION
+    assert (tmp_path / in_image).is_file()  # the tokenizer the chunker counts with: this download's
+
+
+class FakeVolume:
+    """`modal.Volume` as the functions use it: what they call, and what was on disk then."""
+
+    def __init__(self, watch: Path | None = None):
+        self.calls: list[str] = []
+        self.watch = watch
+
+    def reload(self) -> None:
+        self.calls.append("reload")
+
+    def commit(self) -> None:
+        self.calls.append("commit" if self.watch is None or not self.watch.exists() else f"commit {self.watch.name}")
+
+
+def test_download_dataset_saves_the_config_on_the_volume_then_commits(monkeypatch, tmp_path):
+    import datasets
+
+    loaded = []
+
+    def load_dataset(name, config, *, split, num_proc):
+        loaded.append((name, config, split))
+        return datasets.Dataset.from_list([{"id": "1", "title": "A", "text": "a", "url": "u"}] * 3)
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    monkeypatch.setattr(modal_app, "DATA_DIR", str(tmp_path))
+    volume = FakeVolume(watch=Path(modal_app.dataset_path("20231201.en")))
+    monkeypatch.setattr(modal_app, "dataset_volume", volume)
+    assert modal_app.download_dataset.local("20231201.en") == 3
+    assert loaded == [("wikimedia/wikipedia", "20231201.en", "train")]
+    assert volume.calls == ["commit wikipedia-20231201.en"]  # committed once the files are there
+    assert len(datasets.load_from_disk(modal_app.dataset_path("20231201.en"))) == 3
+
+
+def test_dataset_length_reloads_the_volume_and_says_when_there_is_no_dataset(monkeypatch, tmp_path):
+    import datasets
+
+    monkeypatch.setattr(modal_app, "dataset_volume", volume := FakeVolume())
+    assert modal_app.dataset_length.local(str(tmp_path / "absent")) == -1
+    datasets.Dataset.from_list([{"id": str(i)} for i in range(4)]).save_to_disk(str(tmp_path / "wiki"))
+    assert modal_app.dataset_length.local(str(tmp_path / "wiki")) == 4
+    assert volume.calls == ["reload", "reload"]  # a download committed after this container started is seen
+
+
+class Remote:
+    """A modal.Function seen from the driver: `.remote()` and `.starmap()`, run here
+    with `.local()`; arguments, results and exceptions travel pickled, as they do
+    between the driver and a container. `fail(*args)` may raise instead of running."""
+
+    def __init__(self, function, fail=None):
+        self.function, self.fail, self.calls, self.keywords = function, fail, [], []
+
+    def remote(self, *args, **kwargs):
+        args, kwargs = pickle.loads(pickle.dumps((args, kwargs)))
+        self.calls.append(args)
+        self.keywords.append(kwargs)
+        if self.fail is not None:
+            self.fail(*args)
+        return pickle.loads(pickle.dumps(self.function.local(*args, **kwargs)))
+
+    def starmap(self, inputs, *, order_outputs=True, return_exceptions=False):
+        for args in list(inputs):
+            try:
+                yield self.remote(*args)
+            except Exception as exc:
+                if not return_exceptions:
+                    raise
+                yield pickle.loads(pickle.dumps(exc))
+
+
+def test_scheduled_reindex_picks_the_newest_snapshot_and_downloads_it_when_missing(monkeypatch, tmp_path):
+    fetched, reindexed = [], []
+    monkeypatch.setattr(modal_app, "DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(modal_app, "dataset_volume", volume := FakeVolume())
+    monkeypatch.setattr(modal_app, "SNAPSHOTS", ("20231101.en", "20240101.en", "20231201.en"))
+    monkeypatch.setattr(modal_app, "download_dataset", SimpleNamespace(
+        remote=lambda config: fetched.append(config) or Path(modal_app.dataset_path(config)).mkdir()))
+    monkeypatch.setattr(modal_app, "reindex", SimpleNamespace(
+        remote=lambda **kwargs: reindexed.append(kwargs) or f"{kwargs['config']}: report"))
+    assert modal_app.scheduled_reindex.local() == "20240101.en: report"
+    assert modal_app.scheduled_reindex.local() == "20240101.en: report"
+    assert fetched == ["20240101.en"]  # downloaded once, then found on the Volume
+    assert reindexed == [{"config": "20240101.en"}] * 2 and volume.calls == ["reload", "reload"]
+    monkeypatch.setattr(modal_app, "SNAPSHOTS", ("latest",))
+    with pytest.raises(SettingsError, match="starts with a date"):
+        modal_app.scheduled_reindex.local()
+
+
 # -- the search endpoint ---------------------------------------------------------------
-def test_the_search_endpoint_is_a_wsgi_app_on_a_cpu_with_the_qdrant_and_token_secrets():
-    functions = {n.name: n for n in TREE.body if isinstance(n, ast.FunctionDef)}
-    function, concurrent, web = functions["search_api"].decorator_list
-    assert (ast.unparse(function.func), ast.unparse(web)) == ("app.function", "modal.wsgi_app()")
-    assert ast.unparse(concurrent.func) == "modal.concurrent"
-    options = {kw.arg: ast.unparse(kw.value) for kw in function.keywords}
-    assert options["secrets"] == "[qdrant_secret, search_secret]" and options["image"] == "search_image"
-    assert "gpu" not in options and "volumes" not in options
-    assert ast.unparse(_assigned("search_secret")) == (
-        "modal.Secret.from_name(SEARCH_SECRET_NAME, required_keys=[SEARCH_TOKEN_KEY])")
-    assert (modal_app.SEARCH_SECRET_NAME, modal_app.SEARCH_TOKEN_KEY) == ("search-api", "SEARCH_API_TOKEN")
-    assert [name for name, _ in _call_chain(_assigned("search_image"))] == [
-        "debian_slim", "pip_install", "env", "add_local_python_source"]  # no TEI image, no CUDA
-    assert isinstance(modal_app.search_api, modal.Function)
-    assert modal_app.EMBEDDER_CLASS == EmbedderSettings().modal_class and "class Embedder:" in SOURCE
-
-
-@pytest.mark.filterwarnings("ignore:.*executing locally.*:UserWarning")
-def test_the_search_endpoint_builds_the_server_from_the_secrets(monkeypatch):
-    import io
-    from types import SimpleNamespace
-
+@pytest.fixture
+def opened_searchers(monkeypatch):
     import search.api
-    from search.server import TOKEN_ENV, SearchApp
 
     opened = []
     searcher = SimpleNamespace(name="wikipedia", store=SimpleNamespace(collection="wikipedia_2"),
                                spec=SimpleNamespace(model=SimpleNamespace(name=MODEL), dimension=384))
-    monkeypatch.setattr(search.api.Searcher, "open", lambda store, embedder: opened.append((store, embedder))
-                        or searcher)
+    monkeypatch.setattr(search.api.Searcher, "open",
+                        lambda store, embedder: opened.append((store, embedder)) or searcher)
+    return opened
+
+
+def test_the_search_endpoint_builds_the_server_from_the_secrets(monkeypatch, opened_searchers):
+    from search.server import TOKEN_ENV, SearchApp
+
     monkeypatch.setenv("QDRANT_URL", "https://qdrant.example:6333")
     monkeypatch.setenv("QDRANT_API_KEY", "qdrant-key")
     monkeypatch.setenv(TOKEN_ENV, "token-from-the-secret")
+    assert TOKEN_ENV == modal_app.SEARCH_TOKEN_KEY
     app = modal_app.search_api.local()  # the WSGI application, built in this process
-    ((store, embedder),) = opened
+    ((store, embedder),) = opened_searchers
     assert (store.qdrant_url, store.qdrant_api_key, store.collection) == (
         "https://qdrant.example:6333", "qdrant-key", modal_app.SEARCH_COLLECTION)
     assert (embedder.embedder, embedder.modal_app, embedder.modal_class) == ("modal", "wiki-embed", "Embedder")
@@ -244,38 +555,94 @@ def test_the_search_endpoint_builds_the_server_from_the_secrets(monkeypatch):
     assert answers["/search"][0] == "401 Unauthorized"  # the secret's token is asked for
 
 
+def test_the_search_endpoint_without_the_qdrant_secret_says_how_to_create_it(monkeypatch, opened_searchers):
+    monkeypatch.setenv(modal_app.SEARCH_TOKEN_KEY, "token")
+    with pytest.raises(SettingsError, match="modal secret create qdrant"):
+        modal_app.search_api.local()
+    assert opened_searchers == []
+
+
 # -- the GPU class, in this process --------------------------------------------------
 @pytest.fixture
-def local_embedder_class(monkeypatch):
+def gpu_class(monkeypatch):
     """modal_app.Embedder whose enter hook starts the loopback TEI test server
-    instead of text-embeddings-router; every router started is stopped after."""
-    from pathlib import Path
-
+    instead of text-embeddings-router (with the flags in `.server_flags`); every
+    router started is recorded in `.started` and stopped after the test."""
     from ingest.embedders.local import resolve_model
 
     base = modal_app.router_config()
+    server_flags: list[str] = []
     monkeypatch.setattr(modal_app, "router_config",
-                        lambda: dataclasses.replace(base, port=free_port(), executable=runner()))
+                        lambda: dataclasses.replace(base, port=free_port(), executable=runner(*server_flags)))
     # The image's tokenizer.json lies under /weights; here, a real one of the same (BERT uncased) vocabulary.
     monkeypatch.setattr(modal_app, "TOKENIZER_JSON", str(Path(resolve_model("all-MiniLM-L6-v2")[1]) / "tokenizer.json"))
     started = []
 
-    class TrackedRouter(ingest.worker.Router):
+    class TrackedRouter(router_module.Router):
         def start(self):
             started.append(self)
             return super().start()
 
-    monkeypatch.setattr(ingest.worker, "Router", TrackedRouter)
-    yield modal_app.Embedder
+    monkeypatch.setattr(router_module, "Router", TrackedRouter)
+    yield SimpleNamespace(cls=modal_app.Embedder, started=started, server_flags=server_flags)
     for router in started:
         router.stop()
 
 
-@pytest.mark.filterwarnings("ignore:.*executing locally.*:UserWarning")
-def test_the_gpu_class_embeds_reports_its_spec_and_ingests_a_shard(local_embedder_class, monkeypatch, tmp_path):
+@pytest.fixture
+def on_volume(monkeypatch, tmp_path):
+    """The Volume's folder and the container's local state under `tmp_path`, a fake
+    Volume handle, and Qdrant in local mode (the `qdrant` secret's place)."""
+    data = tmp_path / "data"
+    for name, path in (("DATA_DIR", data), ("STATE_DIR", data / "state"), ("MANIFESTS_DIR", data / "state/manifests"),
+                       ("RUNS_DIR", data / "state/runs"), ("LOCAL_STATE_DIR", tmp_path / "container-state")):
+        monkeypatch.setattr(modal_app, name, str(path))
+    monkeypatch.setattr(modal_app, "dataset_volume", volume := FakeVolume())
+    monkeypatch.setenv("QDRANT_PATH", str(tmp_path / "qdrant"))
+    return SimpleNamespace(volume=volume, data=data, qdrant=str(tmp_path / "qdrant"),
+                           local_state=tmp_path / "container-state")
+
+
+def save_snapshot(config: str, rows: list[dict]) -> str:
     import datasets
 
-    worker = local_embedder_class()
+    datasets.disable_progress_bars()
+    path = modal_app.dataset_path(config)
+    datasets.Dataset.from_list(rows).save_to_disk(path)
+    return path
+
+
+def article(i, text=None, title=None) -> dict:
+    return {"id": str(i), "url": f"https://example.org/{i}", "title": title or f"Title {i}",
+            "text": text or f"Article number {i} is short. It has two sentences."}
+
+
+def live(qdrant_path: str, name: str = "wikipedia") -> tuple[str | None, int]:
+    """Where `name` leads in the store, and how many points that collection holds."""
+    store = open_store(StoreSettings(qdrant_path=qdrant_path))
+    try:
+        collection = store.resolve(name).collection
+        return collection, (store.at(collection).count() if collection else 0)
+    finally:
+        store.close()
+
+
+def lifecycle_hooks(worker, flag: str) -> dict:
+    """The hooks of `worker`'s instance that modal's container runtime calls at start
+    ("ENTER_POST_SNAPSHOT") or at shutdown ("EXIT"), found as that runtime finds them
+    (modal._runtime.user_code_imports). Private API, modal 1.6: modal has no public
+    way to list or run a class's lifecycle hooks; `_cached_user_cls_instance` is the
+    instance that `.local()` calls run on."""
+    from modal._partial_function import _find_callables_for_obj, _PartialFunctionFlags
+
+    return _find_callables_for_obj(worker._cached_user_cls_instance(), getattr(_PartialFunctionFlags, flag))
+
+
+CHUNKING = {"max_chars": 1000, "overlap_chars": 0, "title_prefix": True, "sparse": modal_app.SPARSE}
+
+
+def test_the_gpu_class_embeds_reports_its_spec_and_ingests_a_shard(gpu_class, monkeypatch, tmp_path):
+    worker = gpu_class.cls()
     vectors = worker.embed.local(["Paris", "Rome"])
     assert isinstance(vectors, list) and isinstance(vectors[0], list)
     np.testing.assert_allclose(vectors, deterministic_vectors(["Paris", "Rome"]), atol=1e-6)
@@ -283,18 +650,178 @@ def test_the_gpu_class_embeds_reports_its_spec_and_ingests_a_shard(local_embedde
     assert (spec["name"], spec["dimension"], spec["revision"]) == (MODEL, 384, modal_app.MODEL_REVISION)
     assert spec["query_instruction"] == BGE_QUERY_INSTRUCTION
 
-    rows = [{"id": str(i), "url": f"https://example.org/{i}", "title": f"Title {i}",
-             "text": f"Article number {i} is short. It has two sentences."} for i in range(6)]
-    datasets.disable_progress_bars()
-    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "wiki"))
-    monkeypatch.delenv("QDRANT_URL", raising=False)
+    monkeypatch.setattr(modal_app, "DATA_DIR", str(tmp_path))
+    path = save_snapshot("test", [article(i) for i in range(6)])
     monkeypatch.setenv("QDRANT_PATH", str(tmp_path / "qdrant"))
-    result = worker.ingest_shard.local(2, 6, str(tmp_path / "wiki"), "wiki", {"max_chars": 500}, 8)
+    result = worker.ingest_shard.local(2, 6, path, "wiki", {"max_chars": 500}, 8)
     assert isinstance(result, ShardResult)
-    assert (result.shard, result.articles, result.points_written) == ((2, 6), 4, 4)
+    assert (result.shard, result.summary.articles, result.summary.points_written) == ((2, 6), 4, 4)
+    assert result.dead_letters == []
 
-    with pytest.raises(ingest.worker.ShardError, match=r"shard \[0, 3\): SourceError"):
+    with pytest.raises(ShardError, match=r"shard \[0, 3\): SourceError") as raised:
         worker.ingest_shard.local(0, 3, str(tmp_path / "absent"), "wiki", {}, 8)
+    assert pickle.loads(pickle.dumps(raised.value)).shard == (0, 3)  # the driver learns which shard failed
+    assert len(gpu_class.started) == 1  # one TEI server for the container's life
+
+
+def test_the_gpu_class_starts_tei_on_enter_and_stops_it_on_exit(gpu_class):
+    worker = gpu_class.cls()
+    assert set(lifecycle_hooks(worker, "ENTER_POST_SNAPSHOT")) == {"start_server"}
+    assert set(lifecycle_hooks(worker, "ENTER_PRE_SNAPSHOT")) == set()
+    assert gpu_class.started == []  # nothing runs until the first call
+    worker.embed.local(["a"])
+    worker.embed.local(["b"])
+    (router,) = gpu_class.started
+    assert router.running and worker.router is router
+    embedder, closed = worker.embedder, []
+    embedder.close = lambda close=embedder.close: closed.append(True) or close()
+    exit_hooks = lifecycle_hooks(worker, "EXIT")
+    assert set(exit_hooks) == {"stop_server"}
+    for hook in exit_hooks.values():
+        hook()
+    assert not router.running and closed == [True]
+
+
+def test_a_sharded_load_then_reindexes_on_fresh_containers(gpu_class, on_volume):
+    worker = gpu_class.cls()
+    path = save_snapshot("20231101.en", [article(i) for i in range(6)])
+    plan = worker.prepare_load.local("wikipedia", CHUNKING, "20231101.en-6-3")
+    assert (plan.name, plan.live, plan.created, plan.finished) == ("wikipedia", None, True, [])
+    assert Path(plan.records).is_relative_to(modal_app.RUNS_DIR)
+    assert on_volume.volume.calls == ["reload", "commit"]
+    results = [worker.ingest_shard.local(start, start + 3, path, plan.collection, CHUNKING, 8, plan.records)
+               for start in (0, 3)]
+    assert [r.summary.points_written for r in results] == [3, 3]
+    assert sorted(p.name for p in Path(plan.records).iterdir()) == [
+        "000000000000-000000000003.json", "000000000003-000000000006.json"]  # recorded on the Volume
+    assert worker.prepare_load.local("wikipedia", CHUNKING, "20231101.en-6-3").finished == results  # a rerun skips
+    report = worker.finish_load.local("wikipedia", CHUNKING, plan)
+    assert report == f"manifest of {plan.collection}: 6 articles; wikipedia now leads to {plan.collection}"
+    assert live(on_volume.qdrant) == (plan.collection, 6)
+    assert (Path(modal_app.MANIFESTS_DIR) / f"{plan.collection}.sqlite").is_file()  # checkpointed to the Volume
+
+    # A month later, on a container that has none of this one's local files:
+    shutil.rmtree(on_volume.local_state, ignore_errors=True)
+    rows = [article(0, "Article zero was edited. It has two sentences still."), *map(article, range(1, 4)),
+            article(9, "A new article. It has two sentences.")]
+    save_snapshot("20231201.en", rows)
+    on_volume.volume.calls.clear()
+    report = modal_app.reindex.local(config="20231201.en")
+    assert report.startswith("20231201.en: articles added 1, changed 1, unchanged 3, deleted 2; chunks embedded 2")
+    assert on_volume.volume.calls[0] == "reload" and "commit" in on_volume.volume.calls
+    assert live(on_volume.qdrant) == (plan.collection, 5)  # in place: the alias did not move
+
+    shutil.rmtree(on_volume.local_state, ignore_errors=True)  # and again: the Volume remembers that reindex
+    report = modal_app.reindex.local(config="20231201.en")
+    assert "articles added 0, changed 0, unchanged 5, deleted 0; chunks embedded 0" in report
+    assert all(not router.running for router in gpu_class.started[1:])  # reindex stops the TEI it started
+
+
+def test_the_reindex_chunks_an_edited_article_as_the_load_did(gpu_class, on_volume):
+    worker = gpu_class.cls()
+    cjk = "\n".join("北京是中国的首都城市之一" for _ in range(70))  # ~900 characters, ~900 tokens
+    path = save_snapshot("20231101.en", [article(0, cjk, "T"), article(1)])
+    plan = worker.prepare_load.local("wikipedia", CHUNKING, "k")
+    loaded = worker.ingest_shard.local(0, 2, path, plan.collection, CHUNKING, 8, plan.records)
+    worker.finish_load.local("wikipedia", CHUNKING, plan)
+    assert loaded.summary.chunks == 3  # the CJK article in two chunks of at most 512 tokens
+    save_snapshot("20231201.en", [article(0, cjk.replace("北", "南", 1), "T"), article(1)])
+    modal_app.reindex.local(config="20231201.en")
+    assert live(on_volume.qdrant) == (plan.collection, 3)  # a one-character edit: the same chunks
+
+
+# -- the driver, in this process ---------------------------------------------------------
+@pytest.fixture
+def deployed(gpu_class, on_volume, monkeypatch):
+    """`main` with every `.remote()` run here: the GPU class's methods on one
+    in-process container, `dataset_length` and `download_dataset` on fakes of the
+    Volume and of the hub. `deployed.fail_shards`: shards whose container fails."""
+    import datasets
+
+    worker = gpu_class.cls()
+    fail_shards: set[tuple[int, int]] = set()
+
+    def fail(start, stop, *rest):
+        if (start, stop) in fail_shards:
+            raise ShardError(start, stop, "ConnectionError: the container lost Qdrant")
+
+    methods = SimpleNamespace(prepare_load=Remote(worker.prepare_load), finish_load=Remote(worker.finish_load),
+                              ingest_shard=Remote(worker.ingest_shard, fail))
+    monkeypatch.setattr(modal_app, "Embedder", lambda: methods)
+    monkeypatch.setattr(modal_app, "dataset_length", Remote(modal_app.dataset_length))
+    monkeypatch.setattr(modal_app, "download_dataset", Remote(modal_app.download_dataset))
+    hub = {}
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, config, **kw: datasets.Dataset.from_list(hub[config]))
+    return SimpleNamespace(methods=methods, fail_shards=fail_shards, hub=hub, **vars(on_volume))
+
+
+def test_main_downloads_loads_every_shard_and_moves_the_alias(deployed, capsys, tmp_path):
+    deployed.hub["20231101.en"] = [article(i) for i in range(7)]
+    dead_letter = tmp_path / "dead.jsonl"
+    modal_app.main(shard_size=3, window=4, dead_letter=str(dead_letter))
+    out = capsys.readouterr().out
+    assert "downloading wikimedia/wikipedia 20231101.en first" in out
+    assert "7 articles in 3 shards of 3, on up to 1 A10Gs" in out
+    assert [call[:2] for call in deployed.methods.ingest_shard.calls] == [(0, 3), (3, 6), (6, 7)]
+    (plan_call,) = deployed.methods.prepare_load.calls
+    assert plan_call[2] == "20231101.en-7-3"  # the run's key: the same command resumes it
+    collection, points = live(deployed.qdrant)
+    assert points == 7 and f"wikipedia now leads to {collection}" in out
+    assert "shards               3 done" in out and not dead_letter.exists()
+
+
+def test_main_writes_the_dead_letters_of_refused_chunks(deployed, capsys, tmp_path, gpu_class):
+    gpu_class.server_flags += ["--poison", "POISON"]  # TEI refuses any batch holding it, as a too-long input
+    rows = [article(i) for i in range(4)]
+    rows[2] = article(2, "This one is POISON to the server. It has two sentences.")
+    save_snapshot("20231101.en", rows)
+    dead_letter = tmp_path / "dead.jsonl"
+    modal_app.main(shard_size=2, window=4, dead_letter=str(dead_letter))
+    out = capsys.readouterr().out
+    (record,) = [json.loads(line) for line in dead_letter.read_text().splitlines()]
+    assert record["article_id"] == "2" and "1 dead letters appended" in out
+    assert live(deployed.qdrant)[1] == 3  # the others landed, and the alias moved
+
+
+def test_main_retries_failed_shards_and_a_rerun_resumes_where_it_stopped(deployed, capsys, tmp_path):
+    save_snapshot("20231101.en", [article(i) for i in range(6)])
+    deployed.fail_shards.add((2, 4))
+    with pytest.raises(SystemExit, match=r"1 shards failed after 2 rounds; the alias did not move"):
+        modal_app.main(shard_size=2, max_rounds=2, window=4, dead_letter=str(tmp_path / "dead.jsonl"))
+    out = capsys.readouterr().out
+    assert "failed shard [2, 4): ConnectionError: the container lost Qdrant" in out
+    assert [call[:2] for call in deployed.methods.ingest_shard.calls] == [(0, 2), (2, 4), (4, 6), (2, 4)]
+    assert deployed.methods.finish_load.calls == [] and live(deployed.qdrant) == (None, 0)
+
+    deployed.fail_shards.clear()
+    deployed.methods.ingest_shard.calls.clear()
+    modal_app.main(shard_size=2, max_rounds=2, window=4, dead_letter=str(tmp_path / "dead.jsonl"))
+    out = capsys.readouterr().out
+    assert "2 shards already done by an earlier attempt" in out
+    assert [call[:2] for call in deployed.methods.ingest_shard.calls] == [(2, 4)]
+    assert live(deployed.qdrant)[1] == 6
+
+
+def test_main_with_a_limit_builds_a_collection_that_does_not_replace_the_live_one(deployed, capsys, tmp_path):
+    save_snapshot("20231101.en", [article(i) for i in range(6)])
+    modal_app.main(shard_size=3, window=4, dead_letter=str(tmp_path / "dead.jsonl"))
+    before = live(deployed.qdrant)
+    deployed.methods.ingest_shard.calls.clear()
+    modal_app.main(limit=4, chunk_size=500, shard_size=2, window=4, dead_letter=str(tmp_path / "dead.jsonl"))
+    assert [call[:2] for call in deployed.methods.ingest_shard.calls] == [(0, 2), (2, 4)]
+    assert deployed.methods.finish_load.keywords[-1] == {"partial": True}
+    assert f"wikipedia still leads to {before[0]}" in capsys.readouterr().out
+    assert live(deployed.qdrant) == before == (before[0], 6)
+
+
+def test_main_builds_the_sparse_vectors_it_is_asked_for(deployed, tmp_path):
+    save_snapshot("20231101.en", [article(i) for i in range(2)])
+    modal_app.main(shard_size=2, window=4, sparse="none", dead_letter=str(tmp_path / "dead.jsonl"))
+    store = open_store(StoreSettings(qdrant_path=deployed.qdrant))
+    try:
+        assert store.at(store.resolve("wikipedia").collection).read_spec().sparse is None
+    finally:
+        store.close()
 
 
 # -- ModalEmbedder against a fake deployed class ---------------------------------------
@@ -344,6 +871,17 @@ def test_modal_embedder_queries_get_the_instruction_and_passages_do_not():
     custom = ModalEmbedder(remote_cls=FakeDeployedEmbedder(), query_instruction="query: ")
     custom.embed_queries(["q"])
     assert custom.spec.query_instruction == "query: "
+
+
+def test_modal_embedder_against_the_gpu_class_in_this_process(gpu_class):
+    """The deployed class as ModalEmbedder calls it, with the real class's methods."""
+    worker = gpu_class.cls()
+    remote = SimpleNamespace(embed=Remote(worker.embed), spec=Remote(worker.spec))
+    embedder = ModalEmbedder(remote_cls=lambda: remote)
+    assert embedder.spec.name == MODEL and embedder.spec.revision == modal_app.MODEL_REVISION
+    vectors = embedder.embed_queries(["who painted the Mona Lisa"])
+    np.testing.assert_allclose(vectors[0], deterministic_vector(BGE_QUERY_INSTRUCTION + "who painted the Mona Lisa"),
+                               atol=1e-6)
 
 
 def test_modal_embedder_batches_and_isolates_refused_inputs():
@@ -420,36 +958,3 @@ def _raise(error):
         raise error
 
     return call
-
-
-def _assigned(name: str) -> ast.expr:
-    for node in TREE.body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
-            return node.value
-    raise AssertionError(f"{name} is not assigned at module level")
-
-
-def _call_chain(node: ast.expr) -> list[tuple[str, ast.Call]]:
-    """`a.b(...).c(...).d(...)` as [("b", call), ("c", call), ("d", call)]."""
-    chain = []
-    while isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-        chain.append((node.func.attr, node))
-        node = node.func.value
-    return chain[::-1]
-
-
-def _class(name: str) -> ast.ClassDef:
-    return next(n for n in TREE.body if isinstance(n, ast.ClassDef) and n.name == name)
-
-
-def _decorators(name: str) -> list[ast.Call]:
-    decorators = _class(name).decorator_list
-    assert [ast.unparse(d.func) for d in decorators] == ["app.cls", "modal.concurrent"]
-    return decorators
-
-
-def _method_decorators(name: str):
-    for node in _class(name).body:
-        if isinstance(node, ast.FunctionDef) and not node.name.startswith("_"):  # _helpers are plain
-            assert len(node.decorator_list) == 1, node.name
-            yield node.name, node.decorator_list[0]

@@ -18,10 +18,10 @@ from ingest.chunking import Chunker, ChunkingSettings
 from ingest.cli import main
 from ingest.embedders.base import Rejection
 from ingest.errors import MassDeleteError, SourceError
-from ingest.sync import repair_manifest, run_ingest, verify_collection
 from ingest.lexical import passage_vector
 from ingest.settings import IngestSettings, StoreSettings
 from ingest.store.local import LocalStore
+from ingest.sync import repair_manifest, run_ingest, verify_collection
 from schemas import Article, PointPayload, point_id
 from tests.counting_embedder import CountingEmbedder
 from tests.tei_server import deterministic_vector

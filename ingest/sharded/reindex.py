@@ -28,11 +28,6 @@ def newest_snapshot(configs: Sequence[str]) -> str:
     return max(dated)[1]
 
 
-def run_key(config: str, rows: int, shard_size: int) -> str:
-    """Names a sharded load: the same command started again resumes it."""
-    return f"{config}-{rows}-{shard_size}"
-
-
 @dataclass(slots=True)
 class VolumeState:
     """Manifests kept on a Volume, worked on as local copies: SQLite wants a local
