@@ -116,3 +116,30 @@ def test_upserts_are_split_into_requests_bounded_in_bytes(memory_store):
     memory_store.max_request_bytes = 20_000
     memory_store.upsert_pairs(items, vectors)
     assert memory_store.count() == 50
+
+
+def test_both_backends_implement_the_whole_store_interface_with_its_signatures():
+    import inspect
+
+    from ingest.store import Store
+    from ingest.store.server import ServerStore
+
+    members = [name for name, value in vars(Store).items() if callable(value) and not name.startswith("_")]
+    assert {"upsert_pairs", "search", "resolve", "point_alias", "scan_chunks", "at"} <= set(members)
+    for backend in (LocalStore, ServerStore):
+        for name in members:
+            ours = inspect.signature(getattr(backend, name))
+            wanted = inspect.signature(getattr(Store, name))
+            assert list(ours.parameters)[: len(wanted.parameters)] == list(wanted.parameters), (backend, name)
+
+
+def test_a_store_bound_to_another_collection_shares_the_connection(memory_store):
+    from ingest.store import Store
+
+    other = memory_store.at("other")
+    assert isinstance(memory_store, Store) and isinstance(other, Store)
+    assert other.client is memory_store.client and (other.collection, memory_store.collection) == ("other", "test")
+    other.ensure_collection(SPEC)
+    assert other.exists() and not memory_store.exists()
+    memory_store.point_alias("live", "other", replace_alias=False)
+    assert memory_store.resolve("live").collection == "other" and memory_store.aliases_of("other") == ["live"]
