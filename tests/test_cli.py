@@ -63,3 +63,16 @@ def test_ingest_then_search_from_the_command_line(tmp_path, sample):
     hits = [json.loads(line) for line in found.stdout.splitlines()]
     assert [h["rank"] for h in hits] == [1, 2] and hits[0]["title"] == "2001: A Space Odyssey"
     assert set(hits[0]) >= {"score", "url", "text", "article_id", "chunk_index"}
+
+
+def test_the_top_level_help_lists_the_commands_and_every_flag_of_run(capsys):
+    from ingest.cli import COMMANDS, main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    shown = capsys.readouterr().out
+    assert done.value.code == 0
+    assert all(f"\n  {command} " in shown or f"\n  {command}\n" in shown for command in ("run", "reindex", "verify"))
+    for flag in ("--limit", "--source", "--embedder", "--qdrant-url", "--state-dir", "--drop-old", "--window"):
+        assert flag in shown, flag
+    assert set(COMMANDS) >= {"run", "reindex", "verify", "repair", "bench", "plan"}
