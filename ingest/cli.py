@@ -91,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--embedder-only", action="store_true",
                        help="time the embedder alone, skip the whole run (no Qdrant needed)")
     bench.add_argument("--repeat", type=int, default=1, help="embed the chunks N times (default 1)")
+    bench.add_argument("--dtypes", nargs="+", choices=("auto", "float32", "float16", "bfloat16"), default=(),
+                       metavar="DTYPE", help="measure each of these precisions in turn on the same chunks and "
+                                             "print their ratios to the first, e.g. --dtypes auto float32 "
+                                             "(default: --dtype alone)")
     bench_reindex = commands.add_parser(
         "bench-reindex", help="a full ingest beside a reindex of an edited copy of the source",
         description="In one process, into a throw-away store: ingests the source fully, then reindexes a "
@@ -149,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         if args.command == "bench":
-            print(run_bench(settings, embedder_only=args.embedder_only, repeat=args.repeat))
+            print(run_bench(settings, embedder_only=args.embedder_only, repeat=args.repeat, dtypes=args.dtypes))
             return EXIT_OK
         if args.command == "bench-reindex":
             print(run_bench_reindex(settings, edited=args.edited, removed=args.removed, seed=args.seed))

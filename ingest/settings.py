@@ -44,7 +44,7 @@ class EmbedderSettings:
     embedder: str = "local"
     model: str | None = None  # None: the default model, or the collection's recorded one
     device: str = "auto"
-    dtype: str = "float32"
+    dtype: str = "auto"  # local backend: float16 on a GPU, bfloat16 on a CPU that has it, else float32
     engine: str = "auto"  # local backend: "direct", "sentence-transformers", or auto (direct when it can)
     batch_size: int = 64
     query_instruction: str | None = None
@@ -155,8 +155,10 @@ def add_embedder_args(parser: argparse.ArgumentParser, env: Mapping[str, str] = 
                             "the bundled all-MiniLM-L6-v2, or the model the collection was built with)")
     group.add_argument("--device", default=env_default(env, "EMBED_DEVICE", d.device),
                        help="cpu, cuda, mps or auto (env EMBED_DEVICE; default %(default)s)")
-    group.add_argument("--dtype", choices=("float32", "float16"), default=env_default(env, "EMBED_DTYPE", d.dtype),
-                       help="model weights precision on a GPU (env EMBED_DTYPE; default %(default)s)")
+    group.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"),
+                       default=env_default(env, "EMBED_DTYPE", d.dtype),
+                       help="local model's precision: auto is float16 on a GPU, bfloat16 on a CPU that computes it "
+                            "in hardware (about 3x float32), float32 elsewhere (env EMBED_DTYPE; default %(default)s)")
     group.add_argument("--engine", choices=("auto", "direct", "sentence-transformers"),
                        default=env_default(env, "EMBED_ENGINE", d.engine),
                        help="local backend's forward pass: direct (one tokenizer call and length sorting per "

