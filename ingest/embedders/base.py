@@ -76,3 +76,19 @@ def all_vectors(result: PassageEmbeddings, *, where: str, what: str = "input") -
         first = result.rejected[0]
         raise InputRejected(first.index, first.status, first.message, where, what)
     return result.vectors
+
+
+def load_token_counter(path: str):
+    """A `tokenizers.Tokenizer` from a `tokenizer.json`, with no padding and no
+    truncation: for counting tokens, as the chunker does."""
+    try:
+        from tokenizers import (
+            Tokenizer,  # not a core dependency: only for a served model's tokenizer.json
+        )
+
+        tokenizer = Tokenizer.from_file(path)
+    except Exception as exc:  # ImportError, or an unreadable file
+        raise EmbedderError(f"cannot load the tokenizer {path}: {type(exc).__name__}: {exc}") from exc
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer

@@ -53,6 +53,7 @@ from ingest.embedders.base import (
     PassageEmbeddings,
     Rejection,
     all_vectors,
+    load_token_counter,
     with_query_instruction,
 )
 from ingest.embedders.event_loop import LoopThread, gather_all
@@ -119,20 +120,6 @@ class _WaitRetryAfter(wait_base):
         return self.fallback(retry_state)
 
 
-def _load_tokenizer(path: str):
-    try:
-        from tokenizers import (
-            Tokenizer,  # not a core dependency: only for --tei-tokenizer
-        )
-
-        tokenizer = Tokenizer.from_file(path)
-    except Exception as exc:  # ImportError, or an unreadable file
-        raise EmbedderError(f"cannot load the tokenizer {path}: {type(exc).__name__}: {exc}") from exc
-    tokenizer.no_padding()
-    tokenizer.no_truncation()
-    return tokenizer
-
-
 class TEIEmbedder:
     """A TEI 1.x server behind the `Embedder` interface (see the module docstring).
 
@@ -172,7 +159,7 @@ class TEIEmbedder:
             raise EmbedderError(f"unknown wire {wire!r}: use 'json' (/embed) or 'base64' (/v1/embeddings)")
         self.wire = wire
         self._route = "v1/embeddings" if wire == "base64" else "embed"
-        self._tokenizer = _load_tokenizer(tokenizer) if tokenizer else None
+        self._tokenizer = load_token_counter(tokenizer) if tokenizer else None
         if max_concurrency < 1 or (batch_size is not None and batch_size < 1):
             raise EmbedderError("TEIEmbedder needs max_concurrency >= 1 and batch_size >= 1")
         self.url = redact_url(url)
