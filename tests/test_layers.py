@@ -139,3 +139,17 @@ def test_modules_stay_small(module):
     lines = MODULES[module].read_text(encoding="utf-8").count("\n")
     assert lines <= 420 or module == "ingest.modal_app", (
         f"{module} has {lines} lines: split it by job (ingest.modal_app reads as one article on purpose)")
+
+
+def test_every_module_imports_without_a_deprecation_warning(tmp_path):
+    """pytest's own filter ignores DeprecationWarning (libraries we do not control emit
+    them); our modules must not: tenacity 9 deprecated an argument the store used."""
+    import os
+    import subprocess
+    import sys
+
+    names = sorted(m for m in MODULES if not m.endswith("__main__"))
+    code = "import importlib\n" + "".join(f"importlib.import_module({name!r})\n" for name in names)
+    done = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-c", code], cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -5,8 +5,9 @@ must stay small next to a GPU that embeds tens of thousands of chunks a second:
 build request bodies with `orjson`, keep up to `max_concurrency` requests in
 flight on one pooled `httpx.AsyncClient`, decode each JSON response straight
 into a float32 block of the result, and retry what a busy server is expected to
-answer (429 overloaded, 503 unhealthy, 424 backend failure, timeouts, dropped
-connections). A batch the server refuses as invalid (413/422/400) is halved
+answer (429 overloaded, 503 unhealthy, gateway errors, timeouts, dropped
+connections). A batch the server refuses (413/422/400, or 424 when its backend
+fails on an input) is halved
 until the one input it objects to is isolated; that input becomes a
 `Rejection` and everything else lands.
 
@@ -72,11 +73,13 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Statuses a TEI server (or a proxy in front of it) uses for "not now": overloaded,
-# backend failure, unhealthy, gateway trouble. Retried with backoff.
-RETRY_STATUSES = frozenset({424, 429, 502, 503, 504})
+# unhealthy, gateway trouble. Retried with backoff.
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
 # Statuses that mean "not this batch": a too-large batch or input (413 up to TEI 1.8,
-# 422 from 1.9, 413 plain text over --payload-limit) or an empty input (400).
-REJECT_STATUSES = frozenset({400, 413, 422})
+# 422 from 1.9, 413 plain text over --payload-limit), an empty input (400), or the
+# model backend failing on it (424, TEI's ErrorType::Backend): the batch is halved
+# until the one input at fault is isolated, and everything else lands.
+REJECT_STATUSES = frozenset({400, 413, 422, 424})
 # Connection-level failures worth another try; others (bad URL scheme, proxy
 # misconfiguration) are not.
 TRANSIENT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)

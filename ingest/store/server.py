@@ -22,7 +22,7 @@ from tenacity import (
     retry,
     retry_if_exception,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_random_exponential,
 )
 
 from ingest.crashpoints import crashpoint
@@ -76,7 +76,7 @@ def _is_transient(exc: BaseException) -> bool:
 
 _retry_transient = retry(
     retry=retry_if_exception(_is_transient),
-    wait=wait_exponential_jitter(initial=0.5, max=20),
+    wait=wait_random_exponential(multiplier=0.5, max=20),  # full jitter; no API deprecated in tenacity 9
     stop=stop_after_attempt(8),
     reraise=True,
 )
