@@ -118,7 +118,8 @@ def download_weights() -> None:
 
 
 # The TEI image starts the router as its entrypoint; Modal needs to start Python,
-# so the entrypoint is cleared and our code starts the router itself. The Python
+# so the entrypoint is cleared and our code starts the router itself, through the
+# image's entrypoint script (see `tei_executable` below). The Python
 # packages are the ones the ingest pipeline imports, pinned.
 
 RUNTIME_PACKAGES = (
@@ -203,12 +204,24 @@ QDRANT_SECRET_KEYS = ["QDRANT_URL", "QDRANT_API_KEY"]
 qdrant_secret = modal.Secret.from_name(QDRANT_SECRET_NAME, required_keys=QDRANT_SECRET_KEYS)
 
 
+# The CUDA image's entrypoint script (TEI 1.9.1 and later) puts the CUDA forward-
+# compatibility libraries on LD_LIBRARY_PATH when the host's driver is older than the
+# image's CUDA 12.9, then execs the router: the router is started through it.
+TEI_ENTRYPOINT = "/entrypoint.sh"
+
+
+def tei_executable(entrypoint: str = TEI_ENTRYPOINT) -> tuple[str, ...]:
+    """The image's entrypoint script where the image has one, else the bare router."""
+    return (entrypoint,) if os.path.isfile(entrypoint) else ("text-embeddings-router",)
+
+
 def router_config():
     """How each container starts TEI (see `ingest.sharded.router.RouterConfig`)."""
     from ingest.sharded.router import RouterConfig
 
     return RouterConfig(
         MODEL_ID,
+        executable=tei_executable(),
         port=TEI_PORT,
         revision=MODEL_REVISION,
         huggingface_hub_cache=WEIGHTS_DIR,
@@ -217,6 +230,15 @@ def router_config():
         concurrent_requests=SHARDS_PER_CONTAINER * TEI_CONCURRENCY + TEI_CONCURRENCY,  # + queries
         dtype="float16",
     )
+
+
+def container_router():
+    """This container's TEI server (not started yet), its environment cleared of the
+    variables TEI would read as flags (a secret's API_KEY, say)."""
+    from ingest.sharded.router import Router, router_environment
+
+    return Router.from_config(router_config(), startup_timeout=10 * MINUTES, echo=sys.stderr,
+                              env=router_environment(os.environ))
 
 
 # ## The GPU worker
@@ -244,10 +266,8 @@ class Embedder:
     @modal.enter()
     def start_server(self) -> None:
         from ingest.embedders import make_embedder
-        from ingest.sharded.router import Router
 
-        self.router = Router.from_config(router_config(), startup_timeout=10 * MINUTES, echo=sys.stderr)
-        self.router.start()
+        self.router = container_router().start()
         try:
             self.embedder = make_embedder(EmbedderSettings(embedder="tei", tei_url=self.router.url,
                                                            tei_concurrency=TEI_CONCURRENCY, model=MODEL_ID))
@@ -454,11 +474,10 @@ def reindex(config: str = DATASET_CONFIG, collection: str = "wikipedia", chunk_s
             chunk_overlap: int = 0, window: int = WINDOW) -> str:
     """Reindex `collection` against the saved `config` dump; returns the report."""
     from ingest.sharded.reindex import VolumeState, reindex_snapshot
-    from ingest.sharded.router import Router
 
     dataset_volume.reload()
     chunking = {"max_chars": chunk_size, "overlap_chars": chunk_overlap, "title_prefix": True}
-    with Router.from_config(router_config(), startup_timeout=10 * MINUTES, echo=sys.stderr) as router:
+    with container_router() as router:
         settings = shard_settings(os.environ, tei_url=router.url, collection=collection, model=MODEL_ID,
                                   chunking=chunking, window=window, tei_concurrency=TEI_CONCURRENCY,
                                   tei_tokenizer=TOKENIZER_JSON, sparse=SPARSE)

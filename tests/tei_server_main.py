@@ -15,6 +15,8 @@ a model loading), `--exit-code` (print a TEI-like error and exit instead),
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import signal
 import socket
 import sys
@@ -45,13 +47,13 @@ def free_port() -> int:
 class FixedPortTEIServer(TEIServer):
     """`TEIServer` on a port chosen by the caller (TEIServer picks a free one)."""
 
-    def __init__(self, port: int, **kwargs) -> None:
+    def __init__(self, port: int, hostname: str = "127.0.0.1", **kwargs) -> None:
         super().__init__(**kwargs)
-        self.port = port
+        self.port, self.hostname = port, hostname
 
     def __enter__(self) -> "FixedPortTEIServer":
         handler = type("Handler", (_Handler,), {"tei": self})
-        self._httpd = _Server(("127.0.0.1", self.port), handler)
+        self._httpd = _Server((self.hostname, self.port), handler)
         threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="tei-server", daemon=True).start()
         return self
 
@@ -61,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-id", default="test/deterministic")
     parser.add_argument("--revision", default=None)
+    parser.add_argument("--hostname", default="127.0.0.1")  # TEI binds 0.0.0.0 by default; tests stay on loopback
     parser.add_argument("-p", "--port", type=int, required=True)
+    parser.add_argument("--payload-limit", type=int, default=2_000_000)  # taken, not enforced here
     parser.add_argument("--max-client-batch-size", type=int, default=32)
     parser.add_argument("--max-batch-tokens", type=int, default=16384)
     parser.add_argument("--max-concurrent-requests", type=int, default=512)
@@ -69,12 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--startup-delay", type=float, default=0.0)
     parser.add_argument("--exit-code", type=int, default=None)
     parser.add_argument("--poison", default=None)
+    parser.add_argument("--dump-env", default=None, help="write the environment it was started with, as JSON")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, ignored = build_parser().parse_known_args(argv)
     print(f"tei test server: model {args.model_id}, port {args.port}, ignoring {ignored}", flush=True)
+    if args.dump_env:
+        Path(args.dump_env).write_text(json.dumps(dict(os.environ)), encoding="utf-8")
     if args.exit_code is not None:
         print(f"Error: Could not download model artifacts: {args.model_id} not found", file=sys.stderr, flush=True)
         return args.exit_code
@@ -83,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     server = FixedPortTEIServer(
         args.port,
+        hostname=args.hostname,
         model_id=args.model_id,
         max_client_batch_size=args.max_client_batch_size,
         max_batch_tokens=args.max_batch_tokens,

@@ -388,8 +388,9 @@ def test_the_search_collection_is_baked_into_the_search_image(declared_from_env)
 def test_router_config_serves_the_cached_weights_in_float16():
     config = modal_app.router_config()
     command = router_command(config)
-    assert command[0] == "text-embeddings-router"
+    assert command[0] == "text-embeddings-router"  # no /entrypoint.sh on this machine
     flags = dict(zip(command[1::2], command[2::2]))
+    assert (flags["--hostname"], flags["--payload-limit"]) == ("127.0.0.1", "2000000")
     assert flags["--model-id"] == MODEL and flags["--revision"] == modal_app.MODEL_REVISION
     assert flags["--huggingface-hub-cache"] == modal_app.WEIGHTS_DIR and flags["--dtype"] == "float16"
     assert command[-1] == "--auto-truncate"
@@ -397,6 +398,24 @@ def test_router_config_serves_the_cached_weights_in_float16():
     assert int(flags["--max-concurrent-requests"]) == modal_app.BATCH_SIZE * in_flight
     # a call from ModalEmbedder never carries more inputs than the served TEI accepts at once
     assert int(flags["--max-client-batch-size"]) == modal_app.BATCH_SIZE >= DEFAULT_BATCH_SIZE
+
+
+def test_the_router_starts_through_the_images_entrypoint_script_where_there_is_one(tmp_path):
+    """TEI 1.9.1+ CUDA images add the CUDA forward-compatibility libraries in their
+    entrypoint script; starting the bare router skips that on an older host driver."""
+    script = tmp_path / "entrypoint.sh"
+    assert modal_app.tei_executable(str(script)) == ("text-embeddings-router",)
+    script.write_text("#!/bin/sh\nexec text-embeddings-router \"$@\"\n")
+    assert modal_app.tei_executable(str(script)) == (str(script),)
+    assert modal_app.TEI_ENTRYPOINT == "/entrypoint.sh"  # Dockerfile-cuda: COPY cuda-entrypoint.sh entrypoint.sh
+
+
+def test_the_containers_router_gets_an_environment_without_teis_flag_variables(monkeypatch):
+    monkeypatch.setenv("API_KEY", "from-some-secret")
+    monkeypatch.setenv("HOSTNAME", "10.1.2.3")
+    router = modal_app.container_router()
+    assert router.env is not None and "API_KEY" not in router.env and "HOSTNAME" not in router.env
+    assert router.env["PATH"] == os.environ["PATH"] and router.url == f"http://127.0.0.1:{modal_app.TEI_PORT}"
 
 
 def test_pin_revision_records_the_commit_where_tei_looks_for_it(tmp_path):

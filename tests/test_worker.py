@@ -4,6 +4,8 @@ the real pipeline into local-mode Qdrant, and the driver's arithmetic."""
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
 import signal
 import sys
@@ -18,14 +20,36 @@ from qdrant_client import QdrantClient
 
 from ingest.chunking import Chunker, ChunkingSettings
 from ingest.embedders.base import PassageEmbeddings, Rejection
-from ingest.errors import CollectionMismatchError, RebuildError, SettingsError, SourceError
-from ingest.sources import sample_rows
-from ingest.errors import InputRejected, RouterError, ShardError
+from ingest.errors import (
+    CollectionMismatchError,
+    InputRejected,
+    RebuildError,
+    RouterError,
+    SettingsError,
+    ShardError,
+    SourceError,
+)
 from ingest.pipeline.summary import RunSummary
 from ingest.settings import shard_settings
-from ingest.sharded.driver import A10G_PRICE_PER_HOUR, plan_shards, run_report, run_shards
-from ingest.sharded.router import Router, RouterConfig, router_command
-from ingest.sharded.shard import ShardResult, embed_texts, ensure_collection, ingest_shard
+from ingest.sharded.driver import (
+    A10G_PRICE_PER_HOUR,
+    plan_shards,
+    run_report,
+    run_shards,
+)
+from ingest.sharded.router import (
+    Router,
+    RouterConfig,
+    router_command,
+    router_environment,
+)
+from ingest.sharded.shard import (
+    ShardResult,
+    embed_texts,
+    ensure_collection,
+    ingest_shard,
+)
+from ingest.sources import sample_rows
 from schemas import Article, point_id
 from tests.tei_server import deterministic_vector
 from tests.tei_server_main import free_port, runner
@@ -40,7 +64,9 @@ def test_router_command_names_every_flag():
     assert router_command(config) == [
         "text-embeddings-router",
         "--model-id", MODEL,
+        "--hostname", "127.0.0.1",  # not HOSTNAME from the environment: an IP there would move it
         "--port", "8000",
+        "--payload-limit", "2000000",  # what the client's request sizing assumes
         "--max-client-batch-size", "512",
         "--max-batch-tokens", "262144",
         "--max-concurrent-requests", str(512 * 40),
@@ -54,8 +80,25 @@ def test_router_command_names_every_flag():
         assert flag not in bare
 
 
+def test_the_router_environment_drops_what_tei_would_read_as_flags():
+    env = {"PATH": "/usr/bin", "HF_TOKEN": "hf_x", "API_KEY": "from-a-secret", "HOSTNAME": "10.0.0.7",
+           "PAYLOAD_LIMIT": "100", "MAX_BATCH_REQUESTS": "1", "LD_LIBRARY_PATH": "/usr/local/cuda/lib64"}
+    assert router_environment(env) == {"PATH": "/usr/bin", "HF_TOKEN": "hf_x",
+                                       "LD_LIBRARY_PATH": "/usr/local/cuda/lib64"}
+
+
+def test_the_router_starts_with_the_environment_it_is_given(tmp_path):
+    dump = tmp_path / "env.json"
+    port = free_port()
+    config = RouterConfig(MODEL, port=port, executable=runner("--dump-env", str(dump)))
+    env = router_environment({**os.environ, "API_KEY": "from-a-secret", "HOSTNAME": "10.0.0.7"})
+    with Router.from_config(config, startup_timeout=60, env=env):
+        seen = json.loads(dump.read_text())
+    assert "API_KEY" not in seen and "HOSTNAME" not in seen and seen["PATH"] == os.environ["PATH"]
+
+
 @pytest.mark.parametrize("bad", [{"port": 0}, {"dtype": "int8"}, {"max_client_batch_size": 0},
-                                 {"concurrent_requests": 0}, {"executable": ()}])
+                                 {"concurrent_requests": 0}, {"executable": ()}, {"payload_limit": 0}])
 def test_router_config_refuses_bad_values(bad):
     with pytest.raises(SettingsError):
         RouterConfig(MODEL, **bad)

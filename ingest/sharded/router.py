@@ -18,7 +18,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from typing import IO, Any, Sequence
+from typing import IO, Any, Mapping, Sequence
 
 import httpx
 
@@ -28,6 +28,18 @@ log = logging.getLogger(__name__)
 
 ROUTER = "text-embeddings-router"
 DTYPES = (None, "float16", "float32")
+# TEI 1.9 reads every router flag from an environment variable of the flag's name too
+# (clap's `env`). The flags we pass win over those; these we do not pass, and one set
+# in a container (by an image, or a Modal secret) would change the server under us:
+# API_KEY, above all, would make it demand a token the client does not send.
+UNSET_ENV = ("API_KEY", "HOSTNAME", "PAYLOAD_LIMIT", "MAX_BATCH_REQUESTS", "TOKENIZATION_WORKERS", "POOLING",
+             "DEFAULT_PROMPT", "DEFAULT_PROMPT_NAME", "DENSE_PATH", "SERVED_MODEL_NAME", "UDS_PATH")
+PAYLOAD_LIMIT = 2_000_000  # bytes; TEI's default, which the client's request sizing assumes
+
+
+def router_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` without the variables TEI would read as flags we leave unset (`UNSET_ENV`)."""
+    return {name: value for name, value in env.items() if name not in UNSET_ENV}
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +59,14 @@ class RouterConfig:
     concurrent_requests: int = 32
     dtype: str | None = "float16"
     auto_truncate: bool = True
-    executable: tuple[str, ...] = (ROUTER,)
+    hostname: str = "127.0.0.1"  # loopback: only this container's pipeline talks to it
+    payload_limit: int = PAYLOAD_LIMIT
+    executable: tuple[str, ...] = (ROUTER,)  # on Modal, the image's entrypoint script (see ingest.modal_app)
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
             raise SettingsError(f"router port {self.port} is not a TCP port")
-        for name in ("max_client_batch_size", "max_batch_tokens", "concurrent_requests"):
+        for name in ("max_client_batch_size", "max_batch_tokens", "concurrent_requests", "payload_limit"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"router {name} must be at least 1, got {getattr(self, name)}")
         if self.dtype not in DTYPES:
@@ -66,7 +80,7 @@ class RouterConfig:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.hostname}:{self.port}"
 
 
 def router_command(config: RouterConfig) -> list[str]:
@@ -75,7 +89,9 @@ def router_command(config: RouterConfig) -> list[str]:
     command = [
         *config.executable,
         "--model-id", config.model_id,
+        "--hostname", config.hostname,
         "--port", str(config.port),
+        "--payload-limit", str(config.payload_limit),
         "--max-client-batch-size", str(config.max_client_batch_size),
         "--max-batch-tokens", str(config.max_batch_tokens),
         "--max-concurrent-requests", str(config.max_concurrent_requests),
@@ -97,7 +113,8 @@ class Router:
     `start()` returns once `GET {url}/health` answers 200. It raises `RouterError`
     at once if the process exits first, or after `startup_timeout` seconds; both
     messages carry the last lines the server printed (stdout and stderr, merged).
-    `echo` receives every line as it comes (the container log, on Modal)."""
+    `echo` receives every line as it comes (the container log, on Modal). `env` is
+    the server's environment (default: this process's); pass `router_environment(...)`."""
 
     def __init__(
         self,
@@ -108,6 +125,7 @@ class Router:
         poll_interval: float = 0.25,
         echo: IO[str] | None = None,
         tail_lines: int = 40,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         if not command:
             raise SettingsError("router command is empty")
@@ -116,6 +134,7 @@ class Router:
         self.startup_timeout = startup_timeout
         self.poll_interval = poll_interval
         self.echo = echo
+        self.env = dict(env) if env is not None else None  # None: this process's environment
         self._tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
         self._process: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
@@ -144,6 +163,7 @@ class Router:
         try:
             self._process = subprocess.Popen(
                 self.command,
+                env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,  # one stream: TEI logs to stdout, fails to stderr
