@@ -13,16 +13,22 @@
 # of it these comments), and `tests/test_layers.py` exempts it from the size limit.
 #
 #     modal secret create qdrant QDRANT_URL=https://... QDRANT_API_KEY=...
+#     modal secret create search-api SEARCH_API_TOKEN=$(openssl rand -hex 32)
 #     modal run -m ingest.modal_app::download_dataset --config 20231101.en
 #     modal deploy -m ingest.modal_app       # `Embedder` callable by name, and the reindex schedule
-#     modal run -m ingest.modal_app --limit 20000     # a trial on the first 20,000 articles
-#     modal run -m ingest.modal_app                   # the whole corpus (a stopped run resumes)
+#     WIKI_EMBED_GPUS=100 modal run -m ingest.modal_app --limit 20000   # a trial on the first 20,000
+#     WIKI_EMBED_GPUS=100 modal run -m ingest.modal_app                 # the whole corpus (resumable)
 #     modal run -m ingest.modal_app::reindex --config 20231201.en   # an incremental reindex, now
 #
-# `WIKI_EMBED_GPUS=100 modal deploy -m ingest.modal_app` sets how many A10Gs may
-# run at once. The deploy also schedules one function, `scheduled_reindex`
-# (`WIKI_REINDEX_CRON`, Sundays at 03:00 UTC by default), which reindexes the
-# newest of the configured snapshots (`WIKI_SNAPSHOTS`) incrementally.
+# Both secrets must exist before any `modal run` of this app: a run creates every
+# function the app declares, the search endpoint's with its secret.
+#
+# `WIKI_EMBED_GPUS` sets how many A10Gs may run at once, read where the app is
+# built: `modal run` builds an app of its own from this file, so set it in the shell
+# that runs the load (a deploy's value applies to the deployed class only). The
+# deploy also schedules one function, `scheduled_reindex` (`WIKI_REINDEX_CRON`,
+# Sundays at 03:00 UTC by default), which reindexes the newest of the configured
+# snapshots (`WIKI_SNAPSHOTS`) incrementally.
 #
 # Only `modal` and the standard-library settings module are imported at the top,
 # so the file imports (and deploys) on a machine that has nothing else installed;
@@ -399,7 +405,8 @@ def main(
         rows = min(rows, limit)
     shards = plan_shards(rows, shard_size)
     gpus = max(1, min(MAX_CONTAINERS, -(-len(shards) // SHARDS_PER_CONTAINER)))
-    print(f"{rows:,} articles in {len(shards):,} shards of {shard_size:,}, on up to {gpus} {GPU}s")
+    print(f"{rows:,} articles in {len(shards):,} shards of {shard_size:,}, on up to {gpus} {GPU}s "
+          f"(WIKI_EMBED_GPUS={MAX_CONTAINERS} in this shell)")
 
     chunking = {"max_chars": chunk_size, "overlap_chars": chunk_overlap, "title_prefix": True, "sparse": sparse}
     worker = Embedder()
@@ -489,8 +496,10 @@ def reindex(config: str = DATASET_CONFIG, collection: str = "wikipedia", chunk_s
     return report
 
 
+# The container imports this module again, without the deploying shell's environment:
+# the snapshots travel with the function (`env=`), or it would always see the default.
 @app.function(image=tei_image, volumes={DATA_DIR: dataset_volume}, schedule=modal.Cron(REINDEX_CRON),
-              timeout=12 * HOURS)
+              timeout=12 * HOURS, env={"WIKI_SNAPSHOTS": ",".join(SNAPSHOTS)})
 def scheduled_reindex() -> str:
     """The newest configured snapshot, downloaded if needed, reindexed."""
     from ingest.sharded.reindex import newest_snapshot
