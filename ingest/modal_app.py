@@ -329,7 +329,8 @@ class Embedder:
         dataset_volume.reload()
         state = VolumeState(MANIFESTS_DIR, LOCAL_STATE_DIR, commit=dataset_volume.commit)
         return finish_load(self._settings(collection, chunking, drop_old=drop_old), plan,
-                           state_dir=LOCAL_STATE_DIR, checkpoint=state.checkpoint, partial=partial)
+                           state_dir=LOCAL_STATE_DIR, checkpoint=state.checkpoint, partial=partial,
+                           wait_seconds=10 * MINUTES)  # `wait_until_indexed` did the long wait
 
     @modal.method()
     def ingest_shard(self, start: int, stop: int, dataset: str, collection: str, chunking: dict, window: int,
@@ -433,7 +434,10 @@ def main(
 
     started = time.perf_counter()
     run = run_shards(pending, run_round, max_rounds=max_rounds, on_output=report_progress)
-    if not run.failed:  # complete: check it and move the alias onto it
+    if not run.failed:  # complete: wait for its index (on a CPU), check it and move the alias onto it
+        if not wait_until_indexed.remote(plan.collection):
+            raise SystemExit(f"{plan.collection} was still building its index after {INDEX_WAIT:,} s; the alias "
+                             "did not move. Run the same command again: it waits again, then switches")
         print(worker.finish_load.remote(collection, chunking, plan, drop_old, partial=bool(limit)))
     wall = time.perf_counter() - started
 
@@ -562,3 +566,26 @@ def search_api():
     embedder = EmbedderSettings(embedder="modal", modal_app=APP_NAME, modal_class=EMBEDDER_CLASS)
     searcher = Searcher.open(store, embedder)  # held for the container's life: one client, one embedder
     return make_app(searcher, token=os.environ[SEARCH_TOKEN_KEY])
+
+
+# ## Wait for the index before the switch
+#
+# A bulk load defers the HNSW graph; the server builds it once the load is over,
+# which on ~41M points takes longer than any search should wait. The driver waits
+# for the collection to report green here, on a small CPU container, before the GPU
+# class checks it and moves the alias.
+
+INDEX_WAIT = 5 * HOURS + 30 * MINUTES
+
+
+@app.function(image=search_image, secrets=[qdrant_secret], cpu=1.0, memory=1024, timeout=6 * HOURS)
+def wait_until_indexed(collection: str, seconds: int = INDEX_WAIT) -> bool:
+    """Turn `collection`'s graph on (if the load deferred it) and wait up to `seconds`
+    for Qdrant to finish indexing it; True once it reports green."""
+    from ingest.store import open_store
+
+    store = open_store(store_settings_from_env(os.environ, collection=collection))
+    try:
+        return store.finish_bulk_load(wait_seconds=seconds)
+    finally:
+        store.close()

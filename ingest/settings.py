@@ -78,12 +78,15 @@ class IngestSettings:
     sparse: str = "bm25"  # lexical vectors beside the dense ones, for hybrid search; "none": dense only
     drop_old: bool = False  # delete the collection a rebuild replaced
     max_delete_share: float = 0.5  # a reindex refuses to delete more of the indexed articles
+    index_wait: float = 600.0  # seconds a rebuilt collection may take to index before the alias moves
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 0:
             raise SettingsError(f"--limit must be a positive number, got {self.limit}")
         if self.sparse not in SPARSE_KINDS:
             raise SettingsError(f"--sparse {self.sparse!r} is not one of {', '.join(SPARSE_KINDS)}")
+        if self.index_wait < 0:
+            raise SettingsError(f"--index-wait must be 0 or more seconds, got {self.index_wait}")
         if not 0 <= self.max_delete_share <= 1:
             raise SettingsError(f"--max-delete-share must be between 0 and 1, got {self.max_delete_share}")
 
@@ -143,6 +146,11 @@ def add_rebuild_args(parser: argparse.ArgumentParser, env: Mapping[str, str] = o
                         default=env_default(env, "INGEST_MAX_DELETE_SHARE", d.max_delete_share, float),
                         help="a reindex deletes the articles the source lacks, unless they are more than this "
                              "share of the index (env INGEST_MAX_DELETE_SHARE; default %(default)s)")
+    parser.add_argument("--index-wait", type=float, default=env_default(env, "INGEST_INDEX_WAIT", d.index_wait, float),
+                        metavar="SECONDS",
+                        help="a rebuilt collection on a server must finish indexing within this long before the "
+                             "alias moves onto it; else the alias stays and a second run switches "
+                             "(env INGEST_INDEX_WAIT; default %(default)s)")
 
 
 def add_embedder_args(parser: argparse.ArgumentParser, env: Mapping[str, str] = os.environ) -> None:
@@ -261,6 +269,7 @@ def ingest_settings(args: argparse.Namespace, env: Mapping[str, str] = os.enviro
         sparse=getattr(args, "sparse", IngestSettings().sparse),
         drop_old=getattr(args, "drop_old", False),
         max_delete_share=getattr(args, "max_delete_share", IngestSettings().max_delete_share),
+        index_wait=getattr(args, "index_wait", IngestSettings().index_wait),
     )
 
 

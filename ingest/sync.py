@@ -26,7 +26,7 @@ from ingest.pipeline.summary import RunSummary
 from ingest.settings import IngestSettings, StoreSettings
 from ingest.sources import open_source
 from ingest.state.files import Checkpoint, open_manifest, remove_state, run_lock
-from ingest.state.rebuild import Target, check_target, plan_target, switch
+from ingest.state.rebuild import Target, check_target, not_indexed, plan_target, switch
 from ingest.state.reconcile import (
     DriftReport,
     RepairReport,
@@ -102,11 +102,11 @@ def run_ingest(settings: IngestSettings, *, embedder: Embedder | None = None, st
                 articles, points = delete_unseen(written, manifest, max_share=settings.max_delete_share)
                 summary.deleted += articles
                 summary.points_deleted += points
-            written.finish_bulk_load()
+            indexed = written.finish_bulk_load(wait_seconds=0.0 if target.in_place else settings.index_wait)
             summary.extra["collection"] = target.collection
             summary.extra["collection_points"] = written.count()
             if not target.in_place:
-                summary.extra["alias"] = _go_live(store, target, embedder, settings)
+                summary.extra["alias"] = _go_live(store, target, embedder, settings, indexed)
     finally:
         if own_embedder and embedder is not None:
             embedder.close()
@@ -116,10 +116,14 @@ def run_ingest(settings: IngestSettings, *, embedder: Embedder | None = None, st
     return summary
 
 
-def _go_live(store: Store, target: Target, embedder: Embedder, settings: IngestSettings) -> str:
+def _go_live(store: Store, target: Target, embedder: Embedder, settings: IngestSettings, indexed: bool) -> str:
     if settings.limit is not None and target.live is not None:
         line = (f"{target.name} still leads to {target.live}: a run with --limit builds "
                 f"{target.collection} partly; run without it to switch")
+        log.warning("%s", line)
+        return line
+    if not indexed:  # searches over a graph still being built may time out: switch once it is done
+        line = not_indexed(target, settings.index_wait)
         log.warning("%s", line)
         return line
     return switch(store, target, embedder, drop_old=settings.drop_old,

@@ -234,7 +234,7 @@ def test_the_app_declares_itself_without_a_deprecated_modal_api(declared):
     # allow_concurrent_inputs=, container_idle_timeout=...) raise or warn there.
     assert modal.__version__.startswith("1.")
     assert set(declared["options"]) == {"download_dataset", "dataset_length", "Embedder", "reindex",
-                                        "scheduled_reindex", "search_api"}
+                                        "scheduled_reindex", "search_api", "wait_until_indexed"}
 
 
 # -- what the app declares --------------------------------------------------------------
@@ -252,7 +252,8 @@ def test_the_app_registers_these_functions_and_nothing_else():
     functions, classes = app.functions, app.classes
     plain = {name: f for name, f in functions.items() if not name.endswith(".*")}  # "Embedder.*": the class's
     assert plain == {name: getattr(modal_app, name) for name in
-                     ("download_dataset", "dataset_length", "reindex", "scheduled_reindex", "search_api")}
+                     ("download_dataset", "dataset_length", "reindex", "scheduled_reindex", "search_api",
+                      "wait_until_indexed")}
     assert set(functions) - set(plain) == {f"{name}.*" for name in classes}
     assert all(isinstance(f, modal.Function) for f in functions.values())
     assert app.entrypoints == {"main": modal_app.main}  # what `modal run -m ingest.modal_app` runs on this machine
@@ -791,6 +792,7 @@ def deployed(gpu_class, on_volume, monkeypatch):
     monkeypatch.setattr(modal_app, "Embedder", lambda: methods)
     monkeypatch.setattr(modal_app, "dataset_length", Remote(modal_app.dataset_length))
     monkeypatch.setattr(modal_app, "download_dataset", Remote(modal_app.download_dataset))
+    monkeypatch.setattr(modal_app, "wait_until_indexed", Remote(modal_app.wait_until_indexed))
     hub = {}
     monkeypatch.setattr(datasets, "load_dataset", lambda name, config, **kw: datasets.Dataset.from_list(hub[config]))
     return SimpleNamespace(methods=methods, fail_shards=fail_shards, hub=hub, **vars(on_volume))

@@ -160,3 +160,22 @@ def test_the_alias_survives_reopening_the_store(tmp_path, rows):
         assert live(store) == summary.extra["collection"]
     finally:
         store.close()
+
+
+def test_the_alias_waits_for_a_rebuilt_collection_to_finish_indexing(tmp_path, rows, store):
+    """A server builds the deferred graph after the load; the alias moves only once it
+    reports the collection indexed, within --index-wait. A second run then switches."""
+
+    class StillIndexing(LocalStore):
+        def finish_bulk_load(self, *, wait_seconds: float = 0.0) -> bool:
+            return wait_seconds == 0  # an in-place run asks for no wait; a rebuild never gets its index
+
+    run_ingest(settings_for(tmp_path, rows), embedder=CountingEmbedder(), store=store)
+    old = live(store)
+    slow = StillIndexing(store.client, "wiki", location=store.location)
+    rebuild = settings_for(tmp_path, rows, chunk_size=500, index_wait=0.5)
+    summary = run_ingest(rebuild, embedder=CountingEmbedder(), store=slow)
+    assert live(store) == old and summary.extra["collection"] != old
+    assert "still building its index after 0 s, so wiki still leads to " + old in summary.extra["alias"]
+    again = run_ingest(rebuild, embedder=CountingEmbedder(), store=store)  # indexed now: it switches
+    assert live(store) == again.extra["collection"] == summary.extra["collection"] and again.embedded == 0

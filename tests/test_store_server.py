@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
+from qdrant_client import models
 
 from dataclasses import replace
 
@@ -19,10 +20,23 @@ from search.api import payload_filter
 from tests.test_store import SPEC, pairs
 
 
+def collection_info(status: str, m: int) -> dict:
+    """GET /collections/{name}'s result, built with qdrant-client's own models (what it parses)."""
+    info = models.CollectionInfo(
+        status=status, optimizer_status="ok", segments_count=1, payload_schema={},
+        config=models.CollectionConfig(
+            params=models.CollectionParams(vectors=models.VectorParams(size=2, distance=models.Distance.COSINE)),
+            hnsw_config=models.HnswConfig(m=m, ef_construct=100, full_scan_threshold=10000),
+            optimizer_config=models.OptimizersConfig(default_segment_number=0, flush_interval_sec=5)))
+    return json.loads(info.model_dump_json(exclude_none=True))
+
+
 class QdrantRecorder(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the client expects
     log: list = []
     exists = False
+    statuses: list = []  # what GET /collections/wiki reports, one per call (then green)
+    hnsw_m = 0
 
     def _answer(self, result):
         body = json.dumps({"result": result, "status": "ok", "time": 0.0}).encode()
@@ -47,6 +61,9 @@ class QdrantRecorder(BaseHTTPRequestHandler):
             self.wfile.write(body)
         elif self.path.endswith("/exists"):
             self._answer({"exists": type(self).exists})
+        elif self.path.split("?")[0] == "/collections/wiki":
+            status = type(self).statuses.pop(0) if type(self).statuses else "green"
+            self._answer(collection_info(status, type(self).hnsw_m))
         else:
             self.send_error(404)
 
@@ -79,7 +96,7 @@ class QdrantRecorder(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def qdrant_server():
-    QdrantRecorder.log, QdrantRecorder.exists = [], False
+    QdrantRecorder.log, QdrantRecorder.exists, QdrantRecorder.statuses, QdrantRecorder.hnsw_m = [], False, [], 0
     server = ThreadingHTTPServer(("127.0.0.1", 0), QdrantRecorder)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -162,3 +179,23 @@ def test_hybrid_collections_and_queries_on_a_server(qdrant_server):
     assert "prefetch" not in dense_body and dense_body["score_threshold"] == 0.2
     assert hits[0].similarity == pytest.approx(1.0) and hits[0].score == 0.5  # [3, 4] and [0.6, 0.8]
     assert grouped[0].payload["title"] == "A" and dense[0].similarity == 0.5
+
+
+def test_finishing_a_bulk_load_waits_for_the_index_within_a_bound(qdrant_server):
+    """The graph is turned on, then the collection is polled until it reports green;
+    past the wait, it says so (the caller keeps the alias where it was)."""
+    url, log = qdrant_server
+    QdrantRecorder.statuses = ["yellow", "yellow", "green"]
+    store = ServerStore.connect(url, collection="wiki", prefer_grpc=False, timeout=5)
+    try:
+        assert store.finish_bulk_load(wait_seconds=10, poll_seconds=0.01) is True
+        assert [entry for entry in log if entry[0] == "PATCH"] == [
+            ("PATCH", "/collections/wiki", {"hnsw_config": {"m": HNSW_M}})]  # it read m=0: deferred
+        assert sum(1 for method, path, _ in log if (method, path) == ("GET", "/collections/wiki")) == 3  # m, 2 polls
+        QdrantRecorder.statuses, QdrantRecorder.hnsw_m = ["yellow"] * 1000, HNSW_M
+        started = time.monotonic()
+        assert store.finish_bulk_load(wait_seconds=0.2, poll_seconds=0.01) is False
+        assert 0.2 <= time.monotonic() - started < 5
+        assert sum(1 for method, _, _ in log if method == "PATCH") == 1  # the graph was on already
+    finally:
+        store.close()

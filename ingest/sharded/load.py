@@ -14,7 +14,7 @@ from ingest.errors import RebuildError
 from ingest.settings import IngestSettings
 from ingest.sharded.records import ShardRecords
 from ingest.state.files import Checkpoint, open_manifest, remove_state
-from ingest.state.rebuild import Target, check_target, plan_target, switch
+from ingest.state.rebuild import Target, check_target, not_indexed, plan_target, switch
 from ingest.store import open_store
 from ingest.sync import collection_spec
 
@@ -71,7 +71,9 @@ def finish_load(settings: IngestSettings, plan: LoadPlan, *, state_dir: str | No
                 checkpoint: Checkpoint | None = None, partial: bool = False, wait_seconds: float = 0.0) -> str:
     """After the last shard: the records become the manifest, the HNSW graph is
     built, a smoke query checks the collection and the alias moves onto it (not
-    after a `partial` load while another collection is live). Returns a report line."""
+    after a `partial` load while another collection is live). The alias moves only
+    once the server reports the collection indexed, within `wait_seconds`; else a
+    `RebuildError` says to run again. Returns a report line."""
     store_settings = replace(settings.store, state_dir=state_dir)
     embedder = make_embedder(settings.embedder)
     store = open_store(store_settings)
@@ -81,7 +83,7 @@ def finish_load(settings: IngestSettings, plan: LoadPlan, *, state_dir: str | No
         with open_manifest(store_settings, plan.collection, spec.fingerprint, checkpoint=checkpoint) as manifest:
             manifest.clear()
             merged = ShardRecords(Path(plan.records)).merge_into(manifest)
-        built.finish_bulk_load(wait_seconds=wait_seconds)
+        indexed = built.finish_bulk_load(wait_seconds=wait_seconds)
         now = store.resolve(plan.name)  # where the name leads at the end, whatever it was at the start
         target = Target(plan.name, plan.collection, now.collection,
                         legacy=now.collection is not None and not now.is_alias)
@@ -90,6 +92,8 @@ def finish_load(settings: IngestSettings, plan: LoadPlan, *, state_dir: str | No
             return line + f"; {plan.name} already leads to it"
         if partial and target.live is not None:
             return line + f"; {plan.name} still leads to {target.live} (a --limit load does not switch)"
+        if not indexed:
+            raise RebuildError(not_indexed(target, wait_seconds))
         return line + "; " + switch(store, target, embedder, drop_old=settings.drop_old,
                                     forget=lambda dropped: remove_state(store_settings, dropped))
     finally:

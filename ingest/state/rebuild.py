@@ -115,6 +115,13 @@ def go_live(store: Store, target: Target, *, drop_old: bool) -> str | None:
     return target.live
 
 
+def not_indexed(target: Target, waited: float) -> str:
+    """Why the alias did not move: the new collection's index is still being built."""
+    return (f"{target.collection} was still building its index after {waited:,.0f} s, so {target.name} "
+            + (f"still leads to {target.live}" if target.live else "does not lead to it yet")
+            + ": run the same command again (it finds the collection complete, waits again, then switches)")
+
+
 def switch(store: Store, target: Target, embedder: Embedder, *, drop_old: bool,
            forget: Callable[[str], None]) -> str:
     """Check the built collection with a smoke query, move the alias onto it, and

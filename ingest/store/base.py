@@ -103,8 +103,9 @@ class Store(Protocol):
         """Create the collection for `spec` (True), or check that it was built so (False)."""
         ...
 
-    def finish_bulk_load(self, *, wait_seconds: float = 0.0) -> None:
-        """Build what a bulk load deferred (a no-op when nothing was)."""
+    def finish_bulk_load(self, *, wait_seconds: float = 0.0) -> bool:
+        """Build what a bulk load deferred (nothing, when nothing was), waiting up to
+        `wait_seconds` for it; True once the collection is fully indexed."""
         ...
 
     def drop(self) -> None: ...

@@ -179,8 +179,8 @@ class LocalStore(ServerStore):
                 ) from exc
             raise StoreError(f"cannot open Qdrant storage at {location}: {exc}") from exc
 
-    def finish_bulk_load(self, *, wait_seconds: float = 0.0) -> None:
-        pass  # no graph was deferred
+    def finish_bulk_load(self, *, wait_seconds: float = 0.0) -> bool:
+        return True  # no graph was deferred: always searchable as it is
 
     def _changed(self) -> None:
         forget(self.client, self.collection)

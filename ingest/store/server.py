@@ -199,23 +199,22 @@ class ServerStore:
     def hnsw_m(self) -> int | None:
         return self.client.get_collection(self.collection).config.hnsw_config.m
 
-    def finish_bulk_load(self, *, wait_seconds: float = 0.0) -> None:
-        """Turn the HNSW graph back on (m=16) if a bulk load deferred it; optionally
-        wait up to `wait_seconds` for the server to finish indexing (status green).
-        A collection created elsewhere (an earlier, stopped run) is asked for its `m`."""
-        if not self._deferred and self.hnsw_m() != 0:
-            return
-        self._deferred = False
-        self.client.update_collection(self.collection, hnsw_config=models.HnswConfigDiff(m=HNSW_M))
-        if wait_seconds <= 0:
-            return
+    def finish_bulk_load(self, *, wait_seconds: float = 0.0, poll_seconds: float = 2.0) -> bool:
+        """Turn the HNSW graph back on (m=16) if a bulk load deferred it (a collection
+        created elsewhere, by an earlier stopped run, is asked for its `m`), then wait up
+        to `wait_seconds` for the server to finish indexing. True once it reports green:
+        until then searches work, over segments without a graph, slowly at scale."""
+        if self._deferred or self.hnsw_m() == 0:
+            self._deferred = False
+            self.client.update_collection(self.collection, hnsw_config=models.HnswConfigDiff(m=HNSW_M))
         deadline = time.monotonic() + wait_seconds
         while self.client.get_collection(self.collection).status != models.CollectionStatus.GREEN:
-            if time.monotonic() > deadline:
-                log.warning("collection %s is still indexing after %.0f s; searches work meanwhile, slower",
-                            self.collection, wait_seconds)
-                return
-            time.sleep(2.0)
+            if time.monotonic() >= deadline:
+                if wait_seconds > 0:
+                    log.warning("collection %s is still indexing after %.0f s", self.collection, wait_seconds)
+                return False
+            time.sleep(min(poll_seconds, max(deadline - time.monotonic(), 0.0)))
+        return True
 
     def count(self) -> int:
         return self.client.count(self.collection, exact=True).count
