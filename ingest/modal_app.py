@@ -39,6 +39,7 @@ import dataclasses
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -164,13 +165,19 @@ def dataset_path(config: str) -> str:
     return f"{DATA_DIR}/wikipedia-{config}"
 
 
-# ## Remember what is indexed, on the same Volume
+# ## Remember what is indexed, on a Volume of its own
 #
 # The manifests (one SQLite file per physical collection: what each holds) and the
-# records of the sharded load's finished shards live on the Volume, so that a run
-# on a fresh container knows what the last one did. See `ingest.sharded.records`.
+# records of the sharded load's finished shards live on a second Volume, so that a
+# run on a fresh container knows what the last one did (`ingest.sharded.records`).
+# Not on the dataset's: a Volume's `commit()` reloads it, and a reload fails while
+# files of that Volume are open, as the dataset is, memory-mapped by the other
+# shards of the container. The state Volume holds no mapped file; its commits are
+# taken one at a time per container (`STATE_LOCK`), never while a record is written.
 
-STATE_DIR = f"{DATA_DIR}/state"
+STATE_DIR = "/state"
+state_volume = modal.Volume.from_name("wiki-embed-state", create_if_missing=True)
+STATE_LOCK = threading.Lock()
 MANIFESTS_DIR = f"{STATE_DIR}/manifests"
 RUNS_DIR = f"{STATE_DIR}/runs"
 LOCAL_STATE_DIR = "/tmp/ingest-state"  # SQLite works on a local copy, checkpointed to the Volume
@@ -259,7 +266,7 @@ def container_router():
 @app.cls(
     gpu=GPU,
     image=tei_image,
-    volumes={DATA_DIR: dataset_volume},
+    volumes={DATA_DIR: dataset_volume, STATE_DIR: state_volume},
     secrets=[qdrant_secret],
     cpu=4.0,  # TEI tokenizes on its own threads while our pipeline chunks and writes
     memory=8 * 1024,
@@ -313,10 +320,12 @@ class Embedder:
         with the shards an earlier attempt of this run finished."""
         from ingest.sharded.load import prepare_load
 
-        dataset_volume.reload()
+        with STATE_LOCK:
+            state_volume.reload()  # the records an earlier attempt committed
         plan = prepare_load(self._settings(collection, chunking, drop_old=drop_old), records_root=RUNS_DIR,
                             key=key, fresh=fresh)
-        dataset_volume.commit()
+        with STATE_LOCK:
+            state_volume.commit()
         return plan
 
     @modal.method()
@@ -326,8 +335,9 @@ class Embedder:
         from ingest.sharded.load import finish_load
         from ingest.sharded.reindex import VolumeState
 
-        dataset_volume.reload()
-        state = VolumeState(MANIFESTS_DIR, LOCAL_STATE_DIR, commit=dataset_volume.commit)
+        with STATE_LOCK:
+            state_volume.reload()  # every shard's record
+        state = VolumeState(MANIFESTS_DIR, LOCAL_STATE_DIR, commit=state_volume.commit)
         return finish_load(self._settings(collection, chunking, drop_old=drop_old), plan,
                            state_dir=LOCAL_STATE_DIR, checkpoint=state.checkpoint, partial=partial,
                            wait_seconds=10 * MINUTES)  # `wait_until_indexed` did the long wait
@@ -342,11 +352,9 @@ class Embedder:
 
         try:
             settings = self._settings(collection, chunking, window)  # Qdrant's URL and key: the secret
-            result = ingest_recorded_shard(dataset, start, stop, settings=settings,
-                                           records=ShardRecords(Path(records)) if records else None)
-            if records:
-                dataset_volume.commit()
-            return result
+            return ingest_recorded_shard(dataset, start, stop, settings=settings,
+                                         records=ShardRecords(Path(records)) if records else None,
+                                         commit=state_volume.commit, lock=STATE_LOCK)
         except Exception as exc:
             raise ShardError(start, stop, f"{type(exc).__name__}: {exc}") from exc
 
@@ -475,7 +483,7 @@ SNAPSHOTS = DEPLOY.snapshots
 @app.function(
     gpu=GPU,
     image=tei_image,
-    volumes={DATA_DIR: dataset_volume},
+    volumes={DATA_DIR: dataset_volume, STATE_DIR: state_volume},
     secrets=[qdrant_secret],
     cpu=4.0,
     memory=16 * 1024,
@@ -493,7 +501,7 @@ def reindex(config: str = DATASET_CONFIG, collection: str = "wikipedia", chunk_s
                                   chunking=chunking, window=window, tei_concurrency=TEI_CONCURRENCY,
                                   tei_tokenizer=TOKENIZER_JSON, sparse=SPARSE)
         settings = dataclasses.replace(settings, dead_letter=f"{STATE_DIR}/dead_letters/reindex-{config}.jsonl")
-        state = VolumeState(MANIFESTS_DIR, LOCAL_STATE_DIR, commit=dataset_volume.commit)
+        state = VolumeState(MANIFESTS_DIR, LOCAL_STATE_DIR, commit=state_volume.commit)
         summary = reindex_snapshot(dataset_path(config), settings, state=state)
     report = f"{config}: {summary.report()}"
     print(report)

@@ -284,7 +284,8 @@ def test_the_gpu_class_declares_gpu_secrets_volumes_scaling_and_concurrency(decl
     declared_info = gpu_class_info()
     assert declared_info.gpus == [(modal_app.GPU, 1)]
     assert declared_info.secrets == [repr(modal_app.qdrant_secret)] == ["modal.Secret.from_name('qdrant')"]
-    assert volume_mounts(declared_info) == {modal_app.DATA_DIR: ("wiki-embed-data", False)}
+    assert volume_mounts(declared_info) == {modal_app.DATA_DIR: ("wiki-embed-data", False),
+                                            modal_app.STATE_DIR: ("wiki-embed-state", False)}
     assert declared_info.concurrency_info.max_inputs == modal_app.SHARDS_PER_CONTAINER >= 2
     assert declared_info.cpu >= 2 and declared_info.timeout >= 60 * 60
     assert set(declared_info.method_names) == {"spec", "embed", "prepare_load", "finish_load", "ingest_shard"}
@@ -296,6 +297,7 @@ def test_the_gpu_class_declares_gpu_secrets_volumes_scaling_and_concurrency(decl
                                                   "required_keys": modal_app.QDRANT_SECRET_KEYS}
     assert (modal_app.QDRANT_SECRET_NAME, modal_app.QDRANT_SECRET_KEYS) == ("qdrant", ["QDRANT_URL", "QDRANT_API_KEY"])
     assert declared["named"]["dataset_volume"] == {"name": "wiki-embed-data", "create_if_missing": True}
+    assert declared["named"]["state_volume"] == {"name": "wiki-embed-state", "create_if_missing": True}
 
 
 def test_one_schedule_the_weekly_reindex(declared):
@@ -310,13 +312,17 @@ def test_one_schedule_the_weekly_reindex(declared):
 def test_the_reindex_functions_use_the_volume_the_secret_and_a_gpu_for_the_work(declared):
     work, schedule = info(modal_app.reindex), info(modal_app.scheduled_reindex)
     assert work.gpus == [(modal_app.GPU, 1)] and work.secrets == [repr(modal_app.qdrant_secret)]
-    assert volume_mounts(work) == volume_mounts(schedule) == {modal_app.DATA_DIR: ("wiki-embed-data", False)}
+    assert volume_mounts(schedule) == {modal_app.DATA_DIR: ("wiki-embed-data", False)}
+    assert volume_mounts(work) == {modal_app.DATA_DIR: ("wiki-embed-data", False),
+                                   modal_app.STATE_DIR: ("wiki-embed-state", False)}
     assert work.timeout >= 60 * 60
     assert schedule.gpus == []  # it only picks the snapshot; `reindex` holds the GPU
     assert schedule.timeout >= work.timeout  # it waits for a download and for the reindex
     assert declared["options"]["reindex"]["image"] == declared["options"]["scheduled_reindex"]["image"] == "tei_image"
-    for state in (modal_app.STATE_DIR, modal_app.MANIFESTS_DIR, modal_app.RUNS_DIR):  # the state lives on the Volume
-        assert Path(state).is_relative_to(modal_app.DATA_DIR)
+    # The state lives on a Volume of its own: committing it never reloads the dataset's, which the
+    # other shards of a container have memory-mapped (a reload fails with files of it open).
+    for state in (modal_app.MANIFESTS_DIR, modal_app.RUNS_DIR):
+        assert Path(state).is_relative_to(modal_app.STATE_DIR) and not Path(state).is_relative_to(modal_app.DATA_DIR)
 
 
 def test_download_functions_use_the_dataset_volume_and_no_gpu(declared):
@@ -635,13 +641,14 @@ def gpu_class(monkeypatch):
 def on_volume(monkeypatch, tmp_path):
     """The Volume's folder and the container's local state under `tmp_path`, a fake
     Volume handle, and Qdrant in local mode (the `qdrant` secret's place)."""
-    data = tmp_path / "data"
-    for name, path in (("DATA_DIR", data), ("STATE_DIR", data / "state"), ("MANIFESTS_DIR", data / "state/manifests"),
-                       ("RUNS_DIR", data / "state/runs"), ("LOCAL_STATE_DIR", tmp_path / "container-state")):
+    data, state = tmp_path / "data", tmp_path / "state"
+    for name, path in (("DATA_DIR", data), ("STATE_DIR", state), ("MANIFESTS_DIR", state / "manifests"),
+                       ("RUNS_DIR", state / "runs"), ("LOCAL_STATE_DIR", tmp_path / "container-state")):
         monkeypatch.setattr(modal_app, name, str(path))
     monkeypatch.setattr(modal_app, "dataset_volume", volume := FakeVolume())
+    monkeypatch.setattr(modal_app, "state_volume", state_volume := FakeVolume())
     monkeypatch.setenv("QDRANT_PATH", str(tmp_path / "qdrant"))
-    return SimpleNamespace(volume=volume, data=data, qdrant=str(tmp_path / "qdrant"),
+    return SimpleNamespace(volume=volume, state_volume=state_volume, data=data, qdrant=str(tmp_path / "qdrant"),
                            local_state=tmp_path / "container-state")
 
 
@@ -730,12 +737,13 @@ def test_a_sharded_load_then_reindexes_on_fresh_containers(gpu_class, on_volume)
     plan = worker.prepare_load.local("wikipedia", CHUNKING, "20231101.en-6-3")
     assert (plan.name, plan.live, plan.created, plan.finished) == ("wikipedia", None, True, [])
     assert Path(plan.records).is_relative_to(modal_app.RUNS_DIR)
-    assert on_volume.volume.calls == ["reload", "commit"]
+    assert on_volume.state_volume.calls == ["reload", "commit"] and on_volume.volume.calls == []
     results = [worker.ingest_shard.local(start, start + 3, path, plan.collection, CHUNKING, 8, plan.records)
                for start in (0, 3)]
     assert [r.summary.points_written for r in results] == [3, 3]
     assert sorted(p.name for p in Path(plan.records).iterdir()) == [
         "000000000000-000000000003.json", "000000000003-000000000006.json"]  # recorded on the Volume
+    assert on_volume.volume.calls == [] and on_volume.state_volume.calls.count("commit") == 3  # one per record
     assert worker.prepare_load.local("wikipedia", CHUNKING, "20231101.en-6-3").finished == results  # a rerun skips
     report = worker.finish_load.local("wikipedia", CHUNKING, plan)
     assert report == f"manifest of {plan.collection}: 6 articles; wikipedia now leads to {plan.collection}"
@@ -748,9 +756,11 @@ def test_a_sharded_load_then_reindexes_on_fresh_containers(gpu_class, on_volume)
             article(9, "A new article. It has two sentences.")]
     save_snapshot("20231201.en", rows)
     on_volume.volume.calls.clear()
+    on_volume.state_volume.calls.clear()
     report = modal_app.reindex.local(config="20231201.en")
     assert report.startswith("20231201.en: articles added 1, changed 1, unchanged 3, deleted 2; chunks embedded 2")
-    assert on_volume.volume.calls[0] == "reload" and "commit" in on_volume.volume.calls
+    assert on_volume.volume.calls == ["reload"]  # before the dump is mapped; never committed while it is
+    assert "commit" in on_volume.state_volume.calls  # the manifest's checkpoints
     assert live(on_volume.qdrant) == (plan.collection, 5)  # in place: the alias did not move
 
     shutil.rmtree(on_volume.local_state, ignore_errors=True)  # and again: the Volume remembers that reindex

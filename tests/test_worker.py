@@ -9,6 +9,7 @@ import os
 import pickle
 import signal
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -404,8 +405,14 @@ def test_prepare_and_finish_load_bracket_a_bulk_load_and_move_the_alias(tmp_path
     plan = prepare_load(settings, records_root=runs, key="k")
     assert plan.created and plan.collection.startswith("wiki-") and plan.live is None and plan.finished == []
     shard = replace(settings, store=replace(settings.store, collection=plan.collection))
-    first = ingest_recorded_shard(dataset_dir, 0, 3, settings=shard,
-                                  records=ShardRecords(Path(plan.records)))
+    lock, commits = threading.Lock(), []
+
+    def commit():  # the Volume's: only with the record whole on disk, and the lock held
+        commits.append((lock.locked(), sorted(p.name for p in Path(plan.records).iterdir())))
+
+    first = ingest_recorded_shard(dataset_dir, 0, 3, settings=shard, records=ShardRecords(Path(plan.records)),
+                                  commit=commit, lock=lock)
+    assert commits == [(True, ["000000000000-000000000003.json"])] and not lock.locked()
     again = prepare_load(settings, records_root=runs, key="k")  # the driver, started again
     assert not again.created and again.finished == [first]
     assert prepare_load(settings, records_root=runs, key="other").finished == []  # starts over

@@ -5,13 +5,14 @@ shards recorded there; at the end the records become the collection's manifest."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, ContextManager, Iterable
 
 from ingest.settings import IngestSettings
 from ingest.sharded.shard import ShardResult, ingest_shard
@@ -67,13 +68,18 @@ class ShardRecords:
 
 
 def ingest_recorded_shard(dataset_path: str, start: int, stop: int, *, settings: IngestSettings,
-                          records: ShardRecords | None) -> ShardResult:
-    """`ingest_shard`, then its record (only once it all landed)."""
+                          records: ShardRecords | None, commit: Callable[[], None] | None = None,
+                          lock: ContextManager | None = None) -> ShardResult:
+    """`ingest_shard`, then its record (only once it all landed), and `commit` (the
+    Volume's), the two under `lock`: other shards of the container commit too."""
     manifest = Manifest.memory()
     try:
         result = ingest_shard(dataset_path, start, stop, settings=settings, manifest=manifest)
         if records is not None:
-            records.write(result, manifest.rows())
+            with lock or contextlib.nullcontext():
+                records.write(result, manifest.rows())
+                if commit is not None:
+                    commit()
     finally:
         manifest.close()
     return result
