@@ -23,6 +23,33 @@ EMBEDDERS = ("local", "tei", "modal")
 SPARSE_KINDS = ("bm25", "none")
 
 
+QUANTIZATIONS = ("int8", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLayout:
+    """How a collection is laid out on a Qdrant server or cluster (the embedded store
+    ignores it). The default fits the whole corpus on modest nodes: ~41M points of 384
+    float32 are ~63 GB, so the originals go to disk and an int8 copy (a quarter of
+    that) stays in RAM, searched first and rescored with the originals."""
+
+    quantization: str = "int8"  # "none": every float32 vector in RAM
+    shards: int | None = None  # shard_number; None: the server's default (1). On a cluster: a few per node
+    replicas: int | None = None  # replication_factor; None: the server's default (1)
+    write_consistency: int | None = None  # write_consistency_factor; None: the server's default (1)
+
+    def __post_init__(self) -> None:
+        if self.quantization not in QUANTIZATIONS:
+            raise SettingsError(f"--quantization {self.quantization!r} is not one of {', '.join(QUANTIZATIONS)}")
+        for flag, value in (("--shards", self.shards), ("--replicas", self.replicas),
+                            ("--write-consistency", self.write_consistency)):
+            if value is not None and value < 1:
+                raise SettingsError(f"{flag} must be at least 1, got {value}")
+        if self.replicas is not None and self.write_consistency is not None and self.write_consistency > self.replicas:
+            raise SettingsError(f"--write-consistency {self.write_consistency} cannot exceed --replicas "
+                                f"{self.replicas}: a write could never be acknowledged")
+
+
 @dataclass(frozen=True, slots=True)
 class StoreSettings:
     qdrant_path: str = "qdrant_data"
@@ -32,6 +59,7 @@ class StoreSettings:
     prefer_grpc: bool = True
     timeout: int = 120
     state_dir: str | None = None  # the manifests; None: next to a local store, ./ingest_state for a server
+    layout: ServerLayout = field(default_factory=ServerLayout)
 
     @property
     def location(self) -> str:
@@ -129,6 +157,16 @@ def add_store_args(parser: argparse.ArgumentParser, env: Mapping[str, str] = os.
                        help="collection name (env QDRANT_COLLECTION; default %(default)s)")
     group.add_argument("--no-grpc", action="store_true", default=env_default(env, "QDRANT_NO_GRPC", False, bool),
                        help="talk REST instead of gRPC to a server (env QDRANT_NO_GRPC)")
+    group.add_argument("--quantization", choices=QUANTIZATIONS,
+                       default=env_default(env, "QDRANT_QUANTIZATION", ServerLayout().quantization),
+                       help="a new server collection keeps int8 vectors in RAM, the float32 originals on disk, and "
+                            "rescores with them; none: float32 in RAM (env QDRANT_QUANTIZATION; default %(default)s)")
+    group.add_argument("--shards", type=int, default=env_default(env, "QDRANT_SHARDS", None, int),
+                       help="shards of a new server collection (env QDRANT_SHARDS; default: the server's, 1)")
+    group.add_argument("--replicas", type=int, default=env_default(env, "QDRANT_REPLICAS", None, int),
+                       help="copies of each shard on a cluster (env QDRANT_REPLICAS; default: the server's, 1)")
+    group.add_argument("--write-consistency", type=int, default=env_default(env, "QDRANT_WRITE_CONSISTENCY", None, int),
+                       help="replicas that must acknowledge a write (env QDRANT_WRITE_CONSISTENCY; default: 1)")
 
 
 def add_state_args(parser: argparse.ArgumentParser, env: Mapping[str, str] = os.environ) -> None:
@@ -230,6 +268,8 @@ def store_settings(args: argparse.Namespace, env: Mapping[str, str] = os.environ
         collection=args.collection,
         prefer_grpc=not args.no_grpc,
         state_dir=getattr(args, "state_dir", None),
+        layout=ServerLayout(quantization=args.quantization, shards=args.shards, replicas=args.replicas,
+                            write_consistency=args.write_consistency),
     )
 
 
@@ -291,6 +331,12 @@ def store_settings_from_env(env: Mapping[str, str], *, collection: str = StoreSe
         qdrant_api_key=env.get("QDRANT_API_KEY") or None,
         collection=collection,
         prefer_grpc=not parse_flag(env.get("QDRANT_NO_GRPC")),
+        layout=ServerLayout(
+            quantization=env_default(env, "QDRANT_QUANTIZATION", ServerLayout().quantization),
+            shards=env_default(env, "QDRANT_SHARDS", None, int),
+            replicas=env_default(env, "QDRANT_REPLICAS", None, int),
+            write_consistency=env_default(env, "QDRANT_WRITE_CONSISTENCY", None, int),
+        ),
     )
 
 

@@ -5,15 +5,15 @@ server on loopback (REST), answering as Qdrant does."""
 import json
 import threading
 import time
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 from qdrant_client import models
 
-from dataclasses import replace
-
 from ingest import lexical
+from ingest.settings import ServerLayout
 from ingest.store.base import RRF_K
 from ingest.store.server import HNSW_M, PAYLOAD_INDEXES, ServerStore
 from search.api import payload_filter
@@ -177,6 +177,8 @@ def test_hybrid_collections_and_queries_on_a_server(qdrant_server):
     assert group_path.endswith("/points/query/groups") and group_body["group_by"] == "id"
     assert group_body["group_size"] == 2 and group_body["query"] == {"rrf": {"k": RRF_K}}
     assert "prefetch" not in dense_body and dense_body["score_threshold"] == 0.2
+    rescored = {"quantization": {"rescore": True, "oversampling": 2.0}}  # int8 candidates, float32 rescoring
+    assert dense_body["params"] == dense_branch["params"] == rescored and "params" not in sparse_branch
     assert hits[0].similarity == pytest.approx(1.0) and hits[0].score == 0.5  # [3, 4] and [0.6, 0.8]
     assert grouped[0].payload["title"] == "A" and dense[0].similarity == 0.5
 
@@ -199,3 +201,44 @@ def test_finishing_a_bulk_load_waits_for_the_index_within_a_bound(qdrant_server)
         assert sum(1 for method, _, _ in log if method == "PATCH") == 1  # the graph was on already
     finally:
         store.close()
+
+
+def test_a_server_collection_is_laid_out_for_the_whole_corpus(qdrant_server):
+    """By default: int8 vectors in RAM, the float32 originals on disk. Shards, replicas and
+    write consistency when asked for (a cluster)."""
+    url, log = qdrant_server
+    store = ServerStore.connect(url, collection="wiki", prefer_grpc=False, timeout=5)
+    try:
+        store.ensure_collection(SPEC)
+    finally:
+        store.close()
+    create = next(body for method, path, body in log if method == "PUT" and path == "/collections/wiki")
+    assert create["vectors"] == {"size": 384, "distance": "Cosine", "on_disk": True}
+    assert create["quantization_config"] == {"scalar": {"type": "int8", "quantile": 0.99, "always_ram": True}}
+    assert not {"shard_number", "replication_factor", "write_consistency_factor"} & set(create)  # the server's
+
+    QdrantRecorder.log.clear()
+    QdrantRecorder.exists = False
+    layout = ServerLayout(quantization="none", shards=6, replicas=2, write_consistency=2)
+    store = ServerStore.connect(url, collection="wiki", prefer_grpc=False, timeout=5, layout=layout)
+    try:
+        store.ensure_collection(SPEC)
+    finally:
+        store.close()
+    create = next(body for method, path, body in log if method == "PUT" and path == "/collections/wiki")
+    assert create["vectors"] == {"size": 384, "distance": "Cosine"} and "quantization_config" not in create
+    assert (create["shard_number"], create["replication_factor"], create["write_consistency_factor"]) == (6, 2, 2)
+
+
+def test_the_layout_comes_from_flags_and_the_environment_and_is_checked():
+    from ingest.settings import SettingsError, store_settings_from_env
+
+    env = {"QDRANT_URL": "http://q:6333", "QDRANT_SHARDS": "12", "QDRANT_REPLICAS": "2",
+           "QDRANT_QUANTIZATION": "none"}
+    assert store_settings_from_env(env).layout == ServerLayout(quantization="none", shards=12, replicas=2)
+    with pytest.raises(SettingsError, match="--write-consistency 3 cannot exceed --replicas 2"):
+        ServerLayout(replicas=2, write_consistency=3)
+    with pytest.raises(SettingsError, match="--shards must be at least 1"):
+        ServerLayout(shards=0)
+    with pytest.raises(SettingsError, match="--quantization 'pq'"):
+        ServerLayout(quantization="pq")

@@ -22,7 +22,7 @@ def open_store(settings: StoreSettings, collection: str | None = None) -> Store:
     if settings.qdrant_url:
         return ServerStore.connect(settings.qdrant_url, collection=collection, api_key=settings.qdrant_api_key,
                                    prefer_grpc=settings.prefer_grpc, timeout=settings.timeout,
-                                   location=settings.location)
+                                   location=settings.location, layout=settings.layout)
     return LocalStore.open(settings.qdrant_path or "qdrant_data", collection=collection)
 
 

@@ -155,6 +155,7 @@ class LocalStore(ServerStore):
     """One collection in qdrant-client's local mode (see the module docstring)."""
 
     _server_indexes = False  # no HNSW graph to defer, no payload index (it filters by scanning)
+    _rescore = None  # exact search: no quantization to rescore
 
     def __init__(self, client: QdrantClient, collection: str, **kwargs: Any) -> None:
         super().__init__(client, collection, **kwargs)

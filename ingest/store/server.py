@@ -27,6 +27,7 @@ from tenacity import (
 
 from ingest.crashpoints import crashpoint
 from ingest.lexical import SPARSE_VECTOR
+from ingest.settings import ServerLayout
 from ingest.store.base import (
     FILTER_FIELDS,
     FUSION_DEPTH,
@@ -53,6 +54,13 @@ from schemas import Article, Chunk, CollectionSpec, SparseSpec
 log = logging.getLogger(__name__)
 
 HNSW_M = 16
+# Scalar int8 quantization kept in RAM: a quarter of float32's memory. The 0.99 quantile
+# clips outliers before scaling, Qdrant's recommended setting.
+INT8 = models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
+    type=models.ScalarType.INT8, quantile=0.99, always_ram=True))
+# Every dense search asks for the quantized candidates to be rescored with the originals,
+# from twice as many as it returns (a no-op on a collection without quantization).
+RESCORED = models.SearchParams(quantization=models.QuantizationSearchParams(rescore=True, oversampling=2.0))
 # Indexed before the load, since building an index over a loaded collection is slower.
 PAYLOAD_INDEXES = {name: models.PayloadSchemaType.KEYWORD for name in FILTER_FIELDS}
 _UNREAD = object()
@@ -89,8 +97,9 @@ class ServerStore:
     mode speaks the same API in process."""
 
     def __init__(self, client: QdrantClient, collection: str, *, location: str = "",
-                 max_request_bytes: int = MAX_REQUEST_BYTES) -> None:
+                 max_request_bytes: int = MAX_REQUEST_BYTES, layout: ServerLayout = ServerLayout()) -> None:
         self.client = client
+        self.layout = layout
         self.collection = collection
         self.location = location
         self.max_request_bytes = max_request_bytes
@@ -100,9 +109,10 @@ class ServerStore:
 
     @classmethod
     def connect(cls, url: str, *, collection: str, api_key: str | None = None, prefer_grpc: bool = True,
-                timeout: int = 120, location: str | None = None) -> "ServerStore":
+                timeout: int = 120, location: str | None = None, layout: ServerLayout = ServerLayout()
+                ) -> "ServerStore":
         client = QdrantClient(url=url, api_key=api_key, prefer_grpc=prefer_grpc, timeout=timeout)
-        return cls(client, collection, location=location or url)
+        return cls(client, collection, location=location or url, layout=layout)
 
     def at(self, collection: str) -> "ServerStore":
         other = type(self).__new__(type(self))
@@ -179,15 +189,24 @@ class ServerStore:
         return False
 
     _server_indexes = True  # payload indexes, and an HNSW graph a bulk load can defer
+    _rescore: Any = RESCORED  # search parameters for the dense side
 
     def _create(self, spec: CollectionSpec, *, bulk_load: bool) -> None:
+        layout = self.layout if self._server_indexes else ServerLayout(quantization="none")
+        quantized = layout.quantization == "int8"
         self.client.create_collection(
             self.collection,
-            vectors_config=models.VectorParams(size=spec.dimension, distance=models.Distance.COSINE),
+            # quantized: the float32 originals on disk, read only to rescore the best candidates
+            vectors_config=models.VectorParams(size=spec.dimension, distance=models.Distance.COSINE,
+                                               on_disk=True if quantized else None),
             # IDF over the whole collection, kept current by Qdrant as points come and go
             sparse_vectors_config={SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)}
             if spec.sparse else None,
             hnsw_config=models.HnswConfigDiff(m=0 if bulk_load and self._server_indexes else HNSW_M),
+            quantization_config=INT8 if quantized else None,
+            shard_number=layout.shards,
+            replication_factor=layout.replicas,
+            write_consistency_factor=layout.write_consistency,
             on_disk_payload=True,
             metadata=spec.to_metadata(),
         )
@@ -322,11 +341,11 @@ class ServerStore:
         query_filter = payload_filter(where)
         query: dict[str, Any]
         if sparse is None:
-            query = {"query": dense.tolist(), "score_threshold": score_threshold}
+            query = {"query": dense.tolist(), "score_threshold": score_threshold, "search_params": self._rescore}
         else:
             depth = max(4 * limit, FUSION_DEPTH)  # candidates each ranking offers the fusion
             branches = [models.Prefetch(query=dense.tolist(), limit=depth, filter=query_filter,
-                                        score_threshold=score_threshold)]
+                                        score_threshold=score_threshold, params=self._rescore)]
             if sparse[0]:  # a query of stopwords only has no lexical side
                 branches.append(models.Prefetch(query=models.SparseVector(indices=sparse[0], values=sparse[1]),
                                                 using=SPARSE_VECTOR, limit=depth, filter=query_filter))
