@@ -130,14 +130,18 @@ def test_a_bulk_load_indexes_payload_first_defers_hnsw_and_restores_it(qdrant_se
     assert writes[5] == ("PATCH", "/collections/wiki", {"hnsw_config": {"m": HNSW_M}})
 
 
-def test_an_ordinary_run_keeps_the_graph_on(qdrant_server):
-    url, log = qdrant_server
-    store = ServerStore.connect(url, collection="wiki", prefer_grpc=False, timeout=5)
+def created(url: str, log: list, layout: ServerLayout = ServerLayout()) -> dict:
+    """The body of the PUT that creates "wiki" with SPEC (and `layout`)."""
+    store = ServerStore.connect(url, collection="wiki", prefer_grpc=False, timeout=5, layout=layout)
     try:
         store.ensure_collection(SPEC)
     finally:
         store.close()
-    create = next(body for method, path, body in log if method == "PUT")
+    return next(body for method, path, body in log if method == "PUT" and path == "/collections/wiki")
+
+
+def test_an_ordinary_run_keeps_the_graph_on(qdrant_server):
+    create = created(*qdrant_server)
     assert create["hnsw_config"]["m"] == HNSW_M
 
 
@@ -207,25 +211,14 @@ def test_a_server_collection_is_laid_out_for_the_whole_corpus(qdrant_server):
     """By default: int8 vectors in RAM, the float32 originals on disk. Shards, replicas and
     write consistency when asked for (a cluster)."""
     url, log = qdrant_server
-    store = ServerStore.connect(url, collection="wiki", prefer_grpc=False, timeout=5)
-    try:
-        store.ensure_collection(SPEC)
-    finally:
-        store.close()
-    create = next(body for method, path, body in log if method == "PUT" and path == "/collections/wiki")
+    create = created(url, log)
     assert create["vectors"] == {"size": 384, "distance": "Cosine", "on_disk": True}
     assert create["quantization_config"] == {"scalar": {"type": "int8", "quantile": 0.99, "always_ram": True}}
     assert not {"shard_number", "replication_factor", "write_consistency_factor"} & set(create)  # the server's
 
     QdrantRecorder.log.clear()
     QdrantRecorder.exists = False
-    layout = ServerLayout(quantization="none", shards=6, replicas=2, write_consistency=2)
-    store = ServerStore.connect(url, collection="wiki", prefer_grpc=False, timeout=5, layout=layout)
-    try:
-        store.ensure_collection(SPEC)
-    finally:
-        store.close()
-    create = next(body for method, path, body in log if method == "PUT" and path == "/collections/wiki")
+    create = created(url, log, ServerLayout(quantization="none", shards=6, replicas=2, write_consistency=2))
     assert create["vectors"] == {"size": 384, "distance": "Cosine"} and "quantization_config" not in create
     assert (create["shard_number"], create["replication_factor"], create["write_consistency_factor"]) == (6, 2, 2)
 
