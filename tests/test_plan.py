@@ -47,3 +47,26 @@ def test_main_prints_a_row_per_gpu_count():
     assert "60 s of start-up added" in text and "$1.1016 per GPU-hour" in text
     with pytest.raises(SystemExit):
         main(["--gpus", "0"], out=io.StringIO())
+
+
+def test_the_cluster_is_sized_per_node_from_the_collection_as_it_is_created():
+    from ingest.bench.plan import size_cluster
+
+    one = size_cluster(Assumptions())
+    assert one.ram["vectors"] == pytest.approx(Assumptions().chunks * 384)  # int8 in RAM
+    assert one.disk["vectors (float32)"] == pytest.approx(Assumptions().chunks * 384 * 4)  # the originals
+    float32 = size_cluster(Assumptions(quantization="none"))
+    assert float32.ram["vectors"] == pytest.approx(4 * one.ram["vectors"]) and float32.ram_total > one.ram_total
+    assert size_cluster(Assumptions(qdrant_nodes=4)).ram_total == pytest.approx(one.ram_total / 4)
+    assert size_cluster(Assumptions(qdrant_nodes=4, replicas=2)).disk_total == pytest.approx(one.disk_total / 2)
+    assert 40 < one.ram_total / 1e9 < 80  # the whole corpus on one node, int8: tens of GB, not 63 GB of floats x 1.5
+
+
+def test_the_table_gives_the_points_per_second_the_cluster_must_take_and_what_bounds_it():
+    out = io.StringIO()
+    main(["--gpus", "10", "100", "--qdrant-points-per-s", "10000", "--qdrant-nodes", "3", "--replicas", "1"], out=out)
+    text = out.getvalue()
+    rows = {row[0]: row for row in (line.split() for line in text.splitlines()) if row and row[0].isdigit()}
+    assert rows["10"][2] == "GPU" and rows["100"][2] == "Qdrant" and rows["100"][3] == "30,000"
+    assert "Qdrant bounds the runs marked so" in text and "on 3 nodes, 1 copy of each" in text
+    assert "RAM" in text and "disk" in text

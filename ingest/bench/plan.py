@@ -1,14 +1,23 @@
 """`python -m ingest plan`: what embedding all of English Wikipedia would take on
 10, 50 and 100 A10Gs, before spending anything.
 
-Each GPU container embeds at the smaller of two rates: what its GPU does (TEI's
-throughput, characters per second) and what its client side keeps up with (our
+Each GPU container embeds at the smallest of three rates: what its GPU does (TEI's
+throughput, characters per second), what its client side keeps up with (our
 Python pipeline chunking, decoding vectors and writing points, chunks per second
-per core). The table says which one bounds it, then the wall time, GPU-hours and
-cost, assuming the work spreads evenly and every GPU is held for the whole run.
+per core), and its share of what the Qdrant cluster absorbs (points per second per
+node, when given). The table says which one bounds it, the points/s the cluster
+must take, then the wall time, GPU-hours and cost, assuming the work spreads
+evenly and every GPU is held for the whole run.
+
+It also sizes the cluster: RAM and disk per node for the corpus's points, with the
+collection as `ingest.store.server` creates it (int8 vectors in RAM and float32 on
+disk, or float32 in RAM), spread over `--qdrant-nodes` with `--replicas` copies.
+Estimates from stated per-point costs (Qdrant's own sizing rule: 1.5x the raw data
+for what stays in RAM), not measurements of a cluster.
 
     python -m ingest plan
     python -m ingest plan --gpu-chars-per-s 150000 --client-chunks-per-s 900 --gpus 20 40
+    python -m ingest plan --qdrant-nodes 3 --replicas 2 --qdrant-points-per-s 15000
 """
 
 from __future__ import annotations
@@ -30,6 +39,16 @@ REFERENCE_CHARS_PER_GPU = 212_600
 REFERENCE_CLIENT_CHUNKS_PER_S = 6_600
 REFERENCE_CHUNK_CHARS = 512
 DEFAULT_GPUS = (10, 50, 100)
+# Per-point costs, measured on the bundled sample's chunks (2,049 of 474 characters on
+# average): a payload is its text plus ~230 bytes (title, url, ids, offsets, hashes);
+# a BM25 vector holds ~0.08 terms per character of text; the indexed fields (id, title,
+# url) ~70 bytes.
+PAYLOAD_OVERHEAD_BYTES = 230
+SPARSE_TERMS_PER_CHAR = 0.08
+INDEXED_FIELD_BYTES = 70
+HNSW_LINK_BYTES = 16 * 2 * 4 * 1.1  # m=16: 2m links of 4 bytes at level 0, ~10% more above
+RAM_HEADROOM = 1.5  # Qdrant's sizing rule for what it keeps in memory
+GB = 1e9
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +59,7 @@ class Projection:
     wall_seconds: float
     gpu_hours: float
     cost: float
+    points_per_s: float = 0.0  # what the Qdrant cluster takes at this pace
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +70,11 @@ class Assumptions:
     gpu_chars_per_s: float = REFERENCE_CHARS_PER_GPU
     client_chunks_per_s: float = REFERENCE_CLIENT_CHUNKS_PER_S
     client_cores: float = 1.0
-    qdrant_points_per_s: float | None = None
+    qdrant_points_per_s: float | None = None  # what one node absorbs
+    qdrant_nodes: int = 1
+    replicas: int = 1
+    quantization: str = "int8"
+    dimension: int = 384
     startup_seconds: float = 0.0
     price_per_gpu_hour: float = A10G_PRICE_PER_HOUR
 
@@ -63,17 +87,58 @@ class Assumptions:
     def chars_per_chunk(self) -> float:
         return self.characters / max(self.chunks, 1)
 
+    @property
+    def cluster_points_per_s(self) -> float | None:
+        """Upserts the cluster absorbs: every replica writes each point."""
+        if self.qdrant_points_per_s is None:
+            return None
+        return self.qdrant_points_per_s * self.qdrant_nodes / self.replicas
+
+
+@dataclass(frozen=True, slots=True)
+class Sizing:
+    """A Qdrant node's share of the collection, in bytes: what stays in RAM, and on disk."""
+
+    ram: dict[str, float]
+    disk: dict[str, float]
+
+    @property
+    def ram_total(self) -> float:
+        return RAM_HEADROOM * sum(self.ram.values())
+
+    @property
+    def disk_total(self) -> float:
+        return sum(self.disk.values())
+
+
+def size_cluster(a: Assumptions) -> Sizing:
+    """Per node: the points spread over the nodes, each held `replicas` times."""
+    share = a.chunks * a.replicas / a.qdrant_nodes
+    terms = SPARSE_TERMS_PER_CHAR * a.chars_per_chunk
+    float32 = share * a.dimension * 4
+    ram = {"vectors": share * a.dimension * (1 if a.quantization == "int8" else 4),
+           "HNSW graph": share * HNSW_LINK_BYTES,
+           "sparse index": share * terms * 8,
+           "payload indexes": share * (INDEXED_FIELD_BYTES + 50)}
+    disk = {"vectors (float32)": float32,
+            **({"vectors (int8 copy)": share * a.dimension} if a.quantization == "int8" else {}),
+            "payloads": share * (a.chars_per_chunk + PAYLOAD_OVERHEAD_BYTES),
+            "sparse vectors": share * terms * 8,
+            "HNSW graph": share * HNSW_LINK_BYTES}
+    return Sizing(ram, disk)
+
 
 def project(gpus: int, a: Assumptions) -> Projection:
     client_chars = a.client_chunks_per_s * a.client_cores * a.chars_per_chunk
     per_gpu, bound = (a.gpu_chars_per_s, "GPU") if a.gpu_chars_per_s <= client_chars else (client_chars, "client")
-    if a.qdrant_points_per_s is not None:
-        qdrant_chars = a.qdrant_points_per_s * a.chars_per_chunk / gpus  # one Qdrant shared by all GPUs
+    if a.cluster_points_per_s is not None:
+        qdrant_chars = a.cluster_points_per_s * a.chars_per_chunk / gpus  # one cluster shared by all GPUs
         if qdrant_chars < per_gpu:
             per_gpu, bound = qdrant_chars, "Qdrant"
     wall = a.characters / (per_gpu * gpus) + a.startup_seconds
     gpu_hours = gpus * wall / 3600
-    return Projection(gpus, per_gpu, bound, wall, gpu_hours, gpu_hours * a.price_per_gpu_hour)
+    return Projection(gpus, per_gpu, bound, wall, gpu_hours, gpu_hours * a.price_per_gpu_hour,
+                      points_per_s=per_gpu * gpus / a.chars_per_chunk)
 
 
 def render(projections: Sequence[Projection], a: Assumptions) -> str:
@@ -84,17 +149,33 @@ def render(projections: Sequence[Projection], a: Assumptions) -> str:
         f"GPU: {a.gpu_chars_per_s:,.0f} characters/s each; client: {client:,.0f} chunks/s "
         f"({a.client_chunks_per_s:,.0f}/s per core x {a.client_cores:g} cores) = "
         f"{client * a.chars_per_chunk:,.0f} characters/s per GPU"
-        + (f"; Qdrant: {a.qdrant_points_per_s:,.0f} points/s in all" if a.qdrant_points_per_s else ""),
+        + (f"; Qdrant: {a.qdrant_points_per_s:,.0f} points/s per node, {a.cluster_points_per_s:,.0f} for the "
+           f"cluster" if a.qdrant_points_per_s else ""),
         f"price: ${a.price_per_gpu_hour:.4f} per GPU-hour; "
         + (f"{a.startup_seconds:g} s of start-up added" if a.startup_seconds else "cold starts not included"),
         "",
-        f"{'GPUs':>5}  {'chars/s per GPU':>15}  {'bound':>6}  {'wall time':>9}  {'GPU-hours':>9}  {'cost':>9}",
+        f"{'GPUs':>5}  {'chars/s per GPU':>15}  {'bound':>6}  {'points/s':>9}  {'wall time':>9}  {'GPU-hours':>9}  "
+        f"{'cost':>9}",
     ]
     for p in projections:
         lines.append(
-            f"{p.gpus:>5}  {p.chars_per_gpu:>15,.0f}  {p.bound:>6}  {_duration(p.wall_seconds):>9}  "
-            f"{p.gpu_hours:>9,.2f}  {'$' + format(p.cost, ',.2f'):>9}"
+            f"{p.gpus:>5}  {p.chars_per_gpu:>15,.0f}  {p.bound:>6}  {p.points_per_s:>9,.0f}  "
+            f"{_duration(p.wall_seconds):>9}  {p.gpu_hours:>9,.2f}  {'$' + format(p.cost, ',.2f'):>9}"
         )
+    if any(p.bound == "Qdrant" for p in projections):
+        lines.append("Qdrant bounds the runs marked so: more nodes (or fewer replicas while loading) go faster, "
+                     "more GPUs do not")
+    sizing = size_cluster(a)
+    where = ("int8 vectors in RAM, float32 on disk" if a.quantization == "int8" else "float32 vectors in RAM")
+    lines += [
+        "",
+        f"Qdrant: {a.chunks:,} points on {a.qdrant_nodes} node{'s' if a.qdrant_nodes > 1 else ''}, "
+        f"{a.replicas} cop{'ies' if a.replicas > 1 else 'y'} of each ({where}); per node:",
+        f"  RAM  {sizing.ram_total / GB:>7,.1f} GB = {RAM_HEADROOM:g} x ("
+        + ", ".join(f"{name} {size / GB:,.1f}" for name, size in sizing.ram.items()) + ")",
+        f"  disk {sizing.disk_total / GB:>7,.1f} GB = "
+        + ", ".join(f"{name} {size / GB:,.1f}" for name, size in sizing.disk.items()) + " (plus the WAL)",
+    ]
     return "\n".join(lines)
 
 
@@ -137,7 +218,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--articles", type=_positive(int), default=d.articles, help="default: %(default)s")
     parser.add_argument("--characters", type=_positive(int), default=d.characters, help="default: %(default)s")
     parser.add_argument("--qdrant-points-per-s", type=_positive(float), default=None,
-                        help="upsert rate of the one Qdrant all GPUs write to (default: not a limit)")
+                        help="upsert rate one Qdrant node sustains (default: not a limit)")
+    parser.add_argument("--qdrant-nodes", type=_positive(int), default=d.qdrant_nodes,
+                        help="Qdrant nodes the collection spreads over (default: %(default)s)")
+    parser.add_argument("--replicas", type=_positive(int), default=d.replicas,
+                        help="copies of each shard (default: %(default)s)")
+    parser.add_argument("--quantization", choices=("int8", "none"), default=d.quantization,
+                        help="as the collection is created (default: %(default)s)")
+    parser.add_argument("--dimension", type=_positive(int), default=d.dimension,
+                        help="vector dimension (default: %(default)s, bge-small-en-v1.5)")
     parser.add_argument("--startup-seconds", type=float, default=d.startup_seconds,
                         help="cold start added to the wall time (default: %(default)s)")
     parser.add_argument("--price-per-gpu-hour", type=_positive(float), default=d.price_per_gpu_hour,
@@ -155,6 +244,10 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         client_chunks_per_s=args.client_chunks_per_s,
         client_cores=args.client_cores,
         qdrant_points_per_s=args.qdrant_points_per_s,
+        qdrant_nodes=args.qdrant_nodes,
+        replicas=args.replicas,
+        quantization=args.quantization,
+        dimension=args.dimension,
         startup_seconds=max(args.startup_seconds, 0.0),
         price_per_gpu_hour=args.price_per_gpu_hour,
     )
