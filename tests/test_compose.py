@@ -20,7 +20,26 @@ def compose() -> dict:
 
 
 def test_has_qdrant_and_tei(compose):
-    assert set(compose["services"]) == {"qdrant", "tei"}
+    default = {name for name, service in compose["services"].items() if not service.get("profiles")}
+    assert default == {"qdrant", "tei"}  # what `docker compose up` starts
+
+
+def test_the_cluster_profile_is_three_peers_bootstrapped_from_the_first(compose):
+    nodes = {name: s for name, s in compose["services"].items() if "cluster" in s.get("profiles", [])}
+    assert set(nodes) == {"qdrant-node-1", "qdrant-node-2", "qdrant-node-3"}
+    assert nodes["qdrant-node-1"]["command"] == ["./qdrant", "--uri", "http://qdrant-node-1:6335"]
+    for name in ("qdrant-node-2", "qdrant-node-3"):
+        assert nodes[name]["command"] == ["./qdrant", "--bootstrap", "http://qdrant-node-1:6335",
+                                          "--uri", f"http://{name}:6335"]
+        assert "ports" not in nodes[name]  # reached through node 1; peer traffic (6335) is never published
+    single = compose["services"]["qdrant"]
+    for node in nodes.values():
+        assert node["image"] == single["image"]
+        assert node["environment"]["QDRANT__CLUSTER__ENABLED"] == "true"
+        assert node["environment"]["QDRANT__SERVICE__API_KEY"] == single["environment"]["QDRANT__SERVICE__API_KEY"]
+        (volume,) = node["volumes"]
+        assert volume.endswith(":/qdrant/storage") and volume.split(":")[0] in compose["volumes"]
+    assert set(nodes["qdrant-node-1"]["ports"]) == {"7333:6333", "7334:6334"}  # beside the single node's 6333
 
 
 def test_images_are_pinned_to_a_version(compose):
@@ -63,7 +82,10 @@ def test_no_secret_values_in_the_file(compose):
     for name, service in compose["services"].items():
         environment = service.get("environment") or {}
         for key, value in environment.items():
-            assert str(value).startswith("${") and str(value).endswith("}"), f"{name}: {key} is a literal"
+            if any(word in key for word in ("KEY", "TOKEN", "SECRET", "PASSWORD")):
+                assert str(value).startswith("${") and str(value).endswith("}"), f"{name}: {key} is a literal"
+            else:
+                assert str(value) in ("true", "false"), f"{name}: {key}={value!r}: a setting, or a secret?"
         command = [str(part) for part in service.get("command") or []]
         assert not {"--api-key", "--hf-token", "--hf-api-token"} & set(command), name
     settings = [line for line in COMPOSE.read_text().splitlines() if not line.lstrip().startswith("#")]
