@@ -6,6 +6,7 @@ Commands:
              articles the snapshot no longer has
   verify     compare the manifest (what is indexed) with the collection
   repair     rebuild the manifest from the collection
+  preflight  check what a full run assumes, against its TEI and Qdrant, before spending money
   bench      embedder-alone throughput next to a whole ingest run, on the same chunks
   bench-reindex  a full ingest beside a reindex of a slightly edited copy of the source
   bench-tei  client-side cost per chunk on the TEI path, ours beside the reference's
@@ -30,6 +31,7 @@ import sys
 from typing import Sequence
 
 from ingest import crashpoints
+from ingest import preflight as preflight_job
 from ingest.bench.reindex import run_bench_reindex
 from ingest.bench.throughput import run_bench
 from ingest.errors import IngestError, SettingsError
@@ -49,8 +51,8 @@ from ingest.sync import repair_manifest, run_ingest, verify_collection
 log = logging.getLogger("ingest")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DEAD_LETTERS, EXIT_DRIFT = 0, 1, 2, 3, 4
-COMMANDS = ("run", "reindex", "verify", "repair", "bench", "bench-reindex", "bench-tei", "bench-quantization",
-            "plan")
+COMMANDS = ("run", "reindex", "verify", "repair", "preflight", "bench", "bench-reindex", "bench-tei",
+            "bench-quantization", "plan")
 # Commands with parsers of their own: the rest of the command line goes to them.
 DELEGATED = {"bench-tei": "ingest.bench.tei_client", "bench-quantization": "ingest.bench.quantization",
              "plan": "ingest.bench.plan"}
@@ -108,7 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench_reindex.add_argument("--removed", type=float, default=0.005,
                                help="share of articles removed (default 0.005)")
     bench_reindex.add_argument("--seed", type=int, default=0, help="which articles (default 0)")
-    for sub in (run, reindex, bench, bench_reindex):
+    preflight = commands.add_parser(
+        "preflight", help="check every assumption of a full run against its TEI and Qdrant",
+        description=preflight_job.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    preflight.add_argument("--expect-model", default=None, help="the model id TEI must serve")
+    preflight.add_argument("--expect-revision", default=None, help="the model revision TEI must serve")
+    preflight.add_argument("--articles", type=int, default=200, help="sample articles to check with (default 200)")
+    preflight.add_argument("--gpus", type=int, default=100, help="GPUs to project the full run on (default 100)")
+    for sub in (run, reindex, bench, bench_reindex, preflight):
         add_ingest_args(sub)
         add_embedder_args(sub)
         add_store_args(sub)
@@ -131,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in (verify, repair):
         add_store_args(sub)
         add_state_args(sub)
-    for sub in (run, reindex, bench, bench_reindex, verify, repair):
+    for sub in (run, reindex, bench, bench_reindex, preflight, verify, repair):
         sub.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
         sub.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     return parser
@@ -158,6 +169,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "bench":
             print(run_bench(settings, embedder_only=args.embedder_only, repeat=args.repeat, dtypes=args.dtypes))
             return EXIT_OK
+        if args.command == "preflight":
+            checks = preflight_job.run_preflight(settings, expect_model=args.expect_model,
+                                                 expect_revision=args.expect_revision, articles=args.articles,
+                                                 gpus=args.gpus)
+            print(preflight_job.report(checks))
+            return EXIT_FAILED if any(c.status == preflight_job.FAIL for c in checks) else EXIT_OK
         if args.command == "bench-reindex":
             print(run_bench_reindex(settings, edited=args.edited, removed=args.removed, seed=args.seed))
             return EXIT_OK

@@ -597,3 +597,48 @@ def wait_until_indexed(collection: str, seconds: int = INDEX_WAIT) -> bool:
         return store.finish_bulk_load(wait_seconds=seconds)
     finally:
         store.close()
+
+
+# ## Check everything before the money is spent
+#
+# `modal run -m ingest.modal_app::preflight` runs `ingest.preflight`'s checks on one
+# A10G with the workers' own TEI (started as they start it) against the Qdrant of the
+# `qdrant` secret, plus what only a container can check: the secrets' keys, a commit
+# of the state Volume while the dataset is mapped, and the deployed class embedding
+# alike. A few minutes; it prints a table of checks and the projected full run.
+
+
+@app.function(gpu=GPU, image=tei_image, volumes={DATA_DIR: dataset_volume, STATE_DIR: state_volume},
+              secrets=[qdrant_secret, search_secret], cpu=4.0, memory=8 * 1024, timeout=30 * MINUTES)
+def preflight(config: str = DATASET_CONFIG, articles: int = 300) -> str:
+    """The checks of `python -m ingest preflight`, and the container's; returns the table."""
+    from ingest.embedders import make_embedder
+    from ingest.preflight import (
+        check_commit_while_mapped,
+        check_deployed_class,
+        check_secrets,
+        report,
+        run_preflight,
+    )
+
+    dataset_volume.reload()
+    with container_router() as router:
+        settings = shard_settings(os.environ, tei_url=router.url, model=MODEL_ID, tei_tokenizer=TOKENIZER_JSON,
+                                  tei_concurrency=TEI_CONCURRENCY, window=WINDOW)
+        embedder = make_embedder(settings.embedder)
+        try:
+            extra = [
+                ("secrets are present", lambda: check_secrets(os.environ, {
+                    QDRANT_SECRET_NAME: QDRANT_SECRET_KEYS, SEARCH_SECRET_NAME: [SEARCH_TOKEN_KEY]})),
+                ("Volume commit, dataset mapped", lambda: check_commit_while_mapped(
+                    dataset_path(config), state_volume.commit, dataset_volume.commit)),
+                ("deployed class embeds alike", lambda: check_deployed_class(
+                    lambda: modal.Cls.from_name(APP_NAME, EMBEDDER_CLASS)(), embedder)),
+            ]
+            checks = run_preflight(settings, expect_model=MODEL_ID, expect_revision=MODEL_REVISION,
+                                   articles=articles, gpus=MAX_CONTAINERS, extra=extra)
+        finally:
+            embedder.close()
+    text = report(checks)
+    print(text)
+    return text

@@ -234,7 +234,7 @@ def test_the_app_declares_itself_without_a_deprecated_modal_api(declared):
     # allow_concurrent_inputs=, container_idle_timeout=...) raise or warn there.
     assert modal.__version__.startswith("1.")
     assert set(declared["options"]) == {"download_dataset", "dataset_length", "Embedder", "reindex",
-                                        "scheduled_reindex", "search_api", "wait_until_indexed"}
+                                        "scheduled_reindex", "search_api", "wait_until_indexed", "preflight"}
 
 
 # -- what the app declares --------------------------------------------------------------
@@ -253,7 +253,7 @@ def test_the_app_registers_these_functions_and_nothing_else():
     plain = {name: f for name, f in functions.items() if not name.endswith(".*")}  # "Embedder.*": the class's
     assert plain == {name: getattr(modal_app, name) for name in
                      ("download_dataset", "dataset_length", "reindex", "scheduled_reindex", "search_api",
-                      "wait_until_indexed")}
+                      "wait_until_indexed", "preflight")}
     assert set(functions) - set(plain) == {f"{name}.*" for name in classes}
     assert all(isinstance(f, modal.Function) for f in functions.values())
     assert app.entrypoints == {"main": modal_app.main}  # what `modal run -m ingest.modal_app` runs on this machine
@@ -1011,3 +1011,26 @@ def _raise(error):
         raise error
 
     return call
+
+
+# -- the preflight ----------------------------------------------------------------------
+def test_the_preflight_runs_every_check_on_the_containers_tei_and_the_containers_own(gpu_class, on_volume,
+                                                                                   monkeypatch):
+    """Run through its plain-Python core: the worker's TEI (the loopback server, started
+    as the container starts it), the store of the secret (local mode here), and the
+    container's checks. No credentials here: the deployed class is skipped, not passed."""
+    save_snapshot("20231101.en", [article(i) for i in range(4)])
+    monkeypatch.setenv("QDRANT_API_KEY", "k")
+    monkeypatch.setenv("SEARCH_API_TOKEN", "t")
+    monkeypatch.setenv("MODAL_CONFIG_PATH", "/nonexistent/modal.toml")
+    for name in ("MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    table = modal_app.preflight.local(config="20231101.en", articles=6)
+    rows = {line[6:36].strip(): line[:4] for line in table.splitlines() if line[:4] in ("PASS", "FAIL", "SKIP")}
+    assert rows["JSON and base64 routes agree"] == "PASS" and rows["chunks fit the token limit"] == "PASS"
+    assert rows["collection round trip"] == "PASS" and rows["Qdrant supports the run"] == "SKIP"  # local mode
+    assert rows["Volume commit, dataset mapped"] == "PASS" and "commit" in on_volume.state_volume.calls
+    assert rows["secrets are present"] == "FAIL" and "modal secret create qdrant QDRANT_URL=..." in table  # QDRANT_PATH
+    assert rows["deployed class embeds alike"] == "SKIP" and "modal deploy -m ingest.modal_app" in table
+    assert "k" not in [line.split()[-1] for line in table.splitlines()]  # no secret value in the table
+    assert all(not router.running for router in gpu_class.started)

@@ -180,6 +180,9 @@ class LocalStore(ServerStore):
                 ) from exc
             raise StoreError(f"cannot open Qdrant storage at {location}: {exc}") from exc
 
+    def server_version(self) -> str | None:
+        return None  # qdrant-client's local mode: no server
+
     def finish_bulk_load(self, *, wait_seconds: float = 0.0) -> bool:
         return True  # no graph was deferred: always searchable as it is
 

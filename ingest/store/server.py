@@ -152,6 +152,13 @@ class ServerStore:
     def aliases_of(self, collection: str) -> list[str]:
         return [a.alias_name for a in self.client.get_aliases().aliases if a.collection_name == collection]
 
+    def delete_alias(self, alias: str) -> None:
+        self.client.update_collection_aliases(change_aliases_operations=[
+            models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias))])
+
+    def server_version(self) -> str | None:
+        return str(self.client.info().version)
+
     # -- collection --------------------------------------------------------
     def exists(self) -> bool:
         return self.client.collection_exists(self.collection)
