@@ -83,6 +83,7 @@ class Received:
     batch_sizes: list[int] = field(default_factory=list)  # inputs per /embed request
     texts: list[str] = field(default_factory=list)  # every input received, in arrival order
     bodies: list[dict[str, Any]] = field(default_factory=list)  # /embed bodies without inputs
+    requests: list[dict[str, Any]] = field(default_factory=list)  # whole bodies (when texts are recorded)
     authorization: list[str | None] = field(default_factory=list)
 
     @property
@@ -122,6 +123,7 @@ class TEIServer:
         self.dimension = dimension
         self.info = {
             "model_id": model_id or "test/deterministic",
+            "served_model_name": model_id or "test/deterministic",
             "model_sha": None,
             "model_dtype": "float32",
             "model_type": {"embedding": {"pooling": "mean"}},
@@ -278,6 +280,7 @@ class TEIServer:
             self.received.authorization.append(request.headers.get("authorization"))
             if self.record_texts:
                 self.received.texts.extend(texts)
+                self.received.requests.append(body)
         fault = self._next_fault()
         if fault == "drop":
             with self._lock:
@@ -310,7 +313,7 @@ class TEIServer:
     def _error(self, request: "_Handler", status: int, message: str, openai: bool = False) -> None:
         error_type = ERROR_TYPES.get(status, "Backend")
         if openai:  # TEI's OpenAICompatErrorResponse
-            body = orjson.dumps({"message": message, "code": status, "type": error_type.lower()})
+            body = orjson.dumps({"message": message, "code": status, "error_type": error_type})
         else:
             body = orjson.dumps({"error": message, "error_type": error_type})
         headers = {}
