@@ -13,7 +13,7 @@ quantization included), with the server collection's settings (int8, quantile
   `ingest.store.server` asks for),
 
 each against exact float32 search (numpy, brute force). Needs `qdrant-edge-py`
-(`pip install '.[bench]'`).
+(the `local` extra has it).
 
   python -m ingest bench-quantization                 # ./qdrant_data, collection wikipedia, the shipped questions
   python -m ingest bench-quantization --queries 100 -k 10
@@ -80,9 +80,9 @@ def recall(found: Sequence[Sequence[int]], exact: np.ndarray) -> float:
 def measure(vectors: np.ndarray, queries: np.ndarray, k: int) -> list[tuple[str, float, float]]:
     """(way of searching, recall@k against exact, median ms) for each way, one shard."""
     try:
-        import qdrant_edge as q  # only this benchmark needs it: pip install '.[bench]'
+        import qdrant_edge as q  # only this benchmark needs it: pip install '.[local]'
     except ImportError as exc:
-        raise SettingsError(f"{PROG} needs qdrant-edge-py: pip install '.[bench]'") from exc
+        raise SettingsError(f"{PROG} needs qdrant-edge-py: pip install '.[local]'") from exc
     exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :k]
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-quantization-") as folder:

@@ -1,6 +1,7 @@
 """Where the vectors live, behind one interface (`Store`, in `ingest.store.base`):
 
-- `ingest.store.local`: the embedded default, a folder in this process;
+- `ingest.store.local`: the embedded default, a folder in this process (qdrant-client's local mode);
+- `ingest.store.edge`: a folder of Qdrant Edge shards, Qdrant's own engine in process (`--qdrant-engine edge`);
 - `ingest.store.server`: a Qdrant server or cluster (`--qdrant-url`).
 
 `open_store(settings)` picks the backend the settings name."""
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from ingest.settings import StoreSettings
 from ingest.store.base import ChunkSelection, PayloadFilter, Resolved, Store, StoredHit
+from ingest.store.edge import EdgeStore
 from ingest.store.local import LocalStore
 from ingest.store.server import ServerStore
 
@@ -23,6 +25,8 @@ def open_store(settings: StoreSettings, collection: str | None = None) -> Store:
         return ServerStore.connect(settings.qdrant_url, collection=collection, api_key=settings.qdrant_api_key,
                                    prefer_grpc=settings.prefer_grpc, timeout=settings.timeout,
                                    location=settings.location, layout=settings.layout)
+    if settings.engine == "edge":
+        return EdgeStore.open(settings.qdrant_path or "qdrant_data", collection=collection)
     return LocalStore.open(settings.qdrant_path or "qdrant_data", collection=collection)
 
 

@@ -1,0 +1,363 @@
+"""The `Store` on Qdrant Edge: Qdrant's own storage engine in this process
+(`qdrant-edge-py`), with its real sparse and payload indexes, prefetch + RRF
+fusion and a write-ahead log, where qdrant-client's local mode loops in Python.
+
+Edge has one collection per folder ("shard") and no collection metadata, aliases
+or grouped queries in its Python API; what this project needs of them is written
+small here, under the store's folder:
+
+    <folder>/edge/shards/<collection>/        one shard per physical collection
+    <folder>/edge/specs/<collection>.json     its build record (`CollectionSpec`), written atomically
+    <folder>/edge/aliases.json                alias -> collection, replaced atomically
+
+The per-article cap is applied to a ranking fetched deep enough (deeper, if it
+falls short). A folder is held by one process (the shards' write-ahead logs are
+locked); a second one gets `StoreLockedError`. `update()` does not fsync: an
+acknowledged write survives the process being killed, not a power cut, until
+`flush()`, which `close()` and `finish_bulk_load()` call.
+
+    >>> store = EdgeStore.open("qdrant_data", collection="wikipedia")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import uuid
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from ingest.errors import StoreError, StoreLockedError
+from ingest.lexical import SPARSE_VECTOR, passage_vector
+from ingest.store.base import (
+    FILTER_FIELDS,
+    FUSION_DEPTH,
+    RRF_K,
+    ChunkRef,
+    ChunkSelection,
+    PayloadFilter,
+    Resolved,
+    SparseQuery,
+    StoredHit,
+)
+from ingest.store.specs import check_compatible
+from schemas import Article, Chunk, CollectionSpec
+
+try:
+    import qdrant_edge as q  # the embedded engine: only this backend needs it
+except ImportError:  # pragma: no cover - depends on the install
+    q = None
+
+DENSE = ""  # the dense vector's name: Qdrant's unnamed default, as on a server collection
+BATCH = 256  # points per update
+
+
+class _Folder:
+    """What the stores bound to one folder share: open shards, and one lock for aliases and specs."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.shards: dict[str, Any] = {}
+        self.lock = threading.RLock()
+
+    def shard_path(self, collection: str) -> Path:
+        return self.root / "shards" / collection
+
+    def spec_path(self, collection: str) -> Path:
+        return self.root / "specs" / f"{collection}.json"
+
+    def aliases(self) -> dict[str, str]:
+        path = self.root / "aliases.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+    def write_json(self, path: Path, data: Any) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+        partial.write_text(json.dumps(data, sort_keys=True), encoding="utf-8")
+        os.replace(partial, path)
+
+    def shard(self, collection: str) -> Any:
+        """The open shard of `collection` (opened on first use), or None if it has none."""
+        with self.lock:
+            if collection in self.shards:
+                return self.shards[collection]
+            path = self.shard_path(collection)
+            if not path.is_dir():
+                return None
+            try:
+                self.shards[collection] = q.EdgeShard.load(str(path))
+            except Exception as exc:  # Edge raises bare Exceptions: the lock's is "WouldBlock"
+                if "WouldBlock" in str(exc):
+                    raise StoreLockedError(
+                        f"the Qdrant storage folder {self.root.parent} is in use by another process (one process "
+                        "per folder): wait for it to finish, pass another --qdrant-path, or run a Qdrant server "
+                        "and use --qdrant-url") from exc
+                raise StoreError(f"cannot open the collection {collection!r} in {self.root.parent}: {exc}") from exc
+            return self.shards[collection]
+
+    def close(self) -> None:
+        with self.lock:
+            for shard in self.shards.values():
+                shard.close()
+            self.shards.clear()
+
+
+class EdgeStore:
+    """One collection in a folder of Qdrant Edge shards (see the module docstring)."""
+
+    def __init__(self, folder: _Folder, collection: str, *, location: str) -> None:
+        self._folder, self.collection, self.location = folder, collection, location
+
+    @classmethod
+    def open(cls, path: str | Path, *, collection: str) -> "EdgeStore":
+        if q is None:
+            raise StoreError("the Edge store needs qdrant-edge-py: pip install qdrant-edge-py")
+        root = Path(path) / "edge"
+        root.mkdir(parents=True, exist_ok=True)
+        return cls(_Folder(root), collection, location=str(path))
+
+    def at(self, collection: str) -> "EdgeStore":
+        return EdgeStore(self._folder, collection, location=self.location)
+
+    def __repr__(self) -> str:
+        return f"EdgeStore({self.location!r}, collection={self.collection!r})"
+
+    @property
+    def _shard(self) -> Any:
+        shard = self._folder.shard(self.collection)
+        if shard is None:
+            raise StoreError(f"collection {self.collection!r} does not exist in {self.location}")
+        return shard
+
+    # -- names -------------------------------------------------------------
+    def resolve(self, name: str) -> Resolved:
+        with self._folder.lock:
+            target = self._folder.aliases().get(name)
+            if target is not None:
+                return Resolved(name, target, True)
+            return Resolved(name, name if self.at(name).exists() else None, False)
+
+    def point_alias(self, alias: str, collection: str, *, replace_alias: bool) -> None:
+        with self._folder.lock:
+            aliases = self._folder.aliases()
+            if alias in aliases and not replace_alias:
+                raise StoreError(f"alias {alias!r} already exists")
+            if self.at(alias).exists():
+                raise StoreError(f"{alias!r} is a collection: an alias cannot take its name")
+            aliases[alias] = collection
+            self._folder.write_json(self._folder.root / "aliases.json", aliases)
+
+    def aliases_of(self, collection: str) -> list[str]:
+        return sorted(alias for alias, target in self._folder.aliases().items() if target == collection)
+
+    def delete_alias(self, alias: str) -> None:
+        with self._folder.lock:
+            aliases = self._folder.aliases()
+            if aliases.pop(alias, None) is not None:
+                self._folder.write_json(self._folder.root / "aliases.json", aliases)
+
+    def server_version(self) -> str | None:
+        return None  # an engine in this process
+
+    # -- collection --------------------------------------------------------
+    def exists(self) -> bool:
+        return self._folder.shard_path(self.collection).is_dir()
+
+    def read_spec(self) -> CollectionSpec | None:
+        path = self._folder.spec_path(self.collection)
+        if not self.exists() or not path.is_file():
+            return None
+        return CollectionSpec.from_metadata(json.loads(path.read_text(encoding="utf-8")))
+
+    def ensure_collection(self, spec: CollectionSpec, *, bulk_load: bool = False) -> bool:
+        with self._folder.lock:
+            if self.exists():
+                existing = self.read_spec()
+                if existing is None:
+                    raise StoreError(f"collection {self.collection!r} in {self.location} has no build record: "
+                                     "pick another --collection")
+                check_compatible(self.collection, existing, spec)
+                return False
+            sparse = {SPARSE_VECTOR: q.EdgeSparseVectorParams(modifier=q.Modifier.Idf)} if spec.sparse else None
+            config = q.EdgeConfig(vectors=q.EdgeVectorParams(size=spec.dimension, distance=q.Distance.Cosine),
+                                  sparse_vectors=sparse, on_disk_payload=True)
+            path = self._folder.shard_path(self.collection)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shard = q.EdgeShard.create(str(path), config)
+            for field in FILTER_FIELDS:
+                shard.update(q.UpdateOperation.create_field_index(field, q.PayloadSchemaType.Keyword))
+            self._folder.shards[self.collection] = shard
+            self._folder.write_json(self._folder.spec_path(self.collection), spec.to_metadata())
+            return True
+
+    def finish_bulk_load(self, *, wait_seconds: float = 0.0) -> bool:
+        self._shard.flush()  # what a power cut could otherwise take
+        return True  # exact search until optimized: searchable as it is
+
+    def drop(self) -> None:
+        with self._folder.lock:
+            shard = self._folder.shards.pop(self.collection, None)
+            if shard is not None:
+                shard.close()
+            shutil.rmtree(self._folder.shard_path(self.collection), ignore_errors=True)
+            self._folder.spec_path(self.collection).unlink(missing_ok=True)
+
+    def count(self) -> int:
+        return int(self._shard.count(q.CountRequest(exact=True)))
+
+    def count_excluding(self, article_ids: Sequence[str]) -> int:
+        if not article_ids:
+            return self.count()
+        others = q.Filter(must_not=[q.FieldCondition("id", match=q.MatchAny(list(article_ids)))])
+        return int(self._shard.count(q.CountRequest(exact=True, filter=others)))
+
+    # -- points ------------------------------------------------------------
+    def upsert_pairs(self, pairs: Sequence[tuple[Article, Chunk]], vectors: np.ndarray) -> None:
+        spec = self.read_spec()
+        sparse = spec.sparse if spec else None
+        hashes: dict[int, str] = {}
+        points = []
+        for (article, chunk), vector in zip(pairs, vectors):
+            article_hash = hashes.get(id(article)) or hashes.setdefault(id(article), article.content_hash)
+            named: dict[str, Any] = {DENSE: vector.tolist()}
+            if sparse is not None:
+                indices, values = passage_vector(chunk.embed_text, sparse)
+                named[SPARSE_VECTOR] = q.SparseVector(indices, values)
+            payload = {"id": article.id, "url": article.url, "title": article.title, "text": chunk.text,
+                       "chunk_index": chunk.chunk_index, "start": chunk.start, "end": chunk.end,
+                       "chunk_hash": chunk.content_hash, "article_hash": article_hash}
+            points.append(q.Point(chunk.point_id, named, payload))
+        for start in range(0, len(points), BATCH):
+            self._shard.update(q.UpdateOperation.upsert_points(points[start:start + BATCH]))
+
+    def delete_chunks(self, selections: Sequence[ChunkSelection]) -> int:
+        if not selections:
+            return 0
+        return self._delete_where(q.Filter(should=[_selection(s) for s in selections]))
+
+    def delete_articles(self, article_ids: Sequence[str]) -> int:
+        if not article_ids:
+            return 0
+        return self._delete_where(q.Filter(must=[q.FieldCondition("id", match=q.MatchAny(list(article_ids)))]))
+
+    def _delete_where(self, where: Any) -> int:
+        found = int(self._shard.count(q.CountRequest(exact=True, filter=where)))  # update() returns nothing
+        if found:
+            self._shard.update(q.UpdateOperation.delete_points_by_filter(where))
+        return found
+
+    def scan_chunks(self, batch: int = 2048) -> Iterator[list[ChunkRef]]:
+        fields = q.PayloadSelector.Include(["id", "chunk_index", "article_hash"])
+        offset = None
+        while True:
+            points, offset = self._shard.scroll(q.ScrollRequest(offset=offset, limit=batch, with_payload=fields,
+                                                                with_vector=False))
+            page = []
+            for point in points:
+                payload = point.payload or {}
+                if payload.get("id") is None:
+                    continue
+                index = payload.get("chunk_index")
+                page.append((str(payload["id"]), index if isinstance(index, int) else -1,
+                             str(payload.get("article_hash") or "")))
+            yield page
+            if offset is None:
+                return
+
+    def stored_vectors(self, point_ids: Sequence[str]) -> dict[str, tuple[str, np.ndarray]]:
+        found: dict[str, tuple[str, np.ndarray]] = {}
+        for start in range(0, len(point_ids), 1024):
+            for record in self._shard.retrieve(list(point_ids[start:start + 1024]), ["chunk_hash"], True):
+                chunk_hash = (record.payload or {}).get("chunk_hash")
+                vector = _dense(record.vector)
+                if chunk_hash and vector is not None:
+                    found[str(record.id)] = (chunk_hash, np.asarray(vector, dtype=np.float32))
+        return found
+
+    def payloads(self, point_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return {str(r.id): dict(r.payload or {}) for r in self._shard.retrieve(list(point_ids), True, False)}
+
+    def any_point(self) -> dict[str, Any] | None:
+        points, _ = self._shard.scroll(q.ScrollRequest(limit=1, with_payload=True, with_vector=False))
+        return dict(points[0].payload or {}) if points else None
+
+    def search(self, vector: np.ndarray, *, limit: int, sparse: SparseQuery | None = None,
+               where: PayloadFilter | None = None, score_threshold: float | None = None,
+               group_size: int | None = None) -> list[StoredHit]:
+        dense = np.asarray(vector, dtype=np.float32)
+        flt = _filter(where)
+        depth = limit if group_size is None else max(4 * limit, FUSION_DEPTH)
+        while True:
+            points = self._query(dense, sparse, depth, flt, score_threshold)
+            picked = points[:limit] if group_size is None else _capped(points, group_size, limit)
+            if group_size is None or len(picked) >= limit or len(points) < depth:
+                break
+            depth *= 4
+        unit = dense / (float(np.linalg.norm(dense)) or 1.0)
+        hits = []
+        for p in picked:
+            similarity = float(p.score)
+            if sparse is not None:
+                stored = np.asarray(_dense(p.vector), dtype=np.float32)
+                similarity = float(unit @ stored / (float(np.linalg.norm(stored)) or 1.0))
+            hits.append(StoredHit(str(p.id), float(p.score), dict(p.payload or {}), similarity))
+        return hits
+
+    def _query(self, dense: np.ndarray, sparse: SparseQuery | None, limit: int, flt: Any,
+               score_threshold: float | None) -> list:
+        if sparse is None:
+            return self._shard.query(q.QueryRequest(limit=limit, query=q.Query.Nearest(dense.tolist()), filter=flt,
+                                                    score_threshold=score_threshold, with_payload=True))
+        depth = max(4 * limit, FUSION_DEPTH)
+        branches = [q.Prefetch(limit=depth, query=q.Query.Nearest(dense.tolist()), filter=flt,
+                               score_threshold=score_threshold)]
+        if sparse[0]:  # a query of stopwords only has no lexical side
+            branches.append(q.Prefetch(limit=depth, query=q.Query.Nearest(q.SparseVector(list(sparse[0]),
+                                                                                         list(sparse[1])),
+                                                                          using=SPARSE_VECTOR), filter=flt))
+        return self._shard.query(q.QueryRequest(limit=limit, prefetches=branches, query=q.Fusion.Rrf(k=RRF_K),
+                                                with_payload=True, with_vector=[DENSE]))
+
+    def warm(self) -> None:
+        pass  # real indexes: nothing to build first
+
+    def close(self) -> None:
+        self._folder.close()
+
+
+def _dense(vector: Any) -> Any:
+    return vector.get(DENSE) if isinstance(vector, dict) else vector
+
+
+def _filter(where: PayloadFilter | None) -> Any:
+    if where is None or not where.conditions():
+        return None
+    return q.Filter(must=[q.FieldCondition(key, match=q.MatchAny(list(values))) for key, values in where.conditions()])
+
+
+def _selection(selection: ChunkSelection) -> Any:
+    which = []
+    if selection.from_index is not None:
+        which.append(q.FieldCondition("chunk_index", range=q.RangeFloat(gte=selection.from_index)))
+    if selection.indices:
+        which.append(q.FieldCondition("chunk_index", match=q.MatchAny(list(selection.indices))))
+    article = q.FieldCondition("id", match=q.MatchValue(selection.article_id))
+    return q.Filter(must=[article], should=which or None)
+
+
+def _capped(points: Sequence[Any], group_size: int, limit: int) -> list:
+    """The ranking with at most `group_size` points per article, `limit` in all."""
+    per_article: dict[Any, int] = {}
+    picked = []
+    for point in points:
+        article = (point.payload or {}).get("id")
+        if per_article.get(article, 0) < group_size:
+            per_article[article] = per_article.get(article, 0) + 1
+            picked.append(point)
+            if len(picked) == limit:
+                break
+    return picked
