@@ -11,6 +11,7 @@ Commands:
   bench-reindex  a full ingest beside a reindex of a slightly edited copy of the source
   bench-tei  client-side cost per chunk on the TEI path, ours beside the reference's
   bench-quantization  recall of int8-quantized search against exact, on a collection's vectors
+  bench-store  points/s and hybrid latency of each embedded engine behind an instant TEI
   plan       projected full-Wikipedia time and cost on 10, 50 and 100 A10Gs
 
 `python -m ingest COMMAND --help` tells more; `python -m ingest --help` lists the
@@ -52,10 +53,10 @@ log = logging.getLogger("ingest")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DEAD_LETTERS, EXIT_DRIFT = 0, 1, 2, 3, 4
 COMMANDS = ("run", "reindex", "verify", "repair", "preflight", "bench", "bench-reindex", "bench-tei",
-            "bench-quantization", "plan")
+            "bench-quantization", "bench-store", "plan")
 # Commands with parsers of their own: the rest of the command line goes to them.
 DELEGATED = {"bench-tei": "ingest.bench.tei_client", "bench-quantization": "ingest.bench.quantization",
-             "plan": "ingest.bench.plan"}
+             "bench-store": "ingest.bench.store", "plan": "ingest.bench.plan"}
 
 
 def build_parser() -> argparse.ArgumentParser:
