@@ -15,14 +15,14 @@ import subprocess
 import sys
 
 import pytest
-from qdrant_client import QdrantClient
 
 from ingest.chunking import Chunker, ChunkingSettings
 from ingest.embedders.tei import TEIEmbedder
-from ingest.sync import run_ingest, verify_collection
 from ingest.settings import EmbedderSettings, IngestSettings, StoreSettings
+from ingest.store import open_live
 from ingest.store.local import LocalStore
-from schemas import Article, PointPayload
+from ingest.sync import run_ingest, verify_collection
+from schemas import Article, PointPayload, point_id
 from tests.tei_server import TEIServer
 
 CHUNKING = ChunkingSettings(max_chars=300)
@@ -46,21 +46,22 @@ def expected(rows) -> dict[str, dict]:
             for a in map(Article.from_row, rows) for c in chunker.chunks(a)}
 
 
-def settings_for(tmp_path, source, url) -> IngestSettings:
+def settings_for(tmp_path, source, url, engine="local") -> IngestSettings:
     return IngestSettings(source=source, progress=False, window=WINDOW, chunking=CHUNKING,
                           dead_letter=str(tmp_path / "dl.jsonl"),
                           embedder=EmbedderSettings(embedder="tei", tei_url=url),
-                          store=StoreSettings(qdrant_path=str(tmp_path / "qdrant"), collection="wiki"))
+                          store=StoreSettings(qdrant_path=str(tmp_path / "qdrant"), collection="wiki", engine=engine))
 
 
-def run_killed(tmp_path, server, source, *, crash_at=None, kill_at_request=None, command="run"):
+def run_killed(tmp_path, server, source, *, crash_at=None, kill_at_request=None, command="run", engine="local"):
     """`python -m ingest` until it is killed; fails if it finishes instead."""
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "USE_TORCH": "0"}  # datasets need not import torch
     if crash_at:
         env["INGEST_CRASH_AT"] = crash_at
     args = [sys.executable, "-m", "ingest", command, "--source", source, "--embedder", "tei", "--tei-url",
             server.url, "--qdrant-path", "qdrant", "--collection", "wiki", "--window", str(WINDOW),
-            "--chunk-size", str(CHUNKING.max_chars), "--no-progress", "--dead-letter", "dl.jsonl", "-q"]
+            "--chunk-size", str(CHUNKING.max_chars), "--no-progress", "--dead-letter", "dl.jsonl", "-q",
+            "--qdrant-engine", engine]
     child = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     original, requests = server._vectors, []
     if kill_at_request is not None:
@@ -90,61 +91,63 @@ def manifest_state(tmp_path) -> tuple[dict[str, int], int]:
     return done, pending
 
 
-def assert_consistent_after_a_crash(tmp_path):
+def assert_consistent_after_a_crash(tmp_path, engine="local"):
     """Whatever the manifest says is finished is in the collection, exactly."""
-    report = verify_collection(_physical_settings(tmp_path))
+    report = verify_collection(_physical_settings(tmp_path, engine))
     found = report.comparison
     assert (found.lost.count, found.short.count, found.extra.count, found.stale.count) == (0, 0, 0, 0), report.lines()
 
 
-def _physical_settings(tmp_path) -> StoreSettings:
+def _physical_settings(tmp_path, engine="local") -> StoreSettings:
     (path,) = (tmp_path / "qdrant-state").glob("*.sqlite")
-    return StoreSettings(qdrant_path=str(tmp_path / "qdrant"), collection=path.stem)
+    return StoreSettings(qdrant_path=str(tmp_path / "qdrant"), collection=path.stem, engine=engine)
 
 
-def stored_points(tmp_path) -> tuple[list[str], dict[str, dict]]:
-    client = QdrantClient(path=str(tmp_path / "qdrant"))
+def stored_points(tmp_path, engine="local") -> tuple[list[str], dict[str, dict]]:
+    """Every point's id and payload, read through the store interface."""
+    store = open_live(StoreSettings(qdrant_path=str(tmp_path / "qdrant"), collection="wiki", engine=engine))
     try:
-        points, _ = client.scroll("wiki", limit=100_000)
-        return [str(p.id) for p in points], {str(p.id): p.payload for p in points}
+        ids = [point_id(article, index) for page in store.scan_chunks() for article, index, _ in page]
+        return ids, store.payloads(ids)
     finally:
-        client.close()
+        store.close()
 
 
 @pytest.mark.slow
-def test_killed_at_every_stage_the_resumed_run_ends_with_exactly_the_expected_points(tmp_path, server, rows):
+@pytest.mark.parametrize("engine", ["local", "edge"])
+def test_killed_at_every_stage_the_resumed_run_ends_with_exactly_the_expected_points(tmp_path, server, rows, engine):
     (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     want = expected(rows)
     assert len(want) > 6 * WINDOW  # enough windows for every crash to land mid-run
 
-    run_killed(tmp_path, server, "rows.jsonl", crash_at="after-collection:1")  # early: nothing written
+    run_killed(tmp_path, server, "rows.jsonl", crash_at="after-collection:1", engine=engine)  # nothing written
     done, _ = manifest_state(tmp_path)
     assert done == {}
-    run_killed(tmp_path, server, "rows.jsonl", crash_at="before-manifest-write:2")
+    run_killed(tmp_path, server, "rows.jsonl", crash_at="before-manifest-write:2", engine=engine)
     done, pending = manifest_state(tmp_path)
     assert done and pending  # a window landed, the next was acknowledged but not recorded
-    assert_consistent_after_a_crash(tmp_path)
-    run_killed(tmp_path, server, "rows.jsonl", kill_at_request=3)  # mid-batch, from outside
-    assert_consistent_after_a_crash(tmp_path)
-    run_killed(tmp_path, server, "rows.jsonl", crash_at="upsert:2:0.003")  # during an upsert
-    assert_consistent_after_a_crash(tmp_path)
-    run_killed(tmp_path, server, "rows.jsonl", crash_at="before-alias-switch:1")  # complete, alias not yet made
+    assert_consistent_after_a_crash(tmp_path, engine)
+    run_killed(tmp_path, server, "rows.jsonl", kill_at_request=3, engine=engine)  # mid-batch, from outside
+    assert_consistent_after_a_crash(tmp_path, engine)
+    run_killed(tmp_path, server, "rows.jsonl", crash_at="upsert:2:0.003", engine=engine)  # during an upsert
+    assert_consistent_after_a_crash(tmp_path, engine)
+    run_killed(tmp_path, server, "rows.jsonl", crash_at="before-alias-switch:1", engine=engine)  # no alias yet
     done, pending = manifest_state(tmp_path)
     assert len(done) == len(rows) and pending == 0
 
-    resumed = resume(tmp_path, server)
+    resumed = resume(tmp_path, server, engine)
     assert (resumed.unchanged, resumed.chunks, server.received.inputs) == (len(rows), 0, 1)  # the smoke query
     assert resumed.extra["alias"] == f"wiki now leads to {resumed.extra['collection']}"
-    ids, payloads = stored_points(tmp_path)
+    ids, payloads = stored_points(tmp_path, engine)
     assert len(ids) == len(set(ids)) == len(want) and payloads == want
 
 
-def resume(tmp_path, server):
+def resume(tmp_path, server, engine="local"):
     """The run after a kill, in-process, with the server's counters reset."""
     embedder = TEIEmbedder(server.url)
     try:
         server.reset()
-        return run_ingest(settings_for(tmp_path, str(tmp_path / "rows.jsonl"), server.url), embedder=embedder)
+        return run_ingest(settings_for(tmp_path, str(tmp_path / "rows.jsonl"), server.url, engine), embedder=embedder)
     finally:
         embedder.close()
 

@@ -168,6 +168,7 @@ def run_pipeline(
             rows.append(ManifestRow(done.article.id, done.article_hash, done.chunk_count, len(indices)))
         if stale:
             summary.points_deleted += store.delete_chunks(stale)
+        store.flush()  # the manifest never claims what a power cut could take
         crashpoint("before-manifest-write")
         manifest.complete(rows)
         in_progress.difference_update(row.article_id for row in rows)

@@ -146,6 +146,7 @@ def delete_unseen(store: Store, manifest: Manifest, *, max_share: float) -> tupl
     while ids := manifest.unseen(DELETE_BATCH):
         manifest.mark_pending(ids)  # if this stops half-way, the next run finishes the job
         points += store.delete_articles(ids)
+        store.flush()
         manifest.remove(ids)
         articles += len(ids)
     return articles, points

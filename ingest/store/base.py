@@ -127,6 +127,11 @@ class Store(Protocol):
         """Write chunks and their vectors; returns once the store has them."""
         ...
 
+    def flush(self) -> None:
+        """Make what was acknowledged survive a power cut, not only a killed process:
+        called before the manifest records it."""
+        ...
+
     def delete_chunks(self, selections: Sequence[ChunkSelection]) -> int:
         """Delete the selected chunks; returns how many points there were."""
         ...

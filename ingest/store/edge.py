@@ -31,6 +31,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from ingest.crashpoints import crashpoint
 from ingest.errors import StoreError, StoreLockedError
 from ingest.lexical import SPARSE_VECTOR, passage_vector
 from ingest.store.base import (
@@ -232,7 +233,12 @@ class EdgeStore:
                        "chunk_hash": chunk.content_hash, "article_hash": article_hash}
             points.append(q.Point(chunk.point_id, named, payload))
         for start in range(0, len(points), BATCH):
+            crashpoint("upsert")
             self._shard.update(q.UpdateOperation.upsert_points(points[start:start + BATCH]))
+
+    def flush(self) -> None:
+        """`update()` survives a killed process, not a power cut: sync the shard's WAL and segments."""
+        self._shard.flush()
 
     def delete_chunks(self, selections: Sequence[ChunkSelection]) -> int:
         if not selections:

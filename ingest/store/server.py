@@ -273,6 +273,9 @@ class ServerStore:
             self._changed()
             self.client.upsert(self.collection, points=batch, wait=True)
 
+    def flush(self) -> None:
+        pass  # a server acknowledges (wait=True) what its WAL holds; local mode syncs every point
+
     def delete_chunks(self, selections: Sequence[ChunkSelection]) -> int:
         if not selections:
             return 0
