@@ -26,8 +26,10 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import textwrap
+from dataclasses import replace
 from typing import Any, Sequence
 
 from ingest.errors import IngestError, SettingsError
@@ -107,7 +109,25 @@ def search_options(args: argparse.Namespace) -> dict[str, Any]:
     return {name: value for name, value in options.items() if value is not None}
 
 
+# Control characters from the corpus (ESC sequences, BEL, NUL, C1's CSI...) must not reach a
+# terminal raw: a Wikipedia dump is data, not instructions to the user's terminal.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_JSON_C1 = re.compile(r"[\x7f-\x9f]")  # json.dumps escapes C0 itself, not DEL and C1
+
+
+def terminal_safe(text: str) -> str:
+    """`text` with every control character but newline and tab shown as U+FFFD."""
+    return _CONTROL.sub("\ufffd", text)
+
+
+def json_line(data: dict) -> str:
+    """One JSON object on a line, every control character escaped (`\\u001b`, `\\u009b`):
+    the text round-trips exactly and the terminal sees none of them raw."""
+    return _JSON_C1.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(data, ensure_ascii=False))
+
+
 def format_hit(hit: Hit, width: int = 100) -> str:
+    hit = replace(hit, title=terminal_safe(hit.title), url=terminal_safe(hit.url), text=terminal_safe(hit.text))
     snippet = textwrap.shorten(hit.text, width=240, placeholder=" …")
     body = textwrap.indent(textwrap.fill(snippet, width=width - 4), "    ")
     return f"{hit.rank}. {hit.title}  (similarity {hit.similarity:.3f})\n    {hit.url}\n{body}"
@@ -121,11 +141,11 @@ def _search(args: argparse.Namespace, open_searcher: OpenSearcher) -> int:
         else:
             hits = searcher.search(args.query, k=args.k, **options)
     if args.context is not None:
-        print(json.dumps(context.to_dict(), ensure_ascii=False) if args.json else context.text)
+        print(json_line(context.to_dict()) if args.json else terminal_safe(context.text))
         found = bool(context.sources)
     else:
         for hit in hits:
-            print(json.dumps(hit.to_dict(), ensure_ascii=False) if args.json else format_hit(hit))
+            print(json_line(hit.to_dict()) if args.json else format_hit(hit))
         found = bool(hits)
     if not found:
         log.warning("no hits: %s", "none matched the filters or the threshold" if options

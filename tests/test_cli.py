@@ -76,3 +76,20 @@ def test_the_top_level_help_lists_the_commands_and_every_flag_of_run(capsys):
     for flag in ("--limit", "--source", "--embedder", "--qdrant-url", "--state-dir", "--drop-old", "--window"):
         assert flag in shown, flag
     assert set(COMMANDS) >= {"run", "reindex", "verify", "repair", "bench", "plan"}
+
+
+def test_control_characters_from_the_corpus_never_reach_the_terminal_raw():
+    """ESC sequences, BEL, NUL and C1's CSI in an indexed text: shown as U+FFFD in the
+    human format, escaped in JSON (which still round-trips them exactly)."""
+    import json as json_module
+
+    from search.api import Hit
+    from search.cli import format_hit, json_line, terminal_safe
+
+    evil = "a \x1b[31mred\x1b[0m bell\x07 nul\x00 csi\x9b2J del\x7f\tand a tab\nline"
+    hit = Hit(1, 0.5, 0.5, "a", "Title\x1b]0;pwned\x07", "https://x/\x1b", evil, 0, 0, 1, "p")
+    raw = "\x1b\x07\x00\x9b\x7f"
+    assert not any(c in format_hit(hit) for c in raw) and "\ufffd[31mred" in format_hit(hit)
+    line = json_line(hit.to_dict())
+    assert not any(c in line for c in raw) and json_module.loads(line)["text"] == evil
+    assert terminal_safe("tab\tand\nnewline stay") == "tab\tand\nnewline stay"

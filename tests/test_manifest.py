@@ -113,3 +113,28 @@ def test_crashpoints_kill_at_the_count_and_are_free_when_off():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == -signal.SIGKILL and done.stdout.split() == ["0", "1", "2"]
     crashpoints.disarm()
+
+
+def test_no_credential_of_a_server_url_is_written_to_the_manifest(tmp_path, caplog):
+    import sqlite3
+
+    from ingest.settings import StoreSettings
+    from ingest.state.files import open_manifest
+
+    url = "https://user:s3cret-pass@qdrant.example:6333/?api_key=k3y-value"
+    settings = StoreSettings(qdrant_url=url, state_dir=str(tmp_path))
+    with open_manifest(settings, "wiki-1", "fp"):
+        pass
+    (path,) = tmp_path.glob("*.sqlite")
+    raw = path.read_bytes()
+    assert b"s3cret-pass" not in raw and b"k3y-value" not in raw and b"user" not in raw
+    db = sqlite3.connect(path)
+    try:
+        assert dict(db.execute("SELECT key, value FROM meta"))["store"] == "https://qdrant.example:6333/"
+        db.execute("UPDATE meta SET value = ? WHERE key = 'store'", (url,))  # as an earlier version wrote it
+        db.commit()
+    finally:
+        db.close()
+    with open_manifest(StoreSettings(qdrant_url="https://other:6333", state_dir=str(tmp_path)), "wiki-1", "fp"):
+        pass
+    assert "s3cret-pass" not in caplog.text and "k3y-value" not in caplog.text and "checked" in caplog.text

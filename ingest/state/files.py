@@ -77,7 +77,8 @@ def open_manifest(settings: StoreSettings, collection: str, fingerprint: str, *,
     folder = state_dir(settings)
     if folder is None:
         return Manifest.memory()
-    store = settings.qdrant_url or str(Path(settings.qdrant_path).resolve())
+    # where the store is, without credentials: a URL's user:password@ or ?api_key= never lands on disk
+    store = settings.location if settings.qdrant_url else str(Path(settings.qdrant_path).resolve())
     return Manifest.open(manifest_path(folder, collection), collection=collection, fingerprint=fingerprint,
                          store=store, checkpoint=checkpoint)
 

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 from ingest.errors import StateError
+from ingest.settings import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +158,8 @@ class Manifest:
             # A store folder moved with its state, or a state folder shared by mistake: the next
             # run compares the manifest with the collection article by article before trusting it.
             log.warning("manifest %s was written for the store %s and is now used with %s: it will be checked "
-                        "against the collection (give each store its own --state-dir)", self.path, meta["store"],
-                        store)
+                        "against the collection (give each store its own --state-dir)", self.path,
+                        _shown(meta["store"]), _shown(store))
             self.recheck = True
         if meta.get("fingerprint", fingerprint) != fingerprint:
             log.warning("manifest %s described another build of %s (fingerprint %s, now %s): emptied",
@@ -373,6 +374,11 @@ _DRIFT = {
     "pending": "SELECT article_id FROM articles WHERE pending = 1",
 }
 _DRIFT_ROWS = " UNION ".join(_DRIFT[k] for k in ("lost", "short", "extra", "stale"))
+
+
+def _shown(store: str) -> str:
+    """A store's address fit for a log line (an older manifest may hold a URL with credentials)."""
+    return redact_url(store) if "://" in store else store
 
 
 def _row(row: tuple) -> ManifestRow:
