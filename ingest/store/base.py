@@ -72,6 +72,29 @@ class Resolved:
     is_alias: bool
 
 
+def chunk_ref(payload: dict[str, Any]) -> ChunkRef | None:
+    """A stored point's (article id, chunk index, article hash); None without an article
+    id. A missing index reads -1 and a missing hash "" (so that it never looks whole)."""
+    if payload.get("id") is None:
+        return None
+    index = payload.get("chunk_index")
+    return (str(payload["id"]), index if isinstance(index, int) else -1, str(payload.get("article_hash") or ""))
+
+
+def capped(ranking: Sequence[Any], article_of: Any, group_size: int, limit: int) -> list:
+    """The first `limit` of `ranking` with at most `group_size` per article (`article_of(point)`)."""
+    per_article: dict[Any, int] = {}
+    picked = []
+    for point in ranking:
+        article = article_of(point)
+        if per_article.get(article, 0) < group_size:
+            per_article[article] = per_article.get(article, 0) + 1
+            picked.append(point)
+            if len(picked) == limit:
+                break
+    return picked
+
+
 @runtime_checkable
 class Store(Protocol):
     """One collection in one Qdrant (see the module docstring)."""

@@ -44,9 +44,12 @@ from ingest.store.base import (
     Resolved,
     SparseQuery,
     StoredHit,
+    capped,
+    chunk_ref,
 )
+from ingest.store.points import hits_from, point_payloads, stored_chunk_vector
 from ingest.store.specs import check_compatible
-from schemas import Article, Chunk, CollectionSpec
+from schemas import Article, Chunk, CollectionSpec, SparseSpec
 
 try:
     import qdrant_edge as q  # the embedded engine: only this backend needs it
@@ -55,6 +58,7 @@ except ImportError:  # pragma: no cover - depends on the install
 
 DENSE = ""  # the dense vector's name: Qdrant's unnamed default, as on a server collection
 BATCH = 256  # points per update
+_UNREAD = object()
 
 
 class _Folder:
@@ -112,6 +116,14 @@ class EdgeStore:
 
     def __init__(self, folder: _Folder, collection: str, *, location: str) -> None:
         self._folder, self.collection, self.location = folder, collection, location
+        self._sparse: Any = _UNREAD  # the collection's SparseSpec (or None), read once, not per write
+
+    @property
+    def sparse(self) -> SparseSpec | None:
+        if self._sparse is _UNREAD:
+            spec = self.read_spec()
+            self._sparse = spec.sparse if spec else None
+        return self._sparse
 
     @classmethod
     def open(cls, path: str | Path, *, collection: str) -> "EdgeStore":
@@ -193,6 +205,7 @@ class EdgeStore:
                 shard.update(q.UpdateOperation.create_field_index(field, q.PayloadSchemaType.Keyword))
             self._folder.shards[self.collection] = shard
             self._folder.write_json(self._folder.spec_path(self.collection), spec.to_metadata())
+            self._sparse = spec.sparse
             return True
 
     def finish_bulk_load(self, *, wait_seconds: float = 0.0) -> bool:
@@ -218,20 +231,14 @@ class EdgeStore:
 
     # -- points ------------------------------------------------------------
     def upsert_pairs(self, pairs: Sequence[tuple[Article, Chunk]], vectors: np.ndarray) -> None:
-        spec = self.read_spec()
-        sparse = spec.sparse if spec else None
-        hashes: dict[int, str] = {}
+        sparse = self.sparse
+        ids, payloads = point_payloads(pairs)
         points = []
-        for (article, chunk), vector in zip(pairs, vectors):
-            article_hash = hashes.get(id(article)) or hashes.setdefault(id(article), article.content_hash)
+        for pid, payload, (_, chunk), vector in zip(ids, payloads, pairs, vectors):
             named: dict[str, Any] = {DENSE: vector.tolist()}
             if sparse is not None:
-                indices, values = passage_vector(chunk.embed_text, sparse)
-                named[SPARSE_VECTOR] = q.SparseVector(indices, values)
-            payload = {"id": article.id, "url": article.url, "title": article.title, "text": chunk.text,
-                       "chunk_index": chunk.chunk_index, "start": chunk.start, "end": chunk.end,
-                       "chunk_hash": chunk.content_hash, "article_hash": article_hash}
-            points.append(q.Point(chunk.point_id, named, payload))
+                named[SPARSE_VECTOR] = q.SparseVector(*passage_vector(chunk.embed_text, sparse))
+            points.append(q.Point(pid, named, payload))
         for start in range(0, len(points), BATCH):
             crashpoint("upsert")
             self._shard.update(q.UpdateOperation.upsert_points(points[start:start + BATCH]))
@@ -262,15 +269,7 @@ class EdgeStore:
         while True:
             points, offset = self._shard.scroll(q.ScrollRequest(offset=offset, limit=batch, with_payload=fields,
                                                                 with_vector=False))
-            page = []
-            for point in points:
-                payload = point.payload or {}
-                if payload.get("id") is None:
-                    continue
-                index = payload.get("chunk_index")
-                page.append((str(payload["id"]), index if isinstance(index, int) else -1,
-                             str(payload.get("article_hash") or "")))
-            yield page
+            yield [ref for point in points if (ref := chunk_ref(point.payload or {})) is not None]
             if offset is None:
                 return
 
@@ -278,10 +277,8 @@ class EdgeStore:
         found: dict[str, tuple[str, np.ndarray]] = {}
         for start in range(0, len(point_ids), 1024):
             for record in self._shard.retrieve(list(point_ids[start:start + 1024]), ["chunk_hash"], True):
-                chunk_hash = (record.payload or {}).get("chunk_hash")
-                vector = _dense(record.vector)
-                if chunk_hash and vector is not None:
-                    found[str(record.id)] = (chunk_hash, np.asarray(vector, dtype=np.float32))
+                if (stored := stored_chunk_vector(record.payload, record.vector)) is not None:
+                    found[str(record.id)] = stored
         return found
 
     def payloads(self, point_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -299,19 +296,12 @@ class EdgeStore:
         depth = limit if group_size is None else max(4 * limit, FUSION_DEPTH)
         while True:
             points = self._query(dense, sparse, depth, flt, score_threshold)
-            picked = points[:limit] if group_size is None else _capped(points, group_size, limit)
+            picked = points[:limit] if group_size is None else capped(
+                points, lambda point: (point.payload or {}).get("id"), group_size, limit)
             if group_size is None or len(picked) >= limit or len(points) < depth:
                 break
             depth *= 4
-        unit = dense / (float(np.linalg.norm(dense)) or 1.0)
-        hits = []
-        for p in picked:
-            similarity = float(p.score)
-            if sparse is not None:
-                stored = np.asarray(_dense(p.vector), dtype=np.float32)
-                similarity = float(unit @ stored / (float(np.linalg.norm(stored)) or 1.0))
-            hits.append(StoredHit(str(p.id), float(p.score), dict(p.payload or {}), similarity))
-        return hits
+        return hits_from(picked, dense, fused=sparse is not None)
 
     def _query(self, dense: np.ndarray, sparse: SparseQuery | None, limit: int, flt: Any,
                score_threshold: float | None) -> list:
@@ -335,10 +325,6 @@ class EdgeStore:
         self._folder.close()
 
 
-def _dense(vector: Any) -> Any:
-    return vector.get(DENSE) if isinstance(vector, dict) else vector
-
-
 def _filter(where: PayloadFilter | None) -> Any:
     if where is None or not where.conditions():
         return None
@@ -353,17 +339,3 @@ def _selection(selection: ChunkSelection) -> Any:
         which.append(q.FieldCondition("chunk_index", match=q.MatchAny(list(selection.indices))))
     article = q.FieldCondition("id", match=q.MatchValue(selection.article_id))
     return q.Filter(must=[article], should=which or None)
-
-
-def _capped(points: Sequence[Any], group_size: int, limit: int) -> list:
-    """The ranking with at most `group_size` points per article, `limit` in all."""
-    per_article: dict[Any, int] = {}
-    picked = []
-    for point in points:
-        article = (point.payload or {}).get("id")
-        if per_article.get(article, 0) < group_size:
-            per_article[article] = per_article.get(article, 0) + 1
-            picked.append(point)
-            if len(picked) == limit:
-                break
-    return picked

@@ -39,9 +39,10 @@ from ingest.store.base import (
     PayloadFilter,
     SparseQuery,
     StoredHit,
+    capped,
 )
-from ingest.store.points import dense_vector, payload_filter
-from ingest.store.server import ServerStore, hits_from
+from ingest.store.points import dense_vector, hits_from, payload_filter
+from ingest.store.server import ServerStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,15 +236,7 @@ class LocalStore(ServerStore):
                 points = self.client.retrieve(self.collection, ids=[p.id for p in ranking], with_payload=["id"],
                                               with_vectors=False)
                 articles = {str(p.id): (p.payload or {}).get("id") for p in points}
-                per_article: dict[Any, int] = {}
-                picked = []
-                for point in ranking:
-                    article = articles.get(str(point.id))
-                    if per_article.get(article, 0) < group_size:
-                        per_article[article] = per_article.get(article, 0) + 1
-                        picked.append(point)
-                        if len(picked) == limit:
-                            break
+                picked = capped(ranking, lambda point: articles.get(str(point.id)), group_size, limit)
             if len(picked) >= limit or exhausted:
                 break
             depth *= 4

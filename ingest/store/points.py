@@ -9,7 +9,7 @@ import numpy as np
 from qdrant_client import models
 
 from ingest.lexical import SPARSE_VECTOR, passage_vector
-from ingest.store.base import ChunkSelection, PayloadFilter
+from ingest.store.base import ChunkSelection, PayloadFilter, StoredHit
 from schemas import Article, Chunk, SparseSpec
 
 DENSE_VECTOR = ""  # the dense vector keeps Qdrant's default (unnamed) slot, as before sparse vectors came
@@ -43,16 +43,9 @@ def split_by_bytes(pairs: Sequence[tuple[Article, Chunk]], dimension: int,
     return slices
 
 
-def build_batch(
-    pairs: Sequence[tuple[Article, Chunk]], vectors: np.ndarray, sparse: SparseSpec | None = None
-) -> models.Batch:
-    """Column-oriented upsert body, built for speed: it is on every backend's hot path.
-
-    Each article's hash is computed once per batch (not once per chunk), payloads are
-    plain dicts with the fields of `PointPayload`, and the vectors, float32 already
-    checked at the embedder boundary, skip pydantic's per-float validation. With
-    `sparse`, each point also gets its lexical vector (`ingest.lexical`), made from
-    the text the model saw."""
+def point_payloads(pairs: Sequence[tuple[Article, Chunk]]) -> tuple[list[str], list[dict[str, Any]]]:
+    """Point ids and payloads (the fields of `PointPayload`, as plain dicts). Each
+    article's hash is computed once per batch, not once per chunk."""
     article_hashes: dict[int, str] = {}
     ids, payloads = [], []
     for article, chunk in pairs:
@@ -65,6 +58,39 @@ def build_batch(
             "chunk_index": chunk.chunk_index, "start": chunk.start, "end": chunk.end,
             "chunk_hash": chunk.content_hash, "article_hash": article_hash,
         })
+    return ids, payloads
+
+
+def stored_chunk_vector(payload: dict[str, Any] | None, vector: Any) -> tuple[str, np.ndarray] | None:
+    """A retrieved point's chunk hash and dense vector, None if it lacks either."""
+    chunk_hash, dense = (payload or {}).get("chunk_hash"), dense_vector(vector)
+    return (chunk_hash, np.asarray(dense, dtype=np.float32)) if chunk_hash and dense is not None else None
+
+
+def hits_from(points: Sequence[Any], dense: np.ndarray, *, fused: bool) -> list[StoredHit]:
+    """Typed hits from scored points (qdrant-client's or Qdrant Edge's: id, score,
+    payload, vector); a fused hit's cosine similarity is computed from its stored vector."""
+    unit = dense / (float(np.linalg.norm(dense)) or 1.0)
+    hits = []
+    for p in points:
+        similarity = float(p.score)
+        if fused:
+            stored = np.asarray(dense_vector(p.vector), dtype=np.float32)
+            similarity = float(unit @ stored / (float(np.linalg.norm(stored)) or 1.0))
+        hits.append(StoredHit(str(p.id), float(p.score), dict(p.payload or {}), similarity))
+    return hits
+
+
+def build_batch(
+    pairs: Sequence[tuple[Article, Chunk]], vectors: np.ndarray, sparse: SparseSpec | None = None
+) -> models.Batch:
+    """Column-oriented upsert body, built for speed: it is on every backend's hot path.
+
+    Payloads come from `point_payloads`, and the vectors, float32 already checked at
+    the embedder boundary, skip pydantic's per-float validation. With `sparse`, each
+    point also gets its lexical vector (`ingest.lexical`), made from the text the
+    model saw."""
+    ids, payloads = point_payloads(pairs)
     dense = vectors.tolist()
     if sparse is None:
         return models.Batch.model_construct(ids=ids, vectors=dense, payloads=payloads)

@@ -38,15 +38,17 @@ from ingest.store.base import (
     Resolved,
     SparseQuery,
     StoredHit,
+    chunk_ref,
 )
 from ingest.store.points import (
     MAX_REQUEST_BYTES,
     articles_filter,
     build_batch,
-    dense_vector,
+    hits_from,
     payload_filter,
     selection_filter,
     split_by_bytes,
+    stored_chunk_vector,
 )
 from ingest.store.specs import check_adoptable, check_compatible
 from schemas import Article, Chunk, CollectionSpec, SparseSpec
@@ -298,22 +300,13 @@ class ServerStore:
 
     def scan_chunks(self, batch: int = 2048) -> Iterator[list[ChunkRef]]:
         """Every point as (article id, chunk index, article hash), a page at a time,
-        without vectors. A point without an article id is skipped; a missing index
-        reads -1 and a missing hash "" (so that it never looks whole)."""
+        without vectors (`chunk_ref` says how incomplete payloads read)."""
         fields = models.PayloadSelectorInclude(include=["id", "chunk_index", "article_hash"])
         offset = None
         while True:
             points, offset = self.client.scroll(self.collection, limit=batch, offset=offset,
                                                 with_payload=fields, with_vectors=False)
-            page = []
-            for point in points:
-                payload = point.payload or {}
-                if payload.get("id") is None:
-                    continue
-                index = payload.get("chunk_index")
-                page.append((str(payload["id"]), index if isinstance(index, int) else -1,
-                             str(payload.get("article_hash") or "")))
-            yield page
+            yield [ref for point in points if (ref := chunk_ref(point.payload or {})) is not None]
             if offset is None:
                 return
 
@@ -324,10 +317,8 @@ class ServerStore:
                 points = self.client.retrieve(self.collection, ids=list(point_ids[start:start + batch]),
                                               with_payload=["chunk_hash"], with_vectors=True)
             for point in points:
-                chunk_hash = (point.payload or {}).get("chunk_hash")
-                vector = dense_vector(point.vector)
-                if chunk_hash and vector is not None:
-                    found[str(point.id)] = (chunk_hash, np.asarray(vector, dtype=np.float32))
+                if (stored := stored_chunk_vector(point.payload, point.vector)) is not None:
+                    found[str(point.id)] = stored
         return found
 
     def any_point(self) -> dict[str, Any] | None:
@@ -377,17 +368,3 @@ class ServerStore:
 
     def close(self) -> None:
         self.client.close()
-
-
-def hits_from(points: Sequence[models.ScoredPoint], dense: np.ndarray, *, fused: bool) -> list[StoredHit]:
-    """Typed hits; a fused hit's cosine similarity is computed from its stored vector."""
-    unit = dense / (float(np.linalg.norm(dense)) or 1.0)
-    hits = []
-    for p in points:
-        similarity = float(p.score)
-        if fused:
-            stored = np.asarray(dense_vector(p.vector), dtype=np.float32)
-            similarity = float(unit @ stored / (float(np.linalg.norm(stored)) or 1.0))
-        hits.append(StoredHit(str(p.id), float(p.score), dict(p.payload or {}), similarity))
-    return hits
-
