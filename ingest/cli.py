@@ -11,8 +11,10 @@ Commands:
   bench-reindex  a full ingest beside a reindex of a slightly edited copy of the source
   bench-tei  client-side cost per chunk on the TEI path, ours beside the reference's
   bench-quantization  recall of int8-quantized search against exact, on a collection's vectors
-  bench-store  points/s and hybrid latency of each embedded engine behind an instant TEI
+  bench-store  points/s and hybrid latency of the embedded store behind an instant TEI
   plan       projected full-Wikipedia time and cost on 10, 50 and 100 A10Gs
+  copy       copy a collection between stores (folder or server), vectors and manifest, embedding nothing
+  migrate    move a folder written by an earlier version (qdrant-client's local mode) into the current engine
 
 `python -m ingest COMMAND --help` tells more; `python -m ingest --help` lists the
 flags of `run`. Every flag can also be set through the environment variable its
@@ -53,10 +55,11 @@ log = logging.getLogger("ingest")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DEAD_LETTERS, EXIT_DRIFT = 0, 1, 2, 3, 4
 COMMANDS = ("run", "reindex", "verify", "repair", "preflight", "bench", "bench-reindex", "bench-tei",
-            "bench-quantization", "bench-store", "plan")
-# Commands with parsers of their own: the rest of the command line goes to them.
-DELEGATED = {"bench-tei": "ingest.bench.tei_client", "bench-quantization": "ingest.bench.quantization",
-             "bench-store": "ingest.bench.store", "plan": "ingest.bench.plan"}
+            "bench-quantization", "bench-store", "plan", "copy", "migrate")
+# Commands with parsers of their own ("module:function"): the rest of the command line goes to them.
+DELEGATED = {"bench-tei": "ingest.bench.tei_client:main", "bench-quantization": "ingest.bench.quantization:main",
+             "bench-store": "ingest.bench.store:main", "plan": "ingest.bench.plan:main",
+             "copy": "ingest.transfer:copy_main", "migrate": "ingest.transfer:migrate_main"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,7 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] not in COMMANDS:  # `--help` too: the commands, then every flag of `run`
         argv.insert(0, "run")
     if argv[0] in DELEGATED:
-        return importlib.import_module(DELEGATED[argv[0]]).main(argv[1:])
+        module, function = DELEGATED[argv[0]].split(":")
+        return getattr(importlib.import_module(module), function)(argv[1:])
     try:
         crashpoints.arm_from_env(os.environ)  # a test aid, off unless INGEST_CRASH_AT is set
         parser = build_parser()  # reads the environment: a bad variable is a usage error

@@ -64,6 +64,10 @@ class StoreLockedError(StoreError):
     pass
 
 
+class LegacyStoreError(StoreError):
+    """A folder written by an earlier version's embedded store: `python -m ingest migrate` moves it."""
+
+
 class CollectionMismatchError(StoreError):
     pass
 

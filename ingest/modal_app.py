@@ -136,6 +136,7 @@ RUNTIME_PACKAGES = (
     "numpy==2.4.6",
     "orjson==3.13.0",
     "qdrant-client==1.20.0",
+    "qdrant-edge-py==0.9.0",  # Qdrant's standard BM25: the workers' and the search's lexical vectors
     "tenacity==9.2.1",
     "tokenizers==0.23.3",  # the chunker counts tokens with the served model's tokenizer.json
 )

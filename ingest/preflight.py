@@ -157,7 +157,7 @@ def check_collection_roundtrip(store: Store, embedder: Embedder, settings: Inges
         store.point_alias(alias, scratch.collection, replace_alias=False)
         led = store.resolve(alias).collection
         query = embedder.embed_queries([article.title])[0]
-        hits = scratch.search(query, limit=3, sparse=lexical.query_vector(article.title) if spec.sparse else None)
+        hits = scratch.search(query, limit=3, sparse=lexical.query_vector(article.title, spec.sparse) if spec.sparse else None)
         store.delete_alias(alias)
     finally:
         if scratch.exists():

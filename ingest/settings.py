@@ -24,7 +24,6 @@ SPARSE_KINDS = ("bm25", "none")
 
 
 QUANTIZATIONS = ("int8", "none")
-ENGINES = ("local", "edge")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,11 +60,6 @@ class StoreSettings:
     timeout: int = 120
     state_dir: str | None = None  # the manifests; None: next to a local store, ./ingest_state for a server
     layout: ServerLayout = field(default_factory=ServerLayout)
-    engine: str = "local"  # the embedded store: qdrant-client's local mode, or "edge" (Qdrant Edge)
-
-    def __post_init__(self) -> None:
-        if self.engine not in ENGINES:
-            raise SettingsError(f"--qdrant-engine {self.engine!r} is not one of {', '.join(ENGINES)}")
 
     @property
     def location(self) -> str:
@@ -155,11 +149,8 @@ def add_store_args(parser: argparse.ArgumentParser, env: Mapping[str, str] = os.
     group = parser.add_argument_group("store (Qdrant)")
     d = StoreSettings()
     group.add_argument("--qdrant-path", default=env_default(env, "QDRANT_PATH", d.qdrant_path),
-                       help="folder of the embedded local Qdrant (env QDRANT_PATH; default %(default)s)")
-    group.add_argument("--qdrant-engine", choices=ENGINES, default=env_default(env, "QDRANT_ENGINE", "local"),
-                       help="the embedded store's engine: qdrant-client's local mode, or edge, Qdrant's own engine "
-                            "in process (real indexes; a folder of one engine is not read by the other) "
-                            "(env QDRANT_ENGINE; default %(default)s)")
+                       help="folder of the embedded store, Qdrant's own engine in this process (Qdrant Edge) "
+                            "(env QDRANT_PATH; default %(default)s)")
     group.add_argument("--qdrant-url", default=env_default(env, "QDRANT_URL", None),
                        help="Qdrant server URL; overrides --qdrant-path (env QDRANT_URL). "
                             "The API key is read from QDRANT_API_KEY")
@@ -280,7 +271,6 @@ def store_settings(args: argparse.Namespace, env: Mapping[str, str] = os.environ
         state_dir=getattr(args, "state_dir", None),
         layout=ServerLayout(quantization=args.quantization, shards=args.shards, replicas=args.replicas,
                             write_consistency=args.write_consistency),
-        engine=args.qdrant_engine,
     )
 
 

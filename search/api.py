@@ -216,7 +216,7 @@ class Searcher:
     def _search(self, query: str, k: int, mode: str, score_threshold: float | None,
                 where: PayloadFilter | None, max_per_article: int | None) -> list[Hit]:
         dense = self.embedder.embed_queries([query])[0]
-        sparse = lexical.query_vector(query) if mode == "hybrid" else None
+        sparse = lexical.query_vector(query, self.spec.sparse) if mode == "hybrid" else None
         # A threshold drops fused hits after the fact: fetch more, so k can still be met.
         limit = k if score_threshold is None or mode == "dense" else 2 * k + 10
         found = self.store.search(dense, sparse=sparse, limit=limit, where=where,

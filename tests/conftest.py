@@ -21,7 +21,7 @@ _ENV_PREFIXES = ("QDRANT_", "EMBED", "TEI_", "INGEST_", "CHUNK_", "MODAL_", "QUE
 INTEGRATION_MODULES = {
     "test_bench_quantization", "test_bench_store", "test_cli", "test_evaluation", "test_preflight", "test_golden_vectors", "test_ingest_and_search", "test_modal_app",
     "test_rebuild", "test_reindex", "test_resume", "test_runs", "test_search_api", "test_server",
-    "test_sparse_index", "test_store", "test_store_edge", "test_store_server", "test_tei_contract", "test_tei_embedder", "test_tei_ingest",
+    "test_store", "test_store_edge", "test_store_server", "test_tei_contract", "test_tei_embedder", "test_tei_ingest",
     "test_worker", "test_qdrant_grpc",
 }
 INTEGRATION_FIXTURES = {"local_embedder", "memory_store"}
@@ -60,8 +60,8 @@ def sample():
 
 @pytest.fixture()
 def memory_store():
-    from ingest.store.local import LocalStore
+    from ingest.store.edge import EdgeStore
 
-    store = LocalStore.open(":memory:", collection="test")
+    store = EdgeStore.open(":memory:", collection="test")  # a throw-away folder of the real engine
     yield store
     store.close()

@@ -1,4 +1,4 @@
-"""python -m ingest bench-store: both embedded engines behind an instant TEI server."""
+"""python -m ingest bench-store: the embedded store behind an instant TEI server."""
 
 from __future__ import annotations
 
@@ -7,13 +7,12 @@ import re
 from ingest.bench.store import main
 
 
-def test_each_engine_gets_a_line_of_points_per_second_and_search_latency(capsys):
-    assert main(["--articles", "40", "--queries", "5"]) == 0
-    out = capsys.readouterr().out
-    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
-    assert set(lines) == {"local", "edge"}
-    for line in lines.values():
-        assert re.search(r"40 points in +[\d.]+ s = +[\d,]+ points/s .*hybrid search median [\d.]+ ms", line), line
+def test_points_per_second_and_search_latency_with_and_without_the_graph(capsys):
+    assert main(["--articles", "40", "--queries", "5", "--optimize"]) == 0
+    exact, graph = capsys.readouterr().out.splitlines()[1:]
+    assert re.search(r"^40 points in [\d.]+ s = [\d,]+ points/s .*exact: median [\d.]+ ms, p95 [\d.]+ ms$", exact)
+    assert re.search(r"^after optimize\(\) \([\d.]+ s.*median [\d.]+ ms.*top-10 overlap with exact [01]\.\d{3}$",
+                     graph), graph
 
 
 def test_bad_sizes_are_a_usage_error(capsys):

@@ -4,11 +4,11 @@ import json
 from dataclasses import replace
 
 import pytest
-from qdrant_client import QdrantClient
 
 from ingest.chunking import ChunkingSettings
 from ingest.errors import CollectionMismatchError, RebuildError
 from ingest.store import open_live as open_store
+from ingest.store.edge import EdgeStore
 from ingest.sync import run_ingest
 from ingest.sources import sample_rows
 from ingest.settings import EmbedderSettings, IngestSettings, StoreSettings
@@ -139,13 +139,13 @@ def test_a_failure_mid_run_keeps_what_was_written_and_a_rerun_finishes_the_rest(
     settings = settings_for(tmp_path, limit=30, window=8)
     with pytest.raises(RuntimeError, match="went away"):
         run_ingest(settings, embedder=FailingAfter(local_embedder, calls=2))
-    client = QdrantClient(path=str(tmp_path / "qdrant"))
+    store = EdgeStore.open(tmp_path / "qdrant", collection="wiki")
     try:
-        (collection,) = [c.name for c in client.get_collections().collections]
-        assert client.count(collection).count == 16  # two windows of 8 were embedded and written before the fault
-        assert client.get_aliases().aliases == []  # never complete, never searched
+        (collection,) = [p.name for p in (tmp_path / "qdrant" / "edge" / "shards").iterdir()]
+        assert store.at(collection).count() == 16  # two windows of 8 were embedded and written before the fault
+        assert store.resolve("wiki").collection is None  # no alias: never complete, never searched
     finally:
-        client.close()
+        store.close()
     again = run_ingest(settings, embedder=local_embedder)
     assert again.chunks + 16 >= again.extra["collection_points"] and again.reused <= 16
     assert again.extra["alias"] == f"wiki now leads to {collection}"

@@ -110,7 +110,7 @@ def test_every_store_call_sends_only_what_qdrant_1_19_knows(grpc_server):
     article = Article("a", "https://en.wikipedia.org/wiki/A", "A", "text " * 20)
     pairs = [(article, Chunk("a", i, f"text {i}", i, i + 1, f"A\ntext {i}")) for i in range(3)]
     vectors = np.random.default_rng(0).standard_normal((3, 384)).astype(np.float32)
-    query, sparse = vectors[0], lexical.query_vector("text about A")
+    query, sparse = vectors[0], lexical.query_vector("text about A", lexical.default_spec())
     try:
         store.ensure_collection(SPEC, bulk_load=True)
         store.upsert_pairs(pairs, vectors)

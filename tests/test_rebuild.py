@@ -19,7 +19,7 @@ from ingest.sync import run_ingest, verify_collection
 from ingest.state.files import manifest_path
 from ingest.pipeline.run import run_pipeline
 from ingest.settings import IngestSettings, StoreSettings
-from ingest.store.local import LocalStore
+from ingest.store.edge import EdgeStore
 from schemas import CollectionSpec, ModelSpec
 from search import Searcher
 from tests.counting_embedder import SPEC, CountingEmbedder
@@ -34,7 +34,7 @@ def rows(sample):
 
 @pytest.fixture
 def store(tmp_path):
-    store = LocalStore.open(tmp_path / "qdrant", collection="wiki")
+    store = EdgeStore.open(tmp_path / "qdrant", collection="wiki")
     yield store
     store.close()
 
@@ -155,7 +155,7 @@ def test_a_legacy_collection_is_adopted_in_place_and_replaced_only_with_drop_old
 
 def test_the_alias_survives_reopening_the_store(tmp_path, rows):
     summary = run_ingest(settings_for(tmp_path, rows), embedder=CountingEmbedder())
-    store = LocalStore.open(tmp_path / "qdrant", collection="wiki")
+    store = EdgeStore.open(tmp_path / "qdrant", collection="wiki")
     try:
         assert live(store) == summary.extra["collection"]
     finally:
@@ -166,13 +166,13 @@ def test_the_alias_waits_for_a_rebuilt_collection_to_finish_indexing(tmp_path, r
     """A server builds the deferred graph after the load; the alias moves only once it
     reports the collection indexed, within --index-wait. A second run then switches."""
 
-    class StillIndexing(LocalStore):
+    class StillIndexing(EdgeStore):
         def finish_bulk_load(self, *, wait_seconds: float = 0.0) -> bool:
             return wait_seconds == 0  # an in-place run asks for no wait; a rebuild never gets its index
 
     run_ingest(settings_for(tmp_path, rows), embedder=CountingEmbedder(), store=store)
     old = live(store)
-    slow = StillIndexing(store.client, "wiki", location=store.location)
+    slow = StillIndexing(store._folder, "wiki", location=store.location)
     rebuild = settings_for(tmp_path, rows, chunk_size=500, index_wait=0.5)
     summary = run_ingest(rebuild, embedder=CountingEmbedder(), store=slow)
     assert live(store) == old and summary.extra["collection"] != old

@@ -1,7 +1,7 @@
 """Incremental reindex against successive snapshots, and drift between the manifest
 and the collection: exact point sets and payloads after each step, and a counting
-embedder that shows only changed chunks were embedded. Real qdrant-client local
-mode on disk; deterministic in-process vectors."""
+embedder that shows only changed chunks were embedded. The real embedded engine
+(Qdrant Edge) on disk; deterministic in-process vectors."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from qdrant_client import QdrantClient, models
 
 from ingest import lexical
 from ingest.chunking import Chunker, ChunkingSettings
@@ -20,10 +19,12 @@ from ingest.embedders.base import Rejection
 from ingest.errors import MassDeleteError, SourceError
 from ingest.lexical import passage_vector
 from ingest.settings import IngestSettings, StoreSettings
-from ingest.store.local import LocalStore
+from ingest.store import ChunkSelection, StoredPoint
+from ingest.store.edge import EdgeStore
 from ingest.sync import repair_manifest, run_ingest, verify_collection
 from schemas import Article, PointPayload, point_id
 from tests.counting_embedder import CountingEmbedder
+from tests.qdrant_standin import edge_points
 from tests.tei_server import deterministic_vector
 
 CHUNKING = ChunkingSettings(max_chars=300)
@@ -78,13 +79,7 @@ def changed_chunks(old_rows, new_rows) -> list[str]:
 
 def stored(tmp_path, collection="wiki") -> dict[str, tuple[dict, list[float], dict]]:
     """Each point's payload, dense vector and sparse vector (as {index: weight})."""
-    client = QdrantClient(path=str(tmp_path / "qdrant"))
-    try:
-        points, _ = client.scroll(collection, limit=100_000, with_vectors=True)
-        return {str(p.id): (p.payload, p.vector[""], dict(zip(p.vector["bm25"].indices, p.vector["bm25"].values)))
-                for p in points}
-    finally:
-        client.close()
+    return edge_points(tmp_path / "qdrant", collection)
 
 
 def assert_holds_exactly(tmp_path, rows):
@@ -125,8 +120,8 @@ def test_reindexing_successive_snapshots_embeds_only_changed_chunks(tmp_path, sn
     assert_holds_exactly(tmp_path, c)
 
     writes = []
-    monkeypatch.setattr(LocalStore, "upsert", lambda self, batch: writes.append("upsert"))
-    monkeypatch.setattr(LocalStore, "_delete_where", lambda self, selection: writes.append("delete") or 0)
+    monkeypatch.setattr(EdgeStore, "_write", lambda self, *args: writes.append("upsert"))
+    monkeypatch.setattr(EdgeStore, "_delete_where", lambda self, selection: writes.append("delete") or 0)
     embedder.reset()
     same = run_ingest(settings_for(tmp_path, str(tmp_path / "c.jsonl")), embedder=embedder, mode="reindex")
     assert (same.unchanged, same.added, same.changed, same.deleted) == (len(c), 0, 0, 0)
@@ -166,15 +161,15 @@ def test_points_deleted_behind_the_manifests_back_are_found_and_restored(tmp_pat
     chunks = chunks_of(a)
     lost = [c for _, c in chunks if c.article_id == a[0]["id"]]
     short = [c for _, c in chunks if c.article_id == a[6]["id"]][1:3]
-    client = QdrantClient(path=str(tmp_path / "qdrant"))
-    try:
-        client.delete(collection, points_selector=models.PointIdsList(points=[c.point_id for c in lost + short]))
+    store = EdgeStore.open(tmp_path / "qdrant", collection=collection)
+    try:  # behind the tool's back: points lost, and one that no article owns
+        store.delete_chunks([ChunkSelection(lost[0].article_id, from_index=0),
+                             ChunkSelection(short[0].article_id, indices=tuple(c.chunk_index for c in short))])
         ghost = {"id": "ghost", "url": "u", "title": "Ghost", "text": "boo", "chunk_index": 0, "start": 0, "end": 3,
                  "chunk_hash": "x", "article_hash": "y"}
-        client.upsert(collection, points=[models.PointStruct(id=point_id("ghost", 0), vector=[1.0] * 384,
-                                                             payload=ghost)])
+        store.import_points([StoredPoint(point_id("ghost", 0), np.ones(384, np.float32), ghost)], ["boo"])
     finally:
-        client.close()
+        store.close()
 
     report = verify_collection(settings.store)
     assert not report.in_sync
@@ -224,11 +219,11 @@ def test_verify_and_repair_from_the_command_line(tmp_path, snapshots, capsys, mo
 
 
 def stored_collection(tmp_path) -> str:
-    client = QdrantClient(path=str(tmp_path / "qdrant"))
+    store = EdgeStore.open(tmp_path / "qdrant", collection="wiki")
     try:
-        return client.get_aliases().aliases[0].collection_name
+        return store.resolve("wiki").collection
     finally:
-        client.close()
+        store.close()
 
 
 def test_an_article_with_a_refused_chunk_is_recorded_and_its_old_chunk_removed(tmp_path, snapshots):

@@ -20,7 +20,7 @@ from ingest.chunking import Chunker, ChunkingSettings
 from ingest.embedders.tei import TEIEmbedder
 from ingest.settings import EmbedderSettings, IngestSettings, StoreSettings
 from ingest.store import open_live
-from ingest.store.local import LocalStore
+from ingest.store.edge import EdgeStore
 from ingest.sync import run_ingest, verify_collection
 from schemas import Article, PointPayload, point_id
 from tests.tei_server import TEIServer
@@ -46,22 +46,21 @@ def expected(rows) -> dict[str, dict]:
             for a in map(Article.from_row, rows) for c in chunker.chunks(a)}
 
 
-def settings_for(tmp_path, source, url, engine="local") -> IngestSettings:
+def settings_for(tmp_path, source, url) -> IngestSettings:
     return IngestSettings(source=source, progress=False, window=WINDOW, chunking=CHUNKING,
                           dead_letter=str(tmp_path / "dl.jsonl"),
                           embedder=EmbedderSettings(embedder="tei", tei_url=url),
-                          store=StoreSettings(qdrant_path=str(tmp_path / "qdrant"), collection="wiki", engine=engine))
+                          store=StoreSettings(qdrant_path=str(tmp_path / "qdrant"), collection="wiki"))
 
 
-def run_killed(tmp_path, server, source, *, crash_at=None, kill_at_request=None, command="run", engine="local"):
+def run_killed(tmp_path, server, source, *, crash_at=None, kill_at_request=None, command="run"):
     """`python -m ingest` until it is killed; fails if it finishes instead."""
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "USE_TORCH": "0"}  # datasets need not import torch
     if crash_at:
         env["INGEST_CRASH_AT"] = crash_at
     args = [sys.executable, "-m", "ingest", command, "--source", source, "--embedder", "tei", "--tei-url",
             server.url, "--qdrant-path", "qdrant", "--collection", "wiki", "--window", str(WINDOW),
-            "--chunk-size", str(CHUNKING.max_chars), "--no-progress", "--dead-letter", "dl.jsonl", "-q",
-            "--qdrant-engine", engine]
+            "--chunk-size", str(CHUNKING.max_chars), "--no-progress", "--dead-letter", "dl.jsonl", "-q"]
     child = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     original, requests = server._vectors, []
     if kill_at_request is not None:
@@ -91,21 +90,21 @@ def manifest_state(tmp_path) -> tuple[dict[str, int], int]:
     return done, pending
 
 
-def assert_consistent_after_a_crash(tmp_path, engine="local"):
+def assert_consistent_after_a_crash(tmp_path):
     """Whatever the manifest says is finished is in the collection, exactly."""
-    report = verify_collection(_physical_settings(tmp_path, engine))
+    report = verify_collection(_physical_settings(tmp_path))
     found = report.comparison
     assert (found.lost.count, found.short.count, found.extra.count, found.stale.count) == (0, 0, 0, 0), report.lines()
 
 
-def _physical_settings(tmp_path, engine="local") -> StoreSettings:
+def _physical_settings(tmp_path) -> StoreSettings:
     (path,) = (tmp_path / "qdrant-state").glob("*.sqlite")
-    return StoreSettings(qdrant_path=str(tmp_path / "qdrant"), collection=path.stem, engine=engine)
+    return StoreSettings(qdrant_path=str(tmp_path / "qdrant"), collection=path.stem)
 
 
-def stored_points(tmp_path, engine="local") -> tuple[list[str], dict[str, dict]]:
+def stored_points(tmp_path) -> tuple[list[str], dict[str, dict]]:
     """Every point's id and payload, read through the store interface."""
-    store = open_live(StoreSettings(qdrant_path=str(tmp_path / "qdrant"), collection="wiki", engine=engine))
+    store = open_live(StoreSettings(qdrant_path=str(tmp_path / "qdrant"), collection="wiki"))
     try:
         ids = [point_id(article, index) for page in store.scan_chunks() for article, index, _ in page]
         return ids, store.payloads(ids)
@@ -114,40 +113,39 @@ def stored_points(tmp_path, engine="local") -> tuple[list[str], dict[str, dict]]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("engine", ["local", "edge"])
-def test_killed_at_every_stage_the_resumed_run_ends_with_exactly_the_expected_points(tmp_path, server, rows, engine):
+def test_killed_at_every_stage_the_resumed_run_ends_with_exactly_the_expected_points(tmp_path, server, rows):
     (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     want = expected(rows)
     assert len(want) > 6 * WINDOW  # enough windows for every crash to land mid-run
 
-    run_killed(tmp_path, server, "rows.jsonl", crash_at="after-collection:1", engine=engine)  # nothing written
+    run_killed(tmp_path, server, "rows.jsonl", crash_at="after-collection:1")  # nothing written
     done, _ = manifest_state(tmp_path)
     assert done == {}
-    run_killed(tmp_path, server, "rows.jsonl", crash_at="before-manifest-write:2", engine=engine)
+    run_killed(tmp_path, server, "rows.jsonl", crash_at="before-manifest-write:2")
     done, pending = manifest_state(tmp_path)
     assert done and pending  # a window landed, the next was acknowledged but not recorded
-    assert_consistent_after_a_crash(tmp_path, engine)
-    run_killed(tmp_path, server, "rows.jsonl", kill_at_request=3, engine=engine)  # mid-batch, from outside
-    assert_consistent_after_a_crash(tmp_path, engine)
-    run_killed(tmp_path, server, "rows.jsonl", crash_at="upsert:2:0.003", engine=engine)  # during an upsert
-    assert_consistent_after_a_crash(tmp_path, engine)
-    run_killed(tmp_path, server, "rows.jsonl", crash_at="before-alias-switch:1", engine=engine)  # no alias yet
+    assert_consistent_after_a_crash(tmp_path)
+    run_killed(tmp_path, server, "rows.jsonl", kill_at_request=3)  # mid-batch, from outside
+    assert_consistent_after_a_crash(tmp_path)
+    run_killed(tmp_path, server, "rows.jsonl", crash_at="upsert:2:0.003")  # during an upsert
+    assert_consistent_after_a_crash(tmp_path)
+    run_killed(tmp_path, server, "rows.jsonl", crash_at="before-alias-switch:1")  # no alias yet
     done, pending = manifest_state(tmp_path)
     assert len(done) == len(rows) and pending == 0
 
-    resumed = resume(tmp_path, server, engine)
+    resumed = resume(tmp_path, server)
     assert (resumed.unchanged, resumed.chunks, server.received.inputs) == (len(rows), 0, 1)  # the smoke query
     assert resumed.extra["alias"] == f"wiki now leads to {resumed.extra['collection']}"
-    ids, payloads = stored_points(tmp_path, engine)
+    ids, payloads = stored_points(tmp_path)
     assert len(ids) == len(set(ids)) == len(want) and payloads == want
 
 
-def resume(tmp_path, server, engine="local"):
+def resume(tmp_path, server):
     """The run after a kill, in-process, with the server's counters reset."""
     embedder = TEIEmbedder(server.url)
     try:
         server.reset()
-        return run_ingest(settings_for(tmp_path, str(tmp_path / "rows.jsonl"), server.url, engine), embedder=embedder)
+        return run_ingest(settings_for(tmp_path, str(tmp_path / "rows.jsonl"), server.url), embedder=embedder)
     finally:
         embedder.close()
 
@@ -182,16 +180,16 @@ def test_a_reindex_that_loses_qdrant_while_deleting_finishes_on_the_next_run(tmp
     try:
         run_ingest(settings, embedder=embedder)
         source.write_text("".join(json.dumps(r) + "\n" for r in rows[:-3]))
-        original = LocalStore.delete_articles
+        original = EdgeStore.delete_articles
 
         def lose_network(self, ids):
             original(self, ids[:1])  # one article's points go, then the connection drops
             raise ConnectionError("Qdrant went away")
 
-        monkeypatch.setattr(LocalStore, "delete_articles", lose_network)
+        monkeypatch.setattr(EdgeStore, "delete_articles", lose_network)
         with pytest.raises(ConnectionError):
             run_ingest(settings, embedder=embedder, mode="reindex")
-        monkeypatch.setattr(LocalStore, "delete_articles", original)
+        monkeypatch.setattr(EdgeStore, "delete_articles", original)
         again = run_ingest(settings, embedder=embedder, mode="reindex")
     finally:
         embedder.close()

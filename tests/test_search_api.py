@@ -1,5 +1,5 @@
-"""The search API on a small real index: the bundled model, qdrant-client local
-mode, articles cut into short chunks so that neighbours and per-article limits
+"""The search API on a small real index: the bundled model, the embedded engine
+(Qdrant Edge), articles cut into short chunks so that neighbours and per-article limits
 have something to work on."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ import json
 
 import numpy as np
 import pytest
-from qdrant_client import models
+import qdrant_edge
 
 from ingest.chunking import ChunkingSettings
 from ingest.embedders.local import LocalEmbedder
 from ingest.errors import CollectionMismatchError
-from ingest.store.local import LocalStore
+from ingest.store.edge import EdgeStore
 from ingest.sync import run_ingest
 from ingest.lexical import SPARSE_VECTOR, query_vector
 from ingest.settings import IngestSettings, StoreSettings
@@ -69,9 +69,10 @@ def test_hybrid_fuses_the_lexical_and_the_dense_ranking(index):
     dense = index.search(query, k=5, mode="dense")
     hybrid = index.search(query, k=5, mode="hybrid")
     # the lexical ranking on its own, straight from Qdrant
-    indices, values = query_vector(query)
-    lexical = index.store.client.query_points(index.store.collection, limit=5, using=SPARSE_VECTOR,
-                                              query=models.SparseVector(indices=indices, values=values)).points
+    indices, values = query_vector(query, index.spec.sparse)
+    lexical = index.store._shard.query(qdrant_edge.QueryRequest(
+        limit=5, query=qdrant_edge.Query.Nearest(qdrant_edge.SparseVector(indices, values), using=SPARSE_VECTOR),
+        with_payload=True))
     assert lexical and lexical[0].payload["title"] == "Madhvacharya"
     assert hybrid[0].title == "Madhvacharya"
     fused = {h.point_id for h in hybrid}
@@ -86,7 +87,7 @@ def test_hybrid_fuses_the_lexical_and_the_dense_ranking(index):
 
 
 def test_a_query_of_stopwords_only_still_gets_dense_hits(index):
-    assert query_vector("what is the") == ([], [])
+    assert query_vector("what is the", index.spec.sparse) == ([], [])
     assert len(index.search("what is the", k=3, mode="hybrid")) == 3
 
 
@@ -206,7 +207,7 @@ def test_the_local_backend_puts_the_instruction_on_queries_only(local_embedder):
 def test_a_searcher_refuses_an_embedder_without_the_collections_instruction(tmp_path, local_embedder):
     instructed = LocalEmbedder(device="cpu", dtype="float32", query_instruction="Represent this sentence: ")
     settings = ingest(tmp_path, instructed, limit=3)
-    store = LocalStore.open(settings.store.qdrant_path, collection=settings.store.collection)
+    store = EdgeStore.open(settings.store.qdrant_path, collection=settings.store.collection)
     try:
         with pytest.raises(CollectionMismatchError, match="expects the query instruction 'Represent this"):
             Searcher.open(settings.store, embedder=local_embedder, store=store)

@@ -93,3 +93,18 @@ def test_a_file_of_a_mixed_folder_lacking_a_column_is_named(tmp_path, sample):
     datasets.Dataset.from_list([{"id": "x", "url": "u", "text": "t"}]).to_parquet(str(folder / "2.parquet"))
     with pytest.raises(SourceError, match=r"2\.parquet lacks the required column 'title'"):
         open_source(str(folder))
+
+
+def test_a_json_lines_row_that_is_not_an_object_is_named_by_file_and_line(tmp_path):
+    from ingest.errors import SourceError
+    from ingest.sources import open_source
+
+    good = '{"id": "1", "url": "u", "title": "T", "text": "x"}\n'
+    (tmp_path / "rows.jsonl").write_bytes((good + "\n" + good).encode() + b'{"id": "3", "text": "\xff"}\n')
+    source = open_source(str(tmp_path / "rows.jsonl"))
+    assert source.total == 3  # lines that hold something
+    with pytest.raises(SourceError, match=r"rows\.jsonl, line 4: not a JSON object"):
+        list(source)
+    (tmp_path / "rows.jsonl").write_text(good + "[1, 2]\n")
+    with pytest.raises(SourceError, match=r"line 2: a JSON list, not an object"):
+        list(open_source(str(tmp_path / "rows.jsonl")))

@@ -1,13 +1,12 @@
-import subprocess
-import sys
-import textwrap
-
 import numpy as np
 import pytest
 
-from ingest.errors import CollectionMismatchError, StoreLockedError
-from ingest.store.local import LocalStore
+from ingest.errors import CollectionMismatchError, LegacyStoreError
+from ingest.settings import StoreSettings
+from ingest.store import open_store
+from ingest.store.edge import EdgeStore
 from ingest.store.points import build_batch
+from tests.qdrant_standin import server_stand_in
 from schemas import KNOWN_MODELS, Article, Chunk, CollectionSpec, ModelSpec, point_id
 
 MINILM = KNOWN_MODELS["sentence-transformers/all-MiniLM-L6-v2"]
@@ -25,8 +24,8 @@ def test_the_collection_is_created_with_its_spec_and_upserts_are_idempotent(memo
     assert memory_store.ensure_collection(SPEC) is True
     assert memory_store.read_spec() == SPEC
     items, vectors = pairs(5)
-    memory_store.upsert(build_batch(items, vectors))
-    memory_store.upsert(build_batch(items, vectors))
+    memory_store.upsert_pairs(items, vectors)
+    memory_store.upsert_pairs(items, vectors)
     assert memory_store.count() == 5
     hit = memory_store.search(vectors[3], limit=1)[0]
     assert hit.id == point_id("a", 3) and hit.payload["chunk_index"] == 3 and hit.score == pytest.approx(1.0)
@@ -54,68 +53,52 @@ def test_other_chunking_is_refused_naming_the_setting(memory_store):
         memory_store.ensure_collection(other)
 
 
-def test_a_foreign_collection_with_points_is_refused(memory_store):
+def test_a_foreign_server_collection_with_points_is_refused():
     from qdrant_client import models
 
-    memory_store.client.create_collection(
-        "test", vectors_config=models.VectorParams(size=384, distance=models.Distance.COSINE)
-    )
+    server = server_stand_in("test")
+    server.client.create_collection("test", vectors_config=models.VectorParams(size=384,
+                                                                               distance=models.Distance.COSINE))
     items, vectors = pairs(1)
-    memory_store.upsert(build_batch(items, vectors))
+    server.upsert(build_batch(items, vectors))
     with pytest.raises(CollectionMismatchError, match="not created by this tool"):
-        memory_store.ensure_collection(SPEC)
+        server.ensure_collection(SPEC)
 
 
-def test_the_spec_survives_reopening_local_storage(tmp_path):
-    store = LocalStore.open(tmp_path / "q", collection="wiki")
+def test_the_spec_survives_reopening_the_folder(tmp_path):
+    store = EdgeStore.open(tmp_path / "q", collection="wiki")
     store.ensure_collection(SPEC)
     store.close()
-    store = LocalStore.open(tmp_path / "q", collection="wiki")
+    store = EdgeStore.open(tmp_path / "q", collection="wiki")
     try:
         assert store.read_spec() == SPEC
     finally:
         store.close()
 
 
-def test_a_storage_folder_held_by_another_process_gives_a_clear_message(tmp_path):
-    holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
-            import sys, time
-            from qdrant_client import QdrantClient
-            client = QdrantClient(path={str(tmp_path / "q")!r})
-            print("ready", flush=True)
-            sys.stdin.read()
-        """)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "ready"
-        with pytest.raises(StoreLockedError, match="in use by another process.*--qdrant-url"):
-            LocalStore.open(tmp_path / "q", collection="wiki")
-    finally:
-        holder.stdin.close()
-        holder.wait(timeout=30)
-        holder.stdout.close()
+def test_a_folder_of_an_earlier_version_is_refused_with_the_command_that_moves_it(tmp_path):
+    old = server_stand_in("wiki", path=str(tmp_path / "q"))  # qdrant-client's local mode: the earlier default
+    old.ensure_collection(SPEC)
+    old.close()
+    with pytest.raises(LegacyStoreError, match=r"earlier version.*python -m ingest migrate --qdrant-path .*/q`"):
+        open_store(StoreSettings(qdrant_path=str(tmp_path / "q")))
 
 
-def test_bulk_load_settings_are_harmless_in_local_mode(memory_store):
-    assert isinstance(memory_store, LocalStore)
-    memory_store.ensure_collection(SPEC, bulk_load=True)  # local mode has no graph or payload index
-    memory_store.finish_bulk_load(wait_seconds=5)
-    assert memory_store.hnsw_m() == 16
-
-
-def test_upserts_are_split_into_requests_bounded_in_bytes(memory_store):
+def test_server_upserts_are_split_into_requests_bounded_in_bytes():
     from ingest.store.points import split_by_bytes
 
     items, vectors = pairs(50)
     parts = split_by_bytes(items, 384, max_bytes=20_000)
     assert len(parts) > 1 and [i for p in parts for i in range(*p.indices(50))] == list(range(50))
     assert split_by_bytes(items[:1], 384, max_bytes=10) == [slice(0, 1)]  # one big point still goes alone
-    memory_store.ensure_collection(SPEC)
-    memory_store.max_request_bytes = 20_000
-    memory_store.upsert_pairs(items, vectors)
-    assert memory_store.count() == 50
+    server = server_stand_in("test")
+    server.ensure_collection(SPEC)
+    server.max_request_bytes = 20_000
+    requests = []
+    upsert = server.upsert
+    server.upsert = lambda batch: requests.append(len(batch.ids)) or upsert(batch)
+    server.upsert_pairs(items, vectors)
+    assert server.count() == 50 and len(requests) == len(parts) > 1
 
 
 def test_both_backends_implement_the_whole_store_interface_with_its_signatures():
@@ -126,7 +109,7 @@ def test_both_backends_implement_the_whole_store_interface_with_its_signatures()
 
     members = [name for name, value in vars(Store).items() if callable(value) and not name.startswith("_")]
     assert {"upsert_pairs", "search", "resolve", "point_alias", "scan_chunks", "at"} <= set(members)
-    for backend in (LocalStore, ServerStore):
+    for backend in (EdgeStore, ServerStore):
         for name in members:
             ours = inspect.signature(getattr(backend, name))
             wanted = inspect.signature(getattr(Store, name))
@@ -138,7 +121,7 @@ def test_a_store_bound_to_another_collection_shares_the_connection(memory_store)
 
     other = memory_store.at("other")
     assert isinstance(memory_store, Store) and isinstance(other, Store)
-    assert other.client is memory_store.client and (other.collection, memory_store.collection) == ("other", "test")
+    assert other._folder is memory_store._folder and (other.collection, memory_store.collection) == ("other", "test")
     other.ensure_collection(SPEC)
     assert other.exists() and not memory_store.exists()
     memory_store.point_alias("live", "other", replace_alias=False)

@@ -1,6 +1,7 @@
-"""The Edge store (`--qdrant-engine edge`): the Store interface's behaviour, the same
-as the embedded default's, checked side by side on both, then the jobs on it
-(ingest, reindex, rebuild behind the alias, verify, search)."""
+"""The embedded store (Qdrant Edge): the Store interface's behaviour, the same as the
+server backend's (over qdrant-client's local mode, a stand-in for a server),
+checked side by side on both, then the jobs on it (ingest, reindex, rebuild
+behind the alias, verify, search)."""
 
 from __future__ import annotations
 
@@ -19,19 +20,19 @@ from ingest.errors import CollectionMismatchError
 from ingest.settings import IngestSettings, StoreSettings
 from ingest.store import ChunkSelection, PayloadFilter, Store, open_store
 from ingest.store.edge import EdgeStore
-from ingest.store.local import LocalStore
 from ingest.sync import run_ingest, verify_collection
 from schemas import KNOWN_MODELS, Article, Chunk, CollectionSpec, point_id
 from search import Searcher
 from tests.counting_embedder import CountingEmbedder
+from tests.qdrant_standin import server_stand_in
 
 MINILM = KNOWN_MODELS["sentence-transformers/all-MiniLM-L6-v2"]
 SPEC = CollectionSpec(model=MINILM, chunking={"max_chars": 1000}, sparse=lexical.default_spec())
 
 
-@pytest.fixture(params=["local", "edge"])
+@pytest.fixture(params=["edge", "server"])
 def store(request, tmp_path):
-    opened = (LocalStore if request.param == "local" else EdgeStore).open(tmp_path / "q", collection="wiki")
+    opened = EdgeStore.open(tmp_path / "q", collection="wiki") if request.param == "edge" else server_stand_in()
     yield opened
     opened.close()
 
@@ -44,8 +45,8 @@ def corpus(n_articles=4, chunks=3):
     return pairs, vectors
 
 
-def test_both_engines_implement_the_interface(store):
-    assert isinstance(store, Store) and store.server_version() is None
+def test_both_backends_implement_the_interface(store):
+    assert isinstance(store, Store)
 
 
 def test_writes_counts_deletes_and_scans_alike(store):
@@ -66,7 +67,7 @@ def test_writes_counts_deletes_and_scans_alike(store):
     assert store.delete_articles([]) == 0 and store.any_point()["id"] in ("0", "3")
 
 
-def test_searches_rank_alike_on_both_engines(tmp_path):
+def test_searches_rank_alike_on_both_backends(tmp_path):
     """Every point's score, dense and fused: texts of distinct lengths and term counts, so
     that no two points tie in either ranking (a tie may come back in either order)."""
     articles = [Article(str(i), f"https://en.wikipedia.org/wiki/T{i}", f"Title {i}", "text") for i in range(6)]
@@ -74,12 +75,12 @@ def test_searches_rank_alike_on_both_engines(tmp_path):
                        f"{a.title} " + "rivers " * (j + 1) + "filler " * (3 * int(a.id) + j) + f"w{a.id}x{j}"))
              for a in articles for j in range(4)]
     vectors = np.random.default_rng(7).standard_normal((len(pairs), 384)).astype(np.float32)
-    stores = [LocalStore.open(tmp_path / "local", collection="wiki"), EdgeStore.open(tmp_path / "edge", collection="wiki")]
+    stores = [server_stand_in(), EdgeStore.open(tmp_path / "edge", collection="wiki")]
     try:
         for s in stores:
             s.ensure_collection(SPEC)
             s.upsert_pairs(pairs, vectors)
-        query, sparse = vectors[5] + 0.1, lexical.query_vector("Title 2 rivers")
+        query, sparse = vectors[5] + 0.1, lexical.query_vector("Title 2 rivers", SPEC.sparse)
         for options in ({}, {"sparse": sparse}, {"where": PayloadFilter(titles=("Title 1", "Title 4"))},
                         {"sparse": sparse, "where": PayloadFilter(article_ids=("2",))}, {"group_size": 1},
                         {"sparse": sparse, "group_size": 2}, {"score_threshold": 0.05}):
@@ -141,7 +142,7 @@ def settings_for(tmp_path, rows, **kwargs) -> IngestSettings:
     chunk_size = kwargs.pop("chunk_size", 300)
     return IngestSettings(source=str(source), progress=False, window=8, chunking=ChunkingSettings(max_chars=chunk_size),
                           dead_letter=str(tmp_path / "dl.jsonl"),
-                          store=StoreSettings(qdrant_path=str(tmp_path / "q"), collection="wiki", engine="edge"),
+                          store=StoreSettings(qdrant_path=str(tmp_path / "q"), collection="wiki"),
                           **kwargs)
 
 
@@ -167,3 +168,12 @@ def test_the_jobs_run_on_the_edge_store(tmp_path, sample):
             assert hits and len({h.article_id for h in hits}) == len(hits)
     finally:
         store.close()
+
+
+def test_a_memory_store_is_a_folder_of_the_real_engine_deleted_on_close():
+    store = EdgeStore.open(":memory:", collection="wiki")
+    store.ensure_collection(SPEC)
+    folder = store._folder.root.parent
+    assert folder.is_dir() and store.location == ":memory:"
+    store.close()
+    assert not folder.exists()

@@ -156,7 +156,7 @@ def test_hybrid_collections_and_queries_on_a_server(qdrant_server):
         items, vectors = pairs(2)
         store.upsert_pairs(items, vectors)
         query = np.array([3.0, 4.0], dtype=np.float32)
-        sparse = lexical.query_vector("text about Kubrick")
+        sparse = lexical.query_vector("text about Kubrick", lexical.default_spec())
         hits = store.search(query, sparse=sparse, limit=5, where=payload_filter(titles=["A"]))
         grouped = store.search(query, sparse=sparse, limit=5, group_size=2)
         dense = store.search(query, limit=5, score_threshold=0.2)

@@ -10,7 +10,7 @@ from ingest.embedders.tei import TEIEmbedder
 from ingest.sync import collection_spec, make_chunker
 from ingest.pipeline.run import run_pipeline
 from ingest.settings import IngestSettings
-from ingest.store.local import LocalStore
+from ingest.store.edge import EdgeStore
 from schemas import Article, point_id
 from tests.tei_server import Faults, TEIServer
 
@@ -25,13 +25,12 @@ def test_faulty_server_loses_nothing_and_duplicates_nothing(tmp_path, sample):
     with TEIServer(model_id="BAAI/bge-small-en-v1.5", max_client_batch_size=2, faults=faults) as server:
         embedder = TEIEmbedder(server.url, max_concurrency=4, retry_initial_wait=0.001, retry_max_wait=0.01,
                                max_retries=30, timeout=5.0)
-        store = LocalStore.open(":memory:", collection="wiki")
+        store = EdgeStore.open(":memory:", collection="wiki")
         try:
             store.ensure_collection(collection_spec(settings, embedder))
             summary = run_pipeline(rows, chunker=make_chunker(settings, embedder), embedder=embedder, store=store,
                                    dead_letters=DeadLetterFile(tmp_path / "dead.jsonl"), window=settings.window)
-            points, _ = store.client.scroll("wiki", limit=10_000)
-            stored_ids = [str(p.id) for p in points]
+            stored_ids = [point_id(a, i) for page in store.scan_chunks() for a, i, _ in page]
         finally:
             embedder.close()
             store.close()

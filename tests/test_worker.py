@@ -13,11 +13,11 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import numpy as np
 import pytest
-from qdrant_client import QdrantClient
 
 from ingest.chunking import Chunker, ChunkingSettings
 from ingest.embedders.base import PassageEmbeddings, Rejection
@@ -52,6 +52,7 @@ from ingest.sharded.shard import (
 )
 from ingest.sources import sample_rows
 from schemas import Article, point_id
+from tests.qdrant_standin import edge_points, stored_spec
 from tests.tei_server import deterministic_vector
 from tests.tei_server_main import free_port, runner
 
@@ -234,28 +235,17 @@ def test_ingest_shard_writes_exactly_the_shards_points(tmp_path, tei_router, dat
     assert kinds == [("article", wiki_rows[5]["id"], None), ("chunk", wiki_rows[7]["id"], 422)]
     assert second.dead_letters == []
 
-    client = QdrantClient(path=str(qdrant))
-    try:
-        points, _ = client.scroll("wiki", limit=10_000, with_vectors=True)
-        assert {p.id for p in points} == {point_id(c.article_id, c.chunk_index) for c in stored}
-        by_id = {p.id: p for p in points}
-        sample = stored[3]
-        np.testing.assert_allclose(by_id[sample.point_id].vector[""], deterministic_vector(sample.embed_text), atol=1e-5)
-        assert by_id[sample.point_id].payload["text"] == sample.text
-        metadata = client.get_collection("wiki").config.metadata
-        assert metadata["embedding_model"]["name"] == MODEL
-        assert metadata["embedding_model"]["revision"] == "rev-test"
-        assert metadata["chunking"]["max_chars"] == 300
-    finally:
-        client.close()
+    points = edge_points(qdrant, "wiki")
+    assert set(points) == {point_id(c.article_id, c.chunk_index) for c in stored}
+    sample = stored[3]
+    np.testing.assert_allclose(points[sample.point_id][1], deterministic_vector(sample.embed_text), atol=1e-5)
+    assert points[sample.point_id][0]["text"] == sample.text
+    spec = stored_spec(qdrant)
+    assert (spec.model.name, spec.model.revision, spec.chunking["max_chars"]) == (MODEL, "rev-test", 300)
 
     again = ingest_shard(dataset_dir, 0, 25, settings=settings)
     assert again.summary.points_written == first.summary.points_written
-    client = QdrantClient(path=str(qdrant))
-    try:
-        assert client.count("wiki", exact=True).count == len(stored)  # a retry overwrites, never duplicates
-    finally:
-        client.close()
+    assert len(edge_points(qdrant, "wiki")) == len(stored)  # a retry overwrites, never duplicates
 
 
 def test_ingest_shard_refuses_a_collection_built_another_way(tmp_path, tei_router, dataset_dir):
@@ -420,13 +410,8 @@ def test_prepare_and_finish_load_bracket_a_bulk_load_and_move_the_alias(tmp_path
                           records=ShardRecords(Path(plan.records)))
     line = finish_load(settings, plan, state_dir=str(tmp_path / "state"))
     assert line == f"manifest of {plan.collection}: 3 articles; wiki now leads to {plan.collection}"
-    client = QdrantClient(path=str(tmp_path / "qdrant"))
-    try:
-        assert client.get_collection("wiki").config.metadata["chunking"]["max_chars"] == 300
-        assert client.count("wiki").count == first.summary.points_written > 0
-        assert client.get_collection(plan.collection).config.hnsw_config.m == 16
-    finally:
-        client.close()
+    assert stored_spec(tmp_path / "qdrant").chunking["max_chars"] == 300
+    assert len(edge_points(tmp_path / "qdrant", "wiki")) == first.summary.points_written > 0
     with pytest.raises(RebuildError, match="incremental reindex"):  # live with these settings: not a load's job
         prepare_load(settings, records_root=runs, key="k")
 
@@ -441,11 +426,7 @@ def test_shards_budget_chunks_in_tokens_with_the_served_tokenizer(tmp_path, tei_
                               model=MODEL, chunking={"max_chars": 4000}, tei_tokenizer=tokenizer)
     assert settings.embedder.tei_tokenizer == tokenizer
     result = ingest_shard(dataset_dir, 0, 10, settings=settings)
-    client = QdrantClient(path=str(tmp_path / "qdrant"))
-    try:
-        points, _ = client.scroll("wiki", limit=1000)
-    finally:
-        client.close()
+    points = [SimpleNamespace(payload=payload) for payload, _, _ in edge_points(tmp_path / "qdrant", "wiki").values()]
     from tokenizers import Tokenizer
 
     counter = Tokenizer.from_file(tokenizer)

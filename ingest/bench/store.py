@@ -1,15 +1,15 @@
 """`python -m ingest bench-store`: does the embedded store keep up with a fast embedder?
 
 Writes N one-chunk articles through an instant TEI-protocol server (precomputed
-vectors, in a process of its own, base64 route) into each embedded engine in turn,
-a fresh folder each, with the whole pipeline (`run_ingest`), then times hybrid
-searches as `Searcher` makes them (query embedding through the same server, BM25
-query vector, fused search).
-Side by side in one run; the embedder costs next to nothing, so what is measured
-is the store (and the pipeline around it).
+vectors, in a process of its own, base64 route) into the embedded store, a fresh
+folder, with the whole pipeline (`run_ingest`), then times hybrid searches as
+`Searcher` makes them (query embedding through the same server, BM25 query
+vector, fused search). The embedder costs next to nothing, so what is measured is
+the store (and the pipeline around it). `--optimize` then builds the HNSW graph
+and times the same searches again.
 
-  python -m ingest bench-store                          # 20,000 articles, local and edge
-  python -m ingest bench-store --articles 5000 --engines edge
+  python -m ingest bench-store                          # 20,000 articles
+  python -m ingest bench-store --articles 5000 --optimize
 
 Exit codes: 0 measured; 1 failed; 2 bad usage.
 """
@@ -32,7 +32,7 @@ from ingest.chunking import ChunkingSettings
 from ingest.embedders import make_embedder
 from ingest.errors import IngestError, SettingsError
 from ingest.logs import setup_logging
-from ingest.settings import ENGINES, EmbedderSettings, IngestSettings, StoreSettings
+from ingest.settings import EmbedderSettings, IngestSettings, StoreSettings
 from ingest.sources import sample_rows
 from ingest.store import open_live
 from ingest.sync import run_ingest
@@ -54,42 +54,56 @@ def write_articles(path: Path, n: int) -> list[str]:
     return titles
 
 
-def measure(engine: str, source: Path, titles: list[str], url: str, queries: int, folder: Path) -> dict:
+def measure(source: Path, titles: list[str], url: str, queries: int, folder: Path, optimize: bool) -> dict:
     settings = IngestSettings(source=str(source), progress=False, window=512, dead_letter=str(folder / "dl.jsonl"),
                               chunking=ChunkingSettings(max_chars=1000),
                               embedder=EmbedderSettings(embedder="tei", tei_url=url, tei_wire="base64",
                                                         tei_concurrency=4),
-                              store=StoreSettings(qdrant_path=str(folder / "q"), collection="bench", engine=engine))
+                              store=StoreSettings(qdrant_path=str(folder / "q"), collection="bench"))
     started = time.perf_counter()
     summary = run_ingest(settings)
     seconds = time.perf_counter() - started
     store, embedder = open_live(settings.store), make_embedder(settings.embedder)
+    row = {"points": summary.points_written, "seconds": seconds, "points_per_s": summary.points_written / seconds,
+           "embed_share": summary.embed_seconds / seconds}
     try:
-        store.warm()
+        spec = store.read_spec().sparse
 
-        def hybrid(text: str) -> None:  # what Searcher.search does in hybrid mode
-            store.search(embedder.embed_queries([text])[0], sparse=lexical.query_vector(text), limit=10)
+        def hybrid(text: str) -> list[str]:  # what Searcher.search does in hybrid mode
+            found = store.search(embedder.embed_queries([text])[0], sparse=lexical.query_vector(text, spec), limit=10)
+            return [hit.id for hit in found]
 
-        hybrid(titles[0])  # warm-up: first-call costs are not latency
-        took = []
-        for title in titles[1: queries + 1]:
+        def timed() -> tuple[list[float], list[list[str]]]:
+            hybrid(titles[0])  # warm-up: first-call costs are not latency
+            took, ranked = [], []
+            for title in titles[1: queries + 1]:
+                t0 = time.perf_counter()
+                ranked.append(hybrid(title))
+                took.append(time.perf_counter() - t0)
+            return took, ranked
+
+        took, exact = timed()
+        row.update(median_ms=1000 * float(np.median(took)), p95_ms=1000 * float(np.percentile(took, 95)))
+        if optimize:
             t0 = time.perf_counter()
-            hybrid(title)
-            took.append(time.perf_counter() - t0)
+            store.optimize()
+            row["optimize_s"] = time.perf_counter() - t0
+            took, graph = timed()
+            row.update(hnsw_median_ms=1000 * float(np.median(took)), hnsw_p95_ms=1000 * float(np.percentile(took, 95)),
+                       overlap=float(np.mean([len(set(a) & set(b)) / max(len(a), 1) for a, b in zip(exact, graph)])))
     finally:
         embedder.close()
         store.close()
-    return {"engine": engine, "points": summary.points_written, "seconds": seconds,
-            "points_per_s": summary.points_written / seconds, "embed_share": summary.embed_seconds / seconds,
-            "median_ms": 1000 * float(np.median(took)), "p95_ms": 1000 * float(np.percentile(took, 95))}
+    return row
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--articles", type=int, default=20_000, help="one-chunk articles (default %(default)s)")
     parser.add_argument("--queries", type=int, default=200, help="hybrid searches timed (default %(default)s)")
-    parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES),
-                        help="embedded engines, measured in this order (default: all)")
+    parser.add_argument("--optimize", action="store_true",
+                        help="then build the HNSW graph (optimize) and time the same searches again, with their "
+                             "top-10 overlap with the exact search's")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     return parser
 
@@ -108,16 +122,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="bench-store-") as scratch:
             source = Path(scratch) / "articles.jsonl"
             titles = write_articles(source, args.articles)
-            rows = [measure(engine, source, titles, server.url, min(args.queries, len(titles) - 1),
-                            Path(scratch) / engine) for engine in args.engines]
+            row = measure(source, titles, server.url, min(args.queries, len(titles) - 1), Path(scratch),
+                          args.optimize)
     except IngestError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
     finally:
         server.stop()
     print(f"{args.articles:,} one-chunk articles through an instant TEI server; hybrid searches, embedding included")
-    for row in rows:
-        print(f"{row['engine']:<6} {row['points']:>7,} points in {row['seconds']:>6.1f} s = {row['points_per_s']:>7,.0f} "
-              f"points/s (embedder {100 * row['embed_share']:.0f}% of it); hybrid search median "
-              f"{row['median_ms']:.1f} ms, p95 {row['p95_ms']:.1f} ms")
+    print(f"{row['points']:,} points in {row['seconds']:.1f} s = {row['points_per_s']:,.0f} points/s (embedder "
+          f"{100 * row['embed_share']:.0f}% of it); hybrid search, exact: median {row['median_ms']:.1f} ms, "
+          f"p95 {row['p95_ms']:.1f} ms")
+    if "optimize_s" in row:
+        print(f"after optimize() ({row['optimize_s']:.1f} s, every thread blocked): median {row['hnsw_median_ms']:.1f} "
+              f"ms, p95 {row['hnsw_p95_ms']:.1f} ms, top-10 overlap with exact {row['overlap']:.3f}")
     return 0

@@ -41,6 +41,24 @@ class Progress:
         )
         if self.total and articles:
             line += f" | ETA {_duration(elapsed * (self.total - articles) / articles)}"
+        self._emit(line)
+
+    def tick(self, done: int, unit: str, *, force: bool = False) -> None:
+        """One count of `unit` (a copy's points, say) out of `total`."""
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if not force and now - self._last < self.interval:
+            return
+        self._last = now
+        elapsed = max(now - self.started, 1e-9)
+        line = f"{unit} {done:,}" + (f"/{self.total:,}" if self.total else "") + \
+            f" ({done / elapsed:,.0f}/s) | {_duration(elapsed)}"
+        if self.total and done:
+            line += f" | ETA {_duration(elapsed * (self.total - done) / done)}"
+        self._emit(line)
+
+    def _emit(self, line: str) -> None:
         if self.tty:
             self.stream.write("\r\x1b[2K" + line)
         else:

@@ -1,20 +1,22 @@
 """Where the vectors live, behind one interface (`Store`, in `ingest.store.base`):
 
-- `ingest.store.local`: the embedded default, a folder in this process (qdrant-client's local mode);
-- `ingest.store.edge`: a folder of Qdrant Edge shards, Qdrant's own engine in process (`--qdrant-engine edge`);
-- `ingest.store.server`: a Qdrant server or cluster (`--qdrant-url`).
+- `ingest.store.edge`: the embedded default, a folder of Qdrant Edge shards (Qdrant's own engine in process);
+- `ingest.store.server`: a Qdrant server or cluster (`--qdrant-url`);
+- `ingest.store.legacy`: folders written by earlier versions (qdrant-client's local mode), read to migrate them.
 
 `open_store(settings)` picks the backend the settings name."""
 
 from __future__ import annotations
 
+from ingest.errors import LegacyStoreError
 from ingest.settings import StoreSettings
-from ingest.store.base import ChunkSelection, PayloadFilter, Resolved, Store, StoredHit
+from ingest.store.base import ChunkSelection, PayloadFilter, Resolved, Store, StoredHit, StoredPoint
 from ingest.store.edge import EdgeStore
-from ingest.store.local import LocalStore
+from ingest.store.legacy import is_legacy
 from ingest.store.server import ServerStore
 
-__all__ = ["ChunkSelection", "PayloadFilter", "Resolved", "Store", "StoredHit", "open_live", "open_store"]
+__all__ = ["ChunkSelection", "PayloadFilter", "Resolved", "Store", "StoredHit", "StoredPoint", "open_live",
+           "open_store"]
 
 
 def open_store(settings: StoreSettings, collection: str | None = None) -> Store:
@@ -25,9 +27,13 @@ def open_store(settings: StoreSettings, collection: str | None = None) -> Store:
         return ServerStore.connect(settings.qdrant_url, collection=collection, api_key=settings.qdrant_api_key,
                                    prefer_grpc=settings.prefer_grpc, timeout=settings.timeout,
                                    location=settings.location, layout=settings.layout)
-    if settings.engine == "edge":
-        return EdgeStore.open(settings.qdrant_path or "qdrant_data", collection=collection)
-    return LocalStore.open(settings.qdrant_path or "qdrant_data", collection=collection)
+    path = settings.qdrant_path or "qdrant_data"
+    if is_legacy(path):
+        raise LegacyStoreError(
+            f"{path} was written by an earlier version of this tool (qdrant-client's local mode, no longer "
+            f"read): move it into the current engine, vectors and all, with `python -m ingest migrate "
+            f"--qdrant-path {path}` (nothing is embedded again)")
+    return EdgeStore.open(path, collection=collection)
 
 
 def open_live(settings: StoreSettings) -> Store:

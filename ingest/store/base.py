@@ -6,7 +6,7 @@ embedded in this process) bound to one collection; `at(name)` gives the same
 connection bound to another. Everything that crosses the boundary is plain data
 defined here (`StoredHit`, `ChunkSelection`, `PayloadFilter`, `Resolved`), never a
 backend's own types, so that a backend is one module: `ingest.store.server`
-(qdrant-client against a server) and `ingest.store.local` (the embedded default).
+(qdrant-client against a server) and `ingest.store.edge` (the embedded default).
 """
 
 from __future__ import annotations
@@ -37,6 +37,16 @@ class StoredHit:
     score: float  # what ranked it: cosine similarity, or the fused score of a hybrid search
     payload: dict[str, Any]
     similarity: float  # cosine similarity to the query
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPoint:
+    """A point as it is moved between stores: its dense vector and payload (its
+    lexical vector is made again from the text, by the store it goes to)."""
+
+    id: str
+    vector: np.ndarray
+    payload: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +180,14 @@ class Store(Protocol):
         ...
 
     def payloads(self, point_ids: Sequence[str]) -> dict[str, dict[str, Any]]: ...
+
+    def export_points(self, batch: int = 512) -> Iterator[list[StoredPoint]]:
+        """Every point with its dense vector and payload, a page at a time."""
+        ...
+
+    def import_points(self, points: Sequence[StoredPoint], texts: Sequence[str]) -> None:
+        """Write points as exported; with sparse vectors, each one's is made from `texts`."""
+        ...
 
     def any_point(self) -> dict[str, Any] | None: ...
 

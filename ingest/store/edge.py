@@ -1,6 +1,6 @@
-"""The `Store` on Qdrant Edge: Qdrant's own storage engine in this process
-(`qdrant-edge-py`), with its real sparse and payload indexes, prefetch + RRF
-fusion and a write-ahead log, where qdrant-client's local mode loops in Python.
+"""The embedded default `Store`: Qdrant Edge, Qdrant's own storage engine in this
+process (`qdrant-edge-py`), with its real sparse and payload indexes, prefetch +
+RRF fusion and a write-ahead log.
 
 Edge has one collection per folder ("shard") and no collection metadata, aliases
 or grouped queries in its Python API; what this project needs of them is written
@@ -16,7 +16,11 @@ locked); a second one gets `StoreLockedError`. `update()` does not fsync: an
 acknowledged write survives the process being killed, not a power cut, until
 `flush()`, which `close()` and `finish_bulk_load()` call.
 
-    >>> store = EdgeStore.open("qdrant_data", collection="wikipedia")   # doctest: +SKIP
+Search is exact (no `optimize()`, so no HNSW graph): at the sample's 10,260
+chunks a hybrid query takes milliseconds, and `optimize()` would block every
+thread, the GIL held, for seconds to minutes (README, "The embedded store").
+
+    >>> store = EdgeStore.open("qdrant_data", collection="wikipedia")   # or ":memory:"
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import threading
 import uuid
 from pathlib import Path
@@ -33,7 +38,7 @@ import numpy as np
 
 from ingest.crashpoints import crashpoint
 from ingest.errors import StoreError, StoreLockedError
-from ingest.lexical import SPARSE_VECTOR, passage_vector
+from ingest.lexical import SPARSE_VECTOR, edge_vector
 from ingest.store.base import (
     FILTER_FIELDS,
     FUSION_DEPTH,
@@ -44,10 +49,11 @@ from ingest.store.base import (
     Resolved,
     SparseQuery,
     StoredHit,
+    StoredPoint,
     capped,
     chunk_ref,
 )
-from ingest.store.points import hits_from, point_payloads, stored_chunk_vector
+from ingest.store.points import dense_vector, hits_from, point_payloads, stored_chunk_vector
 from ingest.store.specs import check_compatible
 from schemas import Article, Chunk, CollectionSpec, SparseSpec
 
@@ -64,10 +70,11 @@ _UNREAD = object()
 class _Folder:
     """What the stores bound to one folder share: open shards, and one lock for aliases and specs."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, temporary: bool = False) -> None:
         self.root = root
         self.shards: dict[str, Any] = {}
         self.lock = threading.RLock()
+        self.temporary = temporary  # a ":memory:" store: a folder deleted on close
 
     def shard_path(self, collection: str) -> Path:
         return self.root / "shards" / collection
@@ -109,6 +116,8 @@ class _Folder:
             for shard in self.shards.values():
                 shard.close()
             self.shards.clear()
+            if self.temporary:
+                shutil.rmtree(self.root.parent, ignore_errors=True)
 
 
 class EdgeStore:
@@ -128,13 +137,20 @@ class EdgeStore:
     @classmethod
     def open(cls, path: str | Path, *, collection: str) -> "EdgeStore":
         if q is None:
-            raise StoreError("the Edge store needs qdrant-edge-py: pip install qdrant-edge-py")
+            raise StoreError("the embedded store needs qdrant-edge-py: pip install qdrant-edge-py")
+        if str(path) == ":memory:":
+            return cls(_Folder(Path(tempfile.mkdtemp(prefix="qdrant-edge-")) / "edge", temporary=True),
+                       collection, location=":memory:")
         root = Path(path) / "edge"
-        root.mkdir(parents=True, exist_ok=True)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the store folder {path}: {exc.strerror or exc}: "
+                             "pass another --qdrant-path") from exc
         return cls(_Folder(root), collection, location=str(path))
 
     def at(self, collection: str) -> "EdgeStore":
-        return EdgeStore(self._folder, collection, location=self.location)
+        return type(self)(self._folder, collection, location=self.location)
 
     def __repr__(self) -> str:
         return f"EdgeStore({self.location!r}, collection={self.collection!r})"
@@ -212,6 +228,10 @@ class EdgeStore:
         self._shard.flush()  # what a power cut could otherwise take
         return True  # exact search until optimized: searchable as it is
 
+    def optimize(self) -> None:
+        """Build the HNSW graph and merge segments (not done by any job: see the module docstring)."""
+        self._shard.optimize()
+
     def drop(self) -> None:
         with self._folder.lock:
             shard = self._folder.shards.pop(self.collection, None)
@@ -231,13 +251,20 @@ class EdgeStore:
 
     # -- points ------------------------------------------------------------
     def upsert_pairs(self, pairs: Sequence[tuple[Article, Chunk]], vectors: np.ndarray) -> None:
-        sparse = self.sparse
         ids, payloads = point_payloads(pairs)
+        self._write(ids, vectors, payloads, [chunk.embed_text for _, chunk in pairs])
+
+    def import_points(self, points: Sequence[StoredPoint], texts: Sequence[str]) -> None:
+        self._write([p.id for p in points], [p.vector for p in points], [p.payload for p in points], texts)
+
+    def _write(self, ids: Sequence[str], vectors: Any, payloads: Sequence[dict[str, Any]],
+               texts: Sequence[str]) -> None:
+        sparse = self.sparse
         points = []
-        for pid, payload, (_, chunk), vector in zip(ids, payloads, pairs, vectors):
+        for pid, payload, text, vector in zip(ids, payloads, texts, vectors):
             named: dict[str, Any] = {DENSE: vector.tolist()}
             if sparse is not None:
-                named[SPARSE_VECTOR] = q.SparseVector(*passage_vector(chunk.embed_text, sparse))
+                named[SPARSE_VECTOR] = edge_vector(text, sparse)
             points.append(q.Point(pid, named, payload))
         for start in range(0, len(points), BATCH):
             crashpoint("upsert")
@@ -283,6 +310,16 @@ class EdgeStore:
 
     def payloads(self, point_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         return {str(r.id): dict(r.payload or {}) for r in self._shard.retrieve(list(point_ids), True, False)}
+
+    def export_points(self, batch: int = 512) -> Iterator[list[StoredPoint]]:
+        offset = None
+        while True:
+            points, offset = self._shard.scroll(q.ScrollRequest(offset=offset, limit=batch, with_payload=True,
+                                                                with_vector=[DENSE]))
+            yield [StoredPoint(str(p.id), np.asarray(dense, dtype=np.float32), dict(p.payload or {}))
+                   for p in points if (dense := dense_vector(p.vector)) is not None]
+            if offset is None:
+                return
 
     def any_point(self) -> dict[str, Any] | None:
         points, _ = self._shard.scroll(q.ScrollRequest(limit=1, with_payload=True, with_vector=False))

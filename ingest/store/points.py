@@ -91,13 +91,17 @@ def build_batch(
     point also gets its lexical vector (`ingest.lexical`), made from the text the
     model saw."""
     ids, payloads = point_payloads(pairs)
-    dense = vectors.tolist()
+    return batch_of(ids, vectors.tolist(), payloads, [chunk.embed_text for _, chunk in pairs], sparse)
+
+
+def batch_of(ids: list[str], dense: list, payloads: list[dict[str, Any]], texts: Sequence[str],
+             sparse: SparseSpec | None) -> models.Batch:
+    """The upsert body of points given whole (`build_batch`, and a copy between
+    stores): with `sparse`, each point's lexical vector is made from its `texts`."""
     if sparse is None:
         return models.Batch.model_construct(ids=ids, vectors=dense, payloads=payloads)
-    lexical = []
-    for _, chunk in pairs:
-        indices, values = passage_vector(chunk.embed_text, sparse)
-        lexical.append(models.SparseVector.model_construct(indices=indices, values=values))
+    lexical = [models.SparseVector.model_construct(indices=indices, values=values)
+               for indices, values in (passage_vector(text, sparse) for text in texts)]
     return models.Batch.model_construct(ids=ids, vectors={DENSE_VECTOR: dense, SPARSE_VECTOR: lexical},
                                         payloads=payloads)
 

@@ -38,12 +38,15 @@ from ingest.store.base import (
     Resolved,
     SparseQuery,
     StoredHit,
+    StoredPoint,
     chunk_ref,
 )
 from ingest.store.points import (
     MAX_REQUEST_BYTES,
     articles_filter,
+    batch_of,
     build_batch,
+    dense_vector,
     hits_from,
     payload_filter,
     selection_filter,
@@ -65,6 +68,7 @@ INT8 = models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
 RESCORED = models.SearchParams(quantization=models.QuantizationSearchParams(rescore=True, oversampling=2.0))
 # Indexed before the load, since building an index over a loaded collection is slower.
 PAYLOAD_INDEXES = {name: models.PayloadSchemaType.KEYWORD for name in FILTER_FIELDS}
+IMPORT_BATCH = 256  # points per request when copying between stores
 _UNREAD = object()
 
 
@@ -95,8 +99,8 @@ _retry_transient = retry(
 class ServerStore:
     """One collection on a Qdrant server, through a `QdrantClient` (see the module docstring).
 
-    `LocalStore` (`ingest.store.local`) builds on this class: qdrant-client's local
-    mode speaks the same API in process."""
+    The reader of folders written by qdrant-client's local mode (`ingest.store.legacy`)
+    builds on this class: local mode speaks the same API in process."""
 
     def __init__(self, client: QdrantClient, collection: str, *, location: str = "",
                  max_request_bytes: int = MAX_REQUEST_BYTES, layout: ServerLayout = ServerLayout()) -> None:
@@ -255,11 +259,7 @@ class ServerStore:
             return self.client.count(self.collection, count_filter=exclude, exact=True).count
 
     def drop(self) -> None:
-        self._changed()
         self.client.delete_collection(self.collection)
-
-    def _changed(self) -> None:
-        """Called before any write: a backend that caches what it read drops it here."""
 
     # -- points ------------------------------------------------------------
     def upsert_pairs(self, pairs: Sequence[tuple[Article, Chunk]], vectors: np.ndarray) -> None:
@@ -272,11 +272,10 @@ class ServerStore:
         """Write a batch and wait until Qdrant has it (idempotent: ids are deterministic)."""
         crashpoint("upsert")
         with self._guard:
-            self._changed()
             self.client.upsert(self.collection, points=batch, wait=True)
 
     def flush(self) -> None:
-        pass  # a server acknowledges (wait=True) what its WAL holds; local mode syncs every point
+        pass  # a server acknowledges (wait=True) what its WAL holds
 
     def delete_chunks(self, selections: Sequence[ChunkSelection]) -> int:
         if not selections:
@@ -293,7 +292,6 @@ class ServerStore:
         with self._guard:
             found = self.client.count(self.collection, count_filter=selection, exact=True).count
             if found:
-                self._changed()
                 self.client.delete(self.collection, points_selector=models.FilterSelector(filter=selection),
                                    wait=True)
         return found
@@ -331,6 +329,23 @@ class ServerStore:
             points = self.client.retrieve(self.collection, ids=list(point_ids), with_payload=True,
                                           with_vectors=False)
         return {str(p.id): dict(p.payload or {}) for p in points}
+
+    def export_points(self, batch: int = 512) -> Iterator[list[StoredPoint]]:
+        offset = None
+        while True:
+            with self._guard:
+                points, offset = self.client.scroll(self.collection, limit=batch, offset=offset,
+                                                    with_payload=True, with_vectors=True)
+            yield [StoredPoint(str(p.id), np.asarray(dense_vector(p.vector), dtype=np.float32), dict(p.payload or {}))
+                   for p in points if dense_vector(p.vector) is not None]
+            if offset is None:
+                return
+
+    def import_points(self, points: Sequence[StoredPoint], texts: Sequence[str]) -> None:
+        for start in range(0, len(points), IMPORT_BATCH):
+            part = points[start:start + IMPORT_BATCH]
+            self.upsert(batch_of([p.id for p in part], [p.vector.tolist() for p in part],
+                                 [p.payload for p in part], texts[start:start + IMPORT_BATCH], self.sparse))
 
     def search(self, vector: np.ndarray, *, limit: int, sparse: SparseQuery | None = None,
                where: PayloadFilter | None = None, score_threshold: float | None = None,

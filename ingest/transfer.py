@@ -1,0 +1,250 @@
+"""Move a collection between stores without embedding again: `copy` (any store to
+any other, through the `Store` interface: an embedded folder to a server when a
+user outgrows one process, a server to a folder for a laptop) and `migrate` (a
+folder written by an earlier version, qdrant-client's local mode, into Qdrant Edge
+in the same folder).
+
+What moves: every point with its dense vector and payload, the collection's build
+record, the alias that leads to it, and its manifest, so that the next run at the
+destination embeds nothing it already holds. The lexical vectors are made again
+at the destination from each point's text, with Qdrant's standard BM25: a
+collection built with the earlier `words-v1` analyser comes out with standard
+vectors, under the physical name its new build record gives it.
+
+A copy writes points by id, so a stopped one is simply run again; the alias moves,
+and the manifest is written, only once every point has landed and been counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+from ingest import lexical
+from ingest.chunking import embed_text
+from ingest.errors import IngestError, SettingsError, StoreError
+from ingest.logs import setup_logging
+from ingest.pipeline.progress import Progress
+from ingest.settings import StoreSettings
+from ingest.state.files import open_manifest, remove_state, state_dir
+from ingest.state.rebuild import physical_name
+from ingest.store import Store, open_store
+from ingest.store.edge import EdgeStore
+from ingest.store.legacy import LegacyStore, is_legacy, remove_legacy
+from schemas import CollectionSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CopyReport:
+    name: str  # the name copied (an alias, usually)
+    source: str  # the physical collection read
+    target: str  # the physical collection written
+    points: int
+    articles: int  # manifest rows carried over (0: no manifest at the source)
+    lexical_upgraded: bool  # the lexical vectors were remade with standard BM25
+    seconds: float
+
+    def line(self) -> str:
+        upgraded = ", lexical vectors remade with Qdrant's standard BM25" if self.lexical_upgraded else ""
+        manifest = f", manifest of {self.articles:,} articles" if self.articles else ", no manifest"
+        return (f"copied {self.name} ({self.source} -> {self.target}): {self.points:,} points{manifest}"
+                f"{upgraded} in {self.seconds:.1f} s")
+
+
+def target_spec(spec: CollectionSpec) -> CollectionSpec:
+    """The build record at the destination: the same, with standard BM25 for words-v1."""
+    if spec.sparse is not None and spec.sparse.tokenizer == lexical.LEGACY:
+        return replace(spec, sparse=lexical.default_spec())
+    return spec
+
+
+def copy_collection(source: Store, target: Store, name: str, *, source_settings: StoreSettings,
+                    target_settings: StoreSettings, progress: bool = True) -> CopyReport:
+    """Copy what `name` leads to in `source` into `target` (see the module docstring)."""
+    started = time.perf_counter()
+    resolved = source.resolve(name)
+    if resolved.collection is None:
+        raise StoreError(f"nothing is called {name!r} at {source.location}: pass the --collection to copy")
+    reader = source.at(resolved.collection)
+    spec = reader.read_spec()
+    if spec is None:
+        raise StoreError(f"collection {resolved.collection!r} at {source.location} was not built by this tool "
+                         "(no build record): nothing says how to search it")
+    wanted = target_spec(spec)
+    upgraded = wanted != spec
+    physical = resolved.collection
+    if upgraded:
+        physical = physical_name(name, wanted) if physical == physical_name(name, spec) else \
+            f"{physical}-{wanted.fingerprint[:8]}"
+    writer = target.at(physical)
+    writer.ensure_collection(wanted, bulk_load=True)
+    title_prefix = bool(wanted.chunking.get("title_prefix", True))
+    total = reader.count()
+    shown = Progress(total, enabled=progress)
+    copied = 0
+    for points in reader.export_points():
+        texts = [embed_text(str(p.payload.get("title", "")), str(p.payload.get("text", "")), title_prefix)
+                 for p in points]
+        writer.import_points(points, texts)
+        copied += len(points)
+        shown.tick(copied, "points")
+    writer.flush()
+    shown.tick(copied, "points", force=True)
+    shown.close()
+    landed = writer.count()
+    if landed != total:
+        raise StoreError(f"{physical!r} at {target.location} holds {landed:,} points after the copy, the source "
+                         f"{total:,}: run the copy again (it writes by id; nothing is lost)")
+    articles = _copy_manifest(source_settings, resolved.collection, spec, target_settings, physical, wanted)
+    writer.finish_bulk_load()
+    if resolved.is_alias:
+        target.point_alias(name, physical, replace_alias=target.resolve(name).is_alias)
+    return CopyReport(name, resolved.collection, physical, landed, articles, upgraded,
+                      time.perf_counter() - started)
+
+
+def _copy_manifest(source_settings: StoreSettings, source_collection: str, source_spec: CollectionSpec,
+                   target_settings: StoreSettings, target_collection: str, target_spec: CollectionSpec) -> int:
+    """The manifest's rows, under the target's collection and fingerprint; 0 if the
+    source has none (the next run then checks the copy point by point)."""
+    folder = state_dir(source_settings)
+    path = folder / f"{source_collection}.sqlite" if folder is not None else None
+    if path is None or not path.is_file():
+        log.warning("no manifest for %s at the source: the next run compares the copy with its source article "
+                    "by article (nothing is embedded again that is unchanged)", source_collection)
+        return 0
+    with open_manifest(source_settings, source_collection, source_spec.fingerprint) as manifest:
+        rows = list(manifest.rows())
+    if state_dir(target_settings) == folder and target_collection == source_collection:
+        return len(rows)  # the same file: nothing to carry
+    with open_manifest(target_settings, target_collection, target_spec.fingerprint) as manifest:
+        manifest.clear()
+        manifest.complete(rows)
+    return len(rows)
+
+
+def migrate_folder(path: str, *, progress: bool = True) -> list[CopyReport]:
+    """Move every collection of a local-mode folder into Qdrant Edge in the same folder,
+    with their aliases and manifests; the local-mode files are deleted once each
+    collection's points are all in the new engine."""
+    if not is_legacy(path):
+        raise StoreError(f"{path} holds no store of an earlier version (no meta.json and collection/ from "
+                         "qdrant-client's local mode): nothing to migrate")
+    settings = StoreSettings(qdrant_path=path)
+    legacy = LegacyStore.open(path)
+    target = EdgeStore.open(path, collection="")
+    reports = []
+    try:
+        aliases = legacy.aliases()
+        named = set(aliases.values())
+        for name in sorted(aliases) + [c for c in legacy.collections() if c not in named]:
+            report = copy_collection(legacy, target, name, source_settings=settings, target_settings=settings,
+                                     progress=progress)
+            reports.append(report)
+    finally:
+        target.close()
+        legacy.close()
+    remove_legacy(path)
+    for report in reports:
+        if report.source != report.target:
+            remove_state(settings, report.source)  # its rows now live under the new name
+    return reports
+
+
+def copy_between(source_settings: StoreSettings, target_settings: StoreSettings, *,
+                 progress: bool = True) -> CopyReport:
+    """`python -m ingest copy`: the collection `source_settings` names, into the target store."""
+    if not source_settings.qdrant_url and is_legacy(source_settings.qdrant_path):
+        raise StoreError(f"{source_settings.qdrant_path} was written by an earlier version: run `python -m ingest "
+                         f"migrate --qdrant-path {source_settings.qdrant_path}` first, then copy")
+    if not source_settings.qdrant_url and not target_settings.qdrant_url and \
+            Path(source_settings.qdrant_path).resolve() == Path(target_settings.qdrant_path).resolve():
+        raise StoreError(f"the source and the target are the same folder ({source_settings.qdrant_path}): "
+                         "pass another --to-path")
+    source = open_store(source_settings)
+    try:
+        target = open_store(target_settings)
+        try:
+            return copy_collection(source, target, source_settings.collection, source_settings=source_settings,
+                                   target_settings=target_settings, progress=progress)
+        finally:
+            target.close()
+    finally:
+        source.close()
+
+
+def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output; tracebacks")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    return parser
+
+
+def copy_main(argv: Sequence[str] | None = None) -> int:
+    """`python -m ingest copy`: exit 0 copied, 1 failed, 2 bad usage."""
+    parser = _parser("python -m ingest copy", "Copy a collection (what --collection leads to: points with their "
+                     "vectors and payloads, the build record, the alias and the manifest) from one store to "
+                     "another, embedding nothing. A stopped copy is run again.")
+    for side, other in (("from", "source"), ("to", "target")):
+        parser.add_argument(f"--{side}-path", help=f"the {other} folder (embedded store)")
+        parser.add_argument(f"--{side}-url", help=f"the {other} Qdrant server; its API key is read from "
+                            f"{'QDRANT_FROM_API_KEY' if side == 'from' else 'QDRANT_API_KEY'}")
+        parser.add_argument(f"--{side}-state-dir", help=f"the {other}'s manifests (default: beside a folder, "
+                            "./ingest_state for a server)")
+    parser.add_argument("--collection", default=os.environ.get("QDRANT_COLLECTION", "wikipedia"),
+                        help="the name to copy, an alias or a collection (env QDRANT_COLLECTION; default "
+                             "%(default)s)")
+    parser.add_argument("--no-grpc", action="store_true", help="talk REST instead of gRPC to servers")
+    args = parser.parse_args(argv)
+    setup_logging(-1 if args.quiet else args.verbose)
+    try:
+        sides = [_side(args, side, key) for side, key in (("from", "QDRANT_FROM_API_KEY"), ("to", "QDRANT_API_KEY"))]
+    except SettingsError as exc:
+        print(f"python -m ingest copy: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        report = copy_between(*sides, progress=not args.no_progress)
+    except IngestError as exc:
+        log.error("%s", exc, exc_info=args.verbose > 0)
+        return 1
+    print(report.line())
+    return 0
+
+
+def _side(args: argparse.Namespace, side: str, key: str) -> StoreSettings:
+    path, url = getattr(args, f"{side}_path"), getattr(args, f"{side}_url")
+    if bool(path) == bool(url):
+        raise SettingsError(f"give one of --{side}-path and --{side}-url")
+    return StoreSettings(qdrant_path=path or "qdrant_data", qdrant_url=url, qdrant_api_key=os.environ.get(key),
+                         collection=args.collection, prefer_grpc=not args.no_grpc,
+                         state_dir=getattr(args, f"{side}_state_dir"))
+
+
+def migrate_main(argv: Sequence[str] | None = None) -> int:
+    """`python -m ingest migrate`: exit 0 migrated, 1 failed."""
+    parser = _parser("python -m ingest migrate", "Move a store folder written by an earlier version "
+                     "(qdrant-client's local mode) into Qdrant Edge, in place: every collection with its "
+                     "vectors, aliases and manifest, embedding nothing; the old files are deleted once every "
+                     "point is in the new engine. Lexical vectors are remade with Qdrant's standard BM25.")
+    parser.add_argument("--qdrant-path", default=os.environ.get("QDRANT_PATH", "qdrant_data"),
+                        help="the folder (env QDRANT_PATH; default %(default)s)")
+    args = parser.parse_args(argv)
+    setup_logging(-1 if args.quiet else args.verbose)
+    try:
+        reports = migrate_folder(args.qdrant_path, progress=not args.no_progress)
+    except IngestError as exc:
+        log.error("%s", exc, exc_info=args.verbose > 0)
+        return 1
+    for report in reports:
+        print(report.line())
+    print(f"{args.qdrant_path}: {len(reports)} collection(s) now in Qdrant Edge")
+    return 0
