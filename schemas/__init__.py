@@ -14,6 +14,7 @@ from schemas.records import (
     PointPayload,
     content_hash,
     point_id,
+    visible,
 )
 
 __all__ = [
@@ -29,4 +30,5 @@ __all__ = [
     "ValidationError",
     "content_hash",
     "point_id",
+    "visible",
 ]

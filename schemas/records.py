@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -15,6 +16,15 @@ ARTICLE_FIELDS: tuple[str, ...] = ("id", "url", "title", "text")
 # Fixed namespace so that point ids are stable across machines and versions.
 POINT_NAMESPACE = uuid.UUID("6f1c3f52-6a0e-5b7e-9c38-0d7a0c9e2f41")
 _NAMESPACE_BYTES = POINT_NAMESPACE.bytes
+
+
+def visible(text: str) -> bool:
+    """True when `text` holds something to read: not only whitespace, control and
+    format characters (zero-width spaces and joiners, BOMs, direction marks)."""
+    stripped = text.strip()
+    if stripped.isascii():
+        return any(" " < c < "\x7f" for c in stripped)
+    return any(unicodedata.category(c)[0] not in "CZ" for c in stripped)  # stops at the first letter
 
 
 def content_hash(text: str) -> str:
@@ -61,8 +71,8 @@ class Article:
                 raise ValidationError(label, field, f"must be a string, got {type(value).__name__}")
             values[field] = value
         for field in ("id", "title"):
-            if not values[field].strip():
-                raise ValidationError(label, field, "is empty")
+            if not visible(values[field]):
+                raise ValidationError(label, field, "is empty (or only invisible characters)")
         return cls(**values)
 
     @property

@@ -250,9 +250,23 @@ def test_an_article_with_a_refused_chunk_is_recorded_and_its_old_chunk_removed(t
     assert refused.point_id not in points  # nor the old version of that chunk
     assert {p["chunk_index"] for p, _, _ in points.values() if p["id"] == a[10]["id"]} == (
         {c.chunk_index for _, c in chunks_of(edited) if c.article_id == a[10]["id"]} - {refused.chunk_index})
-    assert verify_collection(settings.store).in_sync  # the refusal is recorded: nothing missing
+    report = verify_collection(settings.store)  # recorded, and still visible: not in sync until it lands
+    assert not report.in_sync and report.comparison.refused.examples == (a[10]["id"],)
+    assert report.comparison.drifted == 0
+    assert any(line.startswith("1 articles with chunks the embedder refused") for line in report.lines())
     last = json.loads((tmp_path / "dead_letter.jsonl").read_text().splitlines()[-1])
     assert (last["article_id"], last["chunk_index"]) == (a[10]["id"], refused.chunk_index)
+
+    still = run_ingest(settings_for(tmp_path, str(tmp_path / "e.jsonl")), embedder=Refusing(), mode="reindex")
+    assert (still.retried, still.rejected_chunks, still.embedded) == (1, 1, 1)  # tried again, refused again
+    healthy = CountingEmbedder()
+    healed = run_ingest(settings_for(tmp_path, str(tmp_path / "e.jsonl")), embedder=healthy, mode="reindex")
+    assert (healed.retried, healed.changed, healed.rejected_chunks) == (1, 0, 0)
+    assert healthy.passages == [refused.embed_text]  # only the refused chunk: the others kept their vectors
+    assert refused.point_id in stored(tmp_path) and verify_collection(settings.store).in_sync
+    assert "retried 1 (refused chunks tried again)" in healed.report()
+    again = run_ingest(settings_for(tmp_path, str(tmp_path / "e.jsonl")), embedder=healthy, mode="reindex")
+    assert (again.retried, again.unchanged) == (0, len(edited))
 
 
 def test_a_store_moved_with_its_state_is_checked_and_then_trusted(tmp_path, snapshots):
@@ -294,3 +308,17 @@ def test_a_folder_with_files_of_another_kind_is_refused_naming_them(tmp_path, sa
     (folder / ".DS_Store").write_text("")  # hidden files are not articles
     with pytest.raises(SourceError, match=r"b\.csv.*a reindex would delete them"):
         run_ingest(settings_for(tmp_path, str(folder)), embedder=CountingEmbedder(), mode="reindex")
+
+
+def test_a_reindex_with_unreadable_rows_deletes_nothing_and_names_them(tmp_path, snapshots):
+    a, _, _ = snapshots
+    run_ingest(settings_for(tmp_path, write_rows(tmp_path / "a.jsonl", a)), embedder=CountingEmbedder())
+    lines = [json.dumps(r) for r in a[:-1]]  # the last article is gone from the snapshot...
+    lines[3] = lines[3][:40]  # ...and one line is cut short: its article might be any of them
+    (tmp_path / "b.jsonl").write_text("\n".join(lines) + "\n")
+    summary = run_ingest(settings_for(tmp_path, str(tmp_path / "b.jsonl")), embedder=CountingEmbedder(),
+                         mode="reindex")
+    assert (summary.deleted, summary.unreadable, summary.unchanged) == (0, 1, len(a) - 2)
+    assert a[-1]["id"] in {p["id"] for p, _, _ in stored(tmp_path).values()}
+    (record,) = [json.loads(line) for line in (tmp_path / "dead_letter.jsonl").read_text().splitlines()]
+    assert "b.jsonl, line 4: not a JSON object" in record["message"]

@@ -95,16 +95,54 @@ def test_a_file_of_a_mixed_folder_lacking_a_column_is_named(tmp_path, sample):
         open_source(str(folder))
 
 
-def test_a_json_lines_row_that_is_not_an_object_is_named_by_file_and_line(tmp_path):
-    from ingest.errors import SourceError
+def test_unreadable_lines_are_dead_lettered_and_the_rest_of_the_file_is_read(tmp_path):
+    from ingest.pipeline.deadletters import MemorySink
+    from ingest.pipeline.run import articles_from_rows
+    from ingest.pipeline.summary import RunSummary
     from ingest.sources import open_source
 
-    good = '{"id": "1", "url": "u", "title": "T", "text": "x"}\n'
-    (tmp_path / "rows.jsonl").write_bytes((good + "\n" + good).encode() + b'{"id": "3", "text": "\xff"}\n')
-    source = open_source(str(tmp_path / "rows.jsonl"))
-    assert source.total == 3  # lines that hold something
-    with pytest.raises(SourceError, match=r"rows\.jsonl, line 4: not a JSON object"):
-        list(source)
-    (tmp_path / "rows.jsonl").write_text(good + "[1, 2]\n")
-    with pytest.raises(SourceError, match=r"line 2: a JSON list, not an object"):
-        list(open_source(str(tmp_path / "rows.jsonl")))
+    good = [json.dumps({"id": str(i), "url": "u", "title": f"T{i}", "text": "words"}) for i in range(4)]
+    lines = [good[0], '{"id": "x", "text": "\\ud800 a lone surrogate"}', good[1], "[1, 2]", good[2],
+             '{"id": "9", "text": "cut short', good[3]]
+    (tmp_path / "rows.jsonl").write_bytes("\n".join(lines).encode() + b"\n" + b'{"id": "\xff"}\n')
+    summary, sink = RunSummary(), MemorySink("test")
+    articles = list(articles_from_rows(open_source(str(tmp_path / "rows.jsonl")), summary, sink))
+    assert [a.id for a in articles] == ["0", "1", "2", "3"]
+    assert summary.unreadable == 4 and summary.failed == 4
+    messages = [record["message"] for record in sink.records]
+    assert [m.split(": ")[0].rsplit(", ", 1)[1] for m in messages] == ["line 2", "line 4", "line 6", "line 8"]
+    assert all(str(tmp_path / "rows.jsonl") in m for m in messages)
+    assert open_source(str(tmp_path / "rows.jsonl")).total == 8  # lines that hold something
+
+
+def test_empty_files_hold_no_articles(tmp_path):
+    from ingest.sources import open_source
+
+    for name in ("empty.jsonl", "empty.json", "empty.parquet"):
+        (tmp_path / name).write_bytes(b"")
+        source = open_source(str(tmp_path / name))
+        assert list(source) == [] and source.total == 0
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "a.jsonl").write_bytes(b"")
+    (folder / "b.jsonl").write_text(json.dumps({"id": "1", "url": "u", "title": "T", "text": "x"}) + "\n")
+    assert [row["id"] for row in open_source(str(folder))] == ["1"]
+
+
+def test_duplicate_ids_keep_the_first_row_and_are_reported_by_row():
+    from ingest.pipeline.deadletters import MemorySink
+    from ingest.pipeline.run import articles_from_rows
+    from ingest.pipeline.summary import RunSummary
+
+    rows = [{"id": "1", "url": "u", "title": "First", "text": "one"},
+            {"id": "2", "url": "u", "title": "Other", "text": "two"},
+            {"id": "1", "url": "u", "title": "Again", "text": "uno"},
+            {"id": "3", "url": "u", "title": "\u200b\u200d", "text": "x"},  # a title of zero-width characters
+            {"id": "4", "url": "u", "title": "Blank", "text": "\u200b \ufeff"}]  # no visible content
+    summary, sink = RunSummary(), MemorySink("test")
+    kept = list(articles_from_rows(rows, summary, sink))
+    assert [(a.id, a.title) for a in kept] == [("1", "First"), ("2", "Other")]
+    assert (summary.duplicates, summary.invalid, summary.skipped_empty) == (1, 1, 1)
+    assert "appears again in row 2, after row 0: the first is kept" in sink.records[0]["message"]
+    assert "title" in sink.records[1]["message"] and "invisible" in sink.records[1]["message"]
+    assert "duplicate ids left out 1" in summary.report()

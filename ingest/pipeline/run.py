@@ -40,7 +40,8 @@ from ingest.pipeline.windows import (
 )
 from ingest.state.manifest import Manifest, ManifestRow
 from ingest.store import Store
-from schemas import Article, ValidationError
+from ingest.sources import BadRow
+from schemas import Article, ValidationError, visible
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,18 @@ def articles_from_rows(
     rows: Iterable[dict], summary: RunSummary, dead_letters: DeadLetterSink, invalid_ids: list[str] | None = None
 ) -> Iterator[Article]:
     """Validate rows; an invalid one is dead-lettered and counted (its id, if it has
-    one, added to `invalid_ids`), and the run goes on."""
+    one, added to `invalid_ids`), and the run goes on. A row the source could not
+    read (`BadRow`: its file and line) is dead-lettered the same way. A row whose id
+    an earlier row had is left out, reported with both rows, and dead-lettered: the
+    first row wins, whatever the order of later runs' reading."""
+    first_row: dict[str, int] = {}  # article id -> the row that had it (about 100 bytes an article)
     for position, row in enumerate(rows):
         summary.articles += 1
+        if isinstance(row, BadRow):
+            summary.unreadable += 1
+            log.warning("skipping %s", row.message)
+            dead_letters.write(DeadLetter("article", None, None, None, row.message, None))
+            continue
         try:
             article = Article.from_row(row, position=position)
         except ValidationError as exc:
@@ -66,8 +76,16 @@ def articles_from_rows(
                            None, None, str(exc), row.get("title") if isinstance(row.get("title"), str) else None)
             )
             continue
-        if not article.text.strip():
+        if not visible(article.text):
             summary.skipped_empty += 1
+            continue
+        earlier = first_row.setdefault(article.id, position)
+        if earlier != position:
+            summary.duplicates += 1
+            message = (f"article {article.id!r} ({article.title!r}) appears again in row {position}, after row "
+                       f"{earlier}: the first is kept; give each article one row")
+            log.warning("skipping %s", message)
+            dead_letters.write(DeadLetter("article", article.id, None, None, message, article.title))
             continue
         yield article
 

@@ -23,12 +23,16 @@ class RunSummary:
     changed: int = 0  # in it, in another version (or left pending by a stopped run)
     unchanged: int = 0  # in it as they are: skipped
     deleted: int = 0  # in it, absent from the snapshot: deleted
+    retried: int = 0  # in it as they are, less chunks an embedder refused before: those tried again
+    duplicates: int = 0  # rows of the source whose article id an earlier row had: left out
+    unreadable: int = 0  # rows the source could not read (a bad JSON line): left out
     points_deleted: int = 0
+    retries: dict = field(default_factory=dict)  # embedder requests retried, by cause ("429", "timeout", ...)
     extra: dict = field(default_factory=dict)
 
     @property
     def failed(self) -> int:
-        return self.invalid + self.rejected_chunks
+        return self.invalid + self.rejected_chunks + self.duplicates + self.unreadable
 
     @property
     def embedded(self) -> int:
@@ -42,7 +46,7 @@ class RunSummary:
         share = 100 * self.embed_seconds / self.seconds if self.seconds else 0.0
         text = (
             f"articles read {self.articles:,}, skipped (empty) {self.skipped_empty:,}, "
-            f"invalid {self.invalid:,}, chunks {self.chunks:,}, points written {self.points_written:,}, "
+            f"invalid {self.invalid + self.unreadable:,}, chunks {self.chunks:,}, points written {self.points_written:,}, "
             f"rejected chunks {self.rejected_chunks:,}, {self.seconds:,.1f} s, "
             f"{self.chunks_per_second:,.1f} chunks/s, {self.characters / max(self.seconds, 1e-9):,.0f} chars/s, "
             f"embedder {share:.0f}% of wall time"
@@ -53,8 +57,17 @@ class RunSummary:
 
     def report(self) -> str:
         """What changed: the line `run` and `reindex` end with."""
-        return (
+        text = (
             f"articles added {self.added:,}, changed {self.changed:,}, unchanged {self.unchanged:,}, "
-            f"deleted {self.deleted:,}; chunks embedded {self.embedded:,}, reused {self.reused:,}; points written "
-            f"{self.points_written:,}, deleted {self.points_deleted:,}; {self.seconds:,.1f} s"
+            f"deleted {self.deleted:,}"
         )
+        if self.retried:
+            text += f", retried {self.retried:,} (refused chunks tried again)"
+        if self.duplicates:
+            text += f", duplicate ids left out {self.duplicates:,}"
+        text += (f"; chunks embedded {self.embedded:,}, reused {self.reused:,}; points written "
+                 f"{self.points_written:,}, deleted {self.points_deleted:,}; {self.seconds:,.1f} s")
+        if self.retries:
+            causes = ", ".join(f"{cause} {n:,}" for cause, n in sorted(self.retries.items()))
+            text += f"; embedder retries: {causes}"
+        return text

@@ -83,6 +83,8 @@ def windows(articles: Iterable[Article], chunker: Chunker, size: int, summary: R
                 continue
             if previous is None or previous.article_hash is None:
                 summary.added += 1
+            elif previous.article_hash == digest and not previous.pending:
+                summary.retried += 1  # only its refused chunks: the rest keep their stored vectors
             else:
                 summary.changed += 1
             if previous is not None:  # points may exist: chunked now, checked against them below

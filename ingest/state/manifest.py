@@ -67,8 +67,10 @@ class ManifestRow:
     updated_at: float = 0.0
 
     def matches(self, article_hash: str) -> bool:
-        """True when the collection holds exactly this version: nothing to do."""
-        return not self.pending and self.article_hash == article_hash
+        """True when the collection holds exactly this version, whole: nothing to do.
+        An article with chunks an embedder refused is never whole: each run tries
+        those chunks again (the others keep their stored vectors)."""
+        return not self.pending and self.rejected == 0 and self.article_hash == article_hash
 
     @property
     def expected_points(self) -> int | None:
@@ -93,6 +95,7 @@ class Comparison:
     stale: Category = field(default_factory=Category)     # points of another version (hash)
     unknown: Category = field(default_factory=Category)   # points of articles without a row
     pending: Category = field(default_factory=Category)   # rows a stopped run left pending
+    refused: Category = field(default_factory=Category)   # rows with chunks an embedder refused (dead-lettered)
 
     @property
     def drifted(self) -> int:
@@ -372,6 +375,7 @@ _DRIFT = {
     "unknown": "SELECT o.article_id FROM observed o LEFT JOIN articles a USING (article_id) "
                "WHERE a.article_id IS NULL",
     "pending": "SELECT article_id FROM articles WHERE pending = 1",
+    "refused": "SELECT article_id FROM articles WHERE pending = 0 AND rejected > 0",
 }
 _DRIFT_ROWS = " UNION ".join(_DRIFT[k] for k in ("lost", "short", "extra", "stale"))
 

@@ -37,6 +37,8 @@ _LABELS = {
     "stale": "articles whose points hold another version",
     "unknown": "articles in the collection but not in the manifest",
     "pending": "articles a stopped run left pending",
+    "refused": "articles with chunks the embedder refused, not indexed (dead-lettered; the next run tries them "
+               "again)",
 }
 
 
@@ -53,7 +55,7 @@ class DriftReport:
     @property
     def in_sync(self) -> bool:
         c = self.comparison
-        return c.drifted == 0 and c.pending.count == 0 and self.unattributed == 0
+        return c.drifted == 0 and c.pending.count == 0 and c.refused.count == 0 and self.unattributed == 0
 
     def lines(self) -> list[str]:
         lines = [f"collection {self.collection}: {self.points:,} points; manifest {self.manifest}: "
