@@ -1,5 +1,6 @@
 import sys
 
+from ingest.logs import quiet_on_closed_pipe
 from ingest.cli import main
 
-sys.exit(main())
+sys.exit(quiet_on_closed_pipe(main))

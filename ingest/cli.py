@@ -37,8 +37,8 @@ from ingest import crashpoints
 from ingest import preflight as preflight_job
 from ingest.bench.reindex import run_bench_reindex
 from ingest.bench.throughput import run_bench
-from ingest.errors import IngestError, SettingsError
-from ingest.logs import setup_logging
+from ingest.errors import SettingsError
+from ingest.logs import report_failure, setup_logging
 from ingest.settings import (
     StoreSettings,
     add_embedder_args,
@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         setup_logging(-1 if args.quiet else args.verbose)
         if args.command in ("verify", "repair"):
-            return _state_command(args.command, store_settings(args))
+            return _state_command(args.command, store_settings(args), args.verbose)
         settings = ingest_settings(args)
     except (SettingsError, ValueError) as exc:
         print(f"python -m ingest: error: {exc}", file=sys.stderr)
@@ -184,12 +184,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(run_bench_reindex(settings, edited=args.edited, removed=args.removed, seed=args.seed))
             return EXIT_OK
         summary = run_ingest(settings, mode=args.command)
-    except IngestError as exc:
-        log.error("%s", exc)
-        return EXIT_FAILED
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
+    except Exception as exc:  # the one error edge: a line naming the problem, a traceback only with -v
+        report_failure(log, exc, args.verbose, qdrant=settings.store.location if settings.store.qdrant_url else None)
+        return EXIT_FAILED
     print(summary.line() + f"; collection {settings.store.collection} now holds "
           f"{summary.extra.get('collection_points', 0):,} points")
     print(summary.report())
@@ -201,14 +201,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_OK
 
 
-def _state_command(command: str, settings: StoreSettings) -> int:
+def _state_command(command: str, settings: StoreSettings, verbosity: int) -> int:
     try:
         if command == "repair":
             print(repair_manifest(settings).line())
             return EXIT_OK
         report = verify_collection(settings)
-    except IngestError as exc:
-        log.error("%s", exc)
+    except Exception as exc:  # the one error edge
+        report_failure(log, exc, verbosity, qdrant=settings.location if settings.qdrant_url else None)
         return EXIT_FAILED
     print("\n".join(report.lines()))
     return EXIT_OK if report.in_sync else EXIT_DRIFT

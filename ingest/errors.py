@@ -22,6 +22,9 @@ pickle with their fields, not only their message.
 
 from __future__ import annotations
 
+import errno
+import sqlite3
+
 
 class IngestError(Exception):
     """Base of every error this service reports to its user."""
@@ -102,3 +105,30 @@ class ShardError(IngestError):
     @property
     def shard(self) -> tuple[int, int]:
         return (self.start, self.stop)
+
+
+def explain(exc: BaseException, *, qdrant: str | None = None) -> str:
+    """One line for a failure at the command line's edge: an `IngestError`'s own
+    message, or, for what the dependencies raise (an unreachable server, a full
+    disk, a refused permission), what happened and what to do. The traceback is
+    for `-v` only (`ingest.logs.report_failure`)."""
+    if isinstance(exc, IngestError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC or (
+            isinstance(exc, sqlite3.OperationalError) and "full" in str(exc)):
+        where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
+        return (f"the disk is full{where}: free some space and run the same command again (what was written "
+                "before is kept, and the run resumes)")
+    if isinstance(exc, PermissionError):
+        return f"no permission to use {exc.filename or 'a file'}: {exc.strerror}; pick a folder you can write to"
+    module, name = type(exc).__module__, type(exc).__name__
+    if module.startswith(("qdrant_client", "grpc")) or (
+            module.startswith(("httpx", "httpcore")) and "Connect" in name):
+        details = getattr(exc, "details", None)  # a gRPC error's own words
+        detail = details() if callable(details) else str(exc).splitlines()[0] if str(exc) else name
+        where = f" at {qdrant}" if qdrant else ""
+        return (f"cannot use the Qdrant server{where} ({str(detail)[:200]}): check --qdrant-url (QDRANT_URL), "
+                "QDRANT_API_KEY and that the server is up")
+    if isinstance(exc, ConnectionError):
+        return f"a connection failed ({name}: {exc}): check the server's address and that it is up"
+    return f"unexpected error ({name}: {exc}); run again with -v for the traceback, and report it if it persists"

@@ -4,7 +4,11 @@ and the chatty libraries held at WARNING unless debugging."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from typing import Callable
+
+from ingest.errors import explain
 
 NOISY = ("httpx", "httpcore", "urllib3", "datasets", "filelock", "sentence_transformers", "transformers")
 
@@ -15,3 +19,23 @@ def setup_logging(verbosity: int) -> None:
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in NOISY:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def report_failure(logger: logging.Logger, exc: BaseException, verbosity: int, *, qdrant: str | None = None) -> None:
+    """The one line a failed command ends with (`ingest.errors.explain`; `qdrant`:
+    the server's address without credentials, when one was given); the traceback
+    only with -v."""
+    logger.error("%s", explain(exc, qdrant=qdrant), exc_info=exc if verbosity > 0 else None)
+
+
+def quiet_on_closed_pipe(main: Callable[[], int]) -> int:
+    """Run a command's `main`; when the reader of its stdout goes away (`| head`),
+    end quietly with 141 (128 + SIGPIPE), as Unix tools do, not with a traceback."""
+    try:
+        code = main()
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's own flush at exit must not fail again
+        return 141

@@ -80,6 +80,7 @@ class EmbedderSettings:
     tei_concurrency: int = 8
     tei_wire: str = "json"
     tei_tokenizer: str | None = None
+    tei_retry_budget: float = 600.0  # seconds a request to TEI may keep retrying (429/503, timeouts) before the run fails
     tei_api_key: str | None = field(default=None, repr=False)
     modal_app: str = "wiki-embed"
     modal_class: str = "Embedder"
@@ -219,7 +220,12 @@ def add_embedder_args(parser: argparse.ArgumentParser, env: Mapping[str, str] = 
                        help="Text Embeddings Inference server for --embedder tei (env TEI_URL)")
     group.add_argument("--tei-concurrency", type=int,
                        default=env_default(env, "TEI_CONCURRENCY", d.tei_concurrency, int),
-                       help="requests in flight to TEI (env TEI_CONCURRENCY; default %(default)s)")
+                       help="requests in flight to TEI at most; halved on each 429/503 and grown back as "
+                            "answers succeed (env TEI_CONCURRENCY; default %(default)s)")
+    group.add_argument("--tei-retry-budget", type=float,
+                       default=env_default(env, "TEI_RETRY_BUDGET", d.tei_retry_budget, float),
+                       help="seconds one request to TEI may keep retrying a busy or unreachable server before "
+                            "the run fails (env TEI_RETRY_BUDGET; default %(default)s)")
     group.add_argument("--tei-tokenizer", default=env_default(env, "TEI_TOKENIZER", None),
                        help="the served model's tokenizer.json, so chunks are budgeted in tokens rather than "
                             "characters (env TEI_TOKENIZER)")
@@ -287,6 +293,7 @@ def embedder_settings(args: argparse.Namespace, env: Mapping[str, str] = os.envi
         tei_concurrency=args.tei_concurrency,
         tei_wire=args.tei_wire,
         tei_tokenizer=args.tei_tokenizer,
+        tei_retry_budget=args.tei_retry_budget,
         tei_api_key=env.get("TEI_API_KEY") or None,
         modal_app=args.modal_app,
         modal_class=args.modal_class,

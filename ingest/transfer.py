@@ -28,8 +28,8 @@ from typing import Sequence
 
 from ingest import lexical
 from ingest.chunking import embed_text
-from ingest.errors import IngestError, SettingsError, StoreError
-from ingest.logs import setup_logging
+from ingest.errors import SettingsError, StoreError
+from ingest.logs import report_failure, setup_logging
 from ingest.pipeline.progress import Progress
 from ingest.settings import StoreSettings
 from ingest.state.files import open_manifest, remove_state, state_dir
@@ -213,8 +213,8 @@ def copy_main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         report = copy_between(*sides, progress=not args.no_progress)
-    except IngestError as exc:
-        log.error("%s", exc, exc_info=args.verbose > 0)
+    except Exception as exc:  # the one error edge
+        report_failure(log, exc, args.verbose)
         return 1
     print(report.line())
     return 0
@@ -241,8 +241,8 @@ def migrate_main(argv: Sequence[str] | None = None) -> int:
     setup_logging(-1 if args.quiet else args.verbose)
     try:
         reports = migrate_folder(args.qdrant_path, progress=not args.no_progress)
-    except IngestError as exc:
-        log.error("%s", exc, exc_info=args.verbose > 0)
+    except Exception as exc:  # the one error edge
+        report_failure(log, exc, args.verbose)
         return 1
     for report in reports:
         print(report.line())

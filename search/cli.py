@@ -32,8 +32,8 @@ import textwrap
 from dataclasses import replace
 from typing import Any, Sequence
 
-from ingest.errors import IngestError, SettingsError
-from ingest.logs import setup_logging
+from ingest.errors import SettingsError
+from ingest.logs import report_failure, setup_logging
 from ingest.settings import embedder_settings, env_default, store_settings
 from search import bench, evaluation
 from search.api import MODES, Hit, Searcher
@@ -247,8 +247,8 @@ def serve(argv: Sequence[str]) -> int:
             log.info("serving %s (%s, %s) at %s/search%s", searcher.name, searcher.store.collection,
                      searcher.spec.model.name, server_url(server), "" if token else ", without a token")
             serve_until_stopped(server)
-    except IngestError as exc:
-        log.error("%s", exc)
+    except Exception as exc:  # the one error edge
+        report_failure(log, exc, args.verbose)
         return EXIT_FAILED
     log.info("stopped")
     return EXIT_OK

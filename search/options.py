@@ -9,8 +9,8 @@ import os
 import sys
 from typing import Callable, Mapping, Sequence
 
-from ingest.errors import IngestError, SettingsError
-from ingest.logs import setup_logging
+from ingest.errors import SettingsError
+from ingest.logs import report_failure, setup_logging
 from ingest.settings import (
     add_embedder_args,
     add_store_args,
@@ -40,8 +40,8 @@ def searcher_command(prog: str, build_parser: Callable[[], argparse.ArgumentPars
 
     `check(args)` raises `SettingsError` for a bad combination of flags (exit 2,
     one line on stderr); `run(args, open_searcher)` does the work and returns the
-    exit code, opening the searcher when it is ready for it. Any `IngestError`
-    there is logged as one line and exits 1."""
+    exit code, opening the searcher when it is ready for it. Any failure there is
+    logged as one line (`ingest.errors.explain`; the traceback with -v) and exits 1."""
 
     def main(argv: Sequence[str] | None = None) -> int:
         try:
@@ -55,8 +55,10 @@ def searcher_command(prog: str, build_parser: Callable[[], argparse.ArgumentPars
             return EXIT_USAGE
         try:
             return run(args, lambda: Searcher.open(stores, embedders))
-        except IngestError as exc:
-            log.error("%s", exc)
+        except BrokenPipeError:
+            raise  # `| head` closed stdout: `quiet_on_closed_pipe` ends quietly
+        except Exception as exc:  # the one error edge: a line naming the problem, a traceback only with -v
+            report_failure(log, exc, args.verbose, qdrant=stores.location if stores.qdrant_url else None)
             return EXIT_FAILED
 
     return main

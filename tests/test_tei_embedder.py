@@ -215,14 +215,32 @@ def test_fault_mix_keeps_every_row_right_and_in_order(server, connect, wire):
     assert server.received.statuses[429] > 0 and server.received.statuses[503] > 0
 
 
-def test_gives_up_after_max_retries(server, connect):
-    embedder = connect(server, max_retries=2)
-    server.set_faults(Faults(rate_503=1.0))
+def test_gives_up_after_its_time_budget_not_a_count(server, connect):
+    embedder = connect(server, retry_budget=0.3, retry_initial_wait=0.05, retry_max_wait=0.05)
+    server.set_faults(Faults(rate_503=1.0, retry_after="0"))
     server.reset()
-    with pytest.raises(EmbedderError, match=r"503") as caught:
+    started = time.monotonic()
+    with pytest.raises(EmbedderError, match=r"503 to POST /embed after retrying for 0 s") as caught:
         embedder.embed_passages(TEXTS[:3])
+    assert 0.3 <= time.monotonic() - started < 5
     assert server.url in str(caught.value)
-    assert server.received.statuses[503] == 3
+    # Retry-After: 0 still waits the floor: about 0.3 s / 0.05 s attempts, not hundreds
+    assert 4 <= server.received.statuses[503] <= 9
+    assert embedder.retry_counts()["503"] == server.received.statuses[503] - 1
+
+
+def test_a_storm_of_429s_lowers_the_requests_in_flight_and_every_input_lands(server, connect):
+    """60% of requests refused with Retry-After: 0: the client backs off with a floor,
+    halves its concurrency and grows it back, and finishes with nothing lost."""
+    embedder = connect(server, max_concurrency=8, batch_size=4, retry_initial_wait=0.002, retry_max_wait=0.05)
+    texts = [f"passage number {i} about rivers" for i in range(160)]
+    server.set_faults(Faults(rate_429=0.6, retry_after="0", seed=3))
+    server.reset()
+    result = embedder.embed_passages(texts)
+    assert result.rejected == []
+    np.testing.assert_array_equal(result.vectors, expected(texts))
+    assert server.received.statuses[429] > 40 and embedder.retry_counts()["429"] == server.received.statuses[429]
+    assert embedder._limit.lowest < 8  # it slowed down
 
 
 # -- refused inputs -------------------------------------------------------------------------

@@ -24,7 +24,7 @@ def test_faulty_server_loses_nothing_and_duplicates_nothing(tmp_path, sample):
     settings = IngestSettings(window=64)
     with TEIServer(model_id="BAAI/bge-small-en-v1.5", max_client_batch_size=2, faults=faults) as server:
         embedder = TEIEmbedder(server.url, max_concurrency=4, retry_initial_wait=0.001, retry_max_wait=0.01,
-                               max_retries=30, timeout=5.0)
+                               timeout=5.0)
         store = EdgeStore.open(":memory:", collection="wiki")
         try:
             store.ensure_collection(collection_spec(settings, embedder))
@@ -45,6 +45,8 @@ def test_faulty_server_loses_nothing_and_duplicates_nothing(tmp_path, sample):
     assert len(stored_ids) == len(set(stored_ids)) == len(expected)
     assert set(stored_ids) == expected
     assert summary.points_written == len(expected) and summary.rejected_chunks == 1
+    assert summary.retries["429"] > 0 and summary.retries["503"] > 0  # by cause, in the summary
+    assert "; embedder retries: " in summary.report() and "429 " in summary.report()
     (record,) = [json.loads(line) for line in (tmp_path / "dead.jsonl").read_text().splitlines()]
     assert record["kind"] == "chunk" and record["article_id"] == rows[42]["id"]
     assert record["chunk_index"] == poisoned[0].chunk_index and record["status"] == 422 and record["message"]

@@ -52,6 +52,7 @@ def make_embedder(settings: EmbedderSettings, *, model: str | None = None,
             api_key=settings.tei_api_key,
             wire=settings.tei_wire,
             tokenizer=settings.tei_tokenizer,
+            retry_budget=settings.tei_retry_budget,
         )
     if settings.embedder == "modal":
         from ingest.embedders.modal import ModalEmbedder

@@ -35,7 +35,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
+from collections import Counter
 from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar
 
 import httpx
@@ -46,9 +48,8 @@ from tenacity import (
     RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_random_exponential,
+    stop_after_delay,
 )
-from tenacity.wait import wait_base
 
 from ingest.embedders.base import (
     PassageEmbeddings,
@@ -58,6 +59,7 @@ from ingest.embedders.base import (
     with_query_instruction,
 )
 from ingest.embedders.event_loop import LoopThread, gather_all
+from ingest.embedders.pressure import OVERLOAD_STATUSES, AdaptiveLimit, Backoff, cause, tried
 from ingest.embedders.tei_wire import (
     ServerInfo,
     decode_base64_vectors,
@@ -110,19 +112,6 @@ class _Refused(Exception):
         self.status, self.message = status, message
 
 
-class _WaitRetryAfter(wait_base):
-    """The server's Retry-After when it gave one, else exponential backoff with jitter."""
-
-    def __init__(self, fallback: wait_base) -> None:
-        self.fallback = fallback
-
-    def __call__(self, retry_state: RetryCallState) -> float:
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
-        if isinstance(exc, _Transient) and exc.retry_after is not None:
-            return min(exc.retry_after, RETRY_AFTER_CAP)
-        return self.fallback(retry_state)
-
-
 class TEIEmbedder:
     """A TEI 1.x server behind the `Embedder` interface (see the module docstring).
 
@@ -134,8 +123,14 @@ class TEIEmbedder:
     when in-flight inputs exceed it). `model_name` overrides the server's
     `model_id` (e.g. when TEI serves a local path) to find the model's query
     instruction in `KNOWN_MODELS`. `truncate=None` leaves truncation to the
-    server's `--auto-truncate`. Retries wait `retry_initial_wait` doubling up to
-    `retry_max_wait` (with full jitter), or what a Retry-After header says.
+    server's `--auto-truncate`.
+
+    Backpressure (`ingest.embedders.pressure`): each 429 or 503 halves the requests
+    in flight, which grow again by one per round of answers; a retry waits at least
+    `retry_initial_wait` (even after `Retry-After: 0`), doubling up to
+    `retry_max_wait`, jittered, or longer if Retry-After says so; a request gives
+    up only after `retry_budget` seconds of trying. `retry_counts()` says how many
+    retries there were, by cause.
     """
 
     def __init__(
@@ -146,7 +141,7 @@ class TEIEmbedder:
         batch_size: int | None = None,
         max_batch_chars: int | None = None,
         timeout: float = 60.0,
-        max_retries: int = 8,
+        retry_budget: float = 600.0,
         retry_initial_wait: float = 0.5,
         retry_max_wait: float = 30.0,
         truncate: bool | None = True,
@@ -165,12 +160,14 @@ class TEIEmbedder:
         self._tokenizer = load_token_counter(tokenizer) if tokenizer else None
         if max_concurrency < 1 or (batch_size is not None and batch_size < 1):
             raise EmbedderError("TEIEmbedder needs max_concurrency >= 1 and batch_size >= 1")
+        if retry_budget <= 0:
+            raise EmbedderError(f"the TEI retry budget must be positive, got {retry_budget} s")
         self.url = redact_url(url)
-        self.max_retries = max_retries
+        self.retry_budget = retry_budget
         self.truncate = truncate
-        backoff = wait_random_exponential(multiplier=retry_initial_wait, max=retry_max_wait)
-        self._wait = _WaitRetryAfter(backoff)
-        self._semaphore = asyncio.Semaphore(1)  # until /info says how many batches fit
+        self._wait = Backoff(retry_initial_wait, retry_max_wait, cap=RETRY_AFTER_CAP)
+        self._retries: Counter[str] = Counter()
+        self._limit = AdaptiveLimit(1)  # until /info says how many batches fit
         all_headers = dict(headers or {})
         if api_key:
             all_headers["authorization"] = f"Bearer {api_key}"
@@ -191,7 +188,7 @@ class TEIEmbedder:
                 self.info.max_batch_tokens * CHARS_PER_TOKEN, MAX_REQUEST_CHARS
             )
             self.max_concurrency = self._fit_concurrency(max_concurrency)
-            self._semaphore = asyncio.Semaphore(self.max_concurrency)
+            self._limit = AdaptiveLimit(self.max_concurrency)
             self._dimension = self._loop.run(self._probe_dimension())
             self.spec = self._make_spec(model_name or self.info.model_id, query_instruction)
         except BaseException:
@@ -318,30 +315,37 @@ class TEIEmbedder:
             )
 
     # -- HTTP ------------------------------------------------------------------
+    def retry_counts(self) -> dict[str, int]:
+        """Requests retried so far, by cause: a status ("429", "503", ...), "timeout", "connection"."""
+        return dict(self._retries)
+
     async def _retrying(self, what: str, call: Callable[[], Awaitable[T]], attempts: int | None = None) -> T:
-        """Run `call` under the concurrency limit, retrying transient failures; the
-        limit is held through the backoff so an overloaded server sees fewer requests."""
-        attempts = attempts or self.max_retries + 1
+        """Run `call` under the adaptive limit, retrying transient failures for up to
+        the time budget (or `attempts`, for the start-up calls). The slot is held
+        through the backoff, so an overloaded server sees fewer requests."""
+        started = time.monotonic()
         retrying = AsyncRetrying(
             retry=retry_if_exception_type((_Transient, *TRANSIENT_ERRORS)),
-            stop=stop_after_attempt(attempts),
+            stop=stop_after_attempt(attempts) if attempts else stop_after_delay(self.retry_budget),
             wait=self._wait,
             before_sleep=self._log_retry,
             reraise=True,
         )
         try:
-            async with self._semaphore:
+            async with self._limit:
                 async for attempt in retrying:
                     with attempt:
-                        return await call()
+                        result = await call()
+                await self._limit.succeeded()
+                return result
         except _Transient as exc:
             raise EmbedderError(
-                f"TEI server {self.url} still answered {exc.status} to {what} after {attempts} "
-                f"attempts: {exc.message}"
+                f"TEI server {self.url} still answered {exc.status} to {what} after "
+                f"{tried(started, attempts)}: {exc.message}"
             ) from exc
         except TRANSIENT_ERRORS as exc:
             raise EmbedderError(
-                f"TEI server {self.url} failed {what} after {attempts} attempts "
+                f"TEI server {self.url} failed {what} after {tried(started, attempts)} "
                 f"({type(exc).__name__}: {exc}); check the URL and that the server is up"
             ) from exc
         except httpx.HTTPError as exc:
@@ -353,6 +357,9 @@ class TEIEmbedder:
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
+        self._retries[cause(exc)] += 1
+        if isinstance(exc, _Transient) and exc.status in OVERLOAD_STATUSES:
+            self._limit.overloaded()
         # INFO, not WARNING: 429s are how a busy TEI asks for backpressure.
         log.info(
             "TEI %s: %s: %s; retry %d in %.2fs", self.url, type(exc).__name__, exc, state.attempt_number, wait

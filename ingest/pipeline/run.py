@@ -198,6 +198,8 @@ def run_pipeline(
     # An invalid row keeps the version already indexed (its id counts as seen); an
     # empty article is not seen, so a reindex deletes it.
     invalid_ids: list[str] = []
+    retry_counts = getattr(embedder, "retry_counts", None)  # backends that retry say how often, by cause
+    retried_before = retry_counts() if retry_counts is not None else {}
     try:
         articles = articles_from_rows(rows, summary, dead_letters, invalid_ids)
         for item in windows(articles, chunker, window, summary, manifest, store, track_seen=track_seen):
@@ -222,4 +224,8 @@ def run_pipeline(
             raise stage.error
     if dead_letters.count:
         summary.dead_letter = dead_letters.where
+    if retry_counts is not None:
+        after = retry_counts()
+        summary.retries = {cause: n - retried_before.get(cause, 0) for cause, n in after.items()
+                           if n > retried_before.get(cause, 0)}
     return summary

@@ -98,13 +98,19 @@ def run_report(
     characters = sum(r.summary.characters for r in results)
     points = sum(r.summary.points_written for r in results)
     rejected = sum(r.summary.rejected_chunks for r in results)
-    invalid = sum(r.summary.invalid for r in results)
+    invalid = sum(r.summary.invalid + r.summary.unreadable for r in results)
+    duplicates = sum(r.summary.duplicates for r in results)
+    retries: dict[str, int] = {}
+    for r in results:
+        for cause, n in (r.summary.retries or {}).items():
+            retries[cause] = retries.get(cause, 0) + n
     wall = max(wall_seconds, 1e-9)
     gpus = max(gpus, 1)
     gpu_seconds = gpus * wall_seconds
     lines = [
         f"shards               {len(results):,} done" + (f", {len(failed):,} failed" if failed else ""),
-        f"articles             {articles:,} ({invalid:,} invalid)",
+        f"articles             {articles:,} ({invalid:,} invalid" + (f", {duplicates:,} duplicate ids" if duplicates
+                                                                   else "") + ")",
         f"chunks               {chunks:,} ({points:,} points written, {rejected:,} rejected)",
         f"characters           {characters:,}",
         f"wall time            {_duration(wall_seconds)} ({wall_seconds:,.1f} s)",
@@ -113,6 +119,8 @@ def run_report(
         f"GPU-seconds          {gpu_seconds:,.0f} ({gpu_seconds / 3600:,.2f} GPU-hours)",
         f"estimated cost       ${gpu_seconds / 3600 * gpu_price_per_hour:,.2f} at ${gpu_price_per_hour:.4f}/GPU-hour",
     ]
+    if retries:
+        lines.append("embedder retries     " + ", ".join(f"{c} {n:,}" for c, n in sorted(retries.items())))
     for (start, stop), message in sorted((failed or {}).items()):
         lines.append(f"failed shard [{start}, {stop}): {message}")
     return "\n".join(lines)

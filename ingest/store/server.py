@@ -117,7 +117,10 @@ class ServerStore:
     def connect(cls, url: str, *, collection: str, api_key: str | None = None, prefer_grpc: bool = True,
                 timeout: int = 120, location: str | None = None, layout: ServerLayout = ServerLayout()
                 ) -> "ServerStore":
-        client = QdrantClient(url=url, api_key=api_key, prefer_grpc=prefer_grpc, timeout=timeout)
+        # No version check on connect: it warns on stderr when the server is unreachable (the first
+        # call fails then, in one line); `preflight` checks the server's version itself.
+        client = QdrantClient(url=url, api_key=api_key, prefer_grpc=prefer_grpc, timeout=timeout,
+                              check_compatibility=False)
         return cls(client, collection, location=location or url, layout=layout)
 
     def at(self, collection: str) -> "ServerStore":
