@@ -193,9 +193,12 @@ def add_rebuild_args(parser: argparse.ArgumentParser, env: Mapping[str, str] = o
                              "(env INGEST_INDEX_WAIT; default %(default)s)")
 
 
-def add_embedder_args(parser: argparse.ArgumentParser, env: Mapping[str, str] = os.environ) -> None:
+def add_embedder_args(parser: argparse.ArgumentParser, env: Mapping[str, str] = os.environ, *,
+                      retry_budget: float | None = None) -> None:
+    """`retry_budget`: the default of --tei-retry-budget (a search answers a person, so
+    it gives up in seconds where a run waits minutes)."""
     group = parser.add_argument_group("embedder")
-    d = EmbedderSettings()
+    d = EmbedderSettings() if retry_budget is None else EmbedderSettings(tei_retry_budget=retry_budget)
     group.add_argument("--embedder", choices=EMBEDDERS, default=env_default(env, "EMBEDDER", d.embedder),
                        help="embedding backend (env EMBEDDER; default %(default)s)")
     group.add_argument("--model", default=env_default(env, "EMBED_MODEL", None),

@@ -20,6 +20,7 @@ it made its embedder itself; a searcher given an embedder of another model refus
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Callable, Sequence
@@ -85,6 +86,7 @@ class Searcher:
         self._embedder_for = embedder_for  # None: the embedder was given, and is kept
         self._owns_store = owns_store
         self._checked = time.monotonic()
+        self._moving = threading.Lock()  # one thread follows a moved alias; searches go on meanwhile
 
     @classmethod
     def open(
@@ -215,11 +217,12 @@ class Searcher:
 
     def _search(self, query: str, k: int, mode: str, score_threshold: float | None,
                 where: PayloadFilter | None, max_per_article: int | None) -> list[Hit]:
-        dense = self.embedder.embed_queries([query])[0]
-        sparse = lexical.query_vector(query, self.spec.sparse) if mode == "hybrid" else None
+        store, embedder, spec = self.store, self.embedder, self.spec  # one collection, even if the alias moves
+        dense = embedder.embed_queries([query])[0]
+        sparse = lexical.query_vector(query, spec.sparse) if mode == "hybrid" else None
         # A threshold drops fused hits after the fact: fetch more, so k can still be met.
         limit = k if score_threshold is None or mode == "dense" else 2 * k + 10
-        found = self.store.search(dense, sparse=sparse, limit=limit, where=where,
+        found = store.search(dense, sparse=sparse, limit=limit, where=where,
                                   score_threshold=score_threshold, group_size=max_per_article)
         hits = [hit for hit in found if score_threshold is None or hit.similarity >= score_threshold][:k]
         return [
@@ -275,6 +278,14 @@ class Searcher:
         now = time.monotonic()
         if not force and now - self._checked < self.refresh_seconds:
             return
+        if not self._moving.acquire(blocking=force):
+            return  # another search is following it
+        try:
+            self._follow(now)
+        finally:
+            self._moving.release()
+
+    def _follow(self, now: float) -> None:
         self._checked = now
         collection = self.store.resolve(self.name).collection
         if collection is None or collection == self.store.collection:

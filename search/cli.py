@@ -46,6 +46,7 @@ from search.options import (
     searcher_command,
 )
 from search.server import (
+    DEFAULT_MAX_CONCURRENT,
     DEFAULT_MAX_QUERY_CHARS,
     TOKEN_ENV,
     is_loopback,
@@ -206,6 +207,10 @@ def build_serve_parser(env: dict[str, str] | None = None) -> argparse.ArgumentPa
     parser.add_argument("--max-query-chars", type=_whole_number(1),
                         default=env_default(env, "SEARCH_MAX_QUERY_CHARS", DEFAULT_MAX_QUERY_CHARS, int),
                         help="longer queries get 413 (env SEARCH_MAX_QUERY_CHARS; default %(default)s)")
+    parser.add_argument("--max-concurrent", type=_whole_number(1),
+                        default=env_default(env, "SEARCH_MAX_CONCURRENT", DEFAULT_MAX_CONCURRENT, int),
+                        help="searches at once; more wait their turn (env SEARCH_MAX_CONCURRENT; default "
+                             "%(default)s)")
     add_searcher_args(parser, env)
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only (no access log)")
     return parser
@@ -238,7 +243,8 @@ def serve(argv: Sequence[str]) -> int:
         token = None
     try:
         with Searcher.open(stores, embedders) as searcher:
-            app = make_app(searcher, token=token, max_query_chars=args.max_query_chars)
+            app = make_app(searcher, token=token, max_query_chars=args.max_query_chars,
+                           max_concurrent=args.max_concurrent)
             try:
                 server = make_server(app, args.host, args.port)
             except OSError as exc:

@@ -25,9 +25,14 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 OpenSearcher = Callable[[], Searcher]
 
 
+SEARCH_RETRY_BUDGET = 10.0
+
+
 def add_searcher_args(parser: argparse.ArgumentParser, env: Mapping[str, str] = os.environ) -> None:
-    """The embedder and store flags (with their environment fallbacks) and -v."""
-    add_embedder_args(parser, env)
+    """The embedder and store flags (with their environment fallbacks) and -v. A
+    query's request to TEI is retried for SEARCH_RETRY_BUDGET seconds at most, not
+    the run's minutes: the caller gets a 503 while it can still do something else."""
+    add_embedder_args(parser, env, retry_budget=SEARCH_RETRY_BUDGET)
     add_store_args(parser, env)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
 

@@ -65,11 +65,14 @@ def parse_search(fields: Mapping[str, Any], *, max_query_chars: int = DEFAULT_MA
         raise HTTPError(400, f"query must be a string, got {_kind(query)}")
     if not query.strip():
         raise HTTPError(400, "the query is empty")
+    _unicode("query", query)
     if len(query) > max_query_chars:
         raise HTTPError(413, f"the query is {len(query):,} characters long; the limit is {max_query_chars:,}")
     mode = fields.get("mode")
     if mode is not None and not isinstance(mode, str):
         raise HTTPError(400, f"mode must be a string ({' or '.join(MODES)}), got {_kind(mode)}")
+    if mode is not None:
+        _unicode("mode", mode)
     threshold = fields.get("score_threshold")
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
                                   or not math.isfinite(threshold)):
@@ -145,7 +148,18 @@ def _strings(fields: Mapping[str, Any], name: str) -> tuple[str, ...] | None:
         raise HTTPError(400, f"{name} must be a list of strings, got {_kind(values)}")
     if not values or not all(v.strip() for v in values):
         raise HTTPError(400, f"{name} must hold at least one value, and no empty one")
+    for value in values:
+        _unicode(name, value)
     return tuple(values)
+
+
+def _unicode(name: str, value: str) -> None:
+    """JSON may spell a lone surrogate ("\\ud800"), which is no character at all."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise HTTPError(400, f"{name} holds a lone surrogate ({value[exc.start]!r} at {exc.start}): send valid "
+                             "Unicode") from None
 
 
 def _kind(value: Any) -> str:

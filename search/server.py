@@ -11,17 +11,21 @@ web framework to install.
 
 A search answers `{"query", "k", "mode", "took_ms", "hits": [...]}`, plus `"context"`
 (a numbered RAG context block) when `context_chars` is given. Every error is
-`{"error": message}`: 400 a bad query, 401 a missing or wrong bearer token (with
-`WWW-Authenticate: Bearer`), 404, 405 (with `Allow`), 411, 413 a query over
-`max_query_chars` or a body over `max_body_bytes`, 503 the backend failed.
+`{"error": message}`: 400 a bad query (malformed JSON of any kind, lone surrogates
+included), 401 a missing or wrong bearer token (with `WWW-Authenticate: Bearer`),
+404, 405 (with `Allow`), 411, 413 a query over `max_query_chars` or a body over
+`max_body_bytes`, 503 the embedder or the store failed (which one, never its
+address: the server's log has the details). `/health` checks both and answers 503
+when either fails.
 
 >>> app = make_app(searcher, token=os.environ["SEARCH_API_TOKEN"])   # doctest: +SKIP
 >>> server = make_server(app, "127.0.0.1", 8000)                     # doctest: +SKIP
 >>> serve_until_stopped(server)                                      # doctest: +SKIP
 
-Searches go through one lock: local-mode Qdrant and an in-process model are not
-safe to share between threads, and a searcher may move to a new collection (an
-alias that moved) in the middle of a search.
+Up to `max_concurrent` searches run at once (the embedded store and a TEI or Modal
+embedder take concurrent calls; an in-process model runs one forward pass at a
+time itself); the server's threads are a bounded pool, and connections beyond it
+wait in the listen queue.
 """
 
 from __future__ import annotations
@@ -35,12 +39,13 @@ import socket
 import socketserver
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from typing import Any, Callable, Iterable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 from wsgiref.simple_server import make_server as _wsgiref_server
 
-from ingest.errors import IngestError
+from ingest.errors import EmbedderError, IngestError
 from search.api import Searcher, SearchError
 from search.context import build_context
 from search.openapi import openapi_document
@@ -59,6 +64,10 @@ log = logging.getLogger("search.server")
 access_log = logging.getLogger("search.access")
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
+DEFAULT_MAX_CONCURRENT = 4  # searches at once
+HEALTH_SECONDS = 10.0  # how long a health check's answer is reused
+SERVER_THREADS = 32  # connections handled at once; more wait in the listen queue
+LISTEN_QUEUE = 128
 DRAIN_LIMIT = 1024 * 1024  # an oversized body up to this size is read away, so the client gets the 413
 TOKEN_ENV = "SEARCH_API_TOKEN"
 BODY_READ = "search.body_read"  # environ key: the request body was consumed
@@ -70,15 +79,17 @@ class SearchApp:
     """The WSGI application; build it with `make_app`."""
 
     def __init__(self, searcher: Searcher, *, token: str | None, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS,
-                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_concurrent: int = DEFAULT_MAX_CONCURRENT) -> None:
         if token is not None and not token.strip():
             raise ValueError("the token is empty: give a real one, or None for a server without authentication")
-        if max_query_chars < 1 or max_body_bytes < 1:
-            raise ValueError("max_query_chars and max_body_bytes must be at least 1")
+        if max_query_chars < 1 or max_body_bytes < 1 or max_concurrent < 1:
+            raise ValueError("max_query_chars, max_body_bytes and max_concurrent must be at least 1")
         self.searcher = searcher
         self._token = token.strip().encode() if token is not None else None
         self.max_query_chars, self.max_body_bytes = max_query_chars, max_body_bytes
-        self._lock = threading.Lock()  # one search at a time: see the module docstring
+        self._slots = threading.BoundedSemaphore(max_concurrent)  # searches at once: see the module docstring
+        self._health_lock = threading.Lock()
+        self._health_checked: tuple[float, dict] | None = None
         self._routes: dict[str, dict[str, Callable[[dict], dict]]] = {
             "/health": {"GET": self._health},
             "/openapi.json": {"GET": self._openapi},
@@ -99,7 +110,7 @@ class SearchApp:
             if handler is None:
                 allowed = ", ".join(route)
                 raise HTTPError(405, f"{path} answers {allowed}, not {_show(method)}", [("Allow", allowed)])
-            status, payload = 200, handler(environ)
+            status, payload = handler(environ)
         except HTTPError as exc:
             status, payload, headers = exc.status, {"error": exc.message}, exc.headers
         except Exception:
@@ -118,39 +129,62 @@ class SearchApp:
         return [body]
 
     # -- routes --------------------------------------------------------------------------
-    def _health(self, environ: dict) -> dict:
+    def _health(self, environ: dict) -> tuple[int, dict]:
+        """Whether the store and the embedder answer (checked at most every
+        HEALTH_SECONDS, not on every probe); 503 when either does not."""
+        now = time.monotonic()
+        with self._health_lock:
+            if self._health_checked is None or now - self._health_checked[0] >= HEALTH_SECONDS:
+                self._health_checked = (now, self._check_backends())
+            checks = self._health_checked[1]
         searcher = self.searcher
-        return {"status": "ok", "collection": searcher.name, "physical_collection": searcher.store.collection,
-                "model": searcher.spec.model.name, "dimension": searcher.spec.dimension,
-                "auth": self._token is not None}
+        healthy = all(value == "ok" for value in checks.values())
+        return (200 if healthy else 503), {
+            "status": "ok" if healthy else "unavailable", **checks, "collection": searcher.name,
+            "physical_collection": searcher.store.collection, "model": searcher.spec.model.name,
+            "dimension": searcher.spec.dimension, "auth": self._token is not None}
 
-    def _openapi(self, environ: dict) -> dict:
-        return openapi_document(max_query_chars=self.max_query_chars, max_body_bytes=self.max_body_bytes,
-                                auth=self._token is not None)
+    def _check_backends(self) -> dict[str, str]:
+        checks = {}
+        for part, probe in (("store", lambda: self.searcher.store.exists()),
+                            ("embedder", lambda: self.searcher.embedder.embed_queries(["health check"]))):
+            try:
+                checks[part] = "ok" if probe() is not False else "unavailable"
+            except Exception as exc:  # noqa: BLE001 - reported as unavailable, logged with its details
+                log.error("health check: the %s failed: %s", part, exc)
+                checks[part] = "unavailable"
+        return checks
 
-    def _search_get(self, environ: dict) -> dict:
+    def _openapi(self, environ: dict) -> tuple[int, dict]:
+        return 200, openapi_document(max_query_chars=self.max_query_chars, max_body_bytes=self.max_body_bytes,
+                                     auth=self._token is not None)
+
+    def _search_get(self, environ: dict) -> tuple[int, dict]:
         self._authorise(environ)
-        return self._search(parse_query_string(environ.get("QUERY_STRING", ""), max_query_chars=self.max_query_chars))
+        return 200, self._search(parse_query_string(environ.get("QUERY_STRING", ""),
+                                                    max_query_chars=self.max_query_chars))
 
-    def _search_post(self, environ: dict) -> dict:
+    def _search_post(self, environ: dict) -> tuple[int, dict]:
         self._authorise(environ)
         body = self._read_json(environ)
         if not isinstance(body, dict):
             raise HTTPError(400, 'the body must be a JSON object such as {"query": "...", "k": 5}, '
                                  f"got {_kind(body)}")
-        return self._search(parse_search(body, max_query_chars=self.max_query_chars))
+        return 200, self._search(parse_search(body, max_query_chars=self.max_query_chars))
 
     def _search(self, request: SearchRequest) -> dict:
         started = time.perf_counter()
         try:
-            with self._lock:
+            with self._slots:
                 hits = self.searcher.search(request.query, k=request.k, **request.search_options())
             context = self._context(hits, request.context_chars) if request.context_chars else None
         except SearchError as exc:  # the searcher refused the arguments
             raise HTTPError(400, str(exc)) from exc
-        except IngestError as exc:  # Qdrant or the embedder failed
-            log.error("search failed: %s", exc)
-            raise HTTPError(503, f"the search backend failed: {exc}") from exc
+        except IngestError as exc:  # Qdrant or the embedder failed: which one, never where it lives
+            part = "the embedder" if isinstance(exc, EmbedderError) else "the store"
+            log.error("search failed: %s: %s", part, exc)
+            raise HTTPError(503, f"the search backend is unavailable ({part} failed; the server's log says "
+                                 "more): try again later") from exc
         answer = {"query": request.query, "k": request.k, "mode": self._mode(request),
                   "took_ms": round((time.perf_counter() - started) * 1000, 1),
                   "hits": [hit.to_dict() for hit in hits]}
@@ -226,11 +260,12 @@ def _discard_body(environ: dict) -> None:
 
 
 def make_app(searcher: Searcher, *, token: str | None, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS,
-             max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> SearchApp:
+             max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_concurrent: int = DEFAULT_MAX_CONCURRENT) -> SearchApp:
     """The WSGI application for `searcher`. `token`: the bearer token `/search` asks
     for; None serves it without authentication (for loopback use only: the command
     line refuses anything else)."""
-    return SearchApp(searcher, token=token, max_query_chars=max_query_chars, max_body_bytes=max_body_bytes)
+    return SearchApp(searcher, token=token, max_query_chars=max_query_chars, max_body_bytes=max_body_bytes,
+                     max_concurrent=max_concurrent)
 
 
 # -- serving with the standard library -------------------------------------------------
@@ -244,10 +279,49 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
-    """wsgiref's server, one thread per request (searches still take the app's lock)."""
+class ThreadingWSGIServer(WSGIServer):
+    """wsgiref's server with a bounded pool of SERVER_THREADS threads: 300 idle
+    connections do not make 300 threads; those beyond the pool wait their turn."""
 
-    daemon_threads = True
+    request_queue_size = LISTEN_QUEUE  # the listen backlog (socketserver's default is 5)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=SERVER_THREADS, thread_name_prefix="search-http")
+        self._open: set[Any] = set()  # connections accepted and not yet closed
+        self._open_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        self._pool.submit(self._handle, request, client_address)
+
+    def _handle(self, request: Any, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:  # noqa: BLE001 - socketserver's own reporting, as ThreadingMixIn does
+            self.handle_error(request, client_address)
+        finally:
+            self._close(request)
+
+    def _close(self, request: Any) -> None:
+        with self._open_lock:
+            if request not in self._open:
+                return
+            self._open.discard(request)
+        self.shutdown_request(request)
+
+    @property
+    def pool_threads(self) -> int:
+        return len(self._pool._threads)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._open_lock:
+            waiting = list(self._open)
+        for request in waiting:  # those still queued for a thread, or idle in one
+            self._close(request)
 
     def server_bind(self) -> None:
         # As WSGIServer.server_bind, without HTTPServer's reverse DNS lookup of the
@@ -265,11 +339,13 @@ class QuietHandler(WSGIRequestHandler):
     """One access-log line per request, through `logging` (the path only: the query
     string holds the user's query; the token is in a header, never logged)."""
 
-    timeout = 60  # seconds a client may take to send its request: a stalled one frees its thread
+    timeout = 15  # seconds a client may take to send its request: a stalled one frees its pool thread
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        access_log.info('%s "%s %s" %s %s', self.client_address[0], self.command,
-                        (self.path or "").split("?", 1)[0], code, size)
+        # A malformed or oversized request line is answered (400, 414) before it has a command or a path.
+        path = (getattr(self, "path", None) or "-").split("?", 1)[0]
+        access_log.info('%s "%s %s" %s %s', self.client_address[0], getattr(self, "command", None) or "-",
+                        "".join(c if c.isprintable() else "?" for c in path[:200]), code, size)
 
     def log_message(self, format: str, *args: Any) -> None:  # http.server's own errors (bad request lines)
         access_log.warning("%s %s", self.client_address[0], format % args)

@@ -13,6 +13,7 @@ import queue
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -25,7 +26,7 @@ from wsgiref.util import setup_testing_defaults
 import pytest
 
 from ingest.chunking import ChunkingSettings
-from ingest.errors import StoreError
+from ingest.errors import EmbedderError, StoreError
 from ingest.sync import run_ingest
 from ingest.settings import IngestSettings, StoreSettings
 from search import Searcher
@@ -207,7 +208,8 @@ def test_searches_without_the_right_token_are_401(server, token, headers, messag
 def test_health_and_openapi_need_no_token(server, searcher):
     health = call(server, "GET", "/health", token=None)
     assert health.status == 200
-    assert health.json == {"status": "ok", "collection": "wiki", "physical_collection": searcher.store.collection,
+    assert health.json == {"status": "ok", "store": "ok", "embedder": "ok", "collection": "wiki",
+                           "physical_collection": searcher.store.collection,
                            "model": "sentence-transformers/all-MiniLM-L6-v2", "dimension": 384, "auth": True}
     assert call(server, "GET", "/openapi.json", token=None).status == 200
 
@@ -303,11 +305,12 @@ class FakeSearcher:
 
     name = "wiki"
     default_mode = "dense"
-    store = types.SimpleNamespace(collection="wiki_1")
     spec = types.SimpleNamespace(model=types.SimpleNamespace(name="fake/model"), dimension=3)
 
     def __init__(self, error: Exception | None = None, seconds: float = 0.0):
         self.error, self.seconds = error, seconds
+        self.store = types.SimpleNamespace(collection="wiki_1", exists=lambda: True)
+        self.embedder = types.SimpleNamespace(embed_queries=lambda texts: self.search(texts[0]))
         self.running = self.most_at_once = 0
         self.guard = threading.Lock()
 
@@ -337,27 +340,75 @@ def wsgi_call(app, method, path, *, body=b"", token=TOKEN, length=True):
     return int(seen["status"].split()[0]), seen["headers"], json.loads(b"".join(chunks))
 
 
-def test_searches_are_serialised_by_one_lock():
-    fake = FakeSearcher(seconds=0.05)
-    server, stop = serving(make_app(fake, token=TOKEN))
+def test_searches_run_concurrently_up_to_the_limit():
+    fake = FakeSearcher(seconds=0.2)
+    server, stop = serving(make_app(fake, token=TOKEN, max_concurrent=3))
     try:
+        call(server, "GET", "/health", token=None)  # checked once now, then reused for HEALTH_SECONDS
         answers = []
-        threads = [threading.Thread(target=lambda: answers.append(get(server, "q=HAL").status)) for _ in range(6)]
+        threads = [threading.Thread(target=lambda: answers.append(get(server, "q=HAL").status)) for _ in range(9)]
+        started = time.monotonic()
         for thread in threads:
             thread.start()
         health = call(server, "GET", "/health", token=None)  # answered while searches queue
         for thread in threads:
             thread.join()
+        took = time.monotonic() - started
     finally:
         stop()
-    assert answers == [200] * 6 and health.status == 200
-    assert fake.most_at_once == 1
+    assert answers == [200] * 9 and health.status == 200
+    assert fake.most_at_once == 3 and took < 9 * 0.2  # three at a time, not one
+
+
+def test_an_outage_is_a_quick_503_that_names_the_part_not_its_address_and_health_says_so(caplog):
+    down = FakeSearcher(EmbedderError("TEI server http://10.0.0.7:8080 still answered 503 to POST /embed"))
+    app = make_app(down, token=TOKEN)
+    status, _, body = wsgi_call(app, "POST", "/search", body=b'{"query": "HAL"}')
+    assert status == 503 and "the embedder failed" in body["error"] and "10.0.0.7" not in body["error"]
+    status, _, body = wsgi_call(app, "GET", "/health", token=None)
+    assert (status, body["status"], body["embedder"], body["store"]) == (503, "unavailable", "unavailable", "ok")
+    assert "10.0.0.7" not in json.dumps(body) and "10.0.0.7" in caplog.text  # the log has the details
+
+
+def test_malformed_request_lines_get_their_answer_and_lone_surrogates_are_400(caplog):
+    server, stop = serving(make_app(FakeSearcher(), token=TOKEN))
+    try:
+        host, port = server.server_address[:2]
+        for line in (b"GARBAGE\r\n\r\n", b"GET /" + b"x" * 70000 + b" HTTP/1.1\r\n\r\n"):
+            with socket.create_connection((host, port), timeout=10) as raw:
+                raw.sendall(line)
+                answer = b""
+                while chunk := raw.recv(65536):
+                    answer += chunk
+                assert b"400" in answer or b"414" in answer  # answered, not dropped
+        answer = post(server, '{"query": "HAL \\ud800"}')
+        assert answer.status == 400 and "lone surrogate" in answer.json["error"]
+        answer = post(server, '{"query": "HAL", "titles": ["\\udfff"]}')
+        assert answer.status == 400 and "titles holds a lone surrogate" in answer.json["error"]
+    finally:
+        stop()
+    assert "AttributeError" not in caplog.text
+
+
+def test_the_server_keeps_a_bounded_pool_of_threads():
+    server, stop = serving(make_app(FakeSearcher(), token=TOKEN))
+    try:
+        host, port = server.server_address[:2]
+        idle = [socket.create_connection((host, port), timeout=10) for _ in range(100)]
+        time.sleep(0.3)
+        assert 0 < server.pool_threads <= 32 and server.request_queue_size >= 128
+        for sock in idle:
+            sock.close()
+        assert get(server, "q=HAL").status == 200  # still answering
+    finally:
+        stop()
 
 
 def test_backend_failures_are_503_and_surprises_500_without_details(caplog):
     status, _, body = wsgi_call(make_app(FakeSearcher(StoreError("Qdrant at http://q:6333 is down")), token=TOKEN),
                                 "POST", "/search", body=b'{"query": "HAL"}')
-    assert (status, body) == (503, {"error": "the search backend failed: Qdrant at http://q:6333 is down"})
+    assert (status, body) == (503, {"error": "the search backend is unavailable (the store failed; the server's log "
+                                             "says more): try again later"})
     status, _, body = wsgi_call(make_app(FakeSearcher(SearchError("mode 'x' is unknown")), token=TOKEN),
                                 "GET", "/search", body=b"", length=False)
     assert (status, body) == (400, {"error": "the query is missing: give it as 'query' in a JSON body, or ?q= in "

@@ -18,6 +18,7 @@ import logging
 import platform
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -169,6 +170,9 @@ class LocalEmbedder:
         if self.dtype == "float16":
             self.model.half()
         self.batch_size = batch_size
+        # One forward pass at a time: concurrent callers (the HTTP server's threads) share one model
+        # and its tokenizer, and on a CPU they would only split the same cores.
+        self._forward = threading.Lock()
         self._counter = None
         self.spec = self._spec(name, query_instruction)
         self._direct = None
@@ -212,7 +216,7 @@ class LocalEmbedder:
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.empty((0, self.spec.dimension), dtype=np.float32)
-        with self._precision():
+        with self._forward, self._precision():
             return self._encode_unchecked(texts)
 
     def _encode_unchecked(self, texts: Sequence[str]) -> np.ndarray:
