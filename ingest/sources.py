@@ -190,6 +190,11 @@ class _JsonLines:
         return count
 
 
+def _first_byte(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        return handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+
+
 def _datasets():
     import datasets  # heavy (pyarrow, pandas): imported only for hub, parquet, .json and saved sources
 
@@ -247,8 +252,9 @@ def _open_folder(path: Path) -> list[tuple[str, Any]]:
 
 
 def _part(builder: str, paths: list[Path]) -> Any:
-    """JSON-lines files read here; the rest streamed by `datasets`."""
-    if builder == "jsonl":
+    """JSON-lines files read here (a `.json` file of objects one a line too); the rest
+    (parquet, a `.json` array) streamed by `datasets`."""
+    if builder == "jsonl" or (builder == "json" and all(_first_byte(p) == b"{" for p in paths)):
         return _JsonLines(tuple(paths))
     return _datasets().load_dataset(builder, data_files=[str(p) for p in paths], split="train", streaming=True)
 

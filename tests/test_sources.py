@@ -146,3 +146,20 @@ def test_duplicate_ids_keep_the_first_row_and_are_reported_by_row():
     assert "appears again in row 2, after row 0: the first is kept" in sink.records[0]["message"]
     assert "title" in sink.records[1]["message"] and "invisible" in sink.records[1]["message"]
     assert "duplicate ids left out 1" in summary.report()
+
+
+def test_a_json_file_of_objects_one_a_line_is_read_line_by_line_and_an_array_by_datasets(tmp_path):
+    from ingest.pipeline.deadletters import MemorySink
+    from ingest.pipeline.run import articles_from_rows
+    from ingest.pipeline.summary import RunSummary
+    from ingest.sources import open_source
+
+    rows = [{"id": str(i), "url": "u", "title": f"T{i}", "text": "x"} for i in range(3)]
+    lines = [json.dumps(r) for r in rows]
+    (tmp_path / "lines.json").write_text(lines[0] + "\n{not json\n" + lines[1] + "\n" + lines[2] + "\n")
+    summary, sink = RunSummary(), MemorySink("test")
+    assert [a.id for a in articles_from_rows(open_source(str(tmp_path / "lines.json")), summary, sink)] == [
+        "0", "1", "2"]
+    assert summary.unreadable == 1 and "lines.json, line 2" in sink.records[0]["message"]
+    (tmp_path / "array.json").write_text(json.dumps(rows))
+    assert [row["id"] for row in open_source(str(tmp_path / "array.json"))] == ["0", "1", "2"]
