@@ -574,7 +574,8 @@ def opened_searchers(monkeypatch):
     import search.api
 
     opened = []
-    searcher = SimpleNamespace(name="wikipedia", store=SimpleNamespace(collection="wikipedia_2"),
+    searcher = SimpleNamespace(name="wikipedia", store=SimpleNamespace(collection="wikipedia_2", exists=lambda: True),
+                               embedder=SimpleNamespace(embed_queries=lambda texts: [[0.0] * 384]),
                                spec=SimpleNamespace(model=SimpleNamespace(name=MODEL), dimension=384))
     monkeypatch.setattr(search.api.Searcher, "open",
                         lambda store, embedder: opened.append((store, embedder)) or searcher)
