@@ -20,7 +20,7 @@ from ingest.crashpoints import crashpoint
 from ingest.embedders import Embedder, make_embedder
 from ingest.errors import RebuildError, SettingsError, StoreError
 from ingest.pipeline.deadletters import DeadLetterFile
-from ingest.pipeline.progress import Progress
+from ingest.progress import Progress
 from ingest.pipeline.run import run_pipeline
 from ingest.pipeline.summary import RunSummary
 from ingest.settings import IngestSettings, StoreSettings

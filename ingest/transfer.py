@@ -30,7 +30,7 @@ from ingest import lexical
 from ingest.chunking import embed_text
 from ingest.errors import SettingsError, StoreError
 from ingest.logs import report_failure, setup_logging
-from ingest.pipeline.progress import Progress
+from ingest.progress import Progress
 from ingest.settings import StoreSettings
 from ingest.state.files import open_manifest, remove_state, state_dir
 from ingest.state.rebuild import physical_name

@@ -105,7 +105,7 @@ class Searcher:
         embedder_settings = embedder_settings or EmbedderSettings()
         name = store_settings.collection
         owns_store = store is None
-        store = store or open_store(store_settings)
+        store = store or open_store(store_settings, create=False)
         try:
             collection = store.resolve(name).collection
             spec = store.at(collection).read_spec() if collection else None

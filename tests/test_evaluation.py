@@ -337,3 +337,24 @@ def test_compare_modes_asks_each_question_in_each_mode_in_turn():
     results = compare_modes(ModeSearcher(), questions, modes=("dense", "hybrid"), ks=(1,))
     assert asked == [("q1", "dense"), ("q1", "hybrid"), ("q2", "dense"), ("q2", "hybrid")]
     assert (results["dense"].recall[1], results["hybrid"].recall[1]) == (0.0, 1.0)
+
+
+def test_an_eval_on_a_partial_index_says_which_answers_are_missing_and_shows_progress(tiny_index, tmp_path,
+                                                                                    capsys, caplog):
+    settings, questions, _ = tiny_index
+    partial = tmp_path / "partial.jsonl"  # two answers that the tiny index does not hold
+    partial.write_text("".join(json.dumps({"question": q.question, "title": q.title}) + "\n" for q in questions[:3])
+                       + json.dumps({"question": "the tallest mountain in Africa", "title": "Mount Kenya"}) + "\n"
+                       + json.dumps({"question": "a red planet", "title": "Mars"}) + "\n", encoding="utf-8")
+    assert main(["--questions", str(partial), "--qdrant-path", settings.store.qdrant_path,
+                 "--collection", settings.store.collection, "--device", "cpu", "--json"]) == 0
+    assert "2 of the 5 answering articles are not in the collection (a partial index?), e.g. 'Mount Kenya', " \
+           "'Mars'" in caplog.text
+    assert "questions 5/5" in capsys.readouterr().err  # the progress line
+
+
+def test_searching_a_folder_without_a_store_does_not_make_one(tmp_path, caplog):
+    from search.cli import main as search_main
+
+    assert search_main(["--qdrant-path", str(tmp_path / "nothing"), "hal 9000"]) == 1
+    assert "no store at " in caplog.text and not (tmp_path / "nothing").exists()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from ingest.pipeline.progress import Progress, _eta
+from ingest.progress import Progress, _eta
 
 
 def test_the_eta_counts_the_chunks_still_being_embedded_after_the_last_article_is_read():

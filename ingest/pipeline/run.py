@@ -29,7 +29,6 @@ from ingest.chunking import Chunker
 from ingest.crashpoints import crashpoint
 from ingest.embedders.base import Embedder, PassageEmbeddings
 from ingest.pipeline.deadletters import DeadLetter, DeadLetterSink
-from ingest.pipeline.progress import Progress
 from ingest.pipeline.summary import RunSummary
 from ingest.pipeline.windows import (
     Finished,
@@ -38,9 +37,10 @@ from ingest.pipeline.windows import (
     stale_chunks,
     windows,
 )
+from ingest.progress import Progress
+from ingest.sources import BadRow
 from ingest.state.manifest import Manifest, ManifestRow
 from ingest.store import Store
-from ingest.sources import BadRow
 from schemas import Article, ValidationError, visible
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from ingest.embedders import Embedder, make_embedder
 from ingest.embedders.base import all_vectors
 from ingest.errors import CollectionMismatchError, SettingsError, SourceError
 from ingest.pipeline.deadletters import MemorySink
-from ingest.pipeline.progress import Progress
+from ingest.progress import Progress
 from ingest.pipeline.run import run_pipeline
 from ingest.pipeline.summary import RunSummary
 from ingest.settings import IngestSettings

@@ -19,9 +19,10 @@ __all__ = ["ChunkSelection", "PayloadFilter", "Resolved", "Store", "StoredHit", 
            "open_store"]
 
 
-def open_store(settings: StoreSettings, collection: str | None = None) -> Store:
+def open_store(settings: StoreSettings, collection: str | None = None, *, create: bool = True) -> Store:
     """A store bound to `collection` (default: the settings' name, as given: an alias,
-    usually; `store.at(store.resolve(name).collection)` follows it)."""
+    usually; `store.at(store.resolve(name).collection)` follows it). `create=False`
+    (search) refuses a folder that holds no store rather than make an empty one."""
     collection = collection or settings.collection
     if settings.qdrant_url:
         return ServerStore.connect(settings.qdrant_url, collection=collection, api_key=settings.qdrant_api_key,
@@ -33,7 +34,7 @@ def open_store(settings: StoreSettings, collection: str | None = None) -> Store:
             f"{path} was written by an earlier version of this tool (qdrant-client's local mode, no longer "
             f"read): move it into the current engine, vectors and all, with `python -m ingest migrate "
             f"--qdrant-path {path}` (nothing is embedded again)")
-    return EdgeStore.open(path, collection=collection)
+    return EdgeStore.open(path, collection=collection, create=create)
 
 
 def open_live(settings: StoreSettings) -> Store:

@@ -53,7 +53,12 @@ from ingest.store.base import (
     capped,
     chunk_ref,
 )
-from ingest.store.points import dense_vector, hits_from, point_payloads, stored_chunk_vector
+from ingest.store.points import (
+    dense_vector,
+    hits_from,
+    point_payloads,
+    stored_chunk_vector,
+)
 from ingest.store.specs import check_compatible
 from schemas import Article, Chunk, CollectionSpec, SparseSpec
 
@@ -135,13 +140,16 @@ class EdgeStore:
         return self._sparse
 
     @classmethod
-    def open(cls, path: str | Path, *, collection: str) -> "EdgeStore":
+    def open(cls, path: str | Path, *, collection: str, create: bool = True) -> "EdgeStore":
         if q is None:
             raise StoreError("the embedded store needs qdrant-edge-py: pip install qdrant-edge-py")
         if str(path) == ":memory:":
             return cls(_Folder(Path(tempfile.mkdtemp(prefix="qdrant-edge-")) / "edge", temporary=True),
                        collection, location=":memory:")
         root = Path(path) / "edge"
+        if not create and not root.is_dir():
+            raise StoreError(f"no store at {path}: build one with `python -m ingest` (or pass the --qdrant-path "
+                             "that holds it)")
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

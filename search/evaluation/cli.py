@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 from typing import Callable
 
 from ingest.errors import SettingsError
+from ingest.progress import Progress
 from search.evaluation.metrics import DEFAULT_KS
 from search.evaluation.questions import SAMPLE_QUESTIONS, load_questions
 from search.evaluation.runner import (
@@ -35,10 +37,12 @@ from search.evaluation.runner import (
     compare_modes,
     format_comparison,
     format_table,
+    unindexed_answers,
 )
 from search.options import add_searcher_args, searcher_command
 
 PROG = "python -m search eval"
+log = logging.getLogger("search.eval")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="retrieval mode(s); with several, each question is asked in each mode in turn and "
                              "the modes are compared in one table (default: the collection's default mode)")
     parser.add_argument("--json", action="store_true", help="one JSON object with every question's outcome")
+    parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     parser.add_argument("--misses", type=int, default=10, metavar="N",
                         help="list up to N questions whose article was not found (default %(default)s)")
     add_searcher_args(parser)
@@ -71,9 +76,16 @@ def _check(args: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace, open_searcher: Callable) -> int:
     questions = load_questions(args.questions)
+    log.info("opening the collection and the model")
     with open_searcher() as searcher:
+        missing = unindexed_answers(searcher.store, searcher.spec.dimension, questions)
+        if missing:
+            log.warning("%d of the %d answering articles are not in the collection (a partial index?), e.g. %s: "
+                        "their questions count as misses", len(missing), len({q.title for q in questions}),
+                        ", ".join(repr(t) for t in missing[:3]))
         modes = list(dict.fromkeys(args.mode or [searcher.default_mode]))
-        results = compare_modes(searcher, questions, modes=modes, ks=args.k, chunks=args.chunks)
+        results = compare_modes(searcher, questions, modes=modes, ks=args.k, chunks=args.chunks,
+                                progress=Progress(len(questions), enabled=not args.no_progress))
     if args.json:  # one mode: its report; several: {mode: report}
         reports = {mode: {"mode": mode, **result.to_dict()} for mode, result in results.items()}
         print(json.dumps(reports if len(reports) > 1 else reports[modes[0]], ensure_ascii=False))

@@ -10,7 +10,11 @@ import time
 from dataclasses import replace
 from typing import Callable, Iterable, Protocol, Sequence
 
+import numpy as np
+
 from ingest.errors import SettingsError
+from ingest.progress import Progress
+from ingest.store import PayloadFilter
 from search.evaluation.metrics import DEFAULT_KS, EvalResult, evaluate
 from search.evaluation.questions import Question
 
@@ -51,9 +55,18 @@ def run_eval(searcher: _SearcherLike, questions: Sequence[Question], *, ks: Sequ
     return compare_modes(searcher, questions, modes=(mode,), ks=ks, chunks=chunks, clock=clock)[mode]
 
 
+def unindexed_answers(store, dimension: int, questions: Sequence[Question]) -> list[str]:
+    """The answering titles that no point of the collection has (a partial index, or
+    questions written for another corpus): recall counts their questions as misses."""
+    probe = np.ones(dimension, dtype=np.float32)
+    titles = list(dict.fromkeys(q.title for q in questions))
+    return [t for t in titles if not store.search(probe, limit=1, where=PayloadFilter(titles=(t,)))]
+
+
 def compare_modes(searcher: _SearcherLike, questions: Sequence[Question], *, modes: Sequence[str | None],
                   ks: Sequence[int] = DEFAULT_KS, chunks: int | None = None,
-                  clock: Callable[[], float] = time.perf_counter) -> dict[str | None, EvalResult]:
+                  clock: Callable[[], float] = time.perf_counter,
+                  progress: Progress | None = None) -> dict[str | None, EvalResult]:
     """`run_eval` for several retrieval modes in one pass: each question is asked in
     every mode in turn, so that the latencies compared share the machine's moods."""
     cutoff = max(ks)
@@ -71,6 +84,11 @@ def compare_modes(searcher: _SearcherLike, questions: Sequence[Question], *, mod
             articles = rank_articles(hits)
             short += len(hits) == chunks and len(articles) < cutoff
             rankings[mode].append(articles)
+        if progress is not None:
+            progress.tick(len(rankings[modes[-1]]), "questions")
+    if progress is not None:
+        progress.tick(len(questions), "questions", force=True)
+        progress.close()
     if short:
         log.warning("%d searches of %d got fewer than %d distinct articles from %d chunks: raise --chunks",
                     short, len(questions) * len(modes), cutoff, chunks)

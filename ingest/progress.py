@@ -29,12 +29,12 @@ def _eta(elapsed: float, articles: int, chunks: int, written: int, total: int | 
 class Progress:
     """Redraws one line on a terminal; prints a line every `log_every` seconds otherwise."""
 
-    def __init__(self, total: int | None, *, enabled: bool = True, stream: TextIO = sys.stderr,
+    def __init__(self, total: int | None, *, enabled: bool = True, stream: TextIO | None = None,
                  log_every: float = 10.0) -> None:
         self.total = total
         self.enabled = enabled
-        self.stream = stream
-        self.tty = stream.isatty()
+        self.stream = stream or sys.stderr  # looked up now: stderr may have been replaced since import
+        self.tty = self.stream.isatty()
         self.interval = 0.5 if self.tty else log_every
         self.started = time.perf_counter()
         self._last = 0.0
