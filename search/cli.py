@@ -5,6 +5,7 @@ Commands:
   serve   an HTTP search service: GET/POST /search, GET /health, GET /openapi.json
   eval    retrieval quality over a question file: recall@1/5/10, MRR and latency
   bench   query latency of each search option (modes, filters, caps, neighbours), side by side
+  mcp     the search and context tools of an MCP server, on stdio (the `mcp` extra)
 
   python -m search "the space film in which the computer HAL 9000 turns on its crew"
   python -m search -k 3 --json "who painted the Mona Lisa"     # one JSON object per hit
@@ -23,6 +24,7 @@ SIGTERM); 1 failed (the message names the problem); 2 bad usage.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -165,6 +167,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(argv[1:])
     if argv[:1] == ["bench"]:  # python -m search bench: latency per search option
         return bench.main(argv[1:])
+    if argv[:1] == ["mcp"]:  # python -m search mcp: the tools of an MCP server, on stdio
+        try:  # the optional `mcp` extra: loaded only for this command
+            server = importlib.import_module("search.mcp_server")
+        except ImportError as exc:
+            print(f"python -m search mcp: error: {exc}: pip install -e '.[mcp]'", file=sys.stderr)
+            return EXIT_USAGE
+        return server.main(argv[1:])
     return _search_main(argv)
 
 

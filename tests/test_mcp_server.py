@@ -1,0 +1,65 @@
+"""`python -m search mcp` through the official MCP client over stdio: the tools are
+listed with their schemas, answer with cited passages, and refuse bad arguments
+with a message that names them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+
+import pytest
+
+from ingest.settings import IngestSettings, StoreSettings
+from ingest.sources import sample_rows
+from ingest.sync import run_ingest
+
+TITLES = ("2001: A Space Odyssey", "Stanley Kubrick", "Mona Lisa", "Mount Everest")
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory, local_embedder):
+    tmp = tmp_path_factory.mktemp("mcp")
+    rows = {row["title"]: row for row in sample_rows()}
+    source = tmp / "rows.jsonl"
+    source.write_text("".join(json.dumps(rows[t]) + "\n" for t in TITLES), encoding="utf-8")
+    run_ingest(IngestSettings(source=str(source), progress=False, dead_letter=str(tmp / "dl.jsonl"),
+                              store=StoreSettings(qdrant_path=str(tmp / "q"), collection="wiki")),
+               embedder=local_embedder)
+    return str(tmp / "q")
+
+
+def test_an_mcp_client_lists_and_calls_the_tools(store_path):
+    from mcp import ClientSession, StdioServerParameters
+    from mcp.client.stdio import stdio_client
+
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "search", "mcp", "--qdrant-path", store_path, "--collection", "wiki",
+                                      "--device", "cpu"],
+        env={**os.environ, "PYTHONPATH": os.getcwd(), "HF_HUB_OFFLINE": "1"})
+
+    async def session_run():
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+            found = await session.call_tool("search", {"query": "the film with the computer HAL 9000", "k": 2})
+            cited = await session.call_tool("context", {"query": "who directed 2001: A Space Odyssey",
+                                                        "max_chars": 1500, "k": 4})
+            empty = await session.call_tool("search", {"query": "  "})
+            wide = await session.call_tool("search", {"query": "HAL", "k": 1000})
+            return tools, found, cited, empty, wide
+
+    tools, found, cited, empty, wide = asyncio.run(asyncio.wait_for(session_run(), timeout=180))
+    assert set(tools) == {"search", "context"}
+    assert {"query", "k", "mode", "titles", "max_per_article"} <= set(tools["search"].input_schema["properties"])
+    assert tools["search"].input_schema["required"] == ["query"]
+    assert not found.is_error
+    hits = found.structured_content["hits"]
+    assert len(hits) == 2 and hits[0]["title"] == "2001: A Space Odyssey" and hits[0]["url"].startswith("https://")
+    assert not cited.is_error
+    block = cited.structured_content
+    assert block["text"].startswith("[1] ") and block["sources"][0]["title"] in TITLES
+    assert len(block["text"]) <= 1500
+    assert empty.is_error and "the query is empty" in empty.content[0].text
+    assert wide.is_error and "k must be between 1 and 100, got 1000" in wide.content[0].text
