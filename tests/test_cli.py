@@ -45,7 +45,8 @@ def test_a_source_without_a_column_exits_one_naming_it(tmp_path):
 
 def test_search_before_any_ingest_says_what_to_do(tmp_path):
     done = run("search", "anything", cwd=tmp_path)
-    assert done.returncode == 1 and "run `python -m ingest` first" in done.stderr
+    assert done.returncode == 1 and "no store at qdrant_data: build one with `python -m ingest`" in done.stderr
+    assert not (tmp_path / "qdrant_data").exists()  # searching makes no empty store
 
 
 @pytest.mark.slow
