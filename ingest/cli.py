@@ -12,6 +12,7 @@ Commands:
   bench-tei  client-side cost per chunk on the TEI path, ours beside the reference's
   bench-quantization  recall of int8-quantized search against exact, on a collection's vectors
   bench-store  points/s and hybrid latency of the embedded store behind an instant TEI
+  bench-faults  a whole ingest through a TEI server answering a share of requests with 429
   plan       projected full-Wikipedia time and cost on 10, 50 and 100 A10Gs
   copy       copy a collection between stores (folder or server), vectors and manifest, embedding nothing
   migrate    move a folder written by an earlier version (qdrant-client's local mode) into the current engine
@@ -55,10 +56,11 @@ log = logging.getLogger("ingest")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DEAD_LETTERS, EXIT_DRIFT = 0, 1, 2, 3, 4
 COMMANDS = ("run", "reindex", "verify", "repair", "preflight", "bench", "bench-reindex", "bench-tei",
-            "bench-quantization", "bench-store", "plan", "copy", "migrate")
+            "bench-quantization", "bench-store", "bench-faults", "plan", "copy", "migrate")
 # Commands with parsers of their own ("module:function"): the rest of the command line goes to them.
 DELEGATED = {"bench-tei": "ingest.bench.tei_client:main", "bench-quantization": "ingest.bench.quantization:main",
-             "bench-store": "ingest.bench.store:main", "plan": "ingest.bench.plan:main",
+             "bench-store": "ingest.bench.store:main", "bench-faults": "ingest.bench.faults:main",
+             "plan": "ingest.bench.plan:main",
              "copy": "ingest.transfer:copy_main", "migrate": "ingest.transfer:migrate_main"}
 
 

@@ -25,6 +25,7 @@ import argparse
 import base64
 import json
 import multiprocessing
+import random
 import threading
 import time
 from dataclasses import dataclass
@@ -48,9 +49,12 @@ WORDS = "the of and in to was is for on as by with he at from his an were are wh
 
 
 # -- an instant TEI server, in its own process --------------------------------------------
-def _serve(conn: Any, dimension: int, max_batch: int, wide_floats: bool) -> None:
+def _serve(conn: Any, dimension: int, max_batch: int, wide_floats: bool, rate_429: float = 0.0) -> None:
     """Child process: answer /info, /embed and /v1/embeddings (base64) from
-    precomputed rows until told to stop."""
+    precomputed rows until told to stop; `rate_429` of the embedding requests get
+    TEI's "model is overloaded" 429 with `Retry-After: 0` instead (seeded)."""
+    refusals = random.Random(0)
+    refused = [0]
     rows = np.random.default_rng(0).standard_normal((1024, dimension)).astype(np.float32)
     rows /= np.linalg.norm(rows, axis=1, keepdims=True)
     # TEI (serde_json) writes float32 in shortest form, ~12 bytes a number; wide floats
@@ -76,6 +80,10 @@ def _serve(conn: Any, dimension: int, max_batch: int, wide_floats: bool) -> None
 
         def do_POST(self) -> None:
             body = orjson.loads(self.rfile.read(int(self.headers["content-length"])))
+            if rate_429 and refusals.random() < rate_429:
+                refused[0] += 1
+                self._reply(orjson.dumps({"error": "Model is overloaded", "error_type": "overloaded"}), 429)
+                return
             if self.path == "/v1/embeddings":
                 data = [{"object": "embedding", "embedding": pool64[i % len(pool64)], "index": i}
                         for i in range(len(body["input"]))]
@@ -85,8 +93,10 @@ def _serve(conn: Any, dimension: int, max_batch: int, wide_floats: bool) -> None
                 n = len(body["inputs"])
                 self._reply(b"[" + b",".join([pool[i % len(pool)] for i in range(n)]) + b"]")
 
-        def _reply(self, body: bytes) -> None:
-            self.send_response(200)
+        def _reply(self, body: bytes, status: int = 200) -> None:
+            self.send_response(status)
+            if status == 429:
+                self.send_header("retry-after", "0")
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(body)))
             self.end_headers()
@@ -99,8 +109,8 @@ def _serve(conn: Any, dimension: int, max_batch: int, wide_floats: bool) -> None
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     conn.send(server.server_address[1])
-    while conn.recv() == "cpu":  # anything else: stop
-        conn.send(time.process_time())
+    while (asked := conn.recv()) in ("cpu", "refused"):  # anything else: stop
+        conn.send(time.process_time() if asked == "cpu" else refused[0])
 
 
 @dataclass
@@ -110,15 +120,20 @@ class InstantServer:
     conn: Any
 
     @classmethod
-    def start(cls, *, max_batch: int, wide_floats: bool) -> "InstantServer":
+    def start(cls, *, max_batch: int, wide_floats: bool, rate_429: float = 0.0) -> "InstantServer":
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
-        process = ctx.Process(target=_serve, args=(child, DIMENSION, max_batch, wide_floats), daemon=True)
+        process = ctx.Process(target=_serve, args=(child, DIMENSION, max_batch, wide_floats, rate_429), daemon=True)
         process.start()
         return cls(f"http://127.0.0.1:{parent.recv()}", process, parent)
 
     def cpu(self) -> float:
         self.conn.send("cpu")
+        return self.conn.recv()
+
+    def refused(self) -> int:
+        """429s answered so far."""
+        self.conn.send("refused")
         return self.conn.recv()
 
     def stop(self) -> None:
