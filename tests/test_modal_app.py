@@ -641,7 +641,7 @@ def gpu_class(monkeypatch):
 @pytest.fixture
 def on_volume(monkeypatch, tmp_path):
     """The Volume's folder and the container's local state under `tmp_path`, a fake
-    Volume handle, and Qdrant in local mode (the `qdrant` secret's place)."""
+    Volume handle, and the embedded store (Qdrant Edge) in the `qdrant` secret's place."""
     data, state = tmp_path / "data", tmp_path / "state"
     for name, path in (("DATA_DIR", data), ("STATE_DIR", state), ("MANIFESTS_DIR", state / "manifests"),
                        ("RUNS_DIR", state / "runs"), ("LOCAL_STATE_DIR", tmp_path / "container-state")):
@@ -1018,7 +1018,7 @@ def _raise(error):
 def test_the_preflight_runs_every_check_on_the_containers_tei_and_the_containers_own(gpu_class, on_volume,
                                                                                    monkeypatch):
     """Run through its plain-Python core: the worker's TEI (the loopback server, started
-    as the container starts it), the store of the secret (local mode here), and the
+    as the container starts it), the store of the secret (the embedded store here), and the
     container's checks. No credentials here: the deployed class is skipped, not passed."""
     save_snapshot("20231101.en", [article(i) for i in range(4)])
     monkeypatch.setenv("QDRANT_API_KEY", "k")
@@ -1029,7 +1029,7 @@ def test_the_preflight_runs_every_check_on_the_containers_tei_and_the_containers
     table = modal_app.preflight.local(config="20231101.en", articles=6)
     rows = {line[6:36].strip(): line[:4] for line in table.splitlines() if line[:4] in ("PASS", "FAIL", "SKIP")}
     assert rows["JSON and base64 routes agree"] == "PASS" and rows["chunks fit the token limit"] == "PASS"
-    assert rows["collection round trip"] == "PASS" and rows["Qdrant supports the run"] == "SKIP"  # local mode
+    assert rows["collection round trip"] == "PASS" and rows["Qdrant supports the run"] == "SKIP"  # in process: no server
     assert rows["Volume commit, dataset mapped"] == "PASS" and "commit" in on_volume.state_volume.calls
     assert rows["secrets are present"] == "FAIL" and "modal secret create qdrant QDRANT_URL=..." in table  # QDRANT_PATH
     assert rows["deployed class embeds alike"] == "SKIP" and "modal deploy -m ingest.modal_app" in table
