@@ -95,3 +95,33 @@ def test_the_llamaindex_embedding_is_the_collections_model(searcher):
                                searcher.embedder.embed_queries(["Everest"])[0], atol=1e-6)
     assert len(embedding.get_text_embedding_batch(["a", "b", "c"])) == 3
     assert len(asyncio.run(embedding.aget_query_embedding("Everest"))) == searcher.spec.dimension
+
+
+def test_langchains_own_qdrant_store_reads_the_text_but_not_the_citations_of_a_server_collection(tmp_path):
+    """What the README says of langchain-qdrant over a collection this project wrote
+    to a server (qdrant-client's local mode standing in for it): with
+    content_payload_key="text" and vector_name="" the text comes back, but no title
+    or url, since the payload is flat and LangChain reads a nested `metadata`."""
+    from langchain_qdrant import QdrantVectorStore
+
+    from search.adapters.langchain import WikiEmbeddings
+    from tests.counting_embedder import CountingEmbedder
+    from tests.qdrant_standin import server_stand_in
+
+    rows = sample_rows()[:6]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    server, embedder = server_stand_in("wiki", path=str(tmp_path / "q")), CountingEmbedder()
+    try:
+        run_ingest(IngestSettings(source=str(tmp_path / "rows.jsonl"), progress=False,
+                                  dead_letter=str(tmp_path / "dl.jsonl"), store=StoreSettings(collection="wiki")),
+                   embedder=embedder, store=server)
+        theirs = QdrantVectorStore(client=server.client, collection_name="wiki", embedding=WikiEmbeddings(embedder),
+                                   content_payload_key="text", vector_name="")
+        (doc,) = theirs.similarity_search(rows[2]["text"][:200], k=1)  # (the counting embedder is not semantic)
+        assert doc.page_content and any(doc.page_content in row["text"] for row in rows)  # a stored chunk's text
+        assert "title" not in doc.metadata and "url" not in doc.metadata  # hence this project's retriever
+        defaults = QdrantVectorStore(client=server.client, collection_name="wiki", embedding=WikiEmbeddings(embedder),
+                                     vector_name="")
+        assert defaults.similarity_search(rows[2]["title"], k=1)[0].page_content == ""  # the default key is wrong
+    finally:
+        server.close()
