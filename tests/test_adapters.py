@@ -125,3 +125,34 @@ def test_langchains_own_qdrant_store_reads_the_text_but_not_the_citations_of_a_s
         assert defaults.similarity_search(rows[2]["title"], k=1)[0].page_content == ""  # the default key is wrong
     finally:
         server.close()
+
+
+def test_llamaindexs_own_qdrant_store_reads_text_and_citations_but_sends_every_field_to_the_prompt(tmp_path):
+    """What the README says of llama-index-vector-stores-qdrant over such a
+    collection: text, title and url come back, but every payload field goes into the
+    prompt (hashes, offsets) and the node has no source document."""
+    from llama_index.core import VectorStoreIndex
+    from llama_index.core.schema import MetadataMode
+    from llama_index.vector_stores.qdrant import QdrantVectorStore
+
+    from search.adapters.llamaindex import WikiEmbedding
+    from tests.counting_embedder import CountingEmbedder
+    from tests.qdrant_standin import server_stand_in
+
+    rows = sample_rows()[:6]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    server, embedder = server_stand_in("wiki", path=str(tmp_path / "q")), CountingEmbedder()
+    try:
+        run_ingest(IngestSettings(source=str(tmp_path / "rows.jsonl"), progress=False,
+                                  dead_letter=str(tmp_path / "dl.jsonl"), store=StoreSettings(collection="wiki")),
+                   embedder=embedder, store=server)
+        index = VectorStoreIndex.from_vector_store(QdrantVectorStore(client=server.client, collection_name="wiki"),
+                                                   embed_model=WikiEmbedding(embedder))
+        (found,) = index.as_retriever(similarity_top_k=1).retrieve(rows[2]["title"])
+        node = found.node
+        assert any(node.get_content() in row["text"] for row in rows) and node.get_content()
+        assert node.metadata["url"].startswith("https://en.wikipedia.org/wiki/") and node.metadata["title"]
+        assert "chunk_hash" in node.get_content(metadata_mode=MetadataMode.LLM)  # noise in every prompt
+        assert node.ref_doc_id is None  # hence this project's retriever
+    finally:
+        server.close()
