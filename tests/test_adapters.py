@@ -14,6 +14,8 @@ from ingest.settings import IngestSettings, StoreSettings
 from ingest.sources import sample_rows
 from ingest.sync import run_ingest
 from search import Searcher
+from tests.counting_embedder import CountingEmbedder
+from tests.qdrant_standin import server_stand_in
 
 TITLES = ("Mona Lisa", "Leonardo da Vinci", "The Starry Night", "Vincent van Gogh", "2001: A Space Odyssey",
           "Stanley Kubrick", "Mount Everest", "Photosynthesis")
@@ -97,17 +99,11 @@ def test_the_llamaindex_embedding_is_the_collections_model(searcher):
     assert len(asyncio.run(embedding.aget_query_embedding("Everest"))) == searcher.spec.dimension
 
 
-def test_langchains_own_qdrant_store_reads_the_text_but_not_the_citations_of_a_server_collection(tmp_path):
-    """What the README says of langchain-qdrant over a collection this project wrote
-    to a server (qdrant-client's local mode standing in for it): with
-    content_payload_key="text" and vector_name="" the text comes back, but no title
-    or url, since the payload is flat and LangChain reads a nested `metadata`."""
-    from langchain_qdrant import QdrantVectorStore
-
-    from search.adapters.langchain import WikiEmbeddings
-    from tests.counting_embedder import CountingEmbedder
-    from tests.qdrant_standin import server_stand_in
-
+@pytest.fixture
+def server_collection(tmp_path):
+    """Six sample articles written by this project through the server backend
+    (qdrant-client's local mode standing in for a server), as the frameworks' own
+    stores would find them: (server, embedder, rows)."""
     rows = sample_rows()[:6]
     (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     server, embedder = server_stand_in("wiki", path=str(tmp_path / "q")), CountingEmbedder()
@@ -115,19 +111,33 @@ def test_langchains_own_qdrant_store_reads_the_text_but_not_the_citations_of_a_s
         run_ingest(IngestSettings(source=str(tmp_path / "rows.jsonl"), progress=False,
                                   dead_letter=str(tmp_path / "dl.jsonl"), store=StoreSettings(collection="wiki")),
                    embedder=embedder, store=server)
-        theirs = QdrantVectorStore(client=server.client, collection_name="wiki", embedding=WikiEmbeddings(embedder),
-                                   content_payload_key="text", vector_name="")
-        (doc,) = theirs.similarity_search(rows[2]["text"][:200], k=1)  # (the counting embedder is not semantic)
-        assert doc.page_content and any(doc.page_content in row["text"] for row in rows)  # a stored chunk's text
-        assert "title" not in doc.metadata and "url" not in doc.metadata  # hence this project's retriever
-        defaults = QdrantVectorStore(client=server.client, collection_name="wiki", embedding=WikiEmbeddings(embedder),
-                                     vector_name="")
-        assert defaults.similarity_search(rows[2]["title"], k=1)[0].page_content == ""  # the default key is wrong
+        yield server, embedder, rows
     finally:
         server.close()
 
 
-def test_llamaindexs_own_qdrant_store_reads_text_and_citations_but_sends_every_field_to_the_prompt(tmp_path):
+def test_langchains_own_qdrant_store_reads_the_text_but_not_the_citations_of_a_server_collection(server_collection):
+    """What the README says of langchain-qdrant over a collection this project wrote
+    to a server (qdrant-client's local mode standing in for it): with
+    content_payload_key="text" and vector_name="" the text comes back, but no title
+    or url, since the payload is flat and LangChain reads a nested `metadata`."""
+    from langchain_qdrant import QdrantVectorStore
+
+    from search.adapters.langchain import WikiEmbeddings
+
+    server, embedder, rows = server_collection
+    theirs = QdrantVectorStore(client=server.client, collection_name="wiki", embedding=WikiEmbeddings(embedder),
+                               content_payload_key="text", vector_name="")
+    (doc,) = theirs.similarity_search(rows[2]["text"][:200], k=1)  # (the counting embedder is not semantic)
+    assert doc.page_content and any(doc.page_content in row["text"] for row in rows)  # a stored chunk's text
+    assert "title" not in doc.metadata and "url" not in doc.metadata  # hence this project's retriever
+    defaults = QdrantVectorStore(client=server.client, collection_name="wiki", embedding=WikiEmbeddings(embedder),
+                                 vector_name="")
+    assert defaults.similarity_search(rows[2]["title"], k=1)[0].page_content == ""  # the default key is wrong
+
+
+def test_llamaindexs_own_qdrant_store_reads_text_and_citations_but_sends_every_field_to_the_prompt(
+        server_collection):
     """What the README says of llama-index-vector-stores-qdrant over such a
     collection: text, title and url come back, but every payload field goes into the
     prompt (hashes, offsets) and the node has no source document."""
@@ -136,23 +146,13 @@ def test_llamaindexs_own_qdrant_store_reads_text_and_citations_but_sends_every_f
     from llama_index.vector_stores.qdrant import QdrantVectorStore
 
     from search.adapters.llamaindex import WikiEmbedding
-    from tests.counting_embedder import CountingEmbedder
-    from tests.qdrant_standin import server_stand_in
 
-    rows = sample_rows()[:6]
-    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    server, embedder = server_stand_in("wiki", path=str(tmp_path / "q")), CountingEmbedder()
-    try:
-        run_ingest(IngestSettings(source=str(tmp_path / "rows.jsonl"), progress=False,
-                                  dead_letter=str(tmp_path / "dl.jsonl"), store=StoreSettings(collection="wiki")),
-                   embedder=embedder, store=server)
-        index = VectorStoreIndex.from_vector_store(QdrantVectorStore(client=server.client, collection_name="wiki"),
-                                                   embed_model=WikiEmbedding(embedder))
-        (found,) = index.as_retriever(similarity_top_k=1).retrieve(rows[2]["title"])
-        node = found.node
-        assert any(node.get_content() in row["text"] for row in rows) and node.get_content()
-        assert node.metadata["url"].startswith("https://en.wikipedia.org/wiki/") and node.metadata["title"]
-        assert "chunk_hash" in node.get_content(metadata_mode=MetadataMode.LLM)  # noise in every prompt
-        assert node.ref_doc_id is None  # hence this project's retriever
-    finally:
-        server.close()
+    server, embedder, rows = server_collection
+    index = VectorStoreIndex.from_vector_store(QdrantVectorStore(client=server.client, collection_name="wiki"),
+                                               embed_model=WikiEmbedding(embedder))
+    (found,) = index.as_retriever(similarity_top_k=1).retrieve(rows[2]["title"])
+    node = found.node
+    assert any(node.get_content() in row["text"] for row in rows) and node.get_content()
+    assert node.metadata["url"].startswith("https://en.wikipedia.org/wiki/") and node.metadata["title"]
+    assert "chunk_hash" in node.get_content(metadata_mode=MetadataMode.LLM)  # noise in every prompt
+    assert node.ref_doc_id is None  # hence this project's retriever
