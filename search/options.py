@@ -12,6 +12,8 @@ from typing import Callable, Mapping, Sequence
 from ingest.errors import SettingsError
 from ingest.logs import report_failure, setup_logging
 from ingest.settings import (
+    EmbedderSettings,
+    StoreSettings,
     add_embedder_args,
     add_store_args,
     embedder_settings,
@@ -35,6 +37,25 @@ def add_searcher_args(parser: argparse.ArgumentParser, env: Mapping[str, str] = 
     add_embedder_args(parser, env, retry_budget=SEARCH_RETRY_BUDGET)
     add_store_args(parser, env)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+
+
+def settings_from_env(env: Mapping[str, str] = os.environ) -> tuple[StoreSettings, EmbedderSettings]:
+    """The store and embedder `python -m search` would use with no flags: its
+    defaults and the environment variables its flags fall back to (QDRANT_PATH,
+    QDRANT_URL, QDRANT_COLLECTION, EMBEDDER, TEI_URL, ...). For code that opens a
+    searcher the way the command line does, such as the framework integrations."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_searcher_args(parser, env)
+    try:
+        args = parser.parse_args([])
+    except SystemExit as exc:  # an environment variable argparse refused
+        raise SettingsError(f"the search settings in the environment are not valid (exit {exc.code})") from exc
+    return store_settings(args, env), embedder_settings(args, env)
+
+
+def open_searcher_from_env(env: Mapping[str, str] = os.environ) -> Searcher:
+    """`Searcher.open` with the settings `python -m search` would use (`settings_from_env`)."""
+    return Searcher.open(*settings_from_env(env))
 
 
 def searcher_command(prog: str, build_parser: Callable[[], argparse.ArgumentParser],

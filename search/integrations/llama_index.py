@@ -1,25 +1,23 @@
-"""LlamaIndex: a retriever over a `Searcher` and the collection's embedding model.
+"""LlamaIndex: a retriever over this project's search and the collection's embedding model.
 
-    from search import Searcher
-    from search.adapters.llamaindex import WikiEmbedding, WikiRetriever
+    from search.integrations.llama_index import SearchEmbedding, SearchRetriever
 
-    searcher = Searcher.open()
-    retriever = WikiRetriever(searcher, k=5, max_per_article=1)
-    nodes = retriever.retrieve("who painted the Mona Lisa")    # or await retriever.aretrieve(...)
+    retriever = SearchRetriever(k=5, max_per_article=1)     # the index `python -m search` uses here
+    nodes = retriever.retrieve("who painted the Mona Lisa")   # or await retriever.aretrieve(...)
     nodes[0].node.text, nodes[0].node.metadata["url"], nodes[0].score
 
 Each node has the chunk's text, the point id as `id_`, the article as its source
 (`ref_doc_id` is the article id), `start_char_idx`/`end_char_idx` (the text's place
 in the article), and `metadata` with `title`, `url`, `article_id`, `chunk_index`,
 `start`, `end`, `score` and `similarity`, of which only `title` and `url` go into
-prompts (the rest is excluded from the LLM's and the embedder's view). Keyword
-arguments are `Searcher.search`'s options.
+prompts (the rest is excluded from the LLM's and the embedder's view). The keyword
+options are `Searcher.search`'s; `searcher=` takes an open `Searcher` instead.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Sequence
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.retrievers import BaseRetriever
@@ -27,25 +25,34 @@ from llama_index.core.schema import NodeRelationship, NodeWithScore, QueryBundle
 from pydantic import PrivateAttr
 
 from ingest.embedders.base import Embedder, all_vectors
-from search.adapters import CITATION_KEYS, METADATA_KEYS, hit_metadata
 from search.api import Hit, Searcher
+from search.integrations import CITATION_KEYS, METADATA_KEYS, SearchOptions, default_searcher, hit_metadata
 
 _HIDDEN = [key for key in METADATA_KEYS if key not in CITATION_KEYS] + ["context", "context_start", "context_end"]
 
 
-class WikiRetriever(BaseRetriever):
+class SearchRetriever(BaseRetriever):
     """`Searcher.search` as a LlamaIndex retriever (hybrid where the collection has BM25 vectors)."""
 
-    def __init__(self, searcher: Searcher, *, k: int = 5, **search_kwargs: Any) -> None:
-        super().__init__()
-        self.searcher, self.k, self.search_kwargs = searcher, k, search_kwargs
+    def __init__(self, searcher: Searcher | None = None, *, k: int = 5, mode: str | None = None,
+                 score_threshold: float | None = None, article_ids: Sequence[str] | None = None,
+                 titles: Sequence[str] | None = None, urls: Sequence[str] | None = None,
+                 max_per_article: int | None = None, neighbours: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)  # callback_manager, verbose, ...: LlamaIndex's own
+        self.options = SearchOptions(k=k, mode=mode, score_threshold=score_threshold, article_ids=article_ids,
+                                     titles=titles, urls=urls, max_per_article=max_per_article,
+                                     neighbours=neighbours)
+        self.searcher = default_searcher(searcher)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        hits = self.searcher.search(query_bundle.query_str, k=self.k, **self.search_kwargs)
+        hits = self.options.search(self.searcher, query_bundle.query_str)
         return [NodeWithScore(node=node_of(hit), score=hit.score) for hit in hits]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        return await asyncio.to_thread(self._retrieve, query_bundle)  # the searcher's calls block: off the loop
+        return await asyncio.to_thread(self._retrieve, query_bundle)  # the searcher blocks: off the loop
+
+    def close(self) -> None:
+        self.searcher.close()
 
 
 def node_of(hit: Hit) -> TextNode:
@@ -56,9 +63,9 @@ def node_of(hit: Hit) -> TextNode:
                                                                 metadata={"title": hit.title, "url": hit.url})})
 
 
-class WikiEmbedding(BaseEmbedding):
+class SearchEmbedding(BaseEmbedding):
     """The collection's model as a LlamaIndex embedding: queries get its query
-    instruction, texts do not (as at ingest). `WikiEmbedding.of(searcher)`."""
+    instruction, texts do not (as at ingest). `SearchEmbedding.of(searcher)`."""
 
     _embedder: Any = PrivateAttr()
 
@@ -67,7 +74,7 @@ class WikiEmbedding(BaseEmbedding):
         self._embedder = embedder
 
     @classmethod
-    def of(cls, searcher: Searcher) -> "WikiEmbedding":
+    def of(cls, searcher: Searcher) -> "SearchEmbedding":
         return cls(searcher.embedder)
 
     def _get_query_embedding(self, query: str) -> list[float]:
