@@ -195,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(summary.line() + f"; collection {settings.store.collection} now holds "
           f"{summary.extra.get('collection_points', 0):,} points")
     print(summary.report())
+    if "seeded" in summary.extra:
+        print(summary.extra["seeded"])
     if "alias" in summary.extra:
         print(summary.extra["alias"])
     if summary.failed:

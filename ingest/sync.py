@@ -36,6 +36,7 @@ from ingest.state.reconcile import (
     verify,
 )
 from ingest.store import Store, open_store
+from ingest.transfer import relexify
 from schemas import CollectionSpec
 
 log = logging.getLogger(__name__)
@@ -77,40 +78,44 @@ def run_ingest(settings: IngestSettings, *, embedder: Embedder | None = None, st
                                       "does not exist") + f": building {target.collection!r} takes the sharded "
                 "load (modal run -m ingest.modal_app), not an incremental reindex")
         written = store.at(target.collection)
-        with run_lock(settings.store, target.collection), \
-                open_manifest(settings.store, target.collection, spec.fingerprint, checkpoint=checkpoint) as manifest:
-            if written.ensure_collection(spec, bulk_load=True):
-                manifest.clear()  # a new collection holds nothing, whatever an old manifest says
-            else:
-                reconcile(written, manifest)
-            crashpoint("after-collection")
-            deletes = settings.limit is None and (mode == "reindex" or target.rebuild)
-            log.info("%s %s into %s%s with %s", "reindexing" if mode == "reindex" else "ingesting", source.name,
-                     target.collection, f" (rebuilding {target.name})" if target.rebuild else "", embedder.spec.name)
-            summary = run_pipeline(
-                source,
-                chunker=make_chunker(settings, embedder),
-                embedder=embedder,
-                store=written,
-                dead_letters=DeadLetterFile(settings.dead_letter),
-                window=settings.window,
-                progress=Progress(source.total, enabled=settings.progress),
-                manifest=manifest,
-                track_seen=deletes,
-            )
-            if deletes and summary.unreadable:
-                log.warning("%d rows of the source could not be read (see %s): no article is deleted this run, "
-                            "since theirs may be among them; fix those rows and reindex again",
-                            summary.unreadable, settings.dead_letter)
-            elif deletes:
-                articles, points = delete_unseen(written, manifest, max_share=settings.max_delete_share)
-                summary.deleted += articles
-                summary.points_deleted += points
-            indexed = written.finish_bulk_load(wait_seconds=0.0 if target.in_place else settings.index_wait)
-            summary.extra["collection"] = target.collection
-            summary.extra["collection_points"] = written.count()
-            if not target.in_place:
-                summary.extra["alias"] = _go_live(store, target, embedder, settings, indexed)
+        with run_lock(settings.store, target.collection):
+            seeded = relexify(store, target, spec, settings.store, progress=settings.progress)
+            with open_manifest(settings.store, target.collection, spec.fingerprint, checkpoint=checkpoint) as manifest:
+                if written.ensure_collection(spec, bulk_load=True):
+                    manifest.clear()  # a new collection holds nothing, whatever an old manifest says
+                else:
+                    reconcile(written, manifest)
+                crashpoint("after-collection")
+                deletes = settings.limit is None and (mode == "reindex" or target.rebuild)
+                log.info("%s %s into %s%s with %s", "reindexing" if mode == "reindex" else "ingesting", source.name,
+                         target.collection, f" (rebuilding {target.name})" if target.rebuild else "", embedder.spec.name)
+                summary = run_pipeline(
+                    source,
+                    chunker=make_chunker(settings, embedder),
+                    embedder=embedder,
+                    store=written,
+                    dead_letters=DeadLetterFile(settings.dead_letter),
+                    window=settings.window,
+                    progress=Progress(source.total, enabled=settings.progress),
+                    manifest=manifest,
+                    track_seen=deletes,
+                )
+                if deletes and summary.unreadable:
+                    log.warning("%d rows of the source could not be read (see %s): no article is deleted this run, "
+                                "since theirs may be among them; fix those rows and reindex again",
+                                summary.unreadable, settings.dead_letter)
+                elif deletes:
+                    articles, points = delete_unseen(written, manifest, max_share=settings.max_delete_share)
+                    summary.deleted += articles
+                    summary.points_deleted += points
+                indexed = written.finish_bulk_load(wait_seconds=0.0 if target.in_place else settings.index_wait)
+                summary.extra["collection"] = target.collection
+                summary.extra["collection_points"] = written.count()
+                if seeded:
+                    summary.extra["seeded"] = (f"only the lexical settings changed: {seeded:,} points of {target.live} "
+                                               "copied with new BM25 vectors, none embedded again")
+                if not target.in_place:
+                    summary.extra["alias"] = _go_live(store, target, embedder, settings, indexed)
     finally:
         if own_embedder and embedder is not None:
             embedder.close()

@@ -33,7 +33,7 @@ from ingest.logs import report_failure, setup_logging
 from ingest.progress import Progress
 from ingest.settings import StoreSettings
 from ingest.state.files import open_manifest, remove_state, state_dir
-from ingest.state.rebuild import physical_name
+from ingest.state.rebuild import Target, physical_name
 from ingest.store import Store, open_store
 from ingest.store.edge import EdgeStore
 from ingest.store.legacy import LegacyStore, is_legacy, remove_legacy
@@ -67,8 +67,12 @@ def target_spec(spec: CollectionSpec) -> CollectionSpec:
 
 
 def copy_collection(source: Store, target: Store, name: str, *, source_settings: StoreSettings,
-                    target_settings: StoreSettings, progress: bool = True) -> CopyReport:
-    """Copy what `name` leads to in `source` into `target` (see the module docstring)."""
+                    target_settings: StoreSettings, progress: bool = True, wanted: CollectionSpec | None = None,
+                    into: str | None = None, move_alias: bool = True) -> CopyReport:
+    """Copy what `name` leads to in `source` into `target` (see the module docstring).
+    `wanted`: the build record to write (default: the source's, `target_spec`), into
+    the physical collection `into` (default: the name that record gives it);
+    `move_alias`: point `name` at the copy once it is complete."""
     started = time.perf_counter()
     resolved = source.resolve(name)
     if resolved.collection is None:
@@ -78,10 +82,10 @@ def copy_collection(source: Store, target: Store, name: str, *, source_settings:
     if spec is None:
         raise StoreError(f"collection {resolved.collection!r} at {source.location} was not built by this tool "
                          "(no build record): nothing says how to search it")
-    wanted = target_spec(spec)
+    wanted = wanted or target_spec(spec)
     upgraded = wanted != spec
-    physical = resolved.collection
-    if upgraded:
+    physical = into or resolved.collection
+    if upgraded and into is None:
         physical = physical_name(name, wanted) if physical == physical_name(name, spec) else \
             f"{physical}-{wanted.fingerprint[:8]}"
     writer = target.at(physical)
@@ -91,7 +95,8 @@ def copy_collection(source: Store, target: Store, name: str, *, source_settings:
     shown = Progress(total, enabled=progress)
     copied = 0
     for points in reader.export_points():
-        texts = [embed_text(str(p.payload.get("title", "")), str(p.payload.get("text", "")), title_prefix)
+        texts = [lexical.passage_text(embed_text(str(p.payload.get("title", "")), str(p.payload.get("text", "")),
+                                                 title_prefix), str(p.payload.get("text", "")), wanted.sparse)
                  for p in points]
         writer.import_points(points, texts)
         copied += len(points)
@@ -105,7 +110,7 @@ def copy_collection(source: Store, target: Store, name: str, *, source_settings:
                          f"{total:,}: run the copy again (it writes by id; nothing is lost)")
     articles = _copy_manifest(source_settings, resolved.collection, spec, target_settings, physical, wanted)
     writer.finish_bulk_load()
-    if resolved.is_alias:
+    if resolved.is_alias and move_alias:
         target.point_alias(name, physical, replace_alias=target.resolve(name).is_alias)
     return CopyReport(name, resolved.collection, physical, landed, articles, upgraded,
                       time.perf_counter() - started)
@@ -129,6 +134,28 @@ def _copy_manifest(source_settings: StoreSettings, source_collection: str, sourc
         manifest.clear()
         manifest.complete(rows)
     return len(rows)
+
+
+def relexify(store: Store, target: Target, spec: CollectionSpec, settings: StoreSettings, *,
+             progress: bool = True) -> int:
+    """Seed a rebuild whose only change is the lexical settings (a new BM25 default,
+    say) from the live collection: its points, dense vectors kept and lexical vectors
+    made again from their text, and its manifest, so that the run embeds nothing
+    again and then switches as any rebuild does. Returns the points copied; 0 when
+    this is not such a rebuild, or when the new collection is already being built."""
+    if not target.rebuild or target.legacy or spec.sparse is None or target.live is None:
+        return 0
+    live = store.at(target.live).read_spec()
+    if live is None or live.sparse is None or replace(live, sparse=spec.sparse) != spec:
+        return 0
+    with open_manifest(settings, target.collection, spec.fingerprint) as manifest:
+        if manifest.count():
+            return 0  # a rebuild under way (a seeding stopped before its manifest is begun again)
+    log.info("%s differs from %s only in its lexical settings: copying its points with new BM25 vectors, "
+             "nothing embedded again", target.collection, target.live)
+    report = copy_collection(store, store, target.name, source_settings=settings, target_settings=settings,
+                             progress=progress, wanted=spec, into=target.collection, move_alias=False)
+    return report.points
 
 
 def migrate_folder(path: str, *, progress: bool = True) -> list[CopyReport]:

@@ -68,7 +68,9 @@ class SparseSpec:
 
     `tokenizer` "qdrant/bm25" is Qdrant's standard BM25 (the model name a Qdrant
     server's own inference answers to) for `language`; "words-v1" is this
-    project's earlier analyser, still read from collections it built."""
+    project's earlier analyser, still read from collections it built.
+    `include_title`: whether the title's words count among a chunk's terms (when the
+    chunker prefixes the title to what the model sees); earlier collections did."""
 
     name: str = "bm25"
     tokenizer: str = "qdrant/bm25"
@@ -76,11 +78,14 @@ class SparseSpec:
     b: float = 0.75
     avg_len: float = 48.0  # tokens in an average chunk, stopwords dropped
     language: str | None = None  # the stopwords' and stemmer's language (qdrant/bm25)
+    include_title: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         if data["language"] is None:  # absent, not null: earlier records keep their fingerprints
             del data["language"]
+        if data["include_title"]:  # likewise
+            del data["include_title"]
         return data
 
     @classmethod

@@ -122,6 +122,24 @@ def test_fingerprints_cover_the_analyser_and_earlier_records_keep_theirs():
         hybrid.fingerprint  # another analyser is another build
 
 
+def test_new_collections_leave_titles_out_of_the_terms_and_earlier_records_keep_them():
+    """The default (tuned on the short queries, `lexical.K1`/`B`): a chunk's terms are
+    its text's, not its title's; a record written before the setting existed means
+    titles in, and keeps its fingerprint."""
+    assert (STANDARD.k1, STANDARD.b, STANDARD.include_title) == (0.3, 0.5, False)
+    chunk = Chunk("1", 0, "Father of the computer.", 0, 23, "Charles Babbage\nFather of the computer.")
+    assert lexical.passage_text(chunk.embed_text, chunk.text, STANDARD) == chunk.text
+    (batch,) = build_batch([(Article("1", "u", "Charles Babbage", chunk.text), chunk)],
+                           np.ones((1, 384), np.float32), STANDARD).vectors["bm25"]
+    assert sorted(batch.indices) == sorted([term_id("father"), term_id("comput")])  # no "charl", "babbag"
+    earlier = {"name": "bm25", "tokenizer": "qdrant/bm25", "k1": 1.2, "b": 0.75, "avg_len": 48.0,
+               "language": "english"}
+    read = SparseSpec.from_dict(earlier)
+    assert read.include_title and read.to_dict() == earlier  # so the fingerprint is the one recorded
+    assert lexical.passage_text(chunk.embed_text, chunk.text, read) == chunk.embed_text
+    assert "include_title" in STANDARD.to_dict() and SparseSpec.from_dict(STANDARD.to_dict()) == STANDARD
+
+
 def test_a_server_collection_without_sparse_vectors_is_not_silently_written_as_hybrid():
     from qdrant_client import models
 

@@ -179,3 +179,51 @@ def test_the_alias_waits_for_a_rebuilt_collection_to_finish_indexing(tmp_path, r
     assert "still building its index after 0 s, so wiki still leads to " + old in summary.extra["alias"]
     again = run_ingest(rebuild, embedder=CountingEmbedder(), store=store)  # indexed now: it switches
     assert live(store) == again.extra["collection"] == summary.extra["collection"] and again.embedded == 0
+
+
+EARLIER_LEXICAL = lexical.SparseSpec(tokenizer=lexical.STANDARD, language="english", avg_len=48.0)  # k1 1.2, b .75, titles
+
+
+def test_new_lexical_settings_rebuild_from_the_live_collections_vectors_embedding_nothing(tmp_path, rows, store,
+                                                                                          monkeypatch):
+    """A collection built with earlier BM25 settings (Qdrant's defaults, titles among
+    the terms) is rebuilt by the next run under the new ones without embedding
+    again: its points are copied with their vectors and new lexical vectors, then
+    the alias switches as for any rebuild. A copy that stops part way leaves the
+    alias where it was, and the next run copies again, still embedding nothing."""
+    settings = settings_for(tmp_path, rows)
+    with monkeypatch.context() as earlier:
+        earlier.setattr(lexical, "default_spec", lambda: EARLIER_LEXICAL)
+        first = run_ingest(settings, embedder=CountingEmbedder(), store=store)
+    old = live(store)
+    assert store.at(old).read_spec().sparse == EARLIER_LEXICAL
+
+    real_import = EdgeStore.import_points
+    def stop_after_one_page(self, points, texts):
+        real_import(self, points[:3], texts[:3])
+        raise OSError("stopped")
+    with monkeypatch.context() as stopping:
+        stopping.setattr(EdgeStore, "import_points", stop_after_one_page)
+        with pytest.raises(OSError, match="stopped"):
+            run_ingest(settings, embedder=CountingEmbedder(), store=store)
+    assert live(store) == old  # search still answers from the old collection
+
+    embedder = CountingEmbedder()
+    summary = run_ingest(settings, embedder=embedder, store=store)
+    new = live(store)
+    assert new != old and embedder.calls == 0 and summary.unchanged == len(rows) and summary.points_written == 0
+    assert "copied with new BM25 vectors, none embedded again" in summary.extra["seeded"]
+    assert summary.extra["alias"].endswith(f"(was {old}, kept)")
+    assert store.at(new).read_spec().sparse == lexical.default_spec()
+    before, after = (dict((p.id, p) for page in store.at(c).export_points() for p in page) for c in (old, new))
+    assert set(after) == set(before) and len(after) == first.points_written
+    for pid, point in after.items():
+        assert point.payload == before[pid].payload
+        assert (point.vector == before[pid].vector).all()  # the very vectors, not embedded again
+    with Searcher.open(settings.store, embedder=CountingEmbedder(), store=store) as searcher:
+        title = rows[3]["title"]
+        hits = searcher.search(rows[3]["text"][:80], k=3, mode="hybrid", titles=[title])
+        assert hits and {h.title for h in hits} == {title}
+    again = CountingEmbedder()
+    assert run_ingest(settings, embedder=again, store=store).unchanged == len(rows) and again.calls == 0
+    assert live(store) == new  # in place from now on

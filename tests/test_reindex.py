@@ -84,13 +84,13 @@ def stored(tmp_path, collection="wiki") -> dict[str, tuple[dict, list[float], di
 
 def assert_holds_exactly(tmp_path, rows):
     """The collection holds one point per chunk of `rows`, with the right payload and vector."""
-    expected = {c.point_id: (PointPayload.build(a, c).to_dict(), c.embed_text) for a, c in chunks_of(rows)}
+    expected = {c.point_id: (PointPayload.build(a, c).to_dict(), c.embed_text, c.text) for a, c in chunks_of(rows)}
     points = stored(tmp_path)
     assert set(points) == set(expected)
     for pid, (payload, vector, sparse) in points.items():
         assert payload == expected[pid][0]
         np.testing.assert_allclose(vector, deterministic_vector(expected[pid][1]), atol=1e-5)
-        indices, values = passage_vector(expected[pid][1], lexical.default_spec())
+        indices, values = passage_vector(expected[pid][2], lexical.default_spec())  # the text, not the title
         assert sparse == pytest.approx(dict(zip(indices, values)))  # rewritten with its text, never stale
     assert verify_collection(settings_for(tmp_path, "").store).in_sync
 

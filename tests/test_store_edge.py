@@ -71,9 +71,10 @@ def test_searches_rank_alike_on_both_backends(tmp_path):
     """Every point's score, dense and fused: texts of distinct lengths and term counts, so
     that no two points tie in either ranking (a tie may come back in either order)."""
     articles = [Article(str(i), f"https://en.wikipedia.org/wiki/T{i}", f"Title {i}", "text") for i in range(6)]
-    pairs = [(a, Chunk(a.id, j, f"chunk {j}", j, j + 1,
-                       f"{a.title} " + "rivers " * (j + 1) + "filler " * (3 * int(a.id) + j) + f"w{a.id}x{j}"))
-             for a in articles for j in range(4)]
+    texts = {(a.id, j): "rivers " * (j + 1) + "filler " * (3 * int(a.id) + j) + f"w{a.id}x{j}"
+             for a in articles for j in range(4)}
+    pairs = [(a, Chunk(a.id, j, text, j, j + 1, f"{a.title} {text}")) for (i, j), text in texts.items()
+             for a in articles if a.id == i]
     vectors = np.random.default_rng(7).standard_normal((len(pairs), 384)).astype(np.float32)
     stores = [server_stand_in(), EdgeStore.open(tmp_path / "edge", collection="wiki")]
     try:

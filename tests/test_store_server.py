@@ -14,7 +14,7 @@ from qdrant_client import models
 
 from ingest import lexical
 from ingest.settings import ServerLayout
-from ingest.store.base import RRF_K
+from ingest.store.base import RRF_K, RRF_WEIGHTS
 from ingest.store.server import HNSW_M, PAYLOAD_INDEXES, ServerStore
 from search.api import payload_filter
 from tests.test_store import SPEC, pairs
@@ -166,11 +166,12 @@ def test_hybrid_collections_and_queries_on_a_server(qdrant_server):
     assert create["sparse_vectors"] == {"bm25": {"modifier": "idf"}}
     batch = next(body["batch"] for method, path, body in log if path == "/collections/wiki/points")
     assert len(batch["vectors"][""]) == 2 and len(batch["vectors"]["bm25"]) == 2
-    assert batch["vectors"]["bm25"][0]["indices"] == lexical.passage_vector(items[0][1].embed_text,
+    assert batch["vectors"]["bm25"][0]["indices"] == lexical.passage_vector(items[0][1].text,  # no title
                                                                             lexical.default_spec())[0]
     searches = [(path, body) for method, path, body in log if method == "POST"]
     (path, body), (group_path, group_body), (_, dense_body) = searches
-    assert path == "/collections/wiki/points/query" and body["query"] == {"rrf": {"k": RRF_K}}
+    assert path == "/collections/wiki/points/query"
+    assert body["query"] == {"rrf": {"k": RRF_K, "weights": list(RRF_WEIGHTS)}}
     dense_branch, sparse_branch = body["prefetch"]
     assert dense_branch["query"] == [3.0, 4.0] and dense_branch.get("using") is None
     assert sparse_branch["using"] == "bm25" and sparse_branch["query"] == {"indices": sparse[0], "values": sparse[1]}
@@ -179,7 +180,7 @@ def test_hybrid_collections_and_queries_on_a_server(qdrant_server):
     assert body["limit"] == 5 and dense_branch["limit"] == sparse_branch["limit"] == 50
     assert body["with_vector"] is True  # the cosine of each fused hit is computed from its dense vector
     assert group_path.endswith("/points/query/groups") and group_body["group_by"] == "id"
-    assert group_body["group_size"] == 2 and group_body["query"] == {"rrf": {"k": RRF_K}}
+    assert group_body["group_size"] == 2 and group_body["query"] == {"rrf": {"k": RRF_K, "weights": list(RRF_WEIGHTS)}}
     assert "prefetch" not in dense_body and dense_body["score_threshold"] == 0.2
     rescored = {"quantization": {"rescore": True, "oversampling": 2.0}}  # int8 candidates, float32 rescoring
     assert dense_body["params"] == dense_branch["params"] == rescored and "params" not in sparse_branch

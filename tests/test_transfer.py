@@ -57,8 +57,7 @@ def test_a_folder_of_the_earlier_version_is_migrated_with_its_vectors_and_manife
     points = edge_points(tmp_path / "qdrant")
     assert len(points) == first.points_written
     for payload, _, sparse in points.values():  # every lexical vector remade from the point's text
-        text = f"{payload['title']}\n{payload['text']}"
-        assert sparse == pytest.approx(dict(zip(*lexical.passage_vector(text, lexical.default_spec()))))
+        assert sparse == pytest.approx(dict(zip(*lexical.passage_vector(payload["text"], lexical.default_spec()))))
     assert [p.name for p in (tmp_path / "qdrant-state").glob("*.sqlite")] == \
         [f"{first_collection(tmp_path)}.sqlite"]  # the manifest, under the new name only
 

@@ -38,11 +38,12 @@ import numpy as np
 
 from ingest.crashpoints import crashpoint
 from ingest.errors import StoreError, StoreLockedError
-from ingest.lexical import SPARSE_VECTOR, edge_vector
+from ingest.lexical import SPARSE_VECTOR, edge_vector, passage_text
 from ingest.store.base import (
     FILTER_FIELDS,
     FUSION_DEPTH,
     RRF_K,
+    RRF_WEIGHTS,
     ChunkRef,
     ChunkSelection,
     PayloadFilter,
@@ -260,7 +261,8 @@ class EdgeStore:
     # -- points ------------------------------------------------------------
     def upsert_pairs(self, pairs: Sequence[tuple[Article, Chunk]], vectors: np.ndarray) -> None:
         ids, payloads = point_payloads(pairs)
-        self._write(ids, vectors, payloads, [chunk.embed_text for _, chunk in pairs])
+        sparse = self.sparse
+        self._write(ids, vectors, payloads, [passage_text(chunk.embed_text, chunk.text, sparse) for _, chunk in pairs])
 
     def import_points(self, points: Sequence[StoredPoint], texts: Sequence[str]) -> None:
         self._write([p.id for p in points], [p.vector for p in points], [p.payload for p in points], texts)
@@ -360,7 +362,8 @@ class EdgeStore:
             branches.append(q.Prefetch(limit=depth, query=q.Query.Nearest(q.SparseVector(list(sparse[0]),
                                                                                          list(sparse[1])),
                                                                           using=SPARSE_VECTOR), filter=flt))
-        return self._shard.query(q.QueryRequest(limit=limit, prefetches=branches, query=q.Fusion.Rrf(k=RRF_K),
+        fusion = q.Fusion.Rrf(k=RRF_K, weights=list(RRF_WEIGHTS[:len(branches)]))
+        return self._shard.query(q.QueryRequest(limit=limit, prefetches=branches, query=fusion,
                                                 with_payload=True, with_vector=[DENSE]))
 
     def warm(self) -> None:

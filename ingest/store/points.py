@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 from qdrant_client import models
 
-from ingest.lexical import SPARSE_VECTOR, passage_vector
+from ingest.lexical import SPARSE_VECTOR, passage_text, passage_vector
 from ingest.store.base import ChunkSelection, PayloadFilter, StoredHit
 from schemas import Article, Chunk, SparseSpec
 
@@ -89,9 +89,10 @@ def build_batch(
     Payloads come from `point_payloads`, and the vectors, float32 already checked at
     the embedder boundary, skip pydantic's per-float validation. With `sparse`, each
     point also gets its lexical vector (`ingest.lexical`), made from the text the
-    model saw."""
+    model saw (less the title, if the spec leaves it out)."""
     ids, payloads = point_payloads(pairs)
-    return batch_of(ids, vectors.tolist(), payloads, [chunk.embed_text for _, chunk in pairs], sparse)
+    return batch_of(ids, vectors.tolist(), payloads,
+                    [passage_text(chunk.embed_text, chunk.text, sparse) for _, chunk in pairs], sparse)
 
 
 def batch_of(ids: list[str], dense: list, payloads: list[dict[str, Any]], texts: Sequence[str],

@@ -32,6 +32,7 @@ from ingest.store.base import (
     FILTER_FIELDS,
     FUSION_DEPTH,
     RRF_K,
+    RRF_WEIGHTS,
     ChunkRef,
     ChunkSelection,
     PayloadFilter,
@@ -368,7 +369,8 @@ class ServerStore:
             if sparse[0]:  # a query of stopwords only has no lexical side
                 branches.append(models.Prefetch(query=models.SparseVector(indices=sparse[0], values=sparse[1]),
                                                 using=SPARSE_VECTOR, limit=depth, filter=query_filter))
-            query = {"prefetch": branches, "query": models.RrfQuery(rrf=models.Rrf(k=RRF_K))}
+            fusion = models.Rrf(k=RRF_K, weights=list(RRF_WEIGHTS[:len(branches)]))
+            query = {"prefetch": branches, "query": models.RrfQuery(rrf=fusion)}
         with_vectors: Any = sparse is not None  # the cosine of fused hits is computed here
         with self._guard:
             if group_size is None:

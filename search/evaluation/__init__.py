@@ -14,7 +14,9 @@ from search.evaluation.metrics import (
     reciprocal_rank,
 )
 from search.evaluation.questions import (
+    HELDOUT_QUESTIONS,
     SAMPLE_QUESTIONS,
+    SHORT_QUESTIONS,
     Question,
     QuestionFileError,
     load_questions,
@@ -30,8 +32,8 @@ from search.evaluation.runner import (
 )
 
 __all__ = [
-    "CHUNKS_PER_ARTICLE", "DEFAULT_KS", "SAMPLE_QUESTIONS", "EvalResult", "Question", "QuestionFileError",
-    "QuestionResult", "build_parser", "compare_modes", "dedupe", "evaluate", "format_comparison", "format_table",
-    "load_questions", "main", "parse_question", "percentile", "rank_articles", "recall_at", "reciprocal_rank",
-    "run_eval",
+    "CHUNKS_PER_ARTICLE", "DEFAULT_KS", "HELDOUT_QUESTIONS", "SAMPLE_QUESTIONS", "SHORT_QUESTIONS", "EvalResult",
+    "Question", "QuestionFileError", "QuestionResult", "build_parser", "compare_modes", "dedupe", "evaluate",
+    "format_comparison", "format_table", "load_questions", "main", "parse_question", "percentile", "rank_articles",
+    "recall_at", "reciprocal_rank", "run_eval",
 ]

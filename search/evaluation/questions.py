@@ -11,6 +11,10 @@ from pathlib import Path
 from ingest.errors import IngestError
 
 SAMPLE_QUESTIONS = Path(__file__).resolve().parents[1] / "questions" / "sample.jsonl"
+# Short search-box queries: the search defaults are tuned on SHORT_QUESTIONS; HELDOUT_QUESTIONS is never
+# used for tuning, only reported.
+SHORT_QUESTIONS = SAMPLE_QUESTIONS.with_name("short.jsonl")
+HELDOUT_QUESTIONS = SAMPLE_QUESTIONS.with_name("short_heldout.jsonl")
 
 
 class QuestionFileError(IngestError, ValueError):
