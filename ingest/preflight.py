@@ -37,7 +37,7 @@ from ingest.sync import collection_spec
 from schemas import Article
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
-MIN_QDRANT = (1, 16)  # collection metadata (1.16), RRF with k (1.15.4), groups and sparse IDF (older)
+MIN_QDRANT = (1, 17)  # weighted RRF (1.17), collection metadata (1.16), RRF with k (1.15.4), groups, sparse IDF
 PROBE_TEXTS = ["Paris is the capital of France.", "The Rhine rises in the Swiss Alps.", "HAL 9000"]
 
 
@@ -137,7 +137,7 @@ def check_qdrant_version(store: Store) -> Check:
     if parts < MIN_QDRANT:
         return Check(name, FAIL, f"Qdrant {version}", f"upgrade Qdrant to {MIN_QDRANT[0]}.{MIN_QDRANT[1]} or later "
                      "(collection metadata, RRF with k)")
-    return Check(name, PASS, f"Qdrant {version}: collection metadata, RRF with k, groups, sparse IDF")
+    return Check(name, PASS, f"Qdrant {version}: collection metadata, weighted RRF, groups, sparse IDF")
 
 
 def check_collection_roundtrip(store: Store, embedder: Embedder, settings: IngestSettings,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from ingest import lexical
 from search.evaluation import (
     HELDOUT_QUESTIONS,
     SAMPLE_QUESTIONS,
@@ -444,3 +445,47 @@ def test_short_queries_spread_over_the_samples_topics(short_sets, topics, name):
     covered = Counter(topics[q.title] for q in questions)
     assert len(covered) >= 10, covered
     assert max(covered.values()) <= len(questions) / 4, covered
+
+
+# -- the variants replay -------------------------------------------------------
+def test_the_variants_replay_ranks_as_the_store_does(tiny_index, local_embedder):
+    """The replica behind `eval --variants` against the real store, on the collection's
+    own settings: dense rankings identical, hybrid ones consistent with the store's
+    fused scores (a pair the store scores apart comes in the same order; ties are free)."""
+    from search import Searcher
+    from search.evaluation.variants import Replica, Variant
+
+    settings, questions, _ = tiny_index
+    with Searcher.open(settings.store, embedder=local_embedder) as searcher:
+        replica = Replica(searcher.store)
+        assert len(replica) == searcher.store.count()
+        own = Variant("own", searcher.spec.sparse)
+        for q in questions[:8]:
+            vector = local_embedder.embed_queries([q.question])[0]
+            dense = [replica.point_ids[r] for r in replica.search(vector, q.question, Variant("d", None), 9)]
+            assert dense == [h.point_id for h in searcher.search(q.question, k=9, mode="dense")]
+            hits = searcher.store.search(vector, sparse=lexical.query_vector(q.question, searcher.spec.sparse),
+                                         limit=9)
+            order = {pid: i for i, pid in enumerate(replica.point_ids[r] for r in replica.search(vector, q.question,
+                                                                                                   own, 40))}
+            for a, b in zip(hits, hits[1:]):
+                if a.score > b.score + 1e-6:
+                    assert order[a.id] < order[b.id], (q.question, a.id, b.id)
+
+
+def test_the_variants_command_scores_every_variant_and_its_dense_row_matches_the_eval(tiny_index, capsys):
+    settings, questions, questions_file = tiny_index
+    args = ["--questions", str(questions_file), "--qdrant-path", settings.store.qdrant_path,
+            "--collection", settings.store.collection, "--device", "cpu", "--no-progress"]
+    assert main(args + ["--mode", "dense", "--json"]) == 0
+    dense = json.loads(capsys.readouterr().out)
+    assert main(args + ["--variants", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert len(report) == 9 and all(set(by_set) == {"questions"} for by_set in report.values())
+    replayed = report["dense only"]["questions"]
+    assert (replayed["recall@1"], replayed["mrr@10"]) == (dense["recall@1"], dense["mrr@10"])
+    default = next(label for label in report if label.startswith("default now"))
+    assert report[default]["questions"]["recall@10"] > 0.5
+    assert main(args + ["--variants"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("| variant | questions R@1 |") and len(table) == 2 + 9 + 2

@@ -9,6 +9,8 @@ Latency is measured per query, embedding included.
   python -m search eval                                        # the bundled sample set
   python -m search eval --questions my_questions.jsonl -k 1 3 10 --json
   python -m search eval --mode dense hybrid                    # the modes side by side
+  python -m search eval --variants                             # the lexical and fusion settings tried,
+                                                               # on every shipped set (search/evaluation/variants.py)
 
 A question file holds one JSON object per line, {"question": "...", "title": "..."},
 where title is the exact title of the answering article; blank lines are skipped.
@@ -31,7 +33,7 @@ from typing import Callable
 from ingest.errors import SettingsError
 from ingest.progress import Progress
 from search.evaluation.metrics import DEFAULT_KS
-from search.evaluation.questions import SAMPLE_QUESTIONS, load_questions
+from search.evaluation.questions import HELDOUT_QUESTIONS, SAMPLE_QUESTIONS, SHORT_QUESTIONS, load_questions
 from search.evaluation.runner import (
     CHUNKS_PER_ARTICLE,
     compare_modes,
@@ -39,17 +41,19 @@ from search.evaluation.runner import (
     format_table,
     unindexed_answers,
 )
+from search.evaluation.variants import Replica, compare_variants, default_variants, format_variants
 from search.options import add_searcher_args, searcher_command
 
 PROG = "python -m search eval"
+SHIPPED_SETS = {"sample": SAMPLE_QUESTIONS, "short": SHORT_QUESTIONS, "short_heldout": HELDOUT_QUESTIONS}
 log = logging.getLogger("search.eval")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--questions", type=Path, default=SAMPLE_QUESTIONS,
-                        help="JSON-lines question file (default: the set for the bundled sample, %(default)s)")
+    parser.add_argument("--questions", type=Path, default=None,
+                        help=f"JSON-lines question file (default: the set for the bundled sample, {SAMPLE_QUESTIONS})")
     parser.add_argument("-k", type=int, nargs="+", default=list(DEFAULT_KS), metavar="K",
                         help="report recall at each of these article cut-offs; MRR is cut off at the largest "
                              "(default: %(default)s)")
@@ -58,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mode", nargs="+", choices=("dense", "hybrid"), default=None,
                         help="retrieval mode(s); with several, each question is asked in each mode in turn and "
                              "the modes are compared in one table (default: the collection's default mode)")
+    parser.add_argument("--variants", action="store_true",
+                        help="score the retrieval settings tried for this project (BM25 parameters, the lexical "
+                             "text, the fusion) side by side, replayed over the collection's points; on the three "
+                             "shipped sets unless --questions is given")
     parser.add_argument("--json", action="store_true", help="one JSON object with every question's outcome")
     parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     parser.add_argument("--misses", type=int, default=10, metavar="N",
@@ -75,7 +83,9 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace, open_searcher: Callable) -> int:
-    questions = load_questions(args.questions)
+    if args.variants:
+        return _variants(args, open_searcher)
+    questions = load_questions(args.questions or SAMPLE_QUESTIONS)
     log.info("opening the collection and the model")
     with open_searcher() as searcher:
         missing = unindexed_answers(searcher.store, searcher.spec.dimension, questions)
@@ -98,6 +108,23 @@ def _run(args: argparse.Namespace, open_searcher: Callable) -> int:
         for mode, result in results.items():
             if args.misses > 0 and result.misses:
                 print(f"\n{mode}: " + format_table(result, misses=args.misses).split("\n\n", 1)[-1])
+    return 0
+
+
+def _variants(args: argparse.Namespace, open_searcher: Callable) -> int:
+    sets = {args.questions.stem: args.questions} if args.questions else SHIPPED_SETS
+    questions = {name: load_questions(path) for name, path in sets.items()}
+    with open_searcher() as searcher:
+        log.info("reading the collection's points")
+        replica = Replica(searcher.store, title_prefix=bool(searcher.spec.chunking.get("title_prefix", True)))
+        results = compare_variants(replica, searcher.embedder.embed_queries, questions, default_variants(),
+                                   ks=args.k, chunks=args.chunks or CHUNKS_PER_ARTICLE * max(args.k),
+                                   progress=not args.no_progress)
+    if args.json:
+        print(json.dumps({label: {name: r.to_dict() for name, r in by_set.items()} for label, by_set in results.items()},
+                         ensure_ascii=False))
+    else:
+        print(format_variants(results))
     return 0
 
 
