@@ -2,6 +2,7 @@
 the shipped question set against the bundled sample, and an eval over a tiny real index."""
 
 import json
+import logging
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from search.evaluation import (
     SAMPLE_QUESTIONS,
     SHORT_QUESTIONS,
     EvalResult,
+    build_parser,
     Question,
     QuestionFileError,
     compare_modes,
@@ -345,6 +347,8 @@ def test_compare_modes_asks_each_question_in_each_mode_in_turn():
 def test_an_eval_on_a_partial_index_says_which_answers_are_missing_and_shows_progress(tiny_index, tmp_path,
                                                                                     capsys, caplog):
     settings, questions, _ = tiny_index
+    caplog.set_level(logging.INFO)
+    assert build_parser().parse_args([]).verbose == 1  # INFO by default: the steps of a long job
     partial = tmp_path / "partial.jsonl"  # two answers that the tiny index does not hold
     partial.write_text("".join(json.dumps({"question": q.question, "title": q.title}) + "\n" for q in questions[:3])
                        + json.dumps({"question": "the tallest mountain in Africa", "title": "Mount Kenya"}) + "\n"
@@ -354,6 +358,8 @@ def test_an_eval_on_a_partial_index_says_which_answers_are_missing_and_shows_pro
     assert "2 of the 5 answering articles are not in the collection (a partial index?), e.g. 'Mount Kenya', " \
            "'Mars'" in caplog.text
     assert "questions 5/5" in capsys.readouterr().err  # the progress line
+    assert "loading sentence-transformers/all-MiniLM-L6-v2 on cpu" in caplog.text  # the model load, timed
+    assert re.search(r"loaded sentence-transformers/all-MiniLM-L6-v2 in \d+\.\d s", caplog.text)
 
 
 def test_searching_a_folder_without_a_store_does_not_make_one(tmp_path, caplog):

@@ -19,6 +19,7 @@ import platform
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -112,9 +113,10 @@ def pick_dtype(dtype: str, device: str) -> str:
     return "bfloat16" if native_bfloat16() else "float32"
 
 
-def _quiet_transformers() -> None:
-    """No weight-loading progress bars unless debugging: stderr is for our progress."""
-    if logging.getLogger().isEnabledFor(logging.DEBUG):
+def _quiet_transformers(*, downloading: bool = False) -> None:
+    """No weight-loading progress bars unless debugging: stderr is for our progress.
+    A download from the hub keeps its own progress bars: it can take minutes."""
+    if downloading or logging.getLogger().isEnabledFor(logging.DEBUG):
         return
     try:
         from transformers.utils import (
@@ -158,7 +160,10 @@ class LocalEmbedder:
                 "the local embedder needs sentence-transformers: pip install '.[local]'"
             ) from exc
         self.device = pick_device(device)
-        _quiet_transformers()
+        _quiet_transformers(downloading=not local)
+        started = time.perf_counter()
+        log.info("loading %s on %s%s", name, self.device,
+                 "" if local else " (downloading it from the Hugging Face hub first, if not cached)")
         try:
             self.model = SentenceTransformer(location, device=self.device, local_files_only=local)
         except Exception as exc:
@@ -181,6 +186,7 @@ class LocalEmbedder:
             if self._direct is None and engine == "direct":
                 raise EmbedderError(f"model {name!r} has modules the direct engine does not handle")
         self.engine = "direct" if self._direct else "sentence-transformers"
+        log.info("loaded %s in %.1f s (%s, %s engine)", name, time.perf_counter() - started, self.dtype, self.engine)
 
     def _spec(self, name: str, query_instruction: str | None) -> ModelSpec:
         known = KNOWN_MODELS.get(name)

@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--misses", type=int, default=10, metavar="N",
                         help="list up to N questions whose article was not found (default %(default)s)")
     add_searcher_args(parser)
+    parser.set_defaults(verbose=1)  # a long job: its steps (the model's load, timed) on stderr, as `ingest` does
     return parser
 
 
