@@ -358,7 +358,7 @@ def test_an_eval_on_a_partial_index_says_which_answers_are_missing_and_shows_pro
     assert "2 of the 5 answering articles are not in the collection (a partial index?), e.g. 'Mount Kenya', " \
            "'Mars'" in caplog.text
     assert "questions 5/5" in capsys.readouterr().err  # the progress line
-    assert "loading sentence-transformers/all-MiniLM-L6-v2 on cpu" in caplog.text  # the model load, timed
+    assert "loading sentence-transformers/all-MiniLM-L6-v2 (torch and the weights)" in caplog.text  # timed
     assert re.search(r"loaded sentence-transformers/all-MiniLM-L6-v2 in \d+\.\d s", caplog.text)
 
 

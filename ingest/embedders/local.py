@@ -151,6 +151,9 @@ class LocalEmbedder:
             raise EmbedderError(f"unknown engine {engine!r}: use auto, direct or sentence-transformers")
         name, location = resolve_model(model)
         local = Path(location).is_dir()  # weights on disk: `local_files_only`, the hub is never asked
+        started = time.perf_counter()
+        log.info("loading %s (torch and the weights%s)", name, "" if local else
+                 ", downloaded from the Hugging Face hub first if not cached")
         try:
             from sentence_transformers import (
                 SentenceTransformer,  # heavy, and only in the `local` extra
@@ -161,9 +164,6 @@ class LocalEmbedder:
             ) from exc
         self.device = pick_device(device)
         _quiet_transformers(downloading=not local)
-        started = time.perf_counter()
-        log.info("loading %s on %s%s", name, self.device,
-                 "" if local else " (downloading it from the Hugging Face hub first, if not cached)")
         try:
             self.model = SentenceTransformer(location, device=self.device, local_files_only=local)
         except Exception as exc:
@@ -186,7 +186,8 @@ class LocalEmbedder:
             if self._direct is None and engine == "direct":
                 raise EmbedderError(f"model {name!r} has modules the direct engine does not handle")
         self.engine = "direct" if self._direct else "sentence-transformers"
-        log.info("loaded %s in %.1f s (%s, %s engine)", name, time.perf_counter() - started, self.dtype, self.engine)
+        log.info("loaded %s in %.1f s (%s, %s, %s engine)", name, time.perf_counter() - started, self.device,
+                 self.dtype, self.engine)
 
     def _spec(self, name: str, query_instruction: str | None) -> ModelSpec:
         known = KNOWN_MODELS.get(name)
