@@ -63,3 +63,29 @@ def test_an_mcp_client_lists_and_calls_the_tools(store_path):
     assert len(block["text"]) <= 1500
     assert empty.is_error and "the query is empty" in empty.content[0].text
     assert wide.is_error and "k must be between 1 and 100, got 1000" in wide.content[0].text
+
+
+def test_the_mcp_server_searches_through_any_configured_embedder_here_tei(store_path, local_embedder):
+    """The same tools with the query embedded by a TEI server (the test suite's TEI
+    stand-in on loopback, serving the real model): the backend flags are those of
+    `python -m search`, so the MCP server searches whatever they configure."""
+    from mcp import ClientSession, StdioServerParameters
+    from mcp.client.stdio import stdio_client
+
+    from tests.tei_server import TEIServer
+
+    with TEIServer(embedder=local_embedder) as tei:
+        params = StdioServerParameters(
+            command=sys.executable, args=["-m", "search", "mcp", "--collection", "wiki", "--embedder", "tei"],
+            env={**os.environ, "PYTHONPATH": os.getcwd(), "HF_HUB_OFFLINE": "1", "TEI_URL": tei.url,
+                 "QDRANT_PATH": store_path})
+
+        async def session_run():
+            async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+                await session.initialize()
+                return await session.call_tool("search", {"query": "the film with the computer HAL 9000", "k": 2})
+
+        found = asyncio.run(asyncio.wait_for(session_run(), timeout=180))
+    assert not found.is_error, found.content
+    assert found.structured_content["hits"][0]["title"] == "2001: A Space Odyssey"
+    assert tei.received.paths["POST /embed"] >= 1  # the query went through TEI, not a model of its own
