@@ -527,28 +527,30 @@ def scheduled_reindex() -> str:
 # ## Search over HTTP
 #
 # `search_api` serves the HTTP search service of `search.server` (GET and POST
-# /search, /health, /openapi.json) from small CPU containers: no GPU of its own.
-# Queries are embedded by the deployed `Embedder` class above (looked up by name, as
-# `python -m search --embedder modal` does, so with the collection's model and query
-# instruction) and searched in Qdrant with the `qdrant` secret. Every search carries
-# a bearer token, the `SEARCH_API_TOKEN` of a second secret, created once:
+# /search, /health, /openapi.json, and the search page at /), a FastAPI
+# application, from small CPU containers: no GPU of its own. Queries are embedded
+# by the deployed `Embedder` class above (looked up by name, as `python -m search
+# --embedder modal` does, so with the collection's model and query instruction) and
+# searched in Qdrant with the `qdrant` secret. Every search carries a bearer token,
+# the `SEARCH_API_TOKEN` of a second secret, created once:
 #
 #     modal secret create search-api SEARCH_API_TOKEN=$(openssl rand -hex 32)
 #     modal deploy -m ingest.modal_app    # prints the URL: https://<workspace>--wiki-embed-search-api.modal.run
 #
 # The collection (usually an alias) is `WIKI_SEARCH_COLLECTION`, read when you
 # deploy; default "wikipedia". All the logic lives in `search.server`; this only
-# wires it to the secrets.
+# wires it to the secrets. The web packages are pinned to the versions it is tested with.
 
 SEARCH_SECRET_NAME = "search-api"
 SEARCH_TOKEN_KEY = "SEARCH_API_TOKEN"  # search.server.TOKEN_ENV
 search_secret = modal.Secret.from_name(SEARCH_SECRET_NAME, required_keys=[SEARCH_TOKEN_KEY])
 SEARCH_COLLECTION = DEPLOY.search_collection
 EMBEDDER_CLASS = "Embedder"  # the class above, as EmbedderSettings.modal_class names it
+WEB_PACKAGES = ("fastapi==0.165.0", "pydantic==2.14.4", "uvicorn==0.54.0")  # the search endpoint's, on top
 
 search_image = (
     modal.Image.debian_slim(python_version="3.11")
-    .pip_install(*RUNTIME_PACKAGES)
+    .pip_install(*RUNTIME_PACKAGES, *WEB_PACKAGES)
     .env({"WIKI_SEARCH_COLLECTION": SEARCH_COLLECTION})
     .add_local_python_source("schemas", "ingest", "search")
 )
@@ -563,10 +565,10 @@ search_image = (
     startup_timeout=10 * MINUTES,  # opening the searcher may wait for a cold GPU container
     timeout=2 * MINUTES,
 )
-@modal.concurrent(max_inputs=16)  # health checks need not queue behind a search (searches take a lock)
-@modal.wsgi_app()
+@modal.concurrent(max_inputs=16)  # health checks need not queue behind a search (searches take a semaphore)
+@modal.asgi_app()
 def search_api():
-    """The WSGI application of `search.server`, over the collection in Qdrant."""
+    """The FastAPI application of `search.server`, over the collection in Qdrant."""
     from search.api import Searcher
     from search.server import make_app
 

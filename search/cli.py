@@ -2,7 +2,7 @@
 
 Commands:
   QUERY   (the default) ranked passages with title, url and score
-  serve   an HTTP search service: GET/POST /search, GET /health, GET /openapi.json
+  serve   an HTTP search service: GET/POST /search, GET /health, GET /openapi.json, a page at /
   eval    retrieval quality over a question file: recall@1/5/10, MRR and latency
   bench   query latency of each search option (modes, filters, caps, neighbours), side by side
   mcp     the search and context tools of an MCP server, on stdio (the `mcp` extra)
@@ -47,16 +47,8 @@ from search.options import (
     add_searcher_args,
     searcher_command,
 )
-from search.server import (
-    DEFAULT_MAX_CONCURRENT,
-    DEFAULT_MAX_QUERY_CHARS,
-    TOKEN_ENV,
-    is_loopback,
-    make_app,
-    make_server,
-    serve_until_stopped,
-    server_url,
-)
+from search.server import DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_QUERY_CHARS, TOKEN_ENV, make_app
+from search.serving import is_loopback, make_server, serve_until_stopped, server_url
 
 log = logging.getLogger("search")
 
@@ -179,10 +171,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # -- python -m search serve ------------------------------------------------------------
 SERVE_DESCRIPTION = """\
-Serve the collection over HTTP, with the standard library (no web framework):
+Serve the collection over HTTP: a FastAPI application on uvicorn.
 
+  GET  /                        a search page (no token to load it; it asks for one if needed)
   GET  /health                  whether it is up, the collection and the model (no token)
-  GET  /openapi.json            the OpenAPI 3.1 description of the routes (no token)
+  GET  /openapi.json            the OpenAPI 3.1 document of the routes (no token)
   GET  /search?q=...&k=5        ranked hits as JSON; also mode, score_threshold, article_id,
                                 title, url (repeat them), max_per_article, neighbours, context_chars
   POST /search                  the same as a JSON body: {"query": "...", "k": 5, "titles": [...], ...}
@@ -194,11 +187,13 @@ environment variable SEARCH_API_TOKEN: without it the server refuses to start, u
   export SEARCH_API_TOKEN=$(openssl rand -hex 32)
   python -m search serve --port 8000
   curl -H "Authorization: Bearer $SEARCH_API_TOKEN" 'http://127.0.0.1:8000/search?q=HAL+9000&k=3'
-  python -m search serve --open                  # on 127.0.0.1, no token
+  python -m search serve --open                  # on 127.0.0.1, no token; open http://127.0.0.1:8000/
 
-The URL is logged on stderr once the collection is open, then one line per request.
-SIGINT (Ctrl-C) or SIGTERM stops it (exit 0). Exit 1: the collection cannot be opened or
-the port is taken; exit 2: bad usage (no token, --open on a non-loopback host).
+Errors are {"error": message}: 400 (not JSON), 401, 404, 405, 413 (too long), 422 (against
+the schema), 503 (the store or the embedder failed). The URL is logged on stderr once the
+collection is open, then one line per request (the path only). SIGINT (Ctrl-C) or SIGTERM
+stops it (exit 0). Exit 1: the collection cannot be opened or the port is taken; exit 2:
+bad usage (no token, --open on a non-loopback host).
 """
 
 
@@ -259,8 +254,10 @@ def serve(argv: Sequence[str]) -> int:
             except OSError as exc:
                 log.error("cannot listen on %s port %s: %s", args.host, args.port, exc)
                 return EXIT_FAILED
-            log.info("serving %s (%s, %s) at %s/search%s", searcher.name, searcher.store.collection,
-                     searcher.spec.model.name, server_url(server), "" if token else ", without a token")
+            url = server_url(server)
+            log.info("serving %s (%s, %s) at %s/search%s; the search page: %s/", searcher.name,
+                     searcher.store.collection, searcher.spec.model.name, url, "" if token else ", without a token",
+                     url)
             serve_until_stopped(server)
     except Exception as exc:  # the one error edge
         report_failure(log, exc, args.verbose)

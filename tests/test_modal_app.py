@@ -18,7 +18,6 @@ network, and without reading the app's source text.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import os
 import pickle
@@ -337,17 +336,43 @@ def test_download_functions_use_the_dataset_volume_and_no_gpu(declared):
     assert modal_app.DATASET_NAME == "wikimedia/wikipedia"
 
 
-def test_the_search_endpoint_is_a_wsgi_app_on_a_cpu_with_the_qdrant_and_token_secrets(declared):
+# Which of modal's web decorators each function of the app is declared with (FunctionInfo
+# says a function is a web endpoint, not whether it serves ASGI or WSGI).
+WEB_DECORATORS = r'''
+import json, modal
+seen = {}
+for name in ("asgi_app", "wsgi_app", "fastapi_endpoint", "web_server"):
+    def spy(*args, _name=name, _original=getattr(modal, name), **kwargs):
+        decorate = _original(*args, **kwargs)
+        def recorded(function):
+            seen[function.__name__] = [_name, kwargs]
+            return decorate(function)
+        return recorded
+    setattr(modal, name, spy)
+import ingest.modal_app
+print(json.dumps(seen))
+'''
+
+
+def test_the_search_endpoint_is_an_asgi_app_on_a_cpu_with_the_qdrant_and_token_secrets(declared, tmp_path):
     declared_info = info(modal_app.search_api)
-    assert declared_info.web_info is not None and declared_info.web_info.method is None  # wsgi, not fastapi
+    assert declared_info.web_info is not None and declared_info.web_info.method is None  # an app, no fastapi_endpoint
+    done = run_python(WEB_DECORATORS, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"search_api": ["asgi_app", {}]}  # FastAPI is ASGI: @modal.asgi_app()
     assert declared_info.gpus == [] and declared_info.volumes == {}
     assert declared_info.secrets == [repr(modal_app.qdrant_secret), repr(modal_app.search_secret)]
     assert declared_info.concurrency_info.max_inputs > 1  # health checks need not queue behind a search
     functions = registered().functions
     assert [name for name, f in functions.items() if info(f).web_info is not None] == ["search_api"]
     assert declared["options"]["search_api"]["image"] == "search_image"
-    assert [name for name, _, _ in declared["images"]["search_image"]] == [
+    steps = declared["images"]["search_image"]
+    assert [name for name, _, _ in steps] == [
         "debian_slim", "pip_install", "env", "add_local_python_source"]  # no TEI image, no CUDA
+    # the pipeline's packages and the web framework, each pinned to one version
+    assert steps[1][1] == [*modal_app.RUNTIME_PACKAGES, *modal_app.WEB_PACKAGES]
+    assert all(re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[0-9][0-9.]*", p) for p in modal_app.WEB_PACKAGES)
+    assert {p.split("==")[0] for p in modal_app.WEB_PACKAGES} == {"fastapi", "pydantic", "uvicorn"}
     assert declared["named"]["search_secret"] == {"name": "search-api", "required_keys": ["SEARCH_API_TOKEN"]}
     assert (modal_app.SEARCH_SECRET_NAME, modal_app.SEARCH_TOKEN_KEY) == ("search-api", "SEARCH_API_TOKEN")
 
@@ -576,32 +601,38 @@ def opened_searchers(monkeypatch):
     opened = []
     searcher = SimpleNamespace(name="wikipedia", store=SimpleNamespace(collection="wikipedia_2", exists=lambda: True),
                                embedder=SimpleNamespace(embed_queries=lambda texts: [[0.0] * 384]),
-                               spec=SimpleNamespace(model=SimpleNamespace(name=MODEL), dimension=384))
+                               spec=SimpleNamespace(model=SimpleNamespace(name=MODEL), dimension=384),
+                               default_mode="hybrid", search=lambda query, k=5, **options: [])
     monkeypatch.setattr(search.api.Searcher, "open",
                         lambda store, embedder: opened.append((store, embedder)) or searcher)
     return opened
 
 
 def test_the_search_endpoint_builds_the_server_from_the_secrets(monkeypatch, opened_searchers):
-    from search.server import TOKEN_ENV, SearchApp
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from search.server import TOKEN_ENV
 
     monkeypatch.setenv("QDRANT_URL", "https://qdrant.example:6333")
     monkeypatch.setenv("QDRANT_API_KEY", "qdrant-key")
     monkeypatch.setenv(TOKEN_ENV, "token-from-the-secret")
     assert TOKEN_ENV == modal_app.SEARCH_TOKEN_KEY
-    app = modal_app.search_api.local()  # the WSGI application, built in this process
+    app = modal_app.search_api.local()  # the ASGI application, built in this process
     ((store, embedder),) = opened_searchers
     assert (store.qdrant_url, store.qdrant_api_key, store.collection) == (
         "https://qdrant.example:6333", "qdrant-key", modal_app.SEARCH_COLLECTION)
     assert (embedder.embedder, embedder.modal_app, embedder.modal_class) == ("modal", "wiki-embed", "Embedder")
-    assert isinstance(app, SearchApp)
-    answers = {}
-    for path, method in (("/health", "GET"), ("/search", "POST")):
-        environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "CONTENT_LENGTH": "2", "wsgi.input": io.BytesIO(b"{}")}
-        body = b"".join(app(environ, lambda status, headers: answers.__setitem__(path, status)))
-        answers[path] = (answers[path], body)
-    assert answers["/health"][0] == "200 OK" and b'"auth": true' in answers["/health"][1]
-    assert answers["/search"][0] == "401 Unauthorized"  # the secret's token is asked for
+    assert isinstance(app, FastAPI)
+    with TestClient(app) as client:  # as Modal's ASGI adapter drives it: in process
+        health = client.get("/health")
+        assert health.status_code == 200 and health.json()["auth"] is True
+        refused = client.post("/search", json={"query": "HAL"})  # the secret's token is asked for
+        assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Bearer")
+        answer = client.post("/search", json={"query": "HAL"},
+                             headers={"Authorization": "Bearer token-from-the-secret"})
+        assert answer.status_code == 200 and answer.json()["hits"] == []
+        assert client.get("/").headers["content-type"].startswith("text/html")  # the page, no token
 
 
 def test_the_search_endpoint_without_the_qdrant_secret_says_how_to_create_it(monkeypatch, opened_searchers):
