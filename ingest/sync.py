@@ -68,6 +68,7 @@ def run_ingest(settings: IngestSettings, *, embedder: Embedder | None = None, st
     own_store, own_embedder = store is None, embedder is None
     store = store or open_store(settings.store)
     try:
+        store.resolve(settings.store.collection)  # a store out of reach fails now, not after the model's load
         embedder = embedder or make_embedder(settings.embedder)
         spec = collection_spec(settings, embedder)
         target = plan_target(store, settings.store.collection, spec)
