@@ -26,7 +26,7 @@ from pydantic import ConfigDict
 
 from ingest.embedders.base import Embedder, all_vectors
 from search.api import Searcher
-from search.integrations import SearchOptions, default_searcher, hit_metadata
+from search.integrations import OPTION_NAMES, SearchOptions, default_searcher, hit_metadata
 
 
 class SearchRetriever(BaseRetriever):
@@ -35,6 +35,7 @@ class SearchRetriever(BaseRetriever):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     searcher: Searcher | None = None
+    # Searcher.search's options (`search.integrations.SearchOptions`), as fields so that LangChain sees them
     k: int = 5
     mode: str | None = None
     score_threshold: float | None = None
@@ -56,9 +57,7 @@ class SearchRetriever(BaseRetriever):
         return await asyncio.to_thread(self._documents, query, overrides)  # the searcher blocks: off the loop
 
     def _documents(self, query: str, overrides: dict[str, Any]) -> list[Document]:
-        options = SearchOptions(k=self.k, mode=self.mode, score_threshold=self.score_threshold,
-                                article_ids=self.article_ids, titles=self.titles, urls=self.urls,
-                                max_per_article=self.max_per_article, neighbours=self.neighbours)
+        options = SearchOptions(**{name: getattr(self, name) for name in OPTION_NAMES})
         hits = options.search(self.searcher, query, **overrides)
         return [Document(page_content=hit.text, metadata=hit_metadata(hit), id=hit.point_id) for hit in hits]
 
