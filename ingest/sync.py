@@ -36,7 +36,7 @@ from ingest.state.reconcile import (
     verify,
 )
 from ingest.store import Store, open_store
-from ingest.transfer import relexify
+from ingest.transfer import lexical_only, relexify
 from schemas import CollectionSpec
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,14 @@ def run_ingest(settings: IngestSettings, *, embedder: Embedder | None = None, st
         embedder = embedder or make_embedder(settings.embedder)
         spec = collection_spec(settings, embedder)
         target = plan_target(store, settings.store.collection, spec)
+        if in_place_only and target.rebuild and (live := lexical_only(store, target, spec)) is not None:
+            # A scheduled reindex does not copy a whole corpus to change its BM25 settings: the live
+            # collection keeps those it was built with (queries are made with them too).
+            log.warning("%s was built with other BM25 settings (%s) than this version's (%s): kept for this reindex; "
+                        "run `python -m ingest` against it once to move to the new ones (a copy, nothing embedded)",
+                        target.live, _lexical(live.sparse), _lexical(spec.sparse))
+            spec = live
+            target = plan_target(store, settings.store.collection, spec)
         check_target(target, drop_old=settings.drop_old)
         if in_place_only and not target.in_place:
             raise RebuildError(
@@ -124,6 +132,10 @@ def run_ingest(settings: IngestSettings, *, embedder: Embedder | None = None, st
             store.close()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _lexical(sparse) -> str:
+    return f"k1 {sparse.k1:g}, b {sparse.b:g}, titles {'in' if sparse.include_title else 'out'}"
 
 
 def _go_live(store: Store, target: Target, embedder: Embedder, settings: IngestSettings, indexed: bool) -> str:

@@ -136,6 +136,17 @@ def _copy_manifest(source_settings: StoreSettings, source_collection: str, sourc
     return len(rows)
 
 
+def lexical_only(store: Store, target: Target, spec: CollectionSpec) -> CollectionSpec | None:
+    """The live collection's build record when it differs from `spec` in its lexical
+    settings alone (both with sparse vectors), else None."""
+    if target.live is None or spec.sparse is None:
+        return None
+    live = store.at(target.live).read_spec()
+    if live is None or live.sparse is None or replace(live, sparse=spec.sparse) != spec:
+        return None
+    return live
+
+
 def relexify(store: Store, target: Target, spec: CollectionSpec, settings: StoreSettings, *,
              progress: bool = True) -> int:
     """Seed a rebuild whose only change is the lexical settings (a new BM25 default,
@@ -143,10 +154,7 @@ def relexify(store: Store, target: Target, spec: CollectionSpec, settings: Store
     made again from their text, and its manifest, so that the run embeds nothing
     again and then switches as any rebuild does. Returns the points copied; 0 when
     this is not such a rebuild, or when the new collection is already being built."""
-    if not target.rebuild or target.legacy or spec.sparse is None or target.live is None:
-        return 0
-    live = store.at(target.live).read_spec()
-    if live is None or live.sparse is None or replace(live, sparse=spec.sparse) != spec:
+    if not target.rebuild or target.legacy or lexical_only(store, target, spec) is None:
         return 0
     with open_manifest(settings, target.collection, spec.fingerprint) as manifest:
         if manifest.count():

@@ -227,3 +227,23 @@ def test_new_lexical_settings_rebuild_from_the_live_collections_vectors_embeddin
     again = CountingEmbedder()
     assert run_ingest(settings, embedder=again, store=store).unchanged == len(rows) and again.calls == 0
     assert live(store) == new  # in place from now on
+
+
+def test_a_scheduled_reindex_keeps_the_earlier_lexical_settings_and_says_how_to_move(tmp_path, rows, store,
+                                                                                     monkeypatch, caplog):
+    """The scheduled reindex (`in_place_only`, on Modal) does not copy a whole corpus
+    to change its BM25 settings: it updates the live collection in place with the
+    settings it was built with, and says what to run to move."""
+    settings = settings_for(tmp_path, rows)
+    with monkeypatch.context() as earlier:
+        earlier.setattr(lexical, "default_spec", lambda: EARLIER_LEXICAL)
+        run_ingest(settings, embedder=CountingEmbedder(), store=store)
+    old = live(store)
+    edited = [dict(row, text=row["text"] + " An added sentence.") if i == 0 else row for i, row in enumerate(rows)]
+    embedder = CountingEmbedder()
+    summary = run_ingest(settings_for(tmp_path, edited), embedder=embedder, store=store, mode="reindex",
+                         in_place_only=True)
+    assert live(store) == old and summary.changed == 1 and embedder.calls == 1
+    assert store.at(old).read_spec().sparse == EARLIER_LEXICAL
+    assert "other BM25 settings (k1 1.2, b 0.75, titles in) than this version's (k1 0.3, b 0.5, titles out)" \
+        in caplog.text and "run `python -m ingest` against it once" in caplog.text
