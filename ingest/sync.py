@@ -5,7 +5,8 @@ line runs, as plain functions over a settings object.
   source (unchanged ones cost nothing, so a stopped run resumes where it was);
   `mode="reindex"` also deletes the articles the source no longer has. Either
   builds a new collection and moves the alias when the settings changed
-  (`ingest.state.rebuild`).
+  (`ingest.state.rebuild`), from the live one's vectors when only the lexical
+  settings did (`ingest.transfer.relexify`).
 - `verify_collection`, `repair_manifest`: the manifest against the collection.
 """
 
@@ -24,8 +25,9 @@ from ingest.progress import Progress
 from ingest.pipeline.run import run_pipeline
 from ingest.pipeline.summary import RunSummary
 from ingest.settings import IngestSettings, StoreSettings
-from ingest.sources import open_source
+from ingest.sources import Source, open_source
 from ingest.state.files import Checkpoint, open_manifest, remove_state, run_lock
+from ingest.state.manifest import Manifest
 from ingest.state.rebuild import Target, check_target, not_indexed, plan_target, switch
 from ingest.state.reconcile import (
     DriftReport,
@@ -86,51 +88,59 @@ def run_ingest(settings: IngestSettings, *, embedder: Embedder | None = None, st
                 f"{target.name!r} " + (f"leads to {target.live!r}, built with other settings" if target.live else
                                       "does not exist") + f": building {target.collection!r} takes the sharded "
                 "load (modal run -m ingest.modal_app), not an incremental reindex")
-        written = store.at(target.collection)
         with run_lock(settings.store, target.collection):
             seeded = relexify(store, target, spec, settings.store, progress=settings.progress)
             with open_manifest(settings.store, target.collection, spec.fingerprint, checkpoint=checkpoint) as manifest:
-                if written.ensure_collection(spec, bulk_load=True):
-                    manifest.clear()  # a new collection holds nothing, whatever an old manifest says
-                else:
-                    reconcile(written, manifest)
-                crashpoint("after-collection")
-                deletes = settings.limit is None and (mode == "reindex" or target.rebuild)
-                log.info("%s %s into %s%s with %s", "reindexing" if mode == "reindex" else "ingesting", source.name,
-                         target.collection, f" (rebuilding {target.name})" if target.rebuild else "", embedder.spec.name)
-                summary = run_pipeline(
-                    source,
-                    chunker=make_chunker(settings, embedder),
-                    embedder=embedder,
-                    store=written,
-                    dead_letters=DeadLetterFile(settings.dead_letter),
-                    window=settings.window,
-                    progress=Progress(source.total, enabled=settings.progress),
-                    manifest=manifest,
-                    track_seen=deletes,
-                )
-                if deletes and summary.unreadable:
-                    log.warning("%d rows of the source could not be read (see %s): no article is deleted this run, "
-                                "since theirs may be among them; fix those rows and reindex again",
-                                summary.unreadable, settings.dead_letter)
-                elif deletes:
-                    articles, points = delete_unseen(written, manifest, max_share=settings.max_delete_share)
-                    summary.deleted += articles
-                    summary.points_deleted += points
-                indexed = written.finish_bulk_load(wait_seconds=0.0 if target.in_place else settings.index_wait)
-                summary.extra["collection"] = target.collection
-                summary.extra["collection_points"] = written.count()
-                if seeded:
-                    summary.extra["seeded"] = (f"only the lexical settings changed: {seeded:,} points of {target.live} "
-                                               "copied with new BM25 vectors, none embedded again")
-                if not target.in_place:
-                    summary.extra["alias"] = _go_live(store, target, embedder, settings, indexed)
+                summary = _update(source, settings, embedder, store, target, spec, manifest, mode)
+        if seeded:
+            summary.extra["seeded"] = (f"only the lexical settings changed: {seeded:,} points of {target.live} "
+                                       "copied with new BM25 vectors, none embedded again")
     finally:
         if own_embedder and embedder is not None:
             embedder.close()
         if own_store:
             store.close()
     summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _update(source: Source, settings: IngestSettings, embedder: Embedder, store: Store, target: Target,
+            spec: CollectionSpec, manifest: Manifest, mode: str) -> RunSummary:
+    """Bring `target.collection` up to date with the source under its manifest: the
+    pipeline, the deletes a reindex or a rebuild makes, and a rebuild's switch."""
+    written = store.at(target.collection)
+    if written.ensure_collection(spec, bulk_load=True):
+        manifest.clear()  # a new collection holds nothing, whatever an old manifest says
+    else:
+        reconcile(written, manifest)
+    crashpoint("after-collection")
+    deletes = settings.limit is None and (mode == "reindex" or target.rebuild)
+    log.info("%s %s into %s%s with %s", "reindexing" if mode == "reindex" else "ingesting", source.name,
+             target.collection, f" (rebuilding {target.name})" if target.rebuild else "", embedder.spec.name)
+    summary = run_pipeline(
+        source,
+        chunker=make_chunker(settings, embedder),
+        embedder=embedder,
+        store=written,
+        dead_letters=DeadLetterFile(settings.dead_letter),
+        window=settings.window,
+        progress=Progress(source.total, enabled=settings.progress),
+        manifest=manifest,
+        track_seen=deletes,
+    )
+    if deletes and summary.unreadable:
+        log.warning("%d rows of the source could not be read (see %s): no article is deleted this run, "
+                    "since theirs may be among them; fix those rows and reindex again",
+                    summary.unreadable, settings.dead_letter)
+    elif deletes:
+        articles, points = delete_unseen(written, manifest, max_share=settings.max_delete_share)
+        summary.deleted += articles
+        summary.points_deleted += points
+    indexed = written.finish_bulk_load(wait_seconds=0.0 if target.in_place else settings.index_wait)
+    summary.extra["collection"] = target.collection
+    summary.extra["collection_points"] = written.count()
+    if not target.in_place:
+        summary.extra["alias"] = _go_live(store, target, embedder, settings, indexed)
     return summary
 
 
