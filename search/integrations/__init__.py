@@ -45,7 +45,8 @@ class SearchOptions:
         """Search with these options, any of them overridden for this one call."""
         unknown = set(overrides) - OPTION_NAMES
         if unknown:
-            raise TypeError(f"unknown search option(s) {', '.join(sorted(unknown))}: use {', '.join(sorted(OPTION_NAMES))}")
+            raise TypeError(f"unknown search option(s) {', '.join(sorted(unknown))}: "
+                            f"use {', '.join(sorted(OPTION_NAMES))}")
         options = {f.name: getattr(self, f.name) for f in fields(self)} | overrides
         return searcher.search(query, **options)
 
