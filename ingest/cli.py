@@ -7,6 +7,8 @@ Commands:
   verify     compare the manifest (what is indexed) with the collection
   repair     rebuild the manifest from the collection
   preflight  check what a full run assumes, against its TEI and Qdrant, before spending money
+  rehearse   the sharded load of the Modal app on this machine: local workers, each with its own
+             TEI-protocol server, faults injected at will
   bench      embedder-alone throughput next to a whole ingest run, on the same chunks
   bench-reindex  a full ingest beside a reindex of a slightly edited copy of the source
   bench-tei  client-side cost per chunk on the TEI path, ours beside the reference's
@@ -50,17 +52,18 @@ from ingest.settings import (
     ingest_settings,
     store_settings,
 )
+from ingest.sources import open_source
 from ingest.sync import repair_manifest, run_ingest, verify_collection
 
 log = logging.getLogger("ingest")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DEAD_LETTERS, EXIT_DRIFT = 0, 1, 2, 3, 4
-COMMANDS = ("run", "reindex", "verify", "repair", "preflight", "bench", "bench-reindex", "bench-tei",
+COMMANDS = ("run", "reindex", "verify", "repair", "preflight", "rehearse", "bench", "bench-reindex", "bench-tei",
             "bench-quantization", "bench-store", "bench-faults", "plan", "copy", "migrate")
 # Commands with parsers of their own ("module:function"): the rest of the command line goes to them.
 DELEGATED = {"bench-tei": "ingest.bench.tei_client:main", "bench-quantization": "ingest.bench.quantization:main",
              "bench-store": "ingest.bench.store:main", "bench-faults": "ingest.bench.faults:main",
-             "plan": "ingest.bench.plan:main",
+             "plan": "ingest.bench.plan:main", "rehearse": "ingest.rehearsal.load:main",
              "copy": "ingest.transfer:copy_main", "migrate": "ingest.transfer:migrate_main"}
 
 
@@ -123,8 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     preflight.add_argument("--expect-model", default=None, help="the model id TEI must serve")
     preflight.add_argument("--expect-revision", default=None, help="the model revision TEI must serve")
-    preflight.add_argument("--articles", type=int, default=200, help="sample articles to check with (default 200)")
+    preflight.add_argument("--articles", type=int, default=200,
+                           help="articles of --source to check with (default 200)")
     preflight.add_argument("--gpus", type=int, default=100, help="GPUs to project the full run on (default 100)")
+    preflight.add_argument("--qdrant-seconds", type=float, default=10.0,
+                           help="how long to measure Qdrant's write rate (default 10; 0: skip)")
     for sub in (run, reindex, bench, bench_reindex, preflight):
         add_ingest_args(sub)
         add_embedder_args(sub)
@@ -177,11 +183,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(run_bench(settings, embedder_only=args.embedder_only, repeat=args.repeat, dtypes=args.dtypes))
             return EXIT_OK
         if args.command == "preflight":
-            checks = preflight_job.run_preflight(settings, expect_model=args.expect_model,
-                                                 expect_revision=args.expect_revision, articles=args.articles,
-                                                 gpus=args.gpus)
-            print(preflight_job.report(checks))
-            return EXIT_FAILED if any(c.status == preflight_job.FAIL for c in checks) else EXIT_OK
+            rows = list(open_source(settings.source, limit=args.articles))
+            result = preflight_job.run_preflight(settings, rows, expect_model=args.expect_model,
+                                                 expect_revision=args.expect_revision, gpus=args.gpus,
+                                                 qdrant_seconds=args.qdrant_seconds)
+            print(preflight_job.report(result))
+            return EXIT_OK if result.go else EXIT_FAILED
         if args.command == "bench-reindex":
             print(run_bench_reindex(settings, edited=args.edited, removed=args.removed, seed=args.seed))
             return EXIT_OK
@@ -190,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("interrupted")
         return 130
     except Exception as exc:  # the one error edge: a line naming the problem, a traceback only with -v
-        report_failure(log, exc, args.verbose, qdrant=settings.store.location if settings.store.qdrant_url else None)
+        report_failure(log, exc, args.verbose, qdrant=settings.store.address if settings.store.qdrant_url else None)
         return EXIT_FAILED
     print(summary.line() + f"; collection {settings.store.collection} now holds "
           f"{summary.extra.get('collection_points', 0):,} points")
@@ -212,7 +219,7 @@ def _state_command(command: str, settings: StoreSettings, verbosity: int) -> int
             return EXIT_OK
         report = verify_collection(settings)
     except Exception as exc:  # the one error edge
-        report_failure(log, exc, verbosity, qdrant=settings.location if settings.qdrant_url else None)
+        report_failure(log, exc, verbosity, qdrant=settings.address if settings.qdrant_url else None)
         return EXIT_FAILED
     print("\n".join(report.lines()))
     return EXIT_OK if report.in_sync else EXIT_DRIFT

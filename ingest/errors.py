@@ -6,6 +6,7 @@ exceptions into one of these, chained, with a message that says what to fix.
     ├── SourceError              a source cannot be read, or lacks a column
     ├── EmbedderError            a model or embedding server cannot be used
     │   ├── InputRejected        the server refused one input for good
+    │   ├── BackendFailure       the server's model backend (its GPU) is broken, or its process is gone
     │   └── RouterError          the TEI server could not be started
     ├── StoreError               Qdrant cannot be used
     │   ├── StoreLockedError     a local storage folder is held by another process
@@ -55,6 +56,11 @@ class InputRejected(EmbedderError):
         return (type(self), (self.index, self.status, self.message, self.where, self.what))
 
 
+class BackendFailure(EmbedderError):
+    """The embedding server's backend failed whole requests (a broken GPU), or its
+    process is gone: not a bad input, and not worth another request to it."""
+
+
 class RouterError(EmbedderError):
     """The embedding server could not be started."""
 
@@ -93,18 +99,24 @@ class MassDeleteError(StateError):
 
 class ShardError(IngestError):
     """A shard failed; names the shard so the driver knows what to retry.
-    (Modal returns exceptions from `starmap` without saying which input raised.)"""
+    (Modal returns exceptions from `starmap` without saying which input raised.)
+    `broken`: the container's GPU or TEI server is broken, so it takes no more work;
+    `stamp`: which container ran it, and when (for the GPU-seconds it used)."""
 
-    def __init__(self, start: int, stop: int, message: str) -> None:
+    def __init__(self, start: int, stop: int, message: str, *, broken: bool = False, stamp: object = None) -> None:
         super().__init__(f"shard [{start}, {stop}): {message}")
-        self.start, self.stop, self.message = start, stop, message
+        self.start, self.stop, self.message, self.broken, self.stamp = start, stop, message, broken, stamp
 
     def __reduce__(self):  # pickles with its fields, not just the formatted message
-        return (type(self), (self.start, self.stop, self.message))
+        return (_shard_error, (type(self), self.start, self.stop, self.message, self.broken, self.stamp))
 
     @property
     def shard(self) -> tuple[int, int]:
         return (self.start, self.stop)
+
+
+def _shard_error(kind: type, start: int, stop: int, message: str, broken: bool, stamp: object) -> ShardError:
+    return kind(start, stop, message, broken=broken, stamp=stamp)
 
 
 def explain(exc: BaseException, *, qdrant: str | None = None) -> str:

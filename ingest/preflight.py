@@ -1,11 +1,18 @@
 """`python -m ingest preflight`: check every assumption a full run makes, against the
-real TEI server and Qdrant it will use, in a few minutes and before spending money.
+real TEI server and Qdrant it will use, in a few minutes and before spending money,
+and say go or no-go with the projected time and cost of the full run.
 
 Each check passes, fails (with the fix), or is skipped when it needs something this
 run does not have (a Qdrant server, Modal): a skipped check is never counted as
-passed. The Modal form (`modal run -m ingest.modal_app::preflight`) runs the same
-checks on one A10G with the workers' own TEI, plus the ones only a container can
-make (its secrets, a Volume commit while a dataset is mapped, the deployed class).
+passed. Against Qdrant it creates a throw-away collection as the load creates it,
+with strict mode on as Qdrant Cloud turns it on for new collections (a filter on a
+key without a payload index is refused), writes, deletes by filter as the reindex
+does, waits for its index, puts it behind an alias, searches it and drops it; then it
+measures the points/s Qdrant takes from a few parallel writers, and the characters/s
+the embedder gives. The Modal form (`modal run -m ingest.modal_app::preflight`) runs
+the same checks on one A10G with a worker's own TEI, plus the ones only a container
+can make (its secrets, TEI started through the image's entrypoint, the dataset on
+its Volume, a Volume commit while the dataset is mapped, the deployed class).
 
     python -m ingest preflight --embedder tei --tei-url http://localhost:8080 --qdrant-url http://localhost:6333
     python -m ingest preflight --embedder tei --tei-url ... --expect-model BAAI/bge-small-en-v1.5 \\
@@ -17,28 +24,37 @@ Exit codes: 0 no check failed; 1 a check failed; 2 bad usage.
 from __future__ import annotations
 
 import secrets
+import threading
 import time
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Callable, Sequence
 
 import numpy as np
 
 from ingest import lexical
-from ingest.bench.plan import Assumptions, project
+from ingest.bench.plan import Assumptions, Projection, project
 from ingest.chunking import Chunker
 from ingest.embedders import Embedder, make_embedder
 from ingest.embedders.tei import TEIEmbedder
 from ingest.errors import IngestError
 from ingest.settings import IngestSettings
-from ingest.sources import sample_rows
-from ingest.store import Store, open_store
+from ingest.store import ChunkSelection, PayloadFilter, Store, open_store
 from ingest.sync import collection_spec
 from schemas import Article
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 MIN_QDRANT = (1, 17)  # weighted RRF (1.17), collection metadata (1.16), RRF with k (1.15.4), groups, sparse IDF
 PROBE_TEXTS = ["Paris is the capital of France.", "The Rhine rises in the Swiss Alps.", "HAL 9000"]
+QDRANT_WRITERS = 8  # parallel writers of the Qdrant rate check (a container runs 4 shards; there are many)
+# Three made-up articles, for the checks when the corpus is not at hand (its check fails then).
+PROBE_ROWS = [
+    {"id": "probe-1", "url": "https://example.org/probe-1", "title": "Probe river",
+     "text": "The Probe is a river of some length. It rises in hills and flows to a lake. " * 30},
+    {"id": "probe-2", "url": "https://example.org/probe-2", "title": "Probe city",
+     "text": "Probe city is a town on the river Probe. Its people fish and trade. " * 25},
+    {"id": "probe-3", "url": "https://example.org/probe-3", "title": "Probe bridge",
+     "text": "The Probe bridge crosses the river in three spans of stone."},
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +127,9 @@ def check_token_budget(embedder: Embedder, settings: IngestSettings, rows: Seque
     return Check(name, PASS, detail)
 
 
-def check_throughput(embedder: Embedder, settings: IngestSettings, rows: Sequence[dict], gpus: int) -> Check:
-    name = "throughput and projection"
+def check_throughput(embedder: Embedder, settings: IngestSettings, rows: Sequence[dict]) -> tuple[Check, float]:
+    """Characters/s the embedder gives on the rows' chunks, in windows as a shard sends them."""
+    name = "embedder throughput"
     chunker = Chunker(settings.chunking, max_tokens=embedder.spec.max_tokens, count_tokens=embedder.count_tokens)
     texts = [chunk.embed_text for row in rows for chunk in chunker.chunks(Article.from_row(row))]
     embedder.embed_passages(texts[:8])  # warm-up
@@ -121,10 +138,7 @@ def check_throughput(embedder: Embedder, settings: IngestSettings, rows: Sequenc
         embedder.embed_passages(texts[start:start + settings.window])
     seconds = time.perf_counter() - started
     rate = sum(len(t) for t in texts) / max(seconds, 1e-9)
-    p = project(gpus, Assumptions(gpu_chars_per_s=rate))
-    return Check(name, PASS, f"{rate:,.0f} characters/s here ({len(texts):,} chunks in {seconds:.1f} s); the "
-                 f"corpus on {gpus} such GPUs: {p.wall_seconds / 3600:,.1f} h, {p.gpu_hours:,.1f} GPU-hours, "
-                 f"${p.cost:,.2f} ({p.bound}-bound)")
+    return Check(name, PASS, f"{rate:,.0f} characters/s ({len(texts):,} chunks in {seconds:.1f} s)"), rate
 
 
 # -- Qdrant ------------------------------------------------------------------------------------
@@ -140,44 +154,154 @@ def check_qdrant_version(store: Store) -> Check:
     return Check(name, PASS, f"Qdrant {version}: collection metadata, weighted RRF, groups, sparse IDF")
 
 
+def strict(store: Store) -> bool:
+    """Turn strict mode on for a (scratch) collection on a server, as Qdrant Cloud does for
+    new collections: filters on keys without a payload index refused, in reads and in
+    updates (`StrictModeConfig`, lib/segment/src/types.rs:1322-1431 at v1.19.0). False
+    where there is no server."""
+    client = getattr(store, "client", None)
+    if store.server_version() is None or client is None:
+        return False
+    from qdrant_client import models
+
+    client.update_collection(store.collection, strict_mode_config=models.StrictModeConfig(
+        enabled=True, unindexed_filtering_retrieve=False, unindexed_filtering_update=False))
+    return True
+
+
+def scratch_name() -> str:
+    return f"preflight-{secrets.token_hex(4)}"
+
+
 def check_collection_roundtrip(store: Store, embedder: Embedder, settings: IngestSettings,
                                rows: Sequence[dict]) -> Check:
-    """Create, upsert, search (hybrid), alias, delete: a throw-away collection."""
+    """Create (as the load does, strict mode on), upsert, delete by filter (as the
+    reindex does), index, alias, search (hybrid, filtered, capped per article), drop."""
     name = "collection round trip"
-    token = secrets.token_hex(4)
-    scratch, alias = store.at(f"preflight-{token}"), f"preflight-{token}-alias"
+    scratch = store.at(scratch_name())
+    alias = scratch.collection + "-alias"
     spec = collection_spec(settings, embedder)
-    article = Article.from_row(rows[0])
-    chunks = list(Chunker(settings.chunking, max_tokens=spec.model.max_tokens).chunks(article))
+    chunker = Chunker(settings.chunking, max_tokens=spec.model.max_tokens)
+    longest = sorted(rows, key=lambda row: len(str(row.get("text") or "")), reverse=True)[:2]
+    articles = [Article.from_row(row) for row in longest]  # the longest has chunks to lose
+    pairs = [(a, c) for a in articles for c in chunker.chunks(a)]
+    first = articles[0]
+    chunks = sum(1 for a, _ in pairs if a.id == first.id)
+    kept = max(chunks - 1, 1)  # it shrank by a chunk, as an edited article may
     try:
         scratch.ensure_collection(spec, bulk_load=True)
-        result = embedder.embed_passages([c.embed_text for c in chunks])
-        scratch.upsert_pairs([(article, c) for c in chunks], result.vectors)
-        scratch.finish_bulk_load(wait_seconds=60)
+        enforced = strict(scratch)
+        scratch.upsert_pairs(pairs, embedder.embed_passages([c.embed_text for _, c in pairs]).vectors)
+        stale = scratch.delete_chunks([ChunkSelection(first.id, from_index=kept)])  # as the reindex deletes them
+        gone = scratch.delete_articles([a.id for a in articles[1:]])  # articles the dump lacks
+        left = scratch.count()
+        indexed = scratch.finish_bulk_load(wait_seconds=120)
         store.point_alias(alias, scratch.collection, replace_alias=False)
         led = store.resolve(alias).collection
-        query = embedder.embed_queries([article.title])[0]
-        hits = scratch.search(query, limit=3, sparse=lexical.query_vector(article.title, spec.sparse) if spec.sparse else None)
+        query = embedder.embed_queries([first.title])[0]
+        hits = scratch.search(query, limit=3, sparse=lexical.query_vector(first.title, spec.sparse)
+                              if spec.sparse else None, where=PayloadFilter(article_ids=(first.id,)), group_size=2)
         store.delete_alias(alias)
     finally:
         if scratch.exists():
             scratch.drop()
-    gone = not scratch.exists() and store.resolve(alias).collection is None
-    detail = (f"{len(chunks)} points written to {scratch.collection}, found by a hybrid query, alias "
-              f"{'moved' if led == scratch.collection else 'did not move'}, deleted")
-    if not hits or hits[0].payload.get("id") != article.id or led != scratch.collection or not gone:
+    dropped = not scratch.exists() and store.resolve(alias).collection is None
+    detail = (f"{len(pairs)} points written to {scratch.collection}" + (" in strict mode" if enforced else "")
+              + f"; deleted by filter: {stale} stale chunks, {gone} points of other articles; {left} left; "
+              f"{'indexed' if indexed else 'NOT indexed within 120 s'}; alias "
+              f"{'moved' if led == scratch.collection else 'did not move'}; a filtered hybrid query found "
+              f"{len(hits)}; dropped")
+    if (not hits or hits[0].payload.get("id") != first.id or led != scratch.collection or not dropped
+            or left != kept or not indexed):
         return Check(name, FAIL, detail, "see the store's log: the server refused part of the run's work")
     return Check(name, PASS, detail)
 
 
+def check_qdrant_rate(store: Store, settings: IngestSettings, embedder: Embedder, rows: Sequence[dict],
+                      seconds: float, writers: int = QDRANT_WRITERS) -> tuple[Check, float | None]:
+    """Points/s Qdrant takes from `writers` parallel writers, in batches like a shard's,
+    for `seconds`, into a throw-away collection created as the load's are."""
+    name = "Qdrant write rate"
+    if seconds <= 0:
+        return Check(name, SKIP, "not measured", "a positive --qdrant-seconds"), None
+    spec = collection_spec(settings, embedder)
+    chunker = Chunker(settings.chunking, max_tokens=spec.model.max_tokens)
+    pairs = [(a, c) for a in map(Article.from_row, rows) for c in chunker.chunks(a)][:256] or []
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((len(pairs), spec.dimension)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    scratch = store.at(scratch_name())
+    written, failures = [0] * writers, []
+
+    def write(worker: int, deadline: float) -> None:
+        batch = 0
+        try:
+            while time.monotonic() < deadline:
+                # each batch's points are new: the article ids carry the writer and the batch
+                renamed = [(replace(a, id=f"{a.id}-{worker}-{batch}"), c) for a, c in pairs]
+                scratch.upsert_pairs([(a, replace(c, article_id=a.id)) for a, c in renamed], vectors)
+                written[worker] += len(renamed)
+                batch += 1
+        except Exception as exc:  # noqa: BLE001 - reported in the check
+            failures.append(f"{type(exc).__name__}: {exc}")
+
+    try:
+        scratch.ensure_collection(spec, bulk_load=True)
+        started = time.monotonic()
+        threads = [threading.Thread(target=write, args=(i, started + seconds)) for i in range(writers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.monotonic() - started
+    finally:
+        if scratch.exists():
+            scratch.drop()
+    rate = sum(written) / max(elapsed, 1e-9)
+    detail = f"{sum(written):,} points in {elapsed:.1f} s from {writers} writers = {rate:,.0f} points/s"
+    if failures:
+        return Check(name, FAIL, detail + f"; a writer failed: {failures[0][:300]}", "see the store's log"), None
+    return Check(name, PASS, detail), rate
+
+
 # -- all of it ------------------------------------------------------------------------------------
-def run_preflight(settings: IngestSettings, *, expect_model: str | None = None, expect_revision: str | None = None,
-                  articles: int = 200, gpus: int = 100,
-                  extra: Sequence[tuple[str, Callable[[], Check]]] = ()) -> list[Check]:
-    """Every check, in the order a full run meets them; `extra`: (name, check) pairs the
-    caller adds (the Modal form's)."""
-    rows = sample_rows()[:articles]
-    checks: list[Check] = []
+@dataclass(slots=True)
+class Preflight:
+    """The checks, what was measured, and the full run projected from it."""
+
+    checks: list[Check] = field(default_factory=list)
+    chars_per_s: float | None = None  # the embedder's
+    points_per_s: float | None = None  # Qdrant's, from QDRANT_WRITERS writers
+    projection: Projection | None = None
+    gpus: int = 100
+
+    @property
+    def go(self) -> bool:
+        return not any(c.status == FAIL for c in self.checks)
+
+
+def _measured(results: list, name: str, run: Callable[[], tuple[Check, float | None]]) -> float | None:
+    """`checked`, for a check that also measures something: the value, when it passed."""
+    value: list[float | None] = []
+
+    def check() -> Check:
+        found, measured = run()
+        value.append(measured)
+        return found
+
+    results.append(checked(name, check))
+    return value[0] if value else None
+
+
+def run_preflight(settings: IngestSettings, rows: Sequence[dict], *, expect_model: str | None = None,
+                  expect_revision: str | None = None, gpus: int = 100, qdrant_seconds: float = 10.0,
+                  extra: Sequence[tuple[str, Callable[[], Check]]] = ()) -> Preflight:
+    """Every check, in the order a full run meets them, on `rows` (the corpus's first
+    articles); `extra`: (name, check) pairs the caller adds (the Modal form's)."""
+    rows = list(rows) or PROBE_ROWS
+    result = Preflight(gpus=gpus)
+    checks = result.checks
+    checks += [checked(name, check) for name, check in extra]
     embedder = make_embedder(settings.embedder)
     try:
         checks.append(checked("TEI serves the pinned model",
@@ -189,74 +313,46 @@ def run_preflight(settings: IngestSettings, *, expect_model: str | None = None, 
             checks.append(checked("Qdrant supports the run", lambda: check_qdrant_version(store)))
             checks.append(checked("collection round trip",
                                   lambda: check_collection_roundtrip(store, embedder, settings, rows)))
+            result.points_per_s = _measured(checks, "Qdrant write rate", lambda: check_qdrant_rate(
+                store, settings, embedder, rows, qdrant_seconds))
         finally:
             store.close()
-        checks.append(checked("throughput and projection", lambda: check_throughput(embedder, settings, rows, gpus)))
+        result.chars_per_s = _measured(checks, "embedder throughput",
+                                       lambda: check_throughput(embedder, settings, rows))
     finally:
         embedder.close()
-    checks += [checked(name, check) for name, check in extra]
-    return checks
+    if result.chars_per_s:
+        result.projection = project(gpus, Assumptions(gpu_chars_per_s=result.chars_per_s,
+                                                      chunk_chars=settings.chunking.max_chars))
+    return result
 
 
-# -- what only a Modal container can check ----------------------------------------------------------
-def check_secrets(env: Mapping[str, str], required: Mapping[str, Sequence[str]]) -> Check:
-    """Every secret's keys are in the container's environment (names only: values are never shown)."""
-    name = "secrets are present"
-    missing = {secret: [key for key in keys if not env.get(key)] for secret, keys in required.items()}
-    missing = {secret: keys for secret, keys in missing.items() if keys}
-    if missing:
-        return Check(name, FAIL, "missing " + "; ".join(f"{s}: {', '.join(k)}" for s, k in missing.items()),
-                     " and ".join(f"modal secret create {s} " + " ".join(f"{k}=..." for k in keys)
-                                  for s, keys in missing.items()))
-    return Check(name, PASS, ", ".join(f"{s} ({', '.join(keys)})" for s, keys in required.items()))
-
-
-def check_commit_while_mapped(dataset_path: str, commit_state: Callable[[], None],
-                              commit_dataset: Callable[[], None] | None = None) -> Check:
-    """The run commits its state Volume while shards have the dataset memory-mapped;
-    that must work. Whether committing the dataset's own Volume would, is reported."""
-    name = "Volume commit, dataset mapped"
-    import datasets  # heavy (pyarrow): only this check maps a dataset
-
-    if not Path(dataset_path).exists():
-        return Check(name, SKIP, f"no dataset at {dataset_path}", "modal run -m ingest.modal_app::download_dataset")
-    mapped = datasets.load_from_disk(dataset_path)
-    first = mapped[0]["id"] if len(mapped) else None  # touch it: the Arrow file is mapped now
-    commit_state()
-    detail = f"state Volume committed with {dataset_path} mapped (row 0: {first})"
-    if commit_dataset is not None:
-        try:
-            commit_dataset()
-            detail += "; the dataset's own Volume committed too"
-        except Exception as exc:  # noqa: BLE001 - what Modal says is the finding
-            detail += f"; the dataset's own Volume refused ({type(exc).__name__}), as the run expects"
-    del mapped
-    return Check(name, PASS, detail)
-
-
-def check_deployed_class(lookup: Callable[[], object], embedder: Embedder) -> Check:
-    """A query embedded through the deployed class (as search does it) matches the same
-    text embedded by this container's TEI."""
-    name = "deployed class embeds alike"
-    try:
-        remote = lookup()
-        vectors = np.asarray(remote.embed.remote(PROBE_TEXTS), dtype=np.float32)
-    except Exception as exc:  # noqa: BLE001 - not deployed yet is a skip, not a failure
-        if type(exc).__name__ in ("NotFoundError", "AuthError"):
-            return Check(name, SKIP, f"no deployed class ({type(exc).__name__})", "modal deploy -m ingest.modal_app")
-        raise
-    ours = embedder.embed_passages(PROBE_TEXTS).vectors
-    cosine = float(((vectors * ours).sum(1) / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(ours, axis=1))).min())
-    detail = f"cosine between the deployed class's and this TEI's vectors: {cosine:.5f} (at least)"
-    if cosine < 0.999:
-        return Check(name, FAIL, detail, "redeploy: the deployed class serves another model or revision")
-    return Check(name, PASS, detail)
-
-
-def report(checks: Sequence[Check]) -> str:
+def report(result: Preflight) -> str:
+    """The table of checks, what was measured, the projected full run, and go or no-go."""
+    checks = result.checks
     failed = sum(c.status == FAIL for c in checks)
-    skipped = sum(c.status == SKIP for c in checks)
+    skipped = [c.name for c in checks if c.status == SKIP]
     lines = [c.line() for c in checks]
-    lines.append(f"{len(checks) - failed - skipped} of {len(checks)} checks passed; {failed} failed, "
-                 f"{skipped} skipped (a skipped check is not a passed one)")
+    lines.append(f"{len(checks) - failed - len(skipped)} of {len(checks)} checks passed; {failed} failed, "
+                 f"{len(skipped)} skipped (a skipped check is not a passed one)")
+    p = result.projection
+    if p is not None:
+        lines.append(f"the full corpus on {p.gpus} such GPUs at {p.chars_per_gpu:,.0f} characters/s each: load "
+                     f"{_hours(p.wall_seconds)}, index {_hours(p.index_seconds)}, switch {_hours(p.switch_seconds)}; "
+                     f"searchable after {_hours(p.searchable_seconds)}; {p.gpu_hours:,.1f} GPU-hours, "
+                     f"${p.cost:,.2f} ({p.bound}-bound)")
+        if result.points_per_s is not None:
+            lines.append(f"Qdrant must take {p.points_per_s:,.0f} points/s at that pace; {QDRANT_WRITERS} writers "
+                         f"got {result.points_per_s:,.0f} points/s here"
+                         + (" (fewer than needed: more nodes or shards, or fewer GPUs)"
+                            if result.points_per_s < p.points_per_s else ""))
+    verdict = "GO" if result.go else f"NO-GO: {failed} check{'s' if failed != 1 else ''} failed"
+    if result.go and skipped:
+        verdict += f" ({len(skipped)} not checked: {', '.join(skipped)})"
+    lines.append(verdict)
     return "\n".join(lines)
+
+
+def _hours(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"

@@ -60,11 +60,29 @@ class StoreSettings:
     timeout: int = 120
     state_dir: str | None = None  # the manifests; None: next to a local store, ./ingest_state for a server
     layout: ServerLayout = field(default_factory=ServerLayout)
+    grpc_port: int | None = None  # None: one above the URL's port (6334 for 6333, or when it names none)
+
+    def __post_init__(self) -> None:
+        if self.grpc_port is not None and not 0 < self.grpc_port < 65536:
+            raise SettingsError(f"--qdrant-grpc-port {self.grpc_port} is not a TCP port")
 
     @property
     def location(self) -> str:
         """Where the store is, safe to print: the folder, or the URL without credentials."""
         return redact_url(self.qdrant_url) if self.qdrant_url else self.qdrant_path
+
+    @property
+    def grpc_port_used(self) -> int | None:
+        """The port gRPC is dialled on (None: REST, or no server)."""
+        if not self.qdrant_url or not self.prefer_grpc:
+            return None
+        return self.grpc_port or grpc_port_for(self.qdrant_url)
+
+    @property
+    def address(self) -> str:
+        """`location`, and the gRPC port when gRPC is used: for messages about a connection."""
+        port = self.grpc_port_used
+        return self.location + (f" (gRPC on port {port})" if port else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +146,14 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+def grpc_port_for(url: str) -> int:
+    """The gRPC port beside a REST URL: Qdrant serves gRPC one port above REST (6333 and
+    6334 by default). qdrant-client dials 6334 whatever port the URL names
+    (`qdrant_remote.py:55-72, 103-110, 366-368` in 1.20), so the port is always given."""
+    port = urlsplit(url).port
+    return port + 1 if port else 6334
+
+
 def parse_flag(raw: str | None) -> bool:
     """An environment variable read as a switch: 1, true, yes or on (any case) mean on."""
     return (raw or "").strip().lower() in ("1", "true", "yes", "on")
@@ -159,6 +185,9 @@ def add_store_args(parser: argparse.ArgumentParser, env: Mapping[str, str] = os.
                        help="collection name (env QDRANT_COLLECTION; default %(default)s)")
     group.add_argument("--no-grpc", action="store_true", default=env_default(env, "QDRANT_NO_GRPC", False, bool),
                        help="talk REST instead of gRPC to a server (env QDRANT_NO_GRPC)")
+    group.add_argument("--qdrant-grpc-port", type=int, default=env_default(env, "QDRANT_GRPC_PORT", None, int),
+                       help="the server's gRPC port (env QDRANT_GRPC_PORT; default: one above the URL's port, "
+                            "6334 for 6333 or a URL without one)")
     group.add_argument("--quantization", choices=QUANTIZATIONS,
                        default=env_default(env, "QDRANT_QUANTIZATION", ServerLayout().quantization),
                        help="a new server collection keeps int8 vectors in RAM, the float32 originals on disk, and "
@@ -277,6 +306,7 @@ def store_settings(args: argparse.Namespace, env: Mapping[str, str] = os.environ
         qdrant_api_key=env.get("QDRANT_API_KEY") or None,
         collection=args.collection,
         prefer_grpc=not args.no_grpc,
+        grpc_port=args.qdrant_grpc_port,
         state_dir=getattr(args, "state_dir", None),
         layout=ServerLayout(quantization=args.quantization, shards=args.shards, replicas=args.replicas,
                             write_consistency=args.write_consistency),
@@ -321,88 +351,4 @@ def ingest_settings(args: argparse.Namespace, env: Mapping[str, str] = os.enviro
         drop_old=getattr(args, "drop_old", False),
         max_delete_share=getattr(args, "max_delete_share", IngestSettings().max_delete_share),
         index_wait=getattr(args, "index_wait", IngestSettings().index_wait),
-    )
-
-
-# -- the Modal app's edge ----------------------------------------------------------
-def store_settings_from_env(env: Mapping[str, str], *, collection: str = StoreSettings().collection,
-                            require_url: bool = True) -> StoreSettings:
-    """Qdrant's address and key from `env` (on Modal, the `qdrant` secret). A URL is
-    required unless `require_url` is off or QDRANT_PATH names a local store
-    explicitly: a container's disk vanishes with it."""
-    url, path = env.get("QDRANT_URL") or None, env.get("QDRANT_PATH") or None
-    if require_url and url is None and path is None:
-        raise SettingsError(
-            "QDRANT_URL is not set: the workers write straight to a Qdrant server "
-            "(on Modal, create the secret: modal secret create qdrant QDRANT_URL=... QDRANT_API_KEY=...)"
-        )
-    return StoreSettings(
-        qdrant_path=path or StoreSettings().qdrant_path,
-        qdrant_url=url,
-        qdrant_api_key=env.get("QDRANT_API_KEY") or None,
-        collection=collection,
-        prefer_grpc=not parse_flag(env.get("QDRANT_NO_GRPC")),
-        layout=ServerLayout(
-            quantization=env_default(env, "QDRANT_QUANTIZATION", ServerLayout().quantization),
-            shards=env_default(env, "QDRANT_SHARDS", None, int),
-            replicas=env_default(env, "QDRANT_REPLICAS", None, int),
-            write_consistency=env_default(env, "QDRANT_WRITE_CONSISTENCY", None, int),
-        ),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class DeploySettings:
-    """What `modal deploy -m ingest.modal_app` reads from the deploying shell."""
-
-    gpus: int = 10  # WIKI_EMBED_GPUS: A10G containers at once
-    reindex_cron: str = "0 3 * * 0"  # WIKI_REINDEX_CRON: Sundays, 03:00 UTC
-    snapshots: tuple[str, ...] = ("20231101.en",)  # WIKI_SNAPSHOTS: the configs the schedule picks from
-    search_collection: str = "wikipedia"  # WIKI_SEARCH_COLLECTION: what the HTTP search serves
-
-
-def deploy_settings(env: Mapping[str, str]) -> DeploySettings:
-    d = DeploySettings()
-    raw = (env.get("WIKI_EMBED_GPUS") or "").strip()
-    if raw and (not raw.isdigit() or int(raw) < 1):
-        raise SettingsError(f"WIKI_EMBED_GPUS={raw!r} must be a positive whole number")
-    snapshots = tuple(c.strip() for c in (env.get("WIKI_SNAPSHOTS") or "").split(",") if c.strip())
-    return DeploySettings(
-        gpus=int(raw) if raw else d.gpus,
-        reindex_cron=env.get("WIKI_REINDEX_CRON") or d.reindex_cron,
-        snapshots=snapshots or d.snapshots,
-        search_collection=env.get("WIKI_SEARCH_COLLECTION") or d.search_collection,
-    )
-
-
-def shard_settings(
-    env: Mapping[str, str],
-    *,
-    tei_url: str,
-    collection: str = StoreSettings().collection,
-    model: str | None = None,
-    chunking: Mapping[str, Any] | ChunkingSettings | None = None,
-    window: int = 2048,
-    tei_concurrency: int = 8,
-    tei_wire: str = "base64",
-    tei_tokenizer: str | None = None,
-    progress: bool = False,
-    drop_old: bool = False,
-    sparse: str = IngestSettings().sparse,
-) -> IngestSettings:
-    """Settings for a GPU container's work (`ingest.sharded`): its own TEI at
-    `tei_url` (base64 vectors from TEI 1.9: half the bytes), Qdrant's address and key
-    from `env` (`store_settings_from_env`)."""
-    if not isinstance(chunking, ChunkingSettings):
-        chunking = ChunkingSettings(**dict(chunking or {}))
-    return IngestSettings(
-        source="save_to_disk dataset",
-        window=window,
-        progress=progress,
-        drop_old=drop_old,
-        sparse=sparse,
-        chunking=chunking,
-        embedder=EmbedderSettings(embedder="tei", tei_url=tei_url, model=model, tei_concurrency=tei_concurrency,
-                                  tei_wire=tei_wire, tei_tokenizer=tei_tokenizer),
-        store=store_settings_from_env(env, collection=collection),
     )

@@ -84,7 +84,7 @@ def searcher_command(prog: str, build_parser: Callable[[], argparse.ArgumentPars
         except BrokenPipeError:
             raise  # `| head` closed stdout: `quiet_on_closed_pipe` ends quietly
         except Exception as exc:  # the one error edge: a line naming the problem, a traceback only with -v
-            report_failure(log, exc, args.verbose, qdrant=stores.location if stores.qdrant_url else None)
+            report_failure(log, exc, args.verbose, qdrant=stores.address if stores.qdrant_url else None)
             return EXIT_FAILED
 
     return main

@@ -22,7 +22,7 @@ INTEGRATION_MODULES = {
     "test_integrations", "test_bench_faults", "test_bench_quantization", "test_bench_store", "test_errors", "test_transfer", "test_cli", "test_evaluation", "test_preflight", "test_golden_vectors", "test_ingest_and_search", "test_mcp_server", "test_modal_app",
     "test_rebuild", "test_reindex", "test_resume", "test_runs", "test_search_api", "test_search_page", "test_server",
     "test_store", "test_store_edge", "test_store_server", "test_tei_contract", "test_tei_embedder", "test_tei_ingest",
-    "test_worker", "test_qdrant_grpc",
+    "test_worker", "test_qdrant_grpc", "test_containers", "test_qdrant_standin", "test_rehearsal",
 }
 INTEGRATION_FIXTURES = {"local_embedder", "memory_store"}
 

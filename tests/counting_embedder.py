@@ -1,5 +1,5 @@
 """An in-process embedder for the freshness tests: deterministic vectors (those of
-`tests.tei_server.deterministic_vector`, so a stored vector can be checked), every
+`ingest.rehearsal.tei.deterministic_vector`, so a stored vector can be checked), every
 passage it embeds recorded, and hooks to fail or act at a chosen call."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 
 from ingest.embedders.base import PassageEmbeddings
 from schemas import ModelSpec
-from tests.tei_server import deterministic_vectors
+from ingest.rehearsal.tei import deterministic_vectors
 
 SPEC = ModelSpec("test/deterministic", 384, 512)
 

@@ -18,7 +18,8 @@ PACKAGES = ("schemas", "ingest", "search")
 SCHEMAS, SHARED, JOBS, SEARCH, APP = range(5)
 LAYER_NAMES = {SCHEMAS: "schemas", SHARED: "shared", JOBS: "jobs", SEARCH: "search", APP: "the Modal app"}
 # The shared layer: what every job and search may use. Everything else in `ingest` is a job.
-SHARED_MODULES = ("ingest.errors", "ingest.settings", "ingest.logs", "ingest.progress", "ingest.sources",
+SHARED_MODULES = ("ingest.errors", "ingest.settings", "ingest.modal_settings", "ingest.logs", "ingest.progress",
+                  "ingest.sources",
                   "ingest.chunking", "ingest.lexical", "ingest.crashpoints", "ingest.embedders", "ingest.store")
 # Where a function may import the project's own modules: the Modal app, whose containers
 # have packages the deploying machine lacks.

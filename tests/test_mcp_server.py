@@ -72,7 +72,7 @@ def test_the_mcp_server_searches_through_any_configured_embedder_here_tei(store_
     from mcp import ClientSession, StdioServerParameters
     from mcp.client.stdio import stdio_client
 
-    from tests.tei_server import TEIServer
+    from ingest.rehearsal.tei import TEIServer
 
     with TEIServer(embedder=local_embedder) as tei:
         params = StdioServerParameters(

@@ -35,17 +35,20 @@ import pytest
 
 import ingest.modal_app as modal_app
 import ingest.sharded.router as router_module
+import ingest.sharded.weights as weights
+import ingest.sharded.worker as worker_module
 from ingest.embedders.base import Embedder
 from ingest.embedders.modal import DEFAULT_BATCH_SIZE, ModalEmbedder
-from ingest.errors import EmbedderError, InputRejected, SettingsError, ShardError
-from ingest.settings import DeploySettings, EmbedderSettings, StoreSettings, deploy_settings
+from ingest.errors import EmbedderError, InputRejected, RunLockedError, SettingsError, ShardError
+from ingest.modal_settings import DeploySettings, deploy_settings
+from ingest.settings import EmbedderSettings, StoreSettings
 from ingest.sharded.router import router_command
 from ingest.sharded.shard import ShardResult
 from ingest.store import open_store
 from schemas import KNOWN_MODELS
 from schemas.models import BGE_QUERY_INSTRUCTION
-from tests.tei_server import deterministic_vector, deterministic_vectors
-from tests.tei_server_main import free_port, runner
+from ingest.rehearsal.tei import deterministic_vector, deterministic_vectors
+from ingest.rehearsal.router import free_port, runner
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "BAAI/bge-small-en-v1.5"
@@ -264,7 +267,7 @@ def test_declares_an_a10g_tei_image_with_pinned_everything(declared):
     assert re.fullmatch(r"[0-9a-f]{40}", modal_app.MODEL_REVISION)
     assert modal_app.MODEL_ID == MODEL and MODEL in KNOWN_MODELS
     assert all(re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[0-9][0-9.]*", p) for p in modal_app.RUNTIME_PACKAGES)
-    assert isinstance(modal_app.tei_image, modal.Image) and isinstance(modal_app.data_image, modal.Image)
+    assert isinstance(modal_app.tei_image, modal.Image) and isinstance(modal_app.cpu_image, modal.Image)
     steps = declared["images"]["tei_image"]
     assert [name for name, _, _ in steps] == [
         "from_registry", "entrypoint", "pip_install", "env", "run_function", "add_local_python_source"]
@@ -272,11 +275,15 @@ def test_declares_an_a10g_tei_image_with_pinned_everything(declared):
     assert calls["from_registry"] == ([modal_app.TEI_IMAGE], {"add_python": "3.11"})
     assert calls["entrypoint"] == ([[]], {})  # TEI's own entrypoint cleared: Modal starts Python
     assert calls["pip_install"] == (list(modal_app.RUNTIME_PACKAGES), {})
+    assert calls["env"][0][0]["HUGGINGFACE_HUB_CACHE"] == modal_app.WEIGHTS_DIR  # not TEI's /data
     assert calls["run_function"] == (["download_weights"], {})  # the weights are baked into the image
-    assert calls["add_local_python_source"] == (["schemas", "ingest", "search"], {})
-    assert declared["images"]["data_image"] == [
+    # the search page's files ship too (~FilePatternMatcher: add_local_python_source ships .py files only by default)
+    assert calls["add_local_python_source"] == (["schemas", "ingest", "search"], {"ignore": "_CustomPatternMatcher"})
+    assert declared["images"]["cpu_image"] == [
         ["debian_slim", [], {"python_version": "3.11"}],
-        ["pip_install", [p for p in modal_app.RUNTIME_PACKAGES if p.startswith("datasets==")], {}]]
+        ["pip_install", list(modal_app.RUNTIME_PACKAGES), {}],
+        ["add_local_python_source", ["schemas", "ingest", "search"], {"ignore": "_CustomPatternMatcher"}]]
+    assert not Path(modal_app.DATA_DIR).is_relative_to("/data")  # TEI's image sets its hub cache there
 
 
 def test_the_gpu_class_declares_gpu_secrets_volumes_scaling_and_concurrency(declared):
@@ -311,13 +318,14 @@ def test_one_schedule_the_weekly_reindex(declared):
 def test_the_reindex_functions_use_the_volume_the_secret_and_a_gpu_for_the_work(declared):
     work, schedule = info(modal_app.reindex), info(modal_app.scheduled_reindex)
     assert work.gpus == [(modal_app.GPU, 1)] and work.secrets == [repr(modal_app.qdrant_secret)]
-    assert volume_mounts(schedule) == {modal_app.DATA_DIR: ("wiki-embed-data", False)}
-    assert volume_mounts(work) == {modal_app.DATA_DIR: ("wiki-embed-data", False),
-                                   modal_app.STATE_DIR: ("wiki-embed-state", False)}
+    both = {modal_app.DATA_DIR: ("wiki-embed-data", False), modal_app.STATE_DIR: ("wiki-embed-state", False)}
+    assert volume_mounts(schedule) == volume_mounts(work) == both
+    assert repr(modal_app.qdrant_secret) in schedule.secrets  # it asks Qdrant what is live
     assert work.timeout >= 60 * 60
     assert schedule.gpus == []  # it only picks the snapshot; `reindex` holds the GPU
     assert schedule.timeout >= work.timeout  # it waits for a download and for the reindex
-    assert declared["options"]["reindex"]["image"] == declared["options"]["scheduled_reindex"]["image"] == "tei_image"
+    assert declared["options"]["reindex"]["image"] == "tei_image"
+    assert declared["options"]["scheduled_reindex"]["image"] == "cpu_image"  # no TEI to pull for a no-op week
     # The state lives on a Volume of its own: committing it never reloads the dataset's, which the
     # other shards of a container have memory-mapped (a reload fails with files of it open).
     for state in (modal_app.MANIFESTS_DIR, modal_app.RUNS_DIR):
@@ -330,8 +338,8 @@ def test_download_functions_use_the_dataset_volume_and_no_gpu(declared):
         assert volume_mounts(declared_info) == {modal_app.DATA_DIR: ("wiki-embed-data", False)}
         assert declared_info.gpus == [] and declared_info.secrets == []
     for name in ("download_dataset", "dataset_length"):
-        assert declared["options"][name]["image"] == "data_image"
-    assert modal_app.dataset_path("20231101.en") == "/data/wikipedia-20231101.en"
+        assert declared["options"][name]["image"] == "cpu_image"
+    assert modal_app.dataset_path("20231101.en") == "/dataset/wikipedia-20231101.en"
     assert Path(modal_app.dataset_path("x")).is_relative_to(modal_app.DATA_DIR)
     assert modal_app.DATASET_NAME == "wikimedia/wikipedia"
 
@@ -366,11 +374,13 @@ def test_the_search_endpoint_is_an_asgi_app_on_a_cpu_with_the_qdrant_and_token_s
     functions = registered().functions
     assert [name for name, f in functions.items() if info(f).web_info is not None] == ["search_api"]
     assert declared["options"]["search_api"]["image"] == "search_image"
+    assert declared["options"]["search_api"]["min_containers"] == DeploySettings().search_min_containers == 1
     steps = declared["images"]["search_image"]
-    assert [name for name, _, _ in steps] == [
-        "debian_slim", "pip_install", "env", "add_local_python_source"]  # no TEI image, no CUDA
+    assert [name for name, _, _ in steps] == [  # TEI's CPU image, the weights baked in: queries embedded here
+        "from_registry", "entrypoint", "pip_install", "env", "run_function", "add_local_python_source"]
+    assert steps[0][1] == [modal_app.TEI_CPU_IMAGE] and "cuda" not in modal_app.TEI_CPU_IMAGE
     # the pipeline's packages and the web framework, each pinned to one version
-    assert steps[1][1] == [*modal_app.RUNTIME_PACKAGES, *modal_app.WEB_PACKAGES]
+    assert steps[2][1] == [*modal_app.RUNTIME_PACKAGES, *modal_app.WEB_PACKAGES]
     assert all(re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[0-9][0-9.]*", p) for p in modal_app.WEB_PACKAGES)
     assert {p.split("==")[0] for p in modal_app.WEB_PACKAGES} == {"fastapi", "pydantic", "uvicorn"}
     assert declared["named"]["search_secret"] == {"name": "search-api", "required_keys": ["SEARCH_API_TOKEN"]}
@@ -379,12 +389,13 @@ def test_the_search_endpoint_is_an_asgi_app_on_a_cpu_with_the_qdrant_and_token_s
 
 # -- set from the deploying shell -------------------------------------------------------
 def test_the_deploy_time_variables_default_when_unset(declared):
-    assert deploy_settings({}) == DeploySettings(gpus=10, reindex_cron="0 3 * * 0", snapshots=("20231101.en",),
-                                                 search_collection="wikipedia")
+    assert deploy_settings({}) == DeploySettings(gpus=10, reindex_cron="0 3 * * 0", dataset="wikimedia/wikipedia",
+                                                 snapshots=("20231101.en",), search_collection="wikipedia",
+                                                 search_min_containers=1)
     assert modal_app.MAX_CONTAINERS == modal_app.DEPLOY.gpus
     assert modal_app.SEARCH_COLLECTION == modal_app.DEPLOY.search_collection
     env_step = [args for name, args, _ in declared["images"]["search_image"] if name == "env"]
-    assert env_step == [[{"WIKI_SEARCH_COLLECTION": "wikipedia"}]]
+    assert env_step[0][0]["WIKI_SEARCH_COLLECTION"] == "wikipedia"
 
 
 def test_max_containers_is_set_from_the_environment_at_deploy_time(declared_from_env):
@@ -410,7 +421,7 @@ def test_the_schedule_and_the_snapshots_are_set_from_the_environment_at_deploy_t
     # The container does not get the deploying shell's environment, only the function's `env`:
     # importing the module there with just that must give the same snapshots.
     env = declared_from_env["options"]["scheduled_reindex"]["env"]
-    assert env == {"WIKI_SNAPSHOTS": "20231101.en,20231201.en"}
+    assert env == {"WIKI_SNAPSHOTS": "20231101.en,20231201.en", "WIKI_DATASET": "wikimedia/wikipedia"}
     seen = run_python("import ingest.modal_app as m; print(','.join(m.SNAPSHOTS))", tmp_path, **env)
     assert seen.stdout.strip() == "20231101.en,20231201.en", seen.stderr
 
@@ -434,51 +445,58 @@ def test_the_quick_starts_create_every_secret_before_the_first_run(declared):
 def test_the_search_collection_is_baked_into_the_search_image(declared_from_env):
     # The container imports the module again; it finds the collection in the image's environment.
     env_step = [args for name, args, _ in declared_from_env["images"]["search_image"] if name == "env"]
-    assert env_step == [[{"WIKI_SEARCH_COLLECTION": "wikipedia_canary"}]]
+    assert env_step[0][0]["WIKI_SEARCH_COLLECTION"] == "wikipedia_canary"
     assert deploy_settings({"WIKI_SEARCH_COLLECTION": "wikipedia_canary"}).search_collection == "wikipedia_canary"
 
 
 # -- the plain-Python pieces ------------------------------------------------------------
-def test_router_config_serves_the_cached_weights_in_float16():
-    config = modal_app.router_config()
-    command = router_command(config)
+def test_the_workers_start_tei_on_the_cached_weights_in_float16_and_the_search_on_the_cpu():
+    config = modal_app.worker_config()
+    command = router_command(config.router)
     assert command[0] == "text-embeddings-router"  # no /entrypoint.sh on this machine
     flags = dict(zip(command[1::2], command[2::2]))
     assert (flags["--hostname"], flags["--payload-limit"]) == ("127.0.0.1", "2000000")
     assert flags["--model-id"] == MODEL and flags["--revision"] == modal_app.MODEL_REVISION
     assert flags["--huggingface-hub-cache"] == modal_app.WEIGHTS_DIR and flags["--dtype"] == "float16"
-    assert command[-1] == "--auto-truncate"
+    assert command[-1] == "--auto-truncate" and config.tokenizer == modal_app.TOKENIZER_JSON
     in_flight = (modal_app.SHARDS_PER_CONTAINER + 1) * modal_app.TEI_CONCURRENCY
     assert int(flags["--max-concurrent-requests"]) == modal_app.BATCH_SIZE * in_flight
     # a call from ModalEmbedder never carries more inputs than the served TEI accepts at once
     assert int(flags["--max-client-batch-size"]) == modal_app.BATCH_SIZE >= DEFAULT_BATCH_SIZE
+    cpu = router_command(modal_app.worker_config(cpu=True).router)
+    cpu_flags = dict(zip(cpu[1::2], cpu[2::2]))
+    assert cpu[0] == "text-embeddings-router" and cpu_flags["--dtype"] == "float32"  # CPU image: no script
+    assert (cpu_flags["--model-id"], cpu_flags["--revision"]) == (MODEL, modal_app.MODEL_REVISION)  # the same model
 
 
-def test_the_router_starts_through_the_images_entrypoint_script_where_there_is_one(tmp_path):
+def test_the_router_starts_through_the_images_entrypoint_script_where_there_is_one(tmp_path, capsys):
     """TEI 1.9.1+ CUDA images add the CUDA forward-compatibility libraries in their
-    entrypoint script; starting the bare router skips that on an older host driver."""
+    entrypoint script; starting the bare router skips that on an older host driver, so
+    the fallback is said in the log (and the preflight fails on it)."""
     script = tmp_path / "entrypoint.sh"
     assert modal_app.tei_executable(str(script)) == ("text-embeddings-router",)
+    assert f"no {script} in this image" in capsys.readouterr().err
     script.write_text("#!/bin/sh\nexec text-embeddings-router \"$@\"\n")
     assert modal_app.tei_executable(str(script)) == (str(script),)
     assert modal_app.TEI_ENTRYPOINT == "/entrypoint.sh"  # Dockerfile-cuda: COPY cuda-entrypoint.sh entrypoint.sh
 
 
-def test_the_containers_router_gets_an_environment_without_teis_flag_variables(monkeypatch):
+def test_the_containers_tei_gets_an_environment_without_teis_flag_variables(monkeypatch):
     monkeypatch.setenv("API_KEY", "from-some-secret")
     monkeypatch.setenv("HOSTNAME", "10.1.2.3")
-    router = modal_app.container_router()
-    assert router.env is not None and "API_KEY" not in router.env and "HOSTNAME" not in router.env
-    assert router.env["PATH"] == os.environ["PATH"] and router.url == f"http://127.0.0.1:{modal_app.TEI_PORT}"
+    config = modal_app.worker_config()
+    environment = router_module.router_environment(config.env)
+    assert "API_KEY" not in environment and "HOSTNAME" not in environment
+    assert environment["PATH"] == os.environ["PATH"] and config.router.url == f"http://127.0.0.1:{modal_app.TEI_PORT}"
 
 
 def test_pin_revision_records_the_commit_where_tei_looks_for_it(tmp_path):
     revision = "5c38ec7c405ec4b44b94cc5a9bb96e735b38267a"
     repo = tmp_path / "models--BAAI--bge-small-en-v1.5"
     with pytest.raises(FileNotFoundError, match="not in the hub cache"):
-        modal_app.pin_revision(str(tmp_path), MODEL, revision)
+        weights.pin_revision(str(tmp_path), MODEL, revision)
     (repo / "snapshots" / revision).mkdir(parents=True)
-    path = modal_app.pin_revision(str(tmp_path), MODEL, revision)
+    path = weights.pin_revision(str(tmp_path), MODEL, revision)
     assert Path(path) == repo / "refs" / revision and Path(path).read_text() == revision
 
 
@@ -496,14 +514,25 @@ def test_download_weights_caches_the_pinned_revision_where_tei_and_the_chunker_r
 
     in_image = Path(modal_app.TOKENIZER_JSON).relative_to(modal_app.WEIGHTS_DIR)  # the chunker's tokenizer
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
-    monkeypatch.setattr(modal_app, "WEIGHTS_DIR", str(tmp_path))
-    modal_app.download_weights()
+    assert modal_app.download_weights is weights.download_weights  # the image's build step
+    weights.download_weights(str(tmp_path))
     ((repo_id, revision, cache_dir, patterns),) = downloads
     assert (repo_id, revision, cache_dir) == (MODEL, modal_app.MODEL_REVISION, str(tmp_path))
     assert "*.json" in patterns and "*.safetensors" in patterns and not any("onnx" in p for p in patterns)
     repo = tmp_path / "models--BAAI--bge-small-en-v1.5"
     assert (repo / "refs" / modal_app.MODEL_REVISION).read_text() == modal_app.MODEL_REVISION
     assert (tmp_path / in_image).is_file()  # the tokenizer the chunker counts with: this download's
+
+
+def test_the_weights_step_imports_nothing_of_the_project():
+    """Its build container holds only the step's own package (`ingest`): a project import
+    at its module's top would fail there, as `schemas` did (tests/test_containers.py runs it)."""
+    import ast
+
+    tree = ast.parse(Path(weights.__file__).read_text(encoding="utf-8"))
+    top = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    names = [alias.name for node in top for alias in node.names] + [getattr(node, "module", "") for node in top]
+    assert not [n for n in names if n and n.split(".")[0] in ("ingest", "schemas", "search", "huggingface_hub")]
 
 
 class FakeVolume:
@@ -575,27 +604,9 @@ class Remote:
                 yield pickle.loads(pickle.dumps(exc))
 
 
-def test_scheduled_reindex_picks_the_newest_snapshot_and_downloads_it_when_missing(monkeypatch, tmp_path):
-    fetched, reindexed = [], []
-    monkeypatch.setattr(modal_app, "DATA_DIR", str(tmp_path))
-    monkeypatch.setattr(modal_app, "dataset_volume", volume := FakeVolume())
-    monkeypatch.setattr(modal_app, "SNAPSHOTS", ("20231101.en", "20240101.en", "20231201.en"))
-    monkeypatch.setattr(modal_app, "download_dataset", SimpleNamespace(
-        remote=lambda config: fetched.append(config) or Path(modal_app.dataset_path(config)).mkdir()))
-    monkeypatch.setattr(modal_app, "reindex", SimpleNamespace(
-        remote=lambda **kwargs: reindexed.append(kwargs) or f"{kwargs['config']}: report"))
-    assert modal_app.scheduled_reindex.local() == "20240101.en: report"
-    assert modal_app.scheduled_reindex.local() == "20240101.en: report"
-    assert fetched == ["20240101.en"]  # downloaded once, then found on the Volume
-    assert reindexed == [{"config": "20240101.en"}] * 2 and volume.calls == ["reload", "reload"]
-    monkeypatch.setattr(modal_app, "SNAPSHOTS", ("latest",))
-    with pytest.raises(SettingsError, match="starts with a date"):
-        modal_app.scheduled_reindex.local()
-
-
 # -- the search endpoint ---------------------------------------------------------------
 @pytest.fixture
-def opened_searchers(monkeypatch):
+def opened_searchers(monkeypatch, standin_tei):
     import search.api
 
     opened = []
@@ -608,7 +619,8 @@ def opened_searchers(monkeypatch):
     return opened
 
 
-def test_the_search_endpoint_builds_the_server_from_the_secrets(monkeypatch, opened_searchers):
+def test_the_search_endpoint_embeds_queries_on_its_own_cpu_tei_and_takes_qdrant_from_the_secret(
+        monkeypatch, opened_searchers, standin_tei):
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
@@ -622,7 +634,9 @@ def test_the_search_endpoint_builds_the_server_from_the_secrets(monkeypatch, ope
     ((store, embedder),) = opened_searchers
     assert (store.qdrant_url, store.qdrant_api_key, store.collection) == (
         "https://qdrant.example:6333", "qdrant-key", modal_app.SEARCH_COLLECTION)
-    assert (embedder.embedder, embedder.modal_app, embedder.modal_class) == ("modal", "wiki-embed", "Embedder")
+    (router,) = standin_tei.started  # this container's own TEI (on the CPU): no GPU container to wake
+    assert (embedder.embedder, embedder.tei_url, embedder.model) == ("tei", router.url, MODEL)
+    assert "--dtype" in router.command and router.command[router.command.index("--dtype") + 1] == "float32"
     assert isinstance(app, FastAPI)
     with TestClient(app) as client:  # as Modal's ASGI adapter drives it: in process
         health = client.get("/health")
@@ -644,18 +658,23 @@ def test_the_search_endpoint_without_the_qdrant_secret_says_how_to_create_it(mon
 
 # -- the GPU class, in this process --------------------------------------------------
 @pytest.fixture
-def gpu_class(monkeypatch):
-    """modal_app.Embedder whose enter hook starts the loopback TEI test server
-    instead of text-embeddings-router (with the flags in `.server_flags`); every
+def standin_tei(monkeypatch):
+    """The app's workers start the TEI stand-in (`ingest.rehearsal.router`) on a free
+    port, with the flags in `.server_flags`, instead of text-embeddings-router; every
     router started is recorded in `.started` and stopped after the test."""
     from ingest.embedders.local import resolve_model
 
-    base = modal_app.router_config()
+    base = modal_app.worker_config
     server_flags: list[str] = []
-    monkeypatch.setattr(modal_app, "router_config",
-                        lambda: dataclasses.replace(base, port=free_port(), executable=runner(*server_flags)))
     # The image's tokenizer.json lies under /weights; here, a real one of the same (BERT uncased) vocabulary.
-    monkeypatch.setattr(modal_app, "TOKENIZER_JSON", str(Path(resolve_model("all-MiniLM-L6-v2")[1]) / "tokenizer.json"))
+    tokenizer = str(Path(resolve_model("all-MiniLM-L6-v2")[1]) / "tokenizer.json")
+
+    def worker_config(*, cpu=False):
+        config = base(cpu=cpu)
+        router = dataclasses.replace(config.router, port=free_port(), executable=runner(*server_flags))
+        return dataclasses.replace(config, router=router, tokenizer=tokenizer)
+
+    monkeypatch.setattr(modal_app, "worker_config", worker_config)
     started = []
 
     class TrackedRouter(router_module.Router):
@@ -663,10 +682,16 @@ def gpu_class(monkeypatch):
             started.append(self)
             return super().start()
 
-    monkeypatch.setattr(router_module, "Router", TrackedRouter)
-    yield SimpleNamespace(cls=modal_app.Embedder, started=started, server_flags=server_flags)
+    monkeypatch.setattr(worker_module, "Router", TrackedRouter)
+    yield SimpleNamespace(started=started, server_flags=server_flags)
     for router in started:
         router.stop()
+
+
+@pytest.fixture
+def gpu_class(standin_tei):
+    """modal_app.Embedder whose enter hook starts the TEI stand-in."""
+    return SimpleNamespace(cls=modal_app.Embedder, started=standin_tei.started, server_flags=standin_tei.server_flags)
 
 
 @pytest.fixture
@@ -677,11 +702,25 @@ def on_volume(monkeypatch, tmp_path):
     for name, path in (("DATA_DIR", data), ("STATE_DIR", state), ("MANIFESTS_DIR", state / "manifests"),
                        ("RUNS_DIR", state / "runs"), ("LOCAL_STATE_DIR", tmp_path / "container-state")):
         monkeypatch.setattr(modal_app, name, str(path))
+    monkeypatch.setattr(modal_app, "SNAPSHOTS_FILE", str(state / "snapshots.json"))
     monkeypatch.setattr(modal_app, "dataset_volume", volume := FakeVolume())
     monkeypatch.setattr(modal_app, "state_volume", state_volume := FakeVolume())
+    monkeypatch.setattr(modal_app, "locks", locks := FakeDict())
     monkeypatch.setenv("QDRANT_PATH", str(tmp_path / "qdrant"))
     return SimpleNamespace(volume=volume, state_volume=state_volume, data=data, qdrant=str(tmp_path / "qdrant"),
-                           local_state=tmp_path / "container-state")
+                           local_state=tmp_path / "container-state", locks=locks)
+
+
+class FakeDict(dict):
+    """`modal.Dict` as `ingest.sharded.reindex.RunLock` uses it: `put` with
+    `skip_if_exists` stores only an absent key and says whether it did (modal 1.6.4
+    `dict.py:556-573`)."""
+
+    def put(self, key, value, *, skip_if_exists=False):
+        if skip_if_exists and key in self:
+            return False
+        self[key] = value
+        return True
 
 
 def save_snapshot(config: str, rows: list[dict]) -> str:
@@ -723,6 +762,7 @@ CHUNKING = {"max_chars": 1000, "overlap_chars": 0, "title_prefix": True, "sparse
 
 
 def test_the_gpu_class_embeds_reports_its_spec_and_ingests_a_shard(gpu_class, monkeypatch, tmp_path):
+    monkeypatch.setenv("QDRANT_PATH", str(tmp_path / "qdrant"))  # the secret's, in the container from its start
     worker = gpu_class.cls()
     vectors = worker.embed.local(["Paris", "Rome"])
     assert isinstance(vectors, list) and isinstance(vectors[0], list)
@@ -733,7 +773,6 @@ def test_the_gpu_class_embeds_reports_its_spec_and_ingests_a_shard(gpu_class, mo
 
     monkeypatch.setattr(modal_app, "DATA_DIR", str(tmp_path))
     path = save_snapshot("test", [article(i) for i in range(6)])
-    monkeypatch.setenv("QDRANT_PATH", str(tmp_path / "qdrant"))
     result = worker.ingest_shard.local(2, 6, path, "wiki", {"max_chars": 500}, 8)
     assert isinstance(result, ShardResult)
     assert (result.shard, result.summary.articles, result.summary.points_written) == ((2, 6), 4, 4)
@@ -753,8 +792,8 @@ def test_the_gpu_class_starts_tei_on_enter_and_stops_it_on_exit(gpu_class):
     worker.embed.local(["a"])
     worker.embed.local(["b"])
     (router,) = gpu_class.started
-    assert router.running and worker.router is router
-    embedder, closed = worker.embedder, []
+    assert router.running and worker.worker.router is router
+    embedder, closed = worker.worker.embedder, []
     embedder.close = lambda close=embedder.close: closed.append(True) or close()
     exit_hooks = lifecycle_hooks(worker, "EXIT")
     assert set(exit_hooks) == {"stop_server"}
@@ -776,11 +815,13 @@ def test_a_sharded_load_then_reindexes_on_fresh_containers(gpu_class, on_volume)
     assert sorted(p.name for p in Path(plan.records).iterdir()) == [
         "000000000000-000000000003.json", "000000000003-000000000006.json"]  # recorded on the Volume
     assert on_volume.volume.calls == [] and on_volume.state_volume.calls.count("commit") == 3  # one per record
-    assert worker.prepare_load.local("wikipedia", CHUNKING, "20231101.en-6-3").finished == results  # a rerun skips
-    report = worker.finish_load.local("wikipedia", CHUNKING, plan)
+    again = worker.prepare_load.local("wikipedia", CHUNKING, "20231101.en-6-3")  # a rerun skips them
+    assert again.finished == [dataclasses.replace(r, stamp=None) for r in results]
+    report = worker.finish_load.local("wikipedia", CHUNKING, plan, False, "20231101.en")
     assert report == f"manifest of {plan.collection}: 6 articles; wikipedia now leads to {plan.collection}"
     assert live(on_volume.qdrant) == (plan.collection, 6)
     assert (Path(modal_app.MANIFESTS_DIR) / f"{plan.collection}.sqlite").is_file()  # checkpointed to the Volume
+    assert json.loads(Path(modal_app.SNAPSHOTS_FILE).read_text()) == {plan.collection: "20231101.en"}
 
     # A month later, on a container that has none of this one's local files:
     shutil.rmtree(on_volume.local_state, ignore_errors=True)
@@ -794,11 +835,74 @@ def test_a_sharded_load_then_reindexes_on_fresh_containers(gpu_class, on_volume)
     assert on_volume.volume.calls == ["reload"]  # before the dump is mapped; never committed while it is
     assert "commit" in on_volume.state_volume.calls  # the manifest's checkpoints
     assert live(on_volume.qdrant) == (plan.collection, 5)  # in place: the alias did not move
+    assert json.loads(Path(modal_app.SNAPSHOTS_FILE).read_text()) == {plan.collection: "20231201.en"}
+    assert on_volume.locks == {}  # the cross-container lock was taken and given back
 
     shutil.rmtree(on_volume.local_state, ignore_errors=True)  # and again: the Volume remembers that reindex
     report = modal_app.reindex.local(config="20231201.en")
     assert "articles added 0, changed 0, unchanged 5, deleted 0; chunks embedded 0" in report
     assert all(not router.running for router in gpu_class.started[1:])  # reindex stops the TEI it started
+
+
+def test_the_reindex_chunks_and_lexes_as_the_live_collection_was_built(gpu_class, on_volume):
+    """A collection loaded with other chunking and no lexical vectors, under another
+    name: the reindex reads its build record instead of assuming the defaults."""
+    worker = gpu_class.cls()
+    layout = {"max_chars": 300, "overlap_chars": 0, "title_prefix": True, "sparse": "none"}
+    long = " ".join(f"Sentence {i} of the long article is here." for i in range(30))
+    path = save_snapshot("20231101.en", [article(0, long), article(1)])
+    plan = worker.prepare_load.local("encyclopedia", layout, "k")
+    worker.ingest_shard.local(0, 2, path, plan.collection, layout, 8, plan.records)
+    worker.finish_load.local("encyclopedia", layout, plan)
+    loaded = live(on_volume.qdrant, "encyclopedia")
+    save_snapshot("20231102.en", [article(0, long + " One more sentence."), article(1), article(2)])
+    report = modal_app.reindex.local(config="20231102.en", collection="encyclopedia")
+    assert "added 1, changed 1, unchanged 1" in report
+    now = live(on_volume.qdrant, "encyclopedia")
+    assert now[0] == loaded[0] and now[1] == loaded[1] + 1  # in place, the same 300-character chunks
+    store = open_store(StoreSettings(qdrant_path=on_volume.qdrant))
+    try:
+        assert store.at(now[0]).read_spec().sparse is None
+    finally:
+        store.close()
+
+
+def test_the_weekly_reindex_runs_only_when_the_newest_snapshot_is_new_to_the_live_collection(
+        gpu_class, on_volume, monkeypatch):
+    worker = gpu_class.cls()
+    path = save_snapshot("20231101.en", [article(i) for i in range(3)])
+    plan = worker.prepare_load.local("wikipedia", CHUNKING, "k")
+    worker.ingest_shard.local(0, 3, path, plan.collection, CHUNKING, 8, plan.records)
+    worker.finish_load.local("wikipedia", CHUNKING, plan, False, "20231101.en")
+    fetched, reindexed = [], []
+    monkeypatch.setattr(modal_app, "download_dataset", SimpleNamespace(
+        remote=lambda config: fetched.append(config) or Path(modal_app.dataset_path(config)).mkdir()))
+    monkeypatch.setattr(modal_app, "reindex", SimpleNamespace(
+        remote=lambda **kwargs: reindexed.append(kwargs) or f"{kwargs['config']}: report"))
+    # wikimedia/wikipedia has one English dump: the load's. Nothing to do, and no GPU held.
+    assert "already holds 20231101.en" in modal_app.scheduled_reindex.local()
+    assert (fetched, reindexed) == ([], [])
+    monkeypatch.setattr(modal_app, "SNAPSHOTS", ("20231101.en", "20240101.en", "20231201.en"))
+    assert modal_app.scheduled_reindex.local() == "20240101.en: report"
+    assert fetched == ["20240101.en"] and reindexed == [{"config": "20240101.en", "collection": "wikipedia"}]
+    monkeypatch.setattr(modal_app, "SNAPSHOTS", ("latest",))
+    with pytest.raises(SettingsError, match="starts with a date"):
+        modal_app.scheduled_reindex.local()
+
+
+def test_a_second_reindex_of_the_collection_waits_for_the_first(gpu_class, on_volume):
+    import time as clock
+
+    worker = gpu_class.cls()
+    path = save_snapshot("20231101.en", [article(i) for i in range(2)])
+    plan = worker.prepare_load.local("wikipedia", CHUNKING, "k")
+    worker.ingest_shard.local(0, 2, path, plan.collection, CHUNKING, 8, plan.records)
+    worker.finish_load.local("wikipedia", CHUNKING, plan)
+    on_volume.locks["reindex:wikipedia"] = {"holder": "ta-other", "since": clock.time() - 60}
+    with pytest.raises(RunLockedError, match="another reindex of this collection is running .ta-other"):
+        modal_app.reindex.local(config="20231101.en")
+    on_volume.locks["reindex:wikipedia"] = {"holder": "ta-dead", "since": clock.time() - modal_app.REINDEX_TIMEOUT - 1}
+    assert "unchanged 2" in modal_app.reindex.local(config="20231101.en")  # a dead holder's lock is taken over
 
 
 def test_the_reindex_chunks_an_edited_article_as_the_load_did(gpu_class, on_volume):
@@ -846,7 +950,7 @@ def test_main_downloads_loads_every_shard_and_moves_the_alias(deployed, capsys, 
     modal_app.main(shard_size=3, window=4, dead_letter=str(dead_letter))
     out = capsys.readouterr().out
     assert "downloading wikimedia/wikipedia 20231101.en first" in out
-    assert "7 articles in 3 shards of 3, on up to 1 A10Gs" in out
+    assert "7 articles in 3 shards of 3, on up to 10 A10Gs" in out
     assert [call[:2] for call in deployed.methods.ingest_shard.calls] == [(0, 3), (3, 6), (6, 7)]
     (plan_call,) = deployed.methods.prepare_load.calls
     assert plan_call[2] == "20231101.en-7-3"  # the run's key: the same command resumes it
@@ -887,16 +991,29 @@ def test_main_retries_failed_shards_and_a_rerun_resumes_where_it_stopped(deploye
     assert live(deployed.qdrant)[1] == 6
 
 
-def test_main_with_a_limit_builds_a_collection_that_does_not_replace_the_live_one(deployed, capsys, tmp_path):
+def test_the_documented_trial_then_the_full_run_on_a_fresh_qdrant(deployed, capsys, tmp_path):
+    """The README's flow: `--limit` first, on a Qdrant that holds nothing, then the whole
+    corpus. The trial lives under its own name and never becomes `wikipedia`, so the full
+    run after it starts cleanly (it used to be refused: "use the incremental reindex")."""
     save_snapshot("20231101.en", [article(i) for i in range(6)])
-    modal_app.main(shard_size=3, window=4, dead_letter=str(tmp_path / "dead.jsonl"))
-    before = live(deployed.qdrant)
-    deployed.methods.ingest_shard.calls.clear()
-    modal_app.main(limit=4, chunk_size=500, shard_size=2, window=4, dead_letter=str(tmp_path / "dead.jsonl"))
+    modal_app.main(limit=4, shard_size=2, window=4, dead_letter=str(tmp_path / "dead.jsonl"))
+    out = capsys.readouterr().out
+    assert "a trial, built as wikipedia-trial" in out and "wikipedia-trial now leads to" in out
     assert [call[:2] for call in deployed.methods.ingest_shard.calls] == [(0, 2), (2, 4)]
-    assert deployed.methods.finish_load.keywords[-1] == {"partial": True}
-    assert f"wikipedia still leads to {before[0]}" in capsys.readouterr().out
-    assert live(deployed.qdrant) == before == (before[0], 6)
+    trial = live(deployed.qdrant, "wikipedia-trial")
+    assert trial[1] == 4 and live(deployed.qdrant) == (None, 0)  # the live name is untouched
+
+    deployed.methods.ingest_shard.calls.clear()
+    modal_app.main(shard_size=3, window=4, dead_letter=str(tmp_path / "dead.jsonl"))
+    assert [call[:2] for call in deployed.methods.ingest_shard.calls] == [(0, 3), (3, 6)]
+    full = live(deployed.qdrant)
+    assert full[1] == 6 and f"wikipedia now leads to {full[0]}" in capsys.readouterr().out
+    assert live(deployed.qdrant, "wikipedia-trial") == trial  # the trial is still there to compare with
+
+    deployed.methods.ingest_shard.calls.clear()
+    modal_app.main(limit=2, chunk_size=500, shard_size=2, window=4, dead_letter=str(tmp_path / "dead.jsonl"))
+    assert live(deployed.qdrant) == full  # a later trial, of other settings, leaves the live collection alone
+    assert live(deployed.qdrant, "wikipedia-trial")[1] == 2
 
 
 def test_main_builds_the_sparse_vectors_it_is_asked_for(deployed, tmp_path):
@@ -1060,7 +1177,8 @@ def test_the_preflight_runs_every_check_on_the_containers_tei_and_the_containers
     table = modal_app.preflight.local(config="20231101.en", articles=6)
     rows = {line[6:36].strip(): line[:4] for line in table.splitlines() if line[:4] in ("PASS", "FAIL", "SKIP")}
     assert rows["JSON and base64 routes agree"] == "PASS" and rows["chunks fit the token limit"] == "PASS"
-    assert rows["collection round trip"] == "PASS" and rows["Qdrant supports the run"] == "SKIP"  # in process: no server
+    assert rows["collection round trip"] == "PASS"
+    assert rows["Qdrant supports the run"] == "SKIP"  # the embedded store: no server
     assert rows["Volume commit, dataset mapped"] == "PASS" and "commit" in on_volume.state_volume.calls
     assert rows["secrets are present"] == "FAIL" and "modal secret create qdrant QDRANT_URL=..." in table  # QDRANT_PATH
     assert rows["deployed class embeds alike"] == "SKIP" and "modal deploy -m ingest.modal_app" in table

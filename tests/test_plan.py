@@ -11,15 +11,28 @@ from ingest.bench.plan import Assumptions, main, project
 
 def test_the_reference_throughput_reproduces_the_reference_run():
     # 100 A10Gs at 212.6k characters/s each took 15:19 for the corpus in Jan 2024.
-    p = project(100, Assumptions())
+    p = project(100, Assumptions(chunk_chars=512))
     assert p.bound == "GPU"
     assert p.wall_seconds == pytest.approx(15 * 60 + 19, abs=2)
     assert p.gpu_hours == pytest.approx(100 * p.wall_seconds / 3600)
     assert p.cost == pytest.approx(p.gpu_hours * 1.1016)
 
 
-def test_about_forty_million_chunks_of_512_characters():
-    assert 38_000_000 < Assumptions().chunks < 42_000_000
+def test_the_production_chunking_makes_about_23_million_points_not_the_references_41():
+    assert Assumptions().chunk_chars == 1000  # ingest.modal_app's chunk size
+    assert 22_000_000 < Assumptions().chunks < 24_000_000
+    assert 38_000_000 < Assumptions(chunk_chars=512).chunks < 42_000_000  # the reference's windows
+
+
+def test_the_time_to_searchable_adds_the_index_build_and_the_switch_to_the_load():
+    a = Assumptions(qdrant_nodes=2, qdrant_cores=8, index_points_per_s_per_core=1000)
+    p = project(100, a)
+    assert p.index_seconds == pytest.approx(a.chunks / 2 / (1000 * 8))  # each node its half
+    assert p.switch_seconds == pytest.approx(a.articles / 250_000 + 30)
+    assert p.searchable_seconds == pytest.approx(p.wall_seconds + p.index_seconds + p.switch_seconds)
+    assert p.gpu_hours == pytest.approx(100 * p.wall_seconds / 3600)  # only the load holds GPUs
+    assert project(100, Assumptions(qdrant_nodes=2, replicas=2)).index_seconds == pytest.approx(
+        2 * project(100, Assumptions(qdrant_nodes=2)).index_seconds)  # every copy is indexed
 
 
 def test_a_slow_client_bounds_the_gpu_and_raises_the_cost():
@@ -45,6 +58,10 @@ def test_main_prints_a_row_per_gpu_count():
     assert [row[0] for row in rows] == ["10", "50", "100"]
     assert all(row[2] == "GPU" for row in rows)
     assert "60 s of start-up added" in text and "$1.1016 per GPU-hour" in text
+    header = next(line.split() for line in text.splitlines() if line.strip().startswith("GPUs"))
+    assert header[-6:] == ["load", "index", "switch", "searchable", "GPU-hours", "cost"]
+    assert all(len(row) == len(header) - 2 for row in rows)  # "chars/s per GPU" is three words
+    assert "~22,790,538 chunks of <= 1000 characters" in text  # the production chunking's points
     with pytest.raises(SystemExit):
         main(["--gpus", "0"], out=io.StringIO())
 
@@ -64,9 +81,9 @@ def test_the_cluster_is_sized_per_node_from_the_collection_as_it_is_created():
 
 def test_the_table_gives_the_points_per_second_the_cluster_must_take_and_what_bounds_it():
     out = io.StringIO()
-    main(["--gpus", "10", "100", "--qdrant-points-per-s", "10000", "--qdrant-nodes", "3", "--replicas", "1"], out=out)
+    main(["--gpus", "10", "100", "--qdrant-points-per-s", "5000", "--qdrant-nodes", "3", "--replicas", "1"], out=out)
     text = out.getvalue()
     rows = {row[0]: row for row in (line.split() for line in text.splitlines()) if row and row[0].isdigit()}
-    assert rows["10"][2] == "GPU" and rows["100"][2] == "Qdrant" and rows["100"][3] == "30,000"
+    assert rows["10"][2] == "GPU" and rows["100"][2] == "Qdrant" and rows["100"][3] == "15,000"
     assert "Qdrant bounds the runs marked so" in text and "on 3 nodes, 1 copy of each" in text
     assert "RAM" in text and "disk" in text

@@ -16,6 +16,7 @@ import pytest
 from google.protobuf import message_factory
 from qdrant_client import QdrantClient
 from qdrant_client.grpc import (
+    collections_pb2,
     collections_service_pb2,
     points_pb2,
     points_service_pb2,
@@ -37,9 +38,10 @@ SPEC = CollectionSpec(model=KNOWN_MODELS["BAAI/bge-small-en-v1.5"], chunking={"m
 class Recorder(grpc.GenericRpcHandler):
     """Answers every Qdrant RPC with a minimal valid response, recording the request."""
 
-    def __init__(self) -> None:
+    def __init__(self, version: str = "") -> None:
         self.calls: list[tuple[str, object]] = []
         self.collections: set[str] = set()
+        self.version = version  # what the health check answers
 
     def service(self, details):
         _, service, method = details.method.split("/")
@@ -62,15 +64,17 @@ class Recorder(grpc.GenericRpcHandler):
                 response.result.status = points_pb2.UpdateStatus.Completed
             elif method == "Count":
                 response.result.count = 1
+            elif method == "HealthCheck":
+                response.version = self.version
             return response
 
         return grpc.unary_unary_rpc_method_handler(answer, request_deserializer=request_type.FromString,
                                                    response_serializer=response_type.SerializeToString)
 
 
-@pytest.fixture
-def grpc_server():
-    recorder = Recorder()
+@pytest.fixture(params=["1.17.0", "1.19.0"])
+def grpc_server(request):
+    recorder = Recorder(request.param)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), handlers=[recorder])
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
@@ -135,7 +139,16 @@ def test_every_store_call_sends_only_what_qdrant_1_19_knows(grpc_server):
     unknown = [f"{method}: {field}" for method, request in recorder.calls for field in unknown_to_v1_19(request)]
     assert not unknown, "fields Qdrant v1.19 would drop without a word:\n" + "\n".join(unknown)
     create = next(request for method, request in recorder.calls if method == "qdrant.Collections/Create")
-    assert create.quantization_config.scalar.always_ram and create.hnsw_config.m == 0  # int8 in RAM, graph deferred
+    # the graph's m as it will stay, indexing deferred (Qdrant's bulk-load guidance as of 1.19)
+    assert create.hnsw_config.m == 16 and create.optimizers_config.indexing_threshold == 0
+    # int8 in RAM, the float32 originals and the payloads on disk: as `memory` tiers from 1.19, older flags before
+    if recorder.version == "1.19.0":
+        assert create.quantization_config.scalar.memory == collections_pb2.Memory.Value("Pinned")
+        assert create.vectors_config.params.memory == create.payload.memory == collections_pb2.Memory.Value("Cold")
+        assert not create.quantization_config.scalar.HasField("always_ram") and not create.HasField("on_disk_payload")
+    else:
+        assert create.quantization_config.scalar.always_ram and create.on_disk_payload
+        assert create.vectors_config.params.on_disk and not create.vectors_config.params.HasField("memory")
     hybrid = [request for method, request in recorder.calls if method == "qdrant.Points/Query" and request.prefetch]
     assert hybrid and hybrid[0].query.rrf.k == 2 and hybrid[0].prefetch[0].params.quantization.rescore
 
@@ -146,3 +159,38 @@ def test_the_check_catches_a_field_v1_19_lacks(monkeypatch):
     older = {**V1_19, "qdrant.QueryPoints": {k: v for k, v in V1_19["qdrant.QueryPoints"].items() if k != "limit"}}
     monkeypatch.setitem(globals(), "V1_19", older)
     assert unknown_to_v1_19(request) == ["qdrant.QueryPoints.limit"]
+
+
+def test_grpc_is_dialled_one_port_above_the_urls_not_on_6334(grpc_server, tmp_path):
+    """qdrant-client dials gRPC on 6334 whatever port the URL names (1.20:
+    qdrant_remote.py:55-72, 103-110): the docker-compose cluster publishes REST on 7333 and
+    gRPC on 7334, so `--qdrant-url http://localhost:7333` reached 6334, another server's
+    port. The store now dials the port one above the URL's (or --qdrant-grpc-port)."""
+    from ingest.settings import StoreSettings
+    from ingest.store import open_store
+
+    port, recorder = grpc_server
+    settings = StoreSettings(qdrant_url=f"http://127.0.0.1:{port - 1}", collection="wiki")
+    assert settings.grpc_port_used == port and settings.address.endswith(f"(gRPC on port {port})")
+    store = open_store(settings)
+    try:
+        store.exists()
+    finally:
+        store.close()
+    assert ("qdrant.Collections/CollectionExists") in {method for method, _ in recorder.calls}  # it got here
+    explicit = StoreSettings(qdrant_url="http://127.0.0.1:7333", grpc_port=port)
+    store = open_store(explicit)
+    try:
+        store.exists()
+    finally:
+        store.close()
+    assert sum(method == "qdrant.Collections/CollectionExists" for method, _ in recorder.calls) == 2
+
+
+def test_a_refused_connection_names_the_grpc_port_it_was_to(tmp_path, caplog):
+    from ingest.cli import main as ingest_main
+    from ingest.rehearsal.router import free_port
+
+    port = free_port()
+    code = ingest_main(["verify", "--qdrant-url", f"http://127.0.0.1:{port}", "--collection", "wiki"])
+    assert code == 1 and f"server at http://127.0.0.1:{port} (gRPC on port {port + 1})" in caplog.text

@@ -25,7 +25,7 @@ from ingest.sync import repair_manifest, run_ingest, verify_collection
 from schemas import Article, PointPayload, point_id
 from tests.counting_embedder import CountingEmbedder
 from tests.qdrant_standin import edge_points
-from tests.tei_server import deterministic_vector
+from ingest.rehearsal.tei import deterministic_vector
 
 CHUNKING = ChunkingSettings(max_chars=300)
 EDIT = " The committee later revised this account."

@@ -23,7 +23,7 @@ from ingest.store import open_live
 from ingest.store.edge import EdgeStore
 from ingest.sync import run_ingest, verify_collection
 from schemas import Article, PointPayload, point_id
-from tests.tei_server import TEIServer
+from ingest.rehearsal.tei import TEIServer
 
 CHUNKING = ChunkingSettings(max_chars=300)
 WINDOW = 8

@@ -15,7 +15,8 @@ from qdrant_client import models
 from ingest import lexical
 from ingest.settings import ServerLayout
 from ingest.store.base import RRF_K, RRF_WEIGHTS
-from ingest.store.server import HNSW_M, PAYLOAD_INDEXES, ServerStore
+from ingest.store.layout import HNSW_M, PAYLOAD_INDEXES
+from ingest.store.server import ServerStore
 from search.api import payload_filter
 from tests.test_store import SPEC, pairs
 
@@ -109,7 +110,7 @@ def qdrant_server():
     server.server_close()
 
 
-def test_a_bulk_load_indexes_payload_first_defers_hnsw_and_restores_it(qdrant_server):
+def test_a_bulk_load_indexes_payload_first_defers_indexing_and_restores_it(qdrant_server):
     url, log = qdrant_server
     store = ServerStore.connect(url, collection="wiki", prefer_grpc=False, timeout=5)
     try:
@@ -122,12 +123,17 @@ def test_a_bulk_load_indexes_payload_first_defers_hnsw_and_restores_it(qdrant_se
     writes = [(method, path, body) for method, path, body in log if method in ("PUT", "PATCH")]
     create = writes[0]
     assert create[:2] == ("PUT", "/collections/wiki")
-    assert create[2]["hnsw_config"]["m"] == 0 and create[2]["on_disk_payload"] is True
+    # Qdrant's 1.19 bulk-load guidance: the graph's m as it will stay, indexing off until the end,
+    # payloads (and, quantized, the float32 originals) in the cold tier
+    assert create[2]["hnsw_config"]["m"] == HNSW_M and create[2]["optimizers_config"] == {"indexing_threshold": 0}
+    assert create[2]["payload"] == {"memory": "cold"} and "on_disk_payload" not in create[2]
     assert create[2]["metadata"]["embedding_model"]["name"] == SPEC.model.name
-    indexes = [body["field_name"] for method, path, body in writes[1:4]]
-    assert sorted(indexes) == sorted(PAYLOAD_INDEXES) and all(p.endswith("/index") for _, p, _ in writes[1:4])
-    assert writes[4][1] == "/collections/wiki/points" and len(writes[4][2]["batch"]["ids"]) == 3
-    assert writes[5] == ("PATCH", "/collections/wiki", {"hnsw_config": {"m": HNSW_M}})
+    indexes = {body["field_name"]: body["field_schema"] for method, path, body in writes[1:5]}
+    assert indexes == {"id": "keyword", "title": "keyword", "url": "keyword", "chunk_index": "integer"}
+    assert set(indexes) == set(PAYLOAD_INDEXES) and all(p.endswith("/index") for _, p, _ in writes[1:5])
+    assert writes[5][1] == "/collections/wiki/points" and len(writes[5][2]["batch"]["ids"]) == 3
+    assert writes[6] == ("PATCH", "/collections/wiki",
+                         {"hnsw_config": {"m": HNSW_M}, "optimizers_config": {"indexing_threshold": 10_000}})
 
 
 def created(url: str, log: list, layout: ServerLayout = ServerLayout()) -> dict:
@@ -196,8 +202,9 @@ def test_finishing_a_bulk_load_waits_for_the_index_within_a_bound(qdrant_server)
     store = ServerStore.connect(url, collection="wiki", prefer_grpc=False, timeout=5)
     try:
         assert store.finish_bulk_load(wait_seconds=10, poll_seconds=0.01) is True
-        assert [entry for entry in log if entry[0] == "PATCH"] == [
-            ("PATCH", "/collections/wiki", {"hnsw_config": {"m": HNSW_M}})]  # it read m=0: deferred
+        assert [entry for entry in log if entry[0] == "PATCH"] == [  # it read m=0: deferred by an earlier version
+            ("PATCH", "/collections/wiki", {"hnsw_config": {"m": HNSW_M},
+                                            "optimizers_config": {"indexing_threshold": 10_000}})]
         assert sum(1 for method, path, _ in log if (method, path) == ("GET", "/collections/wiki")) == 3  # m, 2 polls
         QdrantRecorder.statuses, QdrantRecorder.hnsw_m = ["yellow"] * 1000, HNSW_M
         started = time.monotonic()
@@ -213,8 +220,9 @@ def test_a_server_collection_is_laid_out_for_the_whole_corpus(qdrant_server):
     write consistency when asked for (a cluster)."""
     url, log = qdrant_server
     create = created(url, log)
-    assert create["vectors"] == {"size": 384, "distance": "Cosine", "on_disk": True}
-    assert create["quantization_config"] == {"scalar": {"type": "int8", "quantile": 0.99, "always_ram": True}}
+    # Qdrant 1.19's tiers: the originals cold (on disk), the int8 copy pinned in RAM
+    assert create["vectors"] == {"size": 384, "distance": "Cosine", "memory": "cold"}
+    assert create["quantization_config"] == {"scalar": {"type": "int8", "quantile": 0.99, "memory": "pinned"}}
     assert not {"shard_number", "replication_factor", "write_consistency_factor"} & set(create)  # the server's
 
     QdrantRecorder.log.clear()
@@ -225,7 +233,8 @@ def test_a_server_collection_is_laid_out_for_the_whole_corpus(qdrant_server):
 
 
 def test_the_layout_comes_from_flags_and_the_environment_and_is_checked():
-    from ingest.settings import SettingsError, store_settings_from_env
+    from ingest.modal_settings import store_settings_from_env
+    from ingest.settings import SettingsError
 
     env = {"QDRANT_URL": "http://q:6333", "QDRANT_SHARDS": "12", "QDRANT_REPLICAS": "2",
            "QDRANT_QUANTIZATION": "none"}

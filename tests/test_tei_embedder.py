@@ -1,4 +1,4 @@
-"""TEIEmbedder against a real TEI-protocol server on loopback (tests/tei_server.py).
+"""TEIEmbedder against a real TEI-protocol server on loopback (ingest/rehearsal/tei.py).
 
 No mocks of the client: every test goes through httpx, a socket and the server's
 HTTP handling, with faults injected server-side. Retry waits are shrunk through
@@ -19,9 +19,9 @@ import pytest
 
 from ingest.embedders.base import Embedder, Rejection
 from ingest.embedders.tei import TEIEmbedder, parse_retry_after
-from ingest.errors import EmbedderError
+from ingest.errors import BackendFailure, EmbedderError
 from schemas.models import BGE_QUERY_INSTRUCTION
-from tests.tei_server import Faults, TEIServer, deterministic_vector, deterministic_vectors
+from ingest.rehearsal.tei import Faults, TEIServer, deterministic_vector, deterministic_vectors
 
 FAST = {"retry_initial_wait": 0.001, "retry_max_wait": 0.01, "timeout": 5.0}
 TEXTS = [f"Passage {i} about the history of {topic}." for i, topic in
@@ -260,6 +260,50 @@ def test_poison_input_is_isolated(connect, validation_status, wire):
     good = [i for i in range(len(texts)) if i not in bad]
     np.testing.assert_array_equal(result.vectors[good], expected([texts[i] for i in good]))
     assert not result.vectors[bad].any()
+
+
+# -- a broken GPU is not a bad input ---------------------------------------------------------
+@pytest.mark.parametrize("wire", ["json", "base64"])
+def test_a_sick_backend_fails_the_call_at_once_instead_of_dead_lettering_every_input(connect, wire):
+    """TEI answers 424 for every input of a failed backend batch, and its /health 503
+    once the backend stays broken: one failed request and one health check, then a
+    BackendFailure, not a split into single inputs each recorded as a rejection."""
+    with TEIServer(max_client_batch_size=32, faults=Faults(sick_after=1)) as server:
+        embedder = connect(server, wire=wire)  # the probe was request 0
+        with pytest.raises(BackendFailure, match="health check answers 503: its GPU is broken"):
+            embedder.embed_passages(TEXTS)
+        assert server.received.statuses[424] <= 2 and server.received.paths["GET /health"] >= 1
+
+
+def test_a_request_every_input_of_which_the_backend_failed_is_a_backend_failure(connect):
+    """Even where the health check answers 200 (the stand-in's 424s below are scripted,
+    its backend healthy), a request all of whose inputs come back 424 is not N bad inputs."""
+    with TEIServer(max_client_batch_size=4, faults=Faults(script=[None] + [424] * 7)) as server:
+        embedder = connect(server, batch_size=4)
+        with pytest.raises(BackendFailure, match="failed every one of the 4 inputs"):
+            embedder.embed_passages(TEXTS[:4])
+
+
+def test_one_input_the_backend_fails_on_is_still_a_rejection(connect):
+    # the probe; 424 for the four; one half lands, the other 424s; of its two, one lands
+    with TEIServer(max_client_batch_size=4, faults=Faults(script=[None, 424, None, 424, 424, None])) as server:
+        embedder = connect(server, batch_size=4)
+        result = embedder.embed_passages(TEXTS[:4])
+    assert [r.status for r in result.rejected] == [424] and len(result.rejected) == 1
+
+
+def test_a_dead_server_is_not_retried_when_its_process_is_known_gone(connect):
+    server = TEIServer()
+    server.__enter__()
+    gone = []
+    embedder = connect(server, retry_budget=60.0, alive=lambda: not gone)
+    server.dead.set()  # nothing answers any more, on open connections either
+    server.__exit__()
+    gone.append(True)
+    started = time.perf_counter()
+    with pytest.raises(BackendFailure, match="is gone"):
+        embedder.embed_passages(TEXTS[:3])
+    assert time.perf_counter() - started < 5  # not the 60 s retry budget
 
 
 def test_refused_query_raises(connect):

@@ -12,7 +12,7 @@ from ingest.pipeline.run import run_pipeline
 from ingest.settings import IngestSettings
 from ingest.store.edge import EdgeStore
 from schemas import Article, point_id
-from tests.tei_server import Faults, TEIServer
+from ingest.rehearsal.tei import Faults, TEIServer
 
 POISON = "zzpoisonzz"
 

@@ -1,6 +1,7 @@
 """ingest.sharded: the TEI router's command line and lifecycle (against a real
-process: the loopback TEI test server, started the way TEI is), one shard through
-the real pipeline into local-mode Qdrant, and the driver's arithmetic."""
+process: the loopback TEI stand-in, started the way TEI is), one shard through the
+real pipeline into the embedded store, a worker that checks its TEI before each
+shard, and the driver's arithmetic and report."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import pytest
 from ingest.chunking import Chunker, ChunkingSettings
 from ingest.embedders.base import PassageEmbeddings, Rejection
 from ingest.errors import (
+    BackendFailure,
     CollectionMismatchError,
     InputRejected,
     RebuildError,
@@ -31,11 +33,15 @@ from ingest.errors import (
     SourceError,
 )
 from ingest.pipeline.summary import RunSummary
-from ingest.settings import shard_settings
+from ingest.modal_settings import shard_settings
 from ingest.sharded.driver import (
     A10G_PRICE_PER_HOUR,
+    GpuTime,
+    LoadOutcome,
+    LoadRequest,
+    ShardRun,
+    load_report,
     plan_shards,
-    run_report,
     run_shards,
 )
 from ingest.sharded.router import (
@@ -46,15 +52,18 @@ from ingest.sharded.router import (
 )
 from ingest.sharded.shard import (
     ShardResult,
+    WorkerStamp,
+    check_refusals,
     embed_texts,
     ensure_collection,
     ingest_shard,
 )
+from ingest.sharded.worker import Worker, WorkerConfig
 from ingest.sources import sample_rows
 from schemas import Article, point_id
 from tests.qdrant_standin import edge_points, stored_spec
-from tests.tei_server import deterministic_vector
-from tests.tei_server_main import free_port, runner
+from ingest.rehearsal.tei import deterministic_vector
+from ingest.rehearsal.router import free_port, runner
 
 MODEL = "BAAI/bge-small-en-v1.5"
 POISON = "POISON-MARKER"
@@ -312,10 +321,11 @@ def test_embed_texts_refuses_to_pass_a_zero_row_for_a_vector():
 
 
 def test_results_and_errors_pickle_with_their_fields():
-    result = ShardResult(0, 10, RunSummary(articles=10, seconds=1.5), [{"kind": "article"}])
-    assert pickle.loads(pickle.dumps(result)) == result
-    error = pickle.loads(pickle.dumps(ShardError(0, 10, "TimeoutError: slow")))
-    assert (error.shard, error.message) == ((0, 10), "TimeoutError: slow")
+    stamp = WorkerStamp("ta-01", 100.0, 160.0)
+    result = ShardResult(0, 10, RunSummary(articles=10, seconds=1.5), [{"kind": "article"}], stamp)
+    assert pickle.loads(pickle.dumps(result)) == result == ShardResult.from_dict(result.to_dict())
+    error = pickle.loads(pickle.dumps(ShardError(0, 10, "TimeoutError: slow", broken=True, stamp=stamp)))
+    assert (error.shard, error.message, error.broken, error.stamp) == ((0, 10), "TimeoutError: slow", True, stamp)
     assert str(error) == "shard [0, 10): TimeoutError: slow"
     rejected = pickle.loads(pickle.dumps(InputRejected(2, 422, "too long")))
     assert (rejected.index, rejected.status, rejected.message) == (2, 422, "too long")
@@ -360,29 +370,58 @@ def test_run_shards_retries_what_failed_for_a_bounded_number_of_rounds():
     assert once.failed == {shard: "boom" for shard in shards} and once.rounds == 1
 
 
-def test_run_report_states_throughput_gpu_time_and_cost():
+def test_gpu_time_is_what_each_worker_was_held_for_not_gpus_times_the_wall():
+    stamps = [WorkerStamp("a", 0.0, 50.0), WorkerStamp("a", 0.0, 100.0),  # one container, two shards
+              WorkerStamp("b", 10.0, 60.0), WorkerStamp("c", 200.0, 230.0)]  # a late one, after a's release
+    held = GpuTime.of(stamps, idle_seconds=20.0)
+    assert held.seconds == (100 + 20) + (50 + 20) + (30 + 20) and held.workers == 3
+    assert held.peak == 2  # a and b together; c started after both were let go
+    assert GpuTime.of([]) == GpuTime(0.0, 0, 0)
+
+
+def test_the_load_report_splits_the_time_to_searchable_and_costs_the_gpu_seconds_held():
+    """100 GPUs asked for, 2 granted: a 100-second load, a 2-hour index build and a
+    30-second switch. The cost is the load's GPU-seconds held (not 100 x the whole wall)."""
+    stamps = [WorkerStamp("a", 0.0, 90.0), WorkerStamp("b", 0.0, 100.0)]
     results = [
-        ShardResult(0, 10, RunSummary(articles=10, invalid=1, chunks=300, characters=600_000, points_written=299, rejected_chunks=1)),
-        ShardResult(10, 20, RunSummary(articles=10, chunks=200, characters=400_000, points_written=200)),
+        ShardResult(0, 10, RunSummary(articles=10, invalid=1, chunks=300, characters=600_000, points_written=299,
+                                      rejected_chunks=1), stamp=stamps[0]),
+        ShardResult(10, 20, RunSummary(articles=10, chunks=200, characters=400_000, points_written=200),
+                    stamp=stamps[1]),
     ]
-    report = run_report(results, wall_seconds=100.0, gpus=2, gpu_price_per_hour=1.8, failed={(20, 30): "boom"})
-    assert report.splitlines() == [
-        "shards               2 done, 1 failed",
+    run = ShardRun(results=results, rounds=1, stamps=stamps)
+    outcome = LoadOutcome(run, plan=None, skipped=[], load_seconds=100.0, index_seconds=7200.0, switch_seconds=30.0,
+                          switched="wikipedia now leads to wikipedia-1")
+    request = LoadRequest(dataset="/d", rows=20, key="k", gpus=100, price_per_gpu_hour=1.8, idle_seconds=120.0)
+    assert load_report(outcome, request).splitlines() == [
+        "shards               2 done this attempt",
         "articles             20 (1 invalid)",
-        "chunks               500 (499 points written, 1 rejected)",
+        "chunks               500 (499 points written, 1 refused)",
         "characters           1,000,000",
-        "wall time            0:01:40 (100.0 s)",
-        "chunks/s             5",
-        "characters/s per GPU 5,000 (2 GPUs)",
-        "GPU-seconds          200 (0.06 GPU-hours)",
-        "estimated cost       $0.10 at $1.8000/GPU-hour",
-        "failed shard [20, 30): boom",
+        "load                 0:01:40 (100.0 s): 5 chunks/s, 10,000 characters/s",
+        "workers              2 ran shards, 2 at once at most (100 asked for)",
+        "characters/s per GPU 2,326 (over the GPU-seconds held)",
+        "GPU-seconds held     430 (0.12 GPU-hours, 120 s idle each before release)",
+        "cost                 $0.22 at $1.8000/GPU-hour",
+        "index build          2:00:00 (7,200.0 s)",
+        "alias switch         0:00:30 (30.0 s)",
+        "time to searchable   2:02:10 (7,330.0 s)",
     ]
 
 
 def test_the_a10g_price_is_modals_hourly_rate():
     assert A10G_PRICE_PER_HOUR == pytest.approx(1.1016)
-    assert "$1.1016/GPU-hour" in run_report([], 10.0, 1)
+    outcome = LoadOutcome(ShardRun(), plan=None, skipped=[])
+    assert "$1.1016/GPU-hour" in load_report(outcome, LoadRequest(dataset="/d", rows=0, key="k"))
+
+
+def test_a_shard_refusing_more_than_a_healthy_gpu_refuses_fails():
+    check_refusals(RunSummary(chunks=10, rejected_chunks=5), "shard [0, 10)")  # the floor: a tiny shard's few
+    check_refusals(RunSummary(chunks=20_000, rejected_chunks=200), "shard [0, 5000)")  # 1%
+    with pytest.raises(BackendFailure, match=r"refused 201 of 20,000 chunks.*not recorded"):
+        check_refusals(RunSummary(chunks=20_000, rejected_chunks=201), "shard [0, 5000)")
+    with pytest.raises(BackendFailure):
+        check_refusals(RunSummary(chunks=10, rejected_chunks=6), "shard [0, 10)")
 
 
 def test_prepare_and_finish_load_bracket_a_bulk_load_and_move_the_alias(tmp_path, tei_router, dataset_dir):
@@ -432,3 +471,66 @@ def test_shards_budget_chunks_in_tokens_with_the_served_tokenizer(tmp_path, tei_
     counter = Tokenizer.from_file(tokenizer)
     longest = max(len(counter.encode(p.payload["title"] + "\n" + p.payload["text"]).ids) for p in points)
     assert result.summary.points_written == len(points) and longest <= 512  # TEI's limit, counted, not truncated
+
+
+# -- a worker checks its TEI before each shard -------------------------------------------------
+def worker_for(tmp_path, *flags: str) -> Worker:
+    router = RouterConfig(MODEL, port=free_port(), max_client_batch_size=32, executable=runner(*flags))
+    return Worker(WorkerConfig(router, env={"QDRANT_PATH": str(tmp_path / "qdrant")}), name="gpu-7")
+
+
+def test_a_healthy_worker_stamps_its_shards(tmp_path, dataset_dir):
+    with worker_for(tmp_path) as worker:
+        assert worker.broken() is None and worker.spec()["name"] == MODEL
+        result = worker.ingest_shard(0, 4, dataset_dir, "wiki", {"max_chars": 300, "sparse": "none"}, 16)
+    assert result.summary.articles == 4 and result.stamp.worker == "gpu-7"
+    assert result.stamp.started <= result.stamp.finished
+    assert stored_spec(tmp_path / "qdrant").sparse is None  # the layout's "sparse", not the default
+
+
+@pytest.mark.parametrize(("flags", "why"), [(("--sick-after", "3"), "answers 503 to its health check"),
+                                            (("--die-after", "3"), r"exited \(code 134\)")])
+def test_a_worker_whose_gpu_or_tei_broke_fails_the_shard_and_says_it_is_broken(tmp_path, dataset_dir, flags, why):
+    """A sick backend (every batch 424, /health 503) or a router that aborted: the shard
+    fails at once as broken, not after the retry budget and not as a pile of dead letters,
+    and the next shard is not even started."""
+    with worker_for(tmp_path, *flags) as worker:
+        started = time.monotonic()
+        with pytest.raises(ShardError, match=why) as failed:
+            worker.ingest_shard(0, 40, dataset_dir, "wiki", {"max_chars": 300}, 8)
+        assert failed.value.broken and failed.value.stamp.worker == "gpu-7"
+        assert time.monotonic() - started < 20
+        with pytest.raises(ShardError, match="not started: this worker's TEI server") as refused:
+            worker.ingest_shard(40, 80, dataset_dir, "wiki", {"max_chars": 300}, 8)
+        assert refused.value.broken
+    assert not list((tmp_path / "qdrant").glob("**/records"))  # nothing recorded
+
+
+def test_a_trial_rebuilds_what_its_own_name_leads_to(tmp_path, tei_router, dataset_dir):
+    from ingest.sharded.load import finish_load, prepare_load
+
+    settings = shard_settings({"QDRANT_PATH": str(tmp_path / "qdrant")}, tei_url=tei_router.url,
+                              collection="wiki-trial", model=MODEL, chunking={"max_chars": 300})
+    runs = str(tmp_path / "runs")
+    plan = prepare_load(settings, records_root=runs, key="k1", trial=True)
+    shard = replace(settings, store=replace(settings.store, collection=plan.collection))
+    ingest_shard(dataset_dir, 0, 3, settings=shard)
+    finish_load(settings, plan, state_dir=str(tmp_path / "state"))
+    again = prepare_load(settings, records_root=runs, key="k2", trial=True)  # a second trial: built again
+    assert again.collection == plan.collection and again.created and again.finished == []
+    with pytest.raises(RebuildError, match="trials now live under their own name"):
+        prepare_load(settings, records_root=runs, key="k3")  # not a trial: the load refuses a live collection
+
+
+def test_dead_letters_of_an_earlier_attempts_shards_reach_the_local_file_once(tmp_path):
+    """A driver stopped after some shards finished never wrote their dead letters; the run
+    that resumes writes them with its own, and a third run adds nothing twice."""
+    from ingest.sharded.driver import write_dead_letters
+
+    earlier = ShardResult(0, 10, RunSummary(), [{"kind": "chunk", "article_id": "3", "chunk_index": 1}])
+    now = ShardResult(10, 20, RunSummary(), [{"kind": "article", "article_id": "14", "chunk_index": None}])
+    outcome = LoadOutcome(ShardRun(results=[now]), plan=None, skipped=[earlier])
+    path = tmp_path / "dead.jsonl"
+    assert write_dead_letters(path, outcome) == 2
+    assert write_dead_letters(path, outcome) == 0
+    assert sorted(json.loads(line)["article_id"] for line in path.read_text().splitlines()) == ["14", "3"]

@@ -1,13 +1,23 @@
-"""`python -m ingest plan`: what embedding all of English Wikipedia would take on
-10, 50 and 100 A10Gs, before spending anything.
+"""`python -m ingest plan`: what making all of English Wikipedia searchable would
+take on 10, 50 and 100 A10Gs, before spending anything.
 
-Each GPU container embeds at the smallest of three rates: what its GPU does (TEI's
-throughput, characters per second), what its client side keeps up with (our
-Python pipeline chunking, decoding vectors and writing points, chunks per second
-per core), and its share of what the Qdrant cluster absorbs (points per second per
-node, when given). The table says which one bounds it, the points/s the cluster
-must take, then the wall time, GPU-hours and cost, assuming the work spreads
-evenly and every GPU is held for the whole run.
+The time until the index is searchable has three phases, as the run report counts
+them:
+
+- the load: each GPU container embeds at the smallest of three rates: what its GPU
+  does (TEI's throughput, characters per second), what its client side keeps up with
+  (our Python pipeline chunking, decoding vectors and writing points, chunks per
+  second per core), and its share of what the Qdrant cluster absorbs (points per
+  second per node, when given). The table says which one bounds it and the points/s
+  the cluster must take. Only this phase holds GPUs: GPU-hours and cost are its;
+- the index build: Qdrant builds the HNSW graph (and the int8 copies) once the load
+  is over, each node over its share of the points, at `--index-points-per-s` per
+  core (measured with Qdrant's own engine, see below) on `--qdrant-cores` cores;
+- the switch: the shards' records become the manifest, a smoke query, the alias.
+
+The points are what the chunker makes: `--chunk-chars` (default 1000, the
+production load's chunk size) characters at most, so about one chunk per full
+window of text plus each article's last, partly filled one.
 
 It also sizes the cluster: RAM and disk per node for the corpus's points, with the
 collection as `ingest.store.server` creates it (int8 vectors in RAM and float32 on
@@ -37,15 +47,22 @@ REFERENCE_CHARS_PER_GPU = 212_600
 # The reference's request loop (httpx, res.json(), np.array) against an instant
 # server, one core, measured here: a ceiling for the client's cost, not our pipeline's.
 REFERENCE_CLIENT_CHUNKS_PER_S = 6_600
-REFERENCE_CHUNK_CHARS = 512
+PRODUCTION_CHUNK_CHARS = 1000  # ingest.modal_app's chunk size
 DEFAULT_GPUS = (10, 50, 100)
+# Index build, per core: HNSW m=16 over 384-dimension vectors with their BM25 vectors and payload
+# indexes; docs/measurements.md gives the two figures it is the lower of, rounded down (Qdrant's
+# engine on this machine, and Qdrant's own published drain time scaled to 384 dimensions).
+INDEX_POINTS_PER_S_PER_CORE = 1_000.0
+QDRANT_CORES = 8  # per node: a Qdrant Cloud node of 8 vCPUs
+MANIFEST_ROWS_PER_S = 250_000.0  # shard records merged into the manifest (SQLite); docs/measurements.md
+SWITCH_OVERHEAD_SECONDS = 30.0  # the smoke query, the alias, the Volume's commits
 # Per-point costs, measured on the bundled sample's chunks (2,049 of 474 characters on
 # average): a payload is its text plus ~230 bytes (title, url, ids, offsets, hashes);
 # a BM25 vector holds ~0.08 terms per character of text; the indexed fields (id, title,
-# url) ~70 bytes.
+# url, chunk_index) ~78 bytes.
 PAYLOAD_OVERHEAD_BYTES = 230
 SPARSE_TERMS_PER_CHAR = 0.08
-INDEXED_FIELD_BYTES = 70
+INDEXED_FIELD_BYTES = 78
 HNSW_LINK_BYTES = 16 * 2 * 4 * 1.1  # m=16: 2m links of 4 bytes at level 0, ~10% more above
 RAM_HEADROOM = 1.5  # Qdrant's sizing rule for what it keeps in memory
 GB = 1e9
@@ -56,17 +73,24 @@ class Projection:
     gpus: int
     chars_per_gpu: float
     bound: str
-    wall_seconds: float
+    wall_seconds: float  # the load, which holds the GPUs
     gpu_hours: float
     cost: float
     points_per_s: float = 0.0  # what the Qdrant cluster takes at this pace
+    index_seconds: float = 0.0
+    switch_seconds: float = 0.0
+
+    @property
+    def searchable_seconds(self) -> float:
+        """From the first shard until the alias leads to the whole, indexed collection."""
+        return self.wall_seconds + self.index_seconds + self.switch_seconds
 
 
 @dataclass(frozen=True, slots=True)
 class Assumptions:
     articles: int = CORPUS_ARTICLES
     characters: int = CORPUS_CHARACTERS
-    chunk_chars: int = REFERENCE_CHUNK_CHARS
+    chunk_chars: int = PRODUCTION_CHUNK_CHARS
     gpu_chars_per_s: float = REFERENCE_CHARS_PER_GPU
     client_chunks_per_s: float = REFERENCE_CLIENT_CHUNKS_PER_S
     client_cores: float = 1.0
@@ -77,6 +101,8 @@ class Assumptions:
     dimension: int = 384
     startup_seconds: float = 0.0
     price_per_gpu_hour: float = A10G_PRICE_PER_HOUR
+    index_points_per_s_per_core: float = INDEX_POINTS_PER_S_PER_CORE
+    qdrant_cores: int = QDRANT_CORES
 
     @property
     def chunks(self) -> int:
@@ -138,7 +164,14 @@ def project(gpus: int, a: Assumptions) -> Projection:
     wall = a.characters / (per_gpu * gpus) + a.startup_seconds
     gpu_hours = gpus * wall / 3600
     return Projection(gpus, per_gpu, bound, wall, gpu_hours, gpu_hours * a.price_per_gpu_hour,
-                      points_per_s=per_gpu * gpus / a.chars_per_chunk)
+                      points_per_s=per_gpu * gpus / a.chars_per_chunk, index_seconds=index_seconds(a),
+                      switch_seconds=a.articles / MANIFEST_ROWS_PER_S + SWITCH_OVERHEAD_SECONDS)
+
+
+def index_seconds(a: Assumptions) -> float:
+    """Each node builds the graph over its share (every replica builds its own)."""
+    share = a.chunks * a.replicas / a.qdrant_nodes
+    return share / (a.index_points_per_s_per_core * a.qdrant_cores)
 
 
 def render(projections: Sequence[Projection], a: Assumptions) -> str:
@@ -153,15 +186,20 @@ def render(projections: Sequence[Projection], a: Assumptions) -> str:
            f"cluster" if a.qdrant_points_per_s else ""),
         f"price: ${a.price_per_gpu_hour:.4f} per GPU-hour; "
         + (f"{a.startup_seconds:g} s of start-up added" if a.startup_seconds else "cold starts not included"),
+        f"index: {a.index_points_per_s_per_core:,.0f} points/s per core x {a.qdrant_cores} cores on each of "
+        f"{a.qdrant_nodes} node{'s' if a.qdrant_nodes > 1 else ''}; switch: {a.articles:,} manifest rows, the smoke "
+        "query, the alias",
         "",
-        f"{'GPUs':>5}  {'chars/s per GPU':>15}  {'bound':>6}  {'points/s':>9}  {'wall time':>9}  {'GPU-hours':>9}  "
-        f"{'cost':>9}",
+        f"{'GPUs':>5}  {'chars/s per GPU':>15}  {'bound':>6}  {'points/s':>9}  {'load':>8}  {'index':>8}  "
+        f"{'switch':>8}  {'searchable':>10}  {'GPU-hours':>9}  {'cost':>9}",
     ]
     for p in projections:
         lines.append(
             f"{p.gpus:>5}  {p.chars_per_gpu:>15,.0f}  {p.bound:>6}  {p.points_per_s:>9,.0f}  "
-            f"{_duration(p.wall_seconds):>9}  {p.gpu_hours:>9,.2f}  {'$' + format(p.cost, ',.2f'):>9}"
+            f"{_duration(p.wall_seconds):>8}  {_duration(p.index_seconds):>8}  {_duration(p.switch_seconds):>8}  "
+            f"{_duration(p.searchable_seconds):>10}  {p.gpu_hours:>9,.2f}  {'$' + format(p.cost, ',.2f'):>9}"
         )
+    lines.append("GPU-hours and cost are the load's: the index build and the switch hold no GPU")
     if any(p.bound == "Qdrant" for p in projections):
         lines.append("Qdrant bounds the runs marked so: more nodes (or fewer replicas while loading) go faster, "
                      "more GPUs do not")
@@ -213,8 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--client-cores", type=_positive(float), default=d.client_cores,
                         help="cores of client work per GPU (default: %(default)s: one Python process)")
     parser.add_argument("--chunk-chars", type=_positive(int), default=d.chunk_chars,
-                        help="characters per chunk (default: %(default)s, the reference's windows; "
-                             "the chunker's default is 1000)")
+                        help="characters per chunk at most (default: %(default)s, the production load's; the "
+                             "reference cut 512-character windows)")
     parser.add_argument("--articles", type=_positive(int), default=d.articles, help="default: %(default)s")
     parser.add_argument("--characters", type=_positive(int), default=d.characters, help="default: %(default)s")
     parser.add_argument("--qdrant-points-per-s", type=_positive(float), default=None,
@@ -227,6 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="as the collection is created (default: %(default)s)")
     parser.add_argument("--dimension", type=_positive(int), default=d.dimension,
                         help="vector dimension (default: %(default)s, bge-small-en-v1.5)")
+    parser.add_argument("--index-points-per-s", type=_positive(float), default=d.index_points_per_s_per_core,
+                        help="HNSW build rate per Qdrant core, points/s (default: %(default)s, measured with "
+                             "Qdrant's engine)")
+    parser.add_argument("--qdrant-cores", type=_positive(int), default=d.qdrant_cores,
+                        help="cores of each Qdrant node (default: %(default)s)")
     parser.add_argument("--startup-seconds", type=float, default=d.startup_seconds,
                         help="cold start added to the wall time (default: %(default)s)")
     parser.add_argument("--price-per-gpu-hour", type=_positive(float), default=d.price_per_gpu_hour,
@@ -250,6 +293,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         dimension=args.dimension,
         startup_seconds=max(args.startup_seconds, 0.0),
         price_per_gpu_hour=args.price_per_gpu_hour,
+        index_points_per_s_per_core=args.index_points_per_s,
+        qdrant_cores=args.qdrant_cores,
     )
     projections = [project(gpus, assumptions) for gpus in args.gpus]
     print(render(projections, assumptions), file=out or sys.stdout)

@@ -7,9 +7,16 @@ flight on one pooled `httpx.AsyncClient`, decode each JSON response straight
 into a float32 block of the result, and retry what a busy server is expected to
 answer (429 overloaded, 503 unhealthy, gateway errors, timeouts, dropped
 connections). A batch the server refuses (413/422/400, or 424 when its backend
-fails on an input) is halved
-until the one input it objects to is isolated; that input becomes a
-`Rejection` and everything else lands.
+fails on an input) is halved until the one input it objects to is isolated; that
+input becomes a `Rejection` and everything else lands.
+
+A broken GPU is not a bad input. TEI answers 424 for every input of a backend batch
+that failed, and once one failed, its `GET /health` runs a forward pass and answers
+503 while the backend stays broken (v1.9.3: `core/src/infer.rs:581-621`,
+`backends/src/lib.rs:301-333`). So a 424 is followed by a health check: a 503 there,
+or a request every input of which came back 424, is a `BackendFailure`, raised at
+once rather than turned into a dead letter per input. And when the caller says the
+server's process is gone (`alive`), connection errors are not retried.
 
 Two wire formats: `wire="json"` (default) posts to `/embed` and reads float
 lists; `wire="base64"` posts to TEI's OpenAI-compatible `/v1/embeddings` with
@@ -17,13 +24,10 @@ lists; `wire="base64"` posts to TEI's OpenAI-compatible `/v1/embeddings` with
 on the wire and roughly doubles the chunks a client core can take (see
 `python -m ingest bench-tei`). That route always normalizes and truncates as the
 server's `--auto-truncate` says (on by default from TEI 1.9), not as `truncate`.
-
 The client runs on a private event loop in a daemon thread, so the sync methods
 of the `Embedder` protocol work from ordinary (and several) threads, and async
-callers can await `aembed_passages` without handing their loop to our I/O.
-
-(One class, on purpose: the client's whole share of the protocol reads best in
-one place; the wire formats and the event loop live beside it.)
+callers can await `aembed_passages` without handing their loop to our I/O. (One
+class, on purpose; the wire formats and the event loop live beside it.)
 
 >>> embedder = TEIEmbedder("http://localhost:8080", max_concurrency=8)
 >>> result = embedder.embed_passages(["Paris is the capital of France."])
@@ -46,6 +50,7 @@ import orjson
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
+    retry_if_exception,
     retry_if_exception_type,
     stop_after_attempt,
     stop_after_delay,
@@ -61,27 +66,23 @@ from ingest.embedders.base import (
 from ingest.embedders.event_loop import LoopThread, gather_all
 from ingest.embedders.pressure import OVERLOAD_STATUSES, AdaptiveLimit, Backoff, cause, tried
 from ingest.embedders.tei_wire import (
+    REJECT_STATUSES,
+    RETRY_STATUSES,
+    Refused,
     ServerInfo,
-    decode_base64_vectors,
-    decode_vectors,
+    Transient,
+    checked_vectors,
     error_message,
     parse_retry_after,
+    plan_batches,
 )
-from ingest.errors import EmbedderError
+from ingest.errors import BackendFailure, EmbedderError
 from ingest.settings import redact_url
 from schemas import KNOWN_MODELS, ModelSpec
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Statuses a TEI server (or a proxy in front of it) uses for "not now": overloaded,
-# unhealthy, gateway trouble. Retried with backoff.
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
-# Statuses that mean "not this batch": a too-large batch or input (413 up to TEI 1.8,
-# 422 from 1.9, 413 plain text over --payload-limit), an empty input (400), or the
-# model backend failing on it (424, TEI's ErrorType::Backend): the batch is halved
-# until the one input at fault is isolated, and everything else lands.
-REJECT_STATUSES = frozenset({400, 413, 422, 424})
 # Connection-level failures worth another try; others (bad URL scheme, proxy
 # misconfiguration) are not.
 TRANSIENT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
@@ -92,24 +93,9 @@ CHARS_PER_TOKEN = 4  # English averages about 4 characters per BERT token.
 MAX_REQUEST_CHARS = 400_000
 RETRY_AFTER_CAP = 300.0  # seconds; a longer Retry-After is more likely a bug than a plan
 INFO_ATTEMPTS = 4  # a wrong URL should fail in seconds, not after the full retry budget
+BACKEND_FAILED = 424  # TEI's ErrorType::Backend (router/src/http/server.rs:1891-1901)
 PROBE_TEXT = "dimension probe"
 _JSON_HEADERS = {"content-type": "application/json"}
-
-
-class _Transient(Exception):
-    """A status worth retrying, with the server's Retry-After if it sent one."""
-
-    def __init__(self, status: int, message: str, retry_after: float | None) -> None:
-        super().__init__(f"{status}: {message}")
-        self.status, self.message, self.retry_after = status, message, retry_after
-
-
-class _Refused(Exception):
-    """The server refused this batch as invalid; splitting it may isolate the culprit."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"{status}: {message}")
-        self.status, self.message = status, message
 
 
 class TEIEmbedder:
@@ -152,6 +138,7 @@ class TEIEmbedder:
         headers: Mapping[str, str] | None = None,
         wire: str = "json",
         tokenizer: str | None = None,
+        alive: Callable[[], bool] | None = None,
     ) -> None:
         if wire not in ("json", "base64"):
             raise EmbedderError(f"unknown wire {wire!r}: use 'json' (/embed) or 'base64' (/v1/embeddings)")
@@ -164,6 +151,7 @@ class TEIEmbedder:
             raise EmbedderError(f"the TEI retry budget must be positive, got {retry_budget} s")
         self.url = redact_url(url)
         self.retry_budget = retry_budget
+        self._alive = alive or (lambda: True)  # False once the server's process is known to be gone
         self.truncate = truncate
         self._wait = Backoff(retry_initial_wait, retry_max_wait, cap=RETRY_AFTER_CAP)
         self._retries: Counter[str] = Counter()
@@ -203,7 +191,9 @@ class TEIEmbedder:
     async def _probe_dimension(self) -> int:
         try:
             probe = await self._retrying(f"POST /{self._route}", lambda: self._post([PROBE_TEXT]))
-        except _Refused as exc:
+        except Refused as exc:
+            if exc.status == BACKEND_FAILED:
+                await self._check_backend(exc)
             raise EmbedderError(
                 f"TEI server {self.url} refused a one-word /{self._route} request "
                 f"({exc.status}: {exc.message}): "
@@ -274,19 +264,8 @@ class TEIEmbedder:
 
     # -- batching ------------------------------------------------------------
     def plan_batches(self, texts: Sequence[str]) -> list[tuple[int, int]]:
-        """(start, end) spans of at most `batch_size` inputs and `max_batch_chars`
-        characters (a longer single input travels alone)."""
-        spans: list[tuple[int, int]] = []
-        start, chars = 0, 0
-        for i, text in enumerate(texts):
-            size = len(text)
-            if i > start and (i - start >= self.batch_size or chars + size > self.max_batch_chars):
-                spans.append((start, i))
-                start, chars = i, 0
-            chars += size
-        if start < len(texts):
-            spans.append((start, len(texts)))
-        return spans
+        """(start, end) spans of at most `batch_size` inputs and `max_batch_chars` characters."""
+        return plan_batches(texts, self.batch_size, self.max_batch_chars)
 
     async def _embed(self, texts: list[str]) -> PassageEmbeddings:
         out = np.zeros((len(texts), self._dimension or 0), dtype=np.float32)
@@ -296,12 +275,25 @@ class TEIEmbedder:
         return PassageEmbeddings(out, rejected)
 
     async def _fill(self, texts: list[str], start: int, out: np.ndarray, rejected: list[Rejection]) -> None:
+        """Embed one planned request's `texts` into `out[start:]` (`_split` below); a
+        request every input of which the backend failed is a `BackendFailure`."""
+        refused: list[Rejection] = []
+        await self._split(texts, start, out, refused)
+        failed = [r for r in refused if r.status == BACKEND_FAILED]
+        if len(texts) > 1 and len(failed) == len(texts):
+            raise BackendFailure(f"TEI server {self.url}: its backend failed every one of the {len(texts)} inputs "
+                                 f"of a request ({BACKEND_FAILED}: {failed[0].message}): its GPU is likely broken")
+        rejected.extend(refused)
+
+    async def _split(self, texts: list[str], start: int, out: np.ndarray, rejected: list[Rejection]) -> None:
         """Embed `texts` into `out[start:]`; on a refusal, split until the refused
         input is alone and record it (its row stays zero)."""
         try:
             vectors = await self._retrying(f"POST /{self._route}", lambda: self._post(texts))
             out[start : start + len(texts)] = vectors
-        except _Refused as exc:
+        except Refused as exc:
+            if exc.status == BACKEND_FAILED:
+                await self._check_backend(exc)
             if len(texts) == 1:
                 log.warning("TEI %s refused input %d (%d): %s", self.url, start, exc.status, exc.message)
                 rejected.append(Rejection(start, exc.status, exc.message))
@@ -309,10 +301,24 @@ class TEIEmbedder:
             mid = len(texts) // 2
             await gather_all(
                 [
-                    self._fill(texts[:mid], start, out, rejected),
-                    self._fill(texts[mid:], start + mid, out, rejected),
+                    self._split(texts[:mid], start, out, rejected),
+                    self._split(texts[mid:], start + mid, out, rejected),
                 ]
             )
+
+    async def _check_backend(self, refusal: Refused) -> None:
+        """After a 424: TEI's health check runs a forward pass once a batch failed, so a
+        503 there means the backend is broken, not that an input is bad."""
+        try:
+            response = await self._client.get("health")
+        except httpx.HTTPError:
+            if not self._alive():
+                raise BackendFailure(f"TEI server {self.url} is gone (its process exited) after a failed "
+                                     f"batch ({refusal.status}: {refusal.message})") from None
+            return  # unreachable for now: the retries of the next request decide
+        if response.status_code == 503:
+            raise BackendFailure(f"TEI server {self.url}: its backend failed a batch ({refusal.status}: "
+                                 f"{refusal.message}) and its health check answers 503: its GPU is broken")
 
     # -- HTTP ------------------------------------------------------------------
     def retry_counts(self) -> dict[str, int]:
@@ -325,7 +331,9 @@ class TEIEmbedder:
         through the backoff, so an overloaded server sees fewer requests."""
         started = time.monotonic()
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type((_Transient, *TRANSIENT_ERRORS)),
+            # a dead server's connection errors are not worth the retry budget
+            retry=retry_if_exception_type((Transient, *TRANSIENT_ERRORS)) & retry_if_exception(
+                lambda exc: isinstance(exc, Transient) or self._alive()),
             stop=stop_after_attempt(attempts) if attempts else stop_after_delay(self.retry_budget),
             wait=self._wait,
             before_sleep=self._log_retry,
@@ -338,12 +346,15 @@ class TEIEmbedder:
                         result = await call()
                 await self._limit.succeeded()
                 return result
-        except _Transient as exc:
+        except Transient as exc:
             raise EmbedderError(
                 f"TEI server {self.url} still answered {exc.status} to {what} after "
                 f"{tried(started, attempts)}: {exc.message}"
             ) from exc
         except TRANSIENT_ERRORS as exc:
+            if not self._alive():
+                raise BackendFailure(f"TEI server {self.url} is gone (its process exited): {what} failed "
+                                     f"({type(exc).__name__})") from exc
             raise EmbedderError(
                 f"TEI server {self.url} failed {what} after {tried(started, attempts)} "
                 f"({type(exc).__name__}: {exc}); check the URL and that the server is up"
@@ -358,7 +369,7 @@ class TEIEmbedder:
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
         self._retries[cause(exc)] += 1
-        if isinstance(exc, _Transient) and exc.status in OVERLOAD_STATUSES:
+        if isinstance(exc, Transient) and exc.status in OVERLOAD_STATUSES:
             self._limit.overloaded()
         # INFO, not WARNING: 429s are how a busy TEI asks for backpressure.
         log.info(
@@ -369,7 +380,7 @@ class TEIEmbedder:
         response = await self._client.get("info")
         if response.status_code in RETRY_STATUSES:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
-            raise _Transient(response.status_code, error_message(response), retry_after)
+            raise Transient(response.status_code, error_message(response), retry_after)
         if response.status_code != 200:
             raise EmbedderError(
                 f"TEI server {self.url} answered {response.status_code} to GET /info "
@@ -397,22 +408,13 @@ class TEIEmbedder:
             return self._decode(response.content, len(texts))
         message = error_message(response)
         if status in RETRY_STATUSES:
-            raise _Transient(status, message, parse_retry_after(response.headers.get("retry-after")))
+            raise Transient(status, message, parse_retry_after(response.headers.get("retry-after")))
         if status in REJECT_STATUSES:
-            raise _Refused(status, message)
+            raise Refused(status, message)
         raise EmbedderError(f"TEI server {self.url} answered {status} to POST /{self._route}: {message}")
 
     def _decode(self, content: bytes, n: int) -> np.ndarray:
         try:
-            vectors = decode_base64_vectors(content) if self.wire == "base64" else decode_vectors(content)
-        except (orjson.JSONDecodeError, ValueError, TypeError, KeyError) as exc:
-            raise EmbedderError(
-                f"TEI server {self.url} sent an unreadable /{self._route} response: {exc!r}"
-            ) from exc
-        dim = self._dimension or vectors.shape[1]
-        if vectors.shape != (n, dim) or dim == 0:
-            raise EmbedderError(
-                f"TEI server {self.url} returned vectors of shape {vectors.shape} for {n} inputs, "
-                f"expected ({n}, {self._dimension or 'dim'})"
-            )
-        return vectors
+            return checked_vectors(content, n, wire=self.wire, dimension=self._dimension)
+        except ValueError as exc:
+            raise EmbedderError(f"TEI server {self.url}: unusable /{self._route} response: {exc}") from exc

@@ -9,11 +9,37 @@ import base64
 import email.utils
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Sequence
 
 import httpx
 import numpy as np
 import orjson
+
+
+# Statuses a TEI server (or a proxy in front of it) uses for "not now": overloaded,
+# unhealthy, gateway trouble. Retried with backoff.
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+# Statuses that mean "not this batch": a too-large batch or input (413 up to TEI 1.8,
+# 422 from 1.9, 413 plain text over --payload-limit), an empty input (400), or the
+# model backend failing on it (424, TEI's ErrorType::Backend): the batch is halved
+# until the one input at fault is isolated, and everything else lands.
+REJECT_STATUSES = frozenset({400, 413, 422, 424})
+
+
+class Transient(Exception):
+    """A status worth retrying, with the server's Retry-After if it sent one."""
+
+    def __init__(self, status: int, message: str, retry_after: float | None) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status, self.message, self.retry_after = status, message, retry_after
+
+
+class Refused(Exception):
+    """The server refused this batch as invalid; splitting it may isolate the culprit."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status, self.message = status, message
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,3 +132,32 @@ def decode_base64_vectors(content: bytes) -> np.ndarray:
         return np.asarray([item["embedding"] for item in data], dtype=np.float32)
     raw = b"".join([base64.b64decode(item["embedding"]) for item in data])
     return np.frombuffer(raw, dtype="<f4").reshape(len(data), -1)
+
+
+def checked_vectors(content: bytes, n: int, *, wire: str, dimension: int | None) -> np.ndarray:
+    """A response body's vectors (`wire` "json" or "base64"), checked to be `n` of
+    `dimension` (any, while it is not known yet); ValueError says what is wrong."""
+    try:
+        vectors = decode_base64_vectors(content) if wire == "base64" else decode_vectors(content)
+    except (ValueError, TypeError, KeyError) as exc:  # orjson.JSONDecodeError is a ValueError
+        raise ValueError(f"unreadable: {exc!r}") from exc
+    dim = dimension or vectors.shape[1]
+    if vectors.shape != (n, dim) or dim == 0:
+        raise ValueError(f"vectors of shape {vectors.shape} for {n} inputs, expected ({n}, {dimension or 'dim'})")
+    return vectors
+
+
+def plan_batches(texts: Sequence[str], batch_size: int, max_chars: int) -> list[tuple[int, int]]:
+    """(start, end) spans of at most `batch_size` inputs and `max_chars` characters (a
+    longer single input travels alone)."""
+    spans: list[tuple[int, int]] = []
+    start, chars = 0, 0
+    for i, text in enumerate(texts):
+        size = len(text)
+        if i > start and (i - start >= batch_size or chars + size > max_chars):
+            spans.append((start, i))
+            start, chars = i, 0
+        chars += size
+    if start < len(texts):
+        spans.append((start, len(texts)))
+    return spans

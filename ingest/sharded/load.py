@@ -1,13 +1,19 @@
 """Before and after the shards of a sharded load: `prepare_load` picks the
 collection to build (`ingest.state.rebuild`) and creates it for a bulk load;
 `finish_load` turns the shard records into its manifest, builds its graph, checks
-it with a smoke query and moves the alias onto it."""
+it with a smoke query and moves the alias onto it.
+
+A trial (a `--limit` load) is built under a name of its own (`wikipedia-trial`):
+it never becomes what the live name leads to, so the full load after it starts
+cleanly, and each trial replaces the last.
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 from ingest.embedders import make_embedder
 from ingest.errors import RebuildError
@@ -15,7 +21,7 @@ from ingest.settings import IngestSettings
 from ingest.sharded.records import ShardRecords
 from ingest.state.files import Checkpoint, open_manifest, remove_state
 from ingest.state.rebuild import Target, check_target, not_indexed, plan_target, switch
-from ingest.store import open_store
+from ingest.store import Store, open_store
 from ingest.sync import collection_spec
 
 log = logging.getLogger(__name__)
@@ -33,24 +39,28 @@ class LoadPlan:
     finished: list = field(default_factory=list)  # ShardResults recorded by an earlier attempt
 
 
-def prepare_load(settings: IngestSettings, *, records_root: str, key: str, fresh: bool = False) -> LoadPlan:
+def prepare_load(settings: IngestSettings, *, records_root: str, key: str, fresh: bool = False,
+                 trial: bool = False, store: Store | None = None) -> LoadPlan:
     """Pick the collection the shards build (never the live one: a sharded load
     rewrites every article and could not delete what the snapshot lacks; the
     incremental `reindex` updates a live collection) and create it for a bulk load
-    (payload indexes first, HNSW deferred). A collection left by anything but an
+    (payload indexes first, indexing deferred). A collection left by anything but an
     earlier attempt of this very run (same key), or any with `fresh`, is dropped
-    and started over."""
+    and started over. A `trial` (the name is the trial's own) may rebuild what its
+    name leads to. `store`: a connection to use (and leave open)."""
     embedder = make_embedder(settings.embedder)
-    store = open_store(settings.store)
+    own_store = store is None
+    store = store or open_store(settings.store)
     try:
         spec = collection_spec(settings, embedder)
         target = plan_target(store, settings.store.collection, spec)
         check_target(target, drop_old=settings.drop_old)
-        if target.in_place:
+        if target.in_place and not trial:
             raise RebuildError(
                 f"{target.name!r} already leads to {target.collection!r}, built with these settings: update it "
                 "with the incremental reindex (modal run -m ingest.modal_app::reindex); a sharded load builds "
-                "collections that are not live yet")
+                "collections that are not live yet (if it holds a --limit trial of an earlier version, delete "
+                f"the alias {target.name!r} first: trials now live under their own name)")
         records = ShardRecords(Path(records_root) / target.collection / key)
         built = store.at(target.collection)
         exists = built.exists()
@@ -64,19 +74,29 @@ def prepare_load(settings: IngestSettings, *, records_root: str, key: str, fresh
         return LoadPlan(target.name, target.collection, target.live, created, str(records.folder), finished)
     finally:
         embedder.close()
-        store.close()
+        if own_store:
+            store.close()
 
 
 def finish_load(settings: IngestSettings, plan: LoadPlan, *, state_dir: str | None,
-                checkpoint: Checkpoint | None = None, partial: bool = False, wait_seconds: float = 0.0) -> str:
+                checkpoint: Checkpoint | None = None, wait_seconds: float = 0.0, store: Store | None = None,
+                forget: Callable[[str], None] | None = None) -> str:
     """After the last shard: the records become the manifest, the HNSW graph is
-    built, a smoke query checks the collection and the alias moves onto it (not
-    after a `partial` load while another collection is live). The alias moves only
-    once the server reports the collection indexed, within `wait_seconds`; else a
-    `RebuildError` says to run again. Returns a report line."""
+    built, a smoke query checks the collection and the alias moves onto it. The
+    alias moves only once the server reports the collection indexed, within
+    `wait_seconds`; else a `RebuildError` says to run again. A collection the switch
+    dropped (`drop_old`) has its manifest removed, and `forget` is told its name (the
+    Modal app removes the Volume's copy too). Returns a report line."""
     store_settings = replace(settings.store, state_dir=state_dir)
     embedder = make_embedder(settings.embedder)
-    store = open_store(store_settings)
+    own_store = store is None
+    store = store or open_store(store_settings)
+
+    def dropped(collection: str) -> None:
+        remove_state(store_settings, collection)
+        if forget is not None:
+            forget(collection)
+
     try:
         built = store.at(plan.collection)
         spec = collection_spec(settings, embedder)
@@ -90,12 +110,10 @@ def finish_load(settings: IngestSettings, plan: LoadPlan, *, state_dir: str | No
         line = f"manifest of {plan.collection}: {merged:,} articles"
         if target.in_place:
             return line + f"; {plan.name} already leads to it"
-        if partial and target.live is not None:
-            return line + f"; {plan.name} still leads to {target.live} (a --limit load does not switch)"
         if not indexed:
             raise RebuildError(not_indexed(target, wait_seconds))
-        return line + "; " + switch(store, target, embedder, drop_old=settings.drop_old,
-                                    forget=lambda dropped: remove_state(store_settings, dropped))
+        return line + "; " + switch(store, target, embedder, drop_old=settings.drop_old, forget=dropped)
     finally:
         embedder.close()
-        store.close()
+        if own_store:
+            store.close()

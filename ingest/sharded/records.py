@@ -69,12 +69,13 @@ class ShardRecords:
 
 def ingest_recorded_shard(dataset_path: str, start: int, stop: int, *, settings: IngestSettings,
                           records: ShardRecords | None, commit: Callable[[], None] | None = None,
-                          lock: ContextManager | None = None) -> ShardResult:
-    """`ingest_shard`, then its record (only once it all landed), and `commit` (the
-    Volume's), the two under `lock`: other shards of the container commit too."""
+                          lock: ContextManager | None = None, **shard: Any) -> ShardResult:
+    """`ingest_shard` (`shard`: its `embedder` and `store`), then its record (only once
+    it all landed, and never for a shard that failed), and `commit` (the Volume's), the
+    two under `lock`: other shards of the container commit too."""
     manifest = Manifest.memory()
     try:
-        result = ingest_shard(dataset_path, start, stop, settings=settings, manifest=manifest)
+        result = ingest_shard(dataset_path, start, stop, settings=settings, manifest=manifest, **shard)
         if records is not None:
             with lock or contextlib.nullcontext():
                 records.write(result, manifest.rows())

@@ -151,6 +151,15 @@ class Router:
         return self._process is not None and self._process.poll() is None
 
     @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def returncode(self) -> int | None:
+        """The server's exit code once it exited, else None."""
+        return self._process.poll() if self._process is not None else None
+
+    @property
     def tail(self) -> str:
         """The last lines the server printed."""
         return "\n".join(self._tail)

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from ingest.embedders import Embedder, make_embedder
 from ingest.embedders.base import all_vectors
-from ingest.errors import CollectionMismatchError, SettingsError, SourceError
+from ingest.errors import BackendFailure, CollectionMismatchError, SettingsError, SourceError
 from ingest.pipeline.deadletters import MemorySink
 from ingest.progress import Progress
 from ingest.pipeline.run import run_pipeline
@@ -25,6 +25,23 @@ from ingest.sync import collection_spec, make_chunker
 from schemas import CollectionSpec
 
 
+# A healthy GPU refuses next to nothing (TEI truncates long inputs, the chunker drops
+# empty ones): a shard with more refused chunks than this is a sick GPU's, and fails
+# rather than being recorded with its chunks dead-lettered.
+REFUSED_SHARE = 0.01
+REFUSED_FLOOR = 5  # refused chunks a shard may have whatever its size (a tiny shard's one bad input)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStamp:
+    """Which container ran a shard, and when (seconds since the epoch, its clock): the
+    driver adds up what the containers were held for, which is what Modal bills."""
+
+    worker: str  # the container (Modal's MODAL_TASK_ID) or a local worker's name
+    started: float  # when the container started (its TEI server's start included)
+    finished: float  # when this shard ended
+
+
 @dataclass(frozen=True, slots=True)
 class ShardResult:
     """What one shard did: its rows, the run's summary and its dead letters; plain
@@ -34,6 +51,7 @@ class ShardResult:
     stop: int
     summary: RunSummary = field(default_factory=RunSummary)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    stamp: WorkerStamp | None = None
 
     @property
     def shard(self) -> tuple[int, int]:
@@ -41,7 +59,7 @@ class ShardResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"start": self.start, "stop": self.stop, "summary": asdict(self.summary),
-                "dead_letters": self.dead_letters}
+                "dead_letters": self.dead_letters, "stamp": asdict(self.stamp) if self.stamp else None}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ShardResult":
@@ -51,7 +69,18 @@ class ShardResult:
         else:
             flat = {k: v for k, v in data.items() if k in RunSummary.__dataclass_fields__}
             summary = RunSummary(**flat, rejected_chunks=data.get("rejected", 0))
-        return cls(data["start"], data["stop"], summary, list(data.get("dead_letters") or []))
+        stamp = WorkerStamp(**data["stamp"]) if data.get("stamp") else None
+        return cls(data["start"], data["stop"], summary, list(data.get("dead_letters") or []), stamp)
+
+
+def check_refusals(summary: RunSummary, where: str) -> None:
+    """A `BackendFailure` when more chunks were refused than a healthy GPU refuses."""
+    limit = max(REFUSED_FLOOR, REFUSED_SHARE * summary.chunks)
+    if summary.rejected_chunks > limit:
+        raise BackendFailure(
+            f"{where}: the embedder refused {summary.rejected_chunks:,} of {summary.chunks:,} chunks, more than "
+            f"the {REFUSED_SHARE:.0%} (or {REFUSED_FLOOR}) a healthy GPU refuses: its GPU is likely broken, and "
+            "the shard is not recorded (it runs again elsewhere)")
 
 
 def embed_texts(embedder: Embedder, texts: Sequence[str]) -> list[list[float]]:
@@ -86,21 +115,29 @@ def ingest_shard(
     *,
     settings: IngestSettings,
     manifest: Manifest | None = None,
+    embedder: Embedder | None = None,
+    store: Store | None = None,
 ) -> ShardResult:
     """Chunk, embed (with `settings.embedder`: the container's TEI) and upsert rows
     [start, stop) of the dataset saved at `dataset_path` into the collection
     `settings.store` names, creating it first if needed. Idempotent: point ids are
     deterministic, so a retried shard overwrites its own points. `manifest` (a
-    throw-away one by default) receives the shard's articles as they land."""
+    throw-away one by default) receives the shard's articles as they land.
+    `embedder` and `store` (any collection: this one is used) are used as given and
+    left open. A shard with more refused chunks than a healthy GPU refuses fails
+    (`check_refusals`)."""
     if not 0 <= start <= stop:
         raise SettingsError(f"shard [{start}, {stop}) is not a range of rows")
     rows = load_rows(dataset_path, start, stop)
     dead_letters = MemorySink(f"shard [{start}, {stop})")
     with ExitStack() as stack:
-        embedder = make_embedder(settings.embedder)
-        stack.callback(embedder.close)
-        store = open_store(settings.store)  # exactly this collection: the driver picked it
-        stack.callback(store.close)
+        if embedder is None:
+            embedder = make_embedder(settings.embedder)
+            stack.callback(embedder.close)
+        if store is None:
+            store = open_store(settings.store)
+            stack.callback(store.close)
+        store = store.at(settings.store.collection)  # exactly this collection: the driver picked it
         ensure_collection(store, collection_spec(settings, embedder))
         summary = run_pipeline(
             rows,
@@ -112,6 +149,7 @@ def ingest_shard(
             progress=Progress(len(rows), enabled=settings.progress),
             manifest=manifest,
         )
+    check_refusals(summary, f"shard [{start}, {stop})")
     return ShardResult(start, stop, summary, dead_letters.records)
 
 

@@ -119,7 +119,10 @@ class Manifest:
         self._last_checkpoint = time.monotonic()
         self._dirty = False
         self.recheck = False  # True: not known to describe this store: compare before trusting it
+        self.cleared_at = float("-inf")  # when every row was last deleted (`changes` cannot say that)
         self._db.execute("CREATE TEMP TABLE IF NOT EXISTS seen (article_id TEXT PRIMARY KEY) WITHOUT ROWID")
+        self._db.execute("CREATE TEMP TABLE IF NOT EXISTS removed (article_id TEXT PRIMARY KEY, at REAL NOT NULL) "
+                         "WITHOUT ROWID")
 
     @classmethod
     def open(cls, path: str | Path, *, collection: str, fingerprint: str, store: str,
@@ -246,16 +249,28 @@ class Manifest:
         self._wrote()
 
     def remove(self, article_ids: Sequence[str]) -> None:
+        now = time.time()
         with self._lock, self._db:
             self._db.execute("BEGIN")
             self._db.executemany("DELETE FROM articles WHERE article_id = ?", ((i,) for i in article_ids))
+            self._db.executemany("INSERT OR REPLACE INTO removed VALUES (?, ?)", ((i, now) for i in article_ids))
         self._wrote()
 
     def clear(self) -> None:
         with self._lock, self._db:
             self._db.execute("BEGIN")
             self._db.execute("DELETE FROM articles")
+            self.cleared_at = time.time()
         self._wrote()
+
+    def changes(self, since: float) -> tuple[list[ManifestRow], list[str]]:
+        """The rows written and the ids removed from `since` on (by this connection), for
+        a checkpoint that copies only what changed; after a `clear` (see `cleared_at`)
+        only a whole copy says what the manifest holds."""
+        with self._lock:
+            written = [_row(r) for r in self._db.execute("SELECT * FROM articles WHERE updated_at >= ?", (since,))]
+            removed = [r[0] for r in self._db.execute("SELECT article_id FROM removed WHERE at >= ?", (since,))]
+        return written, removed
 
     # -- comparing with the collection -------------------------------------------------
     def start_observing(self) -> None:

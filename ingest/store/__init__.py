@@ -27,7 +27,8 @@ def open_store(settings: StoreSettings, collection: str | None = None, *, create
     if settings.qdrant_url:
         return ServerStore.connect(settings.qdrant_url, collection=collection, api_key=settings.qdrant_api_key,
                                    prefer_grpc=settings.prefer_grpc, timeout=settings.timeout,
-                                   location=settings.location, layout=settings.layout)
+                                   location=settings.location, layout=settings.layout,
+                                   grpc_port=settings.grpc_port_used)
     path = settings.qdrant_path or "qdrant_data"
     if is_legacy(path):
         raise LegacyStoreError(

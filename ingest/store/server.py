@@ -1,9 +1,13 @@
 """The `Store` on a Qdrant server or cluster, through `qdrant-client`.
 
 What a server adds over the embedded default: payload indexes created before the
-load, the HNSW graph deferred during a bulk load and built once at the end,
-grouped queries for the per-article cap, prefetch + RRF fusion on the server, and
-retries of transient faults (timeouts, dropped connections, 5xx, gRPC UNAVAILABLE).
+load, indexing deferred during a bulk load and done once at the end, grouped
+queries for the per-article cap, prefetch + RRF fusion on the server, and retries of
+transient faults (timeouts, dropped connections, 5xx, gRPC UNAVAILABLE, and rate
+limits, after the server's `Retry-After`).
+
+How a collection is laid out, created and indexed after a bulk load is
+`ingest.store.layout`'s.
 
     >>> store = ServerStore.connect("http://localhost:6333", collection="wikipedia")  # doctest: +SKIP
 """
@@ -12,24 +16,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 from qdrant_client import QdrantClient, models
-from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
-from tenacity import (
-    retry,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_random_exponential,
-)
 
 from ingest.crashpoints import crashpoint
 from ingest.lexical import SPARSE_VECTOR
-from ingest.settings import ServerLayout
+from ingest.settings import ServerLayout, grpc_port_for
 from ingest.store.base import (
-    FILTER_FIELDS,
     FUSION_DEPTH,
     RRF_K,
     RRF_WEIGHTS,
@@ -54,47 +49,18 @@ from ingest.store.points import (
     split_by_bytes,
     stored_chunk_vector,
 )
+from ingest.store import layout as server_layout
+from ingest.store.retries import retry_transient
 from ingest.store.specs import check_adoptable, check_compatible
 from schemas import Article, Chunk, CollectionSpec, SparseSpec
 
 log = logging.getLogger(__name__)
 
-HNSW_M = 16
-# Scalar int8 quantization kept in RAM: a quarter of float32's memory. The 0.99 quantile
-# clips outliers before scaling, Qdrant's recommended setting.
-INT8 = models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
-    type=models.ScalarType.INT8, quantile=0.99, always_ram=True))
 # Every dense search asks for the quantized candidates to be rescored with the originals,
 # from twice as many as it returns (a no-op on a collection without quantization).
 RESCORED = models.SearchParams(quantization=models.QuantizationSearchParams(rescore=True, oversampling=2.0))
-# Indexed before the load, since building an index over a loaded collection is slower.
-PAYLOAD_INDEXES = {name: models.PayloadSchemaType.KEYWORD for name in FILTER_FIELDS}
 IMPORT_BATCH = 256  # points per request when copying between stores
 _UNREAD = object()
-
-
-def _is_transient(exc: BaseException) -> bool:
-    """Server hiccups worth retrying: timeouts, dropped connections, 5xx, gRPC UNAVAILABLE."""
-    if isinstance(exc, ResponseHandlingException):
-        return True
-    if isinstance(exc, UnexpectedResponse):
-        return exc.status_code in (429, 500, 502, 503, 504)
-    try:
-        import grpc  # qdrant-client's dependency, but only its gRPC path needs it
-    except ImportError:  # pragma: no cover
-        return False
-    if isinstance(exc, grpc.RpcError):
-        code = exc.code() if callable(getattr(exc, "code", None)) else None
-        return code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-    return False
-
-
-_retry_transient = retry(
-    retry=retry_if_exception(_is_transient),
-    wait=wait_random_exponential(multiplier=0.5, max=20),  # full jitter; no API deprecated in tenacity 9
-    stop=stop_after_attempt(8),
-    reraise=True,
-)
 
 
 class ServerStore:
@@ -116,12 +82,13 @@ class ServerStore:
 
     @classmethod
     def connect(cls, url: str, *, collection: str, api_key: str | None = None, prefer_grpc: bool = True,
-                timeout: int = 120, location: str | None = None, layout: ServerLayout = ServerLayout()
-                ) -> "ServerStore":
+                timeout: int = 120, location: str | None = None, layout: ServerLayout = ServerLayout(),
+                grpc_port: int | None = None) -> "ServerStore":
+        """`grpc_port`: where gRPC is served (default: one above the URL's port, `grpc_port_for`)."""
         # No version check on connect: it warns on stderr when the server is unreachable (the first
         # call fails then, in one line); `preflight` checks the server's version itself.
         client = QdrantClient(url=url, api_key=api_key, prefer_grpc=prefer_grpc, timeout=timeout,
-                              check_compatibility=False)
+                              grpc_port=grpc_port or grpc_port_for(url), check_compatibility=False)
         return cls(client, collection, location=location or url, layout=layout)
 
     def at(self, collection: str) -> "ServerStore":
@@ -190,7 +157,7 @@ class ServerStore:
             self._deferred = bulk_load and self._server_indexes
             log.info("created collection %s (%s, %d dims%s%s)", self.collection, spec.model.name, spec.dimension,
                      ", BM25 sparse vectors" if spec.sparse else "",
-                     ", HNSW deferred until the load ends" if bulk_load and self._server_indexes else "")
+                     ", indexing deferred until the load ends" if bulk_load and self._server_indexes else "")
             self._sparse = spec.sparse
             return True
         info = self.client.get_collection(self.collection)
@@ -202,55 +169,40 @@ class ServerStore:
             self._sparse = None
             return False
         check_compatible(self.collection, existing, spec)
+        if self._server_indexes:
+            server_layout.add_payload_indexes(self.client, self.collection, have=set(info.payload_schema or {}))
         self._sparse = existing.sparse
         return False
 
-    _server_indexes = True  # payload indexes, and an HNSW graph a bulk load can defer
-    _rescore: Any = RESCORED  # search parameters for the dense side
-
     def _create(self, spec: CollectionSpec, *, bulk_load: bool) -> None:
-        layout = self.layout if self._server_indexes else ServerLayout(quantization="none")
-        quantized = layout.quantization == "int8"
-        self.client.create_collection(
-            self.collection,
-            # quantized: the float32 originals on disk, read only to rescore the best candidates
-            vectors_config=models.VectorParams(size=spec.dimension, distance=models.Distance.COSINE,
-                                               on_disk=True if quantized else None),
-            # IDF over the whole collection, kept current by Qdrant as points come and go
-            sparse_vectors_config={SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)}
-            if spec.sparse else None,
-            hnsw_config=models.HnswConfigDiff(m=0 if bulk_load and self._server_indexes else HNSW_M),
-            quantization_config=INT8 if quantized else None,
-            shard_number=layout.shards,
-            replication_factor=layout.replicas,
-            write_consistency_factor=layout.write_consistency,
-            on_disk_payload=True,
-            metadata=spec.to_metadata(),
-        )
-        if not self._server_indexes:
+        if not self._server_indexes:  # local mode: no quantization, payload indexes or deferred graph
+            self.client.create_collection(
+                self.collection, metadata=spec.to_metadata(),
+                vectors_config=models.VectorParams(size=spec.dimension, distance=models.Distance.COSINE),
+                sparse_vectors_config={SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)}
+                if spec.sparse else None)
             return
-        for field_name, schema in PAYLOAD_INDEXES.items():
-            self.client.create_payload_index(self.collection, field_name, field_schema=schema, wait=True)
+        server_layout.create_collection(self.client, self.collection, spec, self.layout, bulk_load=bulk_load,
+                                        tiers=self._version() >= server_layout.MEMORY_TIERS)
 
-    def hnsw_m(self) -> int | None:
-        return self.client.get_collection(self.collection).config.hnsw_config.m
+    def _version(self) -> tuple[int, ...]:
+        version = self.server_version() or ""
+        return tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
 
     def finish_bulk_load(self, *, wait_seconds: float = 0.0, poll_seconds: float = 2.0) -> bool:
-        """Turn the HNSW graph back on (m=16) if a bulk load deferred it (a collection
-        created elsewhere, by an earlier stopped run, is asked for its `m`), then wait up
-        to `wait_seconds` for the server to finish indexing. True once it reports green:
-        until then searches work, over segments without a graph, slowly at scale."""
-        if self._deferred or self.hnsw_m() == 0:
+        """Turn indexing back on if a bulk load deferred it (a collection created
+        elsewhere, by an earlier stopped run, is asked for its configuration), then wait
+        up to `wait_seconds` for the server to finish (`ingest.store.layout`). True once
+        it is green with its optimizer idle: until then searches work, over segments
+        without a graph, slowly at scale."""
+        if self._server_indexes and (self._deferred or server_layout.deferred(self.client, self.collection)):
             self._deferred = False
-            self.client.update_collection(self.collection, hnsw_config=models.HnswConfigDiff(m=HNSW_M))
-        deadline = time.monotonic() + wait_seconds
-        while self.client.get_collection(self.collection).status != models.CollectionStatus.GREEN:
-            if time.monotonic() >= deadline:
-                if wait_seconds > 0:
-                    log.warning("collection %s is still indexing after %.0f s", self.collection, wait_seconds)
-                return False
-            time.sleep(min(poll_seconds, max(deadline - time.monotonic(), 0.0)))
-        return True
+            server_layout.resume_indexing(self.client, self.collection)
+        return server_layout.wait_until_indexed(self.client, self.collection, wait_seconds=wait_seconds,
+                                         poll_seconds=poll_seconds)
+
+    _server_indexes = True  # payload indexes, and an HNSW graph a bulk load can defer
+    _rescore: Any = RESCORED  # search parameters for the dense side
 
     def count(self) -> int:
         return self.client.count(self.collection, exact=True).count
@@ -271,7 +223,7 @@ class ServerStore:
         for part in split_by_bytes(pairs, vectors.shape[1], self.max_request_bytes):
             self.upsert(build_batch(pairs[part], vectors[part], self.sparse))
 
-    @_retry_transient
+    @retry_transient
     def upsert(self, batch: models.Batch) -> None:
         """Write a batch and wait until Qdrant has it (idempotent: ids are deterministic)."""
         crashpoint("upsert")
@@ -291,7 +243,7 @@ class ServerStore:
             return 0
         return self._delete_where(articles_filter(article_ids))
 
-    @_retry_transient
+    @retry_transient
     def _delete_where(self, selection: models.Filter) -> int:
         with self._guard:
             found = self.client.count(self.collection, count_filter=selection, exact=True).count

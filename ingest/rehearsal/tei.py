@@ -1,22 +1,43 @@
-"""A Text Embeddings Inference (TEI 1.x) stand-in for tests: real HTTP on loopback.
+"""A Text Embeddings Inference (TEI 1.9) stand-in: real HTTP on loopback, for
+rehearsals (`python -m ingest rehearse`), benchmarks and tests.
 
 It speaks TEI's wire protocol (`POST /embed`, `GET /info`, `GET /health`, the
 OpenAI-compatible `POST /v1/embeddings` with float or base64 vectors, error
-bodies `{"error": ..., "error_type": ...}`, `max_client_batch_size` enforced with
-422 as TEI 1.9 does, or 413 as up to 1.8) so the client is tested over a real
-socket, not a mock. Vectors come from one of three backends:
+bodies `{"error": ..., "error_type": ...}` and, on `/v1/embeddings`,
+`{"message": ..., "code": ..., "type": ...}`, `max_client_batch_size` enforced
+with 422 as TEI 1.9 does, or 413 as up to 1.8), held to TEI's own OpenAPI
+document in the tests. Vectors come from one of three backends:
 
 - an embedder (`TEIServer(embedder=LocalEmbedder())`): the real model;
 - deterministic (default): a unit vector seeded by a hash of the text, so a test
   can compute the expected row with `deterministic_vector(text)`;
 - instant (`instant=True`): precomputed rows, no per-request compute, for benchmarks.
 
-Faults (`Faults`) are injected per `/embed` request from a seeded RNG, and
-everything received is counted in `server.received`.
+Faults (`Faults`) are injected per embedding request, and everything received is
+counted in `server.received`. Two of them are a GPU's (upstream v1.9.3):
 
-    with TEIServer(faults=Faults(burst_429=2, retry_after="0.1")) as server:
+- a sick backend (`sick_after`): TEI answers 424 for every input of a backend batch
+  that failed (`core/src/infer.rs:581-621`, `router/src/http/server.rs:1891-1901`),
+  and once a batch failed, `GET /health` runs a forward pass and answers 503 while
+  the backend stays broken (`backends/src/lib.rs:301-333, 541-566`,
+  `router/src/http/server.rs:70-78`); a sticky CUDA fault fails every batch after it;
+- a dead router (`die_after`, the process form only): the router is built with
+  `panic = "abort"` (`Cargo.toml:65-71`), and a sticky CUDA fault panics in a
+  device buffer's drop, so the process ends (SIGABRT, exit 134) mid-run.
+
+TEI sends no `Retry-After` with its 429s; `Faults.retry_after` adds one, as a proxy
+in front of TEI might.
+
+    with TEIServer(faults=Faults(burst_429=2)) as server:
         embedder = TEIEmbedder(server.url)
         assert server.received.statuses[429] == 2
+
+Run as a process, it takes `text-embeddings-router`'s flags, so that
+`ingest.sharded.router.Router` starts it exactly as it starts TEI (`runner()` gives
+the argv prefix), plus flags of its own for the faults:
+
+    python -m ingest.rehearsal.tei --model-id BAAI/bge-small-en-v1.5 --port 8123 \
+        --max-client-batch-size 32 --revision abc --auto-truncate --sick-after 40
 """
 
 from __future__ import annotations
@@ -37,7 +58,10 @@ import orjson
 DIMENSION = 384
 ERROR_TYPES = {400: "Empty", 401: "Unauthorized", 413: "Validation", 422: "Validation",
                424: "Backend", 429: "Overloaded", 503: "Unhealthy"}
-FAULT_MESSAGES = {429: "Model is overloaded", 503: "unhealthy", 424: "Inference failed: CUDA out of memory"}
+FAULT_MESSAGES = {429: "Model is overloaded", 503: "unhealthy", 424: "Backend error: CUDA out of memory"}
+# What a broken GPU's failed batch says (TEI wraps candle's error: `core/src/lib.rs:20-21`).
+SICK_MESSAGE = 'Backend error: DriverError(CUDA_ERROR_ILLEGAL_ADDRESS, "an illegal memory access was encountered")'
+ABORT_EXIT = 134  # SIGABRT: a panic in a release build of the router (panic = "abort")
 
 
 def deterministic_vector(text: str, dimension: int = DIMENSION) -> np.ndarray:
@@ -59,7 +83,9 @@ class Faults:
     `burst_429` requests get 429; the next ones follow `script` (429, 503, 424,
     "drop", "slow" or None each); after that each request draws from the rates.
     `poison`: any batch with an input containing it is refused (like a too-long
-    input with truncation off)."""
+    input with truncation off). `sick_after`: after that many embedding requests
+    the backend is broken for good (every request 424, `/health` 503).
+    `die_after`: after that many, the server stops (the process form exits 134)."""
 
     rate_429: float = 0.0
     rate_503: float = 0.0
@@ -71,6 +97,8 @@ class Faults:
     script: Sequence[int | str | None] = ()
     retry_after: str | None = None  # Retry-After header sent with 429 and 503
     poison: str | None = None
+    sick_after: int | None = None
+    die_after: int | None = None
     seed: int = 0
 
 
@@ -146,6 +174,8 @@ class TEIServer:
         self._model_lock = threading.Lock()
         self._rng = random.Random(self.faults.seed)
         self._embed_count = 0
+        self.sick = False  # the backend is broken: every batch fails, /health answers 503
+        self.dead = threading.Event()  # set once `die_after` requests came: the router is gone
         self._pool: list[bytes] = []
         if instant:
             rows = np.random.default_rng(0).standard_normal((1024, dimension)).astype(np.float32)
@@ -228,6 +258,12 @@ class TEIServer:
         with self._lock:
             faults, n = self.faults, self._embed_count
             self._embed_count += 1
+            if faults.die_after is not None and n >= faults.die_after:
+                self.dead.set()
+                return "drop"
+            if self.sick or (faults.sick_after is not None and n >= faults.sick_after):
+                self.sick = True
+                return "sick"
             if n < faults.burst_429:
                 return 429
             if n - faults.burst_429 < len(faults.script):
@@ -243,6 +279,9 @@ class TEIServer:
     # -- protocol -------------------------------------------------------------------
     def handle(self, request: "_Handler") -> None:
         path = request.path.split("?", 1)[0]
+        if self.dead.is_set():  # the router is gone: nothing answers any more
+            request.close_connection = True
+            return
         with self._lock:
             self.received.paths[f"{request.command} {path}"] += 1
         if self.api_key and request.headers.get("authorization") != f"Bearer {self.api_key}":
@@ -250,7 +289,10 @@ class TEIServer:
         elif (request.command, path) == ("GET", "/info"):
             request.reply(200, orjson.dumps(self.info))
         elif (request.command, path) == ("GET", "/health"):
-            request.reply(200, b"", "text/plain")
+            if self.sick:  # the forward pass a failed backend's health check runs fails too
+                self._error(request, 503, "unhealthy")
+            else:
+                request.reply(200, b"", "text/plain")
         elif (request.command, path) == ("POST", "/embed"):
             self._embed(request, openai=False)
         elif (request.command, path) == ("POST", "/v1/embeddings"):
@@ -289,6 +331,8 @@ class TEIServer:
             return None
         if fault == "slow":
             time.sleep(self.faults.delay)
+        elif fault == "sick":
+            return self._error(request, 424, SICK_MESSAGE, openai)
         elif isinstance(fault, int):
             return self._error(request, fault, FAULT_MESSAGES.get(fault, "fault"), openai)
         if not texts:
@@ -312,8 +356,8 @@ class TEIServer:
 
     def _error(self, request: "_Handler", status: int, message: str, openai: bool = False) -> None:
         error_type = ERROR_TYPES.get(status, "Backend")
-        if openai:  # TEI's OpenAICompatErrorResponse
-            body = orjson.dumps({"message": message, "code": status, "error_type": error_type})
+        if openai:  # TEI's OpenAICompatErrorResponse: `error_type` is written "type" (http/types.rs:509-515)
+            body = orjson.dumps({"message": message, "code": status, "type": error_type})
         else:
             body = orjson.dumps({"error": message, "error_type": error_type})
         headers = {}
