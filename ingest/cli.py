@@ -15,6 +15,7 @@ Commands:
   bench-quantization  recall of int8-quantized search against exact, on a collection's vectors
   bench-store  points/s and hybrid latency of the embedded store behind an instant TEI
   bench-faults  a whole ingest through a TEI server answering a share of requests with 429
+  bench-index  how fast Qdrant's engine builds a collection's index (HNSW, sparse, payload)
   plan       projected full-Wikipedia time and cost on 10, 50 and 100 A10Gs
   copy       copy a collection between stores (folder or server), vectors and manifest, embedding nothing
   migrate    move a folder written by an earlier version (qdrant-client's local mode) into the current engine
@@ -59,10 +60,11 @@ log = logging.getLogger("ingest")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DEAD_LETTERS, EXIT_DRIFT = 0, 1, 2, 3, 4
 COMMANDS = ("run", "reindex", "verify", "repair", "preflight", "rehearse", "bench", "bench-reindex", "bench-tei",
-            "bench-quantization", "bench-store", "bench-faults", "plan", "copy", "migrate")
+            "bench-quantization", "bench-store", "bench-faults", "bench-index", "plan", "copy", "migrate")
 # Commands with parsers of their own ("module:function"): the rest of the command line goes to them.
 DELEGATED = {"bench-tei": "ingest.bench.tei_client:main", "bench-quantization": "ingest.bench.quantization:main",
              "bench-store": "ingest.bench.store:main", "bench-faults": "ingest.bench.faults:main",
+             "bench-index": "ingest.bench.index:main",
              "plan": "ingest.bench.plan:main", "rehearse": "ingest.rehearsal.load:main",
              "copy": "ingest.transfer:copy_main", "migrate": "ingest.transfer:migrate_main"}
 

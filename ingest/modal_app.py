@@ -530,8 +530,9 @@ def scheduled_reindex(collection: str = "wikipedia") -> str:
 # /search, /health, /openapi.json, and the search page at /), a FastAPI application,
 # from CPU containers. Each embeds its queries itself, with TEI on the CPU: the same
 # model and revision as the GPU workers, without waiting for (or paying for) a GPU
-# container to start after an idle spell; `WIKI_SEARCH_MIN_CONTAINERS` (default 1)
-# keep warm. Qdrant is reached with the `qdrant` secret, and every search carries a
+# container to start after an idle spell. `WIKI_SEARCH_MIN_CONTAINERS` (default 1)
+# stay warm, so a search never waits for a container to start (one core and 2 GiB
+# held all month: docs/modal.md has the price; 0 lets it scale to zero). Qdrant is reached with the `qdrant` secret, and every search carries a
 # bearer token, the `SEARCH_API_TOKEN` of a second secret, created once:
 #
 #     modal secret create search-api SEARCH_API_TOKEN=$(openssl rand -hex 32)
@@ -560,7 +561,7 @@ search_image = (
 @app.function(
     image=search_image,
     secrets=[qdrant_secret, search_secret],
-    cpu=2.0,  # the query's forward pass, and the searches
+    cpu=1.0,  # a query's forward pass (bge-small, tens of tokens) and the searches
     memory=2048,
     min_containers=DEPLOY.search_min_containers,
     scaledown_window=5 * MINUTES,

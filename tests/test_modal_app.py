@@ -442,6 +442,47 @@ def test_the_quick_starts_create_every_secret_before_the_first_run(declared):
         assert set(created[:first_run]) >= secrets, f"{where} runs the app before creating {secrets - set(created)}"
 
 
+def test_every_command_of_the_modal_quick_start_is_one_the_app_and_the_clis_take():
+    """The README's and the header's commands, step by step: each `modal run` names a function
+    (or the entrypoint) of the app and only parameters it has; each `python -m ingest` line
+    parses with the command's own parser."""
+    import inspect
+    import shlex
+
+    from ingest.cli import DELEGATED, build_parser
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## The whole of Wikipedia on Modal"):readme.index("## Keeping the index fresh")]
+    header = "\n".join(line[1:] for line in (ROOT / "ingest" / "modal_app.py").read_text().splitlines()
+                       if line.startswith("#"))
+    lines = [line.split("  #")[0].strip() for text in (section, header)
+             for line in re.sub(r"\\\n\s*", " ", text).splitlines()]  # continued lines joined
+    commands = [line for line in lines if line.startswith(("modal run", "WIKI_EMBED_GPUS=", "python -m ingest"))
+                and ("modal run" in line or "python -m ingest" in line)]
+    checked = 0
+    for command in commands:
+        words = shlex.split(command.split("modal run", 1)[-1] if "modal run" in command else command)
+        if "modal run" in command:
+            target = words[1]  # -m ingest.modal_app[::function]
+            function = target.split("::")[1] if "::" in target else "main"
+            flags = [w[2:].replace("-", "_") for w in words[2:] if w.startswith("--")]
+            wrapped = getattr(modal_app, function)
+            # the Python function the decorator wrapped (modal 1.6: `LocalEntrypoint.info.raw_f`, and a
+            # Function's `_raw_f_`, which modal has no public accessor for)
+            raw = wrapped.info.raw_f if function == "main" else wrapped._raw_f_
+            assert set(flags) <= set(inspect.signature(raw).parameters), (command, flags)
+        else:
+            argv = words[words.index("ingest") + 1:]
+            if argv and argv[0] in DELEGATED:
+                module, _, name = DELEGATED[argv[0]].partition(":")
+                parser = __import__(module, fromlist=[name]).build_parser()
+                parser.parse_args(argv[1:])
+            else:
+                build_parser().parse_args(argv)
+        checked += 1
+    assert checked >= 8
+
+
 def test_the_search_collection_is_baked_into_the_search_image(declared_from_env):
     # The container imports the module again; it finds the collection in the image's environment.
     env_step = [args for name, args, _ in declared_from_env["images"]["search_image"] if name == "env"]
@@ -782,6 +823,25 @@ def test_the_gpu_class_embeds_reports_its_spec_and_ingests_a_shard(gpu_class, mo
         worker.ingest_shard.local(0, 3, str(tmp_path / "absent"), "wiki", {}, 8)
     assert pickle.loads(pickle.dumps(raised.value)).shard == (0, 3)  # the driver learns which shard failed
     assert len(gpu_class.started) == 1  # one TEI server for the container's life
+
+
+def test_a_container_whose_gpu_broke_stops_fetching_inputs(gpu_class, monkeypatch, tmp_path):
+    """A sick backend fails the shard as broken; the container then asks Modal for no more
+    work (`modal.experimental.stop_fetching_inputs`, modal 1.6.4 experimental/__init__.py:50-54),
+    so the queue goes to healthy containers instead of draining into this one."""
+    monkeypatch.setenv("QDRANT_PATH", str(tmp_path / "qdrant"))
+    monkeypatch.setattr(modal_app, "DATA_DIR", str(tmp_path))
+    path = save_snapshot("test", [article(i) for i in range(6)])
+    gpu_class.server_flags += ["--sick-after", "3"]  # the probe, then a few requests, then every batch fails
+    stopped = []
+    monkeypatch.setattr(modal, "is_local", lambda: False)  # as in a container
+    monkeypatch.setattr(modal.experimental, "stop_fetching_inputs", lambda: stopped.append(True))
+    worker = gpu_class.cls()
+    with pytest.raises(ShardError, match="GPU is broken") as failed:
+        worker.ingest_shard.local(0, 6, path, "wiki", {"max_chars": 100}, 2)
+    assert failed.value.broken and stopped == [True]
+    with pytest.raises(ShardError, match="not started"):
+        worker.ingest_shard.local(0, 6, path, "wiki", {"max_chars": 100}, 2)
 
 
 def test_the_gpu_class_starts_tei_on_enter_and_stops_it_on_exit(gpu_class):

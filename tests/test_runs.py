@@ -71,6 +71,7 @@ def test_the_scheduled_reindex_works_on_a_copy_of_the_volumes_manifest(tmp_path,
     for path in (tmp_path / "qdrant-state").glob("*.sqlite"):  # its manifest, on the Volume
         with open_as_written(path) as manifest:
             manifest.backup_to(volume / path.name)
+    (volume / "wiki-0ther000.sqlite").write_bytes(b"another collection's manifest: not this reindex's")
     state = VolumeState(volume, tmp_path / "local2", lambda: commits.append("commit"))
     source.write_text("".join(json.dumps(r) + "\n" for r in rows[1:]))
     embedder = CountingEmbedder()
@@ -80,6 +81,7 @@ def test_the_scheduled_reindex_works_on_a_copy_of_the_volumes_manifest(tmp_path,
     with open_as_written(volume / f"{first.extra['collection']}.sqlite") as manifest:
         assert manifest.count() == len(rows) - 1  # the Volume's copy is up to date
     assert not list(volume.glob("*.journal-*"))
+    assert not (tmp_path / "local2" / "wiki-0ther000.sqlite").exists()  # only the live collection's is pulled
 
 
 def test_a_checkpoint_copies_what_changed_and_a_pull_puts_it_back_together(tmp_path):
