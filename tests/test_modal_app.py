@@ -400,6 +400,8 @@ def test_the_deploy_time_variables_default_when_unset(declared):
 
 def test_max_containers_is_set_from_the_environment_at_deploy_time(declared_from_env):
     assert declared_from_env["options"]["Embedder"]["max_containers"] == 50
+    # the preflight's container imports the app without the shell's environment: the count travels with it
+    assert declared_from_env["options"]["preflight"]["env"] == {"WIKI_EMBED_GPUS": "50"}
     assert deploy_settings({"WIKI_EMBED_GPUS": " 100 "}).gpus == 100
 
 
@@ -963,6 +965,20 @@ def test_a_second_reindex_of_the_collection_waits_for_the_first(gpu_class, on_vo
         modal_app.reindex.local(config="20231101.en")
     on_volume.locks["reindex:wikipedia"] = {"holder": "ta-dead", "since": clock.time() - modal_app.REINDEX_TIMEOUT - 1}
     assert "unchanged 2" in modal_app.reindex.local(config="20231101.en")  # a dead holder's lock is taken over
+
+
+def test_a_rebuild_with_drop_old_takes_the_dropped_collections_manifest_off_the_volume(gpu_class, on_volume):
+    worker = gpu_class.cls()
+    path = save_snapshot("20231101.en", [article(i) for i in range(3)])
+    plans = []
+    for layout in (CHUNKING, {**CHUNKING, "max_chars": 500}):  # other chunking: another collection
+        plan = worker.prepare_load.local("wikipedia", layout, "k", False, True)
+        worker.ingest_shard.local(0, 3, path, plan.collection, layout, 8, plan.records)
+        worker.finish_load.local("wikipedia", layout, plan, True)
+        plans.append(plan)
+    manifests = sorted(p.name for p in Path(modal_app.MANIFESTS_DIR).iterdir())
+    assert manifests == [f"{plans[1].collection}.sqlite"]  # the first one's went with its collection
+    assert live(on_volume.qdrant)[0] == plans[1].collection
 
 
 def test_the_reindex_chunks_an_edited_article_as_the_load_did(gpu_class, on_volume):

@@ -21,8 +21,9 @@ Faults (`--faults`, each on one worker, from its start):
   held come back as nothing, as a lost container's do).
 
 The report is the Modal run's, and the collection's point set is summed up in a
-digest: two rehearsals of the same corpus that end with the same digest hold the
-same points, vectors and payloads.
+digest of every point's id and the hashes of its text and its article: two
+rehearsals of the same corpus that end with the same digest hold the same points,
+once each (and so the same vectors: the stand-in's follow from the text).
 
   python -m ingest rehearse                                   # the bundled sample, 4 workers
   python -m ingest rehearse --articles 2000 --faults sick-gpu,dead-router,429-storm
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -93,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "to --qdrant-path, or ./rehearsal-state)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output; -v: tracebacks")
     add_store_args(parser)
-    parser.set_defaults(qdrant_path="rehearsal_data", collection="wikipedia")
+    # a folder of its own unless QDRANT_PATH names one: a rehearsal is not the production store
+    parser.set_defaults(qdrant_path=os.environ.get("QDRANT_PATH") or "rehearsal_data")
     return parser
 
 

@@ -20,7 +20,9 @@ counted in `server.received`. Two of them are a GPU's (upstream v1.9.3):
   that failed (`core/src/infer.rs:581-621`, `router/src/http/server.rs:1891-1901`),
   and once a batch failed, `GET /health` runs a forward pass and answers 503 while
   the backend stays broken (`backends/src/lib.rs:301-333, 541-566`,
-  `router/src/http/server.rs:70-78`); a sticky CUDA fault fails every batch after it;
+  `router/src/http/server.rs:70-78`); a sticky CUDA fault fails every batch after it.
+  (TEI's queue mixes the inputs of concurrent requests into one batch; here a request
+  is a batch of its own, so a transient failure fails one request, not its neighbours);
 - a dead router (`die_after`, the process form only): the router is built with
   `panic = "abort"` (`Cargo.toml:65-71`), and a sticky CUDA fault panics in a
   device buffer's drop, so the process ends (SIGABRT, exit 134) mid-run.
