@@ -17,8 +17,8 @@ Faults (`--faults`, each on one worker, from its start):
 - `sick-gpu`: its TEI's backend breaks after a few requests (every request 424, its
   health check 503);
 - `dead-router`: its TEI process aborts after a few requests;
-- `killed-worker`: the worker dies in the middle of its second shard (the shards it
-  held come back as nothing, as a lost container's do).
+- `killed-worker`: the worker dies as soon as it holds two shards (they come back as
+  nothing, as a lost container's shards do).
 
 The report is the Modal run's, and the collection's point set is summed up in a
 digest of every point's id and the hashes of its text and its article: two
