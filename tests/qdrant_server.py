@@ -57,7 +57,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Sequence
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -68,6 +67,8 @@ if __package__ in (None, ""):  # run as a script: make `tests` importable from a
 
 from pydantic import TypeAdapter, ValidationError  # noqa: E402
 from qdrant_client import QdrantClient, models  # noqa: E402
+
+from ingest.rehearsal.loopback import Handler, LoopbackServer  # noqa: E402
 
 QDRANT_VERSION = "1.19.0"
 OPENAPI_SUBSET = Path(__file__).resolve().parent / "data" / "qdrant-v1.19.0-openapi-subset.json"
@@ -396,7 +397,7 @@ _FIELD_SCHEMA = TypeAdapter(models.PayloadFieldSchema)
 
 
 # -- the server -----------------------------------------------------------------------------
-class QdrantStandIn:
+class QdrantStandIn(LoopbackServer):
     """Qdrant 1.19 (REST) on 127.0.0.1; a context manager with `.url`.
 
     - `strict`: the strict mode a new collection gets unless it brings its own (Qdrant's
@@ -436,27 +437,11 @@ class QdrantStandIn:
         self._collections: dict[str, _Collection] = {}
         self._refusals: list[int] = []  # Retry-After seconds of the writes to refuse next
         self._lock = threading.RLock()
-        self._httpd: ThreadingHTTPServer | None = None
         self._routes = self._build_routes()
 
     # -- lifecycle ------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError("QdrantStandIn is not running; use it as a context manager")
-        return f"http://{self.host}:{self._httpd.server_address[1]}"
-
-    def __enter__(self) -> "QdrantStandIn":
-        handler = type("Handler", (_Handler,), {"qdrant": self})
-        self._httpd = _Server((self.host, self.port), handler)
-        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="qdrant-stand-in", daemon=True).start()
-        return self
-
     def __exit__(self, *exc: object) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
+        super().__exit__(*exc)
         self._local.close()
 
     def restart(self) -> None:
@@ -490,7 +475,7 @@ class QdrantStandIn:
             return self._status(coll, self.clock())
 
     # -- HTTP --------------------------------------------------------------------------
-    def handle(self, request: "_Handler") -> None:
+    def handle(self, request: "Handler") -> None:
         started = time.monotonic()
         parts = urlsplit(request.path)
         path, query = parts.path, {k: v[-1] for k, v in parse_qs(parts.query).items()}
@@ -531,7 +516,7 @@ class QdrantStandIn:
                     "time": time.monotonic() - started}
         with self._lock:
             self.requests.append((request.command, path, status))
-        request.reply(status, json.dumps(body, separators=(",", ":")).encode(), headers)
+        request.reply(status, json.dumps(body, separators=(",", ":")).encode(), headers=headers)
 
     def _route(self, method: str, path: str) -> tuple[tuple[Callable, str | None], dict[str, str]]:
         for (verb, pattern), route in self._routes.items():
@@ -1227,38 +1212,6 @@ SERVED_PATHS = (
     "/collections/{collection_name}/points/scroll", "/collections/{collection_name}/points/query",
     "/collections/{collection_name}/points/query/groups",
 )
-
-
-# -- HTTP plumbing -----------------------------------------------------------------------------------
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as the client's connection pool expects
-    disable_nagle_algorithm = True
-    qdrant: QdrantStandIn
-
-    def do_GET(self) -> None:
-        self.qdrant.handle(self)
-
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
-
-    def reply(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-        try:
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
 
 # -- process entry point ---------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from ingest.rehearsal.tei import ABORT_EXIT, Faults, TEIServer, _Handler, _Server
+from ingest.rehearsal.tei import ABORT_EXIT, Faults, TEIServer
 
 
 def runner(*extra: str) -> tuple[str, ...]:
@@ -45,13 +45,7 @@ class FixedPortTEIServer(TEIServer):
 
     def __init__(self, port: int, hostname: str = "127.0.0.1", **kwargs) -> None:
         super().__init__(**kwargs)
-        self.port, self.hostname = port, hostname
-
-    def __enter__(self) -> "FixedPortTEIServer":
-        handler = type("Handler", (_Handler,), {"tei": self})
-        self._httpd = _Server((self.hostname, self.port), handler)
-        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="tei-server", daemon=True).start()
-        return self
+        self.port, self.host = port, hostname
 
 
 def build_parser() -> argparse.ArgumentParser:

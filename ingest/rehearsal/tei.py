@@ -51,11 +51,12 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Sequence
 
 import numpy as np
 import orjson
+
+from ingest.rehearsal.loopback import Handler, LoopbackServer
 
 DIMENSION = 384
 ERROR_TYPES = {400: "Empty", 401: "Unauthorized", 413: "Validation", 422: "Validation",
@@ -125,7 +126,7 @@ class Received:
         return sum(self.batch_sizes)
 
 
-class TEIServer:
+class TEIServer(LoopbackServer):
     """TEI on 127.0.0.1, on a free port; a context manager with `.url`."""
 
     def __init__(
@@ -185,29 +186,8 @@ class TEIServer:
             self.instant_rows = rows
             self._pool = [orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY) for row in rows]
             self._pool_base64 = [base64.b64encode(row.tobytes()).decode() for row in rows]
-        self._httpd: ThreadingHTTPServer | None = None
 
     # -- lifecycle --------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError("TEIServer is not running; use it as a context manager")
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    def __enter__(self) -> "TEIServer":
-        handler = type("Handler", (_Handler,), {"tei": self})
-        self._httpd = _Server(("127.0.0.1", 0), handler)
-        # A short poll interval: shutdown() waits for it, once per test.
-        serve = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
-        serve.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
     def set_faults(self, faults: Faults) -> None:
         """Swap the faults (and restart their sequence) between phases of a test."""
         with self._lock:
@@ -279,7 +259,7 @@ class TEIServer:
         return None
 
     # -- protocol -------------------------------------------------------------------
-    def handle(self, request: "_Handler") -> None:
+    def handle(self, request: "Handler") -> None:
         path = request.path.split("?", 1)[0]
         if self.dead.is_set():  # the router is gone: nothing answers any more
             request.close_connection = True
@@ -302,7 +282,7 @@ class TEIServer:
         else:
             request.reply(404, b"", "text/plain")
 
-    def _embed(self, request: "_Handler", *, openai: bool) -> None:
+    def _embed(self, request: "Handler", *, openai: bool) -> None:
         length = int(request.headers.get("content-length") or 0)
         raw = request.rfile.read(length)
         if length > self.payload_limit:
@@ -356,7 +336,7 @@ class TEIServer:
         n = self.info["max_input_length"]
         return f"Input validation error: `inputs` must have less than {n} tokens. Given: {n * 2}"
 
-    def _error(self, request: "_Handler", status: int, message: str, openai: bool = False) -> None:
+    def _error(self, request: "Handler", status: int, message: str, openai: bool = False) -> None:
         error_type = ERROR_TYPES.get(status, "Backend")
         if openai:  # TEI's OpenAICompatErrorResponse: `error_type` is written "type" (http/types.rs:509-515)
             body = orjson.dumps({"message": message, "code": status, "type": error_type})
@@ -367,40 +347,8 @@ class TEIServer:
             headers["retry-after"] = self.faults.retry_after
         self._answer(request, status, body, headers=headers)
 
-    def _answer(self, request: "_Handler", status: int, body: bytes, *, plain: bool = False,
+    def _answer(self, request: "Handler", status: int, body: bytes, *, plain: bool = False,
                 headers: dict[str, str] | None = None) -> None:
         with self._lock:
             self.received.statuses[status] += 1
         request.reply(status, body, "text/plain" if plain else "application/json", headers)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # the default 5 drops SYNs when many clients connect at once
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as TEI (hyper) does
-    disable_nagle_algorithm = True  # else headers and body in two writes meet delayed ACKs: 40 ms a request
-    tei: TEIServer
-
-    def do_GET(self) -> None:
-        self.tei.handle(self)
-
-    do_POST = do_GET
-
-    def reply(self, status: int, body: bytes, content_type: str = "application/json",
-              headers: dict[str, str] | None = None) -> None:
-        try:
-            self.send_response(status)
-            self.send_header("content-type", content_type)
-            self.send_header("content-length", str(len(body)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True  # the client gave up (e.g. timed out): nothing to do
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
