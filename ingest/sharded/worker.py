@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -68,7 +67,6 @@ class Worker:
         self.router: Router | None = None
         self.embedder: TEIEmbedder | None = None
         self.started = 0.0
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Worker({self.name!r}, router={self.router!r})"
