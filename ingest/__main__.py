@@ -1,6 +1,6 @@
 import sys
 
 from ingest.cli import main
-from ingest.logs import quiet_on_closed_pipe
+from ingest.logs import quiet_on_closed_pipe, stop_on_interrupt
 
-sys.exit(quiet_on_closed_pipe(main))
+sys.exit(stop_on_interrupt(lambda: quiet_on_closed_pipe(main)))

@@ -144,8 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
         "verify", help="compare the manifest with the collection; exit 4 on drift",
         description="Reads every point's article id, chunk index and hash (no vectors) and compares them "
                     "with the manifest: articles lost, short, extra, of another version, unknown, or left "
-                    "pending by a stopped run. Exit 0 in sync, 4 on drift (a reindex restores the "
-                    "collection; repair rebuilds the manifest).",
+                    "pending by a stopped run. Exit 0 in sync, 4 on drift (running again what wrote "
+                    "the collection restores it; repair rebuilds the manifest).",
     )
     repair = commands.add_parser(
         "repair", help="rebuild the manifest from the collection",
@@ -166,11 +166,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:  # `--help` too: the commands, then every flag of `run`
         argv.insert(0, "run")
+    try:
+        crashpoints.arm_from_env(os.environ)  # a test aid, off unless INGEST_CRASH_AT is set
+    except ValueError as exc:
+        print(f"python -m ingest: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if argv[0] in DELEGATED:
         module, function = DELEGATED[argv[0]].split(":")
         return getattr(importlib.import_module(module), function)(argv[1:])
     try:
-        crashpoints.arm_from_env(os.environ)  # a test aid, off unless INGEST_CRASH_AT is set
         parser = build_parser()  # reads the environment: a bad variable is a usage error
         args = parser.parse_args(argv)
         setup_logging(-1 if args.quiet else args.verbose)
@@ -185,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(run_bench(settings, embedder_only=args.embedder_only, repeat=args.repeat, dtypes=args.dtypes))
             return EXIT_OK
         if args.command == "preflight":
-            rows = list(open_source(settings.source, limit=args.articles))
+            rows = list(open_source(settings.source_name, limit=args.articles))
             result = preflight_job.run_preflight(settings, rows, expect_model=args.expect_model,
                                                  expect_revision=args.expect_revision, gpus=args.gpus,
                                                  qdrant_seconds=args.qdrant_seconds)
@@ -194,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "bench-reindex":
             print(run_bench_reindex(settings, edited=args.edited, removed=args.removed, seed=args.seed))
             return EXIT_OK
-        summary = run_ingest(settings, mode=args.command)
+        summary = run_ingest(settings, mode=args.command, confirm=ask_on_terminal)
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
@@ -212,6 +216,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning("%d inputs failed for good; see %s", summary.failed, summary.dead_letter)
         return EXIT_DEAD_LETTERS
     return EXIT_OK
+
+
+def ask_on_terminal(question: str) -> bool:
+    """A yes/no question for a person at a terminal; no where there is none (a pipe, a scheduled job)."""
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return False
+    sys.stderr.write(f"{question} [y/N] ")
+    sys.stderr.flush()
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
 def _state_command(command: str, settings: StoreSettings, verbosity: int) -> int:

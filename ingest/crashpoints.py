@@ -13,12 +13,16 @@ an upsert for instance).
 
 Places (see the code that names them):
 
+- `collection-built`       a new collection's shard is built (embedded store), not yet recorded
+- `collection-recorded`    its build record is written, the shard not yet in place
 - `after-collection`       the collection exists, nothing was written yet
 - `before-upsert`          a window is embedded and its articles marked pending
 - `upsert`                 a request of points is about to be sent to Qdrant
 - `before-manifest-write`  a window's points (and stale chunks) are acknowledged
 - `before-delete`          articles absent from the snapshot are about to be deleted
 - `before-alias-switch`    a rebuilt collection passed its smoke query
+- `before-copy-manifest`   a copy's points are all in the target; its manifest is not
+- `before-copy-alias`      a copy is complete; the alias does not lead to it yet
 """
 
 from __future__ import annotations

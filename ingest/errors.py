@@ -24,6 +24,7 @@ pickle with their fields, not only their message.
 from __future__ import annotations
 
 import errno
+import os
 import sqlite3
 
 
@@ -129,6 +130,9 @@ def explain(exc: BaseException, *, qdrant: str | None = None) -> str:
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC or (
             isinstance(exc, sqlite3.OperationalError) and "full" in str(exc)):
         where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
+        strerror = getattr(exc, "strerror", None)
+        if strerror and strerror != os.strerror(errno.ENOSPC):  # our own margin's words (ingest.store.edge_folder)
+            where += f" ({strerror})"
         return (f"the disk is full{where}: free some space and run the same command again (what was written "
                 "before is kept, and the run resumes)")
     if isinstance(exc, PermissionError):

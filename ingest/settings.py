@@ -65,6 +65,8 @@ class StoreSettings:
     def __post_init__(self) -> None:
         if self.grpc_port is not None and not 0 < self.grpc_port < 65536:
             raise SettingsError(f"--qdrant-grpc-port {self.grpc_port} is not a TCP port")
+        if self.qdrant_url:
+            check_url("--qdrant-url", self.qdrant_url, "http://localhost:6333")
 
     @property
     def location(self) -> str:
@@ -108,13 +110,15 @@ class EmbedderSettings:
             raise SettingsError(f"--embedder {self.embedder!r} is not one of {', '.join(EMBEDDERS)}")
         if self.embedder == "tei" and not self.tei_url:
             raise SettingsError("--embedder tei needs --tei-url (or TEI_URL), e.g. http://localhost:8080")
+        if self.tei_url:
+            check_url("--tei-url", self.tei_url, "http://localhost:8080")
         if self.batch_size < 1:
             raise SettingsError(f"--batch-size must be at least 1, got {self.batch_size}")
 
 
 @dataclass(frozen=True, slots=True)
 class IngestSettings:
-    source: str = "sample"
+    source: str | None = None  # None: the bundled sample, and a reindex checks the collection holds only it
     limit: int | None = None
     window: int = 512  # chunks handed to the embedder at once (sorted by length inside)
     dead_letter: str = "dead_letter.jsonl"
@@ -126,6 +130,11 @@ class IngestSettings:
     drop_old: bool = False  # delete the collection a rebuild replaced
     max_delete_share: float = 0.5  # a reindex refuses to delete more of the indexed articles
     index_wait: float = 600.0  # seconds a rebuilt collection may take to index before the alias moves
+    yes: bool = False  # a reindex deletes more than a small share of the articles without asking
+
+    @property
+    def source_name(self) -> str:
+        return self.source or "sample"
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 0:
@@ -138,11 +147,21 @@ class IngestSettings:
             raise SettingsError(f"--max-delete-share must be between 0 and 1, got {self.max_delete_share}")
 
 
+def check_url(flag: str, url: str, example: str) -> None:
+    """A server's URL, or a SettingsError naming the flag and what is wrong (no credentials shown)."""
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises on a port out of range or not a number
+    except ValueError as exc:
+        raise SettingsError(f"{flag} {redact_url(url)!r}: {exc}; e.g. {example}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(f"{flag} {redact_url(url)!r} is not an http(s) URL with a host, e.g. {example}")
+
+
 def redact_url(url: str) -> str:
     """The URL without user info or query string, safe to put in a message."""
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
+    netloc = parts.netloc.rpartition("@")[2]  # as written, a bad port too (`parts.port` raises on it)
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
@@ -215,6 +234,9 @@ def add_rebuild_args(parser: argparse.ArgumentParser, env: Mapping[str, str] = o
                         default=env_default(env, "INGEST_MAX_DELETE_SHARE", d.max_delete_share, float),
                         help="a reindex deletes the articles the source lacks, unless they are more than this "
                              "share of the index (env INGEST_MAX_DELETE_SHARE; default %(default)s)")
+    parser.add_argument("--yes", action="store_true", default=env_default(env, "INGEST_YES", False, bool),
+                        help="delete without asking when a reindex removes more than a small share of the "
+                             "articles (asked on a terminal, refused elsewhere without it; env INGEST_YES)")
     parser.add_argument("--index-wait", type=float, default=env_default(env, "INGEST_INDEX_WAIT", d.index_wait, float),
                         metavar="SECONDS",
                         help="a rebuilt collection on a server must finish indexing within this long before the "
@@ -277,7 +299,8 @@ def add_ingest_args(parser: argparse.ArgumentParser, env: Mapping[str, str] = os
     parser.add_argument("--source", default=env_default(env, "INGEST_SOURCE", d.source),
                         help="'sample' (the bundled Wikipedia sample), a hub dataset such as "
                              "wikimedia/wikipedia:20231101.en, or a parquet/JSON-lines file or a "
-                             "save_to_disk folder (env INGEST_SOURCE; default %(default)s)")
+                             "save_to_disk folder (env INGEST_SOURCE; default: sample; a reindex of a collection "
+                             "written from another source needs it)")
     parser.add_argument("--limit", type=int, default=env_default(env, "INGEST_LIMIT", None, int),
                         help="read at most N articles (env INGEST_LIMIT)")
     parser.add_argument("--chunk-size", type=int, default=env_default(env, "CHUNK_SIZE", c.max_chars, int),
@@ -351,4 +374,5 @@ def ingest_settings(args: argparse.Namespace, env: Mapping[str, str] = os.enviro
         drop_old=getattr(args, "drop_old", False),
         max_delete_share=getattr(args, "max_delete_share", IngestSettings().max_delete_share),
         index_wait=getattr(args, "index_wait", IngestSettings().index_wait),
+        yes=getattr(args, "yes", False),
     )

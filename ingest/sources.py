@@ -13,7 +13,9 @@ line, which the run dead-letters while it reads the rest. Empty files hold no
 articles.
 
 Each yields `schemas.Article` records; a source without one of the required
-columns fails before the first article is read, naming the file and the column.
+columns fails before the first article is read, naming the file and the column
+(for JSON lines, a column none of the first 100 rows has; a row that lacks one
+its neighbours have is dead-lettered, the rest read).
 A folder is read whole, every parquet and JSON-lines file in name order, whatever
 their mix; a folder that also holds files of another kind is refused, naming them,
 since a reindex would delete the articles of a file it did not read.
@@ -261,12 +263,12 @@ def _part(builder: str, paths: list[Path]) -> Any:
 
 def _check_columns(name: str, dataset) -> None:
     columns = dataset.column_names
-    if columns is None:  # streaming JSON: columns are known only from the first row
-        try:
-            first = next((row for row in dataset.take(100) if not isinstance(row, BadRow)), None)
+    if columns is None:  # JSON lines: no declared columns; those of any of the first rows count
+        try:  # (a row that lacks one is the pipeline's to dead-letter, not a reason to refuse the file)
+            rows = [row for row in dataset.take(100) if not isinstance(row, BadRow)]
         except Exception as exc:
             raise SourceError(f"cannot read {name}: {type(exc).__name__}: {exc}") from exc
-        columns = list(first) if first is not None else list(ARTICLE_FIELDS)
+        columns = list(dict.fromkeys(key for row in rows for key in row)) if rows else list(ARTICLE_FIELDS)
     missing = [column for column in ARTICLE_FIELDS if column not in columns]
     if missing:
         raise SourceError(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Callable
 
 from ingest import lexical
 from ingest.chunking import Chunker
@@ -28,6 +29,7 @@ from ingest.settings import IngestSettings, StoreSettings
 from ingest.sources import Source, open_source
 from ingest.state.files import Checkpoint, open_manifest, remove_state, run_lock
 from ingest.state.manifest import Manifest
+from ingest.state.provenance import check_reindex, note_source, store_flags
 from ingest.state.rebuild import Target, check_target, not_indexed, plan_target, switch
 from ingest.state.reconcile import (
     DriftReport,
@@ -56,17 +58,20 @@ def collection_spec(settings: IngestSettings, embedder: Embedder) -> CollectionS
 
 
 def run_ingest(settings: IngestSettings, *, embedder: Embedder | None = None, store: Store | None = None,
-               mode: str = "run", checkpoint: Checkpoint | None = None, in_place_only: bool = False) -> RunSummary:
+               mode: str = "run", checkpoint: Checkpoint | None = None, in_place_only: bool = False,
+               confirm: Callable[[str], bool] | None = None) -> RunSummary:
     """Bring the collection up to date with the source (see the module docstring).
 
     `embedder` and `store` (a connection, whatever collection it is bound to) are
     used as given, and left open, when passed; `checkpoint` is called with the
     manifest every few minutes of writes (Modal copies it to a Volume);
-    `in_place_only` refuses to build a new collection."""
+    `in_place_only` refuses to build a new collection; `confirm(question)`: asked
+    before a reindex deletes more than a small share of the articles (unless
+    `settings.yes`; without either, such deletes are refused)."""
     if mode not in MODES:
         raise SettingsError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
     started = time.perf_counter()
-    source = open_source(settings.source, limit=settings.limit)
+    source = open_source(settings.source_name, limit=settings.limit)
     own_store, own_embedder = store is None, embedder is None
     store = store or open_store(settings.store)
     try:
@@ -91,7 +96,8 @@ def run_ingest(settings: IngestSettings, *, embedder: Embedder | None = None, st
         with run_lock(settings.store, target.collection):
             seeded = relexify(store, target, spec, settings.store, progress=settings.progress)
             with open_manifest(settings.store, target.collection, spec.fingerprint, checkpoint=checkpoint) as manifest:
-                summary = _update(source, settings, embedder, store, target, spec, manifest, mode)
+                summary = _update(source, settings, embedder, store, target, spec, manifest, mode,
+                                  (lambda question: True) if settings.yes else confirm)
         if seeded:
             summary.extra["seeded"] = (f"only the lexical settings changed: {seeded:,} points of {target.live} "
                                        "copied with new BM25 vectors, none embedded again")
@@ -105,14 +111,18 @@ def run_ingest(settings: IngestSettings, *, embedder: Embedder | None = None, st
 
 
 def _update(source: Source, settings: IngestSettings, embedder: Embedder, store: Store, target: Target,
-            spec: CollectionSpec, manifest: Manifest, mode: str) -> RunSummary:
+            spec: CollectionSpec, manifest: Manifest, mode: str,
+            confirm: Callable[[str], bool] | None) -> RunSummary:
     """Bring `target.collection` up to date with the source under its manifest: the
     pipeline, the deletes a reindex or a rebuild makes, and a rebuild's switch."""
     written = store.at(target.collection)
+    if mode == "reindex":
+        check_reindex(manifest, settings.source, target.name)
     if written.ensure_collection(spec, bulk_load=True):
         manifest.clear()  # a new collection holds nothing, whatever an old manifest says
     else:
         reconcile(written, manifest)
+    note_source(manifest, settings.source_name)
     crashpoint("after-collection")
     deletes = settings.limit is None and (mode == "reindex" or target.rebuild)
     log.info("%s %s into %s%s with %s", "reindexing" if mode == "reindex" else "ingesting", source.name,
@@ -133,7 +143,9 @@ def _update(source: Source, settings: IngestSettings, embedder: Embedder, store:
                     "since theirs may be among them; fix those rows and reindex again",
                     summary.unreadable, settings.dead_letter)
     elif deletes:
-        articles, points = delete_unseen(written, manifest, max_share=settings.max_delete_share)
+        articles, points = delete_unseen(written, manifest, max_share=settings.max_delete_share, confirm=confirm,
+                                         source=settings.source_name)
+        note_source(manifest, settings.source_name, only=True)  # the collection mirrors it alone now
         summary.deleted += articles
         summary.points_deleted += points
     indexed = written.finish_bulk_load(wait_seconds=0.0 if target.in_place else settings.index_wait)
@@ -178,7 +190,7 @@ def verify_collection(settings: StoreSettings, *, store: Store | None = None) ->
         physical = _physical(store, settings)
         spec = physical.read_spec()
         with open_manifest(settings, physical.collection, spec.fingerprint if spec else "") as manifest:
-            return verify(physical, manifest)
+            return verify(physical, manifest, flags=store_flags(settings))
     finally:
         if own:
             store.close()

@@ -28,6 +28,7 @@ from typing import Sequence
 
 from ingest import lexical
 from ingest.chunking import embed_text
+from ingest.crashpoints import crashpoint
 from ingest.errors import SettingsError, StoreError
 from ingest.logs import report_failure, setup_logging
 from ingest.progress import Progress
@@ -108,8 +109,10 @@ def copy_collection(source: Store, target: Store, name: str, *, source_settings:
     if landed != total:
         raise StoreError(f"{physical!r} at {target.location} holds {landed:,} points after the copy, the source "
                          f"{total:,}: run the copy again (it writes by id; nothing is lost)")
+    crashpoint("before-copy-manifest")
     articles = _copy_manifest(source_settings, resolved.collection, spec, target_settings, physical, wanted)
     writer.finish_bulk_load()
+    crashpoint("before-copy-alias")
     if resolved.is_alias and move_alias:
         target.point_alias(name, physical, replace_alias=target.resolve(name).is_alias)
     return CopyReport(name, resolved.collection, physical, landed, articles, upgraded,

@@ -100,7 +100,7 @@ class Searcher:
     ) -> "Searcher":
         """Open the collection `store_settings.collection` leads to. `store` (a
         connection, whatever collection it is bound to) is shared and left open when
-        given: an embedded store allows one connection per folder."""
+        given. An embedded store's folder is held by one process; its stores there share it."""
         store_settings = store_settings or StoreSettings()
         embedder_settings = embedder_settings or EmbedderSettings()
         name = store_settings.collection

@@ -17,6 +17,11 @@ Commands:
 `python -m search serve --help`, `eval --help` and `bench --help` tell more. A query
 that is a command's name goes after `--`: python -m search -- serve
 
+Hits are ranked by their score: the cosine similarity in dense mode; in hybrid mode the
+fused score of the vector and BM25 rankings (reciprocal-rank fusion), printed with the
+passage's cosine beside it, which need not follow the order. Each search loads the
+model first (seconds on a CPU): for many queries, serve once (`serve`) and query that.
+
 Exit codes: 0 done (hits printed or none found; the server stopped by SIGINT or
 SIGTERM); 1 failed (the message names the problem); 2 bad usage.
 """
@@ -38,7 +43,7 @@ from ingest.errors import SettingsError
 from ingest.logs import report_failure, setup_logging
 from ingest.settings import embedder_settings, env_default, store_settings
 from search import bench, evaluation
-from search.api import MODES, Hit, Searcher
+from search.api import MAX_K, MODES, Hit, Searcher
 from search.options import (
     EXIT_FAILED,
     EXIT_OK,
@@ -53,24 +58,32 @@ from search.serving import is_loopback, make_server, serve_until_stopped, server
 log = logging.getLogger("search")
 
 
-def _whole_number(low: int):
+def _whole_number(low: int, high: int | None = None):
     def parse(raw: str) -> int:
         try:
             value = int(raw)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}" if high is None else
+                                             f"must be between {low} and {high}, got {value}")
         return value
 
     return parse
 
 
+def _query(raw: str) -> str:
+    if not raw.strip():
+        raise argparse.ArgumentTypeError("is empty: say what to look for, e.g. \"who painted the Mona Lisa\"")
+    return raw
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m search", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("query", help="what to look for, in plain words")
-    parser.add_argument("-k", type=int, default=5, help="number of hits (default %(default)s)")
+    parser.add_argument("query", type=_query, help="what to look for, in plain words")
+    parser.add_argument("-k", type=_whole_number(1, MAX_K), default=5,
+                        help=f"number of hits, 1 to {MAX_K} (default %(default)s)")
     parser.add_argument("--json", action="store_true",
                         help="one JSON object per hit on stdout (with --context: the context block as JSON)")
     options = parser.add_argument_group("what to search")
@@ -125,7 +138,15 @@ def format_hit(hit: Hit, width: int = 100) -> str:
     hit = replace(hit, title=terminal_safe(hit.title), url=terminal_safe(hit.url), text=terminal_safe(hit.text))
     snippet = textwrap.shorten(hit.text, width=240, placeholder=" …")
     body = textwrap.indent(textwrap.fill(snippet, width=width - 4), "    ")
-    return f"{hit.rank}. {hit.title}  (similarity {hit.similarity:.3f})\n    {hit.url}\n{body}"
+    return f"{hit.rank}. {hit.title}  ({score_label(hit)})\n    {hit.url}\n{body}"
+
+
+def score_label(hit: Hit) -> str:
+    """What ranks the hit, as the search page shows it: the cosine in dense mode; in hybrid mode
+    the fused rank score, with the cosine beside it (a lower cosine can rank higher: BM25 ranked it high)."""
+    if abs(hit.score - hit.similarity) < 1e-6:
+        return f"cosine {hit.similarity:.3f}"
+    return f"score {hit.score:.3f}, cosine {hit.similarity:.3f}"
 
 
 def _search(args: argparse.Namespace, open_searcher: OpenSearcher) -> int:
@@ -204,7 +225,7 @@ def build_serve_parser(env: dict[str, str] | None = None) -> argparse.ArgumentPa
     parser.add_argument("--host", default=env_default(env, "SEARCH_HOST", "127.0.0.1"),
                         help="address to listen on; 0.0.0.0 or :: for every interface (env SEARCH_HOST; "
                              "default %(default)s)")
-    parser.add_argument("--port", type=int, default=env_default(env, "SEARCH_PORT", 8000, int),
+    parser.add_argument("--port", type=_whole_number(0, 65535), default=env_default(env, "SEARCH_PORT", 8000, int),
                         help="port to listen on; 0: any free one (env SEARCH_PORT; default %(default)s)")
     parser.add_argument("--open", action="store_true",
                         help="serve without a token (SEARCH_API_TOKEN ignored); only on a loopback host")

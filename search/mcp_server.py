@@ -10,7 +10,9 @@ Tools:
   a prompt, and its sources.
 
 Arguments are checked as the HTTP endpoint checks them (`search.request`), so a bad
-one is a tool error that names it. stdout carries the protocol; logs go to stderr.
+one is a tool error that names it; a store or embedder failure is the HTTP API's 503
+message (`search.server.unavailable_message`), with one line on stderr (the traceback
+with -v). stdout carries the protocol; logs go to stderr.
 
     {"mcpServers": {"wikipedia": {"command": "python", "args": ["-m", "search", "mcp",
      "--qdrant-path", "/path/to/qdrant_data"]}}}
@@ -20,22 +22,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 from typing import Any, Callable
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
+from ingest.errors import IngestError
 from search.api import Searcher
 from search.context import build_context
 from search.options import add_searcher_args, searcher_command
 from search.request import DEFAULT_MAX_QUERY_CHARS, HTTPError, SearchRequest, parse_search
+from search.server import failed_part, unavailable_message
+
+log = logging.getLogger("search.mcp")
 
 PROG = "python -m search mcp"
 DEFAULT_CONTEXT_CHARS = 4000
 
 
-def make_server(searcher: Searcher, *, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS) -> MCPServer:
-    """An MCP server whose tools search `searcher`."""
+def make_server(searcher: Searcher, *, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS,
+                verbose: bool = False) -> MCPServer:
+    """An MCP server whose tools search `searcher`. A store or embedder failure is
+    a tool error in the HTTP API's words and one line on stderr (its traceback
+    too when `verbose`)."""
     server = MCPServer(name="wikipedia-search", instructions=(
         f"Search {searcher.name!r}, a Wikipedia index ({searcher.spec.model.name}): `search` for ranked "
         "passages, `context` for a cited block to answer from. Cite titles and urls."))
@@ -51,6 +61,9 @@ def make_server(searcher: Searcher, *, max_query_chars: int = DEFAULT_MAX_QUERY_
             return await asyncio.to_thread(call)  # the searcher blocks: off the server's loop
         except ValueError as exc:  # SearchError: the searcher refused the arguments
             raise ToolError(str(exc)) from None
+        except IngestError as exc:  # an outage, said as HTTP's 503 says it; the SDK would log tracebacks
+            log.error("search failed: the %s: %s", failed_part(exc), exc, exc_info=exc if verbose else None)
+            raise ToolError(unavailable_message(failed_part(exc))) from None
 
     @server.tool(description="Ranked Wikipedia passages for a query, with title, url and scores. mode: "
                              "'hybrid' (default where available) or 'dense'; titles/article_ids/urls restrict "
@@ -87,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _serve(args: argparse.Namespace, open_searcher: Callable) -> int:
     with open_searcher() as searcher:
-        make_server(searcher).run("stdio")
+        make_server(searcher, verbose=args.verbose > 0).run("stdio")
     return 0
 
 

@@ -19,8 +19,8 @@ Bearer`); 404; 405 (with `Allow`); 413 a query over `max_query_chars` or a body 
 type, out of range or unknown, an empty query, a lone surrogate, a repeated
 parameter); 503 the embedder or the store failed (which one, never its address:
 the server's log has the details). `/health` checks both and answers 503, with an
-`error`, when either fails. A request line uvicorn cannot parse gets its
-plain-text 400.
+`error`, when either fails or does not answer within 2 s. A request line uvicorn
+cannot parse gets its plain-text 400.
 
 Changed in this version (the move from a hand-written WSGI app to FastAPI):
 validation errors are 422, not 400; a POST without Content-Length (chunked) is
@@ -35,8 +35,11 @@ from a CDN; the page at `/` and `/openapi.json` work offline).
 
 Searches run in FastAPI's thread pool, up to `max_concurrent` at once (the embedded
 store and a TEI or Modal embedder take concurrent calls; an in-process model runs
-one forward pass at a time itself); the health check has a thread of its own, so
-it never waits behind them.
+one forward pass at a time itself). The health check's probes have a thread each,
+so they never wait behind searches, and `/health` answers within about 2 s
+(HEALTH_WAIT_SECONDS) whatever the backends do: a part that has not answered by
+then is a 503 that names it, while its probe goes on (a TEI that is down is retried
+for the whole retry budget) and is not started again until it returns.
 """
 
 # No `from __future__ import annotations` here: the routes' parameter types are models made
@@ -47,7 +50,8 @@ import logging
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -84,7 +88,9 @@ TOKEN_ENV = "SEARCH_API_TOKEN"  # where the command line and the Modal endpoint 
 API_VERSION = "0.2.0"  # of the HTTP contract: 0.2 answers validation errors with 422 (0.1: 400)
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 DEFAULT_MAX_CONCURRENT = 4  # searches at once
-HEALTH_SECONDS = 10.0  # how long a health check's answer is reused
+HEALTH_SECONDS = 10.0  # how long a health probe's answer is reused
+HEALTH_WAIT_SECONDS = 2.0  # how long a health check waits for its probes, in all
+PARTS = ("store", "embedder")  # what a health check probes
 DRAIN_LIMIT = 1024 * 1024  # an oversized body up to this size is read away, so the client gets the 413
 STATIC = Path(__file__).with_name("static")
 PAGE_FILES = {"search.js": "text/javascript; charset=utf-8", "search.css": "text/css; charset=utf-8"}
@@ -102,12 +108,33 @@ ERRORS = {
 }
 
 
+def failed_part(exc: IngestError) -> str:
+    """Which part of the backend a search's failure came from: "embedder" or "store"."""
+    return "embedder" if isinstance(exc, EmbedderError) else "store"
+
+
+def unavailable_message(part: str) -> str:
+    """What a caller is told when `part` failed (HTTP's 503, the MCP tools' error):
+    which part, never where it lives (the server's log has that)."""
+    return f"the search backend is unavailable (the {part} failed; the server's log says more): try again later"
+
+
 class JSON(JSONResponse):
     media_type = "application/json; charset=utf-8"
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSON:
     return JSON({"error": message}, status_code=status, headers=headers)
+
+
+@dataclass
+class Probe:
+    """One health probe of a part: when it started, its answer (True: ok) to come,
+    and whether a health check has already logged it late."""
+
+    started: float
+    future: Future
+    late: bool = False
 
 
 class SearchService:
@@ -118,8 +145,7 @@ class SearchService:
         self._token = token.strip().encode() if token is not None else None
         self._slots = threading.BoundedSemaphore(max_concurrent)  # searches at once: see the module docstring
         self._health_lock = threading.Lock()
-        self._health_checked: tuple[float, dict[str, str]] | None = None
-        self.health_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search-health")
+        self._probes: dict[str, Probe] = {}  # each part's latest health probe, under way or done
 
     def __repr__(self) -> str:  # never the token
         return f"SearchService({self.searcher.name!r}, auth={self.auth})"
@@ -137,33 +163,56 @@ class SearchService:
             raise HTTPError(401, "the bearer token is wrong",
                             [("WWW-Authenticate", 'Bearer realm="search", error="invalid_token"')])
 
-    def health(self) -> tuple[int, dict[str, Any]]:
-        """Whether the store and the embedder answer (checked at most every
-        HEALTH_SECONDS, not on every probe); 503 when either does not."""
-        now = time.monotonic()
+    async def health(self) -> tuple[int, dict[str, Any]]:
+        """Whether the store and the embedder answer, within HEALTH_WAIT_SECONDS in
+        all (a health check with a short timeout must see the 503, not time out);
+        503 when either fails or has not answered by then. A probe's answer is
+        reused for HEALTH_SECONDS, and one still under way is waited for again, not
+        started twice (a TEI that is down is retried for the whole retry budget)."""
         with self._health_lock:
-            if self._health_checked is None or now - self._health_checked[0] >= HEALTH_SECONDS:
-                self._health_checked = (now, self._check_backends())
-            checks = self._health_checked[1]
+            probes = {part: self._probe(part) for part in PARTS}
+        await asyncio.wait([asyncio.wrap_future(p.future) for p in probes.values()], timeout=HEALTH_WAIT_SECONDS)
+        late = [part for part, probe in probes.items() if not probe.future.done()]
+        failed = [part for part, probe in probes.items() if part not in late and not probe.future.result()]
+        for part in late:
+            if not probes[part].late:
+                probes[part].late = True
+                log.error("health check: the %s has not answered within %g s; its probe goes on", part,
+                          HEALTH_WAIT_SECONDS)
         searcher = self.searcher
-        failed = [part for part, state in checks.items() if state != "ok"]
-        answer = {"status": "unavailable" if failed else "ok", **checks, "collection": searcher.name,
-                  "physical_collection": searcher.store.collection, "model": searcher.spec.model.name,
-                  "dimension": searcher.spec.dimension, "auth": self.auth}
-        if failed:
-            answer["error"] = f"the {' and the '.join(failed)} failed the health check (the server's log says more)"
-        return (503 if failed else 200), answer
+        answer = {"status": "unavailable" if failed or late else "ok",
+                  **{part: "unavailable" if part in failed or part in late else "ok" for part in PARTS},
+                  "collection": searcher.name, "physical_collection": searcher.store.collection,
+                  "model": searcher.spec.model.name, "dimension": searcher.spec.dimension, "auth": self.auth}
+        reasons = ([f"the {' and the '.join(failed)} failed the health check"] if failed else []) + (
+            [f"the {' and the '.join(late)} did not answer the health check within {HEALTH_WAIT_SECONDS:g} s"]
+            if late else [])
+        if reasons:
+            answer["error"] = f"{'; '.join(reasons)} (the server's log says more)"
+        return (503 if reasons else 200), answer
 
-    def _check_backends(self) -> dict[str, str]:
-        checks = {}
-        for part, probe in (("store", lambda: self.searcher.store.exists()),
-                            ("embedder", lambda: self.searcher.embedder.embed_queries(["health check"]))):
-            try:
-                checks[part] = "ok" if probe() is not False else "unavailable"
-            except Exception as exc:  # noqa: BLE001 - reported as unavailable, logged with its details
-                log.error("health check: the %s failed: %s", part, exc)
-                checks[part] = "unavailable"
-        return checks
+    def _probe(self, part: str) -> Probe:
+        """`part`'s latest probe, or a new one when it is done and older than HEALTH_SECONDS."""
+        probe, now = self._probes.get(part), time.monotonic()
+        if probe is None or (probe.future.done() and now - probe.started >= HEALTH_SECONDS):
+            probe = self._probes[part] = Probe(now, Future())
+            # A daemon thread of its own: a part that hangs holds up neither the other
+            # part's probe nor a search, nor the process's exit.
+            threading.Thread(target=self._check, args=(part, probe.future), name=f"search-health-{part}",
+                             daemon=True).start()
+        return probe
+
+    def _check(self, part: str, answer: Future) -> None:
+        try:
+            if part == "store":
+                ok = self.searcher.store.exists() is not False
+            else:
+                self.searcher.embedder.embed_queries(["health check"])
+                ok = True
+        except Exception as exc:  # noqa: BLE001 - reported as unavailable, logged with its details
+            log.error("health check: the %s failed: %s", part, exc)
+            ok = False
+        answer.set_result(ok)
 
     def search(self, request: SearchRequest) -> dict[str, Any]:
         started = time.perf_counter()
@@ -175,10 +224,8 @@ class SearchService:
         except SearchError as exc:  # the searcher refused the arguments
             raise HTTPError(400, str(exc)) from exc
         except IngestError as exc:  # Qdrant or the embedder failed: which one, never where it lives
-            part = "the embedder" if isinstance(exc, EmbedderError) else "the store"
-            log.error("search failed: %s: %s", part, exc)
-            raise HTTPError(503, f"the search backend is unavailable ({part} failed; the server's log says "
-                                 "more): try again later") from exc
+            log.error("search failed: the %s: %s", failed_part(exc), exc)
+            raise HTTPError(503, unavailable_message(failed_part(exc))) from exc
         answer = {"query": request.query, "k": request.k, "mode": request.mode or self.searcher.default_mode,
                   "took_ms": round((time.perf_counter() - started) * 1000, 1),
                   "hits": [hit.to_dict() for hit in hits]}
@@ -234,10 +281,10 @@ def make_app(searcher: Searcher, *, token: str | None, max_query_chars: int = DE
         return service.search(body)
 
     @app.get("/health", response_model=Health, operation_id="health", responses={503: {
-        "model": Health, "description": "The store or the embedder failed; `error` says which"}},
+        "model": Health, "description": "The store or the embedder failed or was slow; `error` says which"}},
         summary="Whether the service is up, and what it searches")
     async def health() -> JSON:
-        status, answer = await asyncio.get_running_loop().run_in_executor(service.health_thread, service.health)
+        status, answer = await service.health()
         return JSON(answer, status_code=status)
 
     @app.get("/openapi.json", response_model=dict[str, Any], operation_id="openapi", summary="This document")

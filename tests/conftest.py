@@ -23,6 +23,7 @@ INTEGRATION_MODULES = {
     "test_rebuild", "test_reindex", "test_resume", "test_runs", "test_search_api", "test_search_page", "test_server",
     "test_store", "test_store_edge", "test_store_server", "test_tei_contract", "test_tei_embedder", "test_tei_ingest",
     "test_worker", "test_qdrant_grpc", "test_containers", "test_qdrant_standin", "test_rehearsal",
+    "test_store_faults", "test_disk_faults", "test_interrupts", "test_advice", "test_serving_faults",
 }
 INTEGRATION_FIXTURES = {"local_embedder", "memory_store"}
 

@@ -29,11 +29,44 @@ def test_help_is_on_stdout_and_exits_zero(module, tmp_path):
         (["--embedder", "tei"], {}, "needs --tei-url"),
         ([], {"INGEST_LIMIT": "many"}, "INGEST_LIMIT='many' is not a valid int"),
         (["--chunk-size", "5"], {}, "chunk size 5 is too small"),
+        (["--qdrant-url", "http://user:pw@localhost:99999"], {}, "--qdrant-url 'http://localhost:99999': Port out "
+                                                                 "of range 0-65535; e.g. http://localhost:6333"),
+        (["--embedder", "tei", "--tei-url", "http://localhost:70000"], {}, "--tei-url 'http://localhost:70000': "
+                                                                          "Port out of range"),
+        (["--qdrant-url", "localhost:6333"], {}, "is not an http(s) URL with a host"),
     ],
 )
 def test_bad_usage_exits_two_naming_the_setting(args, env, message, tmp_path):
     done = run("ingest", *args, cwd=tmp_path, env=env)
     assert done.returncode == 2 and message in done.stderr and done.stdout == ""
+    assert "Traceback" not in done.stderr and "pw" not in done.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["  "], "argument query: is empty: say what to look for"),
+    (["-k", "0", "x"], "argument -k: must be between 1 and 100, got 0"),
+    (["x", "--qdrant-url", "http://localhost:99999"], "Port out of range 0-65535"),
+    (["serve", "--open", "--port", "80000"], "argument --port: must be between 0 and 65535, got 80000"),
+])
+def test_bad_search_usage_exits_two_before_loading_anything(args, message, tmp_path):
+    """Issue 19: these exited 1 after seconds of model start-up, or with tracebacks."""
+    done = run("search", *args, cwd=tmp_path)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert "loading" not in done.stderr and done.stdout == ""
+
+
+@pytest.mark.parametrize("args, env, message", [
+    (["--device", "cuda"], {}, "--device cuda: this torch ("),
+    (["--model", "no-such/model"], {"HF_HUB_OFFLINE": "1"},
+     "model 'no-such/model' is not in the Hugging Face cache and HF_HUB_OFFLINE is set"),
+])
+def test_a_model_or_device_that_cannot_be_had_fails_in_seconds_saying_why(args, env, message, tmp_path):
+    import time
+
+    started = time.perf_counter()
+    done = run("ingest", "--limit", "1", "--no-progress", *args, cwd=tmp_path, env=env)
+    assert done.returncode == 1 and message in done.stderr and done.stderr.count("ERROR") == 1, done.stderr
+    assert time.perf_counter() - started < 30  # the model name was once blamed for cuda; no-such/model took 80 s
 
 
 def test_a_source_without_a_column_exits_one_naming_it(tmp_path):

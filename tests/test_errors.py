@@ -70,7 +70,7 @@ def test_a_full_disk_is_named_with_the_file_and_what_to_do():
 def test_a_full_disk_in_a_run_ends_in_one_line(tmp_path, monkeypatch, caplog):
     from ingest import cli
 
-    def fill_the_disk(settings, mode):
+    def fill_the_disk(settings, mode, **_):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "qdrant_data-state" / "m.sqlite"))
 
     monkeypatch.setattr(cli, "run_ingest", fill_the_disk)

@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import sys
+import tempfile
 
 import pytest
 
@@ -89,3 +90,40 @@ def test_the_mcp_server_searches_through_any_configured_embedder_here_tei(store_
     assert not found.is_error, found.content
     assert found.structured_content["hits"][0]["title"] == "2001: A Space Odyssey"
     assert tei.received.paths["POST /embed"] >= 1  # the query went through TEI, not a model of its own
+
+
+def test_an_embedder_outage_is_a_tool_error_that_says_so_without_tracebacks(store_path, local_embedder):
+    """TEI stops after the server started: the tool answers what the HTTP API's 503
+    says (the backend is unavailable, which part, try again later), and stderr has
+    one line about it, not the SDK's tracebacks."""
+    from mcp import ClientSession, StdioServerParameters
+    from mcp.client.stdio import stdio_client
+
+    from ingest.rehearsal.tei import TEIServer
+
+    tei = TEIServer(embedder=local_embedder).__enter__()
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "search", "mcp", "--collection", "wiki", "--embedder", "tei",
+                                      "--tei-retry-budget", "1"],
+        env={**os.environ, "PYTHONPATH": os.getcwd(), "HF_HUB_OFFLINE": "1", "TEI_URL": tei.url,
+             "QDRANT_PATH": store_path})
+
+    async def session_run(errlog):
+        async with stdio_client(params, errlog=errlog) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()  # the server has opened TEI by now: stop it
+            tei.dead.set()  # kept-alive connections answer nothing either
+            tei.__exit__(None, None, None)
+            return await session.call_tool("search", {"query": "HAL 9000", "k": 2})
+
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as errlog:
+        try:
+            failed = asyncio.run(asyncio.wait_for(session_run(errlog), timeout=180))
+        finally:
+            tei.__exit__(None, None, None)
+        errlog.seek(0)
+        stderr = errlog.read()
+    assert failed.is_error
+    assert failed.content[0].text == ("Error executing tool search: the search backend is unavailable (the "
+                                      "embedder failed; the server's log says more): try again later")
+    assert "Traceback" not in stderr, stderr
+    assert stderr.count("the embedder") == 1, stderr  # one line naming it (with the details TEI gave)

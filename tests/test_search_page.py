@@ -10,8 +10,6 @@ its hits and context block."""
 from __future__ import annotations
 
 import os
-import threading
-import time
 import types
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -25,7 +23,8 @@ from ingest.sync import run_ingest
 from search import Searcher
 from search.api import Hit
 from search.server import make_app
-from search.serving import make_server, server_url
+from search.serving import server_url
+from tests.http_serving import serving
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -53,25 +52,12 @@ def searcher(tmp_path_factory, local_embedder):
         yield searcher
 
 
-def serving(app):
-    server = make_server(app, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert server.started
-    return server, thread
-
-
 @pytest.fixture(scope="module")
 def url(searcher):
     """The page's URL on a real server over the real index, with a token."""
-    server, thread = serving(make_app(searcher, token=TOKEN))
+    server, stop = serving(make_app(searcher, token=TOKEN))
     yield server_url(server) + "/"
-    server.stop()
-    thread.join(30)
-    server.close()
+    stop()
 
 
 @pytest.fixture(scope="module")
@@ -140,8 +126,9 @@ def test_the_page_searches_shows_ranked_hits_and_the_context_and_stays_on_loopba
     assert link.get_attribute("rel") == "noopener noreferrer"
     snippets = page.locator(".hit-snippet").all_text_contents()
     assert len(snippets) == 3 and all(len(s) > 20 for s in snippets) and "HAL" in snippets[0]
-    scores = [float(s.removeprefix("score ")) for s in page.locator(".hit-score").all_text_contents()]
-    assert scores == sorted(scores, reverse=True)
+    labels = page.locator(".hit-score").all_text_contents()  # hybrid: "score 0.033 · cosine 0.521"
+    scores = [float(label.split(" · ")[0].removeprefix("score ")) for label in labels]
+    assert scores == sorted(scores, reverse=True) and all(" · cosine 0." in label for label in labels), labels
     context = page.text_content("#context")
     assert page.is_visible("#context-section") and context.startswith(f"[1] {HAL_TITLE} — {HAL_URL}\n")
 
@@ -192,7 +179,7 @@ class HostileSearcher:
 
 
 def test_hostile_hits_are_shown_as_text_and_only_http_links_are_links(visit):
-    server, thread = serving(make_app(HostileSearcher(), token=None))
+    server, stop = serving(make_app(HostileSearcher(), token=None))
     try:
         page = visit.page
         page.goto(server_url(server) + "/")
@@ -207,6 +194,4 @@ def test_hostile_hits_are_shown_as_text_and_only_http_links_are_links(visit):
         assert page.title() == "Wikipedia search"
         assert visit.blocked == []  # the image in the title was never fetched
     finally:
-        server.stop()
-        thread.join(30)
-        server.close()
+        stop()

@@ -50,7 +50,8 @@ from search.cli import build_parser, check_exposure, main, search_options
 from search.context import build_context
 from search.request import FIELDS, PARAMETERS, HTTPError, SearchRequest, parse_search
 from search.server import PAGE_POLICY, STATIC, make_app
-from search.serving import is_loopback, make_server
+from search.serving import is_loopback
+from tests.http_serving import serving
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "test-token-0123456789abcdef"
@@ -80,22 +81,6 @@ def index(tmp_path_factory, local_embedder):
 def searcher(index, local_embedder):
     with Searcher.open(index[0], embedder=local_embedder) as searcher:
         yield searcher
-
-
-def serving(app):
-    """A started uvicorn server for `app` on a free loopback port, and how to stop it."""
-    server = make_server(app, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    eventually(lambda: server.started or not thread.is_alive(), 30)
-    assert server.started
-
-    def stop():
-        server.stop()
-        thread.join(30)
-        server.close()
-
-    return server, stop
 
 
 @pytest.fixture(scope="module")

@@ -56,6 +56,25 @@ def test_a_source_missing_a_column_fails_at_once_naming_it(tmp_path):
         open_source(str(path))
 
 
+def test_a_json_lines_file_whose_first_row_lacks_a_column_is_read_and_that_row_dead_lettered(tmp_path):
+    """Issue 19: columns were judged from the first row alone, so 0 of 10 rows were written."""
+    from ingest.pipeline.deadletters import MemorySink
+    from ingest.pipeline.run import articles_from_rows
+    from ingest.pipeline.summary import RunSummary
+
+    rows = [{"id": "0", "url": "u", "text": "no title here"}] + [
+        {"id": str(i), "url": "u", "title": f"T{i}", "text": "words"} for i in range(1, 10)]
+    path = write_jsonl(tmp_path / "rows.jsonl", rows)
+    summary, sink = RunSummary(), MemorySink("test")
+    articles = list(articles_from_rows(open_source(str(path)), summary, sink))
+    assert [a.id for a in articles] == [str(i) for i in range(1, 10)]
+    assert summary.invalid == 1 and "article '0': field 'title' is missing" in sink.records[0]["message"]
+    anonymous = write_jsonl(tmp_path / "anonymous.jsonl", rows[1:3] + [{"url": "u", "title": "T", "text": "x"}])
+    summary, sink = RunSummary(), MemorySink("test")
+    list(articles_from_rows(open_source(str(anonymous)), summary, sink))
+    assert sink.records[0]["message"].startswith("row 3 ('T'): field 'id' is missing")  # counted from 1
+
+
 @pytest.mark.parametrize("spec, message", [("no/such/path.txt", "neither 'sample'"), ("./missing.parquet", "no such file"), ("data/x.jsonl", "no such file")])
 def test_an_unknown_source_says_what_is_accepted(spec, message):
     with pytest.raises(SourceError, match=message):
@@ -143,7 +162,7 @@ def test_duplicate_ids_keep_the_first_row_and_are_reported_by_row():
     kept = list(articles_from_rows(rows, summary, sink))
     assert [(a.id, a.title) for a in kept] == [("1", "First"), ("2", "Other")]
     assert (summary.duplicates, summary.invalid, summary.skipped_empty) == (1, 1, 1)
-    assert "appears again in row 2, after row 0: the first is kept" in sink.records[0]["message"]
+    assert "appears again in row 3, after row 1: the first is kept" in sink.records[0]["message"]  # from 1
     assert "title" in sink.records[1]["message"] and "invisible" in sink.records[1]["message"]
     assert "duplicate ids left out 1" in summary.report()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import format_datetime
@@ -21,6 +22,7 @@ from ingest.embedders.base import Embedder, Rejection
 from ingest.embedders.tei import TEIEmbedder, parse_retry_after
 from ingest.errors import BackendFailure, EmbedderError
 from schemas.models import BGE_QUERY_INSTRUCTION
+from ingest.rehearsal import router
 from ingest.rehearsal.tei import Faults, TEIServer, deterministic_vector, deterministic_vectors
 
 FAST = {"retry_initial_wait": 0.001, "retry_max_wait": 0.01, "timeout": 5.0}
@@ -327,6 +329,50 @@ def test_unreachable_server_names_the_url_but_not_the_secrets(connect):
     message = str(caught.value)
     assert url in message and "hunter2" not in message and "sk-secret" not in message
     assert time.perf_counter() - started < 5
+
+
+def test_a_server_gone_for_good_fails_a_request_within_the_short_budget_a_busy_one_gets_the_long_one(connect):
+    """Issue 19: a TEI that was gone for good was retried for the whole 600 s budget per
+    request; connections refused now have their own, minutes shorter (60 s by default)."""
+    assert TEIEmbedder.__init__.__kwdefaults__["retry_budget"] - TEIEmbedder.__init__.__kwdefaults__[
+        "refused_budget"] >= 120
+    port = router.free_port()
+    process = subprocess.Popen([*router.runner(), "--port", str(port)], stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # until it listens
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        embedder = connect(url, retry_budget=600.0, refused_budget=1.5, retry_max_wait=0.2)
+    finally:
+        process.kill()  # the server goes away after the run started
+        process.wait()
+    started = time.perf_counter()
+    with pytest.raises(EmbedderError, match=f"TEI server {url} failed POST /embed after retrying for"):
+        embedder.embed_passages(["a passage"])
+    assert 1.5 <= time.perf_counter() - started < 10
+    with TEIServer(faults=Faults(script=[429] * 40, retry_after="0")) as busy:  # busy for longer than 1.5 s
+        started = time.perf_counter()  # (the connection's probe meets the 429s)
+        patient = connect(busy, retry_budget=600.0, refused_budget=1.5, retry_initial_wait=0.1, retry_max_wait=0.1)
+        assert patient.embed_passages(["a passage"]).vectors.shape == (1, busy.dimension)
+        assert time.perf_counter() - started > 1.5 and patient.retry_counts()["429"] >= 15
+
+
+def test_closing_the_embedder_ends_a_call_in_flight_with_an_error_not_a_wait_for_ever(connect):
+    with TEIServer() as slow:
+        embedder = TEIEmbedder(slow.url, **FAST)  # a quick probe at connection, then every answer after 30 s
+        slow.set_faults(Faults(slow_rate=1.0, delay=30.0))
+        with ThreadPoolExecutor(1) as pool:
+            call = pool.submit(embedder.embed_passages, ["a passage"])
+            time.sleep(0.5)
+            started = time.perf_counter()
+            embedder.close()
+            with pytest.raises(EmbedderError, match="the embedder was closed while this call was waiting"):
+                call.result(timeout=10)
+            assert time.perf_counter() - started < 5
 
 
 def test_a_url_that_is_not_tei_is_reported(server, connect):

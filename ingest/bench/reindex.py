@@ -54,9 +54,9 @@ def edit_snapshot(rows: list[dict[str, Any]], *, edited: float, removed: float,
 
 
 def _rows(settings: IngestSettings) -> list[dict[str, Any]]:
-    if settings.source == SAMPLE:
+    if settings.source_name == SAMPLE:
         return sample_rows()[: settings.limit]
-    return [dict(row) for row in open_source(settings.source, limit=settings.limit)]
+    return [dict(row) for row in open_source(settings.source_name, limit=settings.limit)]
 
 
 def _write(path: Path, rows: list[dict[str, Any]]) -> str:

@@ -25,10 +25,10 @@ from schemas import Article
 
 def chunk_texts(settings: IngestSettings, embedder: Embedder) -> tuple[list[str], int]:
     """Embedded texts of the source's chunks, and their stored characters."""
-    if settings.source == SAMPLE:  # no `datasets` needed: lets the GPU check run on a bare machine
+    if settings.source_name == SAMPLE:  # no `datasets` needed: lets the GPU check run on a bare machine
         rows = sample_rows()[: settings.limit]
     else:
-        rows = open_source(settings.source, limit=settings.limit)
+        rows = open_source(settings.source_name, limit=settings.limit)
     chunker = Chunker(settings.chunking, max_tokens=embedder.spec.max_tokens, count_tokens=embedder.count_tokens)
     texts, characters = [], 0
     for row in rows:

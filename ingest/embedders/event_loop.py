@@ -36,12 +36,15 @@ class LoopThread:
         future = self.submit(coro)
         try:
             return future.result()
+        except concurrent.futures.CancelledError:
+            raise EmbedderError("the embedder was closed while this call was waiting for the server") from None
         except BaseException:
             future.cancel()  # e.g. KeyboardInterrupt: stop the requests we no longer wait for
             raise
 
     def shutdown(self, client: httpx.AsyncClient) -> None:
-        """Close `client`'s connections, then stop the loop and its thread."""
+        """Cancel the calls in flight (their callers get an EmbedderError, not a wait for
+        ever), close `client`'s connections, then stop the loop and its thread."""
         if self.loop.is_closed():
             return
         if threading.current_thread() is self.thread:  # garbage-collected on our own loop
@@ -49,6 +52,7 @@ class LoopThread:
             return
         if self.thread.is_alive():
             try:
+                self.run(_cancel_others())
                 self.run(client.aclose())
             finally:
                 self.loop.call_soon_threadsafe(self.loop.stop)
@@ -56,6 +60,11 @@ class LoopThread:
         if not self.thread.is_alive():
             self.loop.close()
 
+async def _cancel_others() -> None:
+    tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def gather_all(coros: Any) -> None:

@@ -57,10 +57,39 @@ def resolve_model(name: str) -> tuple[str, str]:
     return name, name
 
 
+def from_hub(model: str) -> str:
+    """The folder of `model`'s snapshot in the Hugging Face cache, or, when it is not there, `model`
+    itself once the hub is known to have it: a model that cannot be had fails in seconds, named,
+    not after a minute of the libraries' own retries."""
+    import huggingface_hub as hub  # installed with sentence-transformers
+
+    try:
+        return hub.snapshot_download(model, local_files_only=True)
+    except Exception:  # not cached (LocalEntryNotFoundError), or a name the hub would refuse
+        pass
+    if hub.constants.HF_HUB_OFFLINE:
+        raise EmbedderError(f"model {model!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: "
+                            f"download it where there is a network (`hf download {model}`) or pass a model folder")
+    try:
+        hub.model_info(model, timeout=10)
+    except Exception as exc:
+        why = "no such model on the hub" if "NotFound" in type(exc).__name__ else f"{type(exc).__name__}: {exc}"
+        raise EmbedderError(f"cannot load model {model!r} ({why}): pass a model folder, or a hub id this machine "
+                            "can download (or has cached)") from exc
+    return model
+
+
 def pick_device(device: str) -> str:
+    """`auto`: the GPU there is (CUDA, else Apple's MPS), else the CPU. A device named
+    that this torch cannot use is refused here, saying why, not by the model's load."""
+    import torch  # heavy, and only in the `local` extra
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        why = "is a CPU-only build" if torch.version.cuda is None else "finds no CUDA GPU on this machine"
+        raise EmbedderError(f"--device {device}: this torch ({torch.__version__}) {why}: use --device cpu (or auto), "
+                            "or install a CUDA build of torch where there is a GPU")
     if device != "auto":
         return device
-    import torch  # heavy, and only in the `local` extra
 
     if torch.cuda.is_available():
         return "cuda"
@@ -150,8 +179,10 @@ class LocalEmbedder:
         if engine not in ("auto", "direct", "sentence-transformers"):
             raise EmbedderError(f"unknown engine {engine!r}: use auto, direct or sentence-transformers")
         name, location = resolve_model(model)
-        local = Path(location).is_dir()  # weights on disk: `local_files_only`, the hub is never asked
         started = time.perf_counter()
+        self.device = pick_device(device)
+        location = location if Path(location).is_dir() else from_hub(location)
+        local = Path(location).is_dir()  # weights on disk: `local_files_only`, the hub is never asked
         log.info("loading %s (torch and the weights%s)", name, "" if local else
                  ", downloaded from the Hugging Face hub first if not cached")
         try:
@@ -162,7 +193,6 @@ class LocalEmbedder:
             raise EmbedderError(
                 "the local embedder needs sentence-transformers: pip install '.[local]'"
             ) from exc
-        self.device = pick_device(device)
         _quiet_transformers(downloading=not local)
         try:
             self.model = SentenceTransformer(location, device=self.device, local_files_only=local)

@@ -12,7 +12,8 @@ spent in milliseconds. So:
   ceiling the caller chose;
 - `backoff` waits at least a floor, doubling with the attempt, with full jitter
   above the floor, and never less than the server's `Retry-After`;
-- the caller gives up after a time budget, not a count of attempts.
+- the caller gives up after a time budget, not a count of attempts, and after a
+  much shorter one when no server is there at all (`StopRetrying`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,28 @@ from tenacity import RetryCallState
 from tenacity.wait import wait_base
 
 OVERLOAD_STATUSES = frozenset({429, 503})
+NO_SERVER = (httpx.ConnectError, httpx.ConnectTimeout)  # nothing listens, or the host cannot be reached
+
+
+class StopRetrying:
+    """A tenacity stop: after `budget` seconds of retrying in all, or after `refused`
+    seconds in which every attempt found no server (`NO_SERVER`). A busy server
+    answers (429, 503) and is worth the whole budget; one that is gone answers
+    nothing, and a run should say so in a minute, not in ten. One per request."""
+
+    def __init__(self, budget: float, refused: float) -> None:
+        self.budget, self.refused = budget, min(refused, budget)
+        self._refused_since: float | None = None
+
+    def __call__(self, state: RetryCallState) -> bool:
+        failure = state.outcome.exception() if state.outcome else None
+        if not isinstance(failure, NO_SERVER):
+            self._refused_since = None
+        elif self._refused_since is None:
+            self._refused_since = time.monotonic()
+        elif time.monotonic() - self._refused_since >= self.refused:
+            return True
+        return state.seconds_since_start is not None and state.seconds_since_start >= self.budget
 
 
 class AdaptiveLimit:

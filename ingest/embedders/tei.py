@@ -53,7 +53,6 @@ from tenacity import (
     retry_if_exception,
     retry_if_exception_type,
     stop_after_attempt,
-    stop_after_delay,
 )
 
 from ingest.embedders.base import (
@@ -64,7 +63,7 @@ from ingest.embedders.base import (
     with_query_instruction,
 )
 from ingest.embedders.event_loop import LoopThread, gather_all
-from ingest.embedders.pressure import OVERLOAD_STATUSES, AdaptiveLimit, Backoff, cause, tried
+from ingest.embedders.pressure import OVERLOAD_STATUSES, AdaptiveLimit, Backoff, StopRetrying, cause, tried
 from ingest.embedders.tei_wire import (
     REJECT_STATUSES,
     RETRY_STATUSES,
@@ -115,8 +114,8 @@ class TEIEmbedder:
     in flight, which grow again by one per round of answers; a retry waits at least
     `retry_initial_wait` (even after `Retry-After: 0`), doubling up to
     `retry_max_wait`, jittered, or longer if Retry-After says so; a request gives
-    up only after `retry_budget` seconds of trying. `retry_counts()` says how many
-    retries there were, by cause.
+    up after `retry_budget` seconds of trying, or `refused_budget` seconds of finding
+    no server. `retry_counts()` says how many retries there were, by cause.
     """
 
     def __init__(
@@ -128,6 +127,7 @@ class TEIEmbedder:
         max_batch_chars: int | None = None,
         timeout: float = 60.0,
         retry_budget: float = 600.0,
+        refused_budget: float = 60.0,
         retry_initial_wait: float = 0.5,
         retry_max_wait: float = 30.0,
         truncate: bool | None = True,
@@ -150,7 +150,7 @@ class TEIEmbedder:
         if retry_budget <= 0:
             raise EmbedderError(f"the TEI retry budget must be positive, got {retry_budget} s")
         self.url = redact_url(url)
-        self.retry_budget = retry_budget
+        self.retry_budget, self.refused_budget = retry_budget, min(refused_budget, retry_budget)
         self._alive = alive or (lambda: True)  # False once the server's process is known to be gone
         self.truncate = truncate
         self._wait = Backoff(retry_initial_wait, retry_max_wait, cap=RETRY_AFTER_CAP)
@@ -334,7 +334,7 @@ class TEIEmbedder:
             # a dead server's connection errors are not worth the retry budget
             retry=retry_if_exception_type((Transient, *TRANSIENT_ERRORS)) & retry_if_exception(
                 lambda exc: isinstance(exc, Transient) or self._alive()),
-            stop=stop_after_attempt(attempts) if attempts else stop_after_delay(self.retry_budget),
+            stop=stop_after_attempt(attempts) if attempts else StopRetrying(self.retry_budget, self.refused_budget),
             wait=self._wait,
             before_sleep=self._log_retry,
             reraise=True,

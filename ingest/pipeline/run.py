@@ -57,7 +57,7 @@ def articles_from_rows(
     an earlier row had is left out, reported with both rows, and dead-lettered: the
     first row wins, whatever the order of later runs' reading."""
     first_row: dict[str, int] = {}  # article id -> the row that had it (about 100 bytes an article)
-    for position, row in enumerate(rows):
+    for position, row in enumerate(rows, 1):  # rows count from 1, as a file's lines do
         summary.articles += 1
         if isinstance(row, BadRow):
             summary.unreadable += 1
@@ -140,6 +140,7 @@ def run_pipeline(
     in_progress: set[str] = set()  # marked pending, row not yet written
     refused: dict[str, list[int]] = {}  # chunk indices refused, per article in progress
     started = time.perf_counter()
+    progress.watch(lambda: (summary.articles, summary.chunks, summary.points_written))
 
     def embed(item: Window) -> None:
         result = None

@@ -138,8 +138,10 @@ class Manifest:
         try:
             db = sqlite3.connect(location, isolation_level=None, check_same_thread=False, timeout=30.0)
             if location != ":memory:":
-                db.execute("PRAGMA journal_mode=WAL")  # crash-safe; a lost tail only makes the manifest lag
-                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute("PRAGMA journal_mode=WAL")
+                # Every commit synced: a pending mark must reach the disk before the points it covers
+                # (flushed by the store), or a power cut leaves part of an article looking whole.
+                db.execute("PRAGMA synchronous=FULL")
             db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise StateError(f"cannot open the manifest {location}: {exc}") from exc
@@ -177,11 +179,22 @@ class Manifest:
                 ("schema", SCHEMA_VERSION), ("store", store), ("collection", collection),
                 ("fingerprint", fingerprint)])
 
+    def note(self, key: str) -> str | None:
+        """A note about the collection (e.g. `ingest.state.provenance`'s sources); `clear` forgets them."""
+        with self._lock:
+            found = self._db.execute("SELECT value FROM meta WHERE key = ?", (f"note.{key}",)).fetchone()
+        return found[0] if found else None
+
+    def set_note(self, key: str, value: str) -> None:
+        with self._lock, self._db:
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"note.{key}", value))
+
     # -- reading -----------------------------------------------------------------
     def lookup(self, article_ids: Sequence[str]) -> dict[str, ManifestRow]:
         rows: dict[str, ManifestRow] = {}
         with self._lock:
-            for part in _chunks(list(dict.fromkeys(article_ids))):
+            ids = list(dict.fromkeys(article_ids))
+            for part in (ids[start:start + _CHUNK] for start in range(0, len(ids), _CHUNK)):
                 marks = ",".join("?" * len(part))
                 for row in self._db.execute(f"SELECT * FROM articles WHERE article_id IN ({marks})", part):
                     rows[row[0]] = _row(row)
@@ -260,6 +273,7 @@ class Manifest:
         with self._lock, self._db:
             self._db.execute("BEGIN")
             self._db.execute("DELETE FROM articles")
+            self._db.execute("DELETE FROM meta WHERE key LIKE 'note.%'")
             self.cleared_at = time.time()
         self._wrote()
 
@@ -402,8 +416,3 @@ def _shown(store: str) -> str:
 
 def _row(row: tuple) -> ManifestRow:
     return ManifestRow(row[0], row[1], row[2], row[3], bool(row[4]), row[5])
-
-
-def _chunks(items: list[str]) -> Iterator[list[str]]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start:start + _CHUNK]

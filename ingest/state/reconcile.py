@@ -19,15 +19,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Callable
 
 from ingest.crashpoints import crashpoint
 from ingest.errors import MassDeleteError
 from ingest.state.manifest import Category, Comparison, Manifest
+from ingest.state.provenance import noted_sources, rerun
 from ingest.store import Store
 
 log = logging.getLogger(__name__)
 
 DELETE_BATCH = 256  # articles per delete request
+CONFIRM_SHARE = 0.05  # deleting more of the indexed articles (and more than CONFIRM_FLOOR) needs a yes
+CONFIRM_FLOOR = 10
 _CHEAP_CHECK_MAX_PENDING = 10_000  # beyond this, a filter naming them all costs more than a scan
 
 _LABELS = {
@@ -51,6 +55,8 @@ class DriftReport:
     points: int  # what it holds
     unattributed: int  # points without an article id in their payload
     comparison: Comparison
+    sources: tuple[str, ...] = ()  # what wrote the collection (`ingest.state.provenance`), the latest last
+    flags: str = ""  # the store's flags, for the commands the advice gives
 
     @property
     def in_sync(self) -> bool:
@@ -66,10 +72,19 @@ class DriftReport:
                 lines.append(f"{category.count:,} {label}, e.g. {', '.join(category.examples)}")
         if self.unattributed:
             lines.append(f"{self.unattributed:,} points without an article id (not written by this tool)")
-        lines.append("in sync" if self.in_sync else
-                     "drift: `python -m ingest reindex` restores the collection; `python -m ingest repair` "
-                     "rebuilds the manifest from the collection instead")
+        lines.append("in sync" if self.in_sync else self.advice())
         return lines
+
+    def advice(self) -> str:
+        """What to do, never a command that deletes: a stopped run is run again; other drift is
+        restored by running again what wrote the collection (a run redoes what it finds damaged)."""
+        c = self.comparison
+        if c.drifted == 0 and c.refused.count == 0 and not self.unattributed:
+            (last,) = rerun(list(self.sources[-1:]), self.flags)
+            return f"a run was stopped before it finished: run it again to finish it (`{last}`); it deletes nothing"
+        commands = "; ".join(f"`{command}`" for command in rerun(list(self.sources), self.flags))
+        return (f"drift: {commands} restores what is damaged or pending and deletes nothing; "
+                f"`python -m ingest repair{self.flags}` rebuilds the manifest from the collection instead")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,12 +111,13 @@ def _observe(store: Store, manifest: Manifest) -> int:
     return seen
 
 
-def verify(store: Store, manifest: Manifest) -> DriftReport:
-    """Compare the manifest with the collection, article by article (changes nothing)."""
+def verify(store: Store, manifest: Manifest, *, flags: str = "") -> DriftReport:
+    """Compare the manifest with the collection, article by article (changes nothing).
+    `flags`: the store's, for the advice's commands."""
     points = store.count()
     attributed = _observe(store, manifest)
     return DriftReport(store.collection, manifest.path, manifest.count(), manifest.expected_points(), points,
-                       max(points - attributed, 0), manifest.compare())
+                       max(points - attributed, 0), manifest.compare(), tuple(noted_sources(manifest)), flags)
 
 
 def repair(store: Store, manifest: Manifest) -> RepairReport:
@@ -130,10 +146,12 @@ def reconcile(store: Store, manifest: Manifest) -> DriftReport | None:
     return report
 
 
-def delete_unseen(store: Store, manifest: Manifest, *, max_share: float) -> tuple[int, int]:
+def delete_unseen(store: Store, manifest: Manifest, *, max_share: float,
+                  confirm: Callable[[str], bool] | None = None, source: str = "the source") -> tuple[int, int]:
     """Delete the articles of the manifest that the snapshot lacked (`mark_seen`);
     returns (articles, points) deleted. Refuses when they are more than `max_share`
-    of the indexed articles: a truncated or wrong snapshot must not empty the index."""
+    of the indexed articles: a truncated or wrong snapshot must not empty the index;
+    over `CONFIRM_SHARE` (and `CONFIRM_FLOOR`), deletes only if `confirm(question)` says yes."""
     unseen = manifest.count_unseen()
     if not unseen:
         return 0, 0
@@ -143,6 +161,14 @@ def delete_unseen(store: Store, manifest: Manifest, *, max_share: float) -> tupl
             f"the snapshot lacks {unseen:,} of the {indexed:,} indexed articles ({unseen / indexed:.0%}, over "
             f"--max-delete-share {max_share:g}); nothing was deleted. Check the source, or raise "
             "--max-delete-share to delete them")
+    if unseen > max(CONFIRM_SHARE * indexed, CONFIRM_FLOOR):
+        question = (f"delete {unseen:,} of the {indexed:,} articles of {store.collection} ({unseen / indexed:.0%}), "
+                    f"which {source} lacks?")
+        if confirm is None or not confirm(question):
+            raise MassDeleteError(
+                f"{unseen:,} of the {indexed:,} articles of {store.collection} ({unseen / indexed:.0%}), which "
+                f"{source} lacks, were not deleted: not confirmed (asked on a terminal only). If {source} is all "
+                "the collection should hold, run the same reindex with --yes")
     crashpoint("before-delete")
     articles = points = 0
     while ids := manifest.unseen(DELETE_BATCH):

@@ -7,14 +7,16 @@ or grouped queries in its Python API; what this project needs of them is written
 small here, under the store's folder:
 
     <folder>/edge/shards/<collection>/        one shard per physical collection
-    <folder>/edge/specs/<collection>.json     its build record (`CollectionSpec`), written atomically
-    <folder>/edge/aliases.json                alias -> collection, replaced atomically
+    <folder>/edge/specs/<collection>.json     its build record (`CollectionSpec`), replaced durably
+    <folder>/edge/aliases.json                alias -> collection, replaced durably
+    <folder>/edge/.lock                       held (flock) by the process using the folder
 
 The per-article cap is applied to a ranking fetched deep enough (deeper, if it
-falls short). A folder is held by one process (the shards' write-ahead logs are
-locked); a second one gets `StoreLockedError`. `update()` does not fsync: an
-acknowledged write survives the process being killed, not a power cut, until
-`flush()`, which `close()` and `finish_bulk_load()` call.
+falls short). A folder is held by one process at a time; a second one gets
+`StoreLockedError` naming the holder (`ingest.store.edge_folder`: the lock, the
+records' durability, atomic creation). `update()` does not fsync: an acknowledged
+write survives the process being killed, not a power cut, until `flush()`, which
+`close()` and `finish_bulk_load()` call.
 
 Search is exact (no `optimize()`, so no HNSW graph): at the sample's 10,260
 chunks a hybrid query takes milliseconds, and `optimize()` would block every
@@ -25,19 +27,15 @@ thread, the GIL held, for seconds to minutes (README, "The embedded store").
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
+import logging
 import tempfile
-import threading
-import uuid
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from ingest.crashpoints import crashpoint
-from ingest.errors import StoreError, StoreLockedError
+from ingest.errors import StoreError
 from ingest.lexical import SPARSE_VECTOR, edge_vector, passage_text
 from ingest.store.base import (
     FILTER_FIELDS,
@@ -60,6 +58,7 @@ from ingest.store.points import (
     point_payloads,
     stored_chunk_vector,
 )
+from ingest.store.edge_folder import Folder, acquire, read_record
 from ingest.store.specs import check_compatible
 from schemas import Article, Chunk, CollectionSpec, SparseSpec
 
@@ -71,66 +70,15 @@ except ImportError:  # pragma: no cover - depends on the install
 DENSE = ""  # the dense vector's name: Qdrant's unnamed default, as on a server collection
 BATCH = 256  # points per update
 _UNREAD = object()
-
-
-class _Folder:
-    """What the stores bound to one folder share: open shards, and one lock for aliases and specs."""
-
-    def __init__(self, root: Path, *, temporary: bool = False) -> None:
-        self.root = root
-        self.shards: dict[str, Any] = {}
-        self.lock = threading.RLock()
-        self.temporary = temporary  # a ":memory:" store: a folder deleted on close
-
-    def shard_path(self, collection: str) -> Path:
-        return self.root / "shards" / collection
-
-    def spec_path(self, collection: str) -> Path:
-        return self.root / "specs" / f"{collection}.json"
-
-    def aliases(self) -> dict[str, str]:
-        path = self.root / "aliases.json"
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-    def write_json(self, path: Path, data: Any) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-        partial.write_text(json.dumps(data, sort_keys=True), encoding="utf-8")
-        os.replace(partial, path)
-
-    def shard(self, collection: str) -> Any:
-        """The open shard of `collection` (opened on first use), or None if it has none."""
-        with self.lock:
-            if collection in self.shards:
-                return self.shards[collection]
-            path = self.shard_path(collection)
-            if not path.is_dir():
-                return None
-            try:
-                self.shards[collection] = q.EdgeShard.load(str(path))
-            except Exception as exc:  # Edge raises bare Exceptions: the lock's is "WouldBlock"
-                if "WouldBlock" in str(exc):
-                    raise StoreLockedError(
-                        f"the Qdrant storage folder {self.root.parent} is in use by another process (one process "
-                        "per folder): wait for it to finish, pass another --qdrant-path, or run a Qdrant server "
-                        "and use --qdrant-url") from exc
-                raise StoreError(f"cannot open the collection {collection!r} in {self.root.parent}: {exc}") from exc
-            return self.shards[collection]
-
-    def close(self) -> None:
-        with self.lock:
-            for shard in self.shards.values():
-                shard.close()
-            self.shards.clear()
-            if self.temporary:
-                shutil.rmtree(self.root.parent, ignore_errors=True)
+log = logging.getLogger(__name__)
 
 
 class EdgeStore:
     """One collection in a folder of Qdrant Edge shards (see the module docstring)."""
 
-    def __init__(self, folder: _Folder, collection: str, *, location: str) -> None:
+    def __init__(self, folder: Folder, collection: str, *, location: str, lease: list[bool] | None = None) -> None:
         self._folder, self.collection, self.location = folder, collection, location
+        self._lease = lease if lease is not None else [False]  # shared with `at()`'s stores: released once
         self._sparse: Any = _UNREAD  # the collection's SparseSpec (or None), read once, not per write
 
     @property
@@ -145,7 +93,7 @@ class EdgeStore:
         if q is None:
             raise StoreError("the embedded store needs qdrant-edge-py: pip install qdrant-edge-py")
         if str(path) == ":memory:":
-            return cls(_Folder(Path(tempfile.mkdtemp(prefix="qdrant-edge-")) / "edge", temporary=True),
+            return cls(acquire(Path(tempfile.mkdtemp(prefix="qdrant-edge-")) / "edge", temporary=True),
                        collection, location=":memory:")
         root = Path(path) / "edge"
         if not create and not root.is_dir():
@@ -156,10 +104,10 @@ class EdgeStore:
         except OSError as exc:
             raise StoreError(f"cannot create the store folder {path}: {exc.strerror or exc}: "
                              "pass another --qdrant-path") from exc
-        return cls(_Folder(root), collection, location=str(path))
+        return cls(acquire(root), collection, location=str(path))
 
     def at(self, collection: str) -> "EdgeStore":
-        return type(self)(self._folder, collection, location=self.location)
+        return type(self)(self._folder, collection, location=self.location, lease=self._lease)
 
     def __repr__(self) -> str:
         return f"EdgeStore({self.location!r}, collection={self.collection!r})"
@@ -209,29 +157,47 @@ class EdgeStore:
         path = self._folder.spec_path(self.collection)
         if not self.exists() or not path.is_file():
             return None
-        return CollectionSpec.from_metadata(json.loads(path.read_text(encoding="utf-8")))
+        return CollectionSpec.from_metadata(read_record(path))
 
     def ensure_collection(self, spec: CollectionSpec, *, bulk_load: bool = False) -> bool:
         with self._folder.lock:
             if self.exists():
                 existing = self.read_spec()
-                if existing is None:
-                    raise StoreError(f"collection {self.collection!r} in {self.location} has no build record: "
-                                     "pick another --collection")
-                check_compatible(self.collection, existing, spec)
-                return False
+                if existing is not None:
+                    check_compatible(self.collection, existing, spec)
+                    return False
+                if self._unrecorded(spec):
+                    self._sparse = spec.sparse
+                    return False
             sparse = {SPARSE_VECTOR: q.EdgeSparseVectorParams(modifier=q.Modifier.Idf)} if spec.sparse else None
             config = q.EdgeConfig(vectors=q.EdgeVectorParams(size=spec.dimension, distance=q.Distance.Cosine),
                                   sparse_vectors=sparse, on_disk_payload=True)
-            path = self._folder.shard_path(self.collection)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            shard = q.EdgeShard.create(str(path), config)
-            for field in FILTER_FIELDS:
-                shard.update(q.UpdateOperation.create_field_index(field, q.PayloadSchemaType.Keyword))
-            self._folder.shards[self.collection] = shard
-            self._folder.write_json(self._folder.spec_path(self.collection), spec.to_metadata())
+
+            def indexes(shard: Any) -> None:
+                for field in FILTER_FIELDS:
+                    shard.update(q.UpdateOperation.create_field_index(field, q.PayloadSchemaType.Keyword))
+
+            self._folder.create(self.collection, config, spec.to_metadata(), indexes)
             self._sparse = spec.sparse
             return True
+
+    def _unrecorded(self, spec: CollectionSpec) -> bool:
+        """A shard without a build record (an earlier version's interrupted creation, or a record
+        deleted as advised): recorded again when its name carries `spec`'s fingerprint (the
+        name a run gives what it builds), removed if empty, else refused naming the folder.
+        True: the shard is kept, with its record."""
+        path = self._folder.shard_path(self.collection)
+        if self.collection.endswith(f"-{spec.fingerprint[:8]}"):
+            self._folder.write_json(self._folder.spec_path(self.collection), spec.to_metadata())
+            log.warning("wrote the build record of %s again, from the settings its name was made from", path)
+            return True
+        if self.count():
+            raise StoreError(f"collection {self.collection!r} in {self.location} has no build record (nothing "
+                             f"says how it was built) but holds {self.count()} points: delete the folder {path} "
+                             "and run again, or pick another --collection")
+        self._folder.drop(self.collection)
+        log.warning("removed %s: an empty collection without a build record (an interrupted creation)", path)
+        return False
 
     def finish_bulk_load(self, *, wait_seconds: float = 0.0) -> bool:
         self._shard.flush()  # what a power cut could otherwise take
@@ -242,12 +208,7 @@ class EdgeStore:
         self._shard.optimize()
 
     def drop(self) -> None:
-        with self._folder.lock:
-            shard = self._folder.shards.pop(self.collection, None)
-            if shard is not None:
-                shard.close()
-            shutil.rmtree(self._folder.shard_path(self.collection), ignore_errors=True)
-            self._folder.spec_path(self.collection).unlink(missing_ok=True)
+        self._folder.drop(self.collection)
 
     def count(self) -> int:
         return int(self._shard.count(q.CountRequest(exact=True)))
@@ -277,6 +238,7 @@ class EdgeStore:
                 named[SPARSE_VECTOR] = edge_vector(text, sparse)
             points.append(q.Point(pid, named, payload))
         for start in range(0, len(points), BATCH):
+            self._folder.check_room()
             crashpoint("upsert")
             self._shard.update(q.UpdateOperation.upsert_points(points[start:start + BATCH]))
 
@@ -297,6 +259,7 @@ class EdgeStore:
     def _delete_where(self, where: Any) -> int:
         found = int(self._shard.count(q.CountRequest(exact=True, filter=where)))  # update() returns nothing
         if found:
+            self._folder.check_room()
             self._shard.update(q.UpdateOperation.delete_points_by_filter(where))
         return found
 
@@ -370,7 +333,9 @@ class EdgeStore:
         pass  # real indexes: nothing to build first
 
     def close(self) -> None:
-        self._folder.close()
+        if not self._lease[0]:
+            self._lease[0] = True
+            self._folder.release()
 
 
 def _filter(where: PayloadFilter | None) -> Any:

@@ -66,7 +66,15 @@ function renderHit(hit) {
     title.rel = "noopener noreferrer";
     title.target = "_blank";
   }
-  heading.append(title, element("span", "hit-score", `score ${hit.score.toFixed(3)}`));
+  // The score ranks the hits: the cosine in dense mode, the fused reciprocal-rank score in
+  // hybrid mode, where the passage's cosine is shown beside it (it need not follow the order).
+  const hybrid = Math.abs(hit.score - hit.similarity) > 1e-6;
+  const score = element("span", "hit-score", hybrid
+    ? `score ${hit.score.toFixed(3)} · cosine ${hit.similarity.toFixed(3)}` : `cosine ${hit.similarity.toFixed(3)}`);
+  if (hybrid) {
+    score.title = "ranked by the fused score of the vector and BM25 rankings; the cosine is the vector similarity alone";
+  }
+  heading.append(title, score);
   item.append(heading, element("p", "hit-snippet", snippet(hit.text)));
   const source = element("p", "hit-url", hit.url);
   item.append(source);
