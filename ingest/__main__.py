@@ -1,6 +1,5 @@
 import sys
 
-from ingest.cli import main
-from ingest.logs import quiet_on_closed_pipe, stop_on_interrupt
+from ingest.cli import console
 
-sys.exit(stop_on_interrupt(lambda: quiet_on_closed_pipe(main)))
+sys.exit(console())

@@ -42,7 +42,7 @@ from ingest import preflight as preflight_job
 from ingest.bench.reindex import run_bench_reindex
 from ingest.bench.throughput import run_bench
 from ingest.errors import SettingsError
-from ingest.logs import report_failure, setup_logging
+from ingest.logs import quiet_on_closed_pipe, report_failure, setup_logging, stop_on_interrupt
 from ingest.settings import (
     StoreSettings,
     add_embedder_args,
@@ -216,6 +216,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning("%d inputs failed for good; see %s", summary.failed, summary.dead_letter)
         return EXIT_DEAD_LETTERS
     return EXIT_OK
+
+
+def console() -> int:
+    """`python -m ingest` and the `wiki-ingest` script: `main` with the Unix edge (a closed pipe, Ctrl-C)."""
+    return stop_on_interrupt(lambda: quiet_on_closed_pipe(main))
 
 
 def ask_on_terminal(question: str) -> bool:

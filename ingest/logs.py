@@ -44,7 +44,7 @@ def quiet_on_closed_pipe(main: Callable[[], int]) -> int:
         return 141
 
 
-def stop_on_interrupt(main: Callable[[], int]) -> int:
+def stop_on_interrupt(main: Callable[[], int], name: str = "ingest") -> int:
     """Run a command's `main` so that Ctrl-C ends it with 130 and what it wrote kept.
 
     The first Ctrl-C raises KeyboardInterrupt in the main thread: the command closes
@@ -68,7 +68,7 @@ def stop_on_interrupt(main: Callable[[], int]) -> int:
     try:
         code = main()
     except KeyboardInterrupt:
-        logging.getLogger("ingest").error("interrupted")
+        logging.getLogger(name).error("interrupted")  # `name`: the command's logger
         code = EXIT_INTERRUPTED
     if code == EXIT_INTERRUPTED:
         for stream in (sys.stdout, sys.stderr):

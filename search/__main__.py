@@ -1,6 +1,5 @@
 import sys
 
-from ingest.logs import quiet_on_closed_pipe, stop_on_interrupt
-from search.cli import main
+from search.cli import console
 
-sys.exit(stop_on_interrupt(lambda: quiet_on_closed_pipe(main)))
+sys.exit(console())

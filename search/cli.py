@@ -40,7 +40,7 @@ from dataclasses import replace
 from typing import Any, Sequence
 
 from ingest.errors import SettingsError
-from ingest.logs import report_failure, setup_logging
+from ingest.logs import quiet_on_closed_pipe, report_failure, setup_logging, stop_on_interrupt
 from ingest.settings import embedder_settings, env_default, store_settings
 from search import bench, evaluation
 from search.api import MAX_K, MODES, Hit, Searcher
@@ -188,6 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_USAGE
         return server.main(argv[1:])
     return _search_main(argv)
+
+
+def console() -> int:
+    """`python -m search` and the `wiki-search` script: `main` with the Unix edge (a closed pipe, Ctrl-C)."""
+    return stop_on_interrupt(lambda: quiet_on_closed_pipe(main), "search")
 
 
 # -- python -m search serve ------------------------------------------------------------
