@@ -21,18 +21,14 @@ import time
 
 import pytest
 
-from tests.fault_runs import ROOT, WINDOW, expected, killed, stored, tei, write_rows  # noqa: F401 - tei: a fixture
+from tests.fault_runs import WINDOW, env, expected, killed, stored, tei, write_rows  # noqa: F401 - tei: a fixture
 
 CHUNK = 300
 
 
 def _env(tei_url: str, crash_at: str | None = None) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "USE_TORCH": "0", "EMBEDDER": "tei", "TEI_URL": tei_url,
-           "CHUNK_SIZE": str(CHUNK), "INGEST_WINDOW": str(WINDOW), "INGEST_DEAD_LETTER": "dl.jsonl"}
-    env.pop("INGEST_CRASH_AT", None)
-    if crash_at:
-        env["INGEST_CRASH_AT"] = crash_at
-    return env
+    return {**env(crash_at), "EMBEDDER": "tei", "TEI_URL": tei_url, "CHUNK_SIZE": str(CHUNK),
+            "INGEST_WINDOW": str(WINDOW), "INGEST_DEAD_LETTER": "dl.jsonl"}
 
 
 def _run(tmp_path, tei, command: str, crash_at: str | None = None) -> subprocess.CompletedProcess:

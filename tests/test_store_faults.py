@@ -121,15 +121,19 @@ def _write(store: EdgeStore, start: int, count: int) -> None:
 INTRUDER = """
 import sys
 from ingest.errors import StoreLockedError
-from ingest.settings import EmbedderSettings, StoreSettings
 from ingest.store.edge import EdgeStore
-from search import Searcher
 store = EdgeStore.open(sys.argv[1], collection=sys.argv[2] if len(sys.argv) > 2 else "wiki")
 try:
     print(store.count())
 except StoreLockedError as exc:
     print(exc)
 """
+
+
+def _intrude(folder, collection: str = "wiki") -> str:
+    """What a second process that opens `collection` in `folder` and counts it prints: the count, or its refusal."""
+    return subprocess.run([sys.executable, "-c", INTRUDER, str(folder), collection], cwd=ROOT, env=env(),
+                          capture_output=True, text=True, timeout=60).stdout
 
 
 def test_a_second_process_is_refused_and_never_harms_the_writer(tmp_path):
@@ -139,17 +143,14 @@ def test_a_second_process_is_refused_and_never_harms_the_writer(tmp_path):
     store.ensure_collection(CollectionSpec(model=SPEC, sparse=SparseSpec()))
     _write(store, 1, 300)
     store.flush()  # the tracker journals exist now
-    intruder = subprocess.run([sys.executable, "-c", INTRUDER, str(tmp_path / "qdrant")], env=env(),
-                              capture_output=True, text=True, timeout=60)
-    assert "in use by another process (pid" in intruder.stdout, intruder.stdout + intruder.stderr
-    assert "pytest" in intruder.stdout  # the holder's command
+    intruder = _intrude(tmp_path / "qdrant")
+    assert "in use by another process (pid" in intruder, intruder
+    assert "pytest" in intruder  # the holder's command
     _write(store, 2, 300)
     store.flush()
     assert store.count() == 600
     store.close()
-    after = subprocess.run([sys.executable, "-c", INTRUDER, str(tmp_path / "qdrant")], env=env(),
-                           capture_output=True, text=True, timeout=60)
-    assert after.stdout.strip() == "600"  # closed: the lock is let go
+    assert _intrude(tmp_path / "qdrant").strip() == "600"  # closed: the lock is let go
 
 
 def test_stores_of_one_folder_in_one_process_share_it(tmp_path):
@@ -160,13 +161,9 @@ def test_stores_of_one_folder_in_one_process_share_it(tmp_path):
     assert second.count() == 5
     first.close()
     assert second.count() == 5  # the other store still holds the folder
-    intruder = subprocess.run([sys.executable, "-c", INTRUDER, str(tmp_path / "qdrant")], env=env(),
-                              capture_output=True, text=True, timeout=60)
-    assert "in use by another process" in intruder.stdout
+    assert "in use by another process" in _intrude(tmp_path / "qdrant")
     second.close()
-    intruder = subprocess.run([sys.executable, "-c", INTRUDER, str(tmp_path / "qdrant")], env=env(),
-                              capture_output=True, text=True, timeout=60)
-    assert intruder.stdout.strip() == "5"
+    assert _intrude(tmp_path / "qdrant").strip() == "5"
 
 
 def test_two_searchers_of_one_folder_in_one_program_both_answer(tmp_path, tei, rows):
@@ -217,8 +214,6 @@ def _intrude_while(writer: subprocess.Popen, tmp_path, tei_url: str) -> int:
             done = ingest(tmp_path, args)
             assert done.returncode in (0, 1, 4) and "Traceback" not in done.stderr, done.stderr
             refused += f"(pid {writer.pid}, `" in done.stderr and "-m ingest run`" in done.stderr
-        probe = subprocess.run([sys.executable, "-c", INTRUDER, str(tmp_path / "qdrant"), name], cwd=ROOT,
-                               env=env(), capture_output=True, text=True, timeout=60)
-        refused += f"(pid {writer.pid}," in probe.stdout
+        refused += f"(pid {writer.pid}," in _intrude(tmp_path / "qdrant", name)
         time.sleep(0.05)
     return refused

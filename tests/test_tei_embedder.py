@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import format_datetime
@@ -23,6 +22,7 @@ from ingest.embedders.tei import TEIEmbedder, parse_retry_after
 from ingest.errors import BackendFailure, EmbedderError
 from schemas.models import BGE_QUERY_INSTRUCTION
 from ingest.rehearsal import router
+from ingest.sharded.router import Router
 from ingest.rehearsal.tei import Faults, TEIServer, deterministic_vector, deterministic_vectors
 
 FAST = {"retry_initial_wait": 0.001, "retry_max_wait": 0.01, "timeout": 5.0}
@@ -336,20 +336,11 @@ def test_a_server_gone_for_good_fails_a_request_within_the_short_budget_a_busy_o
     request; connections refused now have their own, minutes shorter (60 s by default)."""
     assert TEIEmbedder.__init__.__kwdefaults__["retry_budget"] - TEIEmbedder.__init__.__kwdefaults__[
         "refused_budget"] >= 120
-    port = router.free_port()
-    process = subprocess.Popen([*router.runner(), "--port", str(port)], stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # until it listens
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)
+    with Router([*router.runner(), "--port", str(port := router.free_port())], url=f"http://127.0.0.1:{port}",
+                startup_timeout=30) as server:
+        url = server.url
         embedder = connect(url, retry_budget=600.0, refused_budget=1.5, retry_max_wait=0.2)
-    finally:
-        process.kill()  # the server goes away after the run started
-        process.wait()
+    # the server has gone away after the run started
     started = time.perf_counter()
     with pytest.raises(EmbedderError, match=f"TEI server {url} failed POST /embed after retrying for"):
         embedder.embed_passages(["a passage"])

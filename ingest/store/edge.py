@@ -191,9 +191,9 @@ class EdgeStore:
             self._folder.write_json(self._folder.spec_path(self.collection), spec.to_metadata())
             log.warning("wrote the build record of %s again, from the settings its name was made from", path)
             return True
-        if self.count():
+        if points := self.count():
             raise StoreError(f"collection {self.collection!r} in {self.location} has no build record (nothing "
-                             f"says how it was built) but holds {self.count()} points: delete the folder {path} "
+                             f"says how it was built) but holds {points} points: delete the folder {path} "
                              "and run again, or pick another --collection")
         self._folder.drop(self.collection)
         log.warning("removed %s: an empty collection without a build record (an interrupted creation)", path)

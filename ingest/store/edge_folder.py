@@ -274,6 +274,7 @@ def acquire(root: Path, *, temporary: bool = False) -> Folder:
         if temporary:
             folder = Folder(root, temporary=True)
         else:
-            folder = _folders.setdefault(os.path.realpath(root), Folder(root))
+            key = os.path.realpath(root)
+            folder = _folders.get(key) or _folders.setdefault(key, Folder(root))
         folder.users += 1
         return folder
