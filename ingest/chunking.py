@@ -11,10 +11,11 @@ time, so a multi-megabyte article streams through in bounded memory.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 from ingest.errors import SettingsError
+from ingest.settings.models import ChunkingSettings
 from schemas import Article, Chunk
 
 TokenCounter = Callable[[Sequence[str]], "list[int] | None"]
@@ -24,24 +25,6 @@ _SENTENCE_END = re.compile(r"[.!?\u2026][\"'\u201d\u2019)\]]*\s+|\n\s*")
 _WORD = re.compile(r"\S+\s*")
 _WINDOW = 256  # sentences tokenized per tokenizer call
 _SPECIAL_TOKENS = 2  # [CLS] ... [SEP] (or <s> ... </s>)
-
-
-@dataclass(frozen=True, slots=True)
-class ChunkingSettings:
-    max_chars: int = 1000
-    overlap_chars: int = 0
-    title_prefix: bool = True
-
-    def __post_init__(self) -> None:
-        if self.max_chars < 32:
-            raise SettingsError(f"chunk size {self.max_chars} is too small: use at least 32 characters")
-        if not 0 <= self.overlap_chars <= self.max_chars // 2:
-            raise SettingsError(
-                f"chunk overlap {self.overlap_chars} must be between 0 and half the chunk size ({self.max_chars // 2})"
-            )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def embed_text(title: str, text: str, title_prefix: bool) -> str:

@@ -41,8 +41,9 @@ from ingest import crashpoints
 from ingest import preflight as preflight_job
 from ingest.bench.reindex import run_bench_reindex
 from ingest.bench.throughput import run_bench
-from ingest.errors import SettingsError
-from ingest.logs import quiet_on_closed_pipe, report_failure, setup_logging, stop_on_interrupt
+from ingest.edge import EXIT_FAILED, EXIT_OK, Edge, run_command
+from ingest.edge import console as edge_console
+from ingest.logs import setup_logging
 from ingest.settings import (
     StoreSettings,
     add_embedder_args,
@@ -54,11 +55,11 @@ from ingest.settings import (
     store_settings,
 )
 from ingest.sources import open_source
-from ingest.sync import repair_manifest, run_ingest, verify_collection
+from ingest.jobs import repair_manifest, run_ingest, verify_collection
 
 log = logging.getLogger("ingest")
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DEAD_LETTERS, EXIT_DRIFT = 0, 1, 2, 3, 4
+EXIT_DEAD_LETTERS, EXIT_DRIFT = 3, 4  # and ingest.edge's: 0 done, 1 failed, 2 bad usage, 130 interrupted
 COMMANDS = ("run", "reindex", "verify", "repair", "preflight", "rehearse", "bench", "bench-reindex", "bench-tei",
             "bench-quantization", "bench-store", "bench-faults", "bench-index", "plan", "copy", "migrate")
 # Commands with parsers of their own ("module:function"): the rest of the command line goes to them.
@@ -76,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module in DELEGATED.items():
+    for name in DELEGATED:
         commands.add_parser(name, help=f"see python -m ingest {name} --help", add_help=False)
     run = commands.add_parser(
         "run", help="ingest a source into a collection (the default command)", prog="python -m ingest [run]",
@@ -166,52 +167,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:  # `--help` too: the commands, then every flag of `run`
         argv.insert(0, "run")
-    try:
-        crashpoints.arm_from_env(os.environ)  # a test aid, off unless INGEST_CRASH_AT is set
-    except ValueError as exc:
-        print(f"python -m ingest: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if argv[0] in DELEGATED:
+    return run_command("python -m ingest", lambda edge: _command(edge, argv))
+
+
+def _command(edge: Edge, argv: list[str]) -> int:
+    crashpoints.arm_from_env(os.environ)  # a test aid, off unless INGEST_CRASH_AT is set
+    if argv[0] in DELEGATED:  # a command with a parser and an edge of its own
         module, function = DELEGATED[argv[0]].split(":")
         return getattr(importlib.import_module(module), function)(argv[1:])
-    try:
-        parser = build_parser()  # reads the environment: a bad variable is a usage error
-        args = parser.parse_args(argv)
-        setup_logging(-1 if args.quiet else args.verbose)
-        if args.command in ("verify", "repair"):
-            return _state_command(args.command, store_settings(args), args.verbose)
-        settings = ingest_settings(args)
-    except (SettingsError, ValueError) as exc:
-        print(f"python -m ingest: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        if args.command == "bench":
-            print(run_bench(settings, embedder_only=args.embedder_only, repeat=args.repeat, dtypes=args.dtypes))
-            return EXIT_OK
-        if args.command == "preflight":
-            rows = list(open_source(settings.source_name, limit=args.articles))
-            result = preflight_job.run_preflight(settings, rows, expect_model=args.expect_model,
-                                                 expect_revision=args.expect_revision, gpus=args.gpus,
-                                                 qdrant_seconds=args.qdrant_seconds)
-            print(preflight_job.report(result))
-            return EXIT_OK if result.go else EXIT_FAILED
-        if args.command == "bench-reindex":
-            print(run_bench_reindex(settings, edited=args.edited, removed=args.removed, seed=args.seed))
-            return EXIT_OK
-        summary = run_ingest(settings, mode=args.command, confirm=ask_on_terminal)
-    except KeyboardInterrupt:
-        log.error("interrupted")
-        return 130
-    except Exception as exc:  # the one error edge: a line naming the problem, a traceback only with -v
-        report_failure(log, exc, args.verbose, qdrant=settings.store.address if settings.store.qdrant_url else None)
-        return EXIT_FAILED
+    args = build_parser().parse_args(argv)  # the flags' defaults read the environment: a bad variable is usage
+    setup_logging(-1 if args.quiet else args.verbose)
+    if args.command in ("verify", "repair"):
+        return _state_command(edge, args.command, store_settings(args), args.verbose)
+    settings = ingest_settings(args)
+    edge.ready(args.verbose, qdrant=settings.store.address if settings.store.qdrant_url else None)
+    if args.command == "bench":
+        print(run_bench(settings, embedder_only=args.embedder_only, repeat=args.repeat, dtypes=args.dtypes))
+        return EXIT_OK
+    if args.command == "preflight":
+        rows = list(open_source(settings.source_name, limit=args.articles))
+        result = preflight_job.run_preflight(settings, rows, expect_model=args.expect_model,
+                                             expect_revision=args.expect_revision, gpus=args.gpus,
+                                             qdrant_seconds=args.qdrant_seconds)
+        print(preflight_job.report(result))
+        return EXIT_OK if result.go else EXIT_FAILED
+    if args.command == "bench-reindex":
+        print(run_bench_reindex(settings, edited=args.edited, removed=args.removed, seed=args.seed))
+        return EXIT_OK
+    summary = run_ingest(settings, mode=args.command, confirm=ask_on_terminal)
     print(summary.line() + f"; collection {settings.store.collection} now holds "
-          f"{summary.extra.get('collection_points', 0):,} points")
+          f"{summary.collection_points:,} points")
     print(summary.report())
-    if "seeded" in summary.extra:
-        print(summary.extra["seeded"])
-    if "alias" in summary.extra:
-        print(summary.extra["alias"])
+    if summary.seeded is not None:
+        print(summary.seeded)
+    if summary.alias is not None:
+        print(summary.alias)
     if summary.failed:
         log.warning("%d inputs failed for good; see %s", summary.failed, summary.dead_letter)
         return EXIT_DEAD_LETTERS
@@ -219,8 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def console() -> int:
-    """`python -m ingest` and the `wiki-ingest` script: `main` with the Unix edge (a closed pipe, Ctrl-C)."""
-    return stop_on_interrupt(lambda: quiet_on_closed_pipe(main))
+    """`python -m ingest` and the `wiki-ingest` script: `main` with the process's edge (Ctrl-C, a closed pipe)."""
+    return edge_console(main)
 
 
 def ask_on_terminal(question: str) -> bool:
@@ -232,14 +222,11 @@ def ask_on_terminal(question: str) -> bool:
     return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
-def _state_command(command: str, settings: StoreSettings, verbosity: int) -> int:
-    try:
-        if command == "repair":
-            print(repair_manifest(settings).line())
-            return EXIT_OK
-        report = verify_collection(settings)
-    except Exception as exc:  # the one error edge
-        report_failure(log, exc, verbosity, qdrant=settings.address if settings.qdrant_url else None)
-        return EXIT_FAILED
+def _state_command(edge: Edge, command: str, settings: StoreSettings, verbosity: int) -> int:
+    edge.ready(verbosity, qdrant=settings.address if settings.qdrant_url else None)
+    if command == "repair":
+        print(repair_manifest(settings).line())
+        return EXIT_OK
+    report = verify_collection(settings)
     print("\n".join(report.lines()))
     return EXIT_OK if report.in_sync else EXIT_DRIFT

@@ -15,6 +15,8 @@ exceptions into one of these, chained, with a message that says what to fix.
     ├── StateError               the manifest (what is indexed) cannot be used
     │   ├── RunLockedError       another run is writing the same collection
     │   └── MassDeleteError      a snapshot lacks too many indexed articles to delete them
+    ├── SearchError              the collection cannot be searched as asked (`search`)
+    │   └── SearchUsageError     a search's arguments are wrong: an empty query, k out of range
     └── ShardError               a shard of the sharded load failed (names the shard)
 
 The errors that travel back from a Modal container (`InputRejected`, `ShardError`)
@@ -96,6 +98,15 @@ class RunLockedError(StateError):
 
 class MassDeleteError(StateError):
     pass
+
+
+class SearchError(IngestError):
+    """The collection cannot be searched as asked; the message says why."""
+
+
+class SearchUsageError(SearchError, ValueError):
+    """A search's arguments are wrong (an empty query, `k` out of range, an unknown
+    mode, hybrid search of a collection without sparse vectors): the caller's to fix."""
 
 
 class ShardError(IngestError):

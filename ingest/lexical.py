@@ -25,6 +25,7 @@ import re
 import unicodedata
 import zlib
 from collections import Counter
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -38,18 +39,23 @@ except ImportError:  # pragma: no cover - a core dependency; checked when first 
 
 SPARSE_VECTOR = "bm25"  # the sparse vector's name in a Qdrant collection
 STANDARD = "qdrant/bm25"  # Qdrant's BM25: its server's inference model name
-LEGACY = "words-v1"
-# Tokens (stopwords dropped) in an average chunk of the bundled sample: 45.5 by
-# Qdrant's tokenizer over the text of the 10,260 chunks of the default chunking
-# (47.2 with their titles); Qdrant's own default, 256, is a whole document's.
+WORDS_V1 = "words-v1"  # the word tokenizer of versions before Qdrant's BM25, still read
+# Tokens (stopwords dropped) in an average chunk of the default chunking, by Qdrant's
+# tokenizer (Qdrant's own default, 256, is a whole document's): docs/measurements.md.
 AVG_LEN = 45.5
-# BM25's term-frequency saturation and length normalisation. Qdrant's defaults (1.2,
-# 0.75) suit long documents and long queries; a search box's few words are better
-# served when a chunk's having each term counts more than repeating it: over the
-# bundled sample, k1 0.3 and b 0.5 (with titles left out, below) took the hand-written
-# short queries from recall@1 0.552 to 0.691 and MRR@10 0.717 to 0.799, and the long
-# questions from 0.913 to 0.976 and 0.954 to 0.987 (`search/questions/README.md`).
+# BM25's term-frequency saturation and length normalisation, chosen on the tuning sets
+# (docs/measurements.md, "BM25 settings"): a search box's few words are better served when
+# a chunk's having each term counts more than repeating it than by Qdrant's (1.2, 0.75).
 K1, B = 0.3, 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class SparseQuery:
+    """A query's lexical vector, as `Store.search` takes it: its distinct terms' ids and
+    weights (1 each: the collection's IDF does the rest). No terms: no lexical side."""
+
+    indices: list[int]
+    values: list[float]
 
 
 def default_spec() -> SparseSpec:
@@ -68,26 +74,26 @@ def passage_text(embed_text: str, text: str, spec: SparseSpec | None) -> str:
 
 def passage_vector(text: str, spec: SparseSpec) -> tuple[list[int], list[float]]:
     """Indices and BM25 term-frequency weights of a passage (IDF comes from Qdrant)."""
-    if spec.tokenizer == LEGACY:
-        return _legacy_passage(text, spec)
+    if spec.tokenizer == WORDS_V1:
+        return _words_v1_passage(text, spec)
     vector = _model(spec).embed_document(text)
     return vector.indices, vector.values
 
 
-def query_vector(text: str, spec: SparseSpec) -> tuple[list[int], list[float]]:
+def query_vector(text: str, spec: SparseSpec) -> SparseQuery:
     """Indices of a query's distinct terms, weight 1 each: with the IDF modifier,
     a passage scores the BM25 sum over the terms it shares with the query."""
-    if spec.tokenizer == LEGACY:
+    if spec.tokenizer == WORDS_V1:
         indices = list(dict.fromkeys(_indices(text)))
-        return indices, [1.0] * len(indices)
+        return SparseQuery(indices, [1.0] * len(indices))
     vector = _model(spec).embed_query(text)
-    return vector.indices, [float(v) for v in vector.values]
+    return SparseQuery(list(vector.indices), [float(v) for v in vector.values])
 
 
 def edge_vector(text: str, spec: SparseSpec) -> Any:
     """A passage's vector as Qdrant Edge takes it, with no copy through Python lists."""
-    if spec.tokenizer == LEGACY:
-        return qdrant_edge.SparseVector(*_legacy_passage(text, spec))
+    if spec.tokenizer == WORDS_V1:
+        return qdrant_edge.SparseVector(*_words_v1_passage(text, spec))
     return _model(spec).embed_document(text)
 
 
@@ -95,7 +101,7 @@ def edge_vector(text: str, spec: SparseSpec) -> Any:
 def _model(spec: SparseSpec) -> Any:
     if spec.tokenizer != STANDARD:
         raise SettingsError(f"unknown lexical analyser {spec.tokenizer!r} in the collection's record "
-                            f"(this version knows {STANDARD} and {LEGACY}): upgrade, or search with --mode dense")
+                            f"(this version knows {STANDARD} and {WORDS_V1}): upgrade, or search with --mode dense")
     if qdrant_edge is None:
         raise SettingsError("BM25 vectors need qdrant-edge-py: pip install qdrant-edge-py")
     try:
@@ -142,7 +148,7 @@ def _indices(text: str) -> list[int]:
     return [zlib.crc32(_stem(w).encode("utf-8")) for w in words if w not in STOPWORDS]
 
 
-def _legacy_passage(text: str, spec: SparseSpec) -> tuple[list[int], list[float]]:
+def _words_v1_passage(text: str, spec: SparseSpec) -> tuple[list[int], list[float]]:
     counts = Counter(_indices(text))
     if not counts:
         return [], []

@@ -18,7 +18,7 @@
 #     modal secret create search-api SEARCH_API_TOKEN=$(openssl rand -hex 32)
 #     modal run -m ingest.modal_app::download_dataset       # once: the dump into a Volume
 #     modal run -m ingest.modal_app::preflight              # go or no-go, a few minutes on one A10G
-#     modal deploy -m ingest.modal_app                      # search endpoint, `Embedder`, reindex schedule
+#     modal deploy -m ingest.modal_app                      # search endpoint, `GPUWorker`, reindex schedule
 #     WIKI_EMBED_GPUS=100 modal run -m ingest.modal_app --limit 20000   # a trial: builds wikipedia-trial
 #     WIKI_EMBED_GPUS=100 modal run -m ingest.modal_app                 # the whole corpus (resumable)
 #     modal run -m ingest.modal_app::reindex                # an incremental reindex, now
@@ -48,7 +48,7 @@ import time
 import modal
 
 from ingest.modal_settings import deploy_settings, store_settings_from_env
-from ingest.settings import EmbedderSettings
+from ingest.settings import EmbedderSettings, ServeSettings, env_name
 from ingest.sharded.weights import MODEL_ID, MODEL_REVISION, WEIGHTS_DIR, download_weights, snapshot_dir
 
 # What the deploying shell sets (WIKI_EMBED_GPUS, WIKI_REINDEX_CRON, WIKI_DATASET,
@@ -229,7 +229,7 @@ def tei_executable(entrypoint: str = TEI_ENTRYPOINT) -> tuple[str, ...]:
 def worker_config(*, cpu: bool = False):
     """How a container starts TEI and reaches Qdrant (`ingest.sharded.worker`): on an
     A10G for the load, or on the CPU for queries."""
-    from ingest.sharded.router import RouterConfig
+    from ingest.sharded.tei_process import RouterConfig
     from ingest.sharded.worker import WorkerConfig
 
     router = RouterConfig(
@@ -265,7 +265,7 @@ def container_worker(*, cpu: bool = False):
 # stops fetching inputs, and Modal gives the work left to another container.
 
 
-EMBEDDER_CLASS = "Embedder"  # EmbedderSettings.modal_class: what `--embedder modal` looks up
+WORKER_CLASS = "GPUWorker"  # EmbedderSettings.modal_class: what `--embedder modal` looks up
 
 
 @app.cls(
@@ -280,7 +280,7 @@ EMBEDDER_CLASS = "Embedder"  # EmbedderSettings.modal_class: what `--embedder mo
     timeout=1 * HOURS,
 )
 @modal.concurrent(max_inputs=SHARDS_PER_CONTAINER)
-class Embedder:
+class GPUWorker:
     @modal.enter()
     def start_server(self) -> None:
         self.worker = container_worker()
@@ -369,7 +369,7 @@ class ModalFleet:
     """`ingest.sharded.driver.Fleet` on Modal."""
 
     def __init__(self) -> None:
-        self.worker = Embedder()
+        self.worker = GPUWorker()
 
     def prepare(self, request):
         return self.worker.prepare_load.remote(request.name, dict(request.layout), request.key, request.fresh,
@@ -542,7 +542,7 @@ def scheduled_reindex(collection: str = "wikipedia") -> str:
 # deploy; default "wikipedia". All the logic lives in `search.server`.
 
 SEARCH_SECRET_NAME = "search-api"
-SEARCH_TOKEN_KEY = "SEARCH_API_TOKEN"  # search.server.TOKEN_ENV
+SEARCH_TOKEN_KEY = env_name(ServeSettings, "token")  # SEARCH_API_TOKEN
 search_secret = modal.Secret.from_name(SEARCH_SECRET_NAME, required_keys=[SEARCH_TOKEN_KEY])
 SEARCH_COLLECTION = DEPLOY.search_collection
 SEARCH_CONCURRENCY = 16  # searches one container serves at once
@@ -643,7 +643,7 @@ def preflight(config: str = DATASET_CONFIG, articles: int = 300, gpus: int = 0, 
             ("Volume commit, dataset mapped", lambda: container_checks.check_commit_while_mapped(
                 dataset_path(config), state_volume.commit, dataset_volume.commit)),
             ("deployed class embeds alike", lambda: container_checks.check_deployed_class(
-                lambda: modal.Cls.from_name(APP_NAME, EMBEDDER_CLASS)(), worker.embedder)),
+                lambda: modal.Cls.from_name(APP_NAME, WORKER_CLASS)(), worker.embedder)),
         ]
         results = checks.run_preflight(settings, rows, expect_model=MODEL_ID, expect_revision=MODEL_REVISION,
                                        gpus=gpus or MAX_CONTAINERS, qdrant_seconds=qdrant_seconds,

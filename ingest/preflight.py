@@ -39,7 +39,7 @@ from ingest.embedders.tei import TEIEmbedder
 from ingest.errors import IngestError
 from ingest.settings import IngestSettings
 from ingest.store import ChunkSelection, PayloadFilter, Store, open_store
-from ingest.sync import collection_spec
+from ingest.jobs import collection_spec
 from schemas import Article
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"

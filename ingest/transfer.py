@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,9 +29,10 @@ from ingest import lexical
 from ingest.chunking import embed_text
 from ingest.crashpoints import crashpoint
 from ingest.errors import SettingsError, StoreError
-from ingest.logs import report_failure, setup_logging
+from ingest.edge import Edge, run_command
+from ingest.logs import setup_logging
 from ingest.progress import Progress
-from ingest.settings import StoreSettings
+from ingest.settings import STORE, StoreSettings, add_flags, from_args
 from ingest.state.files import open_manifest, remove_state, state_dir
 from ingest.state.rebuild import Target, physical_name
 from ingest.store import Store, open_store
@@ -62,7 +62,7 @@ class CopyReport:
 
 def target_spec(spec: CollectionSpec) -> CollectionSpec:
     """The build record at the destination: the same, with standard BM25 for words-v1."""
-    if spec.sparse is not None and spec.sparse.tokenizer == lexical.LEGACY:
+    if spec.sparse is not None and spec.sparse.tokenizer == lexical.WORDS_V1:
         return replace(spec, sparse=lexical.default_spec())
     return spec
 
@@ -157,7 +157,7 @@ def relexify(store: Store, target: Target, spec: CollectionSpec, settings: Store
     made again from their text, and its manifest, so that the run embeds nothing
     again and then switches as any rebuild does. Returns the points copied; 0 when
     this is not such a rebuild, or when the new collection is already being built."""
-    if not target.rebuild or target.legacy or lexical_only(store, target, spec) is None:
+    if not target.rebuild or target.unaliased or lexical_only(store, target, spec) is None:
         return 0
     with open_manifest(settings, target.collection, spec.fingerprint) as manifest:
         if manifest.count():
@@ -238,33 +238,26 @@ def copy_main(argv: Sequence[str] | None = None) -> int:
                             f"{'QDRANT_FROM_API_KEY' if side == 'from' else 'QDRANT_API_KEY'}")
         parser.add_argument(f"--{side}-state-dir", help=f"the {other}'s manifests (default: beside a folder, "
                             "./ingest_state for a server)")
-    parser.add_argument("--collection", default=os.environ.get("QDRANT_COLLECTION", "wikipedia"),
-                        help="the name to copy, an alias or a collection (env QDRANT_COLLECTION; default "
-                             "%(default)s)")
-    parser.add_argument("--no-grpc", action="store_true", help="talk REST instead of gRPC to servers")
-    args = parser.parse_args(argv)
-    setup_logging(-1 if args.quiet else args.verbose)
-    try:
+    add_flags(parser, StoreSettings, (STORE,), only=("collection", "prefer_grpc"))
+
+    def command(edge: Edge) -> int:
+        args = parser.parse_args(argv)
+        setup_logging(-1 if args.quiet else args.verbose)
         sides = [_side(args, side, key) for side, key in (("from", "QDRANT_FROM_API_KEY"), ("to", "QDRANT_API_KEY"))]
-    except SettingsError as exc:
-        print(f"python -m ingest copy: error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        report = copy_between(*sides, progress=not args.no_progress)
-    except Exception as exc:  # the one error edge
-        report_failure(log, exc, args.verbose)
-        return 1
-    print(report.line())
-    return 0
+        edge.ready(args.verbose)
+        print(copy_between(*sides, progress=not args.no_progress).line())
+        return 0
+
+    return run_command("python -m ingest copy", command)
 
 
 def _side(args: argparse.Namespace, side: str, key: str) -> StoreSettings:
     path, url = getattr(args, f"{side}_path"), getattr(args, f"{side}_url")
     if bool(path) == bool(url):
         raise SettingsError(f"give one of --{side}-path and --{side}-url")
-    return StoreSettings(qdrant_path=path or "qdrant_data", qdrant_url=url, qdrant_api_key=os.environ.get(key),
-                         collection=args.collection, prefer_grpc=not args.no_grpc,
-                         state_dir=getattr(args, f"{side}_state_dir"))
+    env = {**os.environ, "QDRANT_API_KEY": os.environ.get(key, "")}  # each side's key from its own variable
+    return replace(from_args(StoreSettings, args, env), qdrant_path=path or StoreSettings().qdrant_path,
+                   qdrant_url=url, state_dir=getattr(args, f"{side}_state_dir"))
 
 
 def migrate_main(argv: Sequence[str] | None = None) -> int:
@@ -273,16 +266,16 @@ def migrate_main(argv: Sequence[str] | None = None) -> int:
                      "(qdrant-client's local mode) into Qdrant Edge, in place: every collection with its "
                      "vectors, aliases and manifest, embedding nothing; the old files are deleted once every "
                      "point is in the new engine. Lexical vectors are remade with Qdrant's standard BM25.")
-    parser.add_argument("--qdrant-path", default=os.environ.get("QDRANT_PATH", "qdrant_data"),
-                        help="the folder (env QDRANT_PATH; default %(default)s)")
-    args = parser.parse_args(argv)
-    setup_logging(-1 if args.quiet else args.verbose)
-    try:
+    add_flags(parser, StoreSettings, (STORE,), only=("qdrant_path",))
+
+    def command(edge: Edge) -> int:
+        args = parser.parse_args(argv)
+        setup_logging(-1 if args.quiet else args.verbose)
+        edge.ready(args.verbose)
         reports = migrate_folder(args.qdrant_path, progress=not args.no_progress)
-    except Exception as exc:  # the one error edge
-        report_failure(log, exc, args.verbose)
-        return 1
-    for report in reports:
-        print(report.line())
-    print(f"{args.qdrant_path}: {len(reports)} collection(s) now in Qdrant Edge")
-    return 0
+        for report in reports:
+            print(report.line())
+        print(f"{args.qdrant_path}: {len(reports)} collection(s) now in Qdrant Edge")
+        return 0
+
+    return run_command("python -m ingest migrate", command)

@@ -11,10 +11,13 @@ the same embedder if the model is the same, with a new one (for the new model) i
 it made its embedder itself; a searcher given an embedder of another model refuses.
 
 >>> from search import Searcher
->>> with Searcher.open() as searcher:                     # ./qdrant_data, collection "wikipedia"
+>>> with Searcher.open() as searcher:   # doctest: +SKIP
 ...     hits = searcher.search("the film where HAL 9000 turns on its crew", k=3)
->>> hits[0].title
+>>> hits[0].title   # doctest: +SKIP
 '2001: A Space Odyssey'
+
+The options (`k`, `mode`, filters, ...) and the `Hit`s are `search.query`'s, which
+every other way in (the command line, HTTP, MCP, the framework retrievers) shares.
 """
 
 from __future__ import annotations
@@ -22,56 +25,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import asdict, dataclass, replace
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping
 
 from ingest import lexical
 from ingest.embedders import Embedder, make_embedder
-from ingest.errors import CollectionMismatchError, StoreError
+from ingest.errors import CollectionMismatchError, SearchError, SearchUsageError, StoreError
 from ingest.settings import EmbedderSettings, StoreSettings
 from ingest.store import PayloadFilter, Store, open_store
-from schemas import CollectionSpec, point_id
+from schemas import CollectionSpec, PointPayload, SchemaError, point_id
 from search.context import Context, build_context, merge_passages
+from search.query import Hit, SearchOptions
 
 log = logging.getLogger(__name__)
 
+__all__ = ["CONTEXT_K", "Hit", "SearchError", "SearchOptions", "SearchUsageError", "Searcher", "check_embedder",
+           "search"]
 
-class SearchError(StoreError):
-    """The collection cannot be searched as asked."""
-
-
-@dataclass(frozen=True, slots=True)
-class Hit:
-    """One passage found. `score` ranks the hits (cosine similarity in dense mode,
-    the fused reciprocal-rank score in hybrid mode); `similarity` is always the
-    passage's cosine similarity to the query. `start`/`end` locate `text` in the
-    article. With neighbours asked for, `context` is the text of this chunk and
-    its neighbours (chunks `context_first` to `context_last`), merged."""
-
-    rank: int
-    score: float
-    similarity: float
-    article_id: str
-    title: str
-    url: str
-    text: str
-    chunk_index: int
-    start: int
-    end: int
-    point_id: str
-    context: str | None = None
-    context_first: int | None = None
-    context_last: int | None = None
-    context_start: int | None = None
-    context_end: int | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-MODES = ("dense", "hybrid")
-MAX_K = 100
-MAX_NEIGHBOURS = 5
+CONTEXT_K = 8  # hits a context block is built from, unless asked otherwise
 
 
 class Searcher:
@@ -139,108 +109,84 @@ class Searcher:
 
     @property
     def default_mode(self) -> str:
-        """Hybrid where the collection has sparse vectors: it wins on the shipped
-        question set (README, "Retrieval quality"); dense otherwise."""
+        """Hybrid where the collection has sparse vectors, which does better on the
+        shipped question sets (docs/measurements.md has the figures); dense otherwise."""
         return "hybrid" if self.spec.sparse else "dense"
 
-    def search(
-        self,
-        query: str,
-        *,
-        k: int = 5,
-        mode: str | None = None,
-        score_threshold: float | None = None,
-        article_ids: Sequence[str] | None = None,
-        titles: Sequence[str] | None = None,
-        urls: Sequence[str] | None = None,
-        max_per_article: int | None = None,
-        neighbours: int = 0,
-    ) -> list[Hit]:
-        """The `k` best passages for `query`.
+    def search(self, query: str, options: SearchOptions | None = None, **changes: Any) -> list[Hit]:
+        """The `k` best passages for `query`, searched as `options` say, with `changes`
+        to them: the fields of `search.query.SearchOptions` (`k`, `mode`,
+        `score_threshold`, `article_ids`, `titles`, `urls`, `max_per_article`,
+        `neighbours`), as in `searcher.search("HAL 9000", k=3, mode="dense")`.
 
-        mode: "dense" (semantic only), "hybrid" (semantic and BM25 lexical, fused by
-        reciprocal rank), or None for the collection's default. score_threshold:
-        leave out passages whose cosine similarity to the query is lower.
-        article_ids / titles / urls: only these articles (any of each list given).
-        max_per_article: at most this many hits per article, so that one long
-        article does not crowd out the others. neighbours: also fetch this many
-        chunks either side of each hit, merged into `Hit.context`."""
-        mode = self._check(query, k, mode, score_threshold, max_per_article, neighbours)
+        A wrong option or an empty query is a `SearchUsageError` that names it."""
+        options = SearchOptions.of(options, **changes)
+        if not isinstance(query, str) or not query.strip():
+            raise SearchUsageError("the query is empty")
         self.follow_alias()
+        mode = self._mode(options)
         try:
-            hits = self._search(query, k, mode, score_threshold, payload_filter(article_ids, titles, urls),
-                                max_per_article)
+            hits = self._search(query, options, mode)
         except Exception:
             if self.store.exists():
                 raise
             self.follow_alias(force=True)  # dropped after a rebuild: the alias leads elsewhere now
-            mode = self._check(query, k, mode, score_threshold, max_per_article, neighbours)
-            hits = self._search(query, k, mode, score_threshold, payload_filter(article_ids, titles, urls),
-                                max_per_article)
-        if neighbours:
-            hits = self._with_neighbours(hits, neighbours)
+            hits = self._search(query, options, self._mode(options))
+        if options.neighbours:
+            hits = self._with_neighbours(hits, options.neighbours)
         return hits
 
-    def context(self, query: str, *, max_chars: int | None = None, max_tokens: int | None = None,
-                k: int = 8, **search_args) -> Context:
-        """The numbered RAG context block for `query` (`search.context.build_context`);
-        a token budget is counted with the embedding model's tokenizer, a fair
-        proxy for most LLMs' (pass your own counter to `build_context` otherwise)."""
+    def context(self, query: str, options: SearchOptions | None = None, *, max_chars: int | None = None,
+                max_tokens: int | None = None, **changes: Any) -> Context:
+        """The numbered RAG context block for `query` (`search.context.build_context`)
+        from `search(query, options, **changes)`'s hits, CONTEXT_K of them unless
+        `k` is given. A token budget is counted with the embedding model's
+        tokenizer, a fair proxy for most LLMs' (pass your own counter to
+        `build_context` otherwise)."""
         def count_tokens(text: str) -> int:
             counted = self.embedder.count_tokens([text])
             return counted[0] if counted else -(-len(text) // 4)  # no tokenizer: about 4 characters a token
 
-        hits = self.search(query, k=k, **search_args)
+        if options is None:
+            changes.setdefault("k", CONTEXT_K)
+        hits = self.search(query, options, **changes)
         return build_context(hits, max_chars=max_chars, max_tokens=max_tokens,
                              count_tokens=count_tokens if max_tokens is not None else None)
 
-    def _check(self, query: str, k: int, mode: str | None, score_threshold: float | None,
-               max_per_article: int | None, neighbours: int) -> str:
-        if not isinstance(query, str) or not query.strip():
-            raise SearchError("the query is empty")
-        if not 1 <= k <= MAX_K:
-            raise SearchError(f"k must be between 1 and {MAX_K}, got {k}")
-        mode = mode or self.default_mode
-        if mode not in MODES:
-            raise SearchError(f"mode {mode!r} is not one of {', '.join(MODES)}")
+    def _mode(self, options: SearchOptions) -> str:
+        """The mode to search with: the one asked for, or the collection's default."""
+        mode = options.mode or self.default_mode
         if mode == "hybrid" and self.spec.sparse is None:
-            raise SearchError(
+            raise SearchUsageError(
                 f"collection {self.name!r} has no sparse vectors, so no hybrid search: use mode 'dense', or "
                 "rebuild it with `python -m ingest --sparse bm25`")
-        if score_threshold is not None and not -1.0 <= score_threshold <= 1.0:
-            raise SearchError(f"score_threshold is a cosine similarity, between -1 and 1; got {score_threshold}")
-        if max_per_article is not None and max_per_article < 1:
-            raise SearchError(f"max_per_article must be at least 1, got {max_per_article}")
-        if not 0 <= neighbours <= MAX_NEIGHBOURS:
-            raise SearchError(f"neighbours must be between 0 and {MAX_NEIGHBOURS}, got {neighbours}")
         return mode
 
-    def _search(self, query: str, k: int, mode: str, score_threshold: float | None,
-                where: PayloadFilter | None, max_per_article: int | None) -> list[Hit]:
+    def _search(self, query: str, options: SearchOptions, mode: str) -> list[Hit]:
         store, embedder, spec = self.store, self.embedder, self.spec  # one collection, even if the alias moves
+        k, score_threshold = options.k, options.score_threshold
         dense = embedder.embed_queries([query])[0]
         sparse = lexical.query_vector(query, spec.sparse) if mode == "hybrid" else None
         # A threshold drops fused hits after the fact: fetch more, so k can still be met.
         limit = k if score_threshold is None or mode == "dense" else 2 * k + 10
-        found = store.search(dense, sparse=sparse, limit=limit, where=where,
-                                  score_threshold=score_threshold, group_size=max_per_article)
+        found = store.search(dense, sparse=sparse, limit=limit, where=article_filter(options),
+                             score_threshold=score_threshold, group_size=options.max_per_article)
         hits = [hit for hit in found if score_threshold is None or hit.similarity >= score_threshold][:k]
-        return [
-            Hit(
-                rank=rank,
-                score=hit.score,
-                similarity=hit.similarity,
-                article_id=str(hit.payload.get("id", "")),
-                title=str(hit.payload.get("title", "")),
-                url=str(hit.payload.get("url", "")),
-                text=str(hit.payload.get("text", "")),
-                chunk_index=int(hit.payload.get("chunk_index", 0)),
-                start=int(hit.payload.get("start", 0)),
-                end=int(hit.payload.get("end", 0)),
-                point_id=hit.id,
-            )
-            for rank, hit in enumerate(hits, start=1)
-        ]
+        out = []
+        for rank, hit in enumerate(hits, start=1):
+            payload = self._payload(hit.id, hit.payload)
+            out.append(Hit(rank=rank, score=hit.score, similarity=hit.similarity, article_id=payload.id,
+                           title=payload.title, url=payload.url, text=payload.text, chunk_index=payload.chunk_index,
+                           start=payload.start, end=payload.end, point_id=hit.id))
+        return out
+
+    def _payload(self, point: str, payload: Mapping[str, Any]) -> PointPayload:
+        """A stored point's payload, read as ingest wrote it."""
+        try:
+            return PointPayload.from_dict(payload, point=point)
+        except SchemaError as exc:
+            raise StoreError(f"collection {self.store.collection!r} holds a point this search cannot read ({exc}): "
+                             "rebuild it with `python -m ingest`") from exc
 
     def _with_neighbours(self, hits: list[Hit], neighbours: int) -> list[Hit]:
         """Each hit with the text of up to `neighbours` chunks either side of it
@@ -251,25 +197,26 @@ class Searcher:
             for index in range(max(0, hit.chunk_index - neighbours), hit.chunk_index + neighbours + 1)
         }
         chunks = {
-            wanted[pid]: payload for pid, payload in self.store.payloads(list(wanted)).items() if pid in wanted
+            wanted[pid]: self._payload(pid, payload)
+            for pid, payload in self.store.payloads(list(wanted)).items() if pid in wanted
         }
         out = []
         for hit in hits:
-            around = [chunks[(hit.article_id, index)]
+            around = [(chunk.chunk_index, chunk.start, chunk.end, chunk.text)
                       for index in range(hit.chunk_index - neighbours, hit.chunk_index + neighbours + 1)
-                      if (hit.article_id, index) in chunks]
+                      if (chunk := chunks.get((hit.article_id, index))) is not None]
             if not around:
-                around = [{"chunk_index": hit.chunk_index, "start": hit.start, "end": hit.end, "text": hit.text}]
-            (passage, *rest) = merge_passages((int(c["start"]), int(c["end"]), str(c["text"])) for c in around)
+                around = [(hit.chunk_index, hit.start, hit.end, hit.text)]
+            (passage, *rest) = merge_passages((start, end, text) for _, start, end, text in around)
             # rest is non-empty only if a neighbour is missing from the middle: keep the part with the hit
             for other in rest:
                 if other.start <= hit.start < other.end:
                     passage = other
-            inside = [int(c["chunk_index"]) for c in around
-                      if passage.start <= int(c["start"]) and int(c["end"]) <= passage.end]
-            out.append(replace(hit, context=passage.text, context_first=min(inside, default=hit.chunk_index),
-                               context_last=max(inside, default=hit.chunk_index),
-                               context_start=passage.start, context_end=passage.end))
+            inside = [index for index, start, end, _ in around if passage.start <= start and end <= passage.end]
+            out.append(hit.model_copy(update=dict(
+                context=passage.text, context_first=min(inside, default=hit.chunk_index),
+                context_last=max(inside, default=hit.chunk_index), context_start=passage.start,
+                context_end=passage.end)))
         return out
 
     def follow_alias(self, *, force: bool = False) -> None:
@@ -332,28 +279,19 @@ def check_embedder(spec: CollectionSpec, embedder: Embedder, collection: str) ->
         )
 
 
-def payload_filter(article_ids: Sequence[str] | None = None, titles: Sequence[str] | None = None,
-                   urls: Sequence[str] | None = None) -> PayloadFilter | None:
-    """Only the articles with one of these ids, one of these titles and one of these
-    urls (each list that is given; a string is a list of one). Indexed fields on a server."""
-    parts: dict[str, tuple[str, ...]] = {}
-    for key, values in (("article_ids", article_ids), ("titles", titles), ("urls", urls)):
-        if values is None:
-            continue
-        if isinstance(values, str):
-            values = [values]
-        if not values:
-            raise SearchError(f"the {_FIELD[key]} filter is an empty list: nothing could match")
-        parts[key] = tuple(str(v) for v in values)
+def article_filter(options: SearchOptions) -> PayloadFilter | None:
+    """The store's filter for the articles `options` restrict the search to (each
+    list given must hold; ids, titles and urls are indexed fields on a server)."""
+    parts = {name: tuple(values) for name in ("article_ids", "titles", "urls")
+             if (values := getattr(options, name)) is not None}
     return PayloadFilter(**parts) if parts else None
 
 
-_FIELD = {"article_ids": "id", "titles": "title", "urls": "url"}
-
-
-def search(query: str, *, k: int = 5, store: StoreSettings | None = None,
-           embedder: EmbedderSettings | None = None, **search_args) -> list[Hit]:
-    """One-shot search; open a `Searcher` to run many queries. `search_args`:
-    those of `Searcher.search`."""
-    with Searcher.open(store, embedder) as searcher:
-        return searcher.search(query, k=k, **search_args)
+def search(query: str, options: SearchOptions | None = None, *, store_settings: StoreSettings | None = None,
+           embedder_settings: EmbedderSettings | None = None, **changes: Any) -> list[Hit]:
+    """One-shot search of the collection `store_settings` name, with the embedder
+    `embedder_settings` describe (by default: ./qdrant_data, "wikipedia", the local
+    model); open a `Searcher` to run many queries. `options` and `changes`: as
+    `Searcher.search` takes them."""
+    with Searcher.open(store_settings, embedder_settings) as searcher:
+        return searcher.search(query, options, **changes)

@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 from ingest.errors import SettingsError
 from search.evaluation.metrics import percentile
 from search.evaluation.questions import SAMPLE_QUESTIONS, Question, load_questions
-from search.options import add_searcher_args, searcher_command
+from search.command import add_searcher_args, searcher_command
 
 PROG = "python -m search bench"
 K = 10  # hits per search

@@ -36,23 +36,18 @@ import os
 import re
 import sys
 import textwrap
-from dataclasses import replace
-from typing import Any, Sequence
+from typing import Sequence
 
 from ingest.errors import SettingsError
-from ingest.logs import quiet_on_closed_pipe, report_failure, setup_logging, stop_on_interrupt
-from ingest.settings import embedder_settings, env_default, store_settings
+from ingest.edge import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Edge, run_command
+from ingest.edge import console as edge_console
+from ingest.logs import setup_logging
+from ingest.settings import SERVE, ServeSettings, add_flags, embedder_settings, from_args, store_settings
 from search import bench, evaluation
-from search.api import MAX_K, MODES, Hit, Searcher
-from search.options import (
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_USAGE,
-    OpenSearcher,
-    add_searcher_args,
-    searcher_command,
-)
-from search.server import DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_QUERY_CHARS, TOKEN_ENV, make_app
+from search.api import Searcher
+from search.command import OpenSearcher, add_searcher_args, searcher_command
+from search.query import SEARCH_MODES, Hit, SearchOptions, limits
+from search.server import TOKEN_ENV, make_app
 from search.serving import is_loopback, make_server, serve_until_stopped, server_url
 
 log = logging.getLogger("search")
@@ -72,6 +67,19 @@ def _whole_number(low: int, high: int | None = None):
     return parse
 
 
+def _number(low: float, high: float):
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{raw!r} is not a number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
+
+
 def _query(raw: str) -> str:
     if not raw.strip():
         raise argparse.ArgumentTypeError("is empty: say what to look for, e.g. \"who painted the Mona Lisa\"")
@@ -79,27 +87,33 @@ def _query(raw: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The query's flags. Those of the search options (`search.query.SearchOptions`)
+    have the option's name as their destination, and its default and limits."""
     parser = argparse.ArgumentParser(prog="python -m search", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    defaults, (fewest, most) = SearchOptions(), limits(SearchOptions, "k")
     parser.add_argument("query", type=_query, help="what to look for, in plain words")
-    parser.add_argument("-k", type=_whole_number(1, MAX_K), default=5,
-                        help=f"number of hits, 1 to {MAX_K} (default %(default)s)")
+    parser.add_argument("-k", type=_whole_number(fewest, most), default=defaults.k,
+                        help=f"number of hits, {fewest} to {most} (default %(default)s)")
     parser.add_argument("--json", action="store_true",
                         help="one JSON object per hit on stdout (with --context: the context block as JSON)")
     options = parser.add_argument_group("what to search")
-    options.add_argument("--mode", choices=MODES, default=None,
+    options.add_argument("--mode", choices=SEARCH_MODES, default=defaults.mode,
                          help="dense (vectors) or hybrid (vectors and BM25; the collection needs sparse "
                               "vectors); default: the collection's")
-    options.add_argument("--threshold", type=float, default=None, metavar="SIMILARITY",
+    options.add_argument("--threshold", dest="score_threshold", type=_number(*limits(SearchOptions, "score_threshold")),
+                         default=defaults.score_threshold, metavar="SIMILARITY",
                          help="leave out hits under this cosine similarity")
-    options.add_argument("--article-id", action="append", default=None, metavar="ID",
-                         help="only this article (repeat for any of several)")
-    options.add_argument("--title", action="append", default=None, help="only the article with this exact "
-                                                                         "title (repeat for any of several)")
-    options.add_argument("--url", action="append", default=None, help="only the article at this URL (repeatable)")
-    options.add_argument("--max-per-article", type=_whole_number(1), default=None, metavar="N",
-                         help="at most N hits from one article")
-    options.add_argument("--neighbours", type=_whole_number(0), default=0, metavar="N",
+    options.add_argument("--article-id", dest="article_ids", action="append", default=defaults.article_ids,
+                         metavar="ID", help="only this article (repeat for any of several)")
+    options.add_argument("--title", dest="titles", action="append", default=defaults.titles, metavar="TITLE",
+                         help="only the article with this exact title (repeat for any of several)")
+    options.add_argument("--url", dest="urls", action="append", default=defaults.urls, metavar="URL",
+                         help="only the article at this URL (repeatable)")
+    options.add_argument("--max-per-article", type=_whole_number(*limits(SearchOptions, "max_per_article")),
+                         default=defaults.max_per_article, metavar="N", help="at most N hits from one article")
+    options.add_argument("--neighbours", type=_whole_number(*limits(SearchOptions, "neighbours")),
+                         default=defaults.neighbours, metavar="N",
                          help="add up to N neighbouring chunks on each side of every hit, as its context")
     options.add_argument("--context", type=_whole_number(1), default=None, metavar="CHARS",
                          help="print a numbered context block of at most CHARS characters, for a prompt, "
@@ -108,13 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def search_options(args: argparse.Namespace) -> dict[str, Any]:
-    """`Searcher.search`'s keyword arguments from the flags: only those given, so the
-    searcher's defaults apply to the rest."""
-    options = {"mode": args.mode, "score_threshold": args.threshold, "article_ids": args.article_id,
-               "titles": args.title, "urls": args.url, "max_per_article": args.max_per_article,
-               "neighbours": args.neighbours or None}
-    return {name: value for name, value in options.items() if value is not None}
+def search_options(args: argparse.Namespace) -> SearchOptions:
+    """The search options the flags give (each flag's destination is its option's name)."""
+    return SearchOptions.of(**{name: getattr(args, name) for name in SearchOptions.model_fields})
 
 
 # Control characters from the corpus (ESC sequences, BEL, NUL, C1's CSI...) must not reach a
@@ -135,7 +145,8 @@ def json_line(data: dict) -> str:
 
 
 def format_hit(hit: Hit, width: int = 100) -> str:
-    hit = replace(hit, title=terminal_safe(hit.title), url=terminal_safe(hit.url), text=terminal_safe(hit.text))
+    hit = hit.model_copy(update=dict(title=terminal_safe(hit.title), url=terminal_safe(hit.url),
+                                     text=terminal_safe(hit.text)))
     snippet = textwrap.shorten(hit.text, width=240, placeholder=" …")
     body = textwrap.indent(textwrap.fill(snippet, width=width - 4), "    ")
     return f"{hit.rank}. {hit.title}  ({score_label(hit)})\n    {hit.url}\n{body}"
@@ -153,18 +164,19 @@ def _search(args: argparse.Namespace, open_searcher: OpenSearcher) -> int:
     options = search_options(args)
     with open_searcher() as searcher:
         if args.context is not None:
-            context = searcher.context(args.query, max_chars=args.context, k=args.k, **options)
+            context = searcher.context(args.query, options, max_chars=args.context)
         else:
-            hits = searcher.search(args.query, k=args.k, **options)
+            hits = searcher.search(args.query, options)
     if args.context is not None:
-        print(json_line(context.to_dict()) if args.json else terminal_safe(context.text))
+        print(json_line(context.model_dump()) if args.json else terminal_safe(context.text))
         found = bool(context.sources)
     else:
         for hit in hits:
-            print(json_line(hit.to_dict()) if args.json else format_hit(hit))
+            print(json_line(hit.model_dump()) if args.json else format_hit(hit))
         found = bool(hits)
     if not found:
-        log.warning("no hits: %s", "none matched the filters or the threshold" if options
+        filtered = options.article_ids or options.titles or options.urls or options.score_threshold is not None
+        log.warning("no hits: %s", "none matched the filters or the threshold" if filtered
                     else "the collection is empty")
     return EXIT_OK
 
@@ -192,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def console() -> int:
     """`python -m search` and the `wiki-search` script: `main` with the Unix edge (a closed pipe, Ctrl-C)."""
-    return stop_on_interrupt(lambda: quiet_on_closed_pipe(main), "search")
+    return edge_console(main, "search")
 
 
 # -- python -m search serve ------------------------------------------------------------
@@ -227,20 +239,10 @@ def build_serve_parser(env: dict[str, str] | None = None) -> argparse.ArgumentPa
     env = os.environ if env is None else env
     parser = argparse.ArgumentParser(prog="python -m search serve", description=SERVE_DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--host", default=env_default(env, "SEARCH_HOST", "127.0.0.1"),
-                        help="address to listen on; 0.0.0.0 or :: for every interface (env SEARCH_HOST; "
-                             "default %(default)s)")
-    parser.add_argument("--port", type=_whole_number(0, 65535), default=env_default(env, "SEARCH_PORT", 8000, int),
-                        help="port to listen on; 0: any free one (env SEARCH_PORT; default %(default)s)")
+    add_flags(parser, ServeSettings, (SERVE,), env, only=("host", "port"))
     parser.add_argument("--open", action="store_true",
                         help="serve without a token (SEARCH_API_TOKEN ignored); only on a loopback host")
-    parser.add_argument("--max-query-chars", type=_whole_number(1),
-                        default=env_default(env, "SEARCH_MAX_QUERY_CHARS", DEFAULT_MAX_QUERY_CHARS, int),
-                        help="longer queries get 413 (env SEARCH_MAX_QUERY_CHARS; default %(default)s)")
-    parser.add_argument("--max-concurrent", type=_whole_number(1),
-                        default=env_default(env, "SEARCH_MAX_CONCURRENT", DEFAULT_MAX_CONCURRENT, int),
-                        help="searches at once; more wait their turn (env SEARCH_MAX_CONCURRENT; default "
-                             "%(default)s)")
+    add_flags(parser, ServeSettings, (SERVE,), env, only=("max_query_chars", "max_concurrent"))
     add_searcher_args(parser, env)
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only (no access log)")
     return parser
@@ -258,35 +260,32 @@ def check_exposure(host: str, token: str | None, open_: bool) -> None:
 
 
 def serve(argv: Sequence[str]) -> int:
-    try:
-        args = build_serve_parser().parse_args(argv)
-        token = (os.environ.get(TOKEN_ENV) or "").strip() or None
-        check_exposure(args.host, token, args.open)
-        setup_logging(-1 if args.quiet else args.verbose)
-        stores, embedders = store_settings(args), embedder_settings(args)
-    except SettingsError as exc:
-        print(f"python -m search serve: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    return run_command("python -m search serve", lambda edge: _serve(edge, argv), logger="search")
+
+
+def _serve(edge: Edge, argv: Sequence[str]) -> int:
+    args = build_serve_parser().parse_args(argv)
+    token = (from_args(ServeSettings, args).token or "").strip() or None
+    check_exposure(args.host, token, args.open)
+    setup_logging(-1 if args.quiet else args.verbose)
+    stores, embedders = store_settings(args), embedder_settings(args)
+    edge.ready(args.verbose, qdrant=stores.address if stores.qdrant_url else None)
     if args.open:
         if token is not None:
             log.warning("--open: %s is ignored, /search answers without a token", TOKEN_ENV)
         token = None
-    try:
-        with Searcher.open(stores, embedders) as searcher:
-            app = make_app(searcher, token=token, max_query_chars=args.max_query_chars,
-                           max_concurrent=args.max_concurrent)
-            try:
-                server = make_server(app, args.host, args.port)
-            except OSError as exc:
-                log.error("cannot listen on %s port %s: %s", args.host, args.port, exc)
-                return EXIT_FAILED
-            url = server_url(server)
-            log.info("serving %s (%s, %s) at %s/search%s; the search page: %s/", searcher.name,
-                     searcher.store.collection, searcher.spec.model.name, url, "" if token else ", without a token",
-                     url)
-            serve_until_stopped(server)
-    except Exception as exc:  # the one error edge
-        report_failure(log, exc, args.verbose)
-        return EXIT_FAILED
+    with Searcher.open(stores, embedders) as searcher:
+        app = make_app(searcher, token=token, max_query_chars=args.max_query_chars,
+                       max_concurrent=args.max_concurrent)
+        try:
+            server = make_server(app, args.host, args.port)
+        except OSError as exc:
+            log.error("cannot listen on %s port %s: %s", args.host, args.port, exc)
+            return EXIT_FAILED
+        url = server_url(server)
+        log.info("serving %s (%s, %s) at %s/search%s; the search page: %s/", searcher.name,
+                 searcher.store.collection, searcher.spec.model.name, url, "" if token else ", without a token",
+                 url)
+        serve_until_stopped(server)
     log.info("stopped")
     return EXIT_OK

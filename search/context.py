@@ -9,7 +9,7 @@ with the same text (an article copied under two titles) are kept once.
 
 >>> from search import Searcher
 >>> from search.context import build_context
->>> with Searcher.open() as searcher:
+>>> with Searcher.open() as searcher:   # doctest: +SKIP
 ...     context = build_context(searcher.search("who directed 2001: A Space Odyssey", k=5), max_chars=2000)
 >>> print(context.text)                                       # doctest: +SKIP
 [1] 2001: A Space Odyssey — https://en.wikipedia.org/wiki/2001:_A_Space_Odyssey
@@ -19,8 +19,9 @@ with the same text (an article copied under two titles) are kept once.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable, Protocol, Sequence
+from typing import Annotated, Callable, Iterable, Protocol, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
 
 # Two chunks of an article whose texts are this close (usually the whitespace the
 # chunker stripped) read as one passage.
@@ -41,23 +42,28 @@ class Span(Protocol):
     score: float
 
 
-@dataclass(frozen=True, slots=True)
-class Passage:
+# The block and its parts are what the Python API returns and what the HTTP API answers.
+class Passage(BaseModel):
     """Consecutive text of one article: offsets into its text, and the text."""
+
+    model_config = ConfigDict(frozen=True)
 
     start: int
     end: int
     text: str
 
 
-@dataclass(slots=True)
-class Source:
-    number: int
+class Citation(BaseModel):
+    """One article the block cites, under its number."""
+
+    model_config = ConfigDict(frozen=True)
+
+    number: Annotated[int, Field(ge=1, description="Its [number] in the context text")]
     article_id: str
     title: str
     url: str
-    score: float  # its best hit's
-    passages: list[Passage] = field(default_factory=list)
+    score: Annotated[float, Field(description="Its best hit's score")]
+    passages: list[Passage]
 
     def header(self) -> str:
         return f"[{self.number}] {self.title} — {self.url}" if self.url else f"[{self.number}] {self.title}"
@@ -65,20 +71,16 @@ class Source:
     def body(self) -> str:
         return "\n…\n".join(p.text for p in self.passages)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
+class Context(BaseModel):
+    """The numbered RAG context block: `text` for the prompt; `sources` for the
+    citations it refers to by number."""
 
-@dataclass(slots=True)
-class Context:
-    """`text` for the prompt; `sources` for the citations it refers to by number."""
+    model_config = ConfigDict(frozen=True)
 
-    text: str
-    sources: list[Source]
-    truncated: bool  # something found did not fit the budget
-
-    def to_dict(self) -> dict:
-        return {"text": self.text, "sources": [s.to_dict() for s in self.sources], "truncated": self.truncated}
+    text: Annotated[str, Field(description="Numbered passages under their titles and URLs, ready for a prompt")]
+    sources: Annotated[list[Citation], Field(description="What each number in the text cites")]
+    truncated: Annotated[bool, Field(description="Whether some of what was found did not fit")]
 
 
 def merge_passages(spans: Iterable[tuple[int, int, str]]) -> list[Passage]:
@@ -92,9 +94,9 @@ def merge_passages(spans: Iterable[tuple[int, int, str]]) -> list[Passage]:
                 continue  # inside what is there already
             overlap = max(0, last.end - start)
             joint = "" if overlap or start == last.end else " "
-            merged[-1] = Passage(last.start, end, last.text + joint + text[overlap:])
+            merged[-1] = Passage(start=last.start, end=end, text=last.text + joint + text[overlap:])
         else:
-            merged.append(Passage(start, end, text))
+            merged.append(Passage(start=start, end=end, text=text))
     return merged
 
 
@@ -102,28 +104,27 @@ def _normal(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
-def group_sources(hits: Sequence[Span]) -> list[Source]:
+def group_sources(hits: Sequence[Span]) -> list[Citation]:
     """One source per article, in the order of each article's best hit, with its
     passages merged; a passage whose text an earlier source already has is dropped."""
-    order: dict[str, Source] = {}
+    best: dict[str, Span] = {}  # each article's first hit, its best
     spans: dict[str, list[tuple[int, int, str]]] = {}
     for hit in hits:
-        if hit.article_id not in order:
-            order[hit.article_id] = Source(0, hit.article_id, hit.title, hit.url, hit.score)
-            spans[hit.article_id] = []
-        spans[hit.article_id].append((hit.start, hit.end, hit.text))
+        best.setdefault(hit.article_id, hit)
+        spans.setdefault(hit.article_id, []).append((hit.start, hit.end, hit.text))
     seen: set[str] = set()
-    sources = []
-    for article_id, source in order.items():
+    sources: list[Citation] = []
+    for article_id, hit in best.items():
+        passages = []
         for passage in merge_passages(spans[article_id]):
             key = _normal(passage.text)
             if key in seen:
                 continue
             seen.add(key)
-            source.passages.append(passage)
-        if source.passages:
-            source.number = len(sources) + 1
-            sources.append(source)
+            passages.append(passage)
+        if passages:
+            sources.append(Citation(number=len(sources) + 1, article_id=article_id, title=hit.title, url=hit.url,
+                                  score=hit.score, passages=passages))
     return sources
 
 
@@ -166,7 +167,7 @@ def build_context(
 
     budget = max_tokens if max_tokens is not None else max_chars
     blocks: list[str] = []
-    kept: list[Source] = []
+    kept: list[Citation] = []
     truncated = False
     used = 0  # of the budget, by the blocks kept so far
     for source in group_sources(hits):
@@ -189,16 +190,16 @@ def build_context(
                 if cut is None:
                     break
                 if used + size(prefix + cut) <= budget:
-                    passages.append(Passage(passage.start, passage.start + len(cut) - len(ELLIPSIS), cut))
+                    passages.append(Passage(start=passage.start, end=passage.start + len(cut) - len(ELLIPSIS),
+                                            text=cut))
                     break
                 chars -= max(1, chars // 10)
             break
         if not passages:
             break
-        source.passages = passages
-        source.number = len(kept) + 1
+        source = source.model_copy(update={"passages": passages, "number": len(kept) + 1})
         kept.append(source)
         block = source.header() + "\n" + source.body()
         used += size(("\n\n" if blocks else "") + block)
         blocks.append(block)
-    return Context("\n\n".join(blocks), kept, truncated)
+    return Context(text="\n\n".join(blocks), sources=kept, truncated=truncated)

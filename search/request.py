@@ -1,37 +1,37 @@
 """What the HTTP search API takes and answers, as pydantic models: FastAPI
 validates requests with them and generates the OpenAPI document from them, and
 the MCP tools (`search.mcp_server`) check their arguments with the same rules
-through `parse_search`.
+through `parse_search`. The search options and the hits are `search.query`'s, the
+context block `search.context`'s: these models add only what HTTP adds.
 
-- `SearchRequest`: the POST /search body (strict JSON types: `"5"` is no number).
-- `SearchParams`: the GET /search query string (`?q=...&title=A&title=B`).
-- `SearchResponse`, `Hit`, `Context`, `Health`, `Error`: the answers.
-- `explain`: pydantic's validation errors as one `HTTPError` whose one-line
+- `SearchRequest`: the POST /search body, a query and the search options (strict
+  JSON types: `"5"` is no number), and a context block's size.
+- `SearchParams`: the GET /search query string (`?q=...&title=A&title=B`), the
+  body's fields under the names a query string gives them (PARAMETER_NAMES).
+- `SearchResponse`, `Health`, `Error`: the answers.
+- `invalid_request`: pydantic's validation errors as one `HTTPError` whose one-line
   message names the field at fault and what it accepts.
 
 The query's length limit is the server's (`--max-query-chars`), so the models that
 carry it are made per limit: `request_model(2000)`, `params_model(2000)`.
 
->>> parse_search({"query": "HAL 9000", "k": 3, "titles": ["2001: A Space Odyssey"]}).search_options()
-{'titles': ['2001: A Space Odyssey']}
+>>> parse_search({"query": "HAL 9000", "k": 3, "titles": ["2001: A Space Odyssey"]}).titles
+['2001: A Space Odyssey']
 """
 
 from __future__ import annotations
 
+from copy import copy
 from functools import lru_cache
 from typing import Annotated, Any, Iterable, Literal, Mapping, Sequence
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from search.api import MAX_K, MAX_NEIGHBOURS, MODES
+from search.context import Context
+from search.query import WHOLE, Hit, SearchMode, SearchOptions, and_more, described, problem, show
 
 DEFAULT_MAX_QUERY_CHARS = 2000
 MAX_CONTEXT_CHARS = 100_000
-# (lowest, highest) of each number: the models' bounds, and the messages'.
-BOUNDS: dict[str, tuple[float, float | None]] = {
-    "k": (1, MAX_K), "neighbours": (0, MAX_NEIGHBOURS), "max_per_article": (1, None),
-    "context_chars": (1, MAX_CONTEXT_CHARS), "score_threshold": (-1, 1)}
-Mode = Literal[MODES]  # type: ignore[valid-type] - the searcher's modes, as the schema's enum
 
 
 class HTTPError(Exception):
@@ -62,87 +62,63 @@ def _query_text(max_chars: int | None = None) -> Any:
                      AfterValidator(_not_blank)]
 
 
-def _whole(value: Any) -> Any:
-    """JSON's 5.0 is the integer 5 (as JSON Schema says); 5.5, "5" and true are no integers."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-def _number(name: str, description: str, **extra: Any) -> Any:
-    low, high = BOUNDS[name]
-    return Field(ge=low, le=high, description=description, **extra)
-
-
-Strings = Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
 QUERY_DESCRIPTION = "What to look for, in plain words (not only whitespace)"
 QueryText = _query_text()
-NUMBERS = {
-    "k": "Number of hits",
-    "score_threshold": "Leave out hits whose cosine similarity to the query is lower",
-    "max_per_article": "At most N hits per article",
-    "neighbours": "Add up to N neighbouring chunks on each side of a hit, as its `context`",
-    "context_chars": "Also return a numbered RAG context block of at most this many characters, built from the hits",
-}
-MODE_DESCRIPTION = "dense (vectors only) or hybrid (vectors and BM25); absent or null: the collection's default"
 
 
-class SearchRequest(BaseModel):
-    """A search: the POST /search body, and what `Searcher.search` is called with."""
+class _Query(BaseModel):
+    """The query, first among a request's fields: pydantic lists the fields of a
+    class's bases before its own, those of the last base first."""
+
+    query: QueryText
+
+
+class SearchRequest(SearchOptions, _Query):
+    """A search: the POST /search body, and what the MCP tools check their arguments
+    with. Being a `SearchOptions`, it is what `Searcher.search` is called with."""
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
-    query: QueryText
-    k: Annotated[int, _number("k", NUMBERS["k"]), BeforeValidator(_whole)] = 5
-    mode: Annotated[Mode | None, Field(description=MODE_DESCRIPTION)] = None
-    score_threshold: Annotated[float | None, _number("score_threshold", NUMBERS["score_threshold"],
-                                                     allow_inf_nan=False)] = None
-    article_ids: Annotated[Strings | None, Field(description="Only these articles (any of them)")] = None
-    titles: Annotated[Strings | None, Field(description="Only articles with these exact titles (any of them)")] = None
-    urls: Annotated[Strings | None, Field(description="Only articles with these URLs (any of them)")] = None
-    max_per_article: Annotated[int | None, _number("max_per_article", NUMBERS["max_per_article"]),
-                               BeforeValidator(_whole)] = None
-    neighbours: Annotated[int, _number("neighbours", NUMBERS["neighbours"]), BeforeValidator(_whole)] = 0
-    context_chars: Annotated[int | None, _number("context_chars", NUMBERS["context_chars"]),
-                             BeforeValidator(_whole)] = None
-
-    def search_options(self) -> dict[str, Any]:
-        """The keyword arguments of `Searcher.search` beyond query and k: only those
-        asked for, so that the searcher's own defaults apply to the rest."""
-        options = {"mode": self.mode, "score_threshold": self.score_threshold, "article_ids": self.article_ids,
-                   "titles": self.titles, "urls": self.urls, "max_per_article": self.max_per_article,
-                   "neighbours": self.neighbours or None}
-        return {name: value for name, value in options.items() if value is not None}
+    context_chars: Annotated[int | None, Field(
+        ge=1, le=MAX_CONTEXT_CHARS,
+        description="Also return a numbered RAG context block of at most this many characters, built from the hits"),
+        WHOLE] = None
 
 
 FIELDS = tuple(SearchRequest.model_fields)
+# GET /search's names for the body's fields: `q` for the query, one repeated parameter per list.
+PARAMETER_NAMES = {"query": "q", "article_ids": "article_id", "titles": "title", "urls": "url"}
+REPEATED = {"article_id": "Only this article (repeat for any of several)",
+            "title": "Only the article with this exact title (repeatable)",
+            "url": "Only the article at this URL (repeatable)"}
 
 
-class SearchParams(BaseModel):
-    """GET /search's query string: the body's fields, `q` for the query, and one
-    repeated parameter per list (`?title=A&title=B`)."""
+class _Parameters(BaseModel):
+    """The base of GET /search's model, whose fields `_parameter` makes from the body's."""
 
     model_config = ConfigDict(extra="forbid")
 
-    q: QueryText
-    k: Annotated[int, _number("k", NUMBERS["k"])] = 5
-    mode: Annotated[Mode | None, Field(description=MODE_DESCRIPTION)] = None
-    score_threshold: Annotated[float | None, _number("score_threshold", NUMBERS["score_threshold"],
-                                                     allow_inf_nan=False)] = None
-    article_id: Annotated[Strings | None, Field(description="Only this article (repeat for any of several)")] = None
-    title: Annotated[Strings | None, Field(description="Only the article with this exact title (repeatable)")] = None
-    url: Annotated[Strings | None, Field(description="Only the article at this URL (repeatable)")] = None
-    max_per_article: Annotated[int | None, _number("max_per_article", NUMBERS["max_per_article"])] = None
-    neighbours: Annotated[int, _number("neighbours", NUMBERS["neighbours"])] = 0
-    context_chars: Annotated[int | None, _number("context_chars", NUMBERS["context_chars"])] = None
-
     def to_request(self) -> SearchRequest:
+        """The body these parameters stand for (checked already: not again)."""
         return SearchRequest.model_construct(
-            query=self.q, k=self.k, mode=self.mode, score_threshold=self.score_threshold,
-            article_ids=self.article_id, titles=self.title, urls=self.url, max_per_article=self.max_per_article,
-            neighbours=self.neighbours, context_chars=self.context_chars)
+            **{field: getattr(self, PARAMETER_NAMES.get(field, field)) for field in SearchRequest.model_fields})
 
 
+def _parameter(name: str) -> tuple[Any, Any]:
+    """The body's field `name` as a query-string parameter: the same type, limits and default."""
+    field = copy(SearchRequest.model_fields[name])
+    field.description = REPEATED.get(PARAMETER_NAMES.get(name, name), field.description)
+    return field.annotation, field
+
+
+# The query string is text: its model is not strict, so that "5" is read as 5.
+SearchParams = create_model(
+    "SearchParams", __base__=_Parameters, __module__=__name__,
+    __doc__="GET /search's query string: the body's fields, `q` for the query, and one repeated parameter per "
+            "list (`?title=A&title=B`).",
+    **{PARAMETER_NAMES.get(name, name): _parameter(name) for name in SearchRequest.model_fields})
 PARAMETERS = tuple(SearchParams.model_fields)
-REPEATABLE = frozenset({"article_id", "title", "url"})
+REPEATABLE = frozenset(REPEATED)
 
 
 @lru_cache(maxsize=None)
@@ -153,7 +129,7 @@ def request_model(max_query_chars: int) -> type[SearchRequest]:
 
 
 @lru_cache(maxsize=None)
-def params_model(max_query_chars: int) -> type[SearchParams]:
+def params_model(max_query_chars: int) -> type[_Parameters]:
     """`SearchParams` with `q` limited to `max_query_chars` (413 beyond)."""
     return create_model("SearchParams", __base__=SearchParams, __doc__=SearchParams.__doc__,
                         q=(_query_text(max_query_chars), ...))
@@ -164,59 +140,14 @@ def parse_search(fields: Mapping[str, Any], *, max_query_chars: int = DEFAULT_MA
     try:
         return request_model(max_query_chars).model_validate(dict(fields) if isinstance(fields, Mapping) else fields)
     except ValidationError as exc:  # located as FastAPI locates a body's errors
-        raise explain([{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]) from None
+        raise invalid_request([{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]) from None
 
 
-# -- the answers ----------------------------------------------------------------------------
-class Hit(BaseModel):
-    """One passage found (`search.api.Hit`)."""
-
-    rank: Annotated[int, Field(ge=1)]
-    score: Annotated[float, Field(description="What ranks the hits: the cosine similarity in dense mode, "
-                                              "the fused reciprocal-rank score in hybrid mode")]
-    similarity: Annotated[float, Field(description="The passage's cosine similarity to the query")]
-    article_id: str
-    title: str
-    url: str
-    text: Annotated[str, Field(description="The chunk's text")]
-    chunk_index: Annotated[int, Field(ge=0)]
-    start: Annotated[int, Field(description="Where the text starts in the article (characters)")]
-    end: Annotated[int, Field(description="Where it ends")]
-    point_id: str
-    context: Annotated[str | None, Field(description="With `neighbours`: this chunk and its neighbours, merged")]
-    context_first: Annotated[int | None, Field(description="The first chunk in `context`")]
-    context_last: Annotated[int | None, Field(description="The last chunk in `context`")]
-    context_start: Annotated[int | None, Field(description="Where `context` starts in the article")]
-    context_end: Annotated[int | None, Field(description="Where it ends")]
-
-
-class Passage(BaseModel):
-    start: int
-    end: int
-    text: str
-
-
-class Source(BaseModel):
-    number: Annotated[int, Field(ge=1, description="Its [number] in the context text")]
-    article_id: str
-    title: str
-    url: str
-    score: Annotated[float, Field(description="Its best hit's score")]
-    passages: list[Passage]
-
-
-class Context(BaseModel):
-    """The numbered RAG context block (`search.context.Context`)."""
-
-    text: Annotated[str, Field(description="Numbered passages under their titles and URLs, ready for a prompt")]
-    sources: Annotated[list[Source], Field(description="What each number in the text cites")]
-    truncated: Annotated[bool, Field(description="Whether some of what was found did not fit")]
-
-
+# -- the answers: hits (`search.query.Hit`) and a context block (`search.context.Context`) ----------
 class SearchResponse(BaseModel):
     query: str
     k: int
-    mode: Annotated[Mode, Field(description="The mode searched with")]
+    mode: Annotated[SearchMode, Field(description="The mode searched with")]
     took_ms: Annotated[float, Field(description="Milliseconds from the request's validation to its answer, "
                                                 "waiting for an earlier search included")]
     hits: list[Hit]
@@ -242,19 +173,17 @@ class Error(BaseModel):
 
 
 # -- validation errors as one message ----------------------------------------------------------
-def explain(errors: Sequence[Mapping[str, Any]]) -> HTTPError:
+def invalid_request(errors: Sequence[Mapping[str, Any]]) -> HTTPError:
     """pydantic's (or FastAPI's) validation errors as one HTTPError: 400 when the
     body is not JSON, 413 when the query is over the limit, 422 otherwise."""
     unknown = [e for e in errors if e["type"] == "extra_forbidden"]
     if unknown:
         names = [str(e["loc"][-1]) for e in unknown]
         what, known = ("parameter", PARAMETERS) if unknown[0]["loc"][0] == "query" else ("field", FIELDS)
-        return HTTPError(422, f"unknown {what}{'s' if len(names) > 1 else ''} {', '.join(map(_show, names))}: "
+        return HTTPError(422, f"unknown {what}{'s' if len(names) > 1 else ''} {', '.join(map(show, names))}: "
                               f"the {what}s are {', '.join(known)}")
     status, message = _one(errors[0])
-    if len(errors) > 1:
-        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
-    return HTTPError(status, message)
+    return HTTPError(status, message + and_more(len(errors) - 1))
 
 
 def _one(error: Mapping[str, Any]) -> tuple[int, str]:
@@ -267,47 +196,12 @@ def _one(error: Mapping[str, Any]) -> tuple[int, str]:
             return 422, 'the body is missing: send a JSON object such as {"query": "...", "k": 5}'
         if isinstance(value, (bytes, bytearray)):
             return 422, "the body must be JSON, sent with the header 'Content-Type: application/json'"
-        return 422, f'the body must be a JSON object such as {{"query": "...", "k": 5}}, got {_kind(value)}'
-    name = str(where[0])
-    path = name + "".join(f"[{part}]" for part in where[1:])
-    if name in ("query", "q") and len(where) == 1:
+        return 422, f'the body must be a JSON object such as {{"query": "...", "k": 5}}, got {described(value)}'
+    if str(where[0]) in ("query", "q") and len(where) == 1:
         if kind == "missing":
             return 422, "the query is missing: give it as 'query' in a JSON body, or ?q= in the URL"
         if kind == "string_too_long":
             return 413, f"the query is {len(value):,} characters long; the limit is {ctx['max_length']:,}"
         if kind in ("string_too_short", "string_pattern_mismatch") or (kind == "value_error" and not value.strip()):
             return 422, "the query is empty"
-    low, high = BOUNDS.get(name, (None, None))
-    bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-    if kind in ("int_type", "int_parsing", "int_from_float"):
-        return 422, f"{path} must be a whole number {bounds}, got {_kind(value)}"
-    if kind in ("float_type", "float_parsing", "finite_number"):
-        return 422, f"{path} must be a number {bounds}, got {_kind(value)}"
-    if kind in ("greater_than_equal", "less_than_equal"):
-        return 422, f"{path} must be {bounds}, got {value}"
-    if kind == "literal_error":
-        return 422, f"{path} must be one of {', '.join(MODES)}, got {_kind(value)}"
-    if kind == "string_unicode":
-        return 422, f"{path} holds a lone surrogate or other invalid Unicode: send valid Unicode"
-    if kind == "string_type":
-        return 422, f"{path} must be a string, got {_kind(value)}"
-    if kind == "list_type":
-        return 422, f"{path} must be a list of strings, got {_kind(value)}"
-    if kind in ("too_short", "string_too_short"):
-        return 422, f"{name} must hold at least one value, and no empty one"
-    if kind == "missing":
-        return 422, f"{path} is missing"
-    return 422, f"{path}: {error.get('msg', kind)}"
-
-
-def _kind(value: Any) -> str:
-    """A value as its JSON type, for messages: `'5' (a string)`."""
-    names = {bool: "a boolean", str: "a string", int: "a number", float: "a number", list: "an array",
-             dict: "an object", type(None): "null"}
-    kind = names.get(type(value), type(value).__name__)
-    return kind if isinstance(value, (list, dict, type(None))) else f"{_show(value)} ({kind})"
-
-
-def _show(value: Any, limit: int = 40) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return 422, problem({**error, "loc": tuple(where)}, SearchRequest)

@@ -64,9 +64,10 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ingest.errors import EmbedderError, IngestError
-from search.api import Searcher, SearchError
+from ingest.errors import EmbedderError, IngestError, SearchUsageError
+from search.api import Searcher
 from search.context import build_context
+from search.query import show
 from search.request import (
     DEFAULT_MAX_QUERY_CHARS,
     REPEATABLE,
@@ -75,8 +76,7 @@ from search.request import (
     HTTPError,
     SearchRequest,
     SearchResponse,
-    _show,
-    explain,
+    invalid_request,
     params_model,
     request_model,
 )
@@ -218,17 +218,17 @@ class SearchService:
         started = time.perf_counter()
         try:
             with self._slots:
-                hits = self.searcher.search(request.query, k=request.k, **request.search_options())
-            context = (build_context(hits, max_chars=request.context_chars).to_dict()
+                hits = self.searcher.search(request.query, options=request)  # a request is its options
+            context = (build_context(hits, max_chars=request.context_chars).model_dump()
                        if request.context_chars else None)
-        except SearchError as exc:  # the searcher refused the arguments
+        except SearchUsageError as exc:  # valid, but not for this collection (hybrid without sparse vectors)
             raise HTTPError(400, str(exc)) from exc
         except IngestError as exc:  # Qdrant or the embedder failed: which one, never where it lives
             log.error("search failed: the %s: %s", failed_part(exc), exc)
             raise HTTPError(503, unavailable_message(failed_part(exc))) from exc
         answer = {"query": request.query, "k": request.k, "mode": request.mode or self.searcher.default_mode,
                   "took_ms": round((time.perf_counter() - started) * 1000, 1),
-                  "hits": [hit.to_dict() for hit in hits]}
+                  "hits": [hit.model_dump() for hit in hits]}
         if context is not None:
             answer["context"] = context
         return answer
@@ -299,7 +299,7 @@ def make_app(searcher: Searcher, *, token: str | None, max_query_chars: int = DE
     @app.get("/static/{name}", include_in_schema=False)
     def page_file(name: str) -> FileResponse:
         if name not in PAGE_FILES:
-            raise HTTPError(404, f"no such file {_show(name)}: the page's files are {', '.join(PAGE_FILES)}")
+            raise HTTPError(404, f"no such file {show(name)}: the page's files are {', '.join(PAGE_FILES)}")
         return FileResponse(STATIC / name, media_type=PAGE_FILES[name])
 
     app.add_exception_handler(HTTPError, _http_error)
@@ -314,7 +314,7 @@ async def _http_error(request: Request, exc: HTTPError) -> JSON:
 
 
 async def _invalid(request: Request, exc: RequestValidationError) -> JSON:
-    error = explain(exc.errors())
+    error = invalid_request(exc.errors())
     return _error(error.status, error.message)
 
 
@@ -323,14 +323,14 @@ async def _framework_error(request: Request, exc: HTTPException) -> JSON:
     path, method = request.url.path, request.method
     if exc.status_code == 404:
         paths = sorted({route.path for route in request.app.routes if getattr(route, "include_in_schema", False)})
-        return _error(404, f"no such path {_show(path)}: the paths are /, {', '.join(paths)}")
+        return _error(404, f"no such path {show(path)}: the paths are /, {', '.join(paths)}")
     if exc.status_code == 405:
         allowed = [m for route in request.app.routes if isinstance(route, APIRoute)
                    and route.matches(request.scope)[0] != Match.NONE for m in sorted(route.methods)]
-        return _error(405, f"{path} answers {', '.join(allowed)}, not {_show(method)}", {"Allow": ", ".join(allowed)})
+        return _error(405, f"{path} answers {', '.join(allowed)}, not {show(method)}", {"Allow": ", ".join(allowed)})
     if exc.status_code == 400 and exc.__cause__ is not None:  # FastAPI could not read the body
         cause = exc.__cause__
-        return _error(400, f"the body is not valid JSON: {type(cause).__name__}: {_show(str(cause), 120)}")
+        return _error(400, f"the body is not valid JSON: {type(cause).__name__}: {show(str(cause), 120)}")
     return _error(exc.status_code, str(exc.detail), dict(exc.headers or {}))
 
 

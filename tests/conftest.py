@@ -15,6 +15,12 @@ import os
 
 import pytest
 
+from ingest.modal_settings import DeploySettings
+from ingest.settings import IngestSettings, ServeSettings, declared
+
+# Every variable a setting reads (ingest/settings/models.py), and the families the tools read besides.
+DECLARED_ENV = {item.option.env for cls in (IngestSettings, ServeSettings, DeploySettings)
+                for item in declared(cls) if item.option.env}
 _ENV_PREFIXES = ("QDRANT_", "EMBED", "TEI_", "INGEST_", "CHUNK_", "MODAL_", "QUERY_INSTRUCTION", "WIKI_EMBED_", "EMBEDDER")
 
 
@@ -23,7 +29,7 @@ INTEGRATION_MODULES = {
     "test_rebuild", "test_reindex", "test_resume", "test_runs", "test_search_api", "test_search_page", "test_server",
     "test_store", "test_store_edge", "test_store_server", "test_tei_contract", "test_tei_embedder", "test_tei_ingest",
     "test_worker", "test_qdrant_grpc", "test_containers", "test_qdrant_standin", "test_rehearsal",
-    "test_store_faults", "test_disk_faults", "test_interrupts", "test_advice", "test_serving_faults",
+    "test_store_faults", "test_disk_faults", "test_interrupts", "test_advice", "test_serving_faults", "test_doctests",
 }
 INTEGRATION_FIXTURES = {"local_embedder", "memory_store"}
 
@@ -41,7 +47,7 @@ def pytest_collection_modifyitems(items):
 def clean_env(monkeypatch):
     """Tests never see the developer's Qdrant, TEI or Modal settings."""
     for name in list(os.environ):
-        if name.startswith(_ENV_PREFIXES):
+        if name.startswith(_ENV_PREFIXES) or name in DECLARED_ENV:
             monkeypatch.delenv(name, raising=False)
 
 

@@ -166,7 +166,7 @@ def embedder(m):
     """The GPU class: plan, two shards, finish (the alias moves), embed, spec."""
     place_the_app(m)
     path = save_snapshot(m, "20231101.en", [article(i) for i in range(6)])
-    worker = m.Embedder()
+    worker = m.GPUWorker()
     try:
         plan = worker.prepare_load.local("wikipedia", CHUNKING, "20231101.en-6-3")
         results = [worker.ingest_shard.local(start, start + 3, path, plan.collection, CHUNKING, 8, plan.records)
@@ -231,7 +231,7 @@ def preflight(m):
 
 
 SCENARIOS = {"build download_weights": build_download_weights, "download_dataset": download_dataset,
-             "dataset_length": dataset_length, "Embedder": embedder, "reindex": reindex,
+             "dataset_length": dataset_length, "GPUWorker": embedder, "reindex": reindex,
              "scheduled_reindex": scheduled_reindex, "wait_until_indexed": wait_until_indexed,
              "search_api": search_api, "preflight": preflight}
 

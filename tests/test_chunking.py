@@ -79,7 +79,7 @@ def test_a_multi_megabyte_article_streams_in_bounded_memory():
     tracemalloc.start()
     try:
         count = 0
-        for chunk in chunker.chunks(article(text)):
+        for _chunk in chunker.chunks(article(text)):
             count += 1
         _, peak = tracemalloc.get_traced_memory()
     finally:

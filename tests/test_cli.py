@@ -117,13 +117,14 @@ def test_control_characters_from_the_corpus_never_reach_the_terminal_raw():
     human format, escaped in JSON (which still round-trips them exactly)."""
     import json as json_module
 
-    from search.api import Hit
     from search.cli import format_hit, json_line, terminal_safe
+    from search.query import Hit
 
     evil = "a \x1b[31mred\x1b[0m bell\x07 nul\x00 csi\x9b2J del\x7f\tand a tab\nline"
-    hit = Hit(1, 0.5, 0.5, "a", "Title\x1b]0;pwned\x07", "https://x/\x1b", evil, 0, 0, 1, "p")
+    hit = Hit(rank=1, score=0.5, similarity=0.5, article_id="a", title="Title\x1b]0;pwned\x07", url="https://x/\x1b",
+              text=evil, chunk_index=0, start=0, end=1, point_id="p")
     raw = "\x1b\x07\x00\x9b\x7f"
     assert not any(c in format_hit(hit) for c in raw) and "\ufffd[31mred" in format_hit(hit)
-    line = json_line(hit.to_dict())
+    line = json_line(hit.model_dump())
     assert not any(c in line for c in raw) and json_module.loads(line)["text"] == evil
     assert terminal_safe("tab\tand\nnewline stay") == "tab\tand\nnewline stay"

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import ingest.modal_app as modal_app
-from ingest.rehearsal.router import free_port
+from ingest.rehearsal.standin_router import free_port
 from tests.containers import Container, Interpreter, containers
 from tests.qdrant_server import QdrantStandIn
 
@@ -42,7 +42,7 @@ def tei_on_path(tmp_path_factory) -> dict[str, str]:
     run by this interpreter (the container never imports it)."""
     folder = tmp_path_factory.mktemp("tei-bin")
     router = folder / "text-embeddings-router"
-    router.write_text(f"#!/bin/sh\nexec {sys.executable} -m ingest.rehearsal.router \"$@\"\n")
+    router.write_text(f"#!/bin/sh\nexec {sys.executable} -m ingest.rehearsal.standin_router \"$@\"\n")
     entrypoint = folder / "entrypoint.sh"
     entrypoint.write_text("#!/bin/sh\nexec text-embeddings-router \"$@\"\n")
     for script in (router, entrypoint):
@@ -123,7 +123,7 @@ def test_the_dataset_functions_import_the_app_and_use_the_volume(rehearse):
 @pytest.fixture(scope="module")
 def loaded(rehearse) -> dict:
     """The GPU class's sharded load (once for the module: the store and Volumes persist)."""
-    return rehearse("Embedder")
+    return rehearse("GPUWorker")
 
 
 def test_the_gpu_class_loads_and_the_reindex_updates_on_fresh_containers(rehearse, loaded):

@@ -80,7 +80,7 @@ def test_a_full_disk_in_a_run_ends_in_one_line(tmp_path, monkeypatch, caplog):
 
 
 def test_a_closed_pipe_ends_quietly(tmp_path):
-    code = ("import sys\nfrom ingest.logs import quiet_on_closed_pipe\n"
+    code = ("import sys\nfrom ingest.edge import quiet_on_closed_pipe\n"
             "def main():\n    for i in range(200000):\n        print('hit', i)\n    return 0\n"
             "sys.exit(quiet_on_closed_pipe(main))\n")
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -266,7 +266,7 @@ NEIGHBOURS = ["Citizen Kane", "Psycho (1960 film)", "Himalayas", "Mount Kilimanj
 
 @pytest.fixture(scope="module")
 def tiny_index(tmp_path_factory, local_embedder, shipped):
-    from ingest.sync import run_ingest
+    from ingest.jobs import run_ingest
     from ingest.settings import IngestSettings, StoreSettings
     from ingest.sources import sample_rows
 

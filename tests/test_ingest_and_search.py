@@ -9,7 +9,7 @@ from ingest.chunking import ChunkingSettings
 from ingest.errors import CollectionMismatchError, RebuildError
 from ingest.store import open_live as open_store
 from ingest.store.edge import EdgeStore
-from ingest.sync import run_ingest
+from ingest.jobs import run_ingest
 from ingest.sources import sample_rows
 from ingest.settings import EmbedderSettings, IngestSettings, StoreSettings
 from schemas import KNOWN_MODELS, CollectionSpec, point_id
@@ -48,7 +48,7 @@ def test_ingest_writes_one_point_per_chunk_and_reports_it(ingested):
     _, settings, summary = ingested
     assert summary.articles == 40 and summary.invalid == 0 and summary.rejected_chunks == 0
     assert summary.chunks >= 40 and summary.points_written == summary.chunks
-    assert summary.extra["collection_points"] == summary.chunks
+    assert summary.collection_points == summary.chunks
     assert 0 < summary.embed_seconds <= summary.seconds
     line = summary.line()
     assert "articles read 40" in line and "chunks/s" in line and "embedder" in line
@@ -68,7 +68,7 @@ def test_a_rerun_finds_everything_indexed_and_writes_nothing(ingested, local_emb
     _, settings, first = ingested
     again = run_ingest(settings, embedder=local_embedder)
     assert (again.unchanged, again.added, again.changed, again.chunks, again.points_written) == (40, 0, 0, 0, 0)
-    assert again.extra["collection_points"] == first.extra["collection_points"]
+    assert again.collection_points == first.collection_points
 
 
 def test_search_refuses_a_query_model_other_than_the_collections(ingested):
@@ -87,7 +87,7 @@ def test_a_legacy_collection_of_another_model_is_replaced_only_with_drop_old(tmp
         run_ingest(settings, embedder=local_embedder)
     summary = run_ingest(replace(settings, limit=None, source=str(write_rows(tmp_path, SAMPLE_ROWS[:3])),
                                  drop_old=True), embedder=local_embedder)
-    assert summary.extra["alias"] == f"wiki now leads to {summary.extra['collection']} (was wiki, dropped)"
+    assert summary.alias == f"wiki now leads to {summary.collection} (was wiki, dropped)"
     with Searcher.open(settings.store, embedder=local_embedder) as searcher:
         assert searcher.spec.model.name == local_embedder.spec.name and searcher.search("art", k=1)
 
@@ -96,8 +96,8 @@ def test_other_chunk_settings_with_a_limit_build_aside_and_leave_the_alias(inges
     tmp_path, settings, _ = ingested
     changed = settings_for(tmp_path, limit=3, chunking=ChunkingSettings(max_chars=500))
     summary = run_ingest(changed, embedder=local_embedder)
-    assert summary.extra["collection"] != "wiki" and summary.articles == 3
-    assert "wiki still leads to" in summary.extra["alias"] and "--limit" in summary.extra["alias"]
+    assert summary.collection != "wiki" and summary.articles == 3
+    assert "wiki still leads to" in summary.alias and "--limit" in summary.alias
     with Searcher.open(settings.store, embedder=local_embedder) as searcher:
         assert searcher.spec.chunking["max_chars"] == 1000
 
@@ -147,5 +147,5 @@ def test_a_failure_mid_run_keeps_what_was_written_and_a_rerun_finishes_the_rest(
     finally:
         store.close()
     again = run_ingest(settings, embedder=local_embedder)
-    assert again.chunks + 16 >= again.extra["collection_points"] and again.reused <= 16
-    assert again.extra["alias"] == f"wiki now leads to {collection}"
+    assert again.chunks + 16 >= again.collection_points and again.reused <= 16
+    assert again.alias == f"wiki now leads to {collection}"

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from ingest.chunking import ChunkingSettings
-from ingest.errors import StoreError
+from ingest.errors import SearchError, SearchUsageError, StoreError
 from ingest.settings import IngestSettings, StoreSettings
 from ingest.sources import sample_rows
-from ingest.sync import run_ingest
+from ingest.jobs import run_ingest
 from search import Searcher
+from search.api import SearchOptions
 from tests.counting_embedder import CountingEmbedder
 from tests.qdrant_standin import server_stand_in
 
@@ -62,6 +63,8 @@ def test_the_langchain_retriever_returns_documents_with_text_citations_and_offse
     assert near.page_content in near.metadata["context"]
     with pytest.raises(TypeError, match="unknown search option.*kk"):
         retriever.invoke("a painting", kk=2)
+    with pytest.raises(ValueError, match="less than or equal to 100"):  # the options' limits, when it is made
+        SearchRetriever(searcher=searcher, k=500)
 
 
 def test_the_langchain_embeddings_are_the_collections_model_with_its_query_instruction(searcher):
@@ -94,6 +97,11 @@ def test_the_llamaindex_retriever_returns_nodes_with_their_source_offsets_and_le
     assert len({n.node.metadata["article_id"] for n in nodes}) == 3  # max_per_article passed through
     again = asyncio.run(retriever.aretrieve("the film with the computer HAL 9000"))
     assert [n.node.node_id for n in again] == [n.node.node_id for n in nodes]
+    given = SearchRetriever(searcher, options=SearchOptions(k=3, max_per_article=1))
+    assert [n.node.node_id for n in given.retrieve("the film with the computer HAL 9000")] == [
+        n.node.node_id for n in nodes]
+    with pytest.raises(SearchUsageError, match="k must be between 1 and 100, got 500"):
+        SearchRetriever(searcher, k=500)
 
 
 def test_the_llamaindex_embedding_is_the_collections_model(searcher):
@@ -138,7 +146,7 @@ def test_a_retriever_built_with_no_arguments_searches_the_index_where_ingest_ran
         assert {"Vincent van Gogh", "The Starry Night"} & {r.metadata["title"] for r in results}
         assert set(results[0].metadata) >= {"title", "url", "article_id", "chunk_index", "score"}
     monkeypatch.setenv("QDRANT_PATH", str(tmp_path / "nothing"))
-    with pytest.raises(StoreError, match="python -m ingest"):
+    with pytest.raises((StoreError, SearchError), match="python -m ingest"):  # no store; no collection in it
         module.SearchRetriever()
     assert not (tmp_path / "nothing").exists()
 
@@ -161,7 +169,7 @@ def server_collection(tmp_path):
 
 
 def test_langchains_own_qdrant_store_reads_the_text_but_not_the_citations_of_a_server_collection(server_collection):
-    """What the README says of langchain-qdrant over a collection this project wrote
+    """What docs/python-api.md says of langchain-qdrant over a collection this project wrote
     to a server (qdrant-client's local mode standing in for it): with
     content_payload_key="text" and vector_name="" the text comes back, but no title
     or url, since the payload is flat and LangChain reads a nested `metadata`."""
@@ -182,7 +190,7 @@ def test_langchains_own_qdrant_store_reads_the_text_but_not_the_citations_of_a_s
 
 def test_llamaindexs_own_qdrant_store_reads_text_and_citations_but_sends_every_field_to_the_prompt(
         server_collection):
-    """What the README says of llama-index-vector-stores-qdrant over such a
+    """What docs/python-api.md says of llama-index-vector-stores-qdrant over such a
     collection: text, title and url come back, but every payload field goes into the
     prompt (hashes, offsets) and the node has no source document."""
     from llama_index.core import VectorStoreIndex

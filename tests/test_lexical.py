@@ -11,7 +11,7 @@ import pytest
 
 from ingest import lexical
 from ingest.errors import CollectionMismatchError
-from ingest.lexical import passage_vector, query_vector
+from ingest.lexical import SparseQuery, passage_vector, query_vector
 from ingest.store.legacy import LegacyStore
 from ingest.store.points import build_batch
 from schemas import Article, Chunk, CollectionSpec, ModelSpec, SparseSpec
@@ -44,13 +44,13 @@ def term_id(token: str) -> int:
 
 
 def test_terms_are_qdrant_standard_bm25_ids_of_stemmed_words():
-    indices, values = query_vector("Kubrick's films", STANDARD)
-    assert sorted(indices) == sorted([term_id("kubrick"), term_id("film")]) and values == [1.0, 1.0]
+    query = query_vector("Kubrick's films", STANDARD)
+    assert sorted(query.indices) == sorted([term_id("kubrick"), term_id("film")]) and query.values == [1.0, 1.0]
     # Snowball English, as a Qdrant server stems: plurals and -ing forms fold ("texas" -> "texa" too)
-    assert query_vector("Texas", STANDARD)[0] == [term_id("texa")]
-    assert query_vector("running runs", STANDARD)[0] == query_vector("run", STANDARD)[0]
-    assert query_vector("cities", STANDARD)[0] == query_vector("city", STANDARD)[0]
-    assert query_vector("the of and", STANDARD) == ([], [])  # stopwords only: no lexical side
+    assert query_vector("Texas", STANDARD).indices == [term_id("texa")]
+    assert query_vector("running runs", STANDARD).indices == query_vector("run", STANDARD).indices
+    assert query_vector("cities", STANDARD).indices == query_vector("city", STANDARD).indices
+    assert query_vector("the of and", STANDARD) == SparseQuery([], [])  # stopwords only: no lexical side
 
 
 def test_passage_weights_are_bm25_term_frequencies_hand_checked():
@@ -67,8 +67,9 @@ def test_passage_weights_are_bm25_term_frequencies_hand_checked():
 def test_the_earlier_words_v1_analyser_still_reads_its_collections():
     legacy = SparseSpec(tokenizer="words-v1", k1=1.2, b=0.75, avg_len=48.0)
     crc = __import__("zlib").crc32
-    assert query_vector("Kubrick, Kubrick and the films", legacy) == ([crc(b"kubrick"), crc(b"film")], [1.0, 1.0])
-    assert query_vector("Texas", legacy)[0] == [crc(b"texa")]  # its known stemming bug, kept to match its vectors
+    assert query_vector("Kubrick, Kubrick and the films", legacy) == SparseQuery([crc(b"kubrick"), crc(b"film")],
+                                                                                 [1.0, 1.0])
+    assert query_vector("Texas", legacy).indices == [crc(b"texa")]  # its known stemming bug, kept to match its vectors
 
 
 def test_an_unknown_analyser_in_a_record_is_named():

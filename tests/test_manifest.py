@@ -12,6 +12,7 @@ from ingest import crashpoints
 from ingest.errors import RunLockedError, StateError
 from ingest.state.files import RunLock, default_state_dir
 from ingest.state.manifest import Manifest, ManifestRow
+from ingest.store.base import ChunkRef
 
 
 def open_manifest(path, **overrides):
@@ -58,9 +59,10 @@ def test_comparison_names_each_kind_of_drift_and_fixes_it(tmp_path):
                            ManifestRow("refused", "h", 2, rejected=1)])
         manifest.mark_pending(["left"])
         manifest.start_observing()
-        manifest.observe([("ok", 0, "h"), ("ok", 1, "h"), ("short", 0, "h"), ("extra", 0, "h"), ("extra", 1, "h"),
-                          ("stale", 0, "old"), ("refused", 0, "h"), ("new", 0, "n"), ("new", 1, "n"),
-                          ("holey", 0, "x"), ("holey", 2, "x")])
+        manifest.observe([ChunkRef(*ref) for ref in (
+            ("ok", 0, "h"), ("ok", 1, "h"), ("short", 0, "h"), ("extra", 0, "h"), ("extra", 1, "h"),
+            ("stale", 0, "old"), ("refused", 0, "h"), ("new", 0, "n"), ("new", 1, "n"), ("holey", 0, "x"),
+            ("holey", 2, "x"))])
         found = manifest.compare()
         assert [(name, getattr(found, name).examples) for name in ("lost", "short", "extra", "stale", "unknown",
                                                                     "pending")] == [

@@ -14,7 +14,7 @@ import pytest
 
 from ingest.settings import IngestSettings, StoreSettings
 from ingest.sources import sample_rows
-from ingest.sync import run_ingest
+from ingest.jobs import run_ingest
 
 TITLES = ("2001: A Space Odyssey", "Stanley Kubrick", "Mona Lisa", "Mount Everest")
 
@@ -127,3 +127,55 @@ def test_an_embedder_outage_is_a_tool_error_that_says_so_without_tracebacks(stor
                                       "embedder failed; the server's log says more): try again later")
     assert "Traceback" not in stderr, stderr
     assert stderr.count("the embedder") == 1, stderr  # one line naming it (with the details TEI gave)
+
+
+def test_the_tools_take_the_search_options_and_say_what_went_wrong_in_process():
+    """The tools' parameters are the search options (`search.query.SearchOptions`),
+    checked with the HTTP API's words; a search the collection cannot run is a tool
+    error that says why, an outage the 503's words (a fake searcher, no model)."""
+    import types
+
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    from ingest.errors import SearchUsageError, StoreError
+    from search.mcp_server import make_mcp_server
+    from search.query import SearchOptions
+
+    class Fake:
+        name, spec = "wiki", types.SimpleNamespace(model=types.SimpleNamespace(name="fake/model"))
+        asked: list[SearchOptions] = []
+        error: Exception | None = None
+
+        def search(self, query, options=None):
+            self.asked.append(SearchOptions.of(options))
+            if self.error is not None:
+                raise self.error
+            return []
+
+    fake = Fake()
+    server = make_mcp_server(fake)
+
+    async def session():
+        tools = {tool.name: tool for tool in await server.list_tools()}
+        await server.call_tool("search", {"query": "HAL", "k": 2, "titles": ["A"], "max_per_article": 1})
+        await server.call_tool("context", {"query": "HAL", "max_chars": 900})
+        errors = []
+        for tool, arguments, error in (("search", {"query": "HAL", "mode": "sideways"}, None),
+                                       ("search", {"query": "HAL", "mode": "hybrid"}, SearchUsageError("no sparse")),
+                                       ("context", {"query": "HAL"}, StoreError("Qdrant at http://q:6333 is down"))):
+            fake.error = error
+            try:
+                await server.call_tool(tool, arguments)
+            except ToolError as exc:
+                errors.append(str(exc))
+        return tools, errors
+
+    tools, errors = asyncio.run(session())
+    for tool in tools.values():
+        assert set(SearchOptions.model_fields) <= set(tool.input_schema["properties"])
+        assert tool.input_schema["required"] == ["query"]
+    assert tools["context"].input_schema["properties"]["k"]["default"] == 8
+    assert fake.asked[:2] == [SearchOptions(k=2, titles=["A"], max_per_article=1), SearchOptions(k=8)]
+    assert "mode must be one of dense, hybrid, got 'sideways'" in errors[0]
+    assert errors[1].endswith("no sparse")
+    assert "the search backend is unavailable (the store failed" in errors[2] and "6333" not in errors[2]

@@ -34,7 +34,7 @@ import numpy as np
 import pytest
 
 import ingest.modal_app as modal_app
-import ingest.sharded.router as router_module
+import ingest.sharded.tei_process as router_module
 import ingest.sharded.weights as weights
 import ingest.sharded.worker as worker_module
 from ingest.embedders.base import Embedder
@@ -42,13 +42,13 @@ from ingest.embedders.modal import DEFAULT_BATCH_SIZE, ModalEmbedder
 from ingest.errors import EmbedderError, InputRejected, RunLockedError, SettingsError, ShardError
 from ingest.modal_settings import DeploySettings, deploy_settings
 from ingest.settings import EmbedderSettings, StoreSettings
-from ingest.sharded.router import router_command
+from ingest.sharded.tei_process import router_command
 from ingest.sharded.shard import ShardResult
 from ingest.store import open_store
 from schemas import KNOWN_MODELS
 from schemas.models import BGE_QUERY_INSTRUCTION
-from ingest.rehearsal.tei import deterministic_vector, deterministic_vectors
-from ingest.rehearsal.router import free_port, runner
+from ingest.embedders.fake import deterministic_vector, deterministic_vectors
+from ingest.rehearsal.standin_router import free_port, runner
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "BAAI/bge-small-en-v1.5"
@@ -82,7 +82,7 @@ def info(function) -> modal.types.FunctionInfo:
 
 def gpu_class_info() -> modal.types.FunctionInfo:
     """The GPU class's FunctionInfo: its methods share the class's one service function."""
-    return modal_app.Embedder().embed.info()
+    return modal_app.GPUWorker().embed.info()
 
 
 def registered() -> SimpleNamespace:
@@ -223,7 +223,7 @@ class Block(importlib.abc.MetaPathFinder):
             raise ImportError("blocked: " + name)
 sys.meta_path.insert(0, Block())
 import ingest.modal_app as m
-print(m.app.name, type(m.Embedder).__name__, "ingest.settings" in sys.modules)
+print(m.app.name, type(m.GPUWorker).__name__, "ingest.settings" in sys.modules)
 """
     done = run_python(code, tmp_path)
     assert done.returncode == 0, done.stderr
@@ -235,7 +235,7 @@ def test_the_app_declares_itself_without_a_deprecated_modal_api(declared):
     # pre-1.0 names (modal.Stub, modal.gpu.A10G(), concurrency_limit=, keep_warm=,
     # allow_concurrent_inputs=, container_idle_timeout=...) raise or warn there.
     assert modal.__version__.startswith("1.")
-    assert set(declared["options"]) == {"download_dataset", "dataset_length", "Embedder", "reindex",
+    assert set(declared["options"]) == {"download_dataset", "dataset_length", "GPUWorker", "reindex",
                                         "scheduled_reindex", "search_api", "wait_until_indexed", "preflight"}
 
 
@@ -244,15 +244,15 @@ def test_names_match_what_the_modal_backend_looks_up():
     defaults = EmbedderSettings()
     classes = registered().classes
     assert modal_app.APP_NAME == modal_app.app.name == defaults.modal_app == "wiki-embed"
-    assert modal_app.EMBEDDER_CLASS == defaults.modal_class == "Embedder"
-    assert classes == {defaults.modal_class: modal_app.Embedder} and isinstance(modal_app.Embedder, modal.Cls)
-    assert modal_app.Embedder().embed.info().method_names  # a class of this app, with methods to call
+    assert modal_app.WORKER_CLASS == defaults.modal_class == "GPUWorker"
+    assert classes == {defaults.modal_class: modal_app.GPUWorker} and isinstance(modal_app.GPUWorker, modal.Cls)
+    assert modal_app.GPUWorker().embed.info().method_names  # a class of this app, with methods to call
 
 
 def test_the_app_registers_these_functions_and_nothing_else():
     app = registered()
     functions, classes = app.functions, app.classes
-    plain = {name: f for name, f in functions.items() if not name.endswith(".*")}  # "Embedder.*": the class's
+    plain = {name: f for name, f in functions.items() if not name.endswith(".*")}  # "GPUWorker.*": the class's
     assert plain == {name: getattr(modal_app, name) for name in
                      ("download_dataset", "dataset_length", "reindex", "scheduled_reindex", "search_api",
                       "wait_until_indexed", "preflight")}
@@ -295,7 +295,7 @@ def test_the_gpu_class_declares_gpu_secrets_volumes_scaling_and_concurrency(decl
     assert declared_info.concurrency_info.max_inputs == modal_app.SHARDS_PER_CONTAINER >= 2
     assert declared_info.cpu >= 2 and declared_info.timeout >= 60 * 60
     assert set(declared_info.method_names) == {"spec", "embed", "prepare_load", "finish_load", "ingest_shard"}
-    options = declared["options"]["Embedder"]
+    options = declared["options"]["GPUWorker"]
     assert (options["decorator"], options["image"]) == ("cls", "tei_image")
     assert options["max_containers"] == DeploySettings().gpus == 10
     assert 0 < options["scaledown_window"] <= 10 * 60  # an idle A10G is let go within minutes
@@ -399,7 +399,7 @@ def test_the_deploy_time_variables_default_when_unset(declared):
 
 
 def test_max_containers_is_set_from_the_environment_at_deploy_time(declared_from_env):
-    assert declared_from_env["options"]["Embedder"]["max_containers"] == 50
+    assert declared_from_env["options"]["GPUWorker"]["max_containers"] == 50
     # the preflight's container imports the app without the shell's environment: the count travels with it
     assert declared_from_env["options"]["preflight"]["env"] == {"WIKI_EMBED_GPUS": "50"}
     assert deploy_settings({"WIKI_EMBED_GPUS": " 100 "}).gpus == 100
@@ -435,9 +435,12 @@ def test_the_quick_starts_create_every_secret_before_the_first_run(declared):
     assert secrets == {"qdrant", "search-api"}
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("## The whole of Wikipedia on Modal"):]
+    operations = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    steps = operations[operations.index("## The whole of Wikipedia on Modal"):]
     header = "\n".join(line for line in (ROOT / "ingest" / "modal_app.py").read_text().splitlines()
                        if line.startswith("#"))
-    for where, text in (("README", section), ("ingest/modal_app.py's header", header)):
+    for where, text in (("README", section), ("docs/operations.md", steps),
+                        ("ingest/modal_app.py's header", header)):
         commands = re.findall(r"modal secret create (\S+)|modal (run|deploy) ", text)
         created = [name for name, verb in commands if name]
         first_run = next(i for i, (name, verb) in enumerate(commands) if verb)
@@ -445,19 +448,22 @@ def test_the_quick_starts_create_every_secret_before_the_first_run(declared):
 
 
 def test_every_command_of_the_modal_quick_start_is_one_the_app_and_the_clis_take():
-    """The README's and the header's commands, step by step: each `modal run` names a function
-    (or the entrypoint) of the app and only parameters it has; each `python -m ingest` line
-    parses with the command's own parser."""
+    """The README's, docs/operations.md's and the header's commands, step by step: each `modal run`
+    names a function (or the entrypoint) of the app and only parameters it has; each
+    `python -m ingest` line parses with the command's own parser."""
     import inspect
     import shlex
 
     from ingest.cli import DELEGATED, build_parser
 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("## The whole of Wikipedia on Modal"):readme.index("## Keeping the index fresh")]
+    start = readme.index("## The whole of Wikipedia on Modal")
+    section = readme[start:readme.index("\n## ", start)]
+    operations = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    operations = operations[operations.index("## The whole of Wikipedia on Modal"):]  # the steps, in depth
     header = "\n".join(line[1:] for line in (ROOT / "ingest" / "modal_app.py").read_text().splitlines()
                        if line.startswith("#"))
-    lines = [line.split("  #")[0].strip() for text in (section, header)
+    lines = [line.split("  #")[0].strip() for text in (section, operations, header)
              for line in re.sub(r"\\\n\s*", " ", text).splitlines()]  # continued lines joined
     commands = [line for line in lines if line.startswith(("modal run", "WIKI_EMBED_GPUS=", "python -m ingest"))
                 and ("modal run" in line or "python -m ingest" in line)]
@@ -702,7 +708,7 @@ def test_the_search_endpoint_without_the_qdrant_secret_says_how_to_create_it(mon
 # -- the GPU class, in this process --------------------------------------------------
 @pytest.fixture
 def standin_tei(monkeypatch):
-    """The app's workers start the TEI stand-in (`ingest.rehearsal.router`) on a free
+    """The app's workers start the TEI stand-in (`ingest.rehearsal.standin_router`) on a free
     port, with the flags in `.server_flags`, instead of text-embeddings-router; every
     router started is recorded in `.started` and stopped after the test."""
     from ingest.embedders.local import resolve_model
@@ -733,8 +739,8 @@ def standin_tei(monkeypatch):
 
 @pytest.fixture
 def gpu_class(standin_tei):
-    """modal_app.Embedder whose enter hook starts the TEI stand-in."""
-    return SimpleNamespace(cls=modal_app.Embedder, started=standin_tei.started, server_flags=standin_tei.server_flags)
+    """modal_app.GPUWorker whose enter hook starts the TEI stand-in."""
+    return SimpleNamespace(cls=modal_app.GPUWorker, started=standin_tei.started, server_flags=standin_tei.server_flags)
 
 
 @pytest.fixture
@@ -1011,7 +1017,7 @@ def deployed(gpu_class, on_volume, monkeypatch):
 
     methods = SimpleNamespace(prepare_load=Remote(worker.prepare_load), finish_load=Remote(worker.finish_load),
                               ingest_shard=Remote(worker.ingest_shard, fail))
-    monkeypatch.setattr(modal_app, "Embedder", lambda: methods)
+    monkeypatch.setattr(modal_app, "GPUWorker", lambda: methods)
     monkeypatch.setattr(modal_app, "dataset_length", Remote(modal_app.dataset_length))
     monkeypatch.setattr(modal_app, "download_dataset", Remote(modal_app.download_dataset))
     monkeypatch.setattr(modal_app, "wait_until_indexed", Remote(modal_app.wait_until_indexed))
@@ -1113,9 +1119,10 @@ class FakeMethod:
 
 
 class FakeDeployedEmbedder:
-    """What `modal.Cls.from_name("wiki-embed", "Embedder")()` gives: methods with `.remote`."""
+    """What `modal.Cls.from_name("wiki-embed", "GPUWorker")()` gives: methods with `.remote`."""
 
-    def __init__(self, spec=KNOWN_MODELS[MODEL].to_dict(), refuse: str | None = None):
+    def __init__(self, spec: dict | None | str = "known", refuse: str | None = None):
+        spec = KNOWN_MODELS[MODEL].to_dict() if spec == "known" else spec  # None: a deployment without spec()
         self.instances = 0
         self.refuse = refuse
         self.embed = FakeMethod(self._embed)
@@ -1193,7 +1200,7 @@ def test_modal_embedder_falls_back_to_known_models_for_a_deployment_without_spec
     ("error", "advice"),
     [
         (modal.exception.AuthError("Token missing. Could not authenticate client."), "modal token new"),
-        (modal.exception.NotFoundError("Lookup failed for Cls 'Embedder' from the 'wiki-embed' app"),
+        (modal.exception.NotFoundError("Lookup failed for Cls 'GPUWorker' from the 'wiki-embed' app"),
          r"modal deploy -m ingest\.modal_app"),
         (modal.exception.ConnectionError("could not connect"), "check the network"),
         (RuntimeError("surprise"), r"embed failed \(RuntimeError: surprise\)"),

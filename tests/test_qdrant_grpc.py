@@ -189,7 +189,7 @@ def test_grpc_is_dialled_one_port_above_the_urls_not_on_6334(grpc_server, tmp_pa
 
 def test_a_refused_connection_names_the_grpc_port_it_was_to(tmp_path, caplog):
     from ingest.cli import main as ingest_main
-    from ingest.rehearsal.router import free_port
+    from ingest.rehearsal.standin_router import free_port
 
     port = free_port()
     code = ingest_main(["verify", "--qdrant-url", f"http://127.0.0.1:{port}", "--collection", "wiki"])

@@ -579,10 +579,10 @@ def test_the_server_store_loads_searches_and_deletes_over_rest():
     searches, chunk and article deletes, then `finish_bulk_load` waits out the optimization (and
     resumes it when a restart left the collection grey) before the alias moves."""
     from ingest import lexical
+    from ingest.store import PayloadFilter
     from ingest.store.base import ChunkSelection
     from ingest.store.layout import HNSW_M, PAYLOAD_INDEXES
     from ingest.store.server import ServerStore
-    from search.api import payload_filter
     from tests.test_store import SPEC, pairs
 
     spec = replace(SPEC, sparse=lexical.default_spec())
@@ -601,12 +601,12 @@ def test_the_server_store_loads_searches_and_deletes_over_rest():
             hit = store.search(vectors[2], limit=3)[0]
             assert hit.payload["chunk_index"] == 2 and hit.similarity == pytest.approx(1.0, abs=1e-5)
             sparse = lexical.query_vector(items[4][1].text, spec.sparse)
-            fused = store.search(vectors[4], limit=3, sparse=sparse, where=payload_filter(titles=["A"]))
+            fused = store.search(vectors[4], limit=3, sparse=sparse, where=PayloadFilter(titles=("A",)))
             assert 4 in [h.payload["chunk_index"] for h in fused] and len(fused) == 3
-            assert store.search(vectors[4], limit=3, sparse=sparse, where=payload_filter(titles=["B"])) == []
+            assert store.search(vectors[4], limit=3, sparse=sparse, where=PayloadFilter(titles=("B",))) == []
             assert len(store.search(vectors[0], limit=5, group_size=2)) == 2  # one article: two chunks
 
-            assert sorted(ref[1] for page in store.scan_chunks(batch=4) for ref in page) == list(range(6))
+            assert sorted(ref.chunk_index for page in store.scan_chunks(batch=4) for ref in page) == list(range(6))
             assert store.delete_chunks([ChunkSelection("a", from_index=4)]) == 2
             assert store.delete_chunks([ChunkSelection("a", indices=(0,))]) == 1
             assert store.count() == 3
@@ -629,9 +629,9 @@ def test_the_server_store_loads_searches_and_deletes_over_rest():
 def test_the_server_store_under_qdrant_clouds_strict_mode():
     """The store's payload indexes serve its filtered searches and article deletes; deleting some
     chunks filters on `chunk_index` (a Range and a MatchAny), which needs an integer index."""
+    from ingest.store import PayloadFilter
     from ingest.store.base import ChunkSelection
     from ingest.store.server import ServerStore
-    from search.api import payload_filter
     from tests.test_store import SPEC, pairs
 
     with QdrantStandIn(strict=True) as server:
@@ -640,7 +640,7 @@ def test_the_server_store_under_qdrant_clouds_strict_mode():
             store.ensure_collection(SPEC, bulk_load=True)
             items, vectors = pairs(6)
             store.upsert_pairs(items, vectors)
-            assert store.search(vectors[1], limit=2, where=payload_filter(titles=["A"]))[0].payload["chunk_index"] == 1
+            assert store.search(vectors[1], limit=2, where=PayloadFilter(titles=("A",)))[0].payload["chunk_index"] == 1
             assert store.count_excluding(["b"]) == 6
 
             # the stale-chunk deletes of a reindex: a Range and a MatchAny on `chunk_index`, indexed before the load
@@ -683,7 +683,7 @@ def test_the_incremental_reindex_of_a_shrunk_article_under_strict_mode(tmp_path)
 
     from ingest.chunking import ChunkingSettings
     from ingest.settings import IngestSettings, StoreSettings
-    from ingest.sync import run_ingest
+    from ingest.jobs import run_ingest
     from tests.counting_embedder import CountingEmbedder
 
     long = " ".join(f"Sentence {i} of the first article says something of its own." for i in range(40))
@@ -703,7 +703,7 @@ def test_the_incremental_reindex_of_a_shrunk_article_under_strict_mode(tmp_path)
         second = run_ingest(IngestSettings(**{**_fields(settings), "source": str(source)}),
                             embedder=CountingEmbedder(), mode="reindex")
         assert (second.changed, second.points_deleted) == (1, first.points_written - 2)
-        assert second.extra["collection_points"] == 2
+        assert second.collection_points == 2
 
 
 def _fields(settings):

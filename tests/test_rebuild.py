@@ -14,8 +14,8 @@ import pytest
 from ingest import lexical
 from ingest.chunking import Chunker, ChunkingSettings
 from ingest.pipeline.deadletters import DeadLetterFile
-from ingest.errors import CollectionMismatchError, RebuildError
-from ingest.sync import run_ingest, verify_collection
+from ingest.errors import CollectionMismatchError, EmbedderError, RebuildError
+from ingest.jobs import run_ingest, verify_collection
 from ingest.state.files import manifest_path
 from ingest.pipeline.run import run_pipeline
 from ingest.settings import IngestSettings, StoreSettings
@@ -67,7 +67,7 @@ def test_the_fingerprint_covers_everything_that_shapes_a_vector():
 
 def test_another_chunk_size_builds_aside_while_search_answers_from_the_old_collection(tmp_path, rows, store):
     first = run_ingest(settings_for(tmp_path, rows), embedder=CountingEmbedder(), store=store)
-    old = first.extra["collection"]
+    old = first.collection
     assert live(store) == old and old.startswith("wiki-")
     searcher = Searcher.open(StoreSettings(collection="wiki"), embedder=CountingEmbedder(), store=store,
                              refresh_seconds=0)  # checks the alias before every query
@@ -80,10 +80,10 @@ def test_another_chunk_size_builds_aside_while_search_answers_from_the_old_colle
 
     rebuild = run_ingest(settings_for(tmp_path, rows, chunk_size=500), store=store,
                          embedder=CountingEmbedder(before_call=search_meanwhile))
-    new = rebuild.extra["collection"]
+    new = rebuild.collection
     assert new != old and new.startswith("wiki-")
     assert len(seen) >= 2 and all(s[1:] == (old, expected, old) for s in seen)  # the old one, throughout
-    assert live(store) == new and rebuild.extra["alias"] == f"wiki now leads to {new} (was {old}, kept)"
+    assert live(store) == new and rebuild.alias == f"wiki now leads to {new} (was {old}, kept)"
     assert store.at(old).exists()
     after = searcher.search(QUERY, k=3)  # the searcher follows the alias
     assert searcher.store.collection == new and searcher.spec.chunking["max_chars"] == 500 and after
@@ -98,8 +98,8 @@ def test_another_model_builds_aside_and_a_searcher_with_the_old_model_refuses(tm
                              refresh_seconds=0)
     other = CountingEmbedder(ModelSpec("test/other-model", 384, 512))
     summary = run_ingest(settings_for(tmp_path, rows, drop_old=True), embedder=other, store=store)
-    assert other.calls > 0 and live(store) == summary.extra["collection"] != old
-    assert not store.at(old).exists() and summary.extra["alias"].endswith(f"(was {old}, dropped)")
+    assert other.calls > 0 and live(store) == summary.collection != old
+    assert not store.at(old).exists() and summary.alias.endswith(f"(was {old}, dropped)")
     assert not manifest_path(tmp_path / "qdrant-state", old).exists()  # its manifest went with it
     with pytest.raises(CollectionMismatchError, match="built with 'test/other-model'"):
         searcher.search(QUERY)
@@ -112,15 +112,15 @@ def test_a_failed_rebuild_leaves_the_alias_and_the_next_run_finishes_it(tmp_path
     old = live(store)
     changed = settings_for(tmp_path, rows, chunk_size=500)
     failing = CountingEmbedder(fail_at=3)
-    with pytest.raises(RuntimeError, match="went away"):
+    with pytest.raises(EmbedderError, match="went away"):
         run_ingest(changed, embedder=failing, store=store)
     assert live(store) == old
     with Searcher.open(StoreSettings(collection="wiki"), embedder=CountingEmbedder(), store=store) as searcher:
         assert searcher.store.collection == old and searcher.search(QUERY, k=2)
     resumed = CountingEmbedder()
     done = run_ingest(changed, embedder=resumed, store=store)
-    total = done.extra["collection_points"]
-    assert live(store) == done.extra["collection"] != old
+    total = done.collection_points
+    assert live(store) == done.collection != old
     assert len(resumed.passages) < total and len(resumed.passages) + len(failing.passages) >= total
 
 
@@ -142,22 +142,22 @@ def test_a_legacy_collection_is_adopted_in_place_and_replaced_only_with_drop_old
                  store=legacy, dead_letters=DeadLetterFile(tmp_path / "dl.jsonl"))
     embedder = CountingEmbedder()
     adopted = run_ingest(settings, embedder=embedder, store=store, mode="reindex")
-    assert (embedder.calls, adopted.unchanged, adopted.extra["collection"]) == (0, len(rows), "wiki")
+    assert (embedder.calls, adopted.unchanged, adopted.collection) == (0, len(rows), "wiki")
     assert store.resolve("wiki").is_alias is False
 
     changed = settings_for(tmp_path, rows, chunk_size=500)
     with pytest.raises(RebuildError, match="before collections had aliases.*--drop-old"):
         run_ingest(changed, embedder=CountingEmbedder(), store=store)
     moved = run_ingest(replace(changed, drop_old=True), embedder=CountingEmbedder(), store=store)
-    assert store.resolve("wiki").is_alias and live(store) == moved.extra["collection"]
-    assert moved.extra["alias"].endswith("(was wiki, dropped)")
+    assert store.resolve("wiki").is_alias and live(store) == moved.collection
+    assert moved.alias.endswith("(was wiki, dropped)")
 
 
 def test_the_alias_survives_reopening_the_store(tmp_path, rows):
     summary = run_ingest(settings_for(tmp_path, rows), embedder=CountingEmbedder())
     store = EdgeStore.open(tmp_path / "qdrant", collection="wiki")
     try:
-        assert live(store) == summary.extra["collection"]
+        assert live(store) == summary.collection
     finally:
         store.close()
 
@@ -175,10 +175,10 @@ def test_the_alias_waits_for_a_rebuilt_collection_to_finish_indexing(tmp_path, r
     slow = StillIndexing(store._folder, "wiki", location=store.location)
     rebuild = settings_for(tmp_path, rows, chunk_size=500, index_wait=0.5)
     summary = run_ingest(rebuild, embedder=CountingEmbedder(), store=slow)
-    assert live(store) == old and summary.extra["collection"] != old
-    assert "still building its index after 0 s, so wiki still leads to " + old in summary.extra["alias"]
+    assert live(store) == old and summary.collection != old
+    assert "still building its index after 0 s, so wiki still leads to " + old in summary.alias
     again = run_ingest(rebuild, embedder=CountingEmbedder(), store=store)  # indexed now: it switches
-    assert live(store) == again.extra["collection"] == summary.extra["collection"] and again.embedded == 0
+    assert live(store) == again.collection == summary.collection and again.embedded == 0
 
 
 EARLIER_LEXICAL = lexical.SparseSpec(tokenizer=lexical.STANDARD, language="english", avg_len=48.0)  # k1 1.2, b .75, titles
@@ -212,8 +212,8 @@ def test_new_lexical_settings_rebuild_from_the_live_collections_vectors_embeddin
     summary = run_ingest(settings, embedder=embedder, store=store)
     new = live(store)
     assert new != old and embedder.calls == 0 and summary.unchanged == len(rows) and summary.points_written == 0
-    assert "copied with new BM25 vectors, none embedded again" in summary.extra["seeded"]
-    assert summary.extra["alias"].endswith(f"(was {old}, kept)")
+    assert "copied with new BM25 vectors, none embedded again" in summary.seeded
+    assert summary.alias.endswith(f"(was {old}, kept)")
     assert store.at(new).read_spec().sparse == lexical.default_spec()
     before, after = (dict((p.id, p) for page in store.at(c).export_points() for p in page) for c in (old, new))
     assert set(after) == set(before) and len(after) == first.points_written

@@ -21,11 +21,11 @@ from ingest.lexical import passage_vector
 from ingest.settings import IngestSettings, StoreSettings
 from ingest.store import ChunkSelection, StoredPoint
 from ingest.store.edge import EdgeStore
-from ingest.sync import repair_manifest, run_ingest, verify_collection
+from ingest.jobs import repair_manifest, run_ingest, verify_collection
 from schemas import Article, PointPayload, point_id
 from tests.counting_embedder import CountingEmbedder
 from tests.qdrant_standin import edge_points
-from ingest.rehearsal.tei import deterministic_vector
+from ingest.embedders.fake import deterministic_vector
 
 CHUNKING = ChunkingSettings(max_chars=300)
 EDIT = " The committee later revised this account."
@@ -157,7 +157,7 @@ def test_points_deleted_behind_the_manifests_back_are_found_and_restored(tmp_pat
     source = write_rows(tmp_path / "a.jsonl", a)
     settings = settings_for(tmp_path, source)
     first = run_ingest(settings, embedder=embedder)
-    collection = first.extra["collection"]
+    collection = first.collection
     chunks = chunks_of(a)
     lost = [c for _, c in chunks if c.article_id == a[0]["id"]]
     short = [c for _, c in chunks if c.article_id == a[6]["id"]][1:3]

@@ -21,7 +21,7 @@ from ingest.embedders.tei import TEIEmbedder
 from ingest.settings import EmbedderSettings, IngestSettings, StoreSettings
 from ingest.store import open_live
 from ingest.store.edge import EdgeStore
-from ingest.sync import run_ingest, verify_collection
+from ingest.jobs import run_ingest, verify_collection
 from schemas import Article, PointPayload, point_id
 from ingest.rehearsal.tei import TEIServer
 
@@ -106,7 +106,7 @@ def stored_points(tmp_path) -> tuple[list[str], dict[str, dict]]:
     """Every point's id and payload, read through the store interface."""
     store = open_live(StoreSettings(qdrant_path=str(tmp_path / "qdrant"), collection="wiki"))
     try:
-        ids = [point_id(article, index) for page in store.scan_chunks() for article, index, _ in page]
+        ids = [point_id(ref.article_id, ref.chunk_index) for page in store.scan_chunks() for ref in page]
         return ids, store.payloads(ids)
     finally:
         store.close()
@@ -135,7 +135,7 @@ def test_killed_at_every_stage_the_resumed_run_ends_with_exactly_the_expected_po
 
     resumed = resume(tmp_path, server)
     assert (resumed.unchanged, resumed.chunks, server.received.inputs) == (len(rows), 0, 1)  # the smoke query
-    assert resumed.extra["alias"] == f"wiki now leads to {resumed.extra['collection']}"
+    assert resumed.alias == f"wiki now leads to {resumed.collection}"
     ids, payloads = stored_points(tmp_path)
     assert len(ids) == len(set(ids)) == len(want) and payloads == want
 

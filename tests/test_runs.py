@@ -14,7 +14,7 @@ import pytest
 from ingest.bench.reindex import edit_snapshot, run_bench_reindex
 from ingest.chunking import ChunkingSettings
 from ingest.errors import RebuildError, SettingsError
-from ingest.sync import run_ingest
+from ingest.jobs import run_ingest
 from ingest.state.manifest import Manifest, ManifestRow
 from ingest.pipeline.summary import RunSummary
 from ingest.settings import IngestSettings, StoreSettings
@@ -78,7 +78,7 @@ def test_the_scheduled_reindex_works_on_a_copy_of_the_volumes_manifest(tmp_path,
     summary = reindex_snapshot(str(source), settings, state=state, embedder=embedder)
     assert (summary.deleted, summary.unchanged, embedder.calls) == (1, len(rows) - 1, 0)
     assert commits == ["commit", "commit"]  # checkpointed on close, then one whole copy at the end
-    with open_as_written(volume / f"{first.extra['collection']}.sqlite") as manifest:
+    with open_as_written(volume / f"{first.collection}.sqlite") as manifest:
         assert manifest.count() == len(rows) - 1  # the Volume's copy is up to date
     assert not list(volume.glob("*.journal-*"))
     assert not (tmp_path / "local2" / "wiki-0ther000.sqlite").exists()  # only the live collection's is pulled

@@ -12,14 +12,15 @@ import qdrant_edge
 
 from ingest.chunking import ChunkingSettings
 from ingest.embedders.local import LocalEmbedder
-from ingest.errors import CollectionMismatchError
+from ingest.errors import CollectionMismatchError, StoreError
 from ingest.store.edge import EdgeStore
-from ingest.sync import run_ingest
+from ingest.jobs import run_ingest
 from ingest.lexical import SPARSE_VECTOR, query_vector
 from ingest.settings import IngestSettings, StoreSettings
 from ingest.sources import sample_rows
 from schemas import point_id
 from search import SearchError, Searcher
+from search.api import SearchOptions, SearchUsageError
 from search.context import build_context
 
 LONG = ("Cro-Magnon", "History of the United States", "Newfoundland (island)", "Madhvacharya")
@@ -69,9 +70,10 @@ def test_hybrid_fuses_the_lexical_and_the_dense_ranking(index):
     dense = index.search(query, k=5, mode="dense")
     hybrid = index.search(query, k=5, mode="hybrid")
     # the lexical ranking on its own, straight from Qdrant
-    indices, values = query_vector(query, index.spec.sparse)
+    terms = query_vector(query, index.spec.sparse)
     lexical = index.store._shard.query(qdrant_edge.QueryRequest(
-        limit=5, query=qdrant_edge.Query.Nearest(qdrant_edge.SparseVector(indices, values), using=SPARSE_VECTOR),
+        limit=5, query=qdrant_edge.Query.Nearest(qdrant_edge.SparseVector(terms.indices, terms.values),
+                                                 using=SPARSE_VECTOR),
         with_payload=True))
     assert lexical and lexical[0].payload["title"] == "Madhvacharya"
     assert hybrid[0].title == "Madhvacharya"
@@ -87,7 +89,7 @@ def test_hybrid_fuses_the_lexical_and_the_dense_ranking(index):
 
 
 def test_a_query_of_stopwords_only_still_gets_dense_hits(index):
-    assert query_vector("what is the", index.spec.sparse) == ([], [])
+    assert query_vector("what is the", index.spec.sparse).indices == []
     assert len(index.search("what is the", k=3, mode="hybrid")) == 3
 
 
@@ -116,8 +118,9 @@ def test_filters_restrict_hits_to_the_named_articles(index, articles):
         # several filters: all of them hold
         assert index.search(query, k=10, mode=mode, titles=["Cro-Magnon"], urls=[by_title[0].url]) == [] or \
             by_title[0].title == "Cro-Magnon"
-    with pytest.raises(SearchError, match="title filter is an empty list"):
+    with pytest.raises(SearchUsageError, match="titles must hold at least one value"):
         index.search(query, titles=[])
+    assert index.search(query, k=3, titles="Cro-Magnon") == index.search(query, k=3, titles=["Cro-Magnon"])
 
 
 def test_max_per_article_caps_hits_per_article_without_losing_the_best(index):
@@ -159,14 +162,26 @@ def test_neighbours_widen_each_hit_to_the_chunks_around_it(index, articles):
 @pytest.mark.parametrize("kwargs, message", [
     ({"query": "   "}, "the query is empty"),
     ({"query": "x", "k": 0}, "k must be between 1 and 100"),
-    ({"query": "x", "mode": "sparse"}, "mode 'sparse' is not one of dense, hybrid"),
+    ({"query": "x", "mode": "sparse"}, "mode must be one of dense, hybrid, got 'sparse'"),
     ({"query": "x", "score_threshold": 2.0}, "between -1 and 1"),
     ({"query": "x", "max_per_article": 0}, "max_per_article must be at least 1"),
     ({"query": "x", "neighbours": 9}, "neighbours must be between 0 and 5"),
 ])
 def test_bad_arguments_are_refused_with_a_message(index, kwargs, message):
-    with pytest.raises(SearchError, match=message):
+    with pytest.raises(SearchUsageError, match=message) as refused:
         index.search(**kwargs)
+    assert isinstance(refused.value, ValueError) and not isinstance(refused.value, StoreError)
+
+
+def test_options_are_one_model_given_whole_or_as_keywords(index):
+    query = "the space film in which the computer HAL 9000 turns on its crew"
+    options = SearchOptions(k=2, mode="dense", max_per_article=1)
+    assert index.search(query, options) == index.search(query, k=2, mode="dense", max_per_article=1)
+    assert [h.rank for h in index.search(query, options, k=3)] == [1, 2, 3]  # a keyword changes one option
+    with pytest.raises(TypeError, match="unknown search option.*limit"):
+        index.search(query, limit=3)
+    with pytest.raises(SearchUsageError, match=r"k must be between 1 and 100, got 0 \(and 1 more problem\)"):
+        index.search(query, k=0, neighbours=9)
 
 
 def test_context_block_numbers_sources_within_the_budget(index):

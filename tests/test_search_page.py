@@ -19,7 +19,7 @@ from playwright.sync_api import Page, sync_playwright
 
 from ingest.chunking import ChunkingSettings
 from ingest.settings import IngestSettings, StoreSettings
-from ingest.sync import run_ingest
+from ingest.jobs import run_ingest
 from search import Searcher
 from search.api import Hit
 from search.server import make_app

@@ -43,9 +43,9 @@ from schemathesis.checks import (
 from ingest.chunking import ChunkingSettings
 from ingest.errors import EmbedderError, StoreError
 from ingest.settings import IngestSettings, StoreSettings
-from ingest.sync import run_ingest
+from ingest.jobs import run_ingest
 from search import Searcher
-from search.api import SearchError
+from search.api import SearchError, SearchOptions, SearchUsageError
 from search.cli import build_parser, check_exposure, main, search_options
 from search.context import build_context
 from search.request import FIELDS, PARAMETERS, HTTPError, SearchRequest, parse_search
@@ -161,7 +161,7 @@ def test_post_search_finds_the_article_and_matches_the_searcher(server, searcher
     answer = post(server, {"query": HAL_QUERY, "k": 4})
     assert answer.status == 200, answer.json
     assert answer.json["hits"][0]["title"] == HAL_TITLE
-    assert answer.json["hits"] == [hit.to_dict() for hit in searcher.search(HAL_QUERY, k=4)]
+    assert answer.json["hits"] == [hit.model_dump() for hit in searcher.search(HAL_QUERY, k=4)]
     default = post(server, {"query": HAL_QUERY})
     assert default.json["k"] == 5 and len(default.json["hits"]) == 5
     assert post(server, {"query": HAL_QUERY, "k": 2.0}).json["k"] == 2  # JSON's 2.0 is an integer
@@ -176,7 +176,7 @@ def test_filters_and_options_reach_the_searcher(server, searcher):
     assert answer.json["mode"] == "dense"
     expected = searcher.search(HAL_QUERY, k=3, titles=["Accordion", "Acting"], max_per_article=1, neighbours=1,
                                mode="dense", score_threshold=-1.0)
-    assert answer.json["hits"] == [hit.to_dict() for hit in expected]
+    assert answer.json["hits"] == [hit.model_dump() for hit in expected]
     by_get = get(server, "q=HAL+9000&k=3&title=Accordion&title=Acting&max_per_article=1&neighbours=1&mode=dense")
     assert sorted(h["title"] for h in by_get.json["hits"]) == ["Accordion", "Acting"]
     article_id = answer.json["hits"][0]["article_id"]
@@ -194,7 +194,7 @@ def test_context_chars_adds_the_rag_context_block(server, searcher):
     answer = post(server, {"query": HAL_QUERY, "k": 3, "context_chars": 600})
     assert answer.status == 200, answer.json
     context = answer.json["context"]
-    assert context == build_context(searcher.search(HAL_QUERY, k=3), max_chars=600).to_dict()
+    assert context == build_context(searcher.search(HAL_QUERY, k=3), max_chars=600).model_dump()
     assert 0 < len(context["text"]) <= 600 and context["sources"]
     assert "context" in get(server, "q=HAL+9000&context_chars=300").json
 
@@ -344,7 +344,7 @@ def test_openapi_describes_every_route_its_errors_and_the_bearer_scheme(server):
     assert "security" not in doc["paths"]["/health"]["get"] and set(doc["paths"]["/health"]["get"]["responses"]) == {
         "200", "503"}
     schemas = doc["components"]["schemas"]
-    assert {"SearchRequest", "SearchResponse", "Hit", "Context", "Source", "Passage", "Health", "Error"} <= set(schemas)
+    assert {"SearchRequest", "SearchResponse", "Hit", "Context", "Citation", "Passage", "Health", "Error"} <= set(schemas)
     assert "HTTPValidationError" not in schemas  # FastAPI's {"detail": ...} is never answered, so not declared
     request = schemas["SearchRequest"]
     assert set(request["properties"]) == set(FIELDS) and request["additionalProperties"] is False
@@ -376,7 +376,7 @@ def test_the_api_holds_to_its_generated_openapi_document(searcher):
     data accepted and invalid data refused (with 400, 401, 413 or 422). In a
     query string every value is a string, so "a boolean where an array of strings
     belongs" arrives as a valid title: GET's negative cases skip only that one
-    check. The README's "Over HTTP" gives the same run from a shell, against a
+    check. docs/manual.md's "Over HTTP" gives the same run from a shell, against a
     running server (`schemathesis --config-file ... run ...`)."""
     schema = schemathesis.openapi.from_asgi("/openapi.json", make_app(searcher, token=TOKEN),
                                             config=schemathesis.Config.from_str(SCHEMATHESIS_CONFIG))
@@ -535,8 +535,10 @@ def test_backend_failures_are_503_refusals_400_and_surprises_500_without_details
 
     assert answer(StoreError("Qdrant at http://q:6333 is down"), json={"query": "HAL"}) == (503, {
         "error": "the search backend is unavailable (the store failed; the server's log says more): try again later"})
-    assert answer(SearchError("collection 'wiki' has no sparse vectors"), json={"query": "HAL", "mode": "hybrid"}) == (
-        400, {"error": "collection 'wiki' has no sparse vectors"})
+    assert answer(SearchUsageError("collection 'wiki' has no sparse vectors"), json={"query": "HAL", "mode": "hybrid"}
+                  ) == (400, {"error": "collection 'wiki' has no sparse vectors"})
+    assert answer(SearchError("the collection is gone"), json={"query": "HAL"}) == (503, {  # not the caller's fault
+        "error": "the search backend is unavailable (the store failed; the server's log says more): try again later"})
     status, body = answer(RuntimeError("secret detail"), json={"query": "HAL"})
     assert (status, body) == (500, {"error": "internal server error (the server's log says more)"})
     assert "secret detail" in caplog.text
@@ -582,9 +584,9 @@ def test_parse_search_checks_what_the_mcp_tools_pass():
     request = parse_search({"query": "HAL", "titles": ["A"], "neighbours": 0, "mode": None})
     assert isinstance(request, SearchRequest) and request.model_dump() == SearchRequest(
         query="HAL", titles=["A"]).model_dump()
-    assert request.search_options() == {"titles": ["A"]}
-    assert parse_search({"query": "HAL", "score_threshold": 1, "neighbours": 2}).search_options() == {
-        "score_threshold": 1.0, "neighbours": 2}
+    assert SearchOptions.of(request) == SearchOptions(titles=["A"])  # a request is the options it carries
+    assert SearchOptions.of(parse_search({"query": "HAL", "score_threshold": 1, "neighbours": 2})) == SearchOptions(
+        score_threshold=1.0, neighbours=2)
     with pytest.raises(HTTPError, match="the limit is 10") as error:
         parse_search({"query": "x" * 11}, max_query_chars=10)
     assert error.value.status == 413
@@ -598,9 +600,12 @@ def test_query_flags_map_to_the_search_options():
     args = build_parser().parse_args(["--mode", "hybrid", "--threshold", "0.3", "--title", "A", "--title", "B",
                                       "--article-id", "7", "--url", "u", "--max-per-article", "2",
                                       "--neighbours", "1", "--context", "900", "HAL"])
-    assert search_options(args) == {"mode": "hybrid", "score_threshold": 0.3, "titles": ["A", "B"],
-                                    "article_ids": ["7"], "urls": ["u"], "max_per_article": 2, "neighbours": 1}
-    assert args.context == 900 and search_options(build_parser().parse_args(["HAL"])) == {}
+    assert search_options(args) == SearchOptions(mode="hybrid", score_threshold=0.3, titles=["A", "B"],
+                                                 article_ids=["7"], urls=["u"], max_per_article=2, neighbours=1)
+    assert args.context == 900 and search_options(build_parser().parse_args(["HAL"])) == SearchOptions()
+    for flag, value in (("-k", "101"), ("--neighbours", "6"), ("--threshold", "1.5")):  # the options' own limits
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([flag, value, "HAL"])
 
 
 def test_serving_without_a_token_is_refused_except_open_on_loopback():

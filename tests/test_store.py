@@ -104,12 +104,12 @@ def test_server_upserts_are_split_into_requests_bounded_in_bytes():
 def test_both_backends_implement_the_whole_store_interface_with_its_signatures():
     import inspect
 
-    from ingest.store import Store
+    from ingest.store import MemoryStore, Store
     from ingest.store.server import ServerStore
 
-    members = [name for name, value in vars(Store).items() if callable(value) and not name.startswith("_")]
+    members = [name for name in dir(Store) if not name.startswith("_") and callable(getattr(Store, name))]
     assert {"upsert_pairs", "search", "resolve", "point_alias", "scan_chunks", "at"} <= set(members)
-    for backend in (EdgeStore, ServerStore):
+    for backend in (EdgeStore, ServerStore, MemoryStore):
         for name in members:
             ours = inspect.signature(getattr(backend, name))
             wanted = inspect.signature(getattr(Store, name))

@@ -18,9 +18,9 @@ from ingest import lexical
 from ingest.chunking import ChunkingSettings
 from ingest.errors import CollectionMismatchError
 from ingest.settings import IngestSettings, StoreSettings
-from ingest.store import ChunkSelection, PayloadFilter, Store, open_store
+from ingest.store import ChunkRef, ChunkSelection, MemoryStore, PayloadFilter, Store, open_store
 from ingest.store.edge import EdgeStore
-from ingest.sync import run_ingest, verify_collection
+from ingest.jobs import run_ingest, verify_collection
 from schemas import KNOWN_MODELS, Article, Chunk, CollectionSpec, point_id
 from search import Searcher
 from tests.counting_embedder import CountingEmbedder
@@ -30,9 +30,10 @@ MINILM = KNOWN_MODELS["sentence-transformers/all-MiniLM-L6-v2"]
 SPEC = CollectionSpec(model=MINILM, chunking={"max_chars": 1000}, sparse=lexical.default_spec())
 
 
-@pytest.fixture(params=["edge", "server"])
+@pytest.fixture(params=["edge", "server", "memory"])
 def store(request, tmp_path):
-    opened = EdgeStore.open(tmp_path / "q", collection="wiki") if request.param == "edge" else server_stand_in()
+    opened = {"edge": lambda: EdgeStore.open(tmp_path / "q", collection="wiki"), "server": server_stand_in,
+              "memory": lambda: MemoryStore(collection="wiki")}[request.param]()
     yield opened
     opened.close()
 
@@ -57,10 +58,10 @@ def test_writes_counts_deletes_and_scans_alike(store):
     assert store.count() == 12 and store.count_excluding(["0"]) == 9
     assert store.finish_bulk_load(wait_seconds=1) is True
     refs = sorted(ref for page in store.scan_chunks(batch=5) for ref in page)
-    assert len(refs) == 12 and refs[0][:2] == ("0", 0) and refs[0][2] == pairs[0][0].content_hash
+    assert len(refs) == 12 and refs[0] == ChunkRef("0", 0, pairs[0][0].content_hash)
     kept = store.stored_vectors([pairs[0][1].point_id, point_id("nope", 0)])
-    assert list(kept) == [pairs[0][1].point_id] and kept[pairs[0][1].point_id][0] == pairs[0][1].content_hash
-    np.testing.assert_allclose(kept[pairs[0][1].point_id][1], vectors[0] / np.linalg.norm(vectors[0]), atol=1e-5)
+    assert list(kept) == [pairs[0][1].point_id] and kept[pairs[0][1].point_id].chunk_hash == pairs[0][1].content_hash
+    np.testing.assert_allclose(kept[pairs[0][1].point_id].vector, vectors[0] / np.linalg.norm(vectors[0]), atol=1e-5)
     assert store.payloads([pairs[4][1].point_id])[pairs[4][1].point_id]["title"] == "Title 1"
     assert store.delete_chunks([ChunkSelection("0", from_index=2, indices=(0,))]) == 2 and store.count() == 10
     assert store.delete_articles(["1", "2"]) == 6 and store.count() == 4
@@ -76,7 +77,7 @@ def test_searches_rank_alike_on_both_backends(tmp_path):
     pairs = [(a, Chunk(a.id, j, text, j, j + 1, f"{a.title} {text}")) for (i, j), text in texts.items()
              for a in articles if a.id == i]
     vectors = np.random.default_rng(7).standard_normal((len(pairs), 384)).astype(np.float32)
-    stores = [server_stand_in(), EdgeStore.open(tmp_path / "edge", collection="wiki")]
+    stores = [server_stand_in(), EdgeStore.open(tmp_path / "edge", collection="wiki"), MemoryStore(collection="wiki")]
     try:
         for s in stores:
             s.ensure_collection(SPEC)
@@ -85,13 +86,14 @@ def test_searches_rank_alike_on_both_backends(tmp_path):
         for options in ({}, {"sparse": sparse}, {"where": PayloadFilter(titles=("Title 1", "Title 4"))},
                         {"sparse": sparse, "where": PayloadFilter(article_ids=("2",))}, {"group_size": 1},
                         {"sparse": sparse, "group_size": 2}, {"score_threshold": 0.05}):
-            local, edge = (s.search(query, limit=6 if "group_size" in options else 24, **options) for s in stores)
-            assert {h.id: h.score for h in edge} == pytest.approx({h.id: h.score for h in local}, abs=1e-4), options
-            if "sparse" not in options:  # fused scores may tie (ranks swapped): their order is free
-                assert [h.id for h in edge] == [h.id for h in local], options
-            if "group_size" in options:
-                ids = [h.payload["id"] for h in edge]
-                assert max(ids.count(i) for i in ids) <= options["group_size"]
+            local, *others = (s.search(query, limit=6 if "group_size" in options else 24, **options) for s in stores)
+            for edge in others:  # the embedded engine, and the in-memory test backend
+                assert {h.id: h.score for h in edge} == pytest.approx({h.id: h.score for h in local}, abs=1e-4), options
+                if "sparse" not in options:  # fused scores may tie (ranks swapped): their order is free
+                    assert [h.id for h in edge] == [h.id for h in local], options
+                if "group_size" in options:
+                    ids = [h.payload["id"] for h in edge]
+                    assert max(ids.count(i) for i in ids) <= options["group_size"]
     finally:
         for s in stores:
             s.close()
@@ -151,7 +153,7 @@ def test_the_jobs_run_on_the_edge_store(tmp_path, sample):
     rows = [dict(row) for row in sample[:12]]
     embedder = CountingEmbedder()
     first = run_ingest(settings_for(tmp_path, rows), embedder=embedder)
-    assert first.added == 12 and first.extra["collection_points"] == first.points_written > 12
+    assert first.added == 12 and first.collection_points == first.points_written > 12
     again = run_ingest(settings_for(tmp_path, rows), embedder=embedder)
     assert (again.unchanged, again.points_written) == (12, 0)  # incremental: nothing to do
     edited = [dict(row) for row in rows[:-2]]
@@ -160,11 +162,11 @@ def test_the_jobs_run_on_the_edge_store(tmp_path, sample):
     assert (reindex.changed, reindex.deleted) == (1, 2)
     assert verify_collection(settings_for(tmp_path, edited).store).in_sync
     rebuilt = run_ingest(settings_for(tmp_path, edited, chunk_size=500), embedder=embedder)
-    assert rebuilt.extra["alias"].startswith("wiki now leads to wiki-") and "(was wiki-" in rebuilt.extra["alias"]
+    assert rebuilt.alias.startswith("wiki now leads to wiki-") and "(was wiki-" in rebuilt.alias
     store = open_store(settings_for(tmp_path, edited).store)
     try:
         with Searcher.open(settings_for(tmp_path, edited).store, embedder=CountingEmbedder(), store=store) as searcher:
-            assert searcher.store.collection == rebuilt.extra["collection"] and searcher.default_mode == "hybrid"
+            assert searcher.store.collection == rebuilt.collection and searcher.default_mode == "hybrid"
             hits = searcher.search(edited[3]["title"], k=3, max_per_article=1)
             assert hits and len({h.article_id for h in hits}) == len(hits)
     finally:

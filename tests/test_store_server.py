@@ -14,10 +14,10 @@ from qdrant_client import models
 
 from ingest import lexical
 from ingest.settings import ServerLayout
+from ingest.store import PayloadFilter
 from ingest.store.base import RRF_K, RRF_WEIGHTS
 from ingest.store.layout import HNSW_M, PAYLOAD_INDEXES
 from ingest.store.server import ServerStore
-from search.api import payload_filter
 from tests.test_store import SPEC, pairs
 
 
@@ -163,7 +163,7 @@ def test_hybrid_collections_and_queries_on_a_server(qdrant_server):
         store.upsert_pairs(items, vectors)
         query = np.array([3.0, 4.0], dtype=np.float32)
         sparse = lexical.query_vector("text about Kubrick", lexical.default_spec())
-        hits = store.search(query, sparse=sparse, limit=5, where=payload_filter(titles=["A"]))
+        hits = store.search(query, sparse=sparse, limit=5, where=PayloadFilter(titles=("A",)))
         grouped = store.search(query, sparse=sparse, limit=5, group_size=2)
         dense = store.search(query, limit=5, score_threshold=0.2)
     finally:
@@ -180,7 +180,8 @@ def test_hybrid_collections_and_queries_on_a_server(qdrant_server):
     assert body["query"] == {"rrf": {"k": RRF_K, "weights": list(RRF_WEIGHTS)}}
     dense_branch, sparse_branch = body["prefetch"]
     assert dense_branch["query"] == [3.0, 4.0] and dense_branch.get("using") is None
-    assert sparse_branch["using"] == "bm25" and sparse_branch["query"] == {"indices": sparse[0], "values": sparse[1]}
+    assert sparse_branch["using"] == "bm25"
+    assert sparse_branch["query"] == {"indices": sparse.indices, "values": sparse.values}
     title_filter = {"must": [{"key": "title", "match": {"any": ["A"]}}]}
     assert dense_branch["filter"] == sparse_branch["filter"] == body["filter"] == title_filter
     assert body["limit"] == 5 and dense_branch["limit"] == sparse_branch["limit"] == 50

@@ -21,9 +21,10 @@ from ingest.embedders.base import Embedder, Rejection
 from ingest.embedders.tei import TEIEmbedder, parse_retry_after
 from ingest.errors import BackendFailure, EmbedderError
 from schemas.models import BGE_QUERY_INSTRUCTION
-from ingest.rehearsal import router
-from ingest.sharded.router import Router
-from ingest.rehearsal.tei import Faults, TEIServer, deterministic_vector, deterministic_vectors
+from ingest.rehearsal import standin_router
+from ingest.sharded.tei_process import Router
+from ingest.embedders.fake import deterministic_vector, deterministic_vectors
+from ingest.rehearsal.tei import Faults, TEIServer
 
 FAST = {"retry_initial_wait": 0.001, "retry_max_wait": 0.01, "timeout": 5.0}
 TEXTS = [f"Passage {i} about the history of {topic}." for i, topic in
@@ -336,7 +337,7 @@ def test_a_server_gone_for_good_fails_a_request_within_the_short_budget_a_busy_o
     request; connections refused now have their own, minutes shorter (60 s by default)."""
     assert TEIEmbedder.__init__.__kwdefaults__["retry_budget"] - TEIEmbedder.__init__.__kwdefaults__[
         "refused_budget"] >= 120
-    with Router([*router.runner(), "--port", str(port := router.free_port())], url=f"http://127.0.0.1:{port}",
+    with Router([*standin_router.runner(), "--port", str(port := standin_router.free_port())], url=f"http://127.0.0.1:{port}",
                 startup_timeout=30) as server:
         url = server.url
         embedder = connect(url, retry_budget=600.0, refused_budget=1.5, retry_max_wait=0.2)

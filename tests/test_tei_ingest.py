@@ -7,7 +7,7 @@ import json
 from ingest.chunking import Chunker
 from ingest.pipeline.deadletters import DeadLetterFile
 from ingest.embedders.tei import TEIEmbedder
-from ingest.sync import collection_spec, make_chunker
+from ingest.jobs import collection_spec, make_chunker
 from ingest.pipeline.run import run_pipeline
 from ingest.settings import IngestSettings
 from ingest.store.edge import EdgeStore
@@ -30,7 +30,7 @@ def test_faulty_server_loses_nothing_and_duplicates_nothing(tmp_path, sample):
             store.ensure_collection(collection_spec(settings, embedder))
             summary = run_pipeline(rows, chunker=make_chunker(settings, embedder), embedder=embedder, store=store,
                                    dead_letters=DeadLetterFile(tmp_path / "dead.jsonl"), window=settings.window)
-            stored_ids = [point_id(a, i) for page in store.scan_chunks() for a, i, _ in page]
+            stored_ids = [point_id(ref.article_id, ref.chunk_index) for page in store.scan_chunks() for ref in page]
         finally:
             embedder.close()
             store.close()

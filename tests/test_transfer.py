@@ -16,7 +16,7 @@ from ingest.errors import LegacyStoreError
 from ingest.settings import IngestSettings, StoreSettings
 from ingest.store import open_store
 from ingest.store.legacy import LegacyStore, is_legacy
-from ingest.sync import run_ingest, verify_collection
+from ingest.jobs import run_ingest, verify_collection
 from schemas import SparseSpec
 from search import Searcher
 from tests.counting_embedder import CountingEmbedder

@@ -44,7 +44,7 @@ from ingest.sharded.driver import (
     plan_shards,
     run_shards,
 )
-from ingest.sharded.router import (
+from ingest.sharded.tei_process import (
     Router,
     RouterConfig,
     router_command,
@@ -62,8 +62,8 @@ from ingest.sharded.worker import Worker, WorkerConfig
 from ingest.sources import sample_rows
 from schemas import Article, point_id
 from tests.qdrant_standin import edge_points, stored_spec
-from ingest.rehearsal.tei import deterministic_vector
-from ingest.rehearsal.router import free_port, runner
+from ingest.embedders.fake import deterministic_vector
+from ingest.rehearsal.standin_router import free_port, runner
 
 MODEL = "BAAI/bge-small-en-v1.5"
 POISON = "POISON-MARKER"

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,10 +25,11 @@ from typing import Sequence
 
 from ingest.bench.tei_client import InstantServer
 from ingest.errors import IngestError, SettingsError
+from ingest.edge import Edge, run_command
 from ingest.logs import setup_logging
 from ingest.settings import EmbedderSettings, IngestSettings, StoreSettings
 from ingest.sources import sample_rows
-from ingest.sync import run_ingest
+from ingest.jobs import run_ingest
 
 PROG = "python -m ingest bench-faults"
 
@@ -65,14 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-        setup_logging(args.verbose - 1)
-        if args.runs < 1 or args.articles < 1 or not all(0.0 <= r < 1.0 for r in args.rates):
-            raise SettingsError("--runs and --articles must be at least 1, and each rate in [0, 1)")
-    except SettingsError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(PROG, lambda edge: _bench(edge, argv))
+
+
+def _bench(edge: Edge, argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose - 1)
+    if args.runs < 1 or args.articles < 1 or not all(0.0 <= r < 1.0 for r in args.rates):
+        raise SettingsError("--runs and --articles must be at least 1, and each rate in [0, 1)")
+    edge.ready(args.verbose)
     print(f"{args.articles:,} articles of the sample through a TEI server answering 429 (Retry-After: 0) at random")
     for rate in args.rates:
         for run in range(args.runs):

@@ -26,6 +26,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ingest.edge import Edge, run_command
+from ingest.errors import SettingsError
 from ingest import lexical
 from ingest.chunking import Chunker, ChunkingSettings
 from ingest.sources import sample_rows
@@ -72,13 +74,17 @@ def measure(points: int) -> dict[str, float]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(PROG, lambda edge: _bench(edge, argv))
+
+
+def _bench(edge: Edge, argv: Sequence[str] | None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--points", type=int, default=60_000, help="points to index (default %(default)s)")
     args = parser.parse_args(argv)
     if args.points < 1_000:
-        print(f"{PROG}: error: --points must be at least 1000", file=sys.stderr)
-        return 2
+        raise SettingsError("--points must be at least 1000")
+    edge.ready()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     row = measure(args.points)
     rate = args.points / row["index_s"]

@@ -37,6 +37,7 @@ import sys
 from dataclasses import dataclass
 from typing import Sequence, TextIO
 
+from ingest.edge import Edge, run_command
 from ingest.sharded.driver import A10G_PRICE_PER_HOUR
 
 # English Wikipedia as the reference run measured it (wikipedia 20220301.en).
@@ -278,7 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
+    return run_command("python -m ingest plan", lambda edge: _plan(edge, argv, out))
+
+
+def _plan(edge: Edge, argv: Sequence[str] | None, out: TextIO | None) -> int:
     args = build_parser().parse_args(argv)
+    edge.ready()
     assumptions = Assumptions(
         articles=args.articles,
         characters=args.characters,

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,7 +33,8 @@ from typing import Sequence
 import numpy as np
 
 from ingest.embedders import make_embedder
-from ingest.errors import IngestError, SettingsError
+from ingest.errors import SettingsError
+from ingest.edge import Edge, run_command
 from ingest.logs import setup_logging
 from ingest.settings import (
     add_embedder_args,
@@ -56,11 +56,12 @@ def collection_vectors(settings) -> tuple[np.ndarray, object]:
         spec = store.read_spec()
         if spec is None:
             raise SettingsError(f"no collection {settings.collection!r} at {settings.location}: run python -m ingest")
-        ids = [point_id(article, index) for page in store.scan_chunks() for article, index, _ in page if index >= 0]
+        ids = [point_id(ref.article_id, ref.chunk_index) for page in store.scan_chunks() for ref in page
+               if ref.chunk_index >= 0]
         found = store.stored_vectors(ids)
     finally:
         store.close()
-    vectors = np.stack([vector for _, vector in found.values()]).astype(np.float32)
+    vectors = np.stack([stored.vector for stored in found.values()]).astype(np.float32)
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True), spec
 
 
@@ -131,28 +132,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(PROG, lambda edge: _bench(edge, argv))
+
+
+def _bench(edge: Edge, argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose - 1)
+    if args.k < 1 or (args.queries is not None and args.queries < 1):
+        raise SettingsError("-k and --queries must be at least 1")
+    stores, embedders = store_settings(args), embedder_settings(args)
+    edge.ready(args.verbose, qdrant=stores.address if stores.qdrant_url else None)
+    questions = read_questions(args.questions)[: args.queries]
+    vectors, spec = collection_vectors(stores)
+    embedder = make_embedder(embedders, model=spec.model.name, query_instruction=spec.model.query_instruction)
     try:
-        args = build_parser().parse_args(argv)
-        setup_logging(args.verbose - 1)
-        if args.k < 1 or (args.queries is not None and args.queries < 1):
-            raise SettingsError("-k and --queries must be at least 1")
-        stores, embedders = store_settings(args), embedder_settings(args)
-    except SettingsError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        questions = read_questions(args.questions)[: args.queries]
-        vectors, spec = collection_vectors(stores)
-        embedder = make_embedder(embedders, model=spec.model.name, query_instruction=spec.model.query_instruction)
-        try:
-            queries = embedder.embed_queries(questions)
-        finally:
-            embedder.close()
-        queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
-        rows = measure(vectors, queries, args.k)
-    except IngestError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
+        queries = embedder.embed_queries(questions)
+    finally:
+        embedder.close()
+    queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    rows = measure(vectors, queries, args.k)
     print(f"{len(vectors):,} vectors of {spec.model.name} ({vectors.shape[1]} dims), {len(queries):,} questions, "
           f"recall@{args.k} against exact float32 search")
     for name, value, ms in rows:

@@ -26,7 +26,7 @@ from ingest.embedders import Embedder, make_embedder
 from ingest.pipeline.summary import RunSummary
 from ingest.settings import IngestSettings
 from ingest.sources import SAMPLE, open_source, sample_rows
-from ingest.sync import run_ingest
+from ingest.jobs import run_ingest
 
 EDIT = "This sentence was added by an edit of the article."
 _SENTENCE_END = re.compile(r"[.!?]\s+")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,12 +29,13 @@ from ingest import lexical
 from ingest.bench.tei_client import InstantServer
 from ingest.chunking import ChunkingSettings
 from ingest.embedders import make_embedder
-from ingest.errors import IngestError, SettingsError
+from ingest.errors import SettingsError
+from ingest.edge import Edge, run_command
 from ingest.logs import setup_logging
 from ingest.settings import EmbedderSettings, IngestSettings, StoreSettings
 from ingest.sources import sample_rows
 from ingest.store import open_live
-from ingest.sync import run_ingest
+from ingest.jobs import run_ingest
 
 PROG = "python -m ingest bench-store"
 
@@ -109,14 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-        setup_logging(args.verbose - 1)
-        if args.articles < 2 or args.queries < 1:
-            raise SettingsError("--articles must be at least 2 and --queries at least 1")
-    except SettingsError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(PROG, lambda edge: _bench(edge, argv))
+
+
+def _bench(edge: Edge, argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose - 1)
+    if args.articles < 2 or args.queries < 1:
+        raise SettingsError("--articles must be at least 2 and --queries at least 1")
+    edge.ready(args.verbose)
     server = InstantServer.start(max_batch=512, wide_floats=False)
     try:
         with tempfile.TemporaryDirectory(prefix="bench-store-") as scratch:
@@ -124,9 +125,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             titles = write_articles(source, args.articles)
             row = measure(source, titles, server.url, min(args.queries, len(titles) - 1), Path(scratch),
                           args.optimize)
-    except IngestError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
     finally:
         server.stop()
     print(f"{args.articles:,} one-chunk articles through an instant TEI server; hybrid searches, embedding included")

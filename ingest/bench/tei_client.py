@@ -36,6 +36,7 @@ import httpx
 import numpy as np
 import orjson
 
+from ingest.edge import Edge, run_command
 from ingest.embedders.tei import TEIEmbedder
 from ingest.embedders.tei_wire import decode_base64_vectors, decode_vectors
 from ingest.lexical import default_spec
@@ -227,6 +228,10 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_command("python -m ingest bench-tei", lambda edge: _bench(edge, argv))
+
+
+def _bench(edge: Edge, argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ingest bench-tei", description=__doc__.split("\n\n")[0])
     parser.add_argument("--chunks", type=int, default=20_000)
     parser.add_argument("--batch-size", type=int, default=256)
@@ -235,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         "--wide-floats", action="store_true", help="serve float64-length numbers (~8 kB/vector)"
     )
     args = parser.parse_args(argv)
+    edge.ready()
     n, bs = args.chunks, args.batch_size
     texts, pairs = make_chunks(n)
     server = InstantServer.start(max_batch=bs, wide_floats=args.wide_floats)
@@ -260,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
                 with TEIEmbedder(server.url, **options) as ours:
                     run, vectors = measure(
                         f"ours: {route} {wire}", server, texts, lambda t: ours.embed_passages(t).vectors,
-                        lambda: client.post(route, content=body).content, decode, bs,
+                        lambda route=route, body=body: client.post(route, content=body).content, decode, bs,
                     )
                 runs.append(run)
                 results.append(vectors)

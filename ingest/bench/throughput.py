@@ -19,7 +19,7 @@ from ingest.chunking import Chunker
 from ingest.embedders import Embedder, make_embedder
 from ingest.settings import IngestSettings
 from ingest.sources import SAMPLE, open_source, sample_rows
-from ingest.sync import run_ingest
+from ingest.jobs import run_ingest
 from schemas import Article
 
 

@@ -5,7 +5,7 @@ package, so the embedded default works with no access to the Hugging Face hub.
 
 `dtype="auto"` (the default) runs float16 weights on a GPU, bfloat16 autocast on
 a CPU that computes bfloat16 in hardware (AVX512-BF16 or AMX on x86, BF16 on Arm:
-about 3x float32's speed here, cosine >= 0.9999 to its vectors), and float32
+faster than float32, its vectors within a cosine of 0.9999; docs/measurements.md), and float32
 elsewhere: an emulated bfloat16 is slower than float32, so it is detected, never
 assumed (`native_bfloat16`).
 """
@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, get_args
 
 import numpy as np
 
@@ -32,6 +32,7 @@ from ingest.embedders.base import (
 )
 from ingest.embedders.direct import DirectEncoder, pooling_mode
 from ingest.errors import EmbedderError
+from ingest.settings.models import Precision
 from schemas import KNOWN_MODELS, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ def pick_device(device: str) -> str:
     return "cpu"
 
 
-DTYPES = ("auto", "float32", "float16", "bfloat16")
+PRECISIONS = get_args(Precision)  # declared with the settings (--dtype)
 
 
 def native_bfloat16() -> bool:
@@ -131,8 +132,8 @@ def native_bfloat16() -> bool:
 
 def pick_dtype(dtype: str, device: str) -> str:
     """What `dtype` means on `device` (see the module docstring)."""
-    if dtype not in DTYPES:
-        raise EmbedderError(f"unknown dtype {dtype!r}: use {', '.join(DTYPES)}")
+    if dtype not in PRECISIONS:
+        raise EmbedderError(f"unknown dtype {dtype!r}: use {', '.join(PRECISIONS)}")
     if dtype != "auto":
         if dtype == "float16" and device == "cpu":
             raise EmbedderError("--dtype float16 needs a GPU; on the CPU use auto, bfloat16 or float32")

@@ -1,4 +1,4 @@
-"""Embedder backend for the deployed Modal class (`ingest.modal_app.Embedder`,
+"""Embedder backend for the deployed Modal class (`ingest.modal_app.GPUWorker`,
 deployed with `modal deploy -m ingest.modal_app`): each call is one
 `Embedder().embed.remote(texts)` on a GPU container running TEI.
 
@@ -8,7 +8,7 @@ deployed class's `spec` method (what its TEI server reports), or, for a
 deployment without one, from `KNOWN_MODELS`.
 
     >>> embedder = ModalEmbedder()                        # doctest: +SKIP
-    >>> embedder.embed_queries(["who painted the Mona Lisa"]).shape
+    >>> embedder.embed_queries(["who painted the Mona Lisa"]).shape   # doctest: +SKIP
     (1, 384)
 
 The Modal lookup is injectable: `remote_cls` is anything that, called with no
@@ -34,7 +34,7 @@ from ingest.errors import EmbedderError, InputRejected
 from schemas import KNOWN_MODELS, ModelSpec
 
 DEFAULT_APP = "wiki-embed"
-DEFAULT_CLASS = "Embedder"
+DEFAULT_CLASS = "GPUWorker"
 DEFAULT_MODEL = "BAAI/bge-small-en-v1.5"
 DEFAULT_BATCH_SIZE = 512  # texts per remote call: the deployed TEI's --max-client-batch-size
 DEPLOY_HINT = "deploy it with `modal deploy -m ingest.modal_app`"

@@ -111,9 +111,9 @@ def error_message(response: httpx.Response) -> str:
 def decode_vectors(content: bytes) -> np.ndarray:
     """TEI's `/embed` body (a JSON list of float lists) as a float32 matrix.
 
-    orjson parses the floats, then one numpy conversion packs them: measured at
-    ~3x the speed of `json.loads` + `np.array` (python -m ingest bench-tei), and
-    faster than text parsing in numpy (`np.fromstring`). Raises ValueError (or
+    orjson parses the floats, then one numpy conversion packs them: faster than
+    `json.loads` + `np.array` and than text parsing in numpy (`np.fromstring`);
+    the figures are in docs/measurements.md (python -m ingest bench-tei). Raises ValueError (or
     orjson.JSONDecodeError, a ValueError) on anything that is not a matrix."""
     vectors = np.asarray(orjson.loads(content), dtype=np.float32)
     if vectors.ndim != 2:

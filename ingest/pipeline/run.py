@@ -40,7 +40,7 @@ from ingest.pipeline.windows import (
 from ingest.progress import Progress
 from ingest.sources import BadRow
 from ingest.state.manifest import Manifest, ManifestRow
-from ingest.store import Store
+from ingest.store.base import PointWriter
 from schemas import Article, ValidationError, visible
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ def run_pipeline(
     *,
     chunker: Chunker,
     embedder: Embedder,
-    store: Store,
+    store: PointWriter,
     dead_letters: DeadLetterSink,
     window: int = 512,
     progress: Progress | None = None,

@@ -1,4 +1,4 @@
-"""What a run did: counts and timings, and the two lines the command line prints."""
+"""What a run did: counts and timings, where it wrote, and the lines the command line prints."""
 
 from __future__ import annotations
 
@@ -27,8 +27,12 @@ class RunSummary:
     duplicates: int = 0  # rows of the source whose article id an earlier row had: left out
     unreadable: int = 0  # rows the source could not read (a bad JSON line): left out
     points_deleted: int = 0
-    retries: dict = field(default_factory=dict)  # embedder requests retried, by cause ("429", "timeout", ...)
-    extra: dict = field(default_factory=dict)
+    retries: dict[str, int] = field(default_factory=dict)  # embedder requests retried, by cause ("429", ...)
+    # Where the run wrote (`ingest.jobs.run_ingest`; left as they are by the pipeline alone):
+    collection: str | None = None  # the physical collection written
+    collection_points: int = 0  # the points it holds at the end
+    seeded: str | None = None  # how a rebuild was seeded from the live collection's vectors, if it was
+    alias: str | None = None  # where the collection's name leads after a rebuild, and why
 
     @property
     def failed(self) -> int:

@@ -20,11 +20,10 @@ from ingest.chunking import Chunker
 from ingest.embedders.base import Embedder, PassageEmbeddings
 from ingest.pipeline.summary import RunSummary
 from ingest.state.manifest import Manifest, ManifestRow
-from ingest.store import ChunkSelection, Store
+from ingest.store.base import ChunkSelection, Pair, PointWriter
 from schemas import Article, Chunk
 
 LOOKUP_BATCH = 256  # articles per manifest lookup
-Pair = tuple[Article, Chunk]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +50,7 @@ class Window:
 
 
 def windows(articles: Iterable[Article], chunker: Chunker, size: int, summary: RunSummary,
-            manifest: Manifest, store: Store, *, track_seen: bool = False) -> Iterator[Window]:
+            manifest: Manifest, store: PointWriter, *, track_seen: bool = False) -> Iterator[Window]:
     """Chunks of the new and changed articles, in windows of `size` (the last one
     may be smaller, never dropped); unchanged articles are counted and skipped."""
     window = Window()
@@ -101,7 +100,8 @@ def windows(articles: Iterable[Article], chunker: Chunker, size: int, summary: R
         for article, digest, previous, chunks in revisited:
             for chunk in chunks:
                 kept = stored.get(chunk.point_id)
-                yield from add(article, chunk, kept[1] if kept and kept[0] == chunk.content_hash else None)
+                reusable = kept is not None and kept.chunk_hash == chunk.content_hash
+                yield from add(article, chunk, kept.vector if reusable else None)
             window.finished.append(Finished(article, digest, previous, len(chunks)))
     if window.pairs or window.finished:
         yield window

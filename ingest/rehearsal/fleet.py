@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from ingest.errors import ShardError
-from ingest.rehearsal.router import free_port, runner
+from ingest.rehearsal.standin_router import free_port, runner
 from ingest.settings import StoreSettings
 from ingest.sharded.driver import LoadRequest
 from ingest.sharded.load import LoadPlan, finish_load, prepare_load
 from ingest.sharded.records import ShardRecords
-from ingest.sharded.router import RouterConfig
+from ingest.sharded.tei_process import RouterConfig
 from ingest.sharded.worker import Worker, WorkerConfig
 from ingest.store import Store, open_store
 

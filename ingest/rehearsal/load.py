@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -45,9 +44,10 @@ from pathlib import Path
 from typing import Sequence
 
 from ingest.errors import SettingsError
-from ingest.logs import report_failure, setup_logging
+from ingest.edge import Edge, run_command
+from ingest.logs import setup_logging
 from ingest.rehearsal.fleet import FAULTS, FleetConfig, LocalFleet, point_set_digest
-from ingest.settings import add_store_args, store_settings
+from ingest.settings import STORE, StoreSettings, add_flags, store_settings
 from ingest.sharded.driver import A10G_PRICE_PER_HOUR, LoadRequest, load_report, run_load, write_dead_letters
 from ingest.sharded.records import run_key
 from ingest.sources import open_source
@@ -94,28 +94,28 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where the shard records and manifests go, the state Volume's part (default: next "
                              "to --qdrant-path, or ./rehearsal-state)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output; -v: tracebacks")
-    add_store_args(parser)
     # a folder of its own unless QDRANT_PATH names one: a rehearsal is not the production store
-    parser.set_defaults(qdrant_path=os.environ.get("QDRANT_PATH") or "rehearsal_data")
+    add_flags(parser.add_argument_group("store (Qdrant)"), StoreSettings, (STORE,),
+              defaults={"qdrant_path": "rehearsal_data"})
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run_command(PROG, lambda edge: _rehearse(edge, build_parser().parse_args(argv)))
+
+
+def _rehearse(edge: Edge, args: argparse.Namespace) -> int:
     setup_logging(args.verbose - 1)
-    try:
-        faults = tuple(f.strip() for f in args.faults.split(",") if f.strip())
-        unknown = [f for f in faults if f not in FAULTS]
-        if unknown or len(faults) > args.workers:
-            raise SettingsError(f"--faults {args.faults!r}: each of {', '.join(FAULTS)}, at most one per worker"
-                                + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
-        if min(args.workers, args.shards_per_worker, args.shard_size, args.window, args.max_rounds) < 1:
-            raise SettingsError("--workers, --shards-per-worker, --shard-size, --window and --max-rounds must be "
-                                "at least 1")
-        store = store_settings(args)
-    except (SettingsError, ValueError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+    faults = tuple(f.strip() for f in args.faults.split(",") if f.strip())
+    unknown = [f for f in faults if f not in FAULTS]
+    if unknown or len(faults) > args.workers:
+        raise SettingsError(f"--faults {args.faults!r}: each of {', '.join(FAULTS)}, at most one per worker"
+                            + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
+    if min(args.workers, args.shards_per_worker, args.shard_size, args.window, args.max_rounds) < 1:
+        raise SettingsError("--workers, --shards-per-worker, --shard-size, --window and --max-rounds must be "
+                            "at least 1")
+    store = store_settings(args)
+    edge.ready(args.verbose, qdrant=store.address if store.qdrant_url else None)
     state = Path(args.state_dir or (f"{args.qdrant_path}-state" if not store.qdrant_url else "rehearsal-state"))
     scratch = Path(tempfile.mkdtemp(prefix="rehearsal-"))
     fleet = None
@@ -151,12 +151,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"point set            {points:,} points, digest {digest}")
             return 0
         print(f"{PROG}: {outcome.problem}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        report_failure(log, exc, args.verbose, qdrant=store.address if store.qdrant_url else None)
         return 1
     finally:
         if fleet is not None:

@@ -10,7 +10,7 @@ document in the tests. Vectors come from one of three backends:
 
 - an embedder (`TEIServer(embedder=LocalEmbedder())`): the real model;
 - deterministic (default): a unit vector seeded by a hash of the text, so a test
-  can compute the expected row with `deterministic_vector(text)`;
+  can compute the expected row with `ingest.embedders.fake.deterministic_vector(text)`;
 - instant (`instant=True`): precomputed rows, no per-request compute, for benchmarks.
 
 Faults (`Faults`) are injected per embedding request, and everything received is
@@ -35,7 +35,7 @@ in front of TEI might.
         assert server.received.statuses[429] == 2
 
 Run as a process, it takes `text-embeddings-router`'s flags, so that
-`ingest.sharded.router.Router` starts it exactly as it starts TEI (`runner()` gives
+`ingest.sharded.tei_process.Router` starts it exactly as it starts TEI (`runner()` gives
 the argv prefix), plus flags of its own for the faults:
 
     python -m ingest.rehearsal.tei --model-id BAAI/bge-small-en-v1.5 --port 8123 \
@@ -45,7 +45,6 @@ the argv prefix), plus flags of its own for the faults:
 from __future__ import annotations
 
 import base64
-import hashlib
 import random
 import threading
 import time
@@ -56,28 +55,15 @@ from typing import Any, Sequence
 import numpy as np
 import orjson
 
+from ingest.embedders.fake import DIMENSION, deterministic_vectors
 from ingest.rehearsal.loopback import Handler, LoopbackServer
 
-DIMENSION = 384
 ERROR_TYPES = {400: "Empty", 401: "Unauthorized", 413: "Validation", 422: "Validation",
                424: "Backend", 429: "Overloaded", 503: "Unhealthy"}
 FAULT_MESSAGES = {429: "Model is overloaded", 503: "unhealthy", 424: "Backend error: CUDA out of memory"}
 # What a broken GPU's failed batch says (TEI wraps candle's error: `core/src/lib.rs:20-21`).
 SICK_MESSAGE = 'Backend error: DriverError(CUDA_ERROR_ILLEGAL_ADDRESS, "an illegal memory access was encountered")'
 ABORT_EXIT = 134  # SIGABRT: a panic in a release build of the router (panic = "abort")
-
-
-def deterministic_vector(text: str, dimension: int = DIMENSION) -> np.ndarray:
-    """The unit float32 vector the deterministic backend serves for `text`."""
-    seed = int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
-    vector = np.random.default_rng(seed).standard_normal(dimension)
-    return (vector / np.linalg.norm(vector)).astype(np.float32)
-
-
-def deterministic_vectors(texts: Sequence[str], dimension: int = DIMENSION) -> np.ndarray:
-    if not texts:
-        return np.zeros((0, dimension), np.float32)
-    return np.stack([deterministic_vector(t, dimension) for t in texts])
 
 
 @dataclass

@@ -22,7 +22,7 @@ from ingest.sharded.records import ShardRecords
 from ingest.state.files import Checkpoint, open_manifest, remove_state
 from ingest.state.rebuild import Target, check_target, not_indexed, plan_target, switch
 from ingest.store import Store, open_store
-from ingest.sync import collection_spec
+from ingest.jobs import collection_spec
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def finish_load(settings: IngestSettings, plan: LoadPlan, *, state_dir: str | No
         indexed = built.finish_bulk_load(wait_seconds=wait_seconds)
         now = store.resolve(plan.name)  # where the name leads at the end, whatever it was at the start
         target = Target(plan.name, plan.collection, now.collection,
-                        legacy=now.collection is not None and not now.is_alias)
+                        unaliased=now.collection is not None and not now.is_alias)
         line = f"manifest of {plan.collection}: {merged:,} articles"
         if target.in_place:
             return line + f"; {plan.name} already leads to it"

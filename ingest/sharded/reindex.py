@@ -30,7 +30,7 @@ from ingest.pipeline.summary import RunSummary
 from ingest.settings import IngestSettings, StoreSettings
 from ingest.state.manifest import Manifest
 from ingest.store import open_store
-from ingest.sync import run_ingest
+from ingest.jobs import run_ingest
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from ingest.pipeline.summary import RunSummary
 from ingest.settings import IngestSettings
 from ingest.state.manifest import Manifest
 from ingest.store import Store, open_store
-from ingest.sync import collection_spec, make_chunker
+from ingest.jobs import collection_spec, make_chunker
 from schemas import CollectionSpec
 
 
@@ -65,7 +65,8 @@ class ShardResult:
     def from_dict(cls, data: dict[str, Any]) -> "ShardResult":
         """Also reads the flat records written before results carried a `RunSummary`."""
         if "summary" in data:
-            summary = RunSummary(**data["summary"])
+            # fields only: records written before the typed run report also carry `extra`
+            summary = RunSummary(**{k: v for k, v in data["summary"].items() if k in RunSummary.__dataclass_fields__})
         else:
             flat = {k: v for k, v in data.items() if k in RunSummary.__dataclass_fields__}
             summary = RunSummary(**flat, rejected_chunks=data.get("rejected", 0))

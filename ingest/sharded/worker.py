@@ -1,4 +1,4 @@
-"""What one GPU container does, whatever runs it: `ingest.modal_app.Embedder` on
+"""What one GPU container does, whatever runs it: `ingest.modal_app.GPUWorker` on
 Modal, a local pool's worker in `python -m ingest rehearse`.
 
 A worker starts its own TEI server once, embeds queries and shards with it, and
@@ -11,7 +11,7 @@ Every result and error carries a `WorkerStamp` (which worker, since when, until
 when), from which the driver counts the GPU-seconds the load held.
 
     >>> worker = Worker(WorkerConfig(RouterConfig(MODEL_ID)), name="gpu-0").start()   # doctest: +SKIP
-    >>> worker.ingest_shard(0, 5_000, "/dataset/wikipedia-20231101.en", "wikipedia-1a2b3c4d", layout, 2048)
+    >>> worker.ingest_shard(0, 5_000, "/dataset/wikipedia-20231101.en", "wikipedia-1a2b3c4d", layout, 2048)   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from ingest.errors import ShardError
 from ingest.modal_settings import shard_settings
 from ingest.settings import IngestSettings
 from ingest.sharded.records import ShardRecords, ingest_recorded_shard
-from ingest.sharded.router import Router, RouterConfig, router_environment
+from ingest.sharded.tei_process import Router, RouterConfig, router_environment
 from ingest.sharded.shard import ShardResult, WorkerStamp, embed_texts
 from ingest.store import Store
 

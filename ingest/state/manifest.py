@@ -38,6 +38,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 from ingest.errors import StateError
 from ingest.settings import redact_url
+from ingest.store.base import ChunkRef
 
 log = logging.getLogger(__name__)
 
@@ -295,15 +296,15 @@ class Manifest:
             self._db.execute("CREATE TEMP TABLE observed (article_id TEXT PRIMARY KEY, points INTEGER, "
                              "max_index INTEGER, min_hash TEXT, max_hash TEXT) WITHOUT ROWID")
 
-    def observe(self, points: Iterable[tuple[str, int, str]]) -> None:
-        """Add points seen in the collection: (article id, chunk index, article hash)."""
+    def observe(self, points: Iterable[ChunkRef]) -> None:
+        """Add points seen in the collection (`Store.scan_chunks`)."""
         with self._lock, self._db:
             self._db.execute("BEGIN")
             self._db.executemany(
                 "INSERT INTO observed VALUES (?, 1, ?, ?, ?) ON CONFLICT(article_id) DO UPDATE SET "
                 "points = points + 1, max_index = max(max_index, excluded.max_index), "
                 "min_hash = min(min_hash, excluded.min_hash), max_hash = max(max_hash, excluded.max_hash)",
-                ((a, i, h, h) for a, i, h in points))
+                ((p.article_id, p.chunk_index, p.article_hash, p.article_hash) for p in points))
 
     def compare(self, examples: int = 5) -> Comparison:
         """The manifest against the observed points, by kind of drift."""

@@ -12,7 +12,7 @@ dimension, pooling, normalisation, query instruction, chunker settings).
   collection until that call, and from the new one after. A failure anywhere before
   leaves the alias where it was. `drop_old` deletes the collection left behind.
 - Nothing by that name yet: the run builds `{name}-{fp8}` and creates the alias.
-- A legacy collection, a real collection named `name` (built before aliases): it is
+- An unaliased collection, a real collection named `name` (built before aliases): it is
   adopted and updated in place while its fingerprint matches. Replacing it needs
   `drop_old`, because an alias cannot take a name a collection holds: it is deleted
   just before the alias is created, the one moment (milliseconds) when the name
@@ -29,7 +29,7 @@ from typing import Callable
 from ingest.crashpoints import crashpoint
 from ingest.embedders import Embedder
 from ingest.errors import RebuildError
-from ingest.store import Store
+from ingest.store import Catalogue, PointReader
 from schemas import CollectionSpec, PointPayload, ValidationError
 
 log = logging.getLogger(__name__)
@@ -37,10 +37,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    name: str  # what search uses: an alias, or a legacy collection's own name
+    name: str  # what search uses: an alias, or an unaliased collection's own name
     collection: str  # the physical collection this run writes
     live: str | None  # where `name` leads now
-    legacy: bool  # `name` is a real collection, not an alias
+    unaliased: bool  # `name` is a real collection, not an alias
 
     @property
     def in_place(self) -> bool:
@@ -56,7 +56,7 @@ def physical_name(name: str, spec: CollectionSpec) -> str:
     return f"{name}-{spec.fingerprint[:8]}"
 
 
-def plan_target(store: Store, name: str, spec: CollectionSpec) -> Target:
+def plan_target(store: Catalogue, name: str, spec: CollectionSpec) -> Target:
     """Where a run with `spec` writes (see the module docstring)."""
     resolved = store.resolve(name)
     live = resolved.collection
@@ -64,20 +64,20 @@ def plan_target(store: Store, name: str, spec: CollectionSpec) -> Target:
         live_spec = store.at(live).read_spec()
         # No record: not ours, or empty; `ensure_collection` adopts an empty one or refuses.
         if live_spec is None or live_spec.fingerprint == spec.fingerprint:
-            return Target(name, live, live, legacy=not resolved.is_alias)
-    return Target(name, physical_name(name, spec), live, legacy=live is not None and not resolved.is_alias)
+            return Target(name, live, live, unaliased=not resolved.is_alias)
+    return Target(name, physical_name(name, spec), live, unaliased=live is not None and not resolved.is_alias)
 
 
 def check_target(target: Target, *, drop_old: bool) -> None:
     """Fail before any work when the rebuild could not be switched to at the end."""
-    if target.rebuild and target.legacy and not drop_old:
+    if target.rebuild and target.unaliased and not drop_old:
         raise RebuildError(
             f"collection {target.name!r} was built with other settings, before collections had aliases: "
             f"the rebuild {target.collection!r} can take its name only once it is gone. Pass --drop-old "
             "to delete it when the new collection is ready, or use another --collection")
 
 
-def smoke_check(store: Store, embedder: Embedder) -> None:
+def smoke_check(store: PointReader, embedder: Embedder) -> None:
     """A query through the new collection must find points with a valid payload."""
     some = store.any_point()
     if some is None:
@@ -93,11 +93,11 @@ def smoke_check(store: Store, embedder: Embedder) -> None:
                            "the alias stays where it was") from exc
 
 
-def go_live(store: Store, target: Target, *, drop_old: bool) -> str | None:
+def go_live(store: Catalogue, target: Target, *, drop_old: bool) -> str | None:
     """Point `target.name` at `target.collection`; with `drop_old`, delete the
     collection it led to. Returns the dropped collection's name, if any."""
     crashpoint("before-alias-switch")
-    if target.legacy and target.live is not None:
+    if target.unaliased and target.live is not None:
         store.at(target.live).drop()  # frees the name for the alias
         store.point_alias(target.name, target.collection, replace_alias=False)
         log.info("replaced collection %s by %s, now behind the alias %s", target.live, target.collection, target.name)
@@ -122,7 +122,7 @@ def not_indexed(target: Target, waited: float) -> str:
             + ": run the same command again (it finds the collection complete, waits again, then switches)")
 
 
-def switch(store: Store, target: Target, embedder: Embedder, *, drop_old: bool,
+def switch(store: Catalogue, target: Target, embedder: Embedder, *, drop_old: bool,
            forget: Callable[[str], None]) -> str:
     """Check the built collection with a smoke query, move the alias onto it, and
     `forget` (the state of) the collection dropped, if any. Returns the report line."""

@@ -25,7 +25,7 @@ from ingest.crashpoints import crashpoint
 from ingest.errors import MassDeleteError
 from ingest.state.manifest import Category, Comparison, Manifest
 from ingest.state.provenance import noted_sources, rerun
-from ingest.store import Store
+from ingest.store import PointReader, Store
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class RepairReport:
                 "versions: the next run redoes them)")
 
 
-def _observe(store: Store, manifest: Manifest) -> int:
+def _observe(store: PointReader, manifest: Manifest) -> int:
     """Aggregate every point of the collection into the manifest's `observed` table."""
     manifest.start_observing()
     seen = 0
@@ -111,7 +111,7 @@ def _observe(store: Store, manifest: Manifest) -> int:
     return seen
 
 
-def verify(store: Store, manifest: Manifest, *, flags: str = "") -> DriftReport:
+def verify(store: PointReader, manifest: Manifest, *, flags: str = "") -> DriftReport:
     """Compare the manifest with the collection, article by article (changes nothing).
     `flags`: the store's, for the advice's commands."""
     points = store.count()
@@ -120,14 +120,14 @@ def verify(store: Store, manifest: Manifest, *, flags: str = "") -> DriftReport:
                        max(points - attributed, 0), manifest.compare(), tuple(noted_sources(manifest)), flags)
 
 
-def repair(store: Store, manifest: Manifest) -> RepairReport:
+def repair(store: PointReader, manifest: Manifest) -> RepairReport:
     """Rebuild the manifest from the collection's points alone."""
     points = _observe(store, manifest)
     done, pending = manifest.rebuild_from_observed()
     return RepairReport(store.collection, manifest.path, points, done, pending)
 
 
-def reconcile(store: Store, manifest: Manifest) -> DriftReport | None:
+def reconcile(store: PointReader, manifest: Manifest) -> DriftReport | None:
     """Before a run: if the collection does not hold what the manifest says, find the
     articles that differ and mark them pending (this run restores them); adopt the
     articles the manifest does not know. Returns the drift found, None if none."""

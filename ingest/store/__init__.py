@@ -1,8 +1,10 @@
-"""Where the vectors live, behind one interface (`Store`, in `ingest.store.base`):
+"""Where the vectors live, behind small interfaces (`PointWriter`, `PointReader`, `Catalogue`,
+and `Store`, all three, in `ingest.store.base`):
 
 - `ingest.store.edge`: the embedded default, a folder of Qdrant Edge shards (Qdrant's own engine in process);
 - `ingest.store.server`: a Qdrant server or cluster (`--qdrant-url`);
-- `ingest.store.legacy`: folders written by earlier versions (qdrant-client's local mode), read to migrate them.
+- `ingest.store.legacy`: folders written by earlier versions (qdrant-client's local mode), read to migrate them;
+- `ingest.store.memory`: `MemoryStore`, plain Python in this process, for tests (built directly).
 
 `open_store(settings)` picks the backend the settings name."""
 
@@ -10,13 +12,26 @@ from __future__ import annotations
 
 from ingest.errors import LegacyStoreError
 from ingest.settings import StoreSettings
-from ingest.store.base import ChunkSelection, PayloadFilter, Resolved, Store, StoredHit, StoredPoint
+from ingest.store.base import (
+    Catalogue,
+    ChunkRef,
+    ChunkSelection,
+    PayloadFilter,
+    PointReader,
+    PointWriter,
+    Resolved,
+    Store,
+    StoredHit,
+    StoredPoint,
+    StoredVector,
+)
 from ingest.store.edge import EdgeStore
 from ingest.store.legacy import is_legacy
+from ingest.store.memory import MemoryStore
 from ingest.store.server import ServerStore
 
-__all__ = ["ChunkSelection", "PayloadFilter", "Resolved", "Store", "StoredHit", "StoredPoint", "open_live",
-           "open_store"]
+__all__ = ["Catalogue", "ChunkRef", "ChunkSelection", "MemoryStore", "PayloadFilter", "PointReader", "PointWriter",
+           "Resolved", "Store", "StoredHit", "StoredPoint", "StoredVector", "open_live", "open_store"]
 
 
 def open_store(settings: StoreSettings, collection: str | None = None, *, create: bool = True) -> Store:

@@ -1,41 +1,59 @@
-"""The store boundary: one interface (`Store`) that the pipeline, the state code
-and search talk to, whatever holds the vectors.
+"""The store boundary: small interfaces, one per kind of caller, whatever holds the vectors.
 
-A `Store` is a connection to one Qdrant (a server or cluster, or an engine
-embedded in this process) bound to one collection; `at(name)` gives the same
-connection bound to another. Everything that crosses the boundary is plain data
-defined here (`StoredHit`, `ChunkSelection`, `PayloadFilter`, `Resolved`), never a
-backend's own types, so that a backend is one module: `ingest.store.server`
-(qdrant-client against a server) and `ingest.store.edge` (the embedded default).
+- `PointWriter`: what the pipeline (`ingest.pipeline`) needs: write chunks, reuse the
+  vectors of unchanged ones, delete stale chunks, make writes durable;
+- `PointReader`: scans, counts, payloads, exports and search (the state checks, search);
+- `Catalogue`: collections, aliases and build records (`CollectionSpec`);
+- `Store`: all three, plus the whole-article deletes and the copy between stores; each
+  backend implements it.
+
+A `Store` is a connection to one Qdrant (a server or cluster, or an engine embedded
+in this process) bound to one collection; `at(name)` gives the same connection bound
+to another. Everything that crosses the boundary is plain data defined here
+(`ChunkRef`, `StoredVector`, `StoredHit`, `ChunkSelection`, `PayloadFilter`,
+`Resolved`) or in `ingest.lexical` (`SparseQuery`), never a backend's own types, so
+that a backend is one module: `ingest.store.server` (qdrant-client against a server),
+`ingest.store.edge` (the embedded default) and `ingest.store.memory` (a test backend).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from ingest.lexical import SparseQuery
 from schemas import Article, Chunk, CollectionSpec
 
 # Payload fields that search filters on (one article's chunks, by title or url).
 FILTER_FIELDS = ("id", "title", "url")
 FUSION_DEPTH = 50  # at least this many candidates from each ranking of a hybrid search
-# Reciprocal rank fusion's constant, given explicitly so that a ranking does not depend on
-# where the collection lives (Qdrant's server default is 2 as well).
-# On the shipped question set 2 beat 10 and 60: recall@1 0.921 against 0.913 and 0.913,
-# MRR 0.958 against 0.955 and 0.953; and it did as well on the short queries.
+# Reciprocal rank fusion's constant, explicit so that rankings agree across backends (docs/measurements.md, "Fusion").
 RRF_K = 2
-# The rankings' weights in the fusion, dense then lexical (Qdrant's weighted RRF, a
-# server's since 1.17). With k = 2 and equal weights, a passage first in one ranking
-# and second in the other ties exactly with one the other way round, and Qdrant
-# leaves ties in no set order; a shade more weight on the lexical side settles them
-# its way. Measured over the bundled sample: long questions recall@1 0.913 -> 0.962,
-# short queries 0.552 -> 0.570 (tuning set) and 0.682 -> 0.725 (held out).
+# Dense then lexical; a shade more lexical weight settles k = 2's exact ties (docs/measurements.md, "Fusion").
 RRF_WEIGHTS = (1.0, 1.05)
 
-SparseQuery = tuple[list[int], list[float]]  # a query's lexical vector: term ids and weights
-ChunkRef = tuple[str, int, str]  # (article id, chunk index, article hash) of a stored point
+Pair = tuple[Article, Chunk]  # a chunk with the article it was cut from: what the pipeline writes
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ChunkRef:
+    """Where a stored point belongs, read from its payload: enough to check the manifest
+    against the collection (`ingest.state.reconcile`) without fetching vectors."""
+
+    article_id: str
+    chunk_index: int  # -1 when the payload lacks it
+    article_hash: str  # "" when the payload lacks it (so that it never looks whole)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVector:
+    """A stored point's chunk hash and dense vector: a chunk whose hash is unchanged
+    keeps this vector instead of being embedded again."""
+
+    chunk_hash: str
+    vector: np.ndarray
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,12 +108,11 @@ class Resolved:
 
 
 def chunk_ref(payload: dict[str, Any]) -> ChunkRef | None:
-    """A stored point's (article id, chunk index, article hash); None without an article
-    id. A missing index reads -1 and a missing hash "" (so that it never looks whole)."""
+    """A stored point's `ChunkRef`; None without an article id."""
     if payload.get("id") is None:
         return None
     index = payload.get("chunk_index")
-    return (str(payload["id"]), index if isinstance(index, int) else -1, str(payload.get("article_hash") or ""))
+    return ChunkRef(str(payload["id"]), index if isinstance(index, int) else -1, str(payload.get("article_hash") or ""))
 
 
 def capped(ranking: Sequence[Any], article_of: Any, group_size: int, limit: int) -> list:
@@ -112,9 +129,87 @@ def capped(ranking: Sequence[Any], article_of: Any, group_size: int, limit: int)
     return picked
 
 
+def capped_ranking(query: Callable[[int], list], *, limit: int, group_size: int | None,
+                   article_of: Callable[[Any], Any]) -> list:
+    """The first `limit` points of the ranking `query(depth)` gives, at most `group_size`
+    per article: fetched deep enough for the cap, and four times deeper while it falls short."""
+    depth = limit if group_size is None else max(4 * limit, FUSION_DEPTH)
+    while True:
+        points = query(depth)
+        picked = points[:limit] if group_size is None else capped(points, article_of, group_size, limit)
+        if group_size is None or len(picked) >= limit or len(points) < depth:
+            return picked
+        depth *= 4
+
+
 @runtime_checkable
-class Store(Protocol):
-    """One collection in one Qdrant (see the module docstring)."""
+class PointWriter(Protocol):
+    """What the pipeline needs of a store, and no more: write chunks, find the
+    vectors it may reuse, delete stale chunks, and make it all durable before the
+    manifest says so (`ingest.pipeline`)."""
+
+    def upsert_pairs(self, pairs: Sequence[Pair], vectors: np.ndarray) -> None:
+        """Write chunks and their vectors; returns once the store has them."""
+        ...
+
+    def stored_vectors(self, point_ids: Sequence[str]) -> dict[str, StoredVector]:
+        """The chunk hash and vector of those of `point_ids` that exist."""
+        ...
+
+    def delete_chunks(self, selections: Sequence[ChunkSelection]) -> int:
+        """Delete the selected chunks; returns how many points there were."""
+        ...
+
+    def flush(self) -> None:
+        """Make what was acknowledged survive a power cut, not only a killed process:
+        called before the manifest records it."""
+        ...
+
+
+@runtime_checkable
+class PointReader(Protocol):
+    """Reading one collection's points: the state checks (`ingest.state.reconcile`),
+    copies between stores and search."""
+
+    collection: str
+
+    def count(self) -> int: ...
+
+    def count_excluding(self, article_ids: Sequence[str]) -> int:
+        """Points of every article but these."""
+        ...
+
+    def scan_chunks(self, batch: int = 2048) -> Iterator[list[ChunkRef]]:
+        """Every point's `ChunkRef`, a page at a time."""
+        ...
+
+    def payloads(self, point_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The payloads (`PointPayload`'s fields) of those of `point_ids` that exist."""
+        ...
+
+    def export_points(self, batch: int = 512) -> Iterator[list[StoredPoint]]:
+        """Every point with its dense vector and payload, a page at a time."""
+        ...
+
+    def any_point(self) -> dict[str, Any] | None: ...
+
+    def search(self, vector: np.ndarray, *, limit: int, sparse: SparseQuery | None = None,
+               where: PayloadFilter | None = None, score_threshold: float | None = None,
+               group_size: int | None = None) -> list[StoredHit]:
+        """The `limit` nearest points to the dense `vector`; with `sparse`, the dense and
+        lexical rankings fused by reciprocal rank (`RRF_K`, `RRF_WEIGHTS`). `score_threshold`
+        is on cosine similarity; `group_size` caps hits per article."""
+        ...
+
+    def warm(self) -> None:
+        """Build what the first query would otherwise wait for."""
+        ...
+
+
+@runtime_checkable
+class Catalogue(Protocol):
+    """The names in one Qdrant: collections, the aliases over them and each one's build
+    record (`CollectionSpec`): what plans, switches and checks a rebuild (`ingest.state.rebuild`)."""
 
     collection: str
     location: str  # where it lives, for messages: a folder, or a URL without credentials
@@ -138,7 +233,7 @@ class Store(Protocol):
         """The Qdrant server's version; None for an engine in this process."""
         ...
 
-    # -- the collection
+    # -- the collection this connection is bound to
     def exists(self) -> bool: ...
 
     def read_spec(self) -> CollectionSpec | None:
@@ -156,58 +251,20 @@ class Store(Protocol):
 
     def drop(self) -> None: ...
 
-    def count(self) -> int: ...
+    def close(self) -> None: ...
 
-    def count_excluding(self, article_ids: Sequence[str]) -> int:
-        """Points of every article but these."""
-        ...
 
-    # -- points
-    def upsert_pairs(self, pairs: Sequence[tuple[Article, Chunk]], vectors: np.ndarray) -> None:
-        """Write chunks and their vectors; returns once the store has them."""
-        ...
+@runtime_checkable
+class Store(Catalogue, PointReader, PointWriter, Protocol):
+    """One collection in one Qdrant, all of it (see the module docstring): what a
+    backend implements, and what a job that opens a store holds. Callers take the
+    narrowest of the interfaces above that does; these two are a reindex's deletes
+    (`ingest.state.reconcile.delete_unseen`) and a copy's writes (`ingest.transfer`)."""
 
-    def flush(self) -> None:
-        """Make what was acknowledged survive a power cut, not only a killed process:
-        called before the manifest records it."""
-        ...
-
-    def delete_chunks(self, selections: Sequence[ChunkSelection]) -> int:
-        """Delete the selected chunks; returns how many points there were."""
-        ...
-
-    def delete_articles(self, article_ids: Sequence[str]) -> int: ...
-
-    def scan_chunks(self, batch: int = 2048) -> Iterator[list[ChunkRef]]:
-        """Every point as (article id, chunk index, article hash), a page at a time."""
-        ...
-
-    def stored_vectors(self, point_ids: Sequence[str]) -> dict[str, tuple[str, np.ndarray]]:
-        """The chunk hash and vector of those of `point_ids` that exist."""
-        ...
-
-    def payloads(self, point_ids: Sequence[str]) -> dict[str, dict[str, Any]]: ...
-
-    def export_points(self, batch: int = 512) -> Iterator[list[StoredPoint]]:
-        """Every point with its dense vector and payload, a page at a time."""
+    def delete_articles(self, article_ids: Sequence[str]) -> int:
+        """Delete every point of these articles; returns how many there were."""
         ...
 
     def import_points(self, points: Sequence[StoredPoint], texts: Sequence[str]) -> None:
         """Write points as exported; with sparse vectors, each one's is made from `texts`."""
         ...
-
-    def any_point(self) -> dict[str, Any] | None: ...
-
-    def search(self, vector: np.ndarray, *, limit: int, sparse: SparseQuery | None = None,
-               where: PayloadFilter | None = None, score_threshold: float | None = None,
-               group_size: int | None = None) -> list[StoredHit]:
-        """The `limit` nearest points to the dense `vector`; with `sparse`, the dense and
-        lexical rankings fused by reciprocal rank (`RRF_K`). `score_threshold` is on
-        cosine similarity; `group_size` caps hits per article."""
-        ...
-
-    def warm(self) -> None:
-        """Build what the first query would otherwise wait for."""
-        ...
-
-    def close(self) -> None: ...

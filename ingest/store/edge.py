@@ -36,7 +36,7 @@ import numpy as np
 
 from ingest.crashpoints import crashpoint
 from ingest.errors import StoreError
-from ingest.lexical import SPARSE_VECTOR, edge_vector, passage_text
+from ingest.lexical import SPARSE_VECTOR, SparseQuery, edge_vector, passage_text
 from ingest.store.base import (
     FILTER_FIELDS,
     FUSION_DEPTH,
@@ -44,12 +44,13 @@ from ingest.store.base import (
     RRF_WEIGHTS,
     ChunkRef,
     ChunkSelection,
+    Pair,
     PayloadFilter,
     Resolved,
-    SparseQuery,
     StoredHit,
     StoredPoint,
-    capped,
+    StoredVector,
+    capped_ranking,
     chunk_ref,
 )
 from ingest.store.points import (
@@ -60,7 +61,7 @@ from ingest.store.points import (
 )
 from ingest.store.edge_folder import Folder, acquire, read_record
 from ingest.store.specs import check_compatible
-from schemas import Article, Chunk, CollectionSpec, SparseSpec
+from schemas import CollectionSpec, SparseSpec
 
 try:
     import qdrant_edge as q  # the embedded engine: only this backend needs it
@@ -220,7 +221,7 @@ class EdgeStore:
         return int(self._shard.count(q.CountRequest(exact=True, filter=others)))
 
     # -- points ------------------------------------------------------------
-    def upsert_pairs(self, pairs: Sequence[tuple[Article, Chunk]], vectors: np.ndarray) -> None:
+    def upsert_pairs(self, pairs: Sequence[Pair], vectors: np.ndarray) -> None:
         ids, payloads = point_payloads(pairs)
         sparse = self.sparse
         self._write(ids, vectors, payloads, [passage_text(chunk.embed_text, chunk.text, sparse) for _, chunk in pairs])
@@ -273,8 +274,8 @@ class EdgeStore:
             if offset is None:
                 return
 
-    def stored_vectors(self, point_ids: Sequence[str]) -> dict[str, tuple[str, np.ndarray]]:
-        found: dict[str, tuple[str, np.ndarray]] = {}
+    def stored_vectors(self, point_ids: Sequence[str]) -> dict[str, StoredVector]:
+        found: dict[str, StoredVector] = {}
         for start in range(0, len(point_ids), 1024):
             for record in self._shard.retrieve(list(point_ids[start:start + 1024]), ["chunk_hash"], True):
                 if (stored := stored_chunk_vector(record.payload, record.vector)) is not None:
@@ -303,14 +304,8 @@ class EdgeStore:
                group_size: int | None = None) -> list[StoredHit]:
         dense = np.asarray(vector, dtype=np.float32)
         flt = _filter(where)
-        depth = limit if group_size is None else max(4 * limit, FUSION_DEPTH)
-        while True:
-            points = self._query(dense, sparse, depth, flt, score_threshold)
-            picked = points[:limit] if group_size is None else capped(
-                points, lambda point: (point.payload or {}).get("id"), group_size, limit)
-            if group_size is None or len(picked) >= limit or len(points) < depth:
-                break
-            depth *= 4
+        picked = capped_ranking(lambda depth: self._query(dense, sparse, depth, flt, score_threshold), limit=limit,
+                                group_size=group_size, article_of=lambda point: (point.payload or {}).get("id"))
         return hits_from(picked, dense, fused=sparse is not None)
 
     def _query(self, dense: np.ndarray, sparse: SparseQuery | None, limit: int, flt: Any,
@@ -321,10 +316,9 @@ class EdgeStore:
         depth = max(4 * limit, FUSION_DEPTH)
         branches = [q.Prefetch(limit=depth, query=q.Query.Nearest(dense.tolist()), filter=flt,
                                score_threshold=score_threshold)]
-        if sparse[0]:  # a query of stopwords only has no lexical side
-            branches.append(q.Prefetch(limit=depth, query=q.Query.Nearest(q.SparseVector(list(sparse[0]),
-                                                                                         list(sparse[1])),
-                                                                          using=SPARSE_VECTOR), filter=flt))
+        if sparse.indices:  # a query of stopwords only has no lexical side
+            lexical = q.SparseVector(list(sparse.indices), list(sparse.values))
+            branches.append(q.Prefetch(limit=depth, query=q.Query.Nearest(lexical, using=SPARSE_VECTOR), filter=flt))
         fusion = q.Fusion.Rrf(k=RRF_K, weights=list(RRF_WEIGHTS[:len(branches)]))
         return self._shard.query(q.QueryRequest(limit=limit, prefetches=branches, query=fusion,
                                                 with_payload=True, with_vector=[DENSE]))

@@ -9,8 +9,8 @@ import numpy as np
 from qdrant_client import models
 
 from ingest.lexical import SPARSE_VECTOR, passage_text, passage_vector
-from ingest.store.base import ChunkSelection, PayloadFilter, StoredHit
-from schemas import Article, Chunk, SparseSpec
+from ingest.store.base import ChunkSelection, Pair, PayloadFilter, StoredHit, StoredVector
+from schemas import SparseSpec
 
 DENSE_VECTOR = ""  # the dense vector keeps Qdrant's default (unnamed) slot, as before sparse vectors came
 
@@ -26,7 +26,7 @@ def dense_vector(vector: Any) -> Any:
     return vector.get(DENSE_VECTOR) if isinstance(vector, dict) else vector
 
 
-def split_by_bytes(pairs: Sequence[tuple[Article, Chunk]], dimension: int,
+def split_by_bytes(pairs: Sequence[Pair], dimension: int,
                    max_bytes: int = MAX_REQUEST_BYTES) -> list[slice]:
     """Slices of `pairs` whose estimated request size stays under `max_bytes`."""
     slices, start, size = [], 0, 0
@@ -43,7 +43,7 @@ def split_by_bytes(pairs: Sequence[tuple[Article, Chunk]], dimension: int,
     return slices
 
 
-def point_payloads(pairs: Sequence[tuple[Article, Chunk]]) -> tuple[list[str], list[dict[str, Any]]]:
+def point_payloads(pairs: Sequence[Pair]) -> tuple[list[str], list[dict[str, Any]]]:
     """Point ids and payloads (the fields of `PointPayload`, as plain dicts). Each
     article's hash is computed once per batch, not once per chunk."""
     article_hashes: dict[int, str] = {}
@@ -61,10 +61,10 @@ def point_payloads(pairs: Sequence[tuple[Article, Chunk]]) -> tuple[list[str], l
     return ids, payloads
 
 
-def stored_chunk_vector(payload: dict[str, Any] | None, vector: Any) -> tuple[str, np.ndarray] | None:
+def stored_chunk_vector(payload: dict[str, Any] | None, vector: Any) -> StoredVector | None:
     """A retrieved point's chunk hash and dense vector, None if it lacks either."""
     chunk_hash, dense = (payload or {}).get("chunk_hash"), dense_vector(vector)
-    return (chunk_hash, np.asarray(dense, dtype=np.float32)) if chunk_hash and dense is not None else None
+    return StoredVector(chunk_hash, np.asarray(dense, dtype=np.float32)) if chunk_hash and dense is not None else None
 
 
 def hits_from(points: Sequence[Any], dense: np.ndarray, *, fused: bool) -> list[StoredHit]:
@@ -82,7 +82,7 @@ def hits_from(points: Sequence[Any], dense: np.ndarray, *, fused: bool) -> list[
 
 
 def build_batch(
-    pairs: Sequence[tuple[Article, Chunk]], vectors: np.ndarray, sparse: SparseSpec | None = None
+    pairs: Sequence[Pair], vectors: np.ndarray, sparse: SparseSpec | None = None
 ) -> models.Batch:
     """Column-oriented upsert body, built for speed: it is on every backend's hot path.
 

@@ -22,7 +22,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from ingest.crashpoints import crashpoint
-from ingest.lexical import SPARSE_VECTOR
+from ingest.lexical import SPARSE_VECTOR, SparseQuery
 from ingest.settings import ServerLayout, grpc_port_for
 from ingest.store.base import (
     FUSION_DEPTH,
@@ -30,11 +30,12 @@ from ingest.store.base import (
     RRF_WEIGHTS,
     ChunkRef,
     ChunkSelection,
+    Pair,
     PayloadFilter,
     Resolved,
-    SparseQuery,
     StoredHit,
     StoredPoint,
+    StoredVector,
     chunk_ref,
 )
 from ingest.store.points import (
@@ -52,7 +53,7 @@ from ingest.store.points import (
 from ingest.store import layout as server_layout
 from ingest.store.retries import retry_transient
 from ingest.store.specs import check_adoptable, check_compatible
-from schemas import Article, Chunk, CollectionSpec, SparseSpec
+from schemas import CollectionSpec, SparseSpec
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +219,7 @@ class ServerStore:
         self.client.delete_collection(self.collection)
 
     # -- points ------------------------------------------------------------
-    def upsert_pairs(self, pairs: Sequence[tuple[Article, Chunk]], vectors: np.ndarray) -> None:
+    def upsert_pairs(self, pairs: Sequence[Pair], vectors: np.ndarray) -> None:
         """Write chunks and their vectors in requests bounded in bytes."""
         for part in split_by_bytes(pairs, vectors.shape[1], self.max_request_bytes):
             self.upsert(build_batch(pairs[part], vectors[part], self.sparse))
@@ -253,8 +254,8 @@ class ServerStore:
         return found
 
     def scan_chunks(self, batch: int = 2048) -> Iterator[list[ChunkRef]]:
-        """Every point as (article id, chunk index, article hash), a page at a time,
-        without vectors (`chunk_ref` says how incomplete payloads read)."""
+        """Every point's `ChunkRef`, a page at a time, without vectors (`ChunkRef` says how
+        incomplete payloads read)."""
         fields = models.PayloadSelectorInclude(include=["id", "chunk_index", "article_hash"])
         offset = None
         while True:
@@ -264,8 +265,8 @@ class ServerStore:
             if offset is None:
                 return
 
-    def stored_vectors(self, point_ids: Sequence[str], batch: int = 1024) -> dict[str, tuple[str, np.ndarray]]:
-        found: dict[str, tuple[str, np.ndarray]] = {}
+    def stored_vectors(self, point_ids: Sequence[str], batch: int = 1024) -> dict[str, StoredVector]:
+        found: dict[str, StoredVector] = {}
         for start in range(0, len(point_ids), batch):
             with self._guard:
                 points = self.client.retrieve(self.collection, ids=list(point_ids[start:start + batch]),
@@ -318,8 +319,8 @@ class ServerStore:
             depth = max(4 * limit, FUSION_DEPTH)  # candidates each ranking offers the fusion
             branches = [models.Prefetch(query=dense.tolist(), limit=depth, filter=query_filter,
                                         score_threshold=score_threshold, params=self._rescore)]
-            if sparse[0]:  # a query of stopwords only has no lexical side
-                branches.append(models.Prefetch(query=models.SparseVector(indices=sparse[0], values=sparse[1]),
+            if sparse.indices:  # a query of stopwords only has no lexical side
+                branches.append(models.Prefetch(query=models.SparseVector(indices=sparse.indices, values=sparse.values),
                                                 using=SPARSE_VECTOR, limit=depth, filter=query_filter))
             fusion = models.Rrf(k=RRF_K, weights=list(RRF_WEIGHTS[:len(branches)]))
             query = {"prefetch": branches, "query": models.RrfQuery(rrf=fusion)}

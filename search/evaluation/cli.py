@@ -42,7 +42,7 @@ from search.evaluation.runner import (
     unindexed_answers,
 )
 from search.evaluation.variants import Replica, compare_variants, default_variants, format_variants
-from search.options import add_searcher_args, searcher_command
+from search.command import add_searcher_args, searcher_command
 
 PROG = "python -m search eval"
 SHIPPED_SETS = {"sample": SAMPLE_QUESTIONS, "short": SHORT_QUESTIONS, "short_heldout": HELDOUT_QUESTIONS}

@@ -95,8 +95,8 @@ class Replica:
     def lexical(self, query: str, spec: SparseSpec) -> np.ndarray:
         postings = self._index(spec)
         scores = np.zeros(len(self), dtype=np.float32)
-        indices, weights = lexical.query_vector(query, spec)
-        for term, weight in zip(indices, weights):
+        terms = lexical.query_vector(query, spec)
+        for term, weight in zip(terms.indices, terms.values):
             if term in postings:
                 docs, values = postings[term]
                 scores[docs] += weight * idf(len(self), len(docs)) * values

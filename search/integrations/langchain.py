@@ -10,13 +10,14 @@
 Each `Document` has the chunk's text as `page_content`, the point id as `id`, and
 `metadata` with `title`, `url`, `article_id`, `chunk_index`, `start`/`end` (the
 text's place in the article), `score` and `similarity`. The keyword options are
-`Searcher.search`'s; `searcher=` takes an open `Searcher` instead of the default.
+`Searcher.search`'s (`search.query.SearchOptions`: the retriever is one, and checks
+them when it is made); `searcher=` takes an open `Searcher` instead of the default.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Sequence
+from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
@@ -26,24 +27,19 @@ from pydantic import ConfigDict
 
 from ingest.embedders.base import Embedder, all_vectors
 from search.api import Searcher
-from search.integrations import OPTION_NAMES, SearchOptions, default_searcher, hit_metadata
+from search.integrations import default_searcher, hit_metadata
+from search.query import SearchOptions
 
 
-class SearchRetriever(BaseRetriever):
-    """`Searcher.search` as a LangChain retriever (hybrid where the collection has BM25 vectors)."""
+class SearchRetriever(BaseRetriever, SearchOptions):
+    """`Searcher.search` as a LangChain retriever (hybrid where the collection has
+    BM25 vectors). Its fields are `searcher` and the search options, which it
+    inherits, limits and all, so that LangChain sees them."""
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    # LangChain's own settings: a retriever is changed after it is made, and ignores what it does not know
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=False, extra="ignore")
 
     searcher: Searcher | None = None
-    # Searcher.search's options (`search.integrations.SearchOptions`), as fields so that LangChain sees them
-    k: int = 5
-    mode: str | None = None
-    score_threshold: float | None = None
-    article_ids: Sequence[str] | None = None
-    titles: Sequence[str] | None = None
-    urls: Sequence[str] | None = None
-    max_per_article: int | None = None
-    neighbours: int = 0
 
     def model_post_init(self, context: Any) -> None:
         self.searcher = default_searcher(self.searcher)  # opened now: a bad setting fails here, not mid-chain
@@ -57,8 +53,7 @@ class SearchRetriever(BaseRetriever):
         return await asyncio.to_thread(self._documents, query, overrides)  # the searcher blocks: off the loop
 
     def _documents(self, query: str, overrides: dict[str, Any]) -> list[Document]:
-        options = SearchOptions(**{name: getattr(self, name) for name in OPTION_NAMES})
-        hits = options.search(self.searcher, query, **overrides)
+        hits = self.searcher.search(query, options=self, **overrides)  # its options, any overridden for this call
         return [Document(page_content=hit.text, metadata=hit_metadata(hit), id=hit.point_id) for hit in hits]
 
     def close(self) -> None:

@@ -11,13 +11,14 @@ Each node has the chunk's text, the point id as `id_`, the article as its source
 in the article), and `metadata` with `title`, `url`, `article_id`, `chunk_index`,
 `start`, `end`, `score` and `similarity`, of which only `title` and `url` go into
 prompts (the rest is excluded from the LLM's and the embedder's view). The keyword
-options are `Searcher.search`'s; `searcher=` takes an open `Searcher` instead.
+options are `Searcher.search`'s (`search.query.SearchOptions`, or one given as
+`options=`); `searcher=` takes an open `Searcher` instead.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Sequence
+from typing import Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.retrievers import BaseRetriever
@@ -25,8 +26,9 @@ from llama_index.core.schema import NodeRelationship, NodeWithScore, QueryBundle
 from pydantic import PrivateAttr
 
 from ingest.embedders.base import Embedder, all_vectors
-from search.api import Hit, Searcher
-from search.integrations import CITATION_KEYS, METADATA_KEYS, SearchOptions, default_searcher, hit_metadata
+from search.api import Searcher
+from search.integrations import CITATION_KEYS, METADATA_KEYS, default_searcher, hit_metadata
+from search.query import Hit, SearchOptions
 
 _HIDDEN = [key for key in METADATA_KEYS if key not in CITATION_KEYS] + ["context", "context_start", "context_end"]
 
@@ -34,18 +36,17 @@ _HIDDEN = [key for key in METADATA_KEYS if key not in CITATION_KEYS] + ["context
 class SearchRetriever(BaseRetriever):
     """`Searcher.search` as a LlamaIndex retriever (hybrid where the collection has BM25 vectors)."""
 
-    def __init__(self, searcher: Searcher | None = None, *, k: int = 5, mode: str | None = None,
-                 score_threshold: float | None = None, article_ids: Sequence[str] | None = None,
-                 titles: Sequence[str] | None = None, urls: Sequence[str] | None = None,
-                 max_per_article: int | None = None, neighbours: int = 0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)  # callback_manager, verbose, ...: LlamaIndex's own
-        self.options = SearchOptions(k=k, mode=mode, score_threshold=score_threshold, article_ids=article_ids,
-                                     titles=titles, urls=urls, max_per_article=max_per_article,
-                                     neighbours=neighbours)
+    def __init__(self, searcher: Searcher | None = None, *, options: SearchOptions | None = None,
+                 **kwargs: Any) -> None:
+        """`kwargs`: the search options by name (`k=5`, `mode="dense"`, ...: checked
+        now), and LlamaIndex's own (`callback_manager`, `verbose`, ...)."""
+        chosen = {name: kwargs.pop(name) for name in SearchOptions.model_fields.keys() & kwargs.keys()}
+        super().__init__(**kwargs)
+        self.options = SearchOptions.of(options, **chosen)
         self.searcher = default_searcher(searcher)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        hits = self.options.search(self.searcher, query_bundle.query_str)
+        hits = self.searcher.search(query_bundle.query_str, options=self.options)
         return [NodeWithScore(node=node_of(hit), score=hit.score) for hit in hits]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:

@@ -6,11 +6,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 from typing import Callable, Mapping, Sequence
 
-from ingest.errors import SettingsError
-from ingest.logs import report_failure, setup_logging
+from ingest.edge import Edge, run_command
+from ingest.logs import setup_logging
 from ingest.settings import (
     EmbedderSettings,
     StoreSettings,
@@ -23,7 +22,6 @@ from search.api import Searcher
 
 log = logging.getLogger("search")
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 OpenSearcher = Callable[[], Searcher]
 
 
@@ -44,13 +42,7 @@ def settings_from_env(env: Mapping[str, str] = os.environ) -> tuple[StoreSetting
     defaults and the environment variables its flags fall back to (QDRANT_PATH,
     QDRANT_URL, QDRANT_COLLECTION, EMBEDDER, TEI_URL, ...). For code that opens a
     searcher the way the command line does, such as the framework integrations."""
-    parser = argparse.ArgumentParser(add_help=False)
-    add_searcher_args(parser, env)
-    try:
-        args = parser.parse_args([])
-    except SystemExit as exc:  # an environment variable argparse refused
-        raise SettingsError(f"the search settings in the environment are not valid (exit {exc.code})") from exc
-    return store_settings(args, env), embedder_settings(args, env)
+    return StoreSettings.from_env(env), EmbedderSettings.from_env(env, tei_retry_budget=SEARCH_RETRY_BUDGET)
 
 
 def open_searcher_from_env(env: Mapping[str, str] = os.environ) -> Searcher:
@@ -66,25 +58,19 @@ def searcher_command(prog: str, build_parser: Callable[[], argparse.ArgumentPars
 
     `check(args)` raises `SettingsError` for a bad combination of flags (exit 2,
     one line on stderr); `run(args, open_searcher)` does the work and returns the
-    exit code, opening the searcher when it is ready for it. Any failure there is
-    logged as one line (`ingest.errors.explain`; the traceback with -v) and exits 1."""
+    exit code, opening the searcher when it is ready for it. Any failure there ends
+    through `ingest.edge.run_command`: one line, the traceback with -v, exit 1."""
 
     def main(argv: Sequence[str] | None = None) -> int:
-        try:
-            args = build_parser().parse_args(argv)
-            setup_logging(args.verbose - 1)
-            if check is not None:
-                check(args)
-            stores, embedders = store_settings(args), embedder_settings(args)
-        except SettingsError as exc:
-            print(f"{prog}: error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        try:
-            return run(args, lambda: Searcher.open(stores, embedders))
-        except BrokenPipeError:
-            raise  # `| head` closed stdout: `quiet_on_closed_pipe` ends quietly
-        except Exception as exc:  # the one error edge: a line naming the problem, a traceback only with -v
-            report_failure(log, exc, args.verbose, qdrant=stores.address if stores.qdrant_url else None)
-            return EXIT_FAILED
+        return run_command(prog, lambda edge: command(edge, argv), logger="search")
+
+    def command(edge: Edge, argv: Sequence[str] | None) -> int:
+        args = build_parser().parse_args(argv)
+        setup_logging(args.verbose - 1)
+        if check is not None:
+            check(args)
+        stores, embedders = store_settings(args), embedder_settings(args)
+        edge.ready(args.verbose, qdrant=stores.address if stores.qdrant_url else None)
+        return run(args, lambda: Searcher.open(stores, embedders))
 
     return main

@@ -45,7 +45,7 @@ from schemas import CollectionSpec
 
 log = logging.getLogger(__name__)
 
-MODES = ("run", "reindex")
+RUN_MODES = ("run", "reindex")
 
 
 def make_chunker(settings: IngestSettings, embedder: Embedder) -> Chunker:
@@ -58,20 +58,24 @@ def collection_spec(settings: IngestSettings, embedder: Embedder) -> CollectionS
 
 
 def run_ingest(settings: IngestSettings, *, embedder: Embedder | None = None, store: Store | None = None,
+               source: Source | None = None,
                mode: str = "run", checkpoint: Checkpoint | None = None, in_place_only: bool = False,
                confirm: Callable[[str], bool] | None = None) -> RunSummary:
     """Bring the collection up to date with the source (see the module docstring).
 
-    `embedder` and `store` (a connection, whatever collection it is bound to) are
-    used as given, and left open, when passed; `checkpoint` is called with the
-    manifest every few minutes of writes (Modal copies it to a Volume);
+    `embedder`, `store` (a connection, whatever collection it is bound to) and
+    `source` are used as given, and left open, when passed: without them they are
+    opened from `settings` (and closed). That is the seam `ingest.index` (the public
+    API) and the tests use; the manifest still lives where `settings.store` says.
+
+    `checkpoint` is called with the manifest every few minutes of writes (Modal copies it to a Volume);
     `in_place_only` refuses to build a new collection; `confirm(question)`: asked
     before a reindex deletes more than a small share of the articles (unless
     `settings.yes`; without either, such deletes are refused)."""
-    if mode not in MODES:
-        raise SettingsError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
+    if mode not in RUN_MODES:
+        raise SettingsError(f"unknown mode {mode!r}: use one of {', '.join(RUN_MODES)}")
     started = time.perf_counter()
-    source = open_source(settings.source_name, limit=settings.limit)
+    source = source or open_source(settings.source_name, limit=settings.limit)
     own_store, own_embedder = store is None, embedder is None
     store = store or open_store(settings.store)
     try:
@@ -99,8 +103,8 @@ def run_ingest(settings: IngestSettings, *, embedder: Embedder | None = None, st
                 summary = _update(source, settings, embedder, store, target, spec, manifest, mode,
                                   (lambda question: True) if settings.yes else confirm)
         if seeded:
-            summary.extra["seeded"] = (f"only the lexical settings changed: {seeded:,} points of {target.live} "
-                                       "copied with new BM25 vectors, none embedded again")
+            summary.seeded = (f"only the lexical settings changed: {seeded:,} points of {target.live} "
+                              "copied with new BM25 vectors, none embedded again")
     finally:
         if own_embedder and embedder is not None:
             embedder.close()
@@ -149,10 +153,10 @@ def _update(source: Source, settings: IngestSettings, embedder: Embedder, store:
         summary.deleted += articles
         summary.points_deleted += points
     indexed = written.finish_bulk_load(wait_seconds=0.0 if target.in_place else settings.index_wait)
-    summary.extra["collection"] = target.collection
-    summary.extra["collection_points"] = written.count()
+    summary.collection = target.collection
+    summary.collection_points = written.count()
     if not target.in_place:
-        summary.extra["alias"] = _go_live(store, target, embedder, settings, indexed)
+        summary.alias = _go_live(store, target, embedder, settings, indexed)
     return summary
 
 

@@ -27,7 +27,7 @@ from ingest.errors import RouterError, SettingsError
 log = logging.getLogger(__name__)
 
 ROUTER = "text-embeddings-router"
-DTYPES = (None, "float16", "float32")
+TEI_DTYPES = (None, "float16", "float32")  # text-embeddings-router --dtype (None: its default)
 # TEI 1.9 reads every router flag from an environment variable of the flag's name too
 # (clap's `env`). The flags we pass win over those; these we do not pass, and one set
 # in a container (by an image, or a Modal secret) would change the server under us:
@@ -69,7 +69,7 @@ class RouterConfig:
         for name in ("max_client_batch_size", "max_batch_tokens", "concurrent_requests", "payload_limit"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"router {name} must be at least 1, got {getattr(self, name)}")
-        if self.dtype not in DTYPES:
+        if self.dtype not in TEI_DTYPES:
             raise SettingsError(f"router dtype {self.dtype!r} is not one of float16, float32 (or None)")
         if not self.executable:
             raise SettingsError("router executable is empty")

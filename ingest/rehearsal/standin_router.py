@@ -1,12 +1,12 @@
 """The TEI stand-in (`ingest.rehearsal.tei`) as a process that takes
-`text-embeddings-router`'s flags, so that `ingest.sharded.router.Router` starts it
+`text-embeddings-router`'s flags, so that `ingest.sharded.tei_process.Router` starts it
 exactly as it starts TEI (`runner()` gives the argv prefix), plus flags of its own for
 the faults (a sick backend, a router that aborts, a storm of 429s):
 
-    python -m ingest.rehearsal.router --model-id BAAI/bge-small-en-v1.5 --port 8123 \\
+    python -m ingest.rehearsal.standin_router --model-id BAAI/bge-small-en-v1.5 --port 8123 \\
         --max-client-batch-size 32 --revision abc --auto-truncate --sick-after 40
 
-Vectors are the deterministic ones (`ingest.rehearsal.tei.deterministic_vector`).
+Vectors are the deterministic ones (`ingest.embedders.fake.deterministic_vector`).
 Flags TEI has and this server ignores (`--dtype`, `--huggingface-hub-cache`, ...)
 are accepted.
 """
@@ -30,7 +30,7 @@ from ingest.rehearsal.tei import ABORT_EXIT, Faults, TEIServer
 def runner(*extra: str) -> tuple[str, ...]:
     """The argv prefix that runs this server as a process taking the router's flags (a
     `RouterConfig.executable`); `extra`: flags of its own (`--sick-after 40`, ...)."""
-    return (sys.executable, "-m", "ingest.rehearsal.router", *extra)
+    return (sys.executable, "-m", "ingest.rehearsal.standin_router", *extra)
 
 
 def free_port() -> int:
@@ -50,7 +50,7 @@ class FixedPortTEIServer(TEIServer):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m ingest.rehearsal.router", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="python -m ingest.rehearsal.standin_router", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="A TEI-protocol server taking text-embeddings-router's flags (those it has no use for, such "
                     "as --dtype, are accepted and ignored), with deterministic vectors and injectable faults.")
     parser.add_argument("--model-id", default="test/deterministic")
