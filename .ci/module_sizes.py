@@ -17,11 +17,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--over", type=int, default=400, help="list modules longer than this (default 400 lines)")
     args = parser.parse_args()
-    sizes = sorted(((path.read_text(encoding="utf-8").count("\n"), path.relative_to(ROOT))
-                    for package in PACKAGES for path in (ROOT / package).rglob("*.py")), reverse=True)
+    sizes = sorted(
+        (
+            (path.read_text(encoding="utf-8").count("\n"), path.relative_to(ROOT))
+            for package in PACKAGES
+            for path in (ROOT / package).rglob("*.py")
+        ),
+        reverse=True,
+    )
     over = [(lines, path) for lines, path in sizes if lines > args.over]
-    print(f"module sizes: {len(sizes)} modules, median {sizes[len(sizes) // 2][0]} lines; "
-          f"{len(over)} over {args.over}" + (":" if over else ""))
+    print(
+        f"module sizes: {len(sizes)} modules, median {sizes[len(sizes) // 2][0]} lines; "
+        f"{len(over)} over {args.over}" + (":" if over else "")
+    )
     for lines, path in over:
         print(f"  {lines:5d}  {path}")
     return 0

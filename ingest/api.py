@@ -79,8 +79,13 @@ def index(
         rows = (_row(item) for item in source)
         opened, source_name = Source(name, rows, None), name
     settings = IngestSettings(
-        source=source_name, limit=limit, dead_letter=os.fspath(dead_letter), progress=progress,
-        chunking=chunking or ChunkingSettings(), sparse=sparse, drop_old=drop_old,
+        source=source_name,
+        limit=limit,
+        dead_letter=os.fspath(dead_letter),
+        progress=progress,
+        chunking=chunking or ChunkingSettings(),
+        sparse=sparse,
+        drop_old=drop_old,
         store=_store_settings(store, collection or store.collection, state_dir),
     )
     return run_ingest(settings, store=store, embedder=embedder, source=opened, mode=mode, confirm=confirm)
@@ -97,6 +102,7 @@ def _store_settings(store: Store, collection: str, state_dir: str | os.PathLike 
     for an in-memory store, `./ingest_state` for a server)."""
     location = str(store.location)
     server = location.startswith(("http://", "https://"))
-    settings = StoreSettings(qdrant_path=":memory:" if server else location,
-                             qdrant_url=location if server else None, collection=collection)
+    settings = StoreSettings(
+        qdrant_path=":memory:" if server else location, qdrant_url=location if server else None, collection=collection
+    )
     return replace(settings, state_dir=os.fspath(state_dir)) if state_dir is not None else settings

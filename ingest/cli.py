@@ -43,6 +43,7 @@ from ingest.bench.reindex import run_bench_reindex
 from ingest.bench.throughput import run_bench
 from ingest.edge import EXIT_FAILED, EXIT_OK, Edge, run_command
 from ingest.edge import console as edge_console
+from ingest.jobs import repair_manifest, run_ingest, verify_collection
 from ingest.logs import setup_logging
 from ingest.settings import (
     StoreSettings,
@@ -55,19 +56,40 @@ from ingest.settings import (
     store_settings,
 )
 from ingest.sources import open_source
-from ingest.jobs import repair_manifest, run_ingest, verify_collection
 
 log = logging.getLogger("ingest")
 
 EXIT_DEAD_LETTERS, EXIT_DRIFT = 3, 4  # and ingest.edge's: 0 done, 1 failed, 2 bad usage, 130 interrupted
-COMMANDS = ("run", "reindex", "verify", "repair", "preflight", "rehearse", "bench", "bench-reindex", "bench-tei",
-            "bench-quantization", "bench-store", "bench-faults", "bench-index", "plan", "copy", "migrate")
+COMMANDS = (
+    "run",
+    "reindex",
+    "verify",
+    "repair",
+    "preflight",
+    "rehearse",
+    "bench",
+    "bench-reindex",
+    "bench-tei",
+    "bench-quantization",
+    "bench-store",
+    "bench-faults",
+    "bench-index",
+    "plan",
+    "copy",
+    "migrate",
+)
 # Commands with parsers of their own ("module:function"): the rest of the command line goes to them.
-DELEGATED = {"bench-tei": "ingest.bench.tei_client:main", "bench-quantization": "ingest.bench.quantization:main",
-             "bench-store": "ingest.bench.store:main", "bench-faults": "ingest.bench.faults:main",
-             "bench-index": "ingest.bench.index:main",
-             "plan": "ingest.bench.plan:main", "rehearse": "ingest.rehearsal.load:main",
-             "copy": "ingest.transfer:copy_main", "migrate": "ingest.transfer:migrate_main"}
+DELEGATED = {
+    "bench-tei": "ingest.bench.tei_client:main",
+    "bench-quantization": "ingest.bench.quantization:main",
+    "bench-store": "ingest.bench.store:main",
+    "bench-faults": "ingest.bench.faults:main",
+    "bench-index": "ingest.bench.index:main",
+    "plan": "ingest.bench.plan:main",
+    "rehearse": "ingest.rehearsal.load:main",
+    "copy": "ingest.transfer:copy_main",
+    "migrate": "ingest.transfer:migrate_main",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,60 +102,75 @@ def build_parser() -> argparse.ArgumentParser:
     for name in DELEGATED:
         commands.add_parser(name, help=f"see python -m ingest {name} --help", add_help=False)
     run = commands.add_parser(
-        "run", help="ingest a source into a collection (the default command)", prog="python -m ingest [run]",
+        "run",
+        help="ingest a source into a collection (the default command)",
+        prog="python -m ingest [run]",
         description=__doc__ + "\n`run`, the default command: chunk, embed and upsert the new and changed articles "
-                    "of a source (a stopped run\nresumes; a change of model or chunking builds a new collection "
-                    "and moves the alias onto it).\nPrints a summary line and a report line on stdout.\n\n"
-                    "  python -m ingest                      # the bundled sample, local model, ./qdrant_data\n"
-                    "  python -m ingest --limit 100 --collection test\n"
-                    "  python -m ingest --source wikimedia/wikipedia:20231101.en --qdrant-url http://localhost:6333",
+        "of a source (a stopped run\nresumes; a change of model or chunking builds a new collection "
+        "and moves the alias onto it).\nPrints a summary line and a report line on stdout.\n\n"
+        "  python -m ingest                      # the bundled sample, local model, ./qdrant_data\n"
+        "  python -m ingest --limit 100 --collection test\n"
+        "  python -m ingest --source wikimedia/wikipedia:20231101.en --qdrant-url http://localhost:6333",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     reindex = commands.add_parser(
-        "reindex", help="update a collection to a new snapshot, deleting the articles it lacks",
+        "reindex",
+        help="update a collection to a new snapshot, deleting the articles it lacks",
         description="Embed and write only the new and changed articles of the source, delete the chunks "
-                    "they lost and the articles the source no longer has (never with --limit). Prints the "
-                    "run's summary and a report line on stdout:\n\n"
-                    "  articles added 12, changed 98, unchanged 9,873, deleted 50; chunks embedded 131; "
-                    "points written 131, deleted 74; 9.8 s\n\n"
-                    "  python -m ingest reindex --source wiki-20231201.parquet\n"
-                    "  python -m ingest reindex --source ... --chunk-size 500 --drop-old   # a rebuild",
+        "they lost and the articles the source no longer has (never with --limit). Prints the "
+        "run's summary and a report line on stdout:\n\n"
+        "  articles added 12, changed 98, unchanged 9,873, deleted 50; chunks embedded 131; "
+        "points written 131, deleted 74; 9.8 s\n\n"
+        "  python -m ingest reindex --source wiki-20231201.parquet\n"
+        "  python -m ingest reindex --source ... --chunk-size 500 --drop-old   # a rebuild",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     bench = commands.add_parser(
-        "bench", help="embedder-alone throughput beside a whole run, on the same chunks",
+        "bench",
+        help="embedder-alone throughput beside a whole run, on the same chunks",
         description="Chunks the source once, times the embedder alone on those chunks, then a whole "
-                    "ingest into a throw-away collection, and prints both (chunks/s) and their ratio.",
+        "ingest into a throw-away collection, and prints both (chunks/s) and their ratio.",
     )
-    bench.add_argument("--embedder-only", action="store_true",
-                       help="time the embedder alone, skip the whole run (no Qdrant needed)")
+    bench.add_argument(
+        "--embedder-only", action="store_true", help="time the embedder alone, skip the whole run (no Qdrant needed)"
+    )
     bench.add_argument("--repeat", type=int, default=1, help="embed the chunks N times (default 1)")
-    bench.add_argument("--dtypes", nargs="+", choices=("auto", "float32", "float16", "bfloat16"), default=(),
-                       metavar="DTYPE", help="measure each of these precisions in turn on the same chunks and "
-                                             "print their ratios to the first, e.g. --dtypes auto float32 "
-                                             "(default: --dtype alone)")
+    bench.add_argument(
+        "--dtypes",
+        nargs="+",
+        choices=("auto", "float32", "float16", "bfloat16"),
+        default=(),
+        metavar="DTYPE",
+        help="measure each of these precisions in turn on the same chunks and "
+        "print their ratios to the first, e.g. --dtypes auto float32 "
+        "(default: --dtype alone)",
+    )
     bench_reindex = commands.add_parser(
-        "bench-reindex", help="a full ingest beside a reindex of an edited copy of the source",
+        "bench-reindex",
+        help="a full ingest beside a reindex of an edited copy of the source",
         description="In one process, into a throw-away store: ingests the source fully, then reindexes a "
-                    "copy with --edited of its articles edited and --removed removed (seeded), and prints "
-                    "wall time and chunks embedded of both.",
+        "copy with --edited of its articles edited and --removed removed (seeded), and prints "
+        "wall time and chunks embedded of both.",
     )
     bench_reindex.add_argument("--edited", type=float, default=0.01, help="share of articles edited (default 0.01)")
-    bench_reindex.add_argument("--removed", type=float, default=0.005,
-                               help="share of articles removed (default 0.005)")
+    bench_reindex.add_argument("--removed", type=float, default=0.005, help="share of articles removed (default 0.005)")
     bench_reindex.add_argument("--seed", type=int, default=0, help="which articles (default 0)")
     preflight = commands.add_parser(
-        "preflight", help="check every assumption of a full run against its TEI and Qdrant",
+        "preflight",
+        help="check every assumption of a full run against its TEI and Qdrant",
         description=preflight_job.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     preflight.add_argument("--expect-model", default=None, help="the model id TEI must serve")
     preflight.add_argument("--expect-revision", default=None, help="the model revision TEI must serve")
-    preflight.add_argument("--articles", type=int, default=200,
-                           help="articles of --source to check with (default 200)")
+    preflight.add_argument("--articles", type=int, default=200, help="articles of --source to check with (default 200)")
     preflight.add_argument("--gpus", type=int, default=100, help="GPUs to project the full run on (default 100)")
-    preflight.add_argument("--qdrant-seconds", type=float, default=10.0,
-                           help="how long to measure Qdrant's write rate (default 10; 0: skip)")
+    preflight.add_argument(
+        "--qdrant-seconds",
+        type=float,
+        default=10.0,
+        help="how long to measure Qdrant's write rate (default 10; 0: skip)",
+    )
     for sub in (run, reindex, bench, bench_reindex, preflight):
         add_ingest_args(sub)
         add_embedder_args(sub)
@@ -142,17 +179,19 @@ def build_parser() -> argparse.ArgumentParser:
             add_state_args(sub)
             add_rebuild_args(sub)
     verify = commands.add_parser(
-        "verify", help="compare the manifest with the collection; exit 4 on drift",
+        "verify",
+        help="compare the manifest with the collection; exit 4 on drift",
         description="Reads every point's article id, chunk index and hash (no vectors) and compares them "
-                    "with the manifest: articles lost, short, extra, of another version, unknown, or left "
-                    "pending by a stopped run. Exit 0 in sync, 4 on drift (running again what wrote "
-                    "the collection restores it; repair rebuilds the manifest).",
+        "with the manifest: articles lost, short, extra, of another version, unknown, or left "
+        "pending by a stopped run. Exit 0 in sync, 4 on drift (running again what wrote "
+        "the collection restores it; repair rebuilds the manifest).",
     )
     repair = commands.add_parser(
-        "repair", help="rebuild the manifest from the collection",
+        "repair",
+        help="rebuild the manifest from the collection",
         description="Replaces the manifest with what the collection's points say: an article whose points "
-                    "are whole and of one version is recorded as indexed, any other is left pending for the "
-                    "next run to redo.",
+        "are whole and of one version is recorded as indexed, any other is left pending for the "
+        "next run to redo.",
     )
     for sub in (verify, repair):
         add_store_args(sub)
@@ -186,17 +225,21 @@ def _command(edge: Edge, argv: list[str]) -> int:
         return EXIT_OK
     if args.command == "preflight":
         rows = list(open_source(settings.source_name, limit=args.articles))
-        result = preflight_job.run_preflight(settings, rows, expect_model=args.expect_model,
-                                             expect_revision=args.expect_revision, gpus=args.gpus,
-                                             qdrant_seconds=args.qdrant_seconds)
+        result = preflight_job.run_preflight(
+            settings,
+            rows,
+            expect_model=args.expect_model,
+            expect_revision=args.expect_revision,
+            gpus=args.gpus,
+            qdrant_seconds=args.qdrant_seconds,
+        )
         print(preflight_job.report(result))
         return EXIT_OK if result.go else EXIT_FAILED
     if args.command == "bench-reindex":
         print(run_bench_reindex(settings, edited=args.edited, removed=args.removed, seed=args.seed))
         return EXIT_OK
     summary = run_ingest(settings, mode=args.command, confirm=ask_on_terminal)
-    print(summary.line() + f"; collection {settings.store.collection} now holds "
-          f"{summary.collection_points:,} points")
+    print(summary.line() + f"; collection {settings.store.collection} now holds {summary.collection_points:,} points")
     print(summary.report())
     if summary.seeded is not None:
         print(summary.seeded)

@@ -50,8 +50,9 @@ class InputRejected(EmbedderError):
     """The embedding server refused one input for good (too long without
     truncation, empty); `index` is its position in the request."""
 
-    def __init__(self, index: int, status: int, message: str, where: str = "the embedding server",
-                 what: str = "input") -> None:
+    def __init__(
+        self, index: int, status: int, message: str, where: str = "the embedding server", what: str = "input"
+    ) -> None:
         super().__init__(f"{where} refused {what} {index} ({status}): {message}")
         self.index, self.status, self.message, self.where, self.what = index, status, message, where, what
 
@@ -138,24 +139,30 @@ def explain(exc: BaseException, *, qdrant: str | None = None) -> str:
     for `-v` only (`ingest.logs.report_failure`)."""
     if isinstance(exc, IngestError):
         return str(exc)
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC or (
-            isinstance(exc, sqlite3.OperationalError) and "full" in str(exc)):
+    if (
+        isinstance(exc, OSError)
+        and exc.errno == errno.ENOSPC
+        or (isinstance(exc, sqlite3.OperationalError) and "full" in str(exc))
+    ):
         where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
         strerror = getattr(exc, "strerror", None)
         if strerror and strerror != os.strerror(errno.ENOSPC):  # our own margin's words (ingest.store.edge_folder)
             where += f" ({strerror})"
-        return (f"the disk is full{where}: free some space and run the same command again (what was written "
-                "before is kept, and the run resumes)")
+        return (
+            f"the disk is full{where}: free some space and run the same command again (what was written "
+            "before is kept, and the run resumes)"
+        )
     if isinstance(exc, PermissionError):
         return f"no permission to use {exc.filename or 'a file'}: {exc.strerror}; pick a folder you can write to"
     module, name = type(exc).__module__, type(exc).__name__
-    if module.startswith(("qdrant_client", "grpc")) or (
-            module.startswith(("httpx", "httpcore")) and "Connect" in name):
+    if module.startswith(("qdrant_client", "grpc")) or (module.startswith(("httpx", "httpcore")) and "Connect" in name):
         details = getattr(exc, "details", None)  # a gRPC error's own words
         detail = details() if callable(details) else str(exc).splitlines()[0] if str(exc) else name
         where = f" at {qdrant}" if qdrant else ""
-        return (f"cannot use the Qdrant server{where} ({str(detail)[:200]}): check --qdrant-url (QDRANT_URL), "
-                "QDRANT_API_KEY and that the server is up")
+        return (
+            f"cannot use the Qdrant server{where} ({str(detail)[:200]}): check --qdrant-url (QDRANT_URL), "
+            "QDRANT_API_KEY and that the server is up"
+        )
     if isinstance(exc, ConnectionError):
         return f"a connection failed ({name}: {exc}): check the server's address and that it is up"
     return f"unexpected error ({name}: {exc}); run again with -v for the traceback, and report it if it persists"

@@ -22,9 +22,9 @@ from ingest.crashpoints import crashpoint
 from ingest.embedders import Embedder, make_embedder
 from ingest.errors import RebuildError, SettingsError, StoreError
 from ingest.pipeline.deadletters import DeadLetterFile
-from ingest.progress import Progress
 from ingest.pipeline.run import run_pipeline
 from ingest.pipeline.summary import RunSummary
+from ingest.progress import Progress
 from ingest.settings import IngestSettings, StoreSettings
 from ingest.sources import Source, open_source
 from ingest.state.files import Checkpoint, open_manifest, remove_state, run_lock
@@ -57,10 +57,17 @@ def collection_spec(settings: IngestSettings, embedder: Embedder) -> CollectionS
     return CollectionSpec(model=embedder.spec, chunking=settings.chunking.to_dict(), sparse=sparse)
 
 
-def run_ingest(settings: IngestSettings, *, embedder: Embedder | None = None, store: Store | None = None,
-               source: Source | None = None,
-               mode: str = "run", checkpoint: Checkpoint | None = None, in_place_only: bool = False,
-               confirm: Callable[[str], bool] | None = None) -> RunSummary:
+def run_ingest(
+    settings: IngestSettings,
+    *,
+    embedder: Embedder | None = None,
+    store: Store | None = None,
+    source: Source | None = None,
+    mode: str = "run",
+    checkpoint: Checkpoint | None = None,
+    in_place_only: bool = False,
+    confirm: Callable[[str], bool] | None = None,
+) -> RunSummary:
     """Bring the collection up to date with the source (see the module docstring).
 
     `embedder`, `store` (a connection, whatever collection it is bound to) and
@@ -86,25 +93,42 @@ def run_ingest(settings: IngestSettings, *, embedder: Embedder | None = None, st
         if in_place_only and target.rebuild and (live := lexical_only(store, target, spec)) is not None:
             # A scheduled reindex does not copy a whole corpus to change its BM25 settings: the live
             # collection keeps those it was built with (queries are made with them too).
-            log.warning("%s was built with other BM25 settings (%s) than this version's (%s): kept for this reindex; "
-                        "run `python -m ingest` against it once to move to the new ones (a copy, nothing embedded)",
-                        target.live, _lexical(live.sparse), _lexical(spec.sparse))
+            log.warning(
+                "%s was built with other BM25 settings (%s) than this version's (%s): kept for this reindex; "
+                "run `python -m ingest` against it once to move to the new ones (a copy, nothing embedded)",
+                target.live,
+                _lexical(live.sparse),
+                _lexical(spec.sparse),
+            )
             spec = live
             target = plan_target(store, settings.store.collection, spec)
         check_target(target, drop_old=settings.drop_old)
         if in_place_only and not target.in_place:
             raise RebuildError(
-                f"{target.name!r} " + (f"leads to {target.live!r}, built with other settings" if target.live else
-                                      "does not exist") + f": building {target.collection!r} takes the sharded "
-                "load (modal run -m ingest.modal_app), not an incremental reindex")
+                f"{target.name!r} "
+                + (f"leads to {target.live!r}, built with other settings" if target.live else "does not exist")
+                + f": building {target.collection!r} takes the sharded "
+                "load (modal run -m ingest.modal_app), not an incremental reindex"
+            )
         with run_lock(settings.store, target.collection):
             seeded = relexify(store, target, spec, settings.store, progress=settings.progress)
             with open_manifest(settings.store, target.collection, spec.fingerprint, checkpoint=checkpoint) as manifest:
-                summary = _update(source, settings, embedder, store, target, spec, manifest, mode,
-                                  (lambda question: True) if settings.yes else confirm)
+                summary = _update(
+                    source,
+                    settings,
+                    embedder,
+                    store,
+                    target,
+                    spec,
+                    manifest,
+                    mode,
+                    (lambda question: True) if settings.yes else confirm,
+                )
         if seeded:
-            summary.seeded = (f"only the lexical settings changed: {seeded:,} points of {target.live} "
-                              "copied with new BM25 vectors, none embedded again")
+            summary.seeded = (
+                f"only the lexical settings changed: {seeded:,} points of {target.live} "
+                "copied with new BM25 vectors, none embedded again"
+            )
     finally:
         if own_embedder and embedder is not None:
             embedder.close()
@@ -114,9 +138,17 @@ def run_ingest(settings: IngestSettings, *, embedder: Embedder | None = None, st
     return summary
 
 
-def _update(source: Source, settings: IngestSettings, embedder: Embedder, store: Store, target: Target,
-            spec: CollectionSpec, manifest: Manifest, mode: str,
-            confirm: Callable[[str], bool] | None) -> RunSummary:
+def _update(
+    source: Source,
+    settings: IngestSettings,
+    embedder: Embedder,
+    store: Store,
+    target: Target,
+    spec: CollectionSpec,
+    manifest: Manifest,
+    mode: str,
+    confirm: Callable[[str], bool] | None,
+) -> RunSummary:
     """Bring `target.collection` up to date with the source under its manifest: the
     pipeline, the deletes a reindex or a rebuild makes, and a rebuild's switch."""
     written = store.at(target.collection)
@@ -129,8 +161,14 @@ def _update(source: Source, settings: IngestSettings, embedder: Embedder, store:
     note_source(manifest, settings.source_name)
     crashpoint("after-collection")
     deletes = settings.limit is None and (mode == "reindex" or target.rebuild)
-    log.info("%s %s into %s%s with %s", "reindexing" if mode == "reindex" else "ingesting", source.name,
-             target.collection, f" (rebuilding {target.name})" if target.rebuild else "", embedder.spec.name)
+    log.info(
+        "%s %s into %s%s with %s",
+        "reindexing" if mode == "reindex" else "ingesting",
+        source.name,
+        target.collection,
+        f" (rebuilding {target.name})" if target.rebuild else "",
+        embedder.spec.name,
+    )
     summary = run_pipeline(
         source,
         chunker=make_chunker(settings, embedder),
@@ -143,12 +181,16 @@ def _update(source: Source, settings: IngestSettings, embedder: Embedder, store:
         track_seen=deletes,
     )
     if deletes and summary.unreadable:
-        log.warning("%d rows of the source could not be read (see %s): no article is deleted this run, "
-                    "since theirs may be among them; fix those rows and reindex again",
-                    summary.unreadable, settings.dead_letter)
+        log.warning(
+            "%d rows of the source could not be read (see %s): no article is deleted this run, "
+            "since theirs may be among them; fix those rows and reindex again",
+            summary.unreadable,
+            settings.dead_letter,
+        )
     elif deletes:
-        articles, points = delete_unseen(written, manifest, max_share=settings.max_delete_share, confirm=confirm,
-                                         source=settings.source_name)
+        articles, points = delete_unseen(
+            written, manifest, max_share=settings.max_delete_share, confirm=confirm, source=settings.source_name
+        )
         note_source(manifest, settings.source_name, only=True)  # the collection mirrors it alone now
         summary.deleted += articles
         summary.points_deleted += points
@@ -166,16 +208,23 @@ def _lexical(sparse) -> str:
 
 def _go_live(store: Store, target: Target, embedder: Embedder, settings: IngestSettings, indexed: bool) -> str:
     if settings.limit is not None and target.live is not None:
-        line = (f"{target.name} still leads to {target.live}: a run with --limit builds "
-                f"{target.collection} partly; run without it to switch")
+        line = (
+            f"{target.name} still leads to {target.live}: a run with --limit builds "
+            f"{target.collection} partly; run without it to switch"
+        )
         log.warning("%s", line)
         return line
     if not indexed:  # searches over a graph still being built may time out: switch once it is done
         line = not_indexed(target, settings.index_wait)
         log.warning("%s", line)
         return line
-    return switch(store, target, embedder, drop_old=settings.drop_old,
-                  forget=lambda dropped: remove_state(settings.store, dropped))
+    return switch(
+        store,
+        target,
+        embedder,
+        drop_old=settings.drop_old,
+        forget=lambda dropped: remove_state(settings.store, dropped),
+    )
 
 
 def _physical(store: Store, settings: StoreSettings) -> Store:
@@ -207,8 +256,10 @@ def repair_manifest(settings: StoreSettings, *, store: Store | None = None) -> R
     try:
         physical = _physical(store, settings)
         spec = physical.read_spec()
-        with run_lock(settings, physical.collection), \
-                open_manifest(settings, physical.collection, spec.fingerprint if spec else "") as manifest:
+        with (
+            run_lock(settings, physical.collection),
+            open_manifest(settings, physical.collection, spec.fingerprint if spec else "") as manifest,
+        ):
             return repair(physical, manifest)
     finally:
         if own:

@@ -100,27 +100,32 @@ def edge_vector(text: str, spec: SparseSpec) -> Any:
 @lru_cache(maxsize=8)
 def _model(spec: SparseSpec) -> Any:
     if spec.tokenizer != STANDARD:
-        raise SettingsError(f"unknown lexical analyser {spec.tokenizer!r} in the collection's record "
-                            f"(this version knows {STANDARD} and {WORDS_V1}): upgrade, or search with --mode dense")
+        raise SettingsError(
+            f"unknown lexical analyser {spec.tokenizer!r} in the collection's record "
+            f"(this version knows {STANDARD} and {WORDS_V1}): upgrade, or search with --mode dense"
+        )
     if qdrant_edge is None:
         raise SettingsError("BM25 vectors need qdrant-edge-py: pip install qdrant-edge-py")
     try:
-        return qdrant_edge.Bm25(qdrant_edge.Bm25Config(k=spec.k1, b=spec.b, avg_len=spec.avg_len,
-                                                       language=spec.language or "english"))
+        return qdrant_edge.Bm25(
+            qdrant_edge.Bm25Config(k=spec.k1, b=spec.b, avg_len=spec.avg_len, language=spec.language or "english")
+        )
     except ValueError as exc:
         raise SettingsError(f"the collection's BM25 settings are not valid ({exc})") from exc
 
 
 # -- words-v1, the earlier analyser (read-only) ---------------------------------
 _WORD = re.compile(r"[^\W_]+")
-STOPWORDS = frozenset("""
+STOPWORDS = frozenset(
+    """
 a about above after again against all am an and any are as at be because been before being below between
 both but by can could did do does doing down during each few for from further had has have having he her
 here hers herself him himself his how i if in into is it its itself just me more most my myself no nor not
 of off on once only or other our ours ourselves out over own same she should so some such than that the
 their theirs them themselves then there these they this those through to too under until up very was we
 were what when where which while who whom why will with would you your yours yourself yourselves also
-""".split())
+""".split()
+)
 _ASCII_SEPARATORS = str.maketrans({chr(c): " " for c in range(128) if not chr(c).isalnum()})
 
 

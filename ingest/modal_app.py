@@ -180,8 +180,10 @@ def download_dataset(config: str = DATASET_CONFIG) -> int:
     try:
         dataset = load_dataset(DATASET_NAME, config, split="train", num_proc=8)
     except ValueError as exc:  # datasets' "BuilderConfig '...' not found. Available: [...]"
-        raise SourceError(f"{DATASET_NAME} has no config {config!r} ({str(exc)[:300]}): pick one it publishes "
-                          "(WIKI_SNAPSHOTS, --config)") from exc
+        raise SourceError(
+            f"{DATASET_NAME} has no config {config!r} ({str(exc)[:300]}): pick one it publishes "
+            "(WIKI_SNAPSHOTS, --config)"
+        ) from exc
     dataset.save_to_disk(dataset_path(config))
     dataset_volume.commit()  # other containers see the files only after a commit
     print(f"saved {len(dataset):,} articles to {dataset_path(config)} in {time.perf_counter() - started:,.0f} s")
@@ -244,8 +246,13 @@ def worker_config(*, cpu: bool = False):
         concurrent_requests=SEARCH_CONCURRENCY if cpu else SHARDS_PER_CONTAINER * TEI_CONCURRENCY + TEI_CONCURRENCY,
         dtype="float32" if cpu else "float16",
     )
-    return WorkerConfig(router, tokenizer=TOKENIZER_JSON, tei_concurrency=TEI_CONCURRENCY,
-                        startup_timeout=10 * MINUTES, env=dict(os.environ))
+    return WorkerConfig(
+        router,
+        tokenizer=TOKENIZER_JSON,
+        tei_concurrency=TEI_CONCURRENCY,
+        startup_timeout=10 * MINUTES,
+        env=dict(os.environ),
+    )
 
 
 def container_worker(*, cpu: bool = False):
@@ -300,16 +307,22 @@ class GPUWorker:
         return self.worker.embed(texts)
 
     @modal.method()
-    def prepare_load(self, name: str, layout: dict, key: str, fresh: bool = False, drop_old: bool = False,
-                     trial: bool = False):
+    def prepare_load(
+        self, name: str, layout: dict, key: str, fresh: bool = False, drop_old: bool = False, trial: bool = False
+    ):
         """Pick and create the collection the shards build (`ingest.sharded.load.LoadPlan`),
         with the shards an earlier attempt of this run finished."""
         from ingest.sharded.load import prepare_load
 
         with STATE_LOCK:
             state_volume.reload()  # the records an earlier attempt committed
-        plan = prepare_load(self.worker.settings(name, layout, drop_old=drop_old), records_root=RUNS_DIR, key=key,
-                            fresh=fresh, trial=trial)
+        plan = prepare_load(
+            self.worker.settings(name, layout, drop_old=drop_old),
+            records_root=RUNS_DIR,
+            key=key,
+            fresh=fresh,
+            trial=trial,
+        )
         with STATE_LOCK:
             state_volume.commit()
         return plan
@@ -323,9 +336,14 @@ class GPUWorker:
         with STATE_LOCK:
             state_volume.reload()  # every shard's record
         state = VolumeState(MANIFESTS_DIR, LOCAL_STATE_DIR, commit=state_volume.commit)
-        line = finish_load(self.worker.settings(name, layout, drop_old=drop_old), plan, state_dir=LOCAL_STATE_DIR,
-                           checkpoint=state.checkpoint, forget=state.forget,
-                           wait_seconds=10 * MINUTES)  # `wait_until_indexed` did the long wait
+        line = finish_load(
+            self.worker.settings(name, layout, drop_old=drop_old),
+            plan,
+            state_dir=LOCAL_STATE_DIR,
+            checkpoint=state.checkpoint,
+            forget=state.forget,
+            wait_seconds=10 * MINUTES,
+        )  # `wait_until_indexed` did the long wait
         with STATE_LOCK:
             state.consolidate(plan.collection)
             if snapshot:
@@ -334,16 +352,26 @@ class GPUWorker:
         return line
 
     @modal.method()
-    def ingest_shard(self, start: int, stop: int, dataset: str, collection: str, layout: dict, window: int,
-                     records: str = ""):
+    def ingest_shard(
+        self, start: int, stop: int, dataset: str, collection: str, layout: dict, window: int, records: str = ""
+    ):
         """Rows [start, stop) of the saved dataset into `collection`; returns a
         `ingest.sharded.shard.ShardResult`, recorded in the `records` folder when given."""
         from ingest.errors import ShardError
         from ingest.sharded.worker import records_folder
 
         try:
-            return self.worker.ingest_shard(start, stop, dataset, collection, layout, window, records_folder(records),
-                                            commit=state_volume.commit, lock=STATE_LOCK)
+            return self.worker.ingest_shard(
+                start,
+                stop,
+                dataset,
+                collection,
+                layout,
+                window,
+                records_folder(records),
+                commit=state_volume.commit,
+                lock=STATE_LOCK,
+            )
         except ShardError as exc:
             if exc.broken and not modal.is_local():
                 modal.experimental.stop_fetching_inputs()  # this container's GPU or TEI is broken: no more work
@@ -372,20 +400,24 @@ class ModalFleet:
         self.worker = GPUWorker()
 
     def prepare(self, request):
-        return self.worker.prepare_load.remote(request.name, dict(request.layout), request.key, request.fresh,
-                                               request.drop_old, request.trial)
+        return self.worker.prepare_load.remote(
+            request.name, dict(request.layout), request.key, request.fresh, request.drop_old, request.trial
+        )
 
     def run_round(self, request, plan, shards):
-        inputs = [(start, stop, request.dataset, plan.collection, dict(request.layout), request.window, plan.records)
-                  for start, stop in shards]
+        inputs = [
+            (start, stop, request.dataset, plan.collection, dict(request.layout), request.window, plan.records)
+            for start, stop in shards
+        ]
         return self.worker.ingest_shard.starmap(inputs, order_outputs=False, return_exceptions=True)
 
     def wait_until_indexed(self, collection: str) -> bool:
         return wait_until_indexed.remote(collection)
 
     def finish(self, request, plan) -> str:
-        return self.worker.finish_load.remote(request.name, dict(request.layout), plan, request.drop_old,
-                                              request.snapshot)
+        return self.worker.finish_load.remote(
+            request.name, dict(request.layout), plan, request.drop_old, request.snapshot
+        )
 
 
 @app.local_entrypoint()
@@ -428,15 +460,28 @@ def main(
     if limit:
         rows = min(rows, limit)
     request = LoadRequest(
-        dataset=path, rows=rows, key=run_key(config, rows, shard_size), collection=collection, snapshot=config,
+        dataset=path,
+        rows=rows,
+        key=run_key(config, rows, shard_size),
+        collection=collection,
+        snapshot=config,
         layout={"max_chars": chunk_size, "overlap_chars": chunk_overlap, "title_prefix": True, "sparse": sparse},
-        shard_size=shard_size, window=window, max_rounds=max_rounds, trial=bool(limit), drop_old=drop_old,
-        fresh=fresh, gpus=MAX_CONTAINERS, price_per_gpu_hour=gpu_price_per_hour or A10G_PRICE_PER_HOUR,
-        idle_seconds=SCALEDOWN, dead_letter=dead_letter)
+        shard_size=shard_size,
+        window=window,
+        max_rounds=max_rounds,
+        trial=bool(limit),
+        drop_old=drop_old,
+        fresh=fresh,
+        gpus=MAX_CONTAINERS,
+        price_per_gpu_hour=gpu_price_per_hour or A10G_PRICE_PER_HOUR,
+        idle_seconds=SCALEDOWN,
+        dead_letter=dead_letter,
+    )
     shards = plan_shards(rows, shard_size)
-    print(f"{rows:,} articles in {len(shards):,} shards of {shard_size:,}, on up to {MAX_CONTAINERS} {GPU}s "
-          f"(WIKI_EMBED_GPUS={MAX_CONTAINERS} in this shell)"
-          + (f"; a trial, built as {request.name}" if limit else ""))
+    print(
+        f"{rows:,} articles in {len(shards):,} shards of {shard_size:,}, on up to {MAX_CONTAINERS} {GPU}s "
+        f"(WIKI_EMBED_GPUS={MAX_CONTAINERS} in this shell)" + (f"; a trial, built as {request.name}" if limit else "")
+    )
     outcome = run_load(ModalFleet(), request)
     if outcome.switched:
         print(outcome.switched)
@@ -479,18 +524,17 @@ REINDEX_TIMEOUT = 8 * HOURS
 def reindex(config: str = "", collection: str = "wikipedia", window: int = WINDOW) -> str:
     """Reindex `collection` against the saved `config` dump (default: the newest of
     `WIKI_SNAPSHOTS`); returns the report."""
-    from ingest.sharded.reindex import RunLock, SnapshotLog, VolumeState, live_layout, newest_snapshot, \
-        reindex_snapshot
+    from ingest.sharded.reindex import RunLock, SnapshotLog, VolumeState, live_layout, newest_snapshot, reindex_snapshot
 
     config = config or newest_snapshot(SNAPSHOTS)
     dataset_volume.reload()
     state_volume.reload()
     live, layout = live_layout(store_settings_from_env(os.environ, collection=collection))
     holder = os.environ.get("MODAL_TASK_ID", "local")
-    with RunLock(locks, f"reindex:{collection}", holder, stale_seconds=REINDEX_TIMEOUT), \
-            container_worker() as worker:
-        settings = dataclasses.replace(worker.settings(collection, layout, window),
-                                       dead_letter=f"{STATE_DIR}/dead_letters/reindex-{config}.jsonl")
+    with RunLock(locks, f"reindex:{collection}", holder, stale_seconds=REINDEX_TIMEOUT), container_worker() as worker:
+        settings = dataclasses.replace(
+            worker.settings(collection, layout, window), dead_letter=f"{STATE_DIR}/dead_letters/reindex-{config}.jsonl"
+        )
         state = VolumeState(MANIFESTS_DIR, LOCAL_STATE_DIR, commit=state_volume.commit)
         summary = reindex_snapshot(dataset_path(config), settings, state=state)
         SnapshotLog(SNAPSHOTS_FILE).record(live, config)
@@ -502,9 +546,14 @@ def reindex(config: str = "", collection: str = "wikipedia", window: int = WINDO
 
 # The container imports this module again, without the deploying shell's environment:
 # the dataset and snapshots travel with the function (`env=`), or it would see the defaults.
-@app.function(image=cpu_image, volumes={DATA_DIR: dataset_volume, STATE_DIR: state_volume}, secrets=[qdrant_secret],
-              schedule=modal.Cron(REINDEX_CRON), timeout=REINDEX_TIMEOUT + 1 * HOURS,
-              env={"WIKI_SNAPSHOTS": ",".join(SNAPSHOTS), "WIKI_DATASET": DATASET_NAME})
+@app.function(
+    image=cpu_image,
+    volumes={DATA_DIR: dataset_volume, STATE_DIR: state_volume},
+    secrets=[qdrant_secret],
+    schedule=modal.Cron(REINDEX_CRON),
+    timeout=REINDEX_TIMEOUT + 1 * HOURS,
+    env={"WIKI_SNAPSHOTS": ",".join(SNAPSHOTS), "WIKI_DATASET": DATASET_NAME},
+)
 def scheduled_reindex(collection: str = "wikipedia") -> str:
     """The newest configured snapshot, downloaded if needed and reindexed, unless the
     live collection holds it already."""
@@ -514,8 +563,10 @@ def scheduled_reindex(collection: str = "wikipedia") -> str:
     state_volume.reload()
     live, _ = live_layout(store_settings_from_env(os.environ, collection=collection))
     if holds(held := SnapshotLog(SNAPSHOTS_FILE).get(live), config):
-        answer = (f"{collection} ({live}) already holds {held}, as new as the newest of WIKI_SNAPSHOTS ({config}): "
-                  f"nothing to do (add a newer dump of {DATASET_NAME} to WIKI_SNAPSHOTS and deploy again)")
+        answer = (
+            f"{collection} ({live}) already holds {held}, as new as the newest of WIKI_SNAPSHOTS ({config}): "
+            f"nothing to do (add a newer dump of {DATASET_NAME} to WIKI_SNAPSHOTS and deploy again)"
+        )
         print(answer)
         return answer
     dataset_volume.reload()
@@ -532,8 +583,9 @@ def scheduled_reindex(collection: str = "wikipedia") -> str:
 # model and revision as the GPU workers, without waiting for (or paying for) a GPU
 # container to start after an idle spell. `WIKI_SEARCH_MIN_CONTAINERS` (default 1)
 # stay warm, so a search never waits for a container to start (one core and 2 GiB
-# held all month: docs/modal.md has the price; 0 lets it scale to zero). Qdrant is reached with the `qdrant` secret, and every search carries a
-# bearer token, the `SEARCH_API_TOKEN` of a second secret, created once:
+# held all month: docs/modal.md has the price; 0 lets it scale to zero). Qdrant is
+# reached with the `qdrant` secret, and every search carries a bearer token, the
+# `SEARCH_API_TOKEN` of a second secret, created once:
 #
 #     modal secret create search-api SEARCH_API_TOKEN=$(openssl rand -hex 32)
 #     modal deploy -m ingest.modal_app    # prints the URL: https://<workspace>--wiki-embed-search-api.modal.run
@@ -551,8 +603,13 @@ search_image = (
     modal.Image.from_registry(TEI_CPU_IMAGE, add_python="3.11")
     .entrypoint([])
     .pip_install(*RUNTIME_PACKAGES, *WEB_PACKAGES)
-    .env({"WIKI_SEARCH_COLLECTION": SEARCH_COLLECTION, "HF_HUB_DISABLE_TELEMETRY": "1",
-          "HUGGINGFACE_HUB_CACHE": WEIGHTS_DIR})
+    .env(
+        {
+            "WIKI_SEARCH_COLLECTION": SEARCH_COLLECTION,
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "HUGGINGFACE_HUB_CACHE": WEIGHTS_DIR,
+        }
+    )
     .run_function(download_weights)
     .add_local_python_source(*SOURCES, ignore=SHIPPED)
 )
@@ -621,9 +678,16 @@ def wait_until_indexed(collection: str, seconds: int = INDEX_WAIT) -> bool:
 
 
 # The container imports this module without the shell's environment: WIKI_EMBED_GPUS travels with the function.
-@app.function(gpu=GPU, image=tei_image, volumes={DATA_DIR: dataset_volume, STATE_DIR: state_volume},
-              secrets=[qdrant_secret, search_secret], cpu=4.0, memory=8 * 1024, timeout=30 * MINUTES,
-              env={"WIKI_EMBED_GPUS": str(MAX_CONTAINERS)})
+@app.function(
+    gpu=GPU,
+    image=tei_image,
+    volumes={DATA_DIR: dataset_volume, STATE_DIR: state_volume},
+    secrets=[qdrant_secret, search_secret],
+    cpu=4.0,
+    memory=8 * 1024,
+    timeout=30 * MINUTES,
+    env={"WIKI_EMBED_GPUS": str(MAX_CONTAINERS)},
+)
 def preflight(config: str = DATASET_CONFIG, articles: int = 300, gpus: int = 0, qdrant_seconds: float = 20.0) -> str:
     """The checks of `python -m ingest preflight`, and the container's; returns the table.
     `gpus`: for the projection (0: WIKI_EMBED_GPUS of the shell that runs this)."""
@@ -636,18 +700,38 @@ def preflight(config: str = DATASET_CONFIG, articles: int = 300, gpus: int = 0, 
         settings = worker.settings("preflight", {"max_chars": 1000, "sparse": SPARSE}, window=WINDOW)
         rows, dataset_check = container_checks.check_dataset(dataset_path(config), articles)
         extra = [
-            ("secrets are present", lambda: container_checks.check_secrets(os.environ, {
-                QDRANT_SECRET_NAME: QDRANT_SECRET_KEYS, SEARCH_SECRET_NAME: [SEARCH_TOKEN_KEY]})),
-            ("TEI started by its entrypoint",
-             lambda: container_checks.check_entrypoint(worker.router.command, TEI_ENTRYPOINT)),
-            ("Volume commit, dataset mapped", lambda: container_checks.check_commit_while_mapped(
-                dataset_path(config), state_volume.commit, dataset_volume.commit)),
-            ("deployed class embeds alike", lambda: container_checks.check_deployed_class(
-                lambda: modal.Cls.from_name(APP_NAME, WORKER_CLASS)(), worker.embedder)),
+            (
+                "secrets are present",
+                lambda: container_checks.check_secrets(
+                    os.environ, {QDRANT_SECRET_NAME: QDRANT_SECRET_KEYS, SEARCH_SECRET_NAME: [SEARCH_TOKEN_KEY]}
+                ),
+            ),
+            (
+                "TEI started by its entrypoint",
+                lambda: container_checks.check_entrypoint(worker.router.command, TEI_ENTRYPOINT),
+            ),
+            (
+                "Volume commit, dataset mapped",
+                lambda: container_checks.check_commit_while_mapped(
+                    dataset_path(config), state_volume.commit, dataset_volume.commit
+                ),
+            ),
+            (
+                "deployed class embeds alike",
+                lambda: container_checks.check_deployed_class(
+                    lambda: modal.Cls.from_name(APP_NAME, WORKER_CLASS)(), worker.embedder
+                ),
+            ),
         ]
-        results = checks.run_preflight(settings, rows, expect_model=MODEL_ID, expect_revision=MODEL_REVISION,
-                                       gpus=gpus or MAX_CONTAINERS, qdrant_seconds=qdrant_seconds,
-                                       extra=[("the dataset is on its Volume", lambda: dataset_check), *extra])
+        results = checks.run_preflight(
+            settings,
+            rows,
+            expect_model=MODEL_ID,
+            expect_revision=MODEL_REVISION,
+            gpus=gpus or MAX_CONTAINERS,
+            qdrant_seconds=qdrant_seconds,
+            extra=[("the dataset is on its Volume", lambda: dataset_check), *extra],
+        )
     finally:
         worker.stop()
     text = checks.report(results)

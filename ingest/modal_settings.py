@@ -15,8 +15,9 @@ from ingest.errors import SettingsError
 from ingest.settings import ChunkingSettings, EmbedderSettings, IngestSettings, Settings, StoreSettings, setting
 
 
-def store_settings_from_env(env: Mapping[str, str], *, collection: str = StoreSettings().collection,
-                            require_url: bool = True) -> StoreSettings:
+def store_settings_from_env(
+    env: Mapping[str, str], *, collection: str = StoreSettings().collection, require_url: bool = True
+) -> StoreSettings:
     """Qdrant's address and key from `env` (on Modal, the `qdrant` secret). A URL is
     required unless `require_url` is off or QDRANT_PATH names a local store
     explicitly: a container's disk vanishes with it."""
@@ -33,17 +34,23 @@ class DeploySettings(Settings):
     """What `modal deploy -m ingest.modal_app` reads from the deploying shell."""
 
     gpus: int = setting(10, env="WIKI_EMBED_GPUS", minimum=1, help="A10G containers at once")
-    reindex_cron: str = setting("0 3 * * 0", env="WIKI_REINDEX_CRON",
-                                help="when the scheduled reindex runs (cron, UTC; default: Sundays, 03:00)")
+    reindex_cron: str = setting(
+        "0 3 * * 0",
+        env="WIKI_REINDEX_CRON",
+        help="when the scheduled reindex runs (cron, UTC; default: Sundays, 03:00)",
+    )
     # wikimedia/wikipedia publishes one English dump, 20231101.en; a dataset of newer dumps (the
     # same columns: id, url, title, text) is named here, with its configs.
     dataset: str = setting("wikimedia/wikipedia", env="WIKI_DATASET", help="the hub dataset the Modal app loads")
-    snapshots: tuple[str, ...] = setting(("20231101.en",), env="WIKI_SNAPSHOTS",
-                                         help="the dataset's configs the schedule picks from, comma-separated")
-    search_collection: str = setting("wikipedia", env="WIKI_SEARCH_COLLECTION",
-                                     help="what the HTTP search endpoint serves")
-    search_min_containers: int = setting(1, env="WIKI_SEARCH_MIN_CONTAINERS", minimum=0,
-                                         help="warm search containers (a CPU each)")
+    snapshots: tuple[str, ...] = setting(
+        ("20231101.en",), env="WIKI_SNAPSHOTS", help="the dataset's configs the schedule picks from, comma-separated"
+    )
+    search_collection: str = setting(
+        "wikipedia", env="WIKI_SEARCH_COLLECTION", help="what the HTTP search endpoint serves"
+    )
+    search_min_containers: int = setting(
+        1, env="WIKI_SEARCH_MIN_CONTAINERS", minimum=0, help="warm search containers (a CPU each)"
+    )
 
 
 def deploy_settings(env: Mapping[str, str]) -> DeploySettings:
@@ -77,7 +84,13 @@ def shard_settings(
         drop_old=drop_old,
         sparse=sparse,
         chunking=chunking,
-        embedder=EmbedderSettings(embedder="tei", tei_url=tei_url, model=model, tei_concurrency=tei_concurrency,
-                                  tei_wire=tei_wire, tei_tokenizer=tei_tokenizer),
+        embedder=EmbedderSettings(
+            embedder="tei",
+            tei_url=tei_url,
+            model=model,
+            tei_concurrency=tei_concurrency,
+            tei_wire=tei_wire,
+            tei_tokenizer=tei_tokenizer,
+        ),
         store=store_settings_from_env(env, collection=collection),
     )

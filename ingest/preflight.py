@@ -37,9 +37,9 @@ from ingest.chunking import Chunker
 from ingest.embedders import Embedder, make_embedder
 from ingest.embedders.tei import TEIEmbedder
 from ingest.errors import IngestError
+from ingest.jobs import collection_spec
 from ingest.settings import IngestSettings
 from ingest.store import ChunkSelection, PayloadFilter, Store, open_store
-from ingest.jobs import collection_spec
 from schemas import Article
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
@@ -48,12 +48,24 @@ PROBE_TEXTS = ["Paris is the capital of France.", "The Rhine rises in the Swiss 
 QDRANT_WRITERS = 8  # parallel writers of the Qdrant rate check (a container runs 4 shards; there are many)
 # Three made-up articles, for the checks when the corpus is not at hand (its check fails then).
 PROBE_ROWS = [
-    {"id": "probe-1", "url": "https://example.org/probe-1", "title": "Probe river",
-     "text": "The Probe is a river of some length. It rises in hills and flows to a lake. " * 30},
-    {"id": "probe-2", "url": "https://example.org/probe-2", "title": "Probe city",
-     "text": "Probe city is a town on the river Probe. Its people fish and trade. " * 25},
-    {"id": "probe-3", "url": "https://example.org/probe-3", "title": "Probe bridge",
-     "text": "The Probe bridge crosses the river in three spans of stone."},
+    {
+        "id": "probe-1",
+        "url": "https://example.org/probe-1",
+        "title": "Probe river",
+        "text": "The Probe is a river of some length. It rises in hills and flows to a lake. " * 30,
+    },
+    {
+        "id": "probe-2",
+        "url": "https://example.org/probe-2",
+        "title": "Probe city",
+        "text": "Probe city is a town on the river Probe. Its people fish and trade. " * 25,
+    },
+    {
+        "id": "probe-3",
+        "url": "https://example.org/probe-3",
+        "title": "Probe bridge",
+        "text": "The Probe bridge crosses the river in three spans of stone.",
+    },
 ]
 
 
@@ -86,11 +98,18 @@ def check_served_model(embedder: Embedder, model: str | None, revision: str | No
         return Check(name, SKIP, f"the embedder is {type(embedder).__name__}, not TEI", "--embedder tei")
     info = embedder.info
     seen = f"{info.model_id} at {info.model_sha or 'no revision'} (TEI {info.version or '?'})"
-    wrong = [what for what, want, got in (("model", model, info.model_id), ("revision", revision, info.model_sha))
-             if want and want != got]
+    wrong = [
+        what
+        for what, want, got in (("model", model, info.model_id), ("revision", revision, info.model_sha))
+        if want and want != got
+    ]
     if wrong:
-        return Check(name, FAIL, seen + f"; expected {model} at {revision}",
-                     "start TEI with the --model-id and --revision the run expects")
+        return Check(
+            name,
+            FAIL,
+            seen + f"; expected {model} at {revision}",
+            "start TEI with the --model-id and --revision the run expects",
+        )
     return Check(name, PASS, seen)
 
 
@@ -116,8 +135,13 @@ def check_token_budget(embedder: Embedder, settings: IngestSettings, rows: Seque
     limit = embedder.spec.max_tokens
     counted = embedder.count_tokens(["probe"])
     if counted is None:
-        return Check(name, FAIL, f"the server takes {limit} tokens, but chunks are budgeted by characters only: "
-                     "TEI would truncate the long ones", "pass the served model's tokenizer.json as --tei-tokenizer")
+        return Check(
+            name,
+            FAIL,
+            f"the server takes {limit} tokens, but chunks are budgeted by characters only: "
+            "TEI would truncate the long ones",
+            "pass the served model's tokenizer.json as --tei-tokenizer",
+        )
     chunker = Chunker(settings.chunking, max_tokens=limit, count_tokens=embedder.count_tokens)
     texts = [chunk.embed_text for row in rows for chunk in chunker.chunks(Article.from_row(row))]
     longest = max((n + 2 for n in embedder.count_tokens(texts)), default=0)  # + [CLS] and [SEP]
@@ -135,7 +159,7 @@ def check_throughput(embedder: Embedder, settings: IngestSettings, rows: Sequenc
     embedder.embed_passages(texts[:8])  # warm-up
     started = time.perf_counter()
     for start in range(0, len(texts), settings.window):
-        embedder.embed_passages(texts[start:start + settings.window])
+        embedder.embed_passages(texts[start : start + settings.window])
     seconds = time.perf_counter() - started
     rate = sum(len(t) for t in texts) / max(seconds, 1e-9)
     return Check(name, PASS, f"{rate:,.0f} characters/s ({len(texts):,} chunks in {seconds:.1f} s)"), rate
@@ -149,8 +173,12 @@ def check_qdrant_version(store: Store) -> Check:
         return Check(name, SKIP, "the embedded store (no server version to check)", "--qdrant-url")
     parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
     if parts < MIN_QDRANT:
-        return Check(name, FAIL, f"Qdrant {version}", f"upgrade Qdrant to {MIN_QDRANT[0]}.{MIN_QDRANT[1]} or later "
-                     "(collection metadata, RRF with k)")
+        return Check(
+            name,
+            FAIL,
+            f"Qdrant {version}",
+            f"upgrade Qdrant to {MIN_QDRANT[0]}.{MIN_QDRANT[1]} or later (collection metadata, RRF with k)",
+        )
     return Check(name, PASS, f"Qdrant {version}: collection metadata, weighted RRF, groups, sparse IDF")
 
 
@@ -164,8 +192,12 @@ def strict(store: Store) -> bool:
         return False
     from qdrant_client import models
 
-    client.update_collection(store.collection, strict_mode_config=models.StrictModeConfig(
-        enabled=True, unindexed_filtering_retrieve=False, unindexed_filtering_update=False))
+    client.update_collection(
+        store.collection,
+        strict_mode_config=models.StrictModeConfig(
+            enabled=True, unindexed_filtering_retrieve=False, unindexed_filtering_update=False
+        ),
+    )
     return True
 
 
@@ -173,8 +205,9 @@ def scratch_name() -> str:
     return f"preflight-{secrets.token_hex(4)}"
 
 
-def check_collection_roundtrip(store: Store, embedder: Embedder, settings: IngestSettings,
-                               rows: Sequence[dict]) -> Check:
+def check_collection_roundtrip(
+    store: Store, embedder: Embedder, settings: IngestSettings, rows: Sequence[dict]
+) -> Check:
     """Create (as the load does, strict mode on), upsert, delete by filter (as the
     reindex does), index, alias, search (hybrid, filtered, capped per article), drop."""
     name = "collection round trip"
@@ -199,26 +232,46 @@ def check_collection_roundtrip(store: Store, embedder: Embedder, settings: Inges
         store.point_alias(alias, scratch.collection, replace_alias=False)
         led = store.resolve(alias).collection
         query = embedder.embed_queries([first.title])[0]
-        hits = scratch.search(query, limit=3, sparse=lexical.query_vector(first.title, spec.sparse)
-                              if spec.sparse else None, where=PayloadFilter(article_ids=(first.id,)), group_size=2)
+        hits = scratch.search(
+            query,
+            limit=3,
+            sparse=lexical.query_vector(first.title, spec.sparse) if spec.sparse else None,
+            where=PayloadFilter(article_ids=(first.id,)),
+            group_size=2,
+        )
         store.delete_alias(alias)
     finally:
         if scratch.exists():
             scratch.drop()
     dropped = not scratch.exists() and store.resolve(alias).collection is None
-    detail = (f"{len(pairs)} points written to {scratch.collection}" + (" in strict mode" if enforced else "")
-              + f"; deleted by filter: {stale} stale chunks, {gone} points of other articles; {left} left; "
-              f"{'indexed' if indexed else 'NOT indexed within 120 s'}; alias "
-              f"{'moved' if led == scratch.collection else 'did not move'}; a filtered hybrid query found "
-              f"{len(hits)}; dropped")
-    if (not hits or hits[0].payload.get("id") != first.id or led != scratch.collection or not dropped
-            or left != kept or not indexed):
+    detail = (
+        f"{len(pairs)} points written to {scratch.collection}"
+        + (" in strict mode" if enforced else "")
+        + f"; deleted by filter: {stale} stale chunks, {gone} points of other articles; {left} left; "
+        f"{'indexed' if indexed else 'NOT indexed within 120 s'}; alias "
+        f"{'moved' if led == scratch.collection else 'did not move'}; a filtered hybrid query found "
+        f"{len(hits)}; dropped"
+    )
+    if (
+        not hits
+        or hits[0].payload.get("id") != first.id
+        or led != scratch.collection
+        or not dropped
+        or left != kept
+        or not indexed
+    ):
         return Check(name, FAIL, detail, "see the store's log: the server refused part of the run's work")
     return Check(name, PASS, detail)
 
 
-def check_qdrant_rate(store: Store, settings: IngestSettings, embedder: Embedder, rows: Sequence[dict],
-                      seconds: float, writers: int = QDRANT_WRITERS) -> tuple[Check, float | None]:
+def check_qdrant_rate(
+    store: Store,
+    settings: IngestSettings,
+    embedder: Embedder,
+    rows: Sequence[dict],
+    seconds: float,
+    writers: int = QDRANT_WRITERS,
+) -> tuple[Check, float | None]:
     """Points/s Qdrant takes from `writers` parallel writers, in batches like a shard's,
     for `seconds`, into a throw-away collection created as the load's are."""
     name = "Qdrant write rate"
@@ -293,9 +346,16 @@ def _measured(results: list, name: str, run: Callable[[], tuple[Check, float | N
     return value[0] if value else None
 
 
-def run_preflight(settings: IngestSettings, rows: Sequence[dict], *, expect_model: str | None = None,
-                  expect_revision: str | None = None, gpus: int = 100, qdrant_seconds: float = 10.0,
-                  extra: Sequence[tuple[str, Callable[[], Check]]] = ()) -> Preflight:
+def run_preflight(
+    settings: IngestSettings,
+    rows: Sequence[dict],
+    *,
+    expect_model: str | None = None,
+    expect_revision: str | None = None,
+    gpus: int = 100,
+    qdrant_seconds: float = 10.0,
+    extra: Sequence[tuple[str, Callable[[], Check]]] = (),
+) -> Preflight:
     """Every check, in the order a full run meets them, on `rows` (the corpus's first
     articles); `extra`: (name, check) pairs the caller adds (the Modal form's)."""
     rows = list(rows) or PROBE_ROWS
@@ -304,26 +364,31 @@ def run_preflight(settings: IngestSettings, rows: Sequence[dict], *, expect_mode
     checks += [checked(name, check) for name, check in extra]
     embedder = make_embedder(settings.embedder)
     try:
-        checks.append(checked("TEI serves the pinned model",
-                              lambda: check_served_model(embedder, expect_model, expect_revision)))
+        checks.append(
+            checked("TEI serves the pinned model", lambda: check_served_model(embedder, expect_model, expect_revision))
+        )
         checks.append(checked("JSON and base64 routes agree", lambda: check_wire_formats(embedder, settings)))
         checks.append(checked("chunks fit the token limit", lambda: check_token_budget(embedder, settings, rows)))
         store = open_store(settings.store)
         try:
             checks.append(checked("Qdrant supports the run", lambda: check_qdrant_version(store)))
-            checks.append(checked("collection round trip",
-                                  lambda: check_collection_roundtrip(store, embedder, settings, rows)))
-            result.points_per_s = _measured(checks, "Qdrant write rate", lambda: check_qdrant_rate(
-                store, settings, embedder, rows, qdrant_seconds))
+            checks.append(
+                checked("collection round trip", lambda: check_collection_roundtrip(store, embedder, settings, rows))
+            )
+            result.points_per_s = _measured(
+                checks, "Qdrant write rate", lambda: check_qdrant_rate(store, settings, embedder, rows, qdrant_seconds)
+            )
         finally:
             store.close()
-        result.chars_per_s = _measured(checks, "embedder throughput",
-                                       lambda: check_throughput(embedder, settings, rows))
+        result.chars_per_s = _measured(
+            checks, "embedder throughput", lambda: check_throughput(embedder, settings, rows)
+        )
     finally:
         embedder.close()
     if result.chars_per_s:
-        result.projection = project(gpus, Assumptions(gpu_chars_per_s=result.chars_per_s,
-                                                      chunk_chars=settings.chunking.max_chars))
+        result.projection = project(
+            gpus, Assumptions(gpu_chars_per_s=result.chars_per_s, chunk_chars=settings.chunking.max_chars)
+        )
     return result
 
 
@@ -333,19 +398,28 @@ def report(result: Preflight) -> str:
     failed = sum(c.status == FAIL for c in checks)
     skipped = [c.name for c in checks if c.status == SKIP]
     lines = [c.line() for c in checks]
-    lines.append(f"{len(checks) - failed - len(skipped)} of {len(checks)} checks passed; {failed} failed, "
-                 f"{len(skipped)} skipped (a skipped check is not a passed one)")
+    lines.append(
+        f"{len(checks) - failed - len(skipped)} of {len(checks)} checks passed; {failed} failed, "
+        f"{len(skipped)} skipped (a skipped check is not a passed one)"
+    )
     p = result.projection
     if p is not None:
-        lines.append(f"the full corpus on {p.gpus} such GPUs at {p.chars_per_gpu:,.0f} characters/s each: load "
-                     f"{_hours(p.wall_seconds)}, index {_hours(p.index_seconds)}, switch {_hours(p.switch_seconds)}; "
-                     f"searchable after {_hours(p.searchable_seconds)}; {p.gpu_hours:,.1f} GPU-hours, "
-                     f"${p.cost:,.2f} ({p.bound}-bound)")
+        lines.append(
+            f"the full corpus on {p.gpus} such GPUs at {p.chars_per_gpu:,.0f} characters/s each: load "
+            f"{_hours(p.wall_seconds)}, index {_hours(p.index_seconds)}, switch {_hours(p.switch_seconds)}; "
+            f"searchable after {_hours(p.searchable_seconds)}; {p.gpu_hours:,.1f} GPU-hours, "
+            f"${p.cost:,.2f} ({p.bound}-bound)"
+        )
         if result.points_per_s is not None:
-            lines.append(f"Qdrant must take {p.points_per_s:,.0f} points/s at that pace; {QDRANT_WRITERS} writers "
-                         f"got {result.points_per_s:,.0f} points/s here"
-                         + (" (fewer than needed: more nodes or shards, or fewer GPUs)"
-                            if result.points_per_s < p.points_per_s else ""))
+            lines.append(
+                f"Qdrant must take {p.points_per_s:,.0f} points/s at that pace; {QDRANT_WRITERS} writers "
+                f"got {result.points_per_s:,.0f} points/s here"
+                + (
+                    " (fewer than needed: more nodes or shards, or fewer GPUs)"
+                    if result.points_per_s < p.points_per_s
+                    else ""
+                )
+            )
     verdict = "GO" if result.go else f"NO-GO: {failed} check{'s' if failed != 1 else ''} failed"
     if result.go and skipped:
         verdict += f" ({len(skipped)} not checked: {', '.join(skipped)})"

@@ -34,8 +34,9 @@ def _eta(elapsed: float, articles: int, chunks: int, written: int, total: int | 
 class Progress:
     """Redraws one line on a terminal; prints a line every `log_every` seconds otherwise."""
 
-    def __init__(self, total: int | None, *, enabled: bool = True, stream: TextIO | None = None,
-                 log_every: float = 10.0) -> None:
+    def __init__(
+        self, total: int | None, *, enabled: bool = True, stream: TextIO | None = None, log_every: float = 10.0
+    ) -> None:
         self.total = total
         self.enabled = enabled
         self.stream = stream or sys.stderr  # looked up now: stderr may have been replaced since import
@@ -75,8 +76,12 @@ class Progress:
         if (elapsed := self._due(force)) is None:
             return
         done = f"{articles:,}" + (f"/{self.total:,}" if self.total else "")
-        parts = [f"articles {done} at {articles / elapsed:,.0f}/s", f"chunks {chunks:,}", f"written {written:,}",
-                 _duration(elapsed)]
+        parts = [
+            f"articles {done} at {articles / elapsed:,.0f}/s",
+            f"chunks {chunks:,}",
+            f"written {written:,}",
+            _duration(elapsed),
+        ]
         eta = _eta(elapsed, articles, chunks, written, self.total)
         if eta is not None:
             parts.append(f"ETA {_duration(eta)}")
@@ -86,8 +91,10 @@ class Progress:
         """One count of `unit` (a copy's points, say) out of `total`."""
         if (elapsed := self._due(force)) is None:
             return
-        parts = [f"{unit} {done:,}" + (f"/{self.total:,}" if self.total else "") + f" at {done / elapsed:,.0f}/s",
-                 _duration(elapsed)]
+        parts = [
+            f"{unit} {done:,}" + (f"/{self.total:,}" if self.total else "") + f" at {done / elapsed:,.0f}/s",
+            _duration(elapsed),
+        ]
         if self.total and done:
             parts.append(f"ETA {_duration(elapsed * (self.total - done) / done)}")
         self._emit(parts)

@@ -91,7 +91,12 @@ def sample_rows(path: Path | None = None) -> list[dict[str, str]]:
     for key, record in records.items():
         title = record.get("title") or key
         rows.append(
-            {"id": content_hash(title), "url": wikipedia_url(title), "title": title, "text": record.get("extract") or ""}
+            {
+                "id": content_hash(title),
+                "url": wikipedia_url(title),
+                "title": title,
+                "text": record.get("extract") or "",
+            }
         )
     return rows
 
@@ -175,8 +180,10 @@ class _JsonLines:
                         yield BadRow(f"{path}, line {number}: not a JSON object ({exc}): fix or remove that line")
                         continue
                     if not isinstance(row, dict):
-                        yield BadRow(f"{path}, line {number}: a JSON {type(row).__name__}, not an object with "
-                                     "the columns " + ", ".join(ARTICLE_FIELDS))
+                        yield BadRow(
+                            f"{path}, line {number}: a JSON {type(row).__name__}, not an object with "
+                            "the columns " + ", ".join(ARTICLE_FIELDS)
+                        )
                         continue
                     yield row
 
@@ -208,9 +215,11 @@ def _open_local(path: Path) -> list[tuple[str, Any]]:
     """(name, dataset) parts of a local file or folder."""
     try:
         if path.is_dir():
-            if (path / "dataset_info.json").exists() or (path / "state.json").exists() or (
-                path / "dataset_dict.json"
-            ).exists():
+            if (
+                (path / "dataset_info.json").exists()
+                or (path / "state.json").exists()
+                or (path / "dataset_dict.json").exists()
+            ):
                 datasets = _datasets()
                 loaded = datasets.load_from_disk(str(path))
                 if isinstance(loaded, datasets.DatasetDict):
@@ -239,7 +248,8 @@ def _open_folder(path: Path) -> list[tuple[str, Any]]:
         raise SourceError(
             f"folder {path} also holds files this tool does not read ({shown}): their articles would be "
             "left out, and a reindex would delete them from the index. Move them out of the folder, or "
-            "convert them to .parquet or .jsonl")
+            "convert them to .parquet or .jsonl"
+        )
     if not files:
         raise SourceError(f"folder {path} holds no parquet or JSON-lines files and no saved dataset")
     parts = []

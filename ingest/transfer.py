@@ -28,8 +28,8 @@ from typing import Sequence
 from ingest import lexical
 from ingest.chunking import embed_text
 from ingest.crashpoints import crashpoint
-from ingest.errors import SettingsError, StoreError
 from ingest.edge import Edge, run_command
+from ingest.errors import SettingsError, StoreError
 from ingest.logs import setup_logging
 from ingest.progress import Progress
 from ingest.settings import STORE, StoreSettings, add_flags, from_args
@@ -56,8 +56,10 @@ class CopyReport:
     def line(self) -> str:
         upgraded = ", lexical vectors remade with Qdrant's standard BM25" if self.lexical_upgraded else ""
         manifest = f", manifest of {self.articles:,} articles" if self.articles else ", no manifest"
-        return (f"copied {self.name} ({self.source} -> {self.target}): {self.points:,} points{manifest}"
-                f"{upgraded} in {self.seconds:.1f} s")
+        return (
+            f"copied {self.name} ({self.source} -> {self.target}): {self.points:,} points{manifest}"
+            f"{upgraded} in {self.seconds:.1f} s"
+        )
 
 
 def target_spec(spec: CollectionSpec) -> CollectionSpec:
@@ -67,9 +69,18 @@ def target_spec(spec: CollectionSpec) -> CollectionSpec:
     return spec
 
 
-def copy_collection(source: Store, target: Store, name: str, *, source_settings: StoreSettings,
-                    target_settings: StoreSettings, progress: bool = True, wanted: CollectionSpec | None = None,
-                    into: str | None = None, move_alias: bool = True) -> CopyReport:
+def copy_collection(
+    source: Store,
+    target: Store,
+    name: str,
+    *,
+    source_settings: StoreSettings,
+    target_settings: StoreSettings,
+    progress: bool = True,
+    wanted: CollectionSpec | None = None,
+    into: str | None = None,
+    move_alias: bool = True,
+) -> CopyReport:
     """Copy what `name` leads to in `source` into `target` (see the module docstring).
     `wanted`: the build record to write (default: the source's, `target_spec`), into
     the physical collection `into` (default: the name that record gives it);
@@ -81,14 +92,19 @@ def copy_collection(source: Store, target: Store, name: str, *, source_settings:
     reader = source.at(resolved.collection)
     spec = reader.read_spec()
     if spec is None:
-        raise StoreError(f"collection {resolved.collection!r} at {source.location} was not built by this tool "
-                         "(no build record): nothing says how to search it")
+        raise StoreError(
+            f"collection {resolved.collection!r} at {source.location} was not built by this tool "
+            "(no build record): nothing says how to search it"
+        )
     wanted = wanted or target_spec(spec)
     upgraded = wanted != spec
     physical = into or resolved.collection
     if upgraded and into is None:
-        physical = physical_name(name, wanted) if physical == physical_name(name, spec) else \
-            f"{physical}-{wanted.fingerprint[:8]}"
+        physical = (
+            physical_name(name, wanted)
+            if physical == physical_name(name, spec)
+            else f"{physical}-{wanted.fingerprint[:8]}"
+        )
     writer = target.at(physical)
     writer.ensure_collection(wanted, bulk_load=True)
     title_prefix = bool(wanted.chunking.get("title_prefix", True))
@@ -96,9 +112,14 @@ def copy_collection(source: Store, target: Store, name: str, *, source_settings:
     shown = Progress(total, enabled=progress)
     copied = 0
     for points in reader.export_points():
-        texts = [lexical.passage_text(embed_text(str(p.payload.get("title", "")), str(p.payload.get("text", "")),
-                                                 title_prefix), str(p.payload.get("text", "")), wanted.sparse)
-                 for p in points]
+        texts = [
+            lexical.passage_text(
+                embed_text(str(p.payload.get("title", "")), str(p.payload.get("text", "")), title_prefix),
+                str(p.payload.get("text", "")),
+                wanted.sparse,
+            )
+            for p in points
+        ]
         writer.import_points(points, texts)
         copied += len(points)
         shown.tick(copied, "points")
@@ -107,27 +128,37 @@ def copy_collection(source: Store, target: Store, name: str, *, source_settings:
     shown.close()
     landed = writer.count()
     if landed != total:
-        raise StoreError(f"{physical!r} at {target.location} holds {landed:,} points after the copy, the source "
-                         f"{total:,}: run the copy again (it writes by id; nothing is lost)")
+        raise StoreError(
+            f"{physical!r} at {target.location} holds {landed:,} points after the copy, the source "
+            f"{total:,}: run the copy again (it writes by id; nothing is lost)"
+        )
     crashpoint("before-copy-manifest")
     articles = _copy_manifest(source_settings, resolved.collection, spec, target_settings, physical, wanted)
     writer.finish_bulk_load()
     crashpoint("before-copy-alias")
     if resolved.is_alias and move_alias:
         target.point_alias(name, physical, replace_alias=target.resolve(name).is_alias)
-    return CopyReport(name, resolved.collection, physical, landed, articles, upgraded,
-                      time.perf_counter() - started)
+    return CopyReport(name, resolved.collection, physical, landed, articles, upgraded, time.perf_counter() - started)
 
 
-def _copy_manifest(source_settings: StoreSettings, source_collection: str, source_spec: CollectionSpec,
-                   target_settings: StoreSettings, target_collection: str, target_spec: CollectionSpec) -> int:
+def _copy_manifest(
+    source_settings: StoreSettings,
+    source_collection: str,
+    source_spec: CollectionSpec,
+    target_settings: StoreSettings,
+    target_collection: str,
+    target_spec: CollectionSpec,
+) -> int:
     """The manifest's rows, under the target's collection and fingerprint; 0 if the
     source has none (the next run then checks the copy point by point)."""
     folder = state_dir(source_settings)
     path = folder / f"{source_collection}.sqlite" if folder is not None else None
     if path is None or not path.is_file():
-        log.warning("no manifest for %s at the source: the next run compares the copy with its source article "
-                    "by article (nothing is embedded again that is unchanged)", source_collection)
+        log.warning(
+            "no manifest for %s at the source: the next run compares the copy with its source article "
+            "by article (nothing is embedded again that is unchanged)",
+            source_collection,
+        )
         return 0
     with open_manifest(source_settings, source_collection, source_spec.fingerprint) as manifest:
         rows = list(manifest.rows())
@@ -150,8 +181,9 @@ def lexical_only(store: Store, target: Target, spec: CollectionSpec) -> Collecti
     return live
 
 
-def relexify(store: Store, target: Target, spec: CollectionSpec, settings: StoreSettings, *,
-             progress: bool = True) -> int:
+def relexify(
+    store: Store, target: Target, spec: CollectionSpec, settings: StoreSettings, *, progress: bool = True
+) -> int:
     """Seed a rebuild whose only change is the lexical settings (a new BM25 default,
     say) from the live collection: its points, dense vectors kept and lexical vectors
     made again from their text, and its manifest, so that the run embeds nothing
@@ -162,10 +194,23 @@ def relexify(store: Store, target: Target, spec: CollectionSpec, settings: Store
     with open_manifest(settings, target.collection, spec.fingerprint) as manifest:
         if manifest.count():
             return 0  # a rebuild under way (a seeding stopped before its manifest is begun again)
-    log.info("%s differs from %s only in its lexical settings: copying its points with new BM25 vectors, "
-             "nothing embedded again", target.collection, target.live)
-    report = copy_collection(store, store, target.name, source_settings=settings, target_settings=settings,
-                             progress=progress, wanted=spec, into=target.collection, move_alias=False)
+    log.info(
+        "%s differs from %s only in its lexical settings: copying its points with new BM25 vectors, "
+        "nothing embedded again",
+        target.collection,
+        target.live,
+    )
+    report = copy_collection(
+        store,
+        store,
+        target.name,
+        source_settings=settings,
+        target_settings=settings,
+        progress=progress,
+        wanted=spec,
+        into=target.collection,
+        move_alias=False,
+    )
     return report.points
 
 
@@ -174,8 +219,10 @@ def migrate_folder(path: str, *, progress: bool = True) -> list[CopyReport]:
     with their aliases and manifests; the local-mode files are deleted once each
     collection's points are all in the new engine."""
     if not is_legacy(path):
-        raise StoreError(f"{path} holds no store of an earlier version (no meta.json and collection/ from "
-                         "qdrant-client's local mode): nothing to migrate")
+        raise StoreError(
+            f"{path} holds no store of an earlier version (no meta.json and collection/ from "
+            "qdrant-client's local mode): nothing to migrate"
+        )
     settings = StoreSettings(qdrant_path=path)
     legacy = LegacyStore.open(path)
     target = EdgeStore.open(path, collection="")
@@ -184,8 +231,9 @@ def migrate_folder(path: str, *, progress: bool = True) -> list[CopyReport]:
         aliases = legacy.aliases()
         named = set(aliases.values())
         for name in sorted(aliases) + [c for c in legacy.collections() if c not in named]:
-            report = copy_collection(legacy, target, name, source_settings=settings, target_settings=settings,
-                                     progress=progress)
+            report = copy_collection(
+                legacy, target, name, source_settings=settings, target_settings=settings, progress=progress
+            )
             reports.append(report)
     finally:
         target.close()
@@ -197,22 +245,35 @@ def migrate_folder(path: str, *, progress: bool = True) -> list[CopyReport]:
     return reports
 
 
-def copy_between(source_settings: StoreSettings, target_settings: StoreSettings, *,
-                 progress: bool = True) -> CopyReport:
+def copy_between(
+    source_settings: StoreSettings, target_settings: StoreSettings, *, progress: bool = True
+) -> CopyReport:
     """`python -m ingest copy`: the collection `source_settings` names, into the target store."""
     if not source_settings.qdrant_url and is_legacy(source_settings.qdrant_path):
-        raise StoreError(f"{source_settings.qdrant_path} was written by an earlier version: run `python -m ingest "
-                         f"migrate --qdrant-path {source_settings.qdrant_path}` first, then copy")
-    if not source_settings.qdrant_url and not target_settings.qdrant_url and \
-            Path(source_settings.qdrant_path).resolve() == Path(target_settings.qdrant_path).resolve():
-        raise StoreError(f"the source and the target are the same folder ({source_settings.qdrant_path}): "
-                         "pass another --to-path")
+        raise StoreError(
+            f"{source_settings.qdrant_path} was written by an earlier version: run `python -m ingest "
+            f"migrate --qdrant-path {source_settings.qdrant_path}` first, then copy"
+        )
+    if (
+        not source_settings.qdrant_url
+        and not target_settings.qdrant_url
+        and Path(source_settings.qdrant_path).resolve() == Path(target_settings.qdrant_path).resolve()
+    ):
+        raise StoreError(
+            f"the source and the target are the same folder ({source_settings.qdrant_path}): pass another --to-path"
+        )
     source = open_store(source_settings)
     try:
         target = open_store(target_settings)
         try:
-            return copy_collection(source, target, source_settings.collection, source_settings=source_settings,
-                                   target_settings=target_settings, progress=progress)
+            return copy_collection(
+                source,
+                target,
+                source_settings.collection,
+                source_settings=source_settings,
+                target_settings=target_settings,
+                progress=progress,
+            )
         finally:
             target.close()
     finally:
@@ -229,15 +290,23 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 def copy_main(argv: Sequence[str] | None = None) -> int:
     """`python -m ingest copy`: exit 0 copied, 1 failed, 2 bad usage."""
-    parser = _parser("python -m ingest copy", "Copy a collection (what --collection leads to: points with their "
-                     "vectors and payloads, the build record, the alias and the manifest) from one store to "
-                     "another, embedding nothing. A stopped copy is run again.")
+    parser = _parser(
+        "python -m ingest copy",
+        "Copy a collection (what --collection leads to: points with their "
+        "vectors and payloads, the build record, the alias and the manifest) from one store to "
+        "another, embedding nothing. A stopped copy is run again.",
+    )
     for side, other in (("from", "source"), ("to", "target")):
         parser.add_argument(f"--{side}-path", help=f"the {other} folder (embedded store)")
-        parser.add_argument(f"--{side}-url", help=f"the {other} Qdrant server; its API key is read from "
-                            f"{'QDRANT_FROM_API_KEY' if side == 'from' else 'QDRANT_API_KEY'}")
-        parser.add_argument(f"--{side}-state-dir", help=f"the {other}'s manifests (default: beside a folder, "
-                            "./ingest_state for a server)")
+        parser.add_argument(
+            f"--{side}-url",
+            help=f"the {other} Qdrant server; its API key is read from "
+            f"{'QDRANT_FROM_API_KEY' if side == 'from' else 'QDRANT_API_KEY'}",
+        )
+        parser.add_argument(
+            f"--{side}-state-dir",
+            help=f"the {other}'s manifests (default: beside a folder, ./ingest_state for a server)",
+        )
     add_flags(parser, StoreSettings, (STORE,), only=("collection", "prefer_grpc"))
 
     def command(edge: Edge) -> int:
@@ -256,16 +325,23 @@ def _side(args: argparse.Namespace, side: str, key: str) -> StoreSettings:
     if bool(path) == bool(url):
         raise SettingsError(f"give one of --{side}-path and --{side}-url")
     env = {**os.environ, "QDRANT_API_KEY": os.environ.get(key, "")}  # each side's key from its own variable
-    return replace(from_args(StoreSettings, args, env), qdrant_path=path or StoreSettings().qdrant_path,
-                   qdrant_url=url, state_dir=getattr(args, f"{side}_state_dir"))
+    return replace(
+        from_args(StoreSettings, args, env),
+        qdrant_path=path or StoreSettings().qdrant_path,
+        qdrant_url=url,
+        state_dir=getattr(args, f"{side}_state_dir"),
+    )
 
 
 def migrate_main(argv: Sequence[str] | None = None) -> int:
     """`python -m ingest migrate`: exit 0 migrated, 1 failed."""
-    parser = _parser("python -m ingest migrate", "Move a store folder written by an earlier version "
-                     "(qdrant-client's local mode) into Qdrant Edge, in place: every collection with its "
-                     "vectors, aliases and manifest, embedding nothing; the old files are deleted once every "
-                     "point is in the new engine. Lexical vectors are remade with Qdrant's standard BM25.")
+    parser = _parser(
+        "python -m ingest migrate",
+        "Move a store folder written by an earlier version "
+        "(qdrant-client's local mode) into Qdrant Edge, in place: every collection with its "
+        "vectors, aliases and manifest, embedding nothing; the old files are deleted once every "
+        "point is in the new engine. Lexical vectors are remade with Qdrant's standard BM25.",
+    )
     add_flags(parser, StoreSettings, (STORE,), only=("qdrant_path",))
 
     def command(edge: Edge) -> int:

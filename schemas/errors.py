@@ -1,7 +1,7 @@
 """Errors raised when data breaks a contract.
 
-    SchemaError
-    └── ValidationError   a record field is missing or has the wrong type/value
+SchemaError
+└── ValidationError   a record field is missing or has the wrong type/value
 """
 
 from __future__ import annotations

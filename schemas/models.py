@@ -34,7 +34,7 @@ class ModelSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ModelSpec":
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelSpec:
         for key in ("name", "dimension", "max_tokens"):
             if key not in data:
                 raise ValidationError("model spec", key, "is missing")
@@ -47,15 +47,9 @@ KNOWN_MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
         ModelSpec("sentence-transformers/all-MiniLM-L6-v2", 384, 256, pooling="mean"),
-        ModelSpec(
-            "BAAI/bge-small-en-v1.5", 384, 512, pooling="cls", query_instruction=BGE_QUERY_INSTRUCTION
-        ),
-        ModelSpec(
-            "BAAI/bge-base-en-v1.5", 768, 512, pooling="cls", query_instruction=BGE_QUERY_INSTRUCTION
-        ),
-        ModelSpec(
-            "BAAI/bge-large-en-v1.5", 1024, 512, pooling="cls", query_instruction=BGE_QUERY_INSTRUCTION
-        ),
+        ModelSpec("BAAI/bge-small-en-v1.5", 384, 512, pooling="cls", query_instruction=BGE_QUERY_INSTRUCTION),
+        ModelSpec("BAAI/bge-base-en-v1.5", 768, 512, pooling="cls", query_instruction=BGE_QUERY_INSTRUCTION),
+        ModelSpec("BAAI/bge-large-en-v1.5", 1024, 512, pooling="cls", query_instruction=BGE_QUERY_INSTRUCTION),
     )
 }
 
@@ -89,7 +83,7 @@ class SparseSpec:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "SparseSpec":
+    def from_dict(cls, data: Mapping[str, Any]) -> SparseSpec:
         known = {f for f in cls.__slots__}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -131,7 +125,7 @@ class CollectionSpec:
         }
 
     @classmethod
-    def from_metadata(cls, metadata: Mapping[str, Any] | None) -> "CollectionSpec | None":
+    def from_metadata(cls, metadata: Mapping[str, Any] | None) -> CollectionSpec | None:
         """The spec recorded in a collection's metadata, or None for a collection
         this project did not create."""
         if not metadata or "embedding_model" not in metadata:

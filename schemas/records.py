@@ -54,7 +54,7 @@ class Article:
     text: str
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any], *, position: int | None = None) -> "Article":
+    def from_row(cls, row: Mapping[str, Any], *, position: int | None = None) -> Article:
         """Validate a source row; errors name the field and the article."""
         raw_id = row.get("id")
         label = f"article {raw_id!r}" if raw_id not in (None, "") else f"row {position}"
@@ -116,7 +116,7 @@ class PointPayload:
     article_hash: str
 
     @classmethod
-    def build(cls, article: Article, chunk: Chunk) -> "PointPayload":
+    def build(cls, article: Article, chunk: Chunk) -> PointPayload:
         return cls(
             id=article.id,
             url=article.url,
@@ -133,7 +133,7 @@ class PointPayload:
         return {name: getattr(self, name) for name in self.__slots__}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, point: str = "?") -> "PointPayload":
+    def from_dict(cls, data: Mapping[str, Any], *, point: str = "?") -> PointPayload:
         missing = [name for name in cls.__slots__ if name not in data]
         if missing:
             raise ValidationError(f"point {point}", missing[0], "is missing from the payload")

@@ -5,5 +5,14 @@ on the command line (and `python -m search serve` over HTTP)."""
 from search.api import Hit, Searcher, SearchError, SearchOptions, SearchUsageError, search
 from search.context import Citation, Context, build_context
 
-__all__ = ["Citation", "Context", "Hit", "SearchError", "SearchOptions", "SearchUsageError", "Searcher",
-           "build_context", "search"]
+__all__ = [
+    "Citation",
+    "Context",
+    "Hit",
+    "SearchError",
+    "SearchOptions",
+    "SearchUsageError",
+    "Searcher",
+    "build_context",
+    "search",
+]

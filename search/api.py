@@ -38,8 +38,16 @@ from search.query import Hit, SearchOptions
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CONTEXT_K", "Hit", "SearchError", "SearchOptions", "SearchUsageError", "Searcher", "check_embedder",
-           "search"]
+__all__ = [
+    "CONTEXT_K",
+    "Hit",
+    "SearchError",
+    "SearchOptions",
+    "SearchUsageError",
+    "Searcher",
+    "check_embedder",
+    "search",
+]
 
 CONTEXT_K = 8  # hits a context block is built from, unless asked otherwise
 
@@ -47,9 +55,17 @@ CONTEXT_K = 8  # hits a context block is built from, unless asked otherwise
 class Searcher:
     """A store and the embedder its collection was built with, opened once for many queries."""
 
-    def __init__(self, store: Store, embedder: Embedder, spec: CollectionSpec, *, name: str | None = None,
-                 refresh_seconds: float = 60.0, embedder_for: Callable[[CollectionSpec], Embedder] | None = None,
-                 owns_store: bool = True) -> None:
+    def __init__(
+        self,
+        store: Store,
+        embedder: Embedder,
+        spec: CollectionSpec,
+        *,
+        name: str | None = None,
+        refresh_seconds: float = 60.0,
+        embedder_for: Callable[[CollectionSpec], Embedder] | None = None,
+        owns_store: bool = True,
+    ) -> None:
         self.store, self.embedder, self.spec = store, embedder, spec
         self.name = name or store.collection  # what the user asked for: an alias, usually
         self.refresh_seconds = refresh_seconds
@@ -67,7 +83,7 @@ class Searcher:
         embedder: Embedder | None = None,
         store: Store | None = None,
         refresh_seconds: float = 60.0,
-    ) -> "Searcher":
+    ) -> Searcher:
         """Open the collection `store_settings.collection` leads to. `store` (a
         connection, whatever collection it is bound to) is shared and left open when
         given. An embedded store's folder is held by one process; its stores there share it."""
@@ -92,9 +108,11 @@ class Searcher:
                 )
             embedder_for = None
             if embedder is None:
+
                 def embedder_for(spec: CollectionSpec) -> Embedder:
-                    return make_embedder(embedder_settings, model=spec.model.name,
-                                         query_instruction=spec.model.query_instruction)
+                    return make_embedder(
+                        embedder_settings, model=spec.model.name, query_instruction=spec.model.query_instruction
+                    )
 
                 embedder = embedder_for(spec)
             check_embedder(spec, embedder, name)
@@ -102,8 +120,15 @@ class Searcher:
             if owns_store:
                 store.close()
             raise
-        searcher = cls(store.at(collection), embedder, spec, name=name,
-                       refresh_seconds=refresh_seconds, embedder_for=embedder_for, owns_store=owns_store)
+        searcher = cls(
+            store.at(collection),
+            embedder,
+            spec,
+            name=name,
+            refresh_seconds=refresh_seconds,
+            embedder_for=embedder_for,
+            owns_store=owns_store,
+        )
         searcher.store.warm()  # what the first hybrid query would otherwise wait for
         return searcher
 
@@ -136,13 +161,21 @@ class Searcher:
             hits = self._with_neighbours(hits, options.neighbours)
         return hits
 
-    def context(self, query: str, options: SearchOptions | None = None, *, max_chars: int | None = None,
-                max_tokens: int | None = None, **changes: Any) -> Context:
+    def context(
+        self,
+        query: str,
+        options: SearchOptions | None = None,
+        *,
+        max_chars: int | None = None,
+        max_tokens: int | None = None,
+        **changes: Any,
+    ) -> Context:
         """The numbered RAG context block for `query` (`search.context.build_context`)
         from `search(query, options, **changes)`'s hits, CONTEXT_K of them unless
         `k` is given. A token budget is counted with the embedding model's
         tokenizer, a fair proxy for most LLMs' (pass your own counter to
         `build_context` otherwise)."""
+
         def count_tokens(text: str) -> int:
             counted = self.embedder.count_tokens([text])
             return counted[0] if counted else -(-len(text) // 4)  # no tokenizer: about 4 characters a token
@@ -150,8 +183,12 @@ class Searcher:
         if options is None:
             changes.setdefault("k", CONTEXT_K)
         hits = self.search(query, options, **changes)
-        return build_context(hits, max_chars=max_chars, max_tokens=max_tokens,
-                             count_tokens=count_tokens if max_tokens is not None else None)
+        return build_context(
+            hits,
+            max_chars=max_chars,
+            max_tokens=max_tokens,
+            count_tokens=count_tokens if max_tokens is not None else None,
+        )
 
     def _mode(self, options: SearchOptions) -> str:
         """The mode to search with: the one asked for, or the collection's default."""
@@ -159,7 +196,8 @@ class Searcher:
         if mode == "hybrid" and self.spec.sparse is None:
             raise SearchUsageError(
                 f"collection {self.name!r} has no sparse vectors, so no hybrid search: use mode 'dense', or "
-                "rebuild it with `python -m ingest --sparse bm25`")
+                "rebuild it with `python -m ingest --sparse bm25`"
+            )
         return mode
 
     def _search(self, query: str, options: SearchOptions, mode: str) -> list[Hit]:
@@ -169,15 +207,33 @@ class Searcher:
         sparse = lexical.query_vector(query, spec.sparse) if mode == "hybrid" else None
         # A threshold drops fused hits after the fact: fetch more, so k can still be met.
         limit = k if score_threshold is None or mode == "dense" else 2 * k + 10
-        found = store.search(dense, sparse=sparse, limit=limit, where=article_filter(options),
-                             score_threshold=score_threshold, group_size=options.max_per_article)
+        found = store.search(
+            dense,
+            sparse=sparse,
+            limit=limit,
+            where=article_filter(options),
+            score_threshold=score_threshold,
+            group_size=options.max_per_article,
+        )
         hits = [hit for hit in found if score_threshold is None or hit.similarity >= score_threshold][:k]
         out = []
         for rank, hit in enumerate(hits, start=1):
             payload = self._payload(hit.id, hit.payload)
-            out.append(Hit(rank=rank, score=hit.score, similarity=hit.similarity, article_id=payload.id,
-                           title=payload.title, url=payload.url, text=payload.text, chunk_index=payload.chunk_index,
-                           start=payload.start, end=payload.end, point_id=hit.id))
+            out.append(
+                Hit(
+                    rank=rank,
+                    score=hit.score,
+                    similarity=hit.similarity,
+                    article_id=payload.id,
+                    title=payload.title,
+                    url=payload.url,
+                    text=payload.text,
+                    chunk_index=payload.chunk_index,
+                    start=payload.start,
+                    end=payload.end,
+                    point_id=hit.id,
+                )
+            )
         return out
 
     def _payload(self, point: str, payload: Mapping[str, Any]) -> PointPayload:
@@ -185,8 +241,10 @@ class Searcher:
         try:
             return PointPayload.from_dict(payload, point=point)
         except SchemaError as exc:
-            raise StoreError(f"collection {self.store.collection!r} holds a point this search cannot read ({exc}): "
-                             "rebuild it with `python -m ingest`") from exc
+            raise StoreError(
+                f"collection {self.store.collection!r} holds a point this search cannot read ({exc}): "
+                "rebuild it with `python -m ingest`"
+            ) from exc
 
     def _with_neighbours(self, hits: list[Hit], neighbours: int) -> list[Hit]:
         """Each hit with the text of up to `neighbours` chunks either side of it
@@ -198,13 +256,16 @@ class Searcher:
         }
         chunks = {
             wanted[pid]: self._payload(pid, payload)
-            for pid, payload in self.store.payloads(list(wanted)).items() if pid in wanted
+            for pid, payload in self.store.payloads(list(wanted)).items()
+            if pid in wanted
         }
         out = []
         for hit in hits:
-            around = [(chunk.chunk_index, chunk.start, chunk.end, chunk.text)
-                      for index in range(hit.chunk_index - neighbours, hit.chunk_index + neighbours + 1)
-                      if (chunk := chunks.get((hit.article_id, index))) is not None]
+            around = [
+                (chunk.chunk_index, chunk.start, chunk.end, chunk.text)
+                for index in range(hit.chunk_index - neighbours, hit.chunk_index + neighbours + 1)
+                if (chunk := chunks.get((hit.article_id, index))) is not None
+            ]
             if not around:
                 around = [(hit.chunk_index, hit.start, hit.end, hit.text)]
             (passage, *rest) = merge_passages((start, end, text) for _, start, end, text in around)
@@ -213,10 +274,17 @@ class Searcher:
                 if other.start <= hit.start < other.end:
                     passage = other
             inside = [index for index, start, end, _ in around if passage.start <= start and end <= passage.end]
-            out.append(hit.model_copy(update=dict(
-                context=passage.text, context_first=min(inside, default=hit.chunk_index),
-                context_last=max(inside, default=hit.chunk_index), context_start=passage.start,
-                context_end=passage.end)))
+            out.append(
+                hit.model_copy(
+                    update=dict(
+                        context=passage.text,
+                        context_first=min(inside, default=hit.chunk_index),
+                        context_last=max(inside, default=hit.chunk_index),
+                        context_start=passage.start,
+                        context_end=passage.end,
+                    )
+                )
+            )
         return out
 
     def follow_alias(self, *, force: bool = False) -> None:
@@ -257,7 +325,7 @@ class Searcher:
         if self._owns_store:
             self.store.close()
 
-    def __enter__(self) -> "Searcher":
+    def __enter__(self) -> Searcher:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -282,13 +350,22 @@ def check_embedder(spec: CollectionSpec, embedder: Embedder, collection: str) ->
 def article_filter(options: SearchOptions) -> PayloadFilter | None:
     """The store's filter for the articles `options` restrict the search to (each
     list given must hold; ids, titles and urls are indexed fields on a server)."""
-    parts = {name: tuple(values) for name in ("article_ids", "titles", "urls")
-             if (values := getattr(options, name)) is not None}
+    parts = {
+        name: tuple(values)
+        for name in ("article_ids", "titles", "urls")
+        if (values := getattr(options, name)) is not None
+    }
     return PayloadFilter(**parts) if parts else None
 
 
-def search(query: str, options: SearchOptions | None = None, *, store_settings: StoreSettings | None = None,
-           embedder_settings: EmbedderSettings | None = None, **changes: Any) -> list[Hit]:
+def search(
+    query: str,
+    options: SearchOptions | None = None,
+    *,
+    store_settings: StoreSettings | None = None,
+    embedder_settings: EmbedderSettings | None = None,
+    **changes: Any,
+) -> list[Hit]:
     """One-shot search of the collection `store_settings` name, with the embedder
     `embedder_settings` describe (by default: ./qdrant_data, "wikipedia", the local
     model); open a `Searcher` to run many queries. `options` and `changes`: as

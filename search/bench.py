@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ingest.errors import SettingsError
+from search.command import add_searcher_args, searcher_command
 from search.evaluation.metrics import percentile
 from search.evaluation.questions import SAMPLE_QUESTIONS, Question, load_questions
-from search.command import add_searcher_args, searcher_command
 
 PROG = "python -m search bench"
 K = 10  # hits per search
@@ -34,8 +34,9 @@ def options(searcher: Any, question: Question, others: Sequence[str]) -> dict[st
     calls: dict[str, Callable[[], Any]] = {}
     for mode in modes:
         calls[f"{mode}"] = lambda mode=mode: searcher.search(q, k=K, mode=mode)
-        calls[f"{mode}, title filter (4 articles)"] = lambda mode=mode: searcher.search(q, k=K, mode=mode,
-                                                                                         titles=titles)
+        calls[f"{mode}, title filter (4 articles)"] = lambda mode=mode: searcher.search(
+            q, k=K, mode=mode, titles=titles
+        )
         calls[f"{mode}, max_per_article=1"] = lambda mode=mode: searcher.search(q, k=K, mode=mode, max_per_article=1)
     calls[f"{modes[0]}, neighbours=1"] = lambda: searcher.search(q, k=K, neighbours=1)
     calls[f"{modes[0]}, score_threshold=0.3"] = lambda: searcher.search(q, k=K, score_threshold=0.3)
@@ -43,8 +44,9 @@ def options(searcher: Any, question: Question, others: Sequence[str]) -> dict[st
     return calls
 
 
-def run(searcher: Any, questions: Sequence[Question], clock: Callable[[], float] = time.perf_counter
-        ) -> dict[str, list[float]]:
+def run(
+    searcher: Any, questions: Sequence[Question], clock: Callable[[], float] = time.perf_counter
+) -> dict[str, list[float]]:
     seconds: dict[str, list[float]] = {}
     titles = sorted({q.title for q in questions})
     for number, question in enumerate(questions):
@@ -60,17 +62,24 @@ def format_report(seconds: dict[str, list[float]]) -> str:
     width = max(len(name) for name in seconds)
     lines = [f"{'option':<{width}}  {'median':>9}  {'p95':>9}  queries"]
     for name, values in seconds.items():
-        lines.append(f"{name:<{width}}  {percentile(values, 50) * 1000:>6.1f} ms  "
-                     f"{percentile(values, 95) * 1000:>6.1f} ms  {len(values):>7}")
+        lines.append(
+            f"{name:<{width}}  {percentile(values, 50) * 1000:>6.1f} ms  "
+            f"{percentile(values, 95) * 1000:>6.1f} ms  {len(values):>7}"
+        )
     lines.append(f"(k={K}, embedding included, each question asked with every option in turn)")
     return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--questions", type=Path, default=SAMPLE_QUESTIONS,
-                        help="JSON-lines question file (default: the set for the bundled sample)")
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--questions",
+        type=Path,
+        default=SAMPLE_QUESTIONS,
+        help="JSON-lines question file (default: the set for the bundled sample)",
+    )
     parser.add_argument("--queries", type=int, default=100, help="ask the first N questions (default %(default)s)")
     add_searcher_args(parser)
     return parser

@@ -38,9 +38,9 @@ import sys
 import textwrap
 from typing import Sequence
 
-from ingest.errors import SettingsError
 from ingest.edge import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Edge, run_command
 from ingest.edge import console as edge_console
+from ingest.errors import SettingsError
 from ingest.logs import setup_logging
 from ingest.settings import SERVE, ServeSettings, add_flags, embedder_settings, from_args, store_settings
 from search import bench, evaluation
@@ -60,8 +60,11 @@ def _whole_number(low: int, high: int | None = None):
         except ValueError:
             raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
         if value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}" if high is None else
-                                             f"must be between {low} and {high}, got {value}")
+            raise argparse.ArgumentTypeError(
+                f"must be at least {low}, got {value}"
+                if high is None
+                else f"must be between {low} and {high}, got {value}"
+            )
         return value
 
     return parse
@@ -82,42 +85,90 @@ def _number(low: float, high: float):
 
 def _query(raw: str) -> str:
     if not raw.strip():
-        raise argparse.ArgumentTypeError("is empty: say what to look for, e.g. \"who painted the Mona Lisa\"")
+        raise argparse.ArgumentTypeError('is empty: say what to look for, e.g. "who painted the Mona Lisa"')
     return raw
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The query's flags. Those of the search options (`search.query.SearchOptions`)
     have the option's name as their destination, and its default and limits."""
-    parser = argparse.ArgumentParser(prog="python -m search", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m search", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     defaults, (fewest, most) = SearchOptions(), limits(SearchOptions, "k")
     parser.add_argument("query", type=_query, help="what to look for, in plain words")
-    parser.add_argument("-k", type=_whole_number(fewest, most), default=defaults.k,
-                        help=f"number of hits, {fewest} to {most} (default %(default)s)")
-    parser.add_argument("--json", action="store_true",
-                        help="one JSON object per hit on stdout (with --context: the context block as JSON)")
+    parser.add_argument(
+        "-k",
+        type=_whole_number(fewest, most),
+        default=defaults.k,
+        help=f"number of hits, {fewest} to {most} (default %(default)s)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per hit on stdout (with --context: the context block as JSON)",
+    )
     options = parser.add_argument_group("what to search")
-    options.add_argument("--mode", choices=SEARCH_MODES, default=defaults.mode,
-                         help="dense (vectors) or hybrid (vectors and BM25; the collection needs sparse "
-                              "vectors); default: the collection's")
-    options.add_argument("--threshold", dest="score_threshold", type=_number(*limits(SearchOptions, "score_threshold")),
-                         default=defaults.score_threshold, metavar="SIMILARITY",
-                         help="leave out hits under this cosine similarity")
-    options.add_argument("--article-id", dest="article_ids", action="append", default=defaults.article_ids,
-                         metavar="ID", help="only this article (repeat for any of several)")
-    options.add_argument("--title", dest="titles", action="append", default=defaults.titles, metavar="TITLE",
-                         help="only the article with this exact title (repeat for any of several)")
-    options.add_argument("--url", dest="urls", action="append", default=defaults.urls, metavar="URL",
-                         help="only the article at this URL (repeatable)")
-    options.add_argument("--max-per-article", type=_whole_number(*limits(SearchOptions, "max_per_article")),
-                         default=defaults.max_per_article, metavar="N", help="at most N hits from one article")
-    options.add_argument("--neighbours", type=_whole_number(*limits(SearchOptions, "neighbours")),
-                         default=defaults.neighbours, metavar="N",
-                         help="add up to N neighbouring chunks on each side of every hit, as its context")
-    options.add_argument("--context", type=_whole_number(1), default=None, metavar="CHARS",
-                         help="print a numbered context block of at most CHARS characters, for a prompt, "
-                              "instead of the hits")
+    options.add_argument(
+        "--mode",
+        choices=SEARCH_MODES,
+        default=defaults.mode,
+        help="dense (vectors) or hybrid (vectors and BM25; the collection needs sparse "
+        "vectors); default: the collection's",
+    )
+    options.add_argument(
+        "--threshold",
+        dest="score_threshold",
+        type=_number(*limits(SearchOptions, "score_threshold")),
+        default=defaults.score_threshold,
+        metavar="SIMILARITY",
+        help="leave out hits under this cosine similarity",
+    )
+    options.add_argument(
+        "--article-id",
+        dest="article_ids",
+        action="append",
+        default=defaults.article_ids,
+        metavar="ID",
+        help="only this article (repeat for any of several)",
+    )
+    options.add_argument(
+        "--title",
+        dest="titles",
+        action="append",
+        default=defaults.titles,
+        metavar="TITLE",
+        help="only the article with this exact title (repeat for any of several)",
+    )
+    options.add_argument(
+        "--url",
+        dest="urls",
+        action="append",
+        default=defaults.urls,
+        metavar="URL",
+        help="only the article at this URL (repeatable)",
+    )
+    options.add_argument(
+        "--max-per-article",
+        type=_whole_number(*limits(SearchOptions, "max_per_article")),
+        default=defaults.max_per_article,
+        metavar="N",
+        help="at most N hits from one article",
+    )
+    options.add_argument(
+        "--neighbours",
+        type=_whole_number(*limits(SearchOptions, "neighbours")),
+        default=defaults.neighbours,
+        metavar="N",
+        help="add up to N neighbouring chunks on each side of every hit, as its context",
+    )
+    options.add_argument(
+        "--context",
+        type=_whole_number(1),
+        default=None,
+        metavar="CHARS",
+        help="print a numbered context block of at most CHARS characters, for a prompt, instead of the hits",
+    )
     add_searcher_args(parser)
     return parser
 
@@ -145,8 +196,9 @@ def json_line(data: dict) -> str:
 
 
 def format_hit(hit: Hit, width: int = 100) -> str:
-    hit = hit.model_copy(update=dict(title=terminal_safe(hit.title), url=terminal_safe(hit.url),
-                                     text=terminal_safe(hit.text)))
+    hit = hit.model_copy(
+        update=dict(title=terminal_safe(hit.title), url=terminal_safe(hit.url), text=terminal_safe(hit.text))
+    )
     snippet = textwrap.shorten(hit.text, width=240, placeholder=" …")
     body = textwrap.indent(textwrap.fill(snippet, width=width - 4), "    ")
     return f"{hit.rank}. {hit.title}  ({score_label(hit)})\n    {hit.url}\n{body}"
@@ -176,8 +228,9 @@ def _search(args: argparse.Namespace, open_searcher: OpenSearcher) -> int:
         found = bool(hits)
     if not found:
         filtered = options.article_ids or options.titles or options.urls or options.score_threshold is not None
-        log.warning("no hits: %s", "none matched the filters or the threshold" if filtered
-                    else "the collection is empty")
+        log.warning(
+            "no hits: %s", "none matched the filters or the threshold" if filtered else "the collection is empty"
+        )
     return EXIT_OK
 
 
@@ -237,11 +290,15 @@ bad usage (no token, --open on a non-loopback host).
 
 def build_serve_parser(env: dict[str, str] | None = None) -> argparse.ArgumentParser:
     env = os.environ if env is None else env
-    parser = argparse.ArgumentParser(prog="python -m search serve", description=SERVE_DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m search serve",
+        description=SERVE_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_flags(parser, ServeSettings, (SERVE,), env, only=("host", "port"))
-    parser.add_argument("--open", action="store_true",
-                        help="serve without a token (SEARCH_API_TOKEN ignored); only on a loopback host")
+    parser.add_argument(
+        "--open", action="store_true", help="serve without a token (SEARCH_API_TOKEN ignored); only on a loopback host"
+    )
     add_flags(parser, ServeSettings, (SERVE,), env, only=("max_query_chars", "max_concurrent"))
     add_searcher_args(parser, env)
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only (no access log)")
@@ -251,12 +308,16 @@ def build_serve_parser(env: dict[str, str] | None = None) -> argparse.ArgumentPa
 def check_exposure(host: str, token: str | None, open_: bool) -> None:
     """Refuse to serve a search without a token anywhere but on this machine."""
     if open_ and not is_loopback(host):
-        raise SettingsError(f"--open serves without a token, so only on a loopback host (127.0.0.1, ::1 or "
-                            f"localhost), not {host!r}: set {TOKEN_ENV} and drop --open to serve on {host}")
+        raise SettingsError(
+            f"--open serves without a token, so only on a loopback host (127.0.0.1, ::1 or "
+            f"localhost), not {host!r}: set {TOKEN_ENV} and drop --open to serve on {host}"
+        )
     if not open_ and token is None:
-        raise SettingsError(f"{TOKEN_ENV} is not set: every search must carry it as a bearer token. Set it "
-                            f"(export {TOKEN_ENV}=$(openssl rand -hex 32)), or pass --open to serve without "
-                            "one on a loopback host")
+        raise SettingsError(
+            f"{TOKEN_ENV} is not set: every search must carry it as a bearer token. Set it "
+            f"(export {TOKEN_ENV}=$(openssl rand -hex 32)), or pass --open to serve without "
+            "one on a loopback host"
+        )
 
 
 def serve(argv: Sequence[str]) -> int:
@@ -275,17 +336,22 @@ def _serve(edge: Edge, argv: Sequence[str]) -> int:
             log.warning("--open: %s is ignored, /search answers without a token", TOKEN_ENV)
         token = None
     with Searcher.open(stores, embedders) as searcher:
-        app = make_app(searcher, token=token, max_query_chars=args.max_query_chars,
-                       max_concurrent=args.max_concurrent)
+        app = make_app(searcher, token=token, max_query_chars=args.max_query_chars, max_concurrent=args.max_concurrent)
         try:
             server = make_server(app, args.host, args.port)
         except OSError as exc:
             log.error("cannot listen on %s port %s: %s", args.host, args.port, exc)
             return EXIT_FAILED
         url = server_url(server)
-        log.info("serving %s (%s, %s) at %s/search%s; the search page: %s/", searcher.name,
-                 searcher.store.collection, searcher.spec.model.name, url, "" if token else ", without a token",
-                 url)
+        log.info(
+            "serving %s (%s, %s) at %s/search%s; the search page: %s/",
+            searcher.name,
+            searcher.store.collection,
+            searcher.spec.model.name,
+            url,
+            "" if token else ", without a token",
+            url,
+        )
         serve_until_stopped(server)
     log.info("stopped")
     return EXIT_OK

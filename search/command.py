@@ -50,10 +50,13 @@ def open_searcher_from_env(env: Mapping[str, str] = os.environ) -> Searcher:
     return Searcher.open(*settings_from_env(env))
 
 
-def searcher_command(prog: str, build_parser: Callable[[], argparse.ArgumentParser],
-                     run: Callable[[argparse.Namespace, OpenSearcher], int], *,
-                     check: Callable[[argparse.Namespace], None] | None = None
-                     ) -> Callable[[Sequence[str] | None], int]:
+def searcher_command(
+    prog: str,
+    build_parser: Callable[[], argparse.ArgumentParser],
+    run: Callable[[argparse.Namespace, OpenSearcher], int],
+    *,
+    check: Callable[[argparse.Namespace], None] | None = None,
+) -> Callable[[Sequence[str] | None], int]:
     """A `main(argv) -> exit code` for a command that works on a searcher.
 
     `check(args)` raises `SettingsError` for a bad combination of flags (exit 2,

@@ -123,8 +123,16 @@ def group_sources(hits: Sequence[Span]) -> list[Citation]:
             seen.add(key)
             passages.append(passage)
         if passages:
-            sources.append(Citation(number=len(sources) + 1, article_id=article_id, title=hit.title, url=hit.url,
-                                  score=hit.score, passages=passages))
+            sources.append(
+                Citation(
+                    number=len(sources) + 1,
+                    article_id=article_id,
+                    title=hit.title,
+                    url=hit.url,
+                    score=hit.score,
+                    passages=passages,
+                )
+            )
     return sources
 
 
@@ -190,8 +198,9 @@ def build_context(
                 if cut is None:
                     break
                 if used + size(prefix + cut) <= budget:
-                    passages.append(Passage(start=passage.start, end=passage.start + len(cut) - len(ELLIPSIS),
-                                            text=cut))
+                    passages.append(
+                        Passage(start=passage.start, end=passage.start + len(cut) - len(ELLIPSIS), text=cut)
+                    )
                     break
                 chars -= max(1, chars // 10)
             break

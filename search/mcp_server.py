@@ -34,8 +34,8 @@ from mcp.server.mcpserver.exceptions import ToolError
 
 from ingest.errors import IngestError, SearchUsageError
 from search.api import CONTEXT_K, Searcher
-from search.context import build_context
 from search.command import add_searcher_args, searcher_command
+from search.context import build_context
 from search.query import SearchOptions
 from search.request import DEFAULT_MAX_QUERY_CHARS, HTTPError, SearchRequest, parse_search
 from search.server import failed_part, unavailable_message
@@ -65,23 +65,36 @@ def _as_json(annotation: Any) -> Any:
 def _with_options(tool: Callable, *first: inspect.Parameter, **defaults: Any) -> Callable:
     """`tool(query, ..., **options)` as the SDK reads a tool's parameters: the query,
     `first`, then each search option with its default (or the one in `defaults`)."""
-    options = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=_as_json(field.annotation),
-                                 default=defaults.get(name, field.default))
-               for name, field in SearchOptions.model_fields.items()]
+    options = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=_as_json(field.annotation),
+            default=defaults.get(name, field.default),
+        )
+        for name, field in SearchOptions.model_fields.items()
+    ]
     query = inspect.Parameter("query", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str)
-    tool.__signature__ = inspect.Signature([query, *first, *options],  # type: ignore[attr-defined]
-                                           return_annotation=dict[str, Any])
+    tool.__signature__ = inspect.Signature(
+        [query, *first, *options],  # type: ignore[attr-defined]
+        return_annotation=dict[str, Any],
+    )
     return tool
 
 
-def make_mcp_server(searcher: Searcher, *, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS,
-                    verbose: bool = False) -> MCPServer:
+def make_mcp_server(
+    searcher: Searcher, *, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS, verbose: bool = False
+) -> MCPServer:
     """An MCP server whose tools search `searcher`. A store or embedder failure is
     a tool error in the HTTP API's words and one line on stderr (its traceback
     too when `verbose`)."""
-    server = MCPServer(name="wikipedia-search", instructions=(
-        f"Search {searcher.name!r}, a Wikipedia index ({searcher.spec.model.name}): `search` for ranked "
-        "passages, `context` for a cited block to answer from. Cite titles and urls."))
+    server = MCPServer(
+        name="wikipedia-search",
+        instructions=(
+            f"Search {searcher.name!r}, a Wikipedia index ({searcher.spec.model.name}): `search` for ranked "
+            "passages, `context` for a cited block to answer from. Cite titles and urls."
+        ),
+    )
 
     def checked(fields: dict[str, Any]) -> SearchRequest:
         try:
@@ -108,20 +121,26 @@ def make_mcp_server(searcher: Searcher, *, max_query_chars: int = DEFAULT_MAX_QU
         hits = await run(lambda: searcher.search(request.query, options=request))
         return build_context(hits, max_chars=request.context_chars).model_dump()
 
-    server.tool(description="Ranked Wikipedia passages for a query, with title, url and scores. mode: "
-                            "'hybrid' (default where available) or 'dense'; titles/article_ids/urls restrict "
-                            "to those articles; max_per_article caps hits per article.")(_with_options(search))
-    max_chars = inspect.Parameter("max_chars", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=int,
-                                  default=DEFAULT_CONTEXT_CHARS)
-    server.tool(description="A numbered context block of Wikipedia passages for a query, one source per "
-                            "article with its title and url, within max_chars: paste it into a prompt and cite "
-                            "the [n] numbers.")(
-        _with_options(context, max_chars, k=CONTEXT_K))
+    server.tool(
+        description="Ranked Wikipedia passages for a query, with title, url and scores. mode: "
+        "'hybrid' (default where available) or 'dense'; titles/article_ids/urls restrict "
+        "to those articles; max_per_article caps hits per article."
+    )(_with_options(search))
+    max_chars = inspect.Parameter(
+        "max_chars", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=int, default=DEFAULT_CONTEXT_CHARS
+    )
+    server.tool(
+        description="A numbered context block of Wikipedia passages for a query, one source per "
+        "article with its title and url, within max_chars: paste it into a prompt and cite "
+        "the [n] numbers."
+    )(_with_options(context, max_chars, k=CONTEXT_K))
     return server
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_searcher_args(parser)
     return parser
 

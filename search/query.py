@@ -60,16 +60,25 @@ class SearchOptions(BaseModel):
 
     k: Annotated[int, Field(ge=1, le=MAX_K, description="Number of hits"), WHOLE] = 5
     mode: Annotated[SearchMode | None, Field(description=MODE_DESCRIPTION)] = None
-    score_threshold: Annotated[float | None, Field(
-        ge=-1, le=1, allow_inf_nan=False,
-        description="Leave out hits whose cosine similarity to the query is lower")] = None
+    score_threshold: Annotated[
+        float | None,
+        Field(
+            ge=-1, le=1, allow_inf_nan=False, description="Leave out hits whose cosine similarity to the query is lower"
+        ),
+    ] = None
     article_ids: Annotated[Names | None, Field(description="Only these articles (any of them)")] = None
     titles: Annotated[Names | None, Field(description="Only articles with these exact titles (any of them)")] = None
     urls: Annotated[Names | None, Field(description="Only articles with these URLs (any of them)")] = None
     max_per_article: Annotated[int | None, Field(ge=1, description="At most N hits per article"), WHOLE] = None
-    neighbours: Annotated[int, Field(
-        ge=0, le=MAX_NEIGHBOURS,
-        description="Add up to N neighbouring chunks on each side of a hit, as its `context`"), WHOLE] = 0
+    neighbours: Annotated[
+        int,
+        Field(
+            ge=0,
+            le=MAX_NEIGHBOURS,
+            description="Add up to N neighbouring chunks on each side of a hit, as its `context`",
+        ),
+        WHOLE,
+    ] = 0
 
     @classmethod
     def of(cls, options: SearchOptions | None = None, /, **changes: Any) -> SearchOptions:
@@ -78,8 +87,9 @@ class SearchOptions(BaseModel):
         (as an unknown keyword argument is)."""
         unknown = changes.keys() - SearchOptions.model_fields.keys()
         if unknown:
-            raise TypeError(f"unknown search option(s) {', '.join(sorted(unknown))}: "
-                            f"use {', '.join(SearchOptions.model_fields)}")
+            raise TypeError(
+                f"unknown search option(s) {', '.join(sorted(unknown))}: use {', '.join(SearchOptions.model_fields)}"
+            )
         if type(options) is SearchOptions and not changes:
             return options  # checked when it was made, and frozen
         given = options.model_dump(include=set(SearchOptions.model_fields)) if options is not None else {}
@@ -98,8 +108,13 @@ class Hit(BaseModel):
     model_config = ConfigDict(frozen=True, json_schema_serialization_defaults_required=True)
 
     rank: Annotated[int, Field(ge=1)]
-    score: Annotated[float, Field(description="What ranks the hits: the cosine similarity in dense mode, "
-                                              "the fused reciprocal-rank score in hybrid mode")]
+    score: Annotated[
+        float,
+        Field(
+            description="What ranks the hits: the cosine similarity in dense mode, "
+            "the fused reciprocal-rank score in hybrid mode"
+        ),
+    ]
     similarity: Annotated[float, Field(description="The passage's cosine similarity to the query")]
     article_id: str
     title: str
@@ -162,8 +177,15 @@ def and_more(count: int) -> str:
 
 def described(value: Any) -> str:
     """A value as its JSON type, for messages: `'5' (a string)`."""
-    names = {bool: "a boolean", str: "a string", int: "a number", float: "a number", list: "an array",
-             dict: "an object", type(None): "null"}
+    names = {
+        bool: "a boolean",
+        str: "a string",
+        int: "a number",
+        float: "a number",
+        list: "an array",
+        dict: "an object",
+        type(None): "null",
+    }
     kind = names.get(type(value), type(value).__name__)
     return kind if isinstance(value, (list, dict, type(None))) else f"{show(value)} ({kind})"
 

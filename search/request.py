@@ -22,7 +22,7 @@ carry it are made per limit: `request_model(2000)`, `params_model(2000)`.
 from __future__ import annotations
 
 from copy import copy
-from functools import lru_cache
+from functools import cache
 from typing import Annotated, Any, Iterable, Literal, Mapping, Sequence
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
@@ -58,8 +58,11 @@ def _not_blank(query: str) -> str:
 def _query_text(max_chars: int | None = None) -> Any:
     """The query's type: a string with a character that is not blank, of at most
     `max_chars` characters (the server's limit: 413 beyond)."""
-    return Annotated[str, Field(min_length=1, max_length=max_chars, pattern=NOT_BLANK, description=QUERY_DESCRIPTION),
-                     AfterValidator(_not_blank)]
+    return Annotated[
+        str,
+        Field(min_length=1, max_length=max_chars, pattern=NOT_BLANK, description=QUERY_DESCRIPTION),
+        AfterValidator(_not_blank),
+    ]
 
 
 QUERY_DESCRIPTION = "What to look for, in plain words (not only whitespace)"
@@ -79,18 +82,25 @@ class SearchRequest(SearchOptions, _Query):
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
-    context_chars: Annotated[int | None, Field(
-        ge=1, le=MAX_CONTEXT_CHARS,
-        description="Also return a numbered RAG context block of at most this many characters, built from the hits"),
-        WHOLE] = None
+    context_chars: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            le=MAX_CONTEXT_CHARS,
+            description="Also return a numbered RAG context block of at most this many characters, built from the hits",
+        ),
+        WHOLE,
+    ] = None
 
 
 FIELDS = tuple(SearchRequest.model_fields)
 # GET /search's names for the body's fields: `q` for the query, one repeated parameter per list.
 PARAMETER_NAMES = {"query": "q", "article_ids": "article_id", "titles": "title", "urls": "url"}
-REPEATED = {"article_id": "Only this article (repeat for any of several)",
-            "title": "Only the article with this exact title (repeatable)",
-            "url": "Only the article at this URL (repeatable)"}
+REPEATED = {
+    "article_id": "Only this article (repeat for any of several)",
+    "title": "Only the article with this exact title (repeatable)",
+    "url": "Only the article at this URL (repeatable)",
+}
 
 
 class _Parameters(BaseModel):
@@ -101,7 +111,8 @@ class _Parameters(BaseModel):
     def to_request(self) -> SearchRequest:
         """The body these parameters stand for (checked already: not again)."""
         return SearchRequest.model_construct(
-            **{field: getattr(self, PARAMETER_NAMES.get(field, field)) for field in SearchRequest.model_fields})
+            **{field: getattr(self, PARAMETER_NAMES.get(field, field)) for field in SearchRequest.model_fields}
+        )
 
 
 def _parameter(name: str) -> tuple[Any, Any]:
@@ -113,26 +124,34 @@ def _parameter(name: str) -> tuple[Any, Any]:
 
 # The query string is text: its model is not strict, so that "5" is read as 5.
 SearchParams = create_model(
-    "SearchParams", __base__=_Parameters, __module__=__name__,
+    "SearchParams",
+    __base__=_Parameters,
+    __module__=__name__,
     __doc__="GET /search's query string: the body's fields, `q` for the query, and one repeated parameter per "
-            "list (`?title=A&title=B`).",
-    **{PARAMETER_NAMES.get(name, name): _parameter(name) for name in SearchRequest.model_fields})
+    "list (`?title=A&title=B`).",
+    **{PARAMETER_NAMES.get(name, name): _parameter(name) for name in SearchRequest.model_fields},
+)
 PARAMETERS = tuple(SearchParams.model_fields)
 REPEATABLE = frozenset(REPEATED)
 
 
-@lru_cache(maxsize=None)
+@cache
 def request_model(max_query_chars: int) -> type[SearchRequest]:
     """`SearchRequest` with the query limited to `max_query_chars` (413 beyond)."""
-    return create_model("SearchRequest", __base__=SearchRequest, __doc__=SearchRequest.__doc__,
-                        query=(_query_text(max_query_chars), ...))
+    return create_model(
+        "SearchRequest",
+        __base__=SearchRequest,
+        __doc__=SearchRequest.__doc__,
+        query=(_query_text(max_query_chars), ...),
+    )
 
 
-@lru_cache(maxsize=None)
+@cache
 def params_model(max_query_chars: int) -> type[_Parameters]:
     """`SearchParams` with `q` limited to `max_query_chars` (413 beyond)."""
-    return create_model("SearchParams", __base__=SearchParams, __doc__=SearchParams.__doc__,
-                        q=(_query_text(max_query_chars), ...))
+    return create_model(
+        "SearchParams", __base__=SearchParams, __doc__=SearchParams.__doc__, q=(_query_text(max_query_chars), ...)
+    )
 
 
 def parse_search(fields: Mapping[str, Any], *, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS) -> SearchRequest:
@@ -148,8 +167,13 @@ class SearchResponse(BaseModel):
     query: str
     k: int
     mode: Annotated[SearchMode, Field(description="The mode searched with")]
-    took_ms: Annotated[float, Field(description="Milliseconds from the request's validation to its answer, "
-                                                "waiting for an earlier search included")]
+    took_ms: Annotated[
+        float,
+        Field(
+            description="Milliseconds from the request's validation to its answer, "
+            "waiting for an earlier search included"
+        ),
+    ]
     hits: list[Hit]
     context: Annotated[Context | None, Field(description="With `context_chars` only")] = None
 
@@ -180,8 +204,11 @@ def invalid_request(errors: Sequence[Mapping[str, Any]]) -> HTTPError:
     if unknown:
         names = [str(e["loc"][-1]) for e in unknown]
         what, known = ("parameter", PARAMETERS) if unknown[0]["loc"][0] == "query" else ("field", FIELDS)
-        return HTTPError(422, f"unknown {what}{'s' if len(names) > 1 else ''} {', '.join(map(show, names))}: "
-                              f"the {what}s are {', '.join(known)}")
+        return HTTPError(
+            422,
+            f"unknown {what}{'s' if len(names) > 1 else ''} {', '.join(map(show, names))}: "
+            f"the {what}s are {', '.join(known)}",
+        )
     status, message = _one(errors[0])
     return HTTPError(status, message + and_more(len(errors) - 1))
 

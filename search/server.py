@@ -95,10 +95,15 @@ DRAIN_LIMIT = 1024 * 1024  # an oversized body up to this size is read away, so 
 STATIC = Path(__file__).with_name("static")
 PAGE_FILES = {"search.js": "text/javascript; charset=utf-8", "search.css": "text/css; charset=utf-8"}
 # The page loads its own script and style and talks to this server only: nothing else, whatever a hit holds.
-PAGE_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
-               "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
-HEADERS = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"),
-           (b"referrer-policy", b"no-referrer")]
+PAGE_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+HEADERS = [
+    (b"cache-control", b"no-store"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
 ERRORS = {
     400: "The body is not JSON, or the collection cannot run this search (hybrid without sparse vectors)",
     401: "The bearer token is missing or wrong",
@@ -156,12 +161,16 @@ class SearchService:
 
     def authorise(self, credentials: HTTPAuthorizationCredentials | None) -> None:
         if credentials is None:  # no header, another scheme, or no token after "Bearer"
-            raise HTTPError(401, "a bearer token is required: send the header 'Authorization: Bearer <token>'",
-                            [("WWW-Authenticate", 'Bearer realm="search"')])
+            raise HTTPError(
+                401,
+                "a bearer token is required: send the header 'Authorization: Bearer <token>'",
+                [("WWW-Authenticate", 'Bearer realm="search"')],
+            )
         # Starlette decodes headers as latin-1: encoding back gives the bytes that were sent
         if not hmac.compare_digest(credentials.credentials.strip().encode("latin-1", "replace"), self._token or b""):
-            raise HTTPError(401, "the bearer token is wrong",
-                            [("WWW-Authenticate", 'Bearer realm="search", error="invalid_token"')])
+            raise HTTPError(
+                401, "the bearer token is wrong", [("WWW-Authenticate", 'Bearer realm="search", error="invalid_token"')]
+            )
 
     async def health(self) -> tuple[int, dict[str, Any]]:
         """Whether the store and the embedder answer, within HEALTH_WAIT_SECONDS in
@@ -177,16 +186,24 @@ class SearchService:
         for part in late:
             if not probes[part].late:
                 probes[part].late = True
-                log.error("health check: the %s has not answered within %g s; its probe goes on", part,
-                          HEALTH_WAIT_SECONDS)
+                log.error(
+                    "health check: the %s has not answered within %g s; its probe goes on", part, HEALTH_WAIT_SECONDS
+                )
         searcher = self.searcher
-        answer = {"status": "unavailable" if failed or late else "ok",
-                  **{part: "unavailable" if part in failed or part in late else "ok" for part in PARTS},
-                  "collection": searcher.name, "physical_collection": searcher.store.collection,
-                  "model": searcher.spec.model.name, "dimension": searcher.spec.dimension, "auth": self.auth}
+        answer = {
+            "status": "unavailable" if failed or late else "ok",
+            **{part: "unavailable" if part in failed or part in late else "ok" for part in PARTS},
+            "collection": searcher.name,
+            "physical_collection": searcher.store.collection,
+            "model": searcher.spec.model.name,
+            "dimension": searcher.spec.dimension,
+            "auth": self.auth,
+        }
         reasons = ([f"the {' and the '.join(failed)} failed the health check"] if failed else []) + (
             [f"the {' and the '.join(late)} did not answer the health check within {HEALTH_WAIT_SECONDS:g} s"]
-            if late else [])
+            if late
+            else []
+        )
         if reasons:
             answer["error"] = f"{'; '.join(reasons)} (the server's log says more)"
         return (503 if reasons else 200), answer
@@ -198,8 +215,9 @@ class SearchService:
             probe = self._probes[part] = Probe(now, Future())
             # A daemon thread of its own: a part that hangs holds up neither the other
             # part's probe nor a search, nor the process's exit.
-            threading.Thread(target=self._check, args=(part, probe.future), name=f"search-health-{part}",
-                             daemon=True).start()
+            threading.Thread(
+                target=self._check, args=(part, probe.future), name=f"search-health-{part}", daemon=True
+            ).start()
         return probe
 
     def _check(self, part: str, answer: Future) -> None:
@@ -219,23 +237,34 @@ class SearchService:
         try:
             with self._slots:
                 hits = self.searcher.search(request.query, options=request)  # a request is its options
-            context = (build_context(hits, max_chars=request.context_chars).model_dump()
-                       if request.context_chars else None)
+            context = (
+                build_context(hits, max_chars=request.context_chars).model_dump() if request.context_chars else None
+            )
         except SearchUsageError as exc:  # valid, but not for this collection (hybrid without sparse vectors)
             raise HTTPError(400, str(exc)) from exc
         except IngestError as exc:  # Qdrant or the embedder failed: which one, never where it lives
             log.error("search failed: the %s: %s", failed_part(exc), exc)
             raise HTTPError(503, unavailable_message(failed_part(exc))) from exc
-        answer = {"query": request.query, "k": request.k, "mode": request.mode or self.searcher.default_mode,
-                  "took_ms": round((time.perf_counter() - started) * 1000, 1),
-                  "hits": [hit.model_dump() for hit in hits]}
+        answer = {
+            "query": request.query,
+            "k": request.k,
+            "mode": request.mode or self.searcher.default_mode,
+            "took_ms": round((time.perf_counter() - started) * 1000, 1),
+            "hits": [hit.model_dump() for hit in hits],
+        }
         if context is not None:
             answer["context"] = context
         return answer
 
 
-def make_app(searcher: Searcher, *, token: str | None, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS,
-             max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_concurrent: int = DEFAULT_MAX_CONCURRENT) -> FastAPI:
+def make_app(
+    searcher: Searcher,
+    *,
+    token: str | None,
+    max_query_chars: int = DEFAULT_MAX_QUERY_CHARS,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_concurrent: int = DEFAULT_MAX_CONCURRENT,
+) -> FastAPI:
     """The ASGI application for `searcher`. `token`: the bearer token `/search` asks
     for; None serves it without authentication (for loopback use only: the command
     line refuses anything else)."""
@@ -244,30 +273,51 @@ def make_app(searcher: Searcher, *, token: str | None, max_query_chars: int = DE
     if max_query_chars < 1 or max_body_bytes < 1 or max_concurrent < 1:
         raise ValueError("max_query_chars, max_body_bytes and max_concurrent must be at least 1")
     service = SearchService(searcher, token=token, max_concurrent=max_concurrent)
-    app = FastAPI(title="wiki-vector-index search", version=API_VERSION, description=(
-        "Semantic (and hybrid) search over a Qdrant collection of Wikipedia chunks, for retrieval-augmented "
-        f'generation. Every response is JSON; every error is `{{"error": message}}`. Bodies: at most '
-        f"{max_body_bytes:,} bytes; queries: at most {max_query_chars:,} characters."),
-        docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False, default_response_class=JSON)
+    app = FastAPI(
+        title="wiki-vector-index search",
+        version=API_VERSION,
+        description=(
+            "Semantic (and hybrid) search over a Qdrant collection of Wikipedia chunks, for retrieval-augmented "
+            f'generation. Every response is JSON; every error is `{{"error": message}}`. Bodies: at most '
+            f"{max_body_bytes:,} bytes; queries: at most {max_query_chars:,} characters."
+        ),
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        redirect_slashes=False,
+        default_response_class=JSON,
+    )
     app.state.service = service
 
-    bearer = HTTPBearer(auto_error=False, scheme_name="bearerAuth",
-                        description="The token the server was started with (SEARCH_API_TOKEN)")
+    bearer = HTTPBearer(
+        auto_error=False,
+        scheme_name="bearerAuth",
+        description="The token the server was started with (SEARCH_API_TOKEN)",
+    )
 
     def authorised(credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]) -> None:
         service.authorise(credentials)
 
     guarded = [Depends(authorised)] if service.auth else []
     errors: dict[int | str, dict[str, Any]] = {
-        status: {"model": Error, "description": text} for status, text in ERRORS.items()}
-    errors[401]["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"},
-                                                   "description": 'Bearer realm="search"'}}
+        status: {"model": Error, "description": text} for status, text in ERRORS.items()
+    }
+    errors[401]["headers"] = {
+        "WWW-Authenticate": {"schema": {"type": "string"}, "description": 'Bearer realm="search"'}
+    }
     if not service.auth:
         del errors[401]
     Params, Body = params_model(max_query_chars), request_model(max_query_chars)
 
-    @app.get("/search", response_model=SearchResponse, response_model_exclude_unset=True, responses=errors,
-             dependencies=guarded, operation_id="searchGet", summary="Search with query-string parameters")
+    @app.get(
+        "/search",
+        response_model=SearchResponse,
+        response_model_exclude_unset=True,
+        responses=errors,
+        dependencies=guarded,
+        operation_id="searchGet",
+        summary="Search with query-string parameters",
+    )
     def search_get(request: Request, params: Annotated[Params, Query()]) -> dict[str, Any]:
         counts = Counter(name for name, _ in request.query_params.multi_items())
         repeated = [name for name, count in counts.items() if count > 1 and name not in REPEATABLE]
@@ -275,14 +325,27 @@ def make_app(searcher: Searcher, *, token: str | None, max_query_chars: int = DE
             raise HTTPError(422, f"{repeated[0]} is given {counts[repeated[0]]} times; give it once")
         return service.search(params.to_request())
 
-    @app.post("/search", response_model=SearchResponse, response_model_exclude_unset=True, responses=errors,
-              dependencies=guarded, operation_id="searchPost", summary="Search with a JSON body")
+    @app.post(
+        "/search",
+        response_model=SearchResponse,
+        response_model_exclude_unset=True,
+        responses=errors,
+        dependencies=guarded,
+        operation_id="searchPost",
+        summary="Search with a JSON body",
+    )
     def search_post(body: Body) -> dict[str, Any]:
         return service.search(body)
 
-    @app.get("/health", response_model=Health, operation_id="health", responses={503: {
-        "model": Health, "description": "The store or the embedder failed or was slow; `error` says which"}},
-        summary="Whether the service is up, and what it searches")
+    @app.get(
+        "/health",
+        response_model=Health,
+        operation_id="health",
+        responses={
+            503: {"model": Health, "description": "The store or the embedder failed or was slow; `error` says which"}
+        },
+        summary="Whether the service is up, and what it searches",
+    )
     async def health() -> JSON:
         status, answer = await service.health()
         return JSON(answer, status_code=status)
@@ -293,8 +356,11 @@ def make_app(searcher: Searcher, *, token: str | None, max_query_chars: int = DE
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
-        return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8",
-                            headers={"Content-Security-Policy": PAGE_POLICY})
+        return FileResponse(
+            STATIC / "index.html",
+            media_type="text/html; charset=utf-8",
+            headers={"Content-Security-Policy": PAGE_POLICY},
+        )
 
     @app.get("/static/{name}", include_in_schema=False)
     def page_file(name: str) -> FileResponse:
@@ -325,8 +391,12 @@ async def _framework_error(request: Request, exc: HTTPException) -> JSON:
         paths = sorted({route.path for route in request.app.routes if getattr(route, "include_in_schema", False)})
         return _error(404, f"no such path {show(path)}: the paths are /, {', '.join(paths)}")
     if exc.status_code == 405:
-        allowed = [m for route in request.app.routes if isinstance(route, APIRoute)
-                   and route.matches(request.scope)[0] != Match.NONE for m in sorted(route.methods)]
+        allowed = [
+            m
+            for route in request.app.routes
+            if isinstance(route, APIRoute) and route.matches(request.scope)[0] != Match.NONE
+            for m in sorted(route.methods)
+        ]
         return _error(405, f"{path} answers {', '.join(allowed)}, not {show(method)}", {"Allow": ", ".join(allowed)})
     if exc.status_code == 400 and exc.__cause__ is not None:  # FastAPI could not read the body
         cause = exc.__cause__
@@ -353,8 +423,10 @@ class Gate:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 names = {name.lower() for name, _ in message.get("headers", [])}
-                message = {**message, "headers": [*message.get("headers", []),
-                                                  *(h for h in HEADERS if h[0] not in names)]}
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", []), *(h for h in HEADERS if h[0] not in names)],
+                }
                 answered["status"] = message["status"]
             await send(message)
 
@@ -368,7 +440,8 @@ class Gate:
             log.exception("%s %s failed", scope["method"], scope["path"])
             if "status" not in answered:
                 await _error(500, "internal server error (the server's log says more)")(
-                    scope, receive, send_with_headers)
+                    scope, receive, send_with_headers
+                )
         finally:
             client = (scope.get("client") or ("-",))[0]
             path = "".join(c if c.isprintable() else "?" for c in scope["path"][:200])

@@ -98,8 +98,10 @@ class Notices:
 def _answer(status: int, reason: str, message: str) -> bytes:
     """A whole HTTP/1.1 answer, written before any request was read: `{"error": message}`, then close."""
     body = json.dumps({"error": message}).encode()
-    return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json; charset=utf-8\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
+    return (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json; charset=utf-8\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    ).encode() + body
 
 
 class GuardedH11Protocol(H11Protocol):
@@ -108,8 +110,7 @@ class GuardedH11Protocol(H11Protocol):
     timer only once an answer is complete (:322) and cancels it on any data (:172):
     a client that sends nothing, or part of a head, is kept for ever."""
 
-    def __init__(self, *args: Any, head_seconds: float, max_connections: int, notices: Notices,
-                 **kwargs: Any) -> None:
+    def __init__(self, *args: Any, head_seconds: float, max_connections: int, notices: Notices, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.head_seconds, self.max_connections, self.notices = head_seconds, max_connections, notices
         self.timer: Any = None  # the head's deadline; for a refused connection, its end
@@ -123,8 +124,13 @@ class GuardedH11Protocol(H11Protocol):
             self._await_head()
             return
         self.notices.note("full", f"refused %d connection(s) over the limit of {self.max_connections:,} open")
-        transport.write(_answer(503, "Service Unavailable", f"the server has {self.max_connections:,} "
-                                                            "connections open, its limit: try again later"))
+        transport.write(
+            _answer(
+                503,
+                "Service Unavailable",
+                f"the server has {self.max_connections:,} connections open, its limit: try again later",
+            )
+        )
         if open_now >= self.max_connections * 5 // 4:  # a flood: the file goes back at once (the 503 may be lost)
             transport.close()
             return
@@ -157,10 +163,17 @@ class GuardedH11Protocol(H11Protocol):
         if self.conn.their_state is not h11.IDLE or self.transport.is_closing():
             return  # the head came: its request is under way
         if self.conn.trailing_data[0]:  # part of a head: say why the connection closes
-            self.transport.write(_answer(408, "Request Timeout", f"the request head did not arrive within "
-                                         f"{self.head_seconds:g} s: send the request line and headers at once"))
-        self.notices.note("head", f"closed %d connection(s) that sent no whole request head within "
-                                  f"{self.head_seconds:g} s")
+            self.transport.write(
+                _answer(
+                    408,
+                    "Request Timeout",
+                    f"the request head did not arrive within "
+                    f"{self.head_seconds:g} s: send the request line and headers at once",
+                )
+            )
+        self.notices.note(
+            "head", f"closed %d connection(s) that sent no whole request head within {self.head_seconds:g} s"
+        )
         self.timeout_keep_alive_handler()  # uvicorn's own way to close an idle connection
 
 
@@ -168,19 +181,34 @@ class HTTPServer:
     """A uvicorn server for `app` and the socket it listens on; see the module
     docstring for `head_seconds` and `max_connections` (None: `connection_cap()`)."""
 
-    def __init__(self, app: Any, sock: socket.socket, *, head_seconds: float = HEAD_SECONDS,
-                 max_connections: int | None = None) -> None:
+    def __init__(
+        self, app: Any, sock: socket.socket, *, head_seconds: float = HEAD_SECONDS, max_connections: int | None = None
+    ) -> None:
         if head_seconds <= 0 or (max_connections is not None and max_connections < 1):
-            raise ValueError("head_seconds must be positive and max_connections at least 1 (None: from the "
-                             "open-file limit)")
+            raise ValueError(
+                "head_seconds must be positive and max_connections at least 1 (None: from the open-file limit)"
+            )
         self.socket = sock
-        protocol = functools.partial(GuardedH11Protocol, head_seconds=head_seconds, notices=Notices(),
-                                     max_connections=max_connections or connection_cap())
-        self.uvicorn = uvicorn.Server(uvicorn.Config(
-            app, http=protocol,  # type: ignore[arg-type] - a factory, called as uvicorn calls a class (server.py:125)
-            lifespan="off", log_config=None, access_log=False, server_header=False,
-            backlog=LISTEN_QUEUE, timeout_keep_alive=KEEP_ALIVE_SECONDS, timeout_graceful_shutdown=GRACE_SECONDS,
-            proxy_headers=False))
+        protocol = functools.partial(
+            GuardedH11Protocol,
+            head_seconds=head_seconds,
+            notices=Notices(),
+            max_connections=max_connections or connection_cap(),
+        )
+        self.uvicorn = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                http=protocol,  # type: ignore[arg-type] - a factory, called as uvicorn calls a class (server.py:125)
+                lifespan="off",
+                log_config=None,
+                access_log=False,
+                server_header=False,
+                backlog=LISTEN_QUEUE,
+                timeout_keep_alive=KEEP_ALIVE_SECONDS,
+                timeout_graceful_shutdown=GRACE_SECONDS,
+                proxy_headers=False,
+            )
+        )
 
     @property
     def server_address(self) -> tuple[str, int]:
@@ -203,8 +231,14 @@ class HTTPServer:
         self.socket.close()
 
 
-def make_server(app: Any, host: str = "127.0.0.1", port: int = 8000, *, head_seconds: float = HEAD_SECONDS,
-                max_connections: int | None = None) -> HTTPServer:
+def make_server(
+    app: Any,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    head_seconds: float = HEAD_SECONDS,
+    max_connections: int | None = None,
+) -> HTTPServer:
     """A server for `app` on a socket bound to `host` and `port` (0: any free port);
     the limits are `HTTPServer`'s."""
     host = host.strip("[]")
@@ -224,8 +258,9 @@ def server_url(server: HTTPServer) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def serve_until_stopped(server: HTTPServer, *, stop: threading.Event | None = None,
-                        signals: Iterable[int] = (signal.SIGINT, signal.SIGTERM)) -> None:
+def serve_until_stopped(
+    server: HTTPServer, *, stop: threading.Event | None = None, signals: Iterable[int] = (signal.SIGINT, signal.SIGTERM)
+) -> None:
     """Serve on a thread until one of `signals` arrives (or `stop` is set), then let
     the searches under way finish, close the socket and return. Call it from the
     main thread. (uvicorn's own signal handling re-raises the signal once it has

@@ -19,17 +19,63 @@ from ingest.modal_settings import DeploySettings
 from ingest.settings import IngestSettings, ServeSettings, declared
 
 # Every variable a setting reads (ingest/settings/models.py), and the families the tools read besides.
-DECLARED_ENV = {item.option.env for cls in (IngestSettings, ServeSettings, DeploySettings)
-                for item in declared(cls) if item.option.env}
-_ENV_PREFIXES = ("QDRANT_", "EMBED", "TEI_", "INGEST_", "CHUNK_", "MODAL_", "QUERY_INSTRUCTION", "WIKI_EMBED_", "EMBEDDER")
+DECLARED_ENV = {
+    item.option.env
+    for cls in (IngestSettings, ServeSettings, DeploySettings)
+    for item in declared(cls)
+    if item.option.env
+}
+_ENV_PREFIXES = (
+    "QDRANT_",
+    "EMBED",
+    "TEI_",
+    "INGEST_",
+    "CHUNK_",
+    "MODAL_",
+    "QUERY_INSTRUCTION",
+    "WIKI_EMBED_",
+    "EMBEDDER",
+)
 
 
 INTEGRATION_MODULES = {
-    "test_integrations", "test_bench_faults", "test_bench_quantization", "test_bench_store", "test_errors", "test_transfer", "test_cli", "test_evaluation", "test_preflight", "test_golden_vectors", "test_ingest_and_search", "test_mcp_server", "test_modal_app",
-    "test_rebuild", "test_reindex", "test_resume", "test_runs", "test_search_api", "test_search_page", "test_server",
-    "test_store", "test_store_edge", "test_store_server", "test_tei_contract", "test_tei_embedder", "test_tei_ingest",
-    "test_worker", "test_qdrant_grpc", "test_containers", "test_qdrant_standin", "test_rehearsal",
-    "test_store_faults", "test_disk_faults", "test_interrupts", "test_advice", "test_serving_faults", "test_doctests",
+    "test_integrations",
+    "test_bench_faults",
+    "test_bench_quantization",
+    "test_bench_store",
+    "test_errors",
+    "test_transfer",
+    "test_cli",
+    "test_evaluation",
+    "test_preflight",
+    "test_golden_vectors",
+    "test_ingest_and_search",
+    "test_mcp_server",
+    "test_modal_app",
+    "test_rebuild",
+    "test_reindex",
+    "test_resume",
+    "test_runs",
+    "test_search_api",
+    "test_search_page",
+    "test_server",
+    "test_store",
+    "test_store_edge",
+    "test_store_server",
+    "test_tei_contract",
+    "test_tei_embedder",
+    "test_tei_ingest",
+    "test_worker",
+    "test_qdrant_grpc",
+    "test_containers",
+    "test_qdrant_standin",
+    "test_rehearsal",
+    "test_store_faults",
+    "test_disk_faults",
+    "test_interrupts",
+    "test_advice",
+    "test_serving_faults",
+    "test_doctests",
 }
 INTEGRATION_FIXTURES = {"local_embedder", "memory_store"}
 
@@ -39,7 +85,8 @@ def pytest_collection_modifyitems(items):
         if item.get_closest_marker("slow"):
             continue
         integration = item.module.__name__.rpartition(".")[2] in INTEGRATION_MODULES or (
-            INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())))
+            INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ()))
+        )
         item.add_marker(pytest.mark.integration if integration else pytest.mark.unit)
 
 

@@ -54,8 +54,12 @@ class Recorded:
 
 
 def article(i, text=None):
-    return {"id": str(i), "url": f"https://en.wikipedia.org/wiki/Title_{i}", "title": f"Title {i}",
-            "text": text or f"Article number {i} is short. It has two sentences about subject {i}."}
+    return {
+        "id": str(i),
+        "url": f"https://en.wikipedia.org/wiki/Title_{i}",
+        "title": f"Title {i}",
+        "text": text or f"Article number {i} is short. It has two sentences about subject {i}.",
+    }
 
 
 def bound(real, *args, **kwargs):
@@ -79,10 +83,14 @@ def place_the_app(m):
     """The app's folders under WORK, its Volumes as recorded folders, the weights where
     the build step left them (in the image, on Modal), TEI on a free port."""
     state = os.path.join(WORK, "state")
-    for name, path in (("DATA_DIR", os.path.join(WORK, "dataset")), ("STATE_DIR", state),
-                       ("MANIFESTS_DIR", os.path.join(state, "manifests")), ("RUNS_DIR", os.path.join(state, "runs")),
-                       ("SNAPSHOTS_FILE", os.path.join(state, "snapshots.json")),
-                       ("LOCAL_STATE_DIR", os.path.join(WORK, "container-" + SCENARIO.replace(" ", "-")))):
+    for name, path in (
+        ("DATA_DIR", os.path.join(WORK, "dataset")),
+        ("STATE_DIR", state),
+        ("MANIFESTS_DIR", os.path.join(state, "manifests")),
+        ("RUNS_DIR", os.path.join(state, "runs")),
+        ("SNAPSHOTS_FILE", os.path.join(state, "snapshots.json")),
+        ("LOCAL_STATE_DIR", os.path.join(WORK, "container-" + SCENARIO.replace(" ", "-"))),
+    ):
         setattr(m, name, path)
     m.WEIGHTS_DIR = weights_dir()
     m.TOKENIZER_JSON = os.path.join(m.snapshot_dir(m.WEIGHTS_DIR), "tokenizer.json")
@@ -124,8 +132,9 @@ def build_download_weights(m):
 
     def snapshot_download(*args, **kwargs):
         bound(real, *args, **kwargs)
-        snapshot = os.path.join(kwargs["cache_dir"], "models--" + args[0].replace("/", "--"), "snapshots",
-                                kwargs["revision"])
+        snapshot = os.path.join(
+            kwargs["cache_dir"], "models--" + args[0].replace("/", "--"), "snapshots", kwargs["revision"]
+        )
         os.makedirs(snapshot, exist_ok=True)
         for name in ("config.json", "model.safetensors"):
             open(os.path.join(snapshot, name), "w").close()
@@ -135,9 +144,10 @@ def build_download_weights(m):
 
     huggingface_hub.snapshot_download = snapshot_download
     m.download_weights(weights_dir())
-    return {"refs": sorted(os.listdir(os.path.join(weights_dir(), "models--" + m.MODEL_ID.replace("/", "--"),
-                                                   "refs"))), "imported": sorted(k for k in sys.modules
-                                                                                 if k.split(".")[0] == "ingest")}
+    return {
+        "refs": sorted(os.listdir(os.path.join(weights_dir(), "models--" + m.MODEL_ID.replace("/", "--"), "refs"))),
+        "imported": sorted(k for k in sys.modules if k.split(".")[0] == "ingest"),
+    }
 
 
 def download_dataset(m):
@@ -169,22 +179,33 @@ def embedder(m):
     worker = m.GPUWorker()
     try:
         plan = worker.prepare_load.local("wikipedia", CHUNKING, "20231101.en-6-3")
-        results = [worker.ingest_shard.local(start, start + 3, path, plan.collection, CHUNKING, 8, plan.records)
-                   for start in (0, 3)]
+        results = [
+            worker.ingest_shard.local(start, start + 3, path, plan.collection, CHUNKING, 8, plan.records)
+            for start in (0, 3)
+        ]
         report = worker.finish_load.local("wikipedia", CHUNKING, plan)
         vectors = worker.embed.local(["Paris", "Rome"])
         spec = worker.spec.local()
     finally:
         stop_routers(worker)
-    return {"collection": plan.collection, "points": [r.summary.points_written for r in results], "report": report,
-            "dimension": len(vectors[0]), "model": spec["name"], "state_volume": m.state_volume.calls}
+    return {
+        "collection": plan.collection,
+        "points": [r.summary.points_written for r in results],
+        "report": report,
+        "dimension": len(vectors[0]),
+        "model": spec["name"],
+        "state_volume": m.state_volume.calls,
+    }
 
 
 def reindex(m):
     """A week later, on a fresh container: an edited article, one added, two gone."""
     place_the_app(m)
-    rows = [article(0, "Article zero was edited. It has two sentences still."), *map(article, range(1, 4)),
-            article(9, "A new article. It has two sentences.")]
+    rows = [
+        article(0, "Article zero was edited. It has two sentences still."),
+        *map(article, range(1, 4)),
+        article(9, "A new article. It has two sentences."),
+    ]
     save_snapshot(m, "20231102.en", rows)
     report = m.reindex.local(config="20231102.en")
     return {"report": report, "state_volume": m.state_volume.calls}
@@ -217,9 +238,13 @@ def search_api(m):
         page, script = client.get("/"), client.get("/static/search.js")
         health = client.get("/health")
         found = client.post("/search", json={"query": "Article number 2", "k": 3}, headers=token)
-    return {"page": page.status_code, "script": script.status_code, "health": health.status_code,
-            "search": found.status_code, "hits": [h["title"] for h in found.json().get("hits", [])]
-            if found.status_code == 200 else found.text[:500]}
+    return {
+        "page": page.status_code,
+        "script": script.status_code,
+        "health": health.status_code,
+        "search": found.status_code,
+        "hits": [h["title"] for h in found.json().get("hits", [])] if found.status_code == 200 else found.text[:500],
+    }
 
 
 def preflight(m):
@@ -230,10 +255,17 @@ def preflight(m):
     return {"table": m.preflight.local(config="20231101.en", articles=20, qdrant_seconds=3.0)}
 
 
-SCENARIOS = {"build download_weights": build_download_weights, "download_dataset": download_dataset,
-             "dataset_length": dataset_length, "GPUWorker": embedder, "reindex": reindex,
-             "scheduled_reindex": scheduled_reindex, "wait_until_indexed": wait_until_indexed,
-             "search_api": search_api, "preflight": preflight}
+SCENARIOS = {
+    "build download_weights": build_download_weights,
+    "download_dataset": download_dataset,
+    "dataset_length": dataset_length,
+    "GPUWorker": embedder,
+    "reindex": reindex,
+    "scheduled_reindex": scheduled_reindex,
+    "wait_until_indexed": wait_until_indexed,
+    "search_api": search_api,
+    "preflight": preflight,
+}
 
 
 if __name__ == "__main__":

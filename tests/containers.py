@@ -124,8 +124,11 @@ def _layers(image: Any, version: str) -> list[_Layer]:
         elif "dockerfile_function" in held:  # _from_args
             spec = held["dockerfile_function"](version) if held["dockerfile_function"] else None
             context = held["context_mount_function"](version) if held["context_mount_function"] else None
-            layer = _Layer("build" if held["build_function"] is not None else "docker",
-                           commands=list(spec.commands) if spec else [], build_function=held["build_function"])
+            layer = _Layer(
+                "build" if held["build_function"] is not None else "docker",
+                commands=list(spec.commands) if spec else [],
+                build_function=held["build_function"],
+            )
             if context is not None:  # copy=True: a COPY of these files into the image
                 layer.files = _mount_files(context) or []
             layers.append(layer)
@@ -145,8 +148,7 @@ def _pins(command: str) -> list[str]:
     return pins
 
 
-def _describe(layers: list[_Layer], name: str, image: str, module: str,
-              own_files: list[tuple[str, str]]) -> Container:
+def _describe(layers: list[_Layer], name: str, image: str, module: str, own_files: list[tuple[str, str]]) -> Container:
     packages, files, env, python, registry = [], list(own_files), {}, None, None
     for layer in layers:
         for command in layer.commands:
@@ -161,8 +163,7 @@ def _describe(layers: list[_Layer], name: str, image: str, module: str,
         files += layer.files
     if registry and "text-embeddings-inference" in registry:
         env = {**TEI_IMAGE_ENV, **env}
-    return Container(name, image, module, python or "3.11", tuple(packages), tuple(sorted(set(files))), env,
-                     registry)
+    return Container(name, image, module, python or "3.11", tuple(packages), tuple(sorted(set(files))), env, registry)
 
 
 def containers(module: Any) -> dict[str, Container]:
@@ -219,15 +220,26 @@ def _cached(name: str, build) -> Path:
 def image_environment(python: str, packages: tuple[str, ...]) -> Path:
     """A virtual environment with exactly these pins (and what they need), cached by them."""
     if f"{sys.version_info.major}.{sys.version_info.minor}" != python:
-        raise RuntimeError(f"the image runs Python {python}, this interpreter is "
-                           f"{sys.version_info.major}.{sys.version_info.minor}")
+        raise RuntimeError(
+            f"the image runs Python {python}, this interpreter is {sys.version_info.major}.{sys.version_info.minor}"
+        )
     key = hashlib.sha256(json.dumps([python, sorted(packages)]).encode()).hexdigest()[:16]
 
     def build(folder: Path) -> None:
         _run([sys.executable, "-m", "venv", str(folder)], "python -m venv")
         if packages:
-            _run([str(folder / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                  *packages], f"pip install {' '.join(packages)}")
+            _run(
+                [
+                    str(folder / "bin" / "python"),
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    *packages,
+                ],
+                f"pip install {' '.join(packages)}",
+            )
 
     return _cached(f"venv-{python}-{key}", build)
 
@@ -256,8 +268,17 @@ def client_dependencies(python: str) -> Path:
 
     def build(folder: Path) -> None:
         python_exe = image_environment(python, ()) / "bin" / "python"
-        command = [str(python_exe), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
-                   "--target", str(folder)]
+        command = [
+            str(python_exe),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--target",
+            str(folder),
+        ]
         try:
             _run(command + pins, "pip install the client's dependencies")
         except RuntimeError:
@@ -279,7 +300,7 @@ class Interpreter:
     dependencies: Path
 
     @classmethod
-    def build(cls, container: Container, folder: Path) -> "Interpreter":
+    def build(cls, container: Container, folder: Path) -> Interpreter:
         root = folder / "root"
         for local, remote in container.files:
             target = root / remote
@@ -287,9 +308,15 @@ class Interpreter:
             shutil.copyfile(local, target)
         root.mkdir(parents=True, exist_ok=True)
         environment = image_environment(container.python, container.packages)
-        return cls(container, environment / "bin" / "python", root, client_mount(),
-                   client_dependencies(container.python))
+        return cls(
+            container, environment / "bin" / "python", root, client_mount(), client_dependencies(container.python)
+        )
 
     def command(self, script: Path, *args: str) -> list[str]:
-        return [str(self.python), "-I", str(script), json.dumps({
-            "path_first": [str(self.root), str(self.client)], "path_last": [str(self.dependencies)]}), *args]
+        return [
+            str(self.python),
+            "-I",
+            str(script),
+            json.dumps({"path_first": [str(self.root), str(self.client)], "path_last": [str(self.dependencies)]}),
+            *args,
+        ]

@@ -16,8 +16,8 @@ import pytest
 
 from ingest.chunking import Chunker, ChunkingSettings
 from ingest.rehearsal.tei import TEIServer
-from ingest.store import open_live
 from ingest.settings import StoreSettings
+from ingest.store import open_live
 from schemas import Article, PointPayload
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,8 +40,9 @@ def write_rows(path: Path, rows: list[dict]) -> Path:
 def expected(rows: list[dict], chunk: int = CHUNK) -> dict[str, dict]:
     """Every point a finished run of `rows` holds: id -> payload."""
     chunker = Chunker(ChunkingSettings(max_chars=chunk), max_tokens=512)
-    return {c.point_id: PointPayload.build(a, c).to_dict()
-            for a in map(Article.from_row, rows) for c in chunker.chunks(a)}
+    return {
+        c.point_id: PointPayload.build(a, c).to_dict() for a in map(Article.from_row, rows) for c in chunker.chunks(a)
+    }
 
 
 def env(crash_at: str | None = None) -> dict[str, str]:
@@ -53,15 +54,44 @@ def env(crash_at: str | None = None) -> dict[str, str]:
 
 
 def run_args(tei_url: str, source: str = "rows.jsonl", *, chunk: int = CHUNK, qdrant: str = "qdrant") -> list[str]:
-    return ["run", "--source", source, "--embedder", "tei", "--tei-url", tei_url, "--qdrant-path", qdrant,
-            "--collection", "wiki", "--window", str(WINDOW), "--chunk-size", str(chunk), "--no-progress",
-            "--dead-letter", "dl.jsonl", "-q"]
+    return [
+        "run",
+        "--source",
+        source,
+        "--embedder",
+        "tei",
+        "--tei-url",
+        tei_url,
+        "--qdrant-path",
+        qdrant,
+        "--collection",
+        "wiki",
+        "--window",
+        str(WINDOW),
+        "--chunk-size",
+        str(chunk),
+        "--no-progress",
+        "--dead-letter",
+        "dl.jsonl",
+        "-q",
+    ]
 
 
-def ingest(cwd: Path, args: list[str], *, crash_at: str | None = None, timeout: float = 180,
-           ) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ingest", *args], cwd=cwd, env=env(crash_at), capture_output=True,
-                          text=True, timeout=timeout)
+def ingest(
+    cwd: Path,
+    args: list[str],
+    *,
+    crash_at: str | None = None,
+    timeout: float = 180,
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ingest", *args],
+        cwd=cwd,
+        env=env(crash_at),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def killed(done: subprocess.CompletedProcess) -> bool:

@@ -57,7 +57,7 @@ class LoopDisk:
         self.device = _run("losetup", "-f", "--show", str(image))
         _run("mount", "-t", "ext4", self.device, str(mount))
 
-    def cut(self, image: Path, mount: Path) -> "LoopDisk":
+    def cut(self, image: Path, mount: Path) -> LoopDisk:
         """The disk as a power cut now would leave it, mounted at `mount` (this one stays as it is)."""
         with open(self.image, "rb") as source, open(image, "wb") as copy:
             shutil.copyfileobj(source, copy, 1 << 22)

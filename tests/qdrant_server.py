@@ -75,15 +75,19 @@ OPENAPI_SUBSET = Path(__file__).resolve().parent / "data" / "qdrant-v1.19.0-open
 
 # Qdrant Cloud's strict mode for new collections (quoted in `QdrantStandIn`'s docstring).
 CLOUD_STRICT_MODE = models.StrictModeConfig(
-    enabled=True, unindexed_filtering_retrieve=False, unindexed_filtering_update=False,
-    max_payload_index_count=100)
+    enabled=True, unindexed_filtering_retrieve=False, unindexed_filtering_update=False, max_payload_index_count=100
+)
 
 # Defaults of a collection created without them: config/config.yaml (storage.hnsw_index,
 # storage.optimizers, storage.wal, storage.on_disk_payload, storage.collection).
-DEFAULT_HNSW = {"m": 16, "ef_construct": 100, "full_scan_threshold": 10000, "max_indexing_threads": 0,
-                "on_disk": False}
-DEFAULT_OPTIMIZERS = {"deleted_threshold": 0.2, "vacuum_min_vector_number": 1000, "default_segment_number": 0,
-                      "indexing_threshold": 10000, "flush_interval_sec": 5}
+DEFAULT_HNSW = {"m": 16, "ef_construct": 100, "full_scan_threshold": 10000, "max_indexing_threads": 0, "on_disk": False}
+DEFAULT_OPTIMIZERS = {
+    "deleted_threshold": 0.2,
+    "vacuum_min_vector_number": 1000,
+    "default_segment_number": 0,
+    "indexing_threshold": 10000,
+    "flush_interval_sec": 5,
+}
 DEFAULT_WAL = {"wal_capacity_mb": 32, "wal_segments_ahead": 0}
 
 
@@ -94,8 +98,9 @@ class QdrantError(Exception):
     Texts are `StorageError`'s Display (lib/storage/src/content_manager/errors.rs:13-55), the
     statuses `HttpError::status_code` and headers `HttpError::headers` (src/actix/helpers.rs:206-265)."""
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None,
-                 format_error: bool = False) -> None:
+    def __init__(
+        self, status: int, message: str, headers: dict[str, str] | None = None, format_error: bool = False
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.headers = status, message, headers or {}
         self.format_error = format_error  # answered by actix before any handler: time 0.0 (src/actix/mod.rs:274-279)
@@ -125,12 +130,15 @@ def rate_limit_error(kind: str, cost: float, available: float | None, retry_afte
     `Retry-After` in whole seconds rounded up (src/actix/helpers.rs:210-223); none when the request
     can never fit (`available is None`)."""
     if available is None:
-        description = (f"{kind} rate limit exceeded, request larger than rate limiter capacity, "
-                       "please try to split your request")
+        description = (
+            f"{kind} rate limit exceeded, request larger than rate limiter capacity, please try to split your request"
+        )
         return QdrantError(429, f"Rate limiting exceeded: {description}")
     seconds = math.ceil(retry_after)
-    description = (f"{kind} rate limit exceeded: Operation requires {cost:g} tokens but only {available:.1f} "
-                   f"were available. Retry after {seconds}s")
+    description = (
+        f"{kind} rate limit exceeded: Operation requires {cost:g} tokens but only {available:.1f} "
+        f"were available. Retry after {seconds}s"
+    )
     return QdrantError(429, f"Rate limiting exceeded: {description}", {"Retry-After": str(seconds)})
 
 
@@ -163,19 +171,30 @@ class RateLimiter:
 # how a needed capability is named in the error (`PayloadFieldSchema`'s Display,
 # lib/segment/src/types.rs:2776-2811).
 CAPABILITY_NAMES = {
-    "int_match": "integer", "int_range": "integer", "keyword_match": "keyword",
-    "keyword_prefix": "keyword (with prefix: true)", "float_range": "float", "text": "text",
-    "text_phrase": "text (with phrase_matching: true)", "bool_match": "bool", "uuid_match": "uuid",
-    "uuid_range": "uuid", "datetime_range": "datetime", "geo": "geo",
+    "int_match": "integer",
+    "int_range": "integer",
+    "keyword_match": "keyword",
+    "keyword_prefix": "keyword (with prefix: true)",
+    "float_range": "float",
+    "text": "text",
+    "text_phrase": "text (with phrase_matching: true)",
+    "bool_match": "bool",
+    "uuid_match": "uuid",
+    "uuid_range": "uuid",
+    "datetime_range": "datetime",
+    "geo": "geo",
 }
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 def _is_uuid(text: str) -> bool:
     """`Uuid::parse_str`: simple, hyphenated, braced and URN forms."""
-    return bool(re.fullmatch(r"[0-9a-fA-F]{32}", text) or _UUID.fullmatch(text)
-                or (text.startswith("{") and text.endswith("}") and _UUID.fullmatch(text[1:-1]))
-                or (text.startswith("urn:uuid:") and _UUID.fullmatch(text[9:])))
+    return bool(
+        re.fullmatch(r"[0-9a-fA-F]{32}", text)
+        or _UUID.fullmatch(text)
+        or (text.startswith("{") and text.endswith("}") and _UUID.fullmatch(text[1:-1]))
+        or (text.startswith("urn:uuid:") and _UUID.fullmatch(text[9:]))
+    )
 
 
 def index_capabilities(schema: Any) -> set[str]:
@@ -192,8 +211,13 @@ def index_capabilities(schema: Any) -> set[str]:
         return caps
     if kind == "text":
         return {"text", "text_phrase"} if params.get("phrase_matching") else {"text"}
-    return {"uuid": {"uuid_match", "uuid_range"}, "bool": {"bool_match"}, "float": {"float_range"},
-            "geo": {"geo"}, "datetime": {"datetime_range"}}.get(kind, set())
+    return {
+        "uuid": {"uuid_match", "uuid_range"},
+        "bool": {"bool_match"},
+        "float": {"float_range"},
+        "geo": {"geo"},
+        "datetime": {"datetime_range"},
+    }.get(kind, set())
 
 
 def supports_match(schema: Any) -> bool:
@@ -257,8 +281,12 @@ def _conditions(value: Any) -> list:
 
 def iter_conditions(flt: models.Filter) -> list:
     """`Filter::iter_conditions` order: must, must_not, should, min_should (lib/segment/src/types.rs:4563-4570)."""
-    return (_conditions(flt.must) + _conditions(flt.must_not) + _conditions(flt.should)
-            + (list(flt.min_should.conditions) if flt.min_should else []))
+    return (
+        _conditions(flt.must)
+        + _conditions(flt.must_not)
+        + _conditions(flt.should)
+        + (list(flt.min_should.conditions) if flt.min_should else [])
+    )
 
 
 def total_conditions(flt: models.Filter) -> int:
@@ -418,9 +446,18 @@ class QdrantStandIn(LoopbackServer):
     Test hooks: `restart()` (a server restart: optimizations pause, grey), `refuse_writes(n)`
     (the next n writes get 429), `requests` (method, path, status of every request)."""
 
-    def __init__(self, *, strict: bool | models.StrictModeConfig = False, write_rate_limit: int | None = None,
-                 read_rate_limit: int | None = None, optimize_seconds: float = 0.3, validate: bool = True,
-                 port: int = 0, host: str = "127.0.0.1", clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        strict: bool | models.StrictModeConfig = False,
+        write_rate_limit: int | None = None,
+        read_rate_limit: int | None = None,
+        optimize_seconds: float = 0.3,
+        validate: bool = True,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         default = CLOUD_STRICT_MODE if strict is True else (strict or None)
         config = default.model_dump(exclude_none=True) if default is not None else {}
         if write_rate_limit is not None:
@@ -475,7 +512,7 @@ class QdrantStandIn(LoopbackServer):
             return self._status(coll, self.clock())
 
     # -- HTTP --------------------------------------------------------------------------
-    def handle(self, request: "Handler") -> None:
+    def handle(self, request: Handler) -> None:
         started = time.monotonic()
         parts = urlsplit(request.path)
         path, query = parts.path, {k: v[-1] for k, v in parse_qs(parts.query).items()}
@@ -512,8 +549,10 @@ class QdrantStandIn(LoopbackServer):
             body = {"status": {"error": f"Bad request: {exc}"}, "time": time.monotonic() - started}
         except Exception as exc:  # a bug here: answered, as Qdrant answers its own (500), not a dropped socket
             status = 500
-            body = {"status": {"error": f"Service internal error: {type(exc).__name__}: {exc}"},
-                    "time": time.monotonic() - started}
+            body = {
+                "status": {"error": f"Service internal error: {type(exc).__name__}: {exc}"},
+                "time": time.monotonic() - started,
+            }
         with self._lock:
             self.requests.append((request.command, path, status))
         request.reply(status, json.dumps(body, separators=(",", ":")).encode(), headers=headers)
@@ -568,9 +607,17 @@ class QdrantStandIn(LoopbackServer):
                 return alias.collection_name
         raise not_found(name)
 
-    def _strict_check(self, coll: _Collection, query: dict[str, str], *, read: models.Filter | None = None,
-                      write: models.Filter | None = None, limit: int | None = None, exact: bool | None = None,
-                      params: models.SearchParams | None = None) -> None:
+    def _strict_check(
+        self,
+        coll: _Collection,
+        query: dict[str, str],
+        *,
+        read: models.Filter | None = None,
+        write: models.Filter | None = None,
+        limit: int | None = None,
+        exact: bool | None = None,
+        params: models.SearchParams | None = None,
+    ) -> None:
         """`StrictModeVerification::check_strict_mode` (lib/collection/src/operations/verification/mod.rs:165-178)
         for one request, once its own `check_custom` has run: the limit, the filters (read, then
         write: mod.rs:113-161), `exact`, the search parameters (mod.rs:321-362); then the timeout
@@ -590,8 +637,9 @@ class QdrantStandIn(LoopbackServer):
         if "timeout" in query:
             _check_limit(int(query["timeout"]), config.get("max_timeout"), "timeout")
 
-    def _check_filter(self, coll: _Collection, flt: models.Filter | None, allow_unindexed: bool | None,
-                      config: dict[str, Any]) -> None:
+    def _check_filter(
+        self, coll: _Collection, flt: models.Filter | None, allow_unindexed: bool | None, config: dict[str, Any]
+    ) -> None:
         """mod.rs:119-149: with unindexed filtering disallowed (`Some(false)`), the first key lacking
         a suitable index fails the request; then the condition count limit."""
         if flt is None:
@@ -600,11 +648,13 @@ class QdrantStandIn(LoopbackServer):
             key, schemas = unindexed
             raise strict_mode_error(
                 f'Index required but not found for "{key}" of one of the following types: [{", ".join(schemas)}]',
-                "Create an index for this key or use a different filter.")
+                "Create an index for this key or use a different filter.",
+            )
         limit = config.get("filter_max_conditions")
         if limit is not None and (count := total_conditions(flt)) > limit:  # mod.rs:185-197
-            raise strict_mode_error(f"Filter condition limit reached ({count} > {limit})",
-                                    "Reduce the amount of conditions of your filter.")
+            raise strict_mode_error(
+                f"Filter condition limit reached ({count} > {limit})", "Reduce the amount of conditions of your filter."
+            )
 
     def _check_fullscan(self, coll: _Collection, query: Any, using: str | None, flt: models.Filter | None) -> None:
         """`Query::check_fullscan` (lib/collection/src/operations/verification/query.rs:40-131): with
@@ -613,8 +663,9 @@ class QdrantStandIn(LoopbackServer):
         config = coll.strict_mode()
         if config is None or config.get("search_allow_exact") is not False or query is None:
             return
-        if isinstance(query, (models.FusionQuery, models.RrfQuery, models.OrderByQuery, models.FormulaQuery,
-                              models.SampleQuery)):
+        if isinstance(
+            query, (models.FusionQuery, models.RrfQuery, models.OrderByQuery, models.FormulaQuery, models.SampleQuery)
+        ):
             return
         name = using or ""
         sparse = self._local.get_collection(coll.name).config.params.sparse_vectors or {}
@@ -627,19 +678,24 @@ class QdrantStandIn(LoopbackServer):
         payload_m = own.get("payload_m", coll.hnsw.get("payload_m", m))
         label = "" if name == "" else f" on '{name}'"
         tenant = flt is not None and any(
-            isinstance(c, models.FieldCondition) and isinstance(s := coll.payload_schema.get(c.key), dict)
-            and s.get("is_tenant") for c in iter_conditions(flt))
+            isinstance(c, models.FieldCondition)
+            and isinstance(s := coll.payload_schema.get(c.key), dict)
+            and s.get("is_tenant")
+            for c in iter_conditions(flt)
+        )
         if not tenant:
             raise strict_mode_error(
                 f"Request is forbidden{label} because global vector indexing is disabled (hnsw_config.m = 0)",
                 "Use tenant-specific filter, enable global vector indexing or enable strict mode "
-                "`search_allow_exact` option")
+                "`search_allow_exact` option",
+            )
         if payload_m == 0:
             raise strict_mode_error(
                 f"Request is forbidden{label} because vector indexing is disabled "
                 "(hnsw_config.m = 0 and hnsw_config.payload_m = 0)",
                 "Enable vector indexing, use a prefetch query with indexed vectors or enable strict mode "
-                "`search_allow_exact` option")
+                "`search_allow_exact` option",
+            )
 
     def _check_prefetch(self, coll: _Collection, prefetch: models.Prefetch, query: dict[str, str]) -> None:
         """`CollectionPrefetch`'s verification (query.rs:187-234): its own prefetches first, then its
@@ -647,8 +703,13 @@ class QdrantStandIn(LoopbackServer):
         for inner in _conditions(prefetch.prefetch):
             self._check_prefetch(coll, inner, query)
         self._check_fullscan(coll, prefetch.query, prefetch.using, prefetch.filter)
-        self._strict_check(coll, {}, read=prefetch.filter, limit=prefetch.limit if prefetch.limit is not None else 10,
-                           params=prefetch.params)
+        self._strict_check(
+            coll,
+            {},
+            read=prefetch.filter,
+            limit=prefetch.limit if prefetch.limit is not None else 10,
+            params=prefetch.params,
+        )
 
     def _write(self, coll: _Collection, cost: Callable[[], int]) -> None:
         """A write reaching the shard: a refusal asked for by `refuse_writes`, else the write rate
@@ -685,10 +746,20 @@ class QdrantStandIn(LoopbackServer):
         opt = coll.optimization
         if opt is not None and opt.started is not None and now - opt.started >= opt.remaining:
             finished = datetime.now(timezone.utc).isoformat()
-            coll.completed.append({"uuid": opt.uuid, "optimizer": "indexing", "status": "done",
-                                   "segments": [{"uuid": opt.segment, "points_count": opt.points}],
-                                   "progress": {"name": "Segment Optimizing", "started_at": opt.started_at,
-                                                "finished_at": finished, "duration_sec": self.optimize_seconds}})
+            coll.completed.append(
+                {
+                    "uuid": opt.uuid,
+                    "optimizer": "indexing",
+                    "status": "done",
+                    "segments": [{"uuid": opt.segment, "points_count": opt.points}],
+                    "progress": {
+                        "name": "Segment Optimizing",
+                        "started_at": opt.started_at,
+                        "finished_at": finished,
+                        "duration_sec": self.optimize_seconds,
+                    },
+                }
+            )
             coll.optimization, coll.indexed = None, True
 
     def _status(self, coll: _Collection, now: float) -> str:
@@ -766,8 +837,12 @@ class QdrantStandIn(LoopbackServer):
         for field_name in ("shard_number", "replication_factor", "write_consistency_factor"):
             if getattr(request, field_name) == 0:  # create_collection.rs:173-183
                 raise wrong_input(f"`{field_name}` cannot be 0")
-        self._local.create_collection(name, vectors_config=request.vectors,
-                                      sparse_vectors_config=request.sparse_vectors, metadata=request.metadata)
+        self._local.create_collection(
+            name,
+            vectors_config=request.vectors,
+            sparse_vectors_config=request.sparse_vectors,
+            metadata=request.metadata,
+        )
         if request.strict_mode_config is not None:  # create_collection.rs:208-224: a diff over the default
             strict = _merge(self.default_strict or {}, request.strict_mode_config)
         else:
@@ -775,18 +850,22 @@ class QdrantStandIn(LoopbackServer):
         coll = _Collection(
             name=name,
             vectors=_json(request.vectors) if request.vectors is not None else {},
-            params={"shard_number": request.shard_number or 1,
-                    "sharding_method": _json(request.sharding_method),
-                    "replication_factor": request.replication_factor or 1,
-                    "write_consistency_factor": request.write_consistency_factor or 1,
-                    "on_disk_payload": True if request.on_disk_payload is None else request.on_disk_payload,
-                    "payload": _json(request.payload), "id_tracker": _json(request.id_tracker)},
+            params={
+                "shard_number": request.shard_number or 1,
+                "sharding_method": _json(request.sharding_method),
+                "replication_factor": request.replication_factor or 1,
+                "write_consistency_factor": request.write_consistency_factor or 1,
+                "on_disk_payload": True if request.on_disk_payload is None else request.on_disk_payload,
+                "payload": _json(request.payload),
+                "id_tracker": _json(request.id_tracker),
+            },
             hnsw=_merge(DEFAULT_HNSW, request.hnsw_config),
             optimizers=_merge(DEFAULT_OPTIMIZERS, _optimizers_diff(request.optimizers_config)),
             wal=_merge(DEFAULT_WAL, request.wal_config),
             quantization=_json(request.quantization_config),
             strict=strict,
-            created_at=datetime.now(timezone.utc).isoformat())
+            created_at=datetime.now(timezone.utc).isoformat(),
+        )
         self._collections[name] = coll
         self._build_limiters(coll, on_load=True)
         return True
@@ -800,8 +879,12 @@ class QdrantStandIn(LoopbackServer):
         real = name if name in self._collections else self._resolve(name)
         coll = self._collections[real]
         if request.metadata is not None or request.sparse_vectors is not None or request.vectors is not None:
-            self._local.update_collection(real, metadata=request.metadata, sparse_vectors_config=request.sparse_vectors,
-                                          vectors_config=request.vectors)
+            self._local.update_collection(
+                real,
+                metadata=request.metadata,
+                sparse_vectors_config=request.sparse_vectors,
+                vectors_config=request.vectors,
+            )
         if request.optimizers_config is not None:
             coll.optimizers = _merge(coll.optimizers, _optimizers_diff(request.optimizers_config))
         if request.params is not None:
@@ -820,8 +903,10 @@ class QdrantStandIn(LoopbackServer):
         if request.strict_mode_config is not None:  # collection_ops.rs:182-215
             coll.strict = _merge(coll.strict or {}, request.strict_mode_config)
             self._build_limiters(coll, on_load=False)
-        recreate = any(getattr(request, f) is not None for f in (
-            "optimizers_config", "params", "hnsw_config", "vectors", "quantization_config", "sparse_vectors"))
+        recreate = any(
+            getattr(request, f) is not None
+            for f in ("optimizers_config", "params", "hnsw_config", "vectors", "quantization_config", "sparse_vectors")
+        )
         if recreate:
             self._updated(coll)
         return True
@@ -841,8 +926,10 @@ class QdrantStandIn(LoopbackServer):
         schema = {}
         for field_name, index in coll.payload_schema.items():
             present = models.Filter(must_not=[models.IsEmptyCondition(is_empty=models.PayloadField(key=field_name))])
-            info = {"data_type": index if isinstance(index, str) else index["type"],
-                    "points": self._local.count(real, count_filter=present, exact=True).count}
+            info = {
+                "data_type": index if isinstance(index, str) else index["type"],
+                "points": self._local.count(real, count_filter=present, exact=True).count,
+            }
             if isinstance(index, dict):
                 info["params"] = index
             schema[field_name] = info
@@ -851,13 +938,26 @@ class QdrantStandIn(LoopbackServer):
         sparse = local.config.params.sparse_vectors
         if sparse:
             params["sparse_vectors"] = _json(sparse)
-        config = {"params": params, "hnsw_config": coll.hnsw, "optimizer_config": coll.optimizers,
-                  "wal_config": coll.wal, "quantization_config": coll.quantization,
-                  "strict_mode_config": coll.strict, "metadata": local.config.metadata}
-        return {"status": status, "optimizer_status": "ok", "indexed_vectors_count": indexed,
-                "points_count": points, "segments_count": 1,
-                "config": {k: v for k, v in config.items() if v is not None},
-                "payload_schema": schema, "update_queue": {"length": 0}, "created_at": coll.created_at}
+        config = {
+            "params": params,
+            "hnsw_config": coll.hnsw,
+            "optimizer_config": coll.optimizers,
+            "wal_config": coll.wal,
+            "quantization_config": coll.quantization,
+            "strict_mode_config": coll.strict,
+            "metadata": local.config.metadata,
+        }
+        return {
+            "status": status,
+            "optimizer_status": "ok",
+            "indexed_vectors_count": indexed,
+            "points_count": points,
+            "segments_count": 1,
+            "config": {k: v for k, v in config.items() if v is not None},
+            "payload_schema": schema,
+            "update_queue": {"length": 0},
+            "created_at": coll.created_at,
+        }
 
     def _optimizations(self, body: Any, query: dict, name: str) -> Any:
         """`OptimizationsResponse` (lib/shard/src/operations/optimization.rs:9-113) of the one
@@ -866,14 +966,25 @@ class QdrantStandIn(LoopbackServer):
         status = self._status(coll, self.clock())
         opt = coll.optimization
         segment = [{"uuid": opt.segment, "points_count": opt.points}] if opt else []
-        summary = {"queued_optimizations": 0, "queued_segments": 0, "queued_points": 0,
-                   "idle_segments": 0 if opt else 1}
+        summary = {
+            "queued_optimizations": 0,
+            "queued_segments": 0,
+            "queued_points": 0,
+            "idle_segments": 0 if opt else 1,
+        }
         running = []
         if status == "grey":
             summary.update(queued_optimizations=1, queued_segments=1, queued_points=opt.points)
         elif status == "yellow":
-            running.append({"uuid": opt.uuid, "optimizer": "indexing", "status": "optimizing", "segments": segment,
-                            "progress": {"name": "Segment Optimizing", "started_at": opt.started_at}})
+            running.append(
+                {
+                    "uuid": opt.uuid,
+                    "optimizer": "indexing",
+                    "status": "optimizing",
+                    "segments": segment,
+                    "progress": {"name": "Segment Optimizing", "started_at": opt.started_at},
+                }
+            )
         result: dict[str, Any] = {"summary": summary, "running": running}
         wanted = set(query.get("with", "").split(","))
         if "queued" in wanted:
@@ -882,8 +993,9 @@ class QdrantStandIn(LoopbackServer):
             limit = int(query.get("completed_limit", 16))
             result["completed"] = coll.completed[-limit:] if limit else []
         if "idle_segments" in wanted:
-            result["idle_segments"] = [] if opt else [{"uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, name)),
-                                                       "points_count": self._points(coll)}]
+            result["idle_segments"] = (
+                [] if opt else [{"uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, name)), "points_count": self._points(coll)}]
+            )
         return result
 
     # -- payload indexes -------------------------------------------------------------------------
@@ -893,10 +1005,15 @@ class QdrantStandIn(LoopbackServer):
         request = models.CreateFieldIndex.model_validate(body)
         coll = self._collections[self._resolve(name)]
         config = coll.strict_mode()
-        if config and (limit := config.get("max_payload_index_count")) is not None \
-                and len(coll.payload_schema) >= limit:
-            raise strict_mode_error(f"Collection already has the maximum number of payload indices ({limit})",
-                                    "Please delete an existing index before creating a new one.")
+        if (
+            config
+            and (limit := config.get("max_payload_index_count")) is not None
+            and len(coll.payload_schema) >= limit
+        ):
+            raise strict_mode_error(
+                f"Collection already has the maximum number of payload indices ({limit})",
+                "Please delete an existing index before creating a new one.",
+            )
         if request.field_schema is None:
             raise bad_request("Can't auto-detect field type, please specify `field_schema` in the request")
         self._write(coll, lambda: 0)
@@ -952,8 +1069,11 @@ class QdrantStandIn(LoopbackServer):
         request = (models.DeletePayload if apply == "delete" else models.SetPayload).model_validate(body)
         self._strict_check(coll, query, write=request.filter)  # verification/update.rs:93-153
         self._write(coll, self._affected(real, request.points, request.filter))
-        selector = (models.PointIdsList(points=request.points) if request.points is not None
-                    else models.FilterSelector(filter=request.filter))
+        selector = (
+            models.PointIdsList(points=request.points)
+            if request.points is not None
+            else models.FilterSelector(filter=request.filter)
+        )
         if apply == "delete":
             self._local.delete_payload(real, keys=request.keys, points=selector)
         elif apply == "overwrite":
@@ -989,10 +1109,14 @@ class QdrantStandIn(LoopbackServer):
         self._strict_check(coll, query, read=request.filter, limit=request.limit)  # verification/local_shard.rs:6-26
         self._read(coll, 1 + (total_conditions(request.filter) if request.filter else 0))
         points, offset = self._local.scroll(
-            real, scroll_filter=request.filter, limit=request.limit if request.limit is not None else 10,
-            offset=request.offset, order_by=request.order_by,
+            real,
+            scroll_filter=request.filter,
+            limit=request.limit if request.limit is not None else 10,
+            offset=request.offset,
+            order_by=request.order_by,
             with_payload=True if request.with_payload is None else request.with_payload,
-            with_vectors=False if request.with_vector is None else request.with_vector)
+            with_vectors=False if request.with_vector is None else request.with_vector,
+        )
         return {"points": _json(points, exclude_none=False), "next_page_offset": offset}
 
     def _retrieve(self, body: Any, query: dict, name: str) -> Any:
@@ -1001,17 +1125,27 @@ class QdrantStandIn(LoopbackServer):
         request = models.PointRequest.model_validate(body)
         self._read(coll, len(request.ids))
         points = self._local.retrieve(
-            real, ids=request.ids, with_payload=True if request.with_payload is None else request.with_payload,
-            with_vectors=False if request.with_vector is None else request.with_vector)
+            real,
+            ids=request.ids,
+            with_payload=True if request.with_payload is None else request.with_payload,
+            with_vectors=False if request.with_vector is None else request.with_vector,
+        )
         return _json(points, exclude_none=False)
 
     def _query_kwargs(self, request: models.QueryRequest | models.QueryGroupsRequest) -> dict[str, Any]:
         # REST defaults (the request models' docs): no payload, no vectors, limit 10.
-        return dict(query=request.query, using=request.using, prefetch=request.prefetch, query_filter=request.filter,
-                    search_params=_local_params(request.params), score_threshold=request.score_threshold,
-                    with_payload=False if request.with_payload is None else request.with_payload,
-                    with_vectors=False if request.with_vector is None else request.with_vector,
-                    lookup_from=request.lookup_from, limit=request.limit if request.limit is not None else 10)
+        return dict(
+            query=request.query,
+            using=request.using,
+            prefetch=request.prefetch,
+            query_filter=request.filter,
+            search_params=_local_params(request.params),
+            score_threshold=request.score_threshold,
+            with_payload=False if request.with_payload is None else request.with_payload,
+            with_vectors=False if request.with_vector is None else request.with_vector,
+            lookup_from=request.lookup_from,
+            limit=request.limit if request.limit is not None else 10,
+        )
 
     def _query(self, body: Any, query: dict, name: str) -> Any:
         """Universal query. Strict mode: every prefetch first, then the full-scan check of the query
@@ -1024,8 +1158,13 @@ class QdrantStandIn(LoopbackServer):
                 self._check_prefetch(coll, prefetch, query)
             if not request.prefetch:
                 self._check_fullscan(coll, request.query, request.using, request.filter)
-            self._strict_check(coll, query, read=request.filter,
-                               limit=request.limit if request.limit is not None else 10, params=request.params)
+            self._strict_check(
+                coll,
+                query,
+                read=request.filter,
+                limit=request.limit if request.limit is not None else 10,
+                params=request.params,
+            )
         result = self._local.query_points(real, offset=request.offset, **self._query_kwargs(request))
         return {"points": _json(result.points, exclude_none=False)}
 
@@ -1045,25 +1184,33 @@ class QdrantStandIn(LoopbackServer):
             if config.get("unindexed_filtering_retrieve") is False:
                 index = coll.payload_schema.get(request.group_by)
                 if index is None:
-                    raise strict_mode_error(f'Index required but not found for "{request.group_by}"',
-                                            "Create an index supporting `match` for this key.")
+                    raise strict_mode_error(
+                        f'Index required but not found for "{request.group_by}"',
+                        "Create an index supporting `match` for this key.",
+                    )
                 if not supports_match(index):
                     kind = (index if isinstance(index, str) else index["type"]).capitalize()
-                    raise strict_mode_error(f'Index of type "{kind}" found for "{request.group_by}"',
-                                            "Create an index supporting `match` for this key.")
+                    raise strict_mode_error(
+                        f'Index of type "{kind}" found for "{request.group_by}"',
+                        "Create an index supporting `match` for this key.",
+                    )
             self._strict_check(coll, query, read=request.filter, limit=limit * group_size, params=request.params)
         kwargs = self._query_kwargs(request)
-        result = self._local.query_points_groups(real, group_by=request.group_by, group_size=group_size,
-                                                 with_lookup=request.with_lookup, **kwargs)
+        result = self._local.query_points_groups(
+            real, group_by=request.group_by, group_size=group_size, with_lookup=request.with_lookup, **kwargs
+        )
         return _json(result, exclude_none=False)
 
 
 def _check_limit(value: Any, limit: Any, name: str) -> None:
     """`check_limit_opt` (lib/collection/src/operations/verification/mod.rs:287-304)."""
     if value is not None and limit is not None and value > limit:
-        raise strict_mode_error(f'Limit exceeded {value:g} > {limit:g} for "{name}"' if isinstance(value, float)
-                                else f'Limit exceeded {value} > {limit} for "{name}"',
-                                f'Reduce the "{name}" parameter to or below {limit}.')
+        raise strict_mode_error(
+            f'Limit exceeded {value:g} > {limit:g} for "{name}"'
+            if isinstance(value, float)
+            else f'Limit exceeded {value} > {limit} for "{name}"',
+            f'Reduce the "{name}" parameter to or below {limit}.',
+        )
 
 
 def _check_exact(exact: bool | None, config: dict[str, Any]) -> None:
@@ -1113,8 +1260,8 @@ class OpenApiValidator:
         self._cls = Draft7Validator
 
     @classmethod
-    @functools.lru_cache(maxsize=None)
-    def load(cls, path: Path = OPENAPI_SUBSET) -> "OpenApiValidator":
+    @functools.cache
+    def load(cls, path: Path = OPENAPI_SUBSET) -> OpenApiValidator:
         """Read once per process; the compiled validators are shared by every server."""
         return cls(json.loads(path.read_text(encoding="utf-8")))
 
@@ -1194,30 +1341,46 @@ def extract_openapi_subset(document: dict[str, Any], paths: Sequence[str]) -> di
                 refs(value)
 
     refs(subset_paths)
-    return {"openapi": document["openapi"],
-            "info": {"title": document["info"]["title"],
-                     "description": "Subset of docs/redoc/master/openapi.json at qdrant/qdrant tag v1.19.0: "
-                                    "the paths tests/qdrant_server.py serves and the schemas they reference.",
-                     "version": QDRANT_VERSION},
-            "paths": subset_paths, "components": {"schemas": {name: schemas[name] for name in sorted(wanted)}}}
+    return {
+        "openapi": document["openapi"],
+        "info": {
+            "title": document["info"]["title"],
+            "description": "Subset of docs/redoc/master/openapi.json at qdrant/qdrant tag v1.19.0: "
+            "the paths tests/qdrant_server.py serves and the schemas they reference.",
+            "version": QDRANT_VERSION,
+        },
+        "paths": subset_paths,
+        "components": {"schemas": {name: schemas[name] for name in sorted(wanted)}},
+    }
 
 
 SERVED_PATHS = (
-    "/", "/collections", "/collections/aliases", "/aliases", "/collections/{collection_name}",
-    "/collections/{collection_name}/exists", "/collections/{collection_name}/aliases",
-    "/collections/{collection_name}/optimizations", "/collections/{collection_name}/index",
-    "/collections/{collection_name}/index/{field_name}", "/collections/{collection_name}/points",
-    "/collections/{collection_name}/points/delete", "/collections/{collection_name}/points/payload",
-    "/collections/{collection_name}/points/payload/delete", "/collections/{collection_name}/points/count",
-    "/collections/{collection_name}/points/scroll", "/collections/{collection_name}/points/query",
+    "/",
+    "/collections",
+    "/collections/aliases",
+    "/aliases",
+    "/collections/{collection_name}",
+    "/collections/{collection_name}/exists",
+    "/collections/{collection_name}/aliases",
+    "/collections/{collection_name}/optimizations",
+    "/collections/{collection_name}/index",
+    "/collections/{collection_name}/index/{field_name}",
+    "/collections/{collection_name}/points",
+    "/collections/{collection_name}/points/delete",
+    "/collections/{collection_name}/points/payload",
+    "/collections/{collection_name}/points/payload/delete",
+    "/collections/{collection_name}/points/count",
+    "/collections/{collection_name}/points/scroll",
+    "/collections/{collection_name}/points/query",
     "/collections/{collection_name}/points/query/groups",
 )
 
 
 # -- process entry point ---------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python tests/qdrant_server.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python tests/qdrant_server.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=False, default=6333)
     parser.add_argument("--strict", action="store_true", help="Qdrant Cloud's strict mode for new collections")
@@ -1225,9 +1388,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--read-rate-limit", type=int, default=None, help="read operations per minute")
     parser.add_argument("--optimize-seconds", type=float, default=0.3)
     parser.add_argument("--no-validate", action="store_true", help="skip the OpenAPI check of request bodies")
-    parser.add_argument("--extract-openapi", metavar="OPENAPI_JSON", default=None,
-                        help="write the subset of this OpenAPI document the server serves to "
-                             "tests/data/qdrant-v1.19.0-openapi-subset.json, and exit")
+    parser.add_argument(
+        "--extract-openapi",
+        metavar="OPENAPI_JSON",
+        default=None,
+        help="write the subset of this OpenAPI document the server serves to "
+        "tests/data/qdrant-v1.19.0-openapi-subset.json, and exit",
+    )
     return parser
 
 
@@ -1235,14 +1402,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.extract_openapi:
         document = json.loads(Path(args.extract_openapi).read_text(encoding="utf-8"))
-        OPENAPI_SUBSET.write_text(json.dumps(extract_openapi_subset(document, SERVED_PATHS), indent=1) + "\n",
-                                  encoding="utf-8")
+        OPENAPI_SUBSET.write_text(
+            json.dumps(extract_openapi_subset(document, SERVED_PATHS), indent=1) + "\n", encoding="utf-8"
+        )
         return 0
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    server = QdrantStandIn(strict=args.strict, write_rate_limit=args.write_rate_limit,
-                           read_rate_limit=args.read_rate_limit, optimize_seconds=args.optimize_seconds,
-                           validate=not args.no_validate, port=args.port, host=args.host)
+    server = QdrantStandIn(
+        strict=args.strict,
+        write_rate_limit=args.write_rate_limit,
+        read_rate_limit=args.read_rate_limit,
+        optimize_seconds=args.optimize_seconds,
+        validate=not args.no_validate,
+        port=args.port,
+        host=args.host,
+    )
     with server:
         print(f"Ready on {server.url}", flush=True)
         while not stop.wait(0.1):

@@ -26,8 +26,11 @@ def edge_points(path, name: str = "wiki") -> dict[str, tuple[dict, list[float], 
             sparse = {str(r.id): r.vector.get("bm25") for r in store._shard.retrieve(ids, False, ["bm25"])}
             for p in page:
                 vector = sparse.get(p.id)
-                found[p.id] = (p.payload, p.vector.tolist(),
-                               dict(zip(vector.indices, vector.values)) if vector is not None else {})
+                found[p.id] = (
+                    p.payload,
+                    p.vector.tolist(),
+                    dict(zip(vector.indices, vector.values)) if vector is not None else {},
+                )
         return found
     finally:
         store.close()

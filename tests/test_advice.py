@@ -27,17 +27,30 @@ CHUNK = 300
 
 
 def _env(tei_url: str, crash_at: str | None = None) -> dict[str, str]:
-    return {**env(crash_at), "EMBEDDER": "tei", "TEI_URL": tei_url, "CHUNK_SIZE": str(CHUNK),
-            "INGEST_WINDOW": str(WINDOW), "INGEST_DEAD_LETTER": "dl.jsonl"}
+    return {
+        **env(crash_at),
+        "EMBEDDER": "tei",
+        "TEI_URL": tei_url,
+        "CHUNK_SIZE": str(CHUNK),
+        "INGEST_WINDOW": str(WINDOW),
+        "INGEST_DEAD_LETTER": "dl.jsonl",
+    }
 
 
 def _run(tmp_path, tei, command: str, crash_at: str | None = None) -> subprocess.CompletedProcess:
     """A command line as a user types it: `python -m ingest …`."""
     argv = shlex.split(command)
     assert argv[:3] == ["python", "-m", "ingest"], command
-    return subprocess.run([sys.executable, *argv[1:], "--no-progress"] if argv[3:4] in (["run"], ["reindex"]) else
-                          [sys.executable, *argv[1:]], cwd=tmp_path, env=_env(tei.url, crash_at),
-                          capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, *argv[1:], "--no-progress"]
+        if argv[3:4] in (["run"], ["reindex"])
+        else [sys.executable, *argv[1:]],
+        cwd=tmp_path,
+        env=_env(tei.url, crash_at),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 def _advised(text: str) -> list[str]:
@@ -58,8 +71,7 @@ def two_sources(tmp_path, tei, sample):
     return a, b
 
 
-def test_verify_after_a_stopped_run_advises_running_it_again_and_that_restores_everything(tmp_path, tei,
-                                                                                         two_sources):
+def test_verify_after_a_stopped_run_advises_running_it_again_and_that_restores_everything(tmp_path, tei, two_sources):
     a, b = two_sources
     verified = _run(tmp_path, tei, "python -m ingest verify --qdrant-path qdrant --collection wiki")
     assert verified.returncode == 4
@@ -74,8 +86,10 @@ def test_verify_after_a_stopped_run_advises_running_it_again_and_that_restores_e
 
 def test_a_reindex_without_source_is_refused_when_the_collection_holds_another_source(tmp_path, tei, two_sources):
     a, b = two_sources
-    assert _run(tmp_path, tei, "python -m ingest run --source b.jsonl --qdrant-path qdrant "
-                               "--collection wiki").returncode == 0
+    assert (
+        _run(tmp_path, tei, "python -m ingest run --source b.jsonl --qdrant-path qdrant --collection wiki").returncode
+        == 0
+    )
     before = stored(tmp_path / "qdrant")
     refused = _run(tmp_path, tei, "python -m ingest reindex --qdrant-path qdrant --collection wiki")
     assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
@@ -100,8 +114,14 @@ def _on_terminal(tmp_path, tei, command: str, answer: bytes) -> tuple[int, str]:
     """`command` with a terminal for stdin and stderr (a pty); `answer` typed at the question."""
     main, child_end = pty.openpty()
     argv = shlex.split(command)
-    child = subprocess.Popen([sys.executable, *argv[1:], "--no-progress"], cwd=tmp_path, env=_env(tei.url),
-                             stdin=child_end, stdout=subprocess.PIPE, stderr=child_end)
+    child = subprocess.Popen(
+        [sys.executable, *argv[1:], "--no-progress"],
+        cwd=tmp_path,
+        env=_env(tei.url),
+        stdin=child_end,
+        stdout=subprocess.PIPE,
+        stderr=child_end,
+    )
     os.close(child_end)
     seen, deadline = b"", time.monotonic() + 120
     while b"[y/N]" not in seen and time.monotonic() < deadline and child.poll() is None:

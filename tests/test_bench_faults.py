@@ -10,8 +10,11 @@ from ingest.bench.faults import main
 def test_a_run_through_a_storm_of_429s_finishes_with_every_chunk_and_counts_them(capsys):
     assert main(["--rates", "0.5", "--articles", "12"]) == 0
     line = capsys.readouterr().out.splitlines()[1]
-    found = re.search(r"^429s 50%, run 1: finished in [\d.]+ s: (\d+) points of (\d+) chunks; retries 429 (\d+); "
-                      r"the server answered (\d+) 429s$", line)
+    found = re.search(
+        r"^429s 50%, run 1: finished in [\d.]+ s: (\d+) points of (\d+) chunks; retries 429 (\d+); "
+        r"the server answered (\d+) 429s$",
+        line,
+    )
     assert found, line
     points, chunks, retried, served = map(int, found.groups())
     assert points == chunks >= 12 and retried > 0 and served >= retried

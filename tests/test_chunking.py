@@ -22,7 +22,7 @@ def test_chunks_end_on_sentence_boundaries_and_record_their_spans():
     assert len(chunks) > 1
     for index, chunk in enumerate(chunks):
         assert chunk.chunk_index == index
-        assert chunk.text == TEXT[chunk.start:chunk.end]
+        assert chunk.text == TEXT[chunk.start : chunk.end]
         assert len(chunk.text) <= 90
         assert chunk.text[-1] in ".!?" or chunk.end == len(TEXT)
     assert " ".join(c.text for c in chunks).split() == TEXT.split()  # nothing lost

@@ -11,8 +11,14 @@ HAL_QUERY = "the space film in which the computer HAL 9000 turns on its crew"
 
 
 def run(*args, cwd, env=None):
-    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": os.getcwd(), **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": os.getcwd(), **(env or {})},
+    )
 
 
 @pytest.mark.parametrize("module", ["ingest", "search"])
@@ -29,10 +35,16 @@ def test_help_is_on_stdout_and_exits_zero(module, tmp_path):
         (["--embedder", "tei"], {}, "needs --tei-url"),
         ([], {"INGEST_LIMIT": "many"}, "INGEST_LIMIT='many' is not a valid int"),
         (["--chunk-size", "5"], {}, "chunk size 5 is too small"),
-        (["--qdrant-url", "http://user:pw@localhost:99999"], {}, "--qdrant-url 'http://localhost:99999': Port out "
-                                                                 "of range 0-65535; e.g. http://localhost:6333"),
-        (["--embedder", "tei", "--tei-url", "http://localhost:70000"], {}, "--tei-url 'http://localhost:70000': "
-                                                                          "Port out of range"),
+        (
+            ["--qdrant-url", "http://user:pw@localhost:99999"],
+            {},
+            "--qdrant-url 'http://localhost:99999': Port out of range 0-65535; e.g. http://localhost:6333",
+        ),
+        (
+            ["--embedder", "tei", "--tei-url", "http://localhost:70000"],
+            {},
+            "--tei-url 'http://localhost:70000': Port out of range",
+        ),
         (["--qdrant-url", "localhost:6333"], {}, "is not an http(s) URL with a host"),
     ],
 )
@@ -42,12 +54,15 @@ def test_bad_usage_exits_two_naming_the_setting(args, env, message, tmp_path):
     assert "Traceback" not in done.stderr and "pw" not in done.stderr
 
 
-@pytest.mark.parametrize("args, message", [
-    (["  "], "argument query: is empty: say what to look for"),
-    (["-k", "0", "x"], "argument -k: must be between 1 and 100, got 0"),
-    (["x", "--qdrant-url", "http://localhost:99999"], "Port out of range 0-65535"),
-    (["serve", "--open", "--port", "80000"], "argument --port: must be between 0 and 65535, got 80000"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["  "], "argument query: is empty: say what to look for"),
+        (["-k", "0", "x"], "argument -k: must be between 1 and 100, got 0"),
+        (["x", "--qdrant-url", "http://localhost:99999"], "Port out of range 0-65535"),
+        (["serve", "--open", "--port", "80000"], "argument --port: must be between 0 and 65535, got 80000"),
+    ],
+)
 def test_bad_search_usage_exits_two_before_loading_anything(args, message, tmp_path):
     """Issue 19: these exited 1 after seconds of model start-up, or with tracebacks."""
     done = run("search", *args, cwd=tmp_path)
@@ -55,11 +70,17 @@ def test_bad_search_usage_exits_two_before_loading_anything(args, message, tmp_p
     assert "loading" not in done.stderr and done.stdout == ""
 
 
-@pytest.mark.parametrize("args, env, message", [
-    (["--device", "cuda"], {}, "--device cuda: this torch ("),
-    (["--model", "no-such/model"], {"HF_HUB_OFFLINE": "1"},
-     "model 'no-such/model' is not in the Hugging Face cache and HF_HUB_OFFLINE is set"),
-])
+@pytest.mark.parametrize(
+    "args, env, message",
+    [
+        (["--device", "cuda"], {}, "--device cuda: this torch ("),
+        (
+            ["--model", "no-such/model"],
+            {"HF_HUB_OFFLINE": "1"},
+            "model 'no-such/model' is not in the Hugging Face cache and HF_HUB_OFFLINE is set",
+        ),
+    ],
+)
 def test_a_model_or_device_that_cannot_be_had_fails_in_seconds_saying_why(args, env, message, tmp_path):
     import time
 
@@ -121,8 +142,19 @@ def test_control_characters_from_the_corpus_never_reach_the_terminal_raw():
     from search.query import Hit
 
     evil = "a \x1b[31mred\x1b[0m bell\x07 nul\x00 csi\x9b2J del\x7f\tand a tab\nline"
-    hit = Hit(rank=1, score=0.5, similarity=0.5, article_id="a", title="Title\x1b]0;pwned\x07", url="https://x/\x1b",
-              text=evil, chunk_index=0, start=0, end=1, point_id="p")
+    hit = Hit(
+        rank=1,
+        score=0.5,
+        similarity=0.5,
+        article_id="a",
+        title="Title\x1b]0;pwned\x07",
+        url="https://x/\x1b",
+        text=evil,
+        chunk_index=0,
+        start=0,
+        end=1,
+        point_id="p",
+    )
     raw = "\x1b\x07\x00\x9b\x7f"
     assert not any(c in format_hit(hit) for c in raw) and "\ufffd[31mred" in format_hit(hit)
     line = json_line(hit.model_dump())

@@ -29,8 +29,13 @@ def test_the_cluster_profile_is_three_peers_bootstrapped_from_the_first(compose)
     assert set(nodes) == {"qdrant-node-1", "qdrant-node-2", "qdrant-node-3"}
     assert nodes["qdrant-node-1"]["command"] == ["./qdrant", "--uri", "http://qdrant-node-1:6335"]
     for name in ("qdrant-node-2", "qdrant-node-3"):
-        assert nodes[name]["command"] == ["./qdrant", "--bootstrap", "http://qdrant-node-1:6335",
-                                          "--uri", f"http://{name}:6335"]
+        assert nodes[name]["command"] == [
+            "./qdrant",
+            "--bootstrap",
+            "http://qdrant-node-1:6335",
+            "--uri",
+            f"http://{name}:6335",
+        ]
         assert "ports" not in nodes[name]  # reached through node 1; peer traffic (6335) is never published
     single = compose["services"]["qdrant"]
     for node in nodes.values():

@@ -42,9 +42,9 @@ def tei_on_path(tmp_path_factory) -> dict[str, str]:
     run by this interpreter (the container never imports it)."""
     folder = tmp_path_factory.mktemp("tei-bin")
     router = folder / "text-embeddings-router"
-    router.write_text(f"#!/bin/sh\nexec {sys.executable} -m ingest.rehearsal.standin_router \"$@\"\n")
+    router.write_text(f'#!/bin/sh\nexec {sys.executable} -m ingest.rehearsal.standin_router "$@"\n')
     entrypoint = folder / "entrypoint.sh"
-    entrypoint.write_text("#!/bin/sh\nexec text-embeddings-router \"$@\"\n")
+    entrypoint.write_text('#!/bin/sh\nexec text-embeddings-router "$@"\n')
     for script in (router, entrypoint):
         script.chmod(0o755)
     return {"PATH": f"{folder}{os.pathsep}{os.environ['PATH']}", "WIKI_TEI_ENTRYPOINT": str(entrypoint)}
@@ -77,16 +77,34 @@ def rehearse(app, tei_on_path, qdrant, tmp_path_factory):
             built.append(run("build download_weights")["refs"][0])  # what the image holds, first
         container = app[name]
         interpreter = Interpreter.build(container, folders / name.replace(" ", "-"))
-        env = {"HOME": str(work), "MODAL_CONFIG_PATH": str(work / "no-modal.toml"), **container.env,
-               **tei_on_path, **qdrant, "SEARCH_API_TOKEN": SEARCH_TOKEN}
-        config = {"work": str(work), "tokenizer": tokenizer, "tei_port": free_port(), "module": container.module,
-                  **config}
-        done = subprocess.run(interpreter.command(SCENARIOS, name, json.dumps(config)),
-                              cwd=interpreter.root, env=env, capture_output=True, text=True, timeout=600)
+        env = {
+            "HOME": str(work),
+            "MODAL_CONFIG_PATH": str(work / "no-modal.toml"),
+            **container.env,
+            **tei_on_path,
+            **qdrant,
+            "SEARCH_API_TOKEN": SEARCH_TOKEN,
+        }
+        config = {
+            "work": str(work),
+            "tokenizer": tokenizer,
+            "tei_port": free_port(),
+            "module": container.module,
+            **config,
+        }
+        done = subprocess.run(
+            interpreter.command(SCENARIOS, name, json.dumps(config)),
+            cwd=interpreter.root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         lines = done.stdout.strip().splitlines()
         assert done.returncode == 0 and lines and lines[-1].startswith("RESULT "), (
-            f"{name} failed in its container:\n{done.stderr[-4000:]}\n{done.stdout[-2000:]}")
-        return json.loads(lines[-1][len("RESULT "):])
+            f"{name} failed in its container:\n{done.stderr[-4000:]}\n{done.stdout[-2000:]}"
+        )
+        return json.loads(lines[-1][len("RESULT ") :])
 
     return run
 
@@ -157,8 +175,13 @@ def test_the_preflight_says_go_in_its_container_against_strict_mode_qdrant(rehea
     statuses = {line[6:36].strip(): line[:4] for line in table.splitlines() if line[:4] in ("PASS", "FAIL", "SKIP")}
     assert statuses.pop("deployed class embeds alike") == "SKIP"  # no Modal credentials here
     assert set(statuses.values()) == {"PASS"}, table
-    assert {"TEI started by its entrypoint", "collection round trip", "Qdrant write rate",
-            "the dataset is on its Volume", "secrets are present"} <= set(statuses)
+    assert {
+        "TEI started by its entrypoint",
+        "collection round trip",
+        "Qdrant write rate",
+        "the dataset is on its Volume",
+        "secrets are present",
+    } <= set(statuses)
     assert re.search(r"in strict mode; deleted by filter: [1-9][0-9]* stale chunks, [1-9][0-9]* points", table)
     assert "searchable after" in table
     assert table.splitlines()[-1] == "GO (1 not checked: deployed class embeds alike)"

@@ -41,8 +41,7 @@ def test_sources_are_numbered_by_best_hit_one_per_article():
     hits = [piece("b", 0, 10), piece("a", 11, 20), piece("b", 46, 59), piece("a", 0, 10)]
     context = build_context(hits)
     assert context.text == (
-        "[1] Title b — https://x/b\nAlpha one.\n…\nEpsilon five.\n\n"
-        "[2] Title a — https://x/a\nAlpha one. Beta two."
+        "[1] Title b — https://x/b\nAlpha one.\n…\nEpsilon five.\n\n[2] Title a — https://x/a\nAlpha one. Beta two."
     )
     assert [(s.number, s.article_id) for s in context.sources] == [(1, "b"), (2, "a")]
     assert not context.truncated

@@ -22,8 +22,15 @@ from tests.counting_embedder import SPEC
 from tests.fault_runs import expected, ingest, killed, run_args, stored, tei, verify, write_rows  # noqa: F401
 from tests.loop_disk import loop_disks  # noqa: F401 - a fixture
 
-RUN_MOMENTS = [None, "collection-built:1", "collection-recorded:1", "after-collection:1", "upsert:3",
-               "before-manifest-write:2", "before-alias-switch:1"]
+RUN_MOMENTS = [
+    None,
+    "collection-built:1",
+    "collection-recorded:1",
+    "after-collection:1",
+    "upsert:3",
+    "before-manifest-write:2",
+    "before-alias-switch:1",
+]
 
 
 @pytest.fixture
@@ -45,8 +52,7 @@ def test_build_records_and_aliases_survive_a_power_cut_right_after_they_are_writ
 
 
 @pytest.mark.parametrize("moment", RUN_MOMENTS, ids=lambda m: m or "finished")
-def test_a_power_cut_at_any_moment_of_a_run_leaves_a_store_the_next_run_resumes_exactly(loop_disks, tei, rows,
-                                                                                     moment):
+def test_a_power_cut_at_any_moment_of_a_run_leaves_a_store_the_next_run_resumes_exactly(loop_disks, tei, rows, moment):
     disk = loop_disks("disk", 96)
     write_rows(disk.mount / "rows.jsonl", rows)
     os.sync()  # the source is older than the run
@@ -86,14 +92,19 @@ def fill(mount, leave_kb: int) -> None:
         os.fsync(handle.fileno())
 
 
-FULL = re.compile(r"ERROR ingest: the disk is full writing qdrant \([\d.]+ MB free, the embedded store needs "
-                  rf"{MIN_FREE_MB} MB to write safely\): free some space and run the same command again")
+FULL = re.compile(
+    r"ERROR ingest: the disk is full writing qdrant \([\d.]+ MB free, the embedded store needs "
+    rf"{MIN_FREE_MB} MB to write safely\): free some space and run the same command again"
+)
 
 
-@pytest.mark.parametrize("leave_kb, what", [(100, "before the collection is created"),
-                                            (MIN_FREE_MB * 1024 + 1500, "part way through the run")])
-def test_a_full_disk_stops_the_run_with_one_line_and_it_resumes_once_there_is_room(loop_disks, tei, sample,
-                                                                                  leave_kb, what):
+@pytest.mark.parametrize(
+    "leave_kb, what",
+    [(100, "before the collection is created"), (MIN_FREE_MB * 1024 + 1500, "part way through the run")],
+)
+def test_a_full_disk_stops_the_run_with_one_line_and_it_resumes_once_there_is_room(
+    loop_disks, tei, sample, leave_kb, what
+):
     """Without the margin a full disk killed the run with SIGBUS (exit 135 in a shell, no message)."""
     disk = loop_disks("disk", 128)
     rows = [dict(row) for row in sample[:600]]

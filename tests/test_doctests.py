@@ -40,8 +40,9 @@ def test_the_docstring_examples_run(name, tmp_path, monkeypatch):
 @pytest.mark.parametrize("page", sorted(p.name for p in (ROOT / "docs").glob("*.md") if ">>>" in p.read_text("utf-8")))
 def test_the_docs_examples_run(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = doctest.testfile(str(ROOT / "docs" / page), module_relative=False,
-                              optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    result = doctest.testfile(
+        str(ROOT / "docs" / page), module_relative=False, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    )
     assert result.attempted and result.failed == 0, f"{result.failed} of {result.attempted} examples failed"
 
 

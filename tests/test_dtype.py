@@ -9,12 +9,15 @@ from ingest.errors import EmbedderError
 from ingest.settings import EmbedderSettings
 
 
-@pytest.mark.parametrize("native, device, expected", [
-    (True, "cpu", "bfloat16"),   # AVX512-BF16, AMX or Arm BF16: about 3x float32
-    (False, "cpu", "float32"),   # emulated bfloat16 is slower than float32
-    (True, "cuda", "float16"),
-    (False, "mps", "float16"),
-])
+@pytest.mark.parametrize(
+    "native, device, expected",
+    [
+        (True, "cpu", "bfloat16"),  # AVX512-BF16, AMX or Arm BF16: about 3x float32
+        (False, "cpu", "float32"),  # emulated bfloat16 is slower than float32
+        (True, "cuda", "float16"),
+        (False, "mps", "float16"),
+    ],
+)
 def test_auto_picks_by_device_and_by_what_the_cpu_computes(monkeypatch, native, device, expected):
     monkeypatch.setattr(local, "native_bfloat16", lambda: native)
     assert local.pick_dtype("auto", device) == expected

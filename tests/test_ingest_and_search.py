@@ -7,11 +7,11 @@ import pytest
 
 from ingest.chunking import ChunkingSettings
 from ingest.errors import CollectionMismatchError, RebuildError
+from ingest.jobs import run_ingest
+from ingest.settings import EmbedderSettings, IngestSettings, StoreSettings
+from ingest.sources import sample_rows
 from ingest.store import open_live as open_store
 from ingest.store.edge import EdgeStore
-from ingest.jobs import run_ingest
-from ingest.sources import sample_rows
-from ingest.settings import EmbedderSettings, IngestSettings, StoreSettings
 from schemas import KNOWN_MODELS, CollectionSpec, point_id
 from search import Searcher
 
@@ -80,13 +80,16 @@ def test_search_refuses_a_query_model_other_than_the_collections(ingested):
 def test_a_legacy_collection_of_another_model_is_replaced_only_with_drop_old(tmp_path, local_embedder):
     settings = settings_for(tmp_path, limit=3)
     store = open_store(settings.store)  # a plain collection named "wiki", as built before aliases
-    store.ensure_collection(CollectionSpec(model=KNOWN_MODELS["BAAI/bge-small-en-v1.5"],
-                                           chunking=settings.chunking.to_dict()))
+    store.ensure_collection(
+        CollectionSpec(model=KNOWN_MODELS["BAAI/bge-small-en-v1.5"], chunking=settings.chunking.to_dict())
+    )
     store.close()
     with pytest.raises(RebuildError, match="before collections had aliases.*--drop-old"):
         run_ingest(settings, embedder=local_embedder)
-    summary = run_ingest(replace(settings, limit=None, source=str(write_rows(tmp_path, SAMPLE_ROWS[:3])),
-                                 drop_old=True), embedder=local_embedder)
+    summary = run_ingest(
+        replace(settings, limit=None, source=str(write_rows(tmp_path, SAMPLE_ROWS[:3])), drop_old=True),
+        embedder=local_embedder,
+    )
     assert summary.alias == f"wiki now leads to {summary.collection} (was wiki, dropped)"
     with Searcher.open(settings.store, embedder=local_embedder) as searcher:
         assert searcher.spec.model.name == local_embedder.spec.name and searcher.search("art", k=1)

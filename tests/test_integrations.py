@@ -12,16 +12,24 @@ import pytest
 
 from ingest.chunking import ChunkingSettings
 from ingest.errors import SearchError, SearchUsageError, StoreError
+from ingest.jobs import run_ingest
 from ingest.settings import IngestSettings, StoreSettings
 from ingest.sources import sample_rows
-from ingest.jobs import run_ingest
 from search import Searcher
 from search.api import SearchOptions
 from tests.counting_embedder import CountingEmbedder
 from tests.qdrant_standin import server_stand_in
 
-TITLES = ("Mona Lisa", "Leonardo da Vinci", "The Starry Night", "Vincent van Gogh", "2001: A Space Odyssey",
-          "Stanley Kubrick", "Mount Everest", "Photosynthesis")
+TITLES = (
+    "Mona Lisa",
+    "Leonardo da Vinci",
+    "The Starry Night",
+    "Vincent van Gogh",
+    "2001: A Space Odyssey",
+    "Stanley Kubrick",
+    "Mount Everest",
+    "Photosynthesis",
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +38,13 @@ def searcher(tmp_path_factory, local_embedder):
     rows = {row["title"]: row for row in sample_rows()}
     source = tmp / "rows.jsonl"
     source.write_text("".join(json.dumps(rows[t]) + "\n" for t in TITLES if t in rows), encoding="utf-8")
-    settings = IngestSettings(source=str(source), progress=False, dead_letter=str(tmp / "dl.jsonl"),
-                              chunking=ChunkingSettings(max_chars=300),
-                              store=StoreSettings(qdrant_path=str(tmp / "q"), collection="wiki"))
+    settings = IngestSettings(
+        source=str(source),
+        progress=False,
+        dead_letter=str(tmp / "dl.jsonl"),
+        chunking=ChunkingSettings(max_chars=300),
+        store=StoreSettings(qdrant_path=str(tmp / "q"), collection="wiki"),
+    )
     run_ingest(settings, embedder=local_embedder)
     with Searcher.open(settings.store, embedder=local_embedder) as opened:
         yield opened
@@ -99,7 +111,8 @@ def test_the_llamaindex_retriever_returns_nodes_with_their_source_offsets_and_le
     assert [n.node.node_id for n in again] == [n.node.node_id for n in nodes]
     given = SearchRetriever(searcher, options=SearchOptions(k=3, max_per_article=1))
     assert [n.node.node_id for n in given.retrieve("the film with the computer HAL 9000")] == [
-        n.node.node_id for n in nodes]
+        n.node.node_id for n in nodes
+    ]
     with pytest.raises(SearchUsageError, match="k must be between 1 and 100, got 500"):
         SearchRetriever(searcher, k=500)
 
@@ -108,8 +121,9 @@ def test_the_llamaindex_embedding_is_the_collections_model(searcher):
     from search.integrations.llama_index import SearchEmbedding
 
     embedding = SearchEmbedding.of(searcher)
-    np.testing.assert_allclose(embedding.get_query_embedding("Everest"),
-                               searcher.embedder.embed_queries(["Everest"])[0], atol=1e-6)
+    np.testing.assert_allclose(
+        embedding.get_query_embedding("Everest"), searcher.embedder.embed_queries(["Everest"])[0], atol=1e-6
+    )
     assert len(embedding.get_text_embedding_batch(["a", "b", "c"])) == 3
     assert len(asyncio.run(embedding.aget_query_embedding("Everest"))) == searcher.spec.dimension
 
@@ -120,14 +134,22 @@ def ingested_folder(tmp_path_factory, local_embedder):
     folder = tmp_path_factory.mktemp("here")
     rows = {row["title"]: row for row in sample_rows()}
     (folder / "rows.jsonl").write_text("".join(json.dumps(rows[t]) + "\n" for t in TITLES[:4]), encoding="utf-8")
-    run_ingest(IngestSettings(source=str(folder / "rows.jsonl"), progress=False, dead_letter=str(folder / "dl.jsonl"),
-                              store=StoreSettings(qdrant_path=str(folder / "qdrant_data"))), embedder=local_embedder)
+    run_ingest(
+        IngestSettings(
+            source=str(folder / "rows.jsonl"),
+            progress=False,
+            dead_letter=str(folder / "dl.jsonl"),
+            store=StoreSettings(qdrant_path=str(folder / "qdrant_data")),
+        ),
+        embedder=local_embedder,
+    )
     return folder
 
 
 @pytest.mark.parametrize("framework", ["langchain", "llama_index"])
-def test_a_retriever_built_with_no_arguments_searches_the_index_where_ingest_ran(framework, ingested_folder,
-                                                                                 monkeypatch, tmp_path):
+def test_a_retriever_built_with_no_arguments_searches_the_index_where_ingest_ran(
+    framework, ingested_folder, monkeypatch, tmp_path
+):
     """The contract: `SearchRetriever()` in the folder where `python -m ingest` ran
     searches that index with `python -m search`'s defaults, and the same environment
     variables choose another store; a folder with no index is refused, not created."""
@@ -138,8 +160,11 @@ def test_a_retriever_built_with_no_arguments_searches_the_index_where_ingest_ran
             monkeypatch.setenv(name, value)
         retriever = module.SearchRetriever(k=2)
         try:
-            results = retriever.invoke("Starry Night painter") if framework == "langchain" else \
-                [n.node for n in retriever.retrieve("Starry Night painter")]
+            results = (
+                retriever.invoke("Starry Night painter")
+                if framework == "langchain"
+                else [n.node for n in retriever.retrieve("Starry Night painter")]
+            )
         finally:
             retriever.close()
         assert len(results) == 2 and all(r.metadata["url"] and r.metadata["title"] for r in results)
@@ -160,9 +185,16 @@ def server_collection(tmp_path):
     (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     server, embedder = server_stand_in("wiki", path=str(tmp_path / "q")), CountingEmbedder()
     try:
-        run_ingest(IngestSettings(source=str(tmp_path / "rows.jsonl"), progress=False,
-                                  dead_letter=str(tmp_path / "dl.jsonl"), store=StoreSettings(collection="wiki")),
-                   embedder=embedder, store=server)
+        run_ingest(
+            IngestSettings(
+                source=str(tmp_path / "rows.jsonl"),
+                progress=False,
+                dead_letter=str(tmp_path / "dl.jsonl"),
+                store=StoreSettings(collection="wiki"),
+            ),
+            embedder=embedder,
+            store=server,
+        )
         yield server, embedder, rows
     finally:
         server.close()
@@ -178,18 +210,23 @@ def test_langchains_own_qdrant_store_reads_the_text_but_not_the_citations_of_a_s
     from search.integrations.langchain import SearchEmbeddings
 
     server, embedder, rows = server_collection
-    theirs = QdrantVectorStore(client=server.client, collection_name="wiki", embedding=SearchEmbeddings(embedder),
-                               content_payload_key="text", vector_name="")
+    theirs = QdrantVectorStore(
+        client=server.client,
+        collection_name="wiki",
+        embedding=SearchEmbeddings(embedder),
+        content_payload_key="text",
+        vector_name="",
+    )
     (doc,) = theirs.similarity_search(rows[2]["text"][:200], k=1)  # (the counting embedder is not semantic)
     assert doc.page_content and any(doc.page_content in row["text"] for row in rows)  # a stored chunk's text
     assert "title" not in doc.metadata and "url" not in doc.metadata  # hence this project's retriever
-    defaults = QdrantVectorStore(client=server.client, collection_name="wiki", embedding=SearchEmbeddings(embedder),
-                                 vector_name="")
+    defaults = QdrantVectorStore(
+        client=server.client, collection_name="wiki", embedding=SearchEmbeddings(embedder), vector_name=""
+    )
     assert defaults.similarity_search(rows[2]["title"], k=1)[0].page_content == ""  # the default key is wrong
 
 
-def test_llamaindexs_own_qdrant_store_reads_text_and_citations_but_sends_every_field_to_the_prompt(
-        server_collection):
+def test_llamaindexs_own_qdrant_store_reads_text_and_citations_but_sends_every_field_to_the_prompt(server_collection):
     """What docs/python-api.md says of llama-index-vector-stores-qdrant over such a
     collection: text, title and url come back, but every payload field goes into the
     prompt (hashes, offsets) and the node has no source document."""
@@ -200,8 +237,9 @@ def test_llamaindexs_own_qdrant_store_reads_text_and_citations_but_sends_every_f
     from search.integrations.llama_index import SearchEmbedding
 
     server, embedder, rows = server_collection
-    index = VectorStoreIndex.from_vector_store(QdrantVectorStore(client=server.client, collection_name="wiki"),
-                                               embed_model=SearchEmbedding(embedder))
+    index = VectorStoreIndex.from_vector_store(
+        QdrantVectorStore(client=server.client, collection_name="wiki"), embed_model=SearchEmbedding(embedder)
+    )
     (found,) = index.as_retriever(similarity_top_k=1).retrieve(rows[2]["title"])
     node = found.node
     assert any(node.get_content() in row["text"] for row in rows) and node.get_content()
@@ -227,10 +265,13 @@ def test_a_langchain_chain_answers_from_the_retrieved_passages_with_their_citati
 
     prompts: list[str] = []
     prompt = ChatPromptTemplate.from_template("Answer from these sources:\n{context}\n\nQuestion: {question}")
-    chain = ({"context": SearchRetriever(searcher=searcher, k=3) | RunnableLambda(cited),
-              "question": RunnablePassthrough()}
-             | prompt | RunnableLambda(lambda value: prompts.append(value.to_string()) or value)
-             | FakeListChatModel(responses=["Leonardo da Vinci"]) | StrOutputParser())
+    chain = (
+        {"context": SearchRetriever(searcher=searcher, k=3) | RunnableLambda(cited), "question": RunnablePassthrough()}
+        | prompt
+        | RunnableLambda(lambda value: prompts.append(value.to_string()) or value)
+        | FakeListChatModel(responses=["Leonardo da Vinci"])
+        | StrOutputParser()
+    )
     assert chain.invoke("who painted the Mona Lisa") == "Leonardo da Vinci"
     (sent,) = prompts
     assert "Question: who painted the Mona Lisa" in sent and sent.count("](https://en.wikipedia.org/wiki/") == 3

@@ -31,8 +31,9 @@ def _env() -> dict[str, str]:
 def _interrupt(args: list[str], cwd, *, when: str, after: float, signals: int) -> tuple[int, str]:
     """Start `args`, wait for a stderr line holding `when`, then `after` seconds, then send
     `signals` SIGINTs 0.3 s apart; (exit code, stderr)."""
-    child = subprocess.Popen([sys.executable, *args], cwd=cwd, env=_env(), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, *args], cwd=cwd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in child.stderr], daemon=True).start()
     seen: list[str] = []
@@ -57,8 +58,9 @@ def _interrupt(args: list[str], cwd, *, when: str, after: float, signals: int) -
 
 
 def _ingest(tmp_path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ingest", *extra], cwd=tmp_path, env=_env(), capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "ingest", *extra], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.mark.slow
@@ -71,13 +73,15 @@ def test_ctrl_c_once_or_twice_ends_an_ingest_or_a_search_with_130_and_the_run_re
     assert "terminate called" not in err and "Traceback" not in err, err
     done = _ingest(tmp_path, *run[2:])
     assert done.returncode == 0, done.stderr
-    added, unchanged = (int(re.search(rf"{word} ([\d,]+)", done.stdout)[1].replace(",", ""))
-                        for word in ("articles added", "unchanged"))
+    added, unchanged = (
+        int(re.search(rf"{word} ([\d,]+)", done.stdout)[1].replace(",", "")) for word in ("articles added", "unchanged")
+    )
     assert unchanged > 0 and added + unchanged == ARTICLES, done.stdout  # resumed: what was written is kept
     verified = _ingest(tmp_path, "verify", "--qdrant-path", "q")
     assert verified.returncode == 0 and "in sync" in verified.stdout, verified.stdout + verified.stderr
 
-    code, err = _interrupt(["-m", "search", "who wrote hamlet", "--qdrant-path", "q", "-v"], tmp_path,
-                           when="loading", after=0.5, signals=2)  # a search, while its model loads
+    code, err = _interrupt(
+        ["-m", "search", "who wrote hamlet", "--qdrant-path", "q", "-v"], tmp_path, when="loading", after=0.5, signals=2
+    )  # a search, while its model loads
     assert code == 130, err
     assert "Traceback" not in err and "terminate called" not in err, err

@@ -10,17 +10,26 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("schemas", "ingest", "search")
 
 SCHEMAS, SHARED, JOBS, SEARCH, APP = range(5)
 LAYER_NAMES = {SCHEMAS: "schemas", SHARED: "shared", JOBS: "jobs", SEARCH: "search", APP: "the Modal app"}
 # The shared layer: what every job and search may use. Everything else in `ingest` is a job.
-SHARED_MODULES = ("ingest.errors", "ingest.settings", "ingest.modal_settings", "ingest.logs", "ingest.edge", "ingest.progress",
-                  "ingest.sources",
-                  "ingest.chunking", "ingest.lexical", "ingest.crashpoints", "ingest.embedders", "ingest.store")
+SHARED_MODULES = (
+    "ingest.errors",
+    "ingest.settings",
+    "ingest.modal_settings",
+    "ingest.logs",
+    "ingest.edge",
+    "ingest.progress",
+    "ingest.sources",
+    "ingest.chunking",
+    "ingest.lexical",
+    "ingest.crashpoints",
+    "ingest.embedders",
+    "ingest.store",
+)
 # Where a function may import the project's own modules: the Modal app, whose containers
 # have packages the deploying machine lacks.
 INNER_IMPORTS_ALLOWED = {"ingest.modal_app"}
@@ -52,8 +61,12 @@ def imports(module: str) -> list[tuple[str, int, bool]]:
     """(imported project module, line, inside a function) for every import of `module`."""
     path = MODULES[module]
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    inner = {id(node) for fn in ast.walk(tree) if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
-             for node in ast.walk(fn)}
+    inner = {
+        id(node)
+        for fn in ast.walk(tree)
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
+        for node in ast.walk(fn)
+    }
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = []
     for node in ast.walk(tree):
@@ -62,7 +75,9 @@ def imports(module: str) -> list[tuple[str, int, bool]]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             # `from a.b import c` names the module a.b.c when there is one, else a.b
             names = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names]
         else:
@@ -89,8 +104,10 @@ def test_no_module_imports_a_higher_layer():
         for name, line, _ in imports(module):
             ours, theirs = layer(module), layer(name)
             if theirs > ours or (ours == SEARCH and theirs == JOBS):
-                wrong.append(f"{MODULES[module].relative_to(ROOT)}:{line}: {module} ({LAYER_NAMES[ours]}) "
-                             f"imports {name} ({LAYER_NAMES[theirs]})")
+                wrong.append(
+                    f"{MODULES[module].relative_to(ROOT)}:{line}: {module} ({LAYER_NAMES[ours]}) "
+                    f"imports {name} ({LAYER_NAMES[theirs]})"
+                )
     assert not wrong, "imports against the layering:\n" + "\n".join(wrong)
 
 
@@ -125,8 +142,13 @@ def test_there_is_no_import_cycle():
 
 
 def test_the_projects_own_modules_are_imported_at_the_top():
-    inner = [f"{MODULES[m].relative_to(ROOT)}:{line}: {name}" for m in MODULES if m not in INNER_IMPORTS_ALLOWED
-             for name, line, in_function in imports(m) if in_function and not _lazy_backend(m, name)]
+    inner = [
+        f"{MODULES[m].relative_to(ROOT)}:{line}: {name}"
+        for m in MODULES
+        if m not in INNER_IMPORTS_ALLOWED
+        for name, line, in_function in imports(m)
+        if in_function and not _lazy_backend(m, name)
+    ]
     assert not inner, "imports inside functions (move them to the top):\n" + "\n".join(inner)
 
 
@@ -144,6 +166,12 @@ def test_every_module_imports_without_a_deprecation_warning(tmp_path):
 
     names = sorted(m for m in MODULES if not m.endswith("__main__"))
     code = "import importlib\n" + "".join(f"importlib.import_module({name!r})\n" for name in names)
-    done = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-c", code], cwd=tmp_path,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-W", "error::DeprecationWarning", "-c", code],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]

@@ -26,7 +26,7 @@ def murmur3_32(data: bytes, seed: int = 0) -> int:
     rotl = lambda x, r: ((x << r) | (x >> (32 - r))) & 0xFFFFFFFF  # noqa: E731
     tail = len(data) & ~3
     for i in range(0, tail, 4):
-        k = int.from_bytes(data[i:i + 4], "little")
+        k = int.from_bytes(data[i : i + 4], "little")
         k = rotl((k * c1) & 0xFFFFFFFF, 15) * c2 & 0xFFFFFFFF
         h = (rotl(h ^ k, 13) * 5 + 0xE6546B64) & 0xFFFFFFFF
     k = int.from_bytes(data[tail:], "little") if len(data) & 3 else 0
@@ -67,8 +67,9 @@ def test_passage_weights_are_bm25_term_frequencies_hand_checked():
 def test_the_earlier_words_v1_analyser_still_reads_its_collections():
     legacy = SparseSpec(tokenizer="words-v1", k1=1.2, b=0.75, avg_len=48.0)
     crc = __import__("zlib").crc32
-    assert query_vector("Kubrick, Kubrick and the films", legacy) == SparseQuery([crc(b"kubrick"), crc(b"film")],
-                                                                                 [1.0, 1.0])
+    assert query_vector("Kubrick, Kubrick and the films", legacy) == SparseQuery(
+        [crc(b"kubrick"), crc(b"film")], [1.0, 1.0]
+    )
     assert query_vector("Texas", legacy).indices == [crc(b"texa")]  # its known stemming bug, kept to match its vectors
 
 
@@ -88,11 +89,16 @@ def test_sparse_vectors_are_written_with_the_chunk_and_ranked_with_idf(memory_st
     stored = shard.retrieve([chunks[0].point_id], False, ["bm25"])[0].vector["bm25"]
     assert dict(zip(stored.indices, stored.values)) == pytest.approx(dict(zip(*passage_vector(texts[0], STANDARD))))
     # the rare term outweighs the common one (IDF, from the engine), whatever the dense side says
-    hits = memory_store.search(np.array([0, 0, 0, 1], np.float32), limit=4,
-                               sparse=query_vector("common zyzzyva", STANDARD))
+    hits = memory_store.search(
+        np.array([0, 0, 0, 1], np.float32), limit=4, sparse=query_vector("common zyzzyva", STANDARD)
+    )
     assert hits[0].id in (chunks[0].point_id, chunks[3].point_id)
-    lexical_only = [h.id for h in memory_store.search(np.array([0, 0, 0, 1], np.float32), limit=4,
-                                                       sparse=query_vector("zyzzyva", STANDARD))]
+    lexical_only = [
+        h.id
+        for h in memory_store.search(
+            np.array([0, 0, 0, 1], np.float32), limit=4, sparse=query_vector("zyzzyva", STANDARD)
+        )
+    ]
     assert chunks[0].point_id in lexical_only[:2]
 
 
@@ -100,15 +106,17 @@ def test_build_batch_without_sparse_writes_the_dense_vector_alone():
     article = Article(id="a", url="u", title="T", text="one two")
     batch = build_batch([(article, Chunk("a", 0, "one two", 0, 7, "one two"))], np.ones((1, 3), np.float32))
     assert batch.vectors == [[1.0, 1.0, 1.0]]
-    with_sparse = build_batch([(article, Chunk("a", 0, "one two", 0, 7, "one two"))],
-                              np.ones((1, 3), np.float32), STANDARD)
+    with_sparse = build_batch(
+        [(article, Chunk("a", 0, "one two", 0, 7, "one two"))], np.ones((1, 3), np.float32), STANDARD
+    )
     assert with_sparse.vectors[""] == [[1.0, 1.0, 1.0]] and len(with_sparse.vectors["bm25"]) == 1
 
 
 def test_fingerprints_cover_the_analyser_and_earlier_records_keep_theirs():
     model = ModelSpec("m", 384, 256)
-    before = hashlib.sha256(json.dumps({"model": model.to_dict(), "distance": "cosine", "chunking": {"a": 1}},
-                                       sort_keys=True).encode()).hexdigest()[:16]
+    before = hashlib.sha256(
+        json.dumps({"model": model.to_dict(), "distance": "cosine", "chunking": {"a": 1}}, sort_keys=True).encode()
+    ).hexdigest()[:16]
     assert CollectionSpec(model=model, chunking={"a": 1}).fingerprint == before
     hybrid = CollectionSpec(model=model, chunking={"a": 1}, sparse=STANDARD)
     assert hybrid.fingerprint != before  # adding sparse vectors is a rebuild
@@ -119,8 +127,10 @@ def test_fingerprints_cover_the_analyser_and_earlier_records_keep_theirs():
     shape = {"model": model.to_dict(), "distance": "cosine", "chunking": {"a": 1}, "sparse": old}
     recorded = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
     assert CollectionSpec(model=model, chunking={"a": 1}, sparse=SparseSpec.from_dict(old)).fingerprint == recorded
-    assert CollectionSpec(model=model, chunking={"a": 1}, sparse=SparseSpec.from_dict(old)).fingerprint != \
-        hybrid.fingerprint  # another analyser is another build
+    assert (
+        CollectionSpec(model=model, chunking={"a": 1}, sparse=SparseSpec.from_dict(old)).fingerprint
+        != hybrid.fingerprint
+    )  # another analyser is another build
 
 
 def test_new_collections_leave_titles_out_of_the_terms_and_earlier_records_keep_them():
@@ -130,11 +140,11 @@ def test_new_collections_leave_titles_out_of_the_terms_and_earlier_records_keep_
     assert (STANDARD.k1, STANDARD.b, STANDARD.include_title) == (0.3, 0.5, False)
     chunk = Chunk("1", 0, "Father of the computer.", 0, 23, "Charles Babbage\nFather of the computer.")
     assert lexical.passage_text(chunk.embed_text, chunk.text, STANDARD) == chunk.text
-    (batch,) = build_batch([(Article("1", "u", "Charles Babbage", chunk.text), chunk)],
-                           np.ones((1, 384), np.float32), STANDARD).vectors["bm25"]
+    (batch,) = build_batch(
+        [(Article("1", "u", "Charles Babbage", chunk.text), chunk)], np.ones((1, 384), np.float32), STANDARD
+    ).vectors["bm25"]
     assert sorted(batch.indices) == sorted([term_id("father"), term_id("comput")])  # no "charl", "babbag"
-    earlier = {"name": "bm25", "tokenizer": "qdrant/bm25", "k1": 1.2, "b": 0.75, "avg_len": 48.0,
-               "language": "english"}
+    earlier = {"name": "bm25", "tokenizer": "qdrant/bm25", "k1": 1.2, "b": 0.75, "avg_len": 48.0, "language": "english"}
     read = SparseSpec.from_dict(earlier)
     assert read.include_title and read.to_dict() == earlier  # so the fingerprint is the one recorded
     assert lexical.passage_text(chunk.embed_text, chunk.text, read) == chunk.embed_text

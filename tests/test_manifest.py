@@ -54,20 +54,47 @@ def test_a_manifest_of_another_store_is_rechecked_of_another_collection_refused_
 
 def test_comparison_names_each_kind_of_drift_and_fixes_it(tmp_path):
     with open_manifest(tmp_path / "m.sqlite") as manifest:
-        manifest.complete([ManifestRow("ok", "h", 2), ManifestRow("lost", "h", 1), ManifestRow("short", "h", 3),
-                           ManifestRow("extra", "h", 1), ManifestRow("stale", "h", 1),
-                           ManifestRow("refused", "h", 2, rejected=1)])
+        manifest.complete(
+            [
+                ManifestRow("ok", "h", 2),
+                ManifestRow("lost", "h", 1),
+                ManifestRow("short", "h", 3),
+                ManifestRow("extra", "h", 1),
+                ManifestRow("stale", "h", 1),
+                ManifestRow("refused", "h", 2, rejected=1),
+            ]
+        )
         manifest.mark_pending(["left"])
         manifest.start_observing()
-        manifest.observe([ChunkRef(*ref) for ref in (
-            ("ok", 0, "h"), ("ok", 1, "h"), ("short", 0, "h"), ("extra", 0, "h"), ("extra", 1, "h"),
-            ("stale", 0, "old"), ("refused", 0, "h"), ("new", 0, "n"), ("new", 1, "n"), ("holey", 0, "x"),
-            ("holey", 2, "x"))])
+        manifest.observe(
+            [
+                ChunkRef(*ref)
+                for ref in (
+                    ("ok", 0, "h"),
+                    ("ok", 1, "h"),
+                    ("short", 0, "h"),
+                    ("extra", 0, "h"),
+                    ("extra", 1, "h"),
+                    ("stale", 0, "old"),
+                    ("refused", 0, "h"),
+                    ("new", 0, "n"),
+                    ("new", 1, "n"),
+                    ("holey", 0, "x"),
+                    ("holey", 2, "x"),
+                )
+            ]
+        )
         found = manifest.compare()
-        assert [(name, getattr(found, name).examples) for name in ("lost", "short", "extra", "stale", "unknown",
-                                                                    "pending")] == [
-            ("lost", ("lost",)), ("short", ("short",)), ("extra", ("extra",)), ("stale", ("stale",)),
-            ("unknown", ("holey", "new")), ("pending", ("left",))]
+        assert [
+            (name, getattr(found, name).examples) for name in ("lost", "short", "extra", "stale", "unknown", "pending")
+        ] == [
+            ("lost", ("lost",)),
+            ("short", ("short",)),
+            ("extra", ("extra",)),
+            ("stale", ("stale",)),
+            ("unknown", ("holey", "new")),
+            ("pending", ("left",)),
+        ]
         assert found.drifted == 6
         assert manifest.fix_drift() == (4, 2)  # four redone; "new" adopted whole, "holey" as pending
         rows = manifest.lookup(["lost", "new", "holey", "ok", "refused"])
@@ -79,9 +106,14 @@ def test_comparison_names_each_kind_of_drift_and_fixes_it(tmp_path):
 
 def test_backup_and_checkpoints(tmp_path):
     copies = []
-    with Manifest.open(tmp_path / "m.sqlite", collection="c", fingerprint="f", store="s",
-                       checkpoint=lambda m: (m.backup_to(tmp_path / "copy.sqlite"), copies.append(1)),
-                       checkpoint_every=3600) as manifest:
+    with Manifest.open(
+        tmp_path / "m.sqlite",
+        collection="c",
+        fingerprint="f",
+        store="s",
+        checkpoint=lambda m: (m.backup_to(tmp_path / "copy.sqlite"), copies.append(1)),
+        checkpoint_every=3600,
+    ) as manifest:
         manifest.complete([ManifestRow("a", "h", 1)])
         assert copies == []  # not due yet
     assert copies == [1]  # on close, having written
@@ -110,8 +142,10 @@ def test_crashpoints_kill_at_the_count_and_are_free_when_off():
     crashpoints.crashpoint("anything")  # not armed: nothing happens
     with pytest.raises(ValueError, match="name:count"):
         crashpoints.arm("before-upsert")
-    code = ("from ingest import crashpoints\ncrashpoints.arm('here:3')\n"
-            "for i in range(5):\n    print(i, flush=True)\n    crashpoints.crashpoint('here')\n")
+    code = (
+        "from ingest import crashpoints\ncrashpoints.arm('here:3')\n"
+        "for i in range(5):\n    print(i, flush=True)\n    crashpoints.crashpoint('here')\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == -signal.SIGKILL and done.stdout.split() == ["0", "1", "2"]
     crashpoints.disarm()

@@ -12,9 +12,9 @@ import tempfile
 
 import pytest
 
+from ingest.jobs import run_ingest
 from ingest.settings import IngestSettings, StoreSettings
 from ingest.sources import sample_rows
-from ingest.jobs import run_ingest
 
 TITLES = ("2001: A Space Odyssey", "Stanley Kubrick", "Mona Lisa", "Mount Everest")
 
@@ -25,9 +25,15 @@ def store_path(tmp_path_factory, local_embedder):
     rows = {row["title"]: row for row in sample_rows()}
     source = tmp / "rows.jsonl"
     source.write_text("".join(json.dumps(rows[t]) + "\n" for t in TITLES), encoding="utf-8")
-    run_ingest(IngestSettings(source=str(source), progress=False, dead_letter=str(tmp / "dl.jsonl"),
-                              store=StoreSettings(qdrant_path=str(tmp / "q"), collection="wiki")),
-               embedder=local_embedder)
+    run_ingest(
+        IngestSettings(
+            source=str(source),
+            progress=False,
+            dead_letter=str(tmp / "dl.jsonl"),
+            store=StoreSettings(qdrant_path=str(tmp / "q"), collection="wiki"),
+        ),
+        embedder=local_embedder,
+    )
     return str(tmp / "q")
 
 
@@ -36,17 +42,19 @@ def test_an_mcp_client_lists_and_calls_the_tools(store_path):
     from mcp.client.stdio import stdio_client
 
     params = StdioServerParameters(
-        command=sys.executable, args=["-m", "search", "mcp", "--qdrant-path", store_path, "--collection", "wiki",
-                                      "--device", "cpu"],
-        env={**os.environ, "PYTHONPATH": os.getcwd(), "HF_HUB_OFFLINE": "1"})
+        command=sys.executable,
+        args=["-m", "search", "mcp", "--qdrant-path", store_path, "--collection", "wiki", "--device", "cpu"],
+        env={**os.environ, "PYTHONPATH": os.getcwd(), "HF_HUB_OFFLINE": "1"},
+    )
 
     async def session_run():
         async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
             await session.initialize()
             tools = {tool.name: tool for tool in (await session.list_tools()).tools}
             found = await session.call_tool("search", {"query": "the film with the computer HAL 9000", "k": 2})
-            cited = await session.call_tool("context", {"query": "who directed 2001: A Space Odyssey",
-                                                        "max_chars": 1500, "k": 4})
+            cited = await session.call_tool(
+                "context", {"query": "who directed 2001: A Space Odyssey", "max_chars": 1500, "k": 4}
+            )
             empty = await session.call_tool("search", {"query": "  "})
             wide = await session.call_tool("search", {"query": "HAL", "k": 1000})
             return tools, found, cited, empty, wide
@@ -77,9 +85,16 @@ def test_the_mcp_server_searches_through_any_configured_embedder_here_tei(store_
 
     with TEIServer(embedder=local_embedder) as tei:
         params = StdioServerParameters(
-            command=sys.executable, args=["-m", "search", "mcp", "--collection", "wiki", "--embedder", "tei"],
-            env={**os.environ, "PYTHONPATH": os.getcwd(), "HF_HUB_OFFLINE": "1", "TEI_URL": tei.url,
-                 "QDRANT_PATH": store_path})
+            command=sys.executable,
+            args=["-m", "search", "mcp", "--collection", "wiki", "--embedder", "tei"],
+            env={
+                **os.environ,
+                "PYTHONPATH": os.getcwd(),
+                "HF_HUB_OFFLINE": "1",
+                "TEI_URL": tei.url,
+                "QDRANT_PATH": store_path,
+            },
+        )
 
         async def session_run():
             async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
@@ -103,10 +118,16 @@ def test_an_embedder_outage_is_a_tool_error_that_says_so_without_tracebacks(stor
 
     tei = TEIServer(embedder=local_embedder).__enter__()
     params = StdioServerParameters(
-        command=sys.executable, args=["-m", "search", "mcp", "--collection", "wiki", "--embedder", "tei",
-                                      "--tei-retry-budget", "1"],
-        env={**os.environ, "PYTHONPATH": os.getcwd(), "HF_HUB_OFFLINE": "1", "TEI_URL": tei.url,
-             "QDRANT_PATH": store_path})
+        command=sys.executable,
+        args=["-m", "search", "mcp", "--collection", "wiki", "--embedder", "tei", "--tei-retry-budget", "1"],
+        env={
+            **os.environ,
+            "PYTHONPATH": os.getcwd(),
+            "HF_HUB_OFFLINE": "1",
+            "TEI_URL": tei.url,
+            "QDRANT_PATH": store_path,
+        },
+    )
 
     async def session_run(errlog):
         async with stdio_client(params, errlog=errlog) as (read, write), ClientSession(read, write) as session:
@@ -123,8 +144,10 @@ def test_an_embedder_outage_is_a_tool_error_that_says_so_without_tracebacks(stor
         errlog.seek(0)
         stderr = errlog.read()
     assert failed.is_error
-    assert failed.content[0].text == ("Error executing tool search: the search backend is unavailable (the "
-                                      "embedder failed; the server's log says more): try again later")
+    assert failed.content[0].text == (
+        "Error executing tool search: the search backend is unavailable (the "
+        "embedder failed; the server's log says more): try again later"
+    )
     assert "Traceback" not in stderr, stderr
     assert stderr.count("the embedder") == 1, stderr  # one line naming it (with the details TEI gave)
 
@@ -160,9 +183,11 @@ def test_the_tools_take_the_search_options_and_say_what_went_wrong_in_process():
         await server.call_tool("search", {"query": "HAL", "k": 2, "titles": ["A"], "max_per_article": 1})
         await server.call_tool("context", {"query": "HAL", "max_chars": 900})
         errors = []
-        for tool, arguments, error in (("search", {"query": "HAL", "mode": "sideways"}, None),
-                                       ("search", {"query": "HAL", "mode": "hybrid"}, SearchUsageError("no sparse")),
-                                       ("context", {"query": "HAL"}, StoreError("Qdrant at http://q:6333 is down"))):
+        for tool, arguments, error in (
+            ("search", {"query": "HAL", "mode": "sideways"}, None),
+            ("search", {"query": "HAL", "mode": "hybrid"}, SearchUsageError("no sparse")),
+            ("context", {"query": "HAL"}, StoreError("Qdrant at http://q:6333 is down")),
+        ):
             fake.error = error
             try:
                 await server.call_tool(tool, arguments)

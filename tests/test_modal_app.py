@@ -38,17 +38,17 @@ import ingest.sharded.tei_process as router_module
 import ingest.sharded.weights as weights
 import ingest.sharded.worker as worker_module
 from ingest.embedders.base import Embedder
+from ingest.embedders.fake import deterministic_vector, deterministic_vectors
 from ingest.embedders.modal import DEFAULT_BATCH_SIZE, ModalEmbedder
 from ingest.errors import EmbedderError, InputRejected, RunLockedError, SettingsError, ShardError
 from ingest.modal_settings import DeploySettings, deploy_settings
+from ingest.rehearsal.standin_router import free_port, runner
 from ingest.settings import EmbedderSettings, StoreSettings
-from ingest.sharded.tei_process import router_command
 from ingest.sharded.shard import ShardResult
+from ingest.sharded.tei_process import router_command
 from ingest.store import open_store
 from schemas import KNOWN_MODELS
 from schemas.models import BGE_QUERY_INSTRUCTION
-from ingest.embedders.fake import deterministic_vector, deterministic_vectors
-from ingest.rehearsal.standin_router import free_port, runner
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "BAAI/bge-small-en-v1.5"
@@ -70,8 +70,14 @@ def offline_env(tmp_path, **deploy_env: str) -> dict[str, str]:
 
 
 def run_python(code: str, tmp_path, **deploy_env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], env=offline_env(tmp_path, **deploy_env), cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=offline_env(tmp_path, **deploy_env),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def info(function) -> modal.types.FunctionInfo:
@@ -93,8 +99,11 @@ def registered() -> SimpleNamespace:
     app = modal_app.app
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", modal.exception.DeprecationError)
-        return SimpleNamespace(functions=dict(app.registered_functions), classes=dict(app.registered_classes),
-                               entrypoints=dict(app.registered_entrypoints))
+        return SimpleNamespace(
+            functions=dict(app.registered_functions),
+            classes=dict(app.registered_classes),
+            entrypoints=dict(app.registered_entrypoints),
+        )
 
 
 def volume_mounts(function_info) -> dict[str, tuple[str, bool]]:
@@ -107,7 +116,7 @@ def volume_mounts(function_info) -> dict[str, tuple[str, bool]]:
 # itself, not those modal makes inside them. Objects of the module are named by the
 # module attribute that holds them; `warnings` are errors, so an API that modal 1.x
 # deprecates fails the import.
-DECLARATIONS = r'''
+DECLARATIONS = r"""
 import json, warnings
 warnings.simplefilter("error")
 import modal
@@ -190,7 +199,7 @@ print(json.dumps({
                   if isinstance(v, modal.Function) and v.info().schedule},
     "snapshots": list(m.SNAPSHOTS),
 }))
-'''
+"""
 
 
 def declarations(tmp_path, **deploy_env: str) -> dict:
@@ -208,9 +217,13 @@ def declared(tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def declared_from_env(tmp_path_factory) -> dict:
     """The same, deployed from a shell that sets every deploy-time variable."""
-    return declarations(tmp_path_factory.mktemp("declared-env"), WIKI_EMBED_GPUS="50",
-                        WIKI_REINDEX_CRON="30 4 * * *", WIKI_SNAPSHOTS="20231101.en, 20231201.en",
-                        WIKI_SEARCH_COLLECTION="wikipedia_canary")
+    return declarations(
+        tmp_path_factory.mktemp("declared-env"),
+        WIKI_EMBED_GPUS="50",
+        WIKI_REINDEX_CRON="30 4 * * *",
+        WIKI_SNAPSHOTS="20231101.en, 20231201.en",
+        WIKI_SEARCH_COLLECTION="wikipedia_canary",
+    )
 
 
 # -- importing and deploying needs only `modal` -----------------------------------------
@@ -235,8 +248,16 @@ def test_the_app_declares_itself_without_a_deprecated_modal_api(declared):
     # pre-1.0 names (modal.Stub, modal.gpu.A10G(), concurrency_limit=, keep_warm=,
     # allow_concurrent_inputs=, container_idle_timeout=...) raise or warn there.
     assert modal.__version__.startswith("1.")
-    assert set(declared["options"]) == {"download_dataset", "dataset_length", "GPUWorker", "reindex",
-                                        "scheduled_reindex", "search_api", "wait_until_indexed", "preflight"}
+    assert set(declared["options"]) == {
+        "download_dataset",
+        "dataset_length",
+        "GPUWorker",
+        "reindex",
+        "scheduled_reindex",
+        "search_api",
+        "wait_until_indexed",
+        "preflight",
+    }
 
 
 # -- what the app declares --------------------------------------------------------------
@@ -253,9 +274,18 @@ def test_the_app_registers_these_functions_and_nothing_else():
     app = registered()
     functions, classes = app.functions, app.classes
     plain = {name: f for name, f in functions.items() if not name.endswith(".*")}  # "GPUWorker.*": the class's
-    assert plain == {name: getattr(modal_app, name) for name in
-                     ("download_dataset", "dataset_length", "reindex", "scheduled_reindex", "search_api",
-                      "wait_until_indexed", "preflight")}
+    assert plain == {
+        name: getattr(modal_app, name)
+        for name in (
+            "download_dataset",
+            "dataset_length",
+            "reindex",
+            "scheduled_reindex",
+            "search_api",
+            "wait_until_indexed",
+            "preflight",
+        )
+    }
     assert set(functions) - set(plain) == {f"{name}.*" for name in classes}
     assert all(isinstance(f, modal.Function) for f in functions.values())
     assert app.entrypoints == {"main": modal_app.main}  # what `modal run -m ingest.modal_app` runs on this machine
@@ -270,7 +300,13 @@ def test_declares_an_a10g_tei_image_with_pinned_everything(declared):
     assert isinstance(modal_app.tei_image, modal.Image) and isinstance(modal_app.cpu_image, modal.Image)
     steps = declared["images"]["tei_image"]
     assert [name for name, _, _ in steps] == [
-        "from_registry", "entrypoint", "pip_install", "env", "run_function", "add_local_python_source"]
+        "from_registry",
+        "entrypoint",
+        "pip_install",
+        "env",
+        "run_function",
+        "add_local_python_source",
+    ]
     calls = {name: (args, kwargs) for name, args, kwargs in steps}
     assert calls["from_registry"] == ([modal_app.TEI_IMAGE], {"add_python": "3.11"})
     assert calls["entrypoint"] == ([[]], {})  # TEI's own entrypoint cleared: Modal starts Python
@@ -282,7 +318,8 @@ def test_declares_an_a10g_tei_image_with_pinned_everything(declared):
     assert declared["images"]["cpu_image"] == [
         ["debian_slim", [], {"python_version": "3.11"}],
         ["pip_install", list(modal_app.RUNTIME_PACKAGES), {}],
-        ["add_local_python_source", ["schemas", "ingest", "search"], {"ignore": "_CustomPatternMatcher"}]]
+        ["add_local_python_source", ["schemas", "ingest", "search"], {"ignore": "_CustomPatternMatcher"}],
+    ]
     assert not Path(modal_app.DATA_DIR).is_relative_to("/data")  # TEI's image sets its hub cache there
 
 
@@ -290,8 +327,10 @@ def test_the_gpu_class_declares_gpu_secrets_volumes_scaling_and_concurrency(decl
     declared_info = gpu_class_info()
     assert declared_info.gpus == [(modal_app.GPU, 1)]
     assert declared_info.secrets == [repr(modal_app.qdrant_secret)] == ["modal.Secret.from_name('qdrant')"]
-    assert volume_mounts(declared_info) == {modal_app.DATA_DIR: ("wiki-embed-data", False),
-                                            modal_app.STATE_DIR: ("wiki-embed-state", False)}
+    assert volume_mounts(declared_info) == {
+        modal_app.DATA_DIR: ("wiki-embed-data", False),
+        modal_app.STATE_DIR: ("wiki-embed-state", False),
+    }
     assert declared_info.concurrency_info.max_inputs == modal_app.SHARDS_PER_CONTAINER >= 2
     assert declared_info.cpu >= 2 and declared_info.timeout >= 60 * 60
     assert set(declared_info.method_names) == {"spec", "embed", "prepare_load", "finish_load", "ingest_shard"}
@@ -299,8 +338,10 @@ def test_the_gpu_class_declares_gpu_secrets_volumes_scaling_and_concurrency(decl
     assert (options["decorator"], options["image"]) == ("cls", "tei_image")
     assert options["max_containers"] == DeploySettings().gpus == 10
     assert 0 < options["scaledown_window"] <= 10 * 60  # an idle A10G is let go within minutes
-    assert declared["named"]["qdrant_secret"] == {"name": modal_app.QDRANT_SECRET_NAME,
-                                                  "required_keys": modal_app.QDRANT_SECRET_KEYS}
+    assert declared["named"]["qdrant_secret"] == {
+        "name": modal_app.QDRANT_SECRET_NAME,
+        "required_keys": modal_app.QDRANT_SECRET_KEYS,
+    }
     assert (modal_app.QDRANT_SECRET_NAME, modal_app.QDRANT_SECRET_KEYS) == ("qdrant", ["QDRANT_URL", "QDRANT_API_KEY"])
     assert declared["named"]["dataset_volume"] == {"name": "wiki-embed-data", "create_if_missing": True}
     assert declared["named"]["state_volume"] == {"name": "wiki-embed-state", "create_if_missing": True}
@@ -346,7 +387,7 @@ def test_download_functions_use_the_dataset_volume_and_no_gpu(declared):
 
 # Which of modal's web decorators each function of the app is declared with (FunctionInfo
 # says a function is a web endpoint, not whether it serves ASGI or WSGI).
-WEB_DECORATORS = r'''
+WEB_DECORATORS = r"""
 import json, modal
 seen = {}
 for name in ("asgi_app", "wsgi_app", "fastapi_endpoint", "web_server"):
@@ -359,7 +400,7 @@ for name in ("asgi_app", "wsgi_app", "fastapi_endpoint", "web_server"):
     setattr(modal, name, spy)
 import ingest.modal_app
 print(json.dumps(seen))
-'''
+"""
 
 
 def test_the_search_endpoint_is_an_asgi_app_on_a_cpu_with_the_qdrant_and_token_secrets(declared, tmp_path):
@@ -377,7 +418,13 @@ def test_the_search_endpoint_is_an_asgi_app_on_a_cpu_with_the_qdrant_and_token_s
     assert declared["options"]["search_api"]["min_containers"] == DeploySettings().search_min_containers == 1
     steps = declared["images"]["search_image"]
     assert [name for name, _, _ in steps] == [  # TEI's CPU image, the weights baked in: queries embedded here
-        "from_registry", "entrypoint", "pip_install", "env", "run_function", "add_local_python_source"]
+        "from_registry",
+        "entrypoint",
+        "pip_install",
+        "env",
+        "run_function",
+        "add_local_python_source",
+    ]
     assert steps[0][1] == [modal_app.TEI_CPU_IMAGE] and "cuda" not in modal_app.TEI_CPU_IMAGE
     # the pipeline's packages and the web framework, each pinned to one version
     assert steps[2][1] == [*modal_app.RUNTIME_PACKAGES, *modal_app.WEB_PACKAGES]
@@ -389,9 +436,14 @@ def test_the_search_endpoint_is_an_asgi_app_on_a_cpu_with_the_qdrant_and_token_s
 
 # -- set from the deploying shell -------------------------------------------------------
 def test_the_deploy_time_variables_default_when_unset(declared):
-    assert deploy_settings({}) == DeploySettings(gpus=10, reindex_cron="0 3 * * 0", dataset="wikimedia/wikipedia",
-                                                 snapshots=("20231101.en",), search_collection="wikipedia",
-                                                 search_min_containers=1)
+    assert deploy_settings({}) == DeploySettings(
+        gpus=10,
+        reindex_cron="0 3 * * 0",
+        dataset="wikimedia/wikipedia",
+        snapshots=("20231101.en",),
+        search_collection="wikipedia",
+        search_min_containers=1,
+    )
     assert modal_app.MAX_CONTAINERS == modal_app.DEPLOY.gpus
     assert modal_app.SEARCH_COLLECTION == modal_app.DEPLOY.search_collection
     env_step = [args for name, args, _ in declared["images"]["search_image"] if name == "env"]
@@ -434,13 +486,13 @@ def test_the_quick_starts_create_every_secret_before_the_first_run(declared):
     secrets = {spec["name"] for attr, spec in declared["named"].items() if attr.endswith("_secret")}
     assert secrets == {"qdrant", "search-api"}
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("## The whole of Wikipedia on Modal"):]
+    section = readme[readme.index("## The whole of Wikipedia on Modal") :]
     operations = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
-    steps = operations[operations.index("## The whole of Wikipedia on Modal"):]
-    header = "\n".join(line for line in (ROOT / "ingest" / "modal_app.py").read_text().splitlines()
-                       if line.startswith("#"))
-    for where, text in (("README", section), ("docs/operations.md", steps),
-                        ("ingest/modal_app.py's header", header)):
+    steps = operations[operations.index("## The whole of Wikipedia on Modal") :]
+    header = "\n".join(
+        line for line in (ROOT / "ingest" / "modal_app.py").read_text().splitlines() if line.startswith("#")
+    )
+    for where, text in (("README", section), ("docs/operations.md", steps), ("ingest/modal_app.py's header", header)):
         commands = re.findall(r"modal secret create (\S+)|modal (run|deploy) ", text)
         created = [name for name, verb in commands if name]
         first_run = next(i for i, (name, verb) in enumerate(commands) if verb)
@@ -458,15 +510,23 @@ def test_every_command_of_the_modal_quick_start_is_one_the_app_and_the_clis_take
 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     start = readme.index("## The whole of Wikipedia on Modal")
-    section = readme[start:readme.index("\n## ", start)]
+    section = readme[start : readme.index("\n## ", start)]
     operations = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
-    operations = operations[operations.index("## The whole of Wikipedia on Modal"):]  # the steps, in depth
-    header = "\n".join(line[1:] for line in (ROOT / "ingest" / "modal_app.py").read_text().splitlines()
-                       if line.startswith("#"))
-    lines = [line.split("  #")[0].strip() for text in (section, operations, header)
-             for line in re.sub(r"\\\n\s*", " ", text).splitlines()]  # continued lines joined
-    commands = [line for line in lines if line.startswith(("modal run", "WIKI_EMBED_GPUS=", "python -m ingest"))
-                and ("modal run" in line or "python -m ingest" in line)]
+    operations = operations[operations.index("## The whole of Wikipedia on Modal") :]  # the steps, in depth
+    header = "\n".join(
+        line[1:] for line in (ROOT / "ingest" / "modal_app.py").read_text().splitlines() if line.startswith("#")
+    )
+    lines = [
+        line.split("  #")[0].strip()
+        for text in (section, operations, header)
+        for line in re.sub(r"\\\n\s*", " ", text).splitlines()
+    ]  # continued lines joined
+    commands = [
+        line
+        for line in lines
+        if line.startswith(("modal run", "WIKI_EMBED_GPUS=", "python -m ingest"))
+        and ("modal run" in line or "python -m ingest" in line)
+    ]
     checked = 0
     for command in commands:
         words = shlex.split(command.split("modal run", 1)[-1] if "modal run" in command else command)
@@ -480,7 +540,7 @@ def test_every_command_of_the_modal_quick_start_is_one_the_app_and_the_clis_take
             raw = wrapped.info.raw_f if function == "main" else wrapped._raw_f_
             assert set(flags) <= set(inspect.signature(raw).parameters), (command, flags)
         else:
-            argv = words[words.index("ingest") + 1:]
+            argv = words[words.index("ingest") + 1 :]
             if argv and argv[0] in DELEGATED:
                 module, _, name = DELEGATED[argv[0]].partition(":")
                 parser = __import__(module, fromlist=[name]).build_parser()
@@ -525,7 +585,7 @@ def test_the_router_starts_through_the_images_entrypoint_script_where_there_is_o
     script = tmp_path / "entrypoint.sh"
     assert modal_app.tei_executable(str(script)) == ("text-embeddings-router",)
     assert f"no {script} in this image" in capsys.readouterr().err
-    script.write_text("#!/bin/sh\nexec text-embeddings-router \"$@\"\n")
+    script.write_text('#!/bin/sh\nexec text-embeddings-router "$@"\n')
     assert modal_app.tei_executable(str(script)) == (str(script),)
     assert modal_app.TEI_ENTRYPOINT == "/entrypoint.sh"  # Dockerfile-cuda: COPY cuda-entrypoint.sh entrypoint.sh
 
@@ -659,17 +719,23 @@ def opened_searchers(monkeypatch, standin_tei):
     import search.api
 
     opened = []
-    searcher = SimpleNamespace(name="wikipedia", store=SimpleNamespace(collection="wikipedia_2", exists=lambda: True),
-                               embedder=SimpleNamespace(embed_queries=lambda texts: [[0.0] * 384]),
-                               spec=SimpleNamespace(model=SimpleNamespace(name=MODEL), dimension=384),
-                               default_mode="hybrid", search=lambda query, k=5, **options: [])
-    monkeypatch.setattr(search.api.Searcher, "open",
-                        lambda store, embedder: opened.append((store, embedder)) or searcher)
+    searcher = SimpleNamespace(
+        name="wikipedia",
+        store=SimpleNamespace(collection="wikipedia_2", exists=lambda: True),
+        embedder=SimpleNamespace(embed_queries=lambda texts: [[0.0] * 384]),
+        spec=SimpleNamespace(model=SimpleNamespace(name=MODEL), dimension=384),
+        default_mode="hybrid",
+        search=lambda query, k=5, **options: [],
+    )
+    monkeypatch.setattr(
+        search.api.Searcher, "open", lambda store, embedder: opened.append((store, embedder)) or searcher
+    )
     return opened
 
 
 def test_the_search_endpoint_embeds_queries_on_its_own_cpu_tei_and_takes_qdrant_from_the_secret(
-        monkeypatch, opened_searchers, standin_tei):
+    monkeypatch, opened_searchers, standin_tei
+):
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
@@ -682,7 +748,10 @@ def test_the_search_endpoint_embeds_queries_on_its_own_cpu_tei_and_takes_qdrant_
     app = modal_app.search_api.local()  # the ASGI application, built in this process
     ((store, embedder),) = opened_searchers
     assert (store.qdrant_url, store.qdrant_api_key, store.collection) == (
-        "https://qdrant.example:6333", "qdrant-key", modal_app.SEARCH_COLLECTION)
+        "https://qdrant.example:6333",
+        "qdrant-key",
+        modal_app.SEARCH_COLLECTION,
+    )
     (router,) = standin_tei.started  # this container's own TEI (on the CPU): no GPU container to wake
     assert (embedder.embedder, embedder.tei_url, embedder.model) == ("tei", router.url, MODEL)
     assert "--dtype" in router.command and router.command[router.command.index("--dtype") + 1] == "float32"
@@ -692,8 +761,9 @@ def test_the_search_endpoint_embeds_queries_on_its_own_cpu_tei_and_takes_qdrant_
         assert health.status_code == 200 and health.json()["auth"] is True
         refused = client.post("/search", json={"query": "HAL"})  # the secret's token is asked for
         assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Bearer")
-        answer = client.post("/search", json={"query": "HAL"},
-                             headers={"Authorization": "Bearer token-from-the-secret"})
+        answer = client.post(
+            "/search", json={"query": "HAL"}, headers={"Authorization": "Bearer token-from-the-secret"}
+        )
         assert answer.status_code == 200 and answer.json()["hits"] == []
         assert client.get("/").headers["content-type"].startswith("text/html")  # the page, no token
 
@@ -748,16 +818,27 @@ def on_volume(monkeypatch, tmp_path):
     """The Volume's folder and the container's local state under `tmp_path`, a fake
     Volume handle, and the embedded store (Qdrant Edge) in the `qdrant` secret's place."""
     data, state = tmp_path / "data", tmp_path / "state"
-    for name, path in (("DATA_DIR", data), ("STATE_DIR", state), ("MANIFESTS_DIR", state / "manifests"),
-                       ("RUNS_DIR", state / "runs"), ("LOCAL_STATE_DIR", tmp_path / "container-state")):
+    for name, path in (
+        ("DATA_DIR", data),
+        ("STATE_DIR", state),
+        ("MANIFESTS_DIR", state / "manifests"),
+        ("RUNS_DIR", state / "runs"),
+        ("LOCAL_STATE_DIR", tmp_path / "container-state"),
+    ):
         monkeypatch.setattr(modal_app, name, str(path))
     monkeypatch.setattr(modal_app, "SNAPSHOTS_FILE", str(state / "snapshots.json"))
     monkeypatch.setattr(modal_app, "dataset_volume", volume := FakeVolume())
     monkeypatch.setattr(modal_app, "state_volume", state_volume := FakeVolume())
     monkeypatch.setattr(modal_app, "locks", locks := FakeDict())
     monkeypatch.setenv("QDRANT_PATH", str(tmp_path / "qdrant"))
-    return SimpleNamespace(volume=volume, state_volume=state_volume, data=data, qdrant=str(tmp_path / "qdrant"),
-                           local_state=tmp_path / "container-state", locks=locks)
+    return SimpleNamespace(
+        volume=volume,
+        state_volume=state_volume,
+        data=data,
+        qdrant=str(tmp_path / "qdrant"),
+        local_state=tmp_path / "container-state",
+        locks=locks,
+    )
 
 
 class FakeDict(dict):
@@ -782,8 +863,12 @@ def save_snapshot(config: str, rows: list[dict]) -> str:
 
 
 def article(i, text=None, title=None) -> dict:
-    return {"id": str(i), "url": f"https://example.org/{i}", "title": title or f"Title {i}",
-            "text": text or f"Article number {i} is short. It has two sentences."}
+    return {
+        "id": str(i),
+        "url": f"https://example.org/{i}",
+        "title": title or f"Title {i}",
+        "text": text or f"Article number {i} is short. It has two sentences.",
+    }
 
 
 def live(qdrant_path: str, name: str = "wikipedia") -> tuple[str | None, int]:
@@ -877,11 +962,15 @@ def test_a_sharded_load_then_reindexes_on_fresh_containers(gpu_class, on_volume)
     assert (plan.name, plan.live, plan.created, plan.finished) == ("wikipedia", None, True, [])
     assert Path(plan.records).is_relative_to(modal_app.RUNS_DIR)
     assert on_volume.state_volume.calls == ["reload", "commit"] and on_volume.volume.calls == []
-    results = [worker.ingest_shard.local(start, start + 3, path, plan.collection, CHUNKING, 8, plan.records)
-               for start in (0, 3)]
+    results = [
+        worker.ingest_shard.local(start, start + 3, path, plan.collection, CHUNKING, 8, plan.records)
+        for start in (0, 3)
+    ]
     assert [r.summary.points_written for r in results] == [3, 3]
     assert sorted(p.name for p in Path(plan.records).iterdir()) == [
-        "000000000000-000000000003.json", "000000000003-000000000006.json"]  # recorded on the Volume
+        "000000000000-000000000003.json",
+        "000000000003-000000000006.json",
+    ]  # recorded on the Volume
     assert on_volume.volume.calls == [] and on_volume.state_volume.calls.count("commit") == 3  # one per record
     again = worker.prepare_load.local("wikipedia", CHUNKING, "20231101.en-6-3")  # a rerun skips them
     assert again.finished == [dataclasses.replace(r, stamp=None) for r in results]
@@ -893,8 +982,11 @@ def test_a_sharded_load_then_reindexes_on_fresh_containers(gpu_class, on_volume)
 
     # A month later, on a container that has none of this one's local files:
     shutil.rmtree(on_volume.local_state, ignore_errors=True)
-    rows = [article(0, "Article zero was edited. It has two sentences still."), *map(article, range(1, 4)),
-            article(9, "A new article. It has two sentences.")]
+    rows = [
+        article(0, "Article zero was edited. It has two sentences still."),
+        *map(article, range(1, 4)),
+        article(9, "A new article. It has two sentences."),
+    ]
     save_snapshot("20231201.en", rows)
     on_volume.volume.calls.clear()
     on_volume.state_volume.calls.clear()
@@ -936,17 +1028,24 @@ def test_the_reindex_chunks_and_lexes_as_the_live_collection_was_built(gpu_class
 
 
 def test_the_weekly_reindex_runs_only_when_the_newest_snapshot_is_new_to_the_live_collection(
-        gpu_class, on_volume, monkeypatch):
+    gpu_class, on_volume, monkeypatch
+):
     worker = gpu_class.cls()
     path = save_snapshot("20231101.en", [article(i) for i in range(3)])
     plan = worker.prepare_load.local("wikipedia", CHUNKING, "k")
     worker.ingest_shard.local(0, 3, path, plan.collection, CHUNKING, 8, plan.records)
     worker.finish_load.local("wikipedia", CHUNKING, plan, False, "20231101.en")
     fetched, reindexed = [], []
-    monkeypatch.setattr(modal_app, "download_dataset", SimpleNamespace(
-        remote=lambda config: fetched.append(config) or Path(modal_app.dataset_path(config)).mkdir()))
-    monkeypatch.setattr(modal_app, "reindex", SimpleNamespace(
-        remote=lambda **kwargs: reindexed.append(kwargs) or f"{kwargs['config']}: report"))
+    monkeypatch.setattr(
+        modal_app,
+        "download_dataset",
+        SimpleNamespace(remote=lambda config: fetched.append(config) or Path(modal_app.dataset_path(config)).mkdir()),
+    )
+    monkeypatch.setattr(
+        modal_app,
+        "reindex",
+        SimpleNamespace(remote=lambda **kwargs: reindexed.append(kwargs) or f"{kwargs['config']}: report"),
+    )
     # wikimedia/wikipedia has one English dump: the load's. Nothing to do, and no GPU held.
     assert "already holds 20231101.en" in modal_app.scheduled_reindex.local()
     assert (fetched, reindexed) == ([], [])
@@ -1015,8 +1114,11 @@ def deployed(gpu_class, on_volume, monkeypatch):
         if (start, stop) in fail_shards:
             raise ShardError(start, stop, "ConnectionError: the container lost Qdrant")
 
-    methods = SimpleNamespace(prepare_load=Remote(worker.prepare_load), finish_load=Remote(worker.finish_load),
-                              ingest_shard=Remote(worker.ingest_shard, fail))
+    methods = SimpleNamespace(
+        prepare_load=Remote(worker.prepare_load),
+        finish_load=Remote(worker.finish_load),
+        ingest_shard=Remote(worker.ingest_shard, fail),
+    )
     monkeypatch.setattr(modal_app, "GPUWorker", lambda: methods)
     monkeypatch.setattr(modal_app, "dataset_length", Remote(modal_app.dataset_length))
     monkeypatch.setattr(modal_app, "download_dataset", Remote(modal_app.download_dataset))
@@ -1165,8 +1267,9 @@ def test_modal_embedder_against_the_gpu_class_in_this_process(gpu_class):
     embedder = ModalEmbedder(remote_cls=lambda: remote)
     assert embedder.spec.name == MODEL and embedder.spec.revision == modal_app.MODEL_REVISION
     vectors = embedder.embed_queries(["who painted the Mona Lisa"])
-    np.testing.assert_allclose(vectors[0], deterministic_vector(BGE_QUERY_INSTRUCTION + "who painted the Mona Lisa"),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        vectors[0], deterministic_vector(BGE_QUERY_INSTRUCTION + "who painted the Mona Lisa"), atol=1e-6
+    )
 
 
 def test_modal_embedder_batches_and_isolates_refused_inputs():
@@ -1200,8 +1303,10 @@ def test_modal_embedder_falls_back_to_known_models_for_a_deployment_without_spec
     ("error", "advice"),
     [
         (modal.exception.AuthError("Token missing. Could not authenticate client."), "modal token new"),
-        (modal.exception.NotFoundError("Lookup failed for Cls 'GPUWorker' from the 'wiki-embed' app"),
-         r"modal deploy -m ingest\.modal_app"),
+        (
+            modal.exception.NotFoundError("Lookup failed for Cls 'GPUWorker' from the 'wiki-embed' app"),
+            r"modal deploy -m ingest\.modal_app",
+        ),
         (modal.exception.ConnectionError("could not connect"), "check the network"),
         (RuntimeError("surprise"), r"embed failed \(RuntimeError: surprise\)"),
     ],
@@ -1246,8 +1351,7 @@ def _raise(error):
 
 
 # -- the preflight ----------------------------------------------------------------------
-def test_the_preflight_runs_every_check_on_the_containers_tei_and_the_containers_own(gpu_class, on_volume,
-                                                                                   monkeypatch):
+def test_the_preflight_runs_every_check_on_the_containers_tei_and_the_containers_own(gpu_class, on_volume, monkeypatch):
     """Run through its plain-Python core: the worker's TEI (the loopback server, started
     as the container starts it), the store of the secret (the embedded store here), and the
     container's checks. No credentials here: the deployed class is skipped, not passed."""

@@ -19,12 +19,12 @@ from ingest.chunking import Chunker, ChunkingSettings
 from ingest.embedders.base import Embedder
 from ingest.embedders.fake import FakeEmbedder, deterministic_vectors
 from ingest.errors import EmbedderError
+from ingest.jobs import collection_spec, run_ingest, verify_collection
 from ingest.pipeline.deadletters import MemorySink
 from ingest.pipeline.run import run_pipeline
 from ingest.settings import IngestSettings, StoreSettings
 from ingest.state.manifest import Manifest
 from ingest.store import MemoryStore, PointWriter
-from ingest.jobs import collection_spec, run_ingest, verify_collection
 from schemas import point_id
 
 pytestmark = pytest.mark.unit
@@ -59,8 +59,16 @@ def store():
 
 def pipeline(rows, store, manifest, embedder, sink=None, **kwargs):
     chunker = Chunker(CHUNKING, max_tokens=embedder.spec.max_tokens, count_tokens=embedder.count_tokens)
-    return run_pipeline(rows, chunker=chunker, embedder=embedder, store=store, manifest=manifest,
-                        dead_letters=sink or MemorySink("test"), window=WINDOW, **kwargs)
+    return run_pipeline(
+        rows,
+        chunker=chunker,
+        embedder=embedder,
+        store=store,
+        manifest=manifest,
+        dead_letters=sink or MemorySink("test"),
+        window=WINDOW,
+        **kwargs,
+    )
 
 
 def chunks_of(store, article_id):
@@ -121,6 +129,7 @@ def test_refused_chunks_and_bad_rows_are_dead_lettered_and_a_later_run_retries_o
 
 def test_the_pipeline_needs_only_a_point_writer(manifest):
     """Four methods: write, find vectors to reuse, delete stale chunks, flush."""
+
     class OnlyWrites:
         def __init__(self, inner: MemoryStore) -> None:
             self.inner, self.calls = inner, []
@@ -155,8 +164,17 @@ def settings_for(tmp_path, rows, **kwargs) -> IngestSettings:
     source = tmp_path / "rows.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in rows))
     store = StoreSettings(qdrant_path=str(tmp_path / "q"), state_dir=str(tmp_path / "state"), collection="wiki")
-    return IngestSettings(**{"source": str(source), "progress": False, "window": WINDOW, "chunking": CHUNKING,
-                             "dead_letter": str(tmp_path / "dead.jsonl"), "store": store, **kwargs})
+    return IngestSettings(
+        **{
+            "source": str(source),
+            "progress": False,
+            "window": WINDOW,
+            "chunking": CHUNKING,
+            "dead_letter": str(tmp_path / "dead.jsonl"),
+            "store": store,
+            **kwargs,
+        }
+    )
 
 
 def test_a_reindex_deletes_the_articles_the_source_lacks(tmp_path):
@@ -192,8 +210,9 @@ def test_a_run_stopped_by_a_failure_resumes_where_it_stopped(tmp_path):
 def test_other_chunking_builds_a_new_collection_and_moves_the_alias(tmp_path):
     store = MemoryStore()
     first = run_ingest(settings_for(tmp_path, ROWS), store=store, embedder=FakeEmbedder())
-    rebuilt = run_ingest(settings_for(tmp_path, ROWS, chunking=ChunkingSettings(max_chars=300)), store=store,
-                         embedder=FakeEmbedder())
+    rebuilt = run_ingest(
+        settings_for(tmp_path, ROWS, chunking=ChunkingSettings(max_chars=300)), store=store, embedder=FakeEmbedder()
+    )
     assert rebuilt.collection != first.collection and store.resolve("wiki").collection == rebuilt.collection
     assert rebuilt.alias == f"wiki now leads to {rebuilt.collection} (was {first.collection}, kept)"
     assert rebuilt.chunks < first.chunks and rebuilt.collection_points == rebuilt.chunks

@@ -32,7 +32,8 @@ def test_the_time_to_searchable_adds_the_index_build_and_the_switch_to_the_load(
     assert p.searchable_seconds == pytest.approx(p.wall_seconds + p.index_seconds + p.switch_seconds)
     assert p.gpu_hours == pytest.approx(100 * p.wall_seconds / 3600)  # only the load holds GPUs
     assert project(100, Assumptions(qdrant_nodes=2, replicas=2)).index_seconds == pytest.approx(
-        2 * project(100, Assumptions(qdrant_nodes=2)).index_seconds)  # every copy is indexed
+        2 * project(100, Assumptions(qdrant_nodes=2)).index_seconds
+    )  # every copy is indexed
 
 
 def test_a_slow_client_bounds_the_gpu_and_raises_the_cost():

@@ -29,10 +29,14 @@ from ingest.store.server import ServerStore
 from schemas import KNOWN_MODELS, Article, Chunk, CollectionSpec
 
 V1_19 = json.loads((Path(__file__).parent / "data" / "qdrant-v1.19.0-grpc-fields.json").read_text())["messages"]
-SERVICES = {service.full_name: service for module in (points_service_pb2, collections_service_pb2, qdrant_pb2)
-            for service in module.DESCRIPTOR.services_by_name.values()}
-SPEC = CollectionSpec(model=KNOWN_MODELS["BAAI/bge-small-en-v1.5"], chunking={"max_chars": 1000},
-                      sparse=lexical.default_spec())
+SERVICES = {
+    service.full_name: service
+    for module in (points_service_pb2, collections_service_pb2, qdrant_pb2)
+    for service in module.DESCRIPTOR.services_by_name.values()
+}
+SPEC = CollectionSpec(
+    model=KNOWN_MODELS["BAAI/bge-small-en-v1.5"], chunking={"max_chars": 1000}, sparse=lexical.default_spec()
+)
 
 
 class Recorder(grpc.GenericRpcHandler):
@@ -59,8 +63,10 @@ class Recorder(grpc.GenericRpcHandler):
                 response.result = True
             elif method in ("Update", "UpdateAliases", "Delete") and service.endswith("Collections"):
                 response.result = True
-            elif hasattr(response, "result") and response.DESCRIPTOR.fields_by_name["result"].message_type \
-                    is points_pb2.UpdateResult.DESCRIPTOR:
+            elif (
+                hasattr(response, "result")
+                and response.DESCRIPTOR.fields_by_name["result"].message_type is points_pb2.UpdateResult.DESCRIPTOR
+            ):
                 response.result.status = points_pb2.UpdateStatus.Completed
             elif method == "Count":
                 response.result.count = 1
@@ -68,8 +74,9 @@ class Recorder(grpc.GenericRpcHandler):
                 response.version = self.version
             return response
 
-        return grpc.unary_unary_rpc_method_handler(answer, request_deserializer=request_type.FromString,
-                                                   response_serializer=response_type.SerializeToString)
+        return grpc.unary_unary_rpc_method_handler(
+            answer, request_deserializer=request_type.FromString, response_serializer=response_type.SerializeToString
+        )
 
 
 @pytest.fixture(params=["1.17.0", "1.19.0"])
@@ -97,8 +104,7 @@ def unknown_to_v1_19(message, path: str = "") -> list[str]:
             unknown.append(where)
         elif field.message_type is not None:
             if field.message_type.GetOptions().map_entry:
-                values = [v for v in value.values()] if field.message_type.fields_by_name["value"].message_type \
-                    else []
+                values = [v for v in value.values()] if field.message_type.fields_by_name["value"].message_type else []
             else:
                 values = list(value) if field.is_repeated else [value]
             for item in values:
@@ -108,8 +114,9 @@ def unknown_to_v1_19(message, path: str = "") -> list[str]:
 
 def test_every_store_call_sends_only_what_qdrant_1_19_knows(grpc_server):
     port, recorder = grpc_server
-    client = QdrantClient(host="127.0.0.1", port=port + 1, grpc_port=port, prefer_grpc=True,
-                          check_compatibility=False, timeout=5)
+    client = QdrantClient(
+        host="127.0.0.1", port=port + 1, grpc_port=port, prefer_grpc=True, check_compatibility=False, timeout=5
+    )
     store = ServerStore(client, "wiki", location="grpc test")
     article = Article("a", "https://en.wikipedia.org/wiki/A", "A", "text " * 20)
     pairs = [(article, Chunk("a", i, f"text {i}", i, i + 1, f"A\ntext {i}")) for i in range(3)]
@@ -132,10 +139,19 @@ def test_every_store_call_sends_only_what_qdrant_1_19_knows(grpc_server):
     finally:
         store.close()
     methods = {method for method, _ in recorder.calls}
-    assert {"qdrant.Collections/Create", "qdrant.Points/CreateFieldIndex", "qdrant.Points/Upsert",
-            "qdrant.Points/Query", "qdrant.Points/QueryGroups", "qdrant.Points/Count", "qdrant.Points/Delete",
-            "qdrant.Points/Scroll", "qdrant.Points/Get", "qdrant.Collections/UpdateAliases",
-            "qdrant.Collections/ListAliases"} <= methods
+    assert {
+        "qdrant.Collections/Create",
+        "qdrant.Points/CreateFieldIndex",
+        "qdrant.Points/Upsert",
+        "qdrant.Points/Query",
+        "qdrant.Points/QueryGroups",
+        "qdrant.Points/Count",
+        "qdrant.Points/Delete",
+        "qdrant.Points/Scroll",
+        "qdrant.Points/Get",
+        "qdrant.Collections/UpdateAliases",
+        "qdrant.Collections/ListAliases",
+    } <= methods
     unknown = [f"{method}: {field}" for method, request in recorder.calls for field in unknown_to_v1_19(request)]
     assert not unknown, "fields Qdrant v1.19 would drop without a word:\n" + "\n".join(unknown)
     create = next(request for method, request in recorder.calls if method == "qdrant.Collections/Create")

@@ -24,10 +24,12 @@ from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
 from qdrant_client.http.exceptions import UnexpectedResponse
 from qdrant_client.hybrid.fusion import reciprocal_rank_fusion
 
-from tests.qdrant_server import CLOUD_STRICT_MODE, QdrantStandIn, OpenApiValidator
+from tests.qdrant_server import CLOUD_STRICT_MODE, OpenApiValidator, QdrantStandIn
 
-INDEX_REQUIRED = ('Bad request: Index required but not found for "{key}" of one of the following types: '
-                  '[{types}]. Help: Create an index for this key or use a different filter.')
+INDEX_REQUIRED = (
+    'Bad request: Index required but not found for "{key}" of one of the following types: '
+    "[{types}]. Help: Create an index for this key or use a different filter."
+)
 
 
 class FakeClock:
@@ -89,18 +91,35 @@ def error_of(raised: pytest.ExceptionInfo) -> tuple[int, str]:
 def chunks(client: QdrantClient, name: str = "c", n: int = 6, **create) -> None:
     """A collection of `n` points over two articles: dense [cos, sin] vectors, a sparse one,
     and the store's payload fields."""
-    client.create_collection(name, vectors_config=models.VectorParams(size=2, distance=models.Distance.COSINE),
-                             sparse_vectors_config={"bm25": models.SparseVectorParams(modifier=models.Modifier.IDF)},
-                             **create)
+    client.create_collection(
+        name,
+        vectors_config=models.VectorParams(size=2, distance=models.Distance.COSINE),
+        sparse_vectors_config={"bm25": models.SparseVectorParams(modifier=models.Modifier.IDF)},
+        **create,
+    )
     if not n:
         return
     angles = np.linspace(0.0, np.pi / 2, n)
-    client.upsert(name, wait=True, points=models.Batch(
-        ids=list(range(1, n + 1)),
-        vectors={"": [[float(np.cos(a)), float(np.sin(a))] for a in angles],
-                 "bm25": [models.SparseVector(indices=[i % 3, 7], values=[1.0, 0.5]) for i in range(n)]},
-        payloads=[{"id": "a" if i < n // 2 else "b", "title": "A" if i < n // 2 else "B", "chunk_index": i,
-                   "score": i / 10} for i in range(n)]))
+    client.upsert(
+        name,
+        wait=True,
+        points=models.Batch(
+            ids=list(range(1, n + 1)),
+            vectors={
+                "": [[float(np.cos(a)), float(np.sin(a))] for a in angles],
+                "bm25": [models.SparseVector(indices=[i % 3, 7], values=[1.0, 0.5]) for i in range(n)],
+            },
+            payloads=[
+                {
+                    "id": "a" if i < n // 2 else "b",
+                    "title": "A" if i < n // 2 else "B",
+                    "chunk_index": i,
+                    "score": i / 10,
+                }
+                for i in range(n)
+            ],
+        ),
+    )
 
 
 # -- the calls round-trip --------------------------------------------------------------------
@@ -110,25 +129,43 @@ def test_collections_are_created_with_everything_a_server_keeps_and_read_back(cl
     the rest; PATCH updates it; payload indexes show in `payload_schema` with their point counts."""
     assert client.info().version == "1.19.0"
     assert client.create_collection(
-        "wiki", vectors_config=models.VectorParams(size=2, distance=models.Distance.COSINE, on_disk=True),
+        "wiki",
+        vectors_config=models.VectorParams(size=2, distance=models.Distance.COSINE, on_disk=True),
         sparse_vectors_config={"bm25": models.SparseVectorParams(modifier=models.Modifier.IDF)},
         hnsw_config=models.HnswConfigDiff(m=0, ef_construct=64),
         optimizers_config=models.OptimizersConfigDiff(indexing_threshold=5000),
-        quantization_config=models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
-            type=models.ScalarType.INT8, quantile=0.99, always_ram=True)),
+        quantization_config=models.ScalarQuantization(
+            scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)
+        ),
         strict_mode_config=models.StrictModeConfig(enabled=True, max_query_limit=50),
-        shard_number=2, replication_factor=2, write_consistency_factor=2, on_disk_payload=True,
-        payload=models.PayloadStorageParams(memory=models.Memory.COLD), metadata={"model": "m", "dims": 2})
+        shard_number=2,
+        replication_factor=2,
+        write_consistency_factor=2,
+        on_disk_payload=True,
+        payload=models.PayloadStorageParams(memory=models.Memory.COLD),
+        metadata={"model": "m", "dims": 2},
+    )
     assert [c.name for c in client.get_collections().collections] == ["wiki"]
     assert client.collection_exists("wiki") and not client.collection_exists("other")
     client.create_payload_index("wiki", "id", field_schema=models.PayloadSchemaType.KEYWORD, wait=True)
-    client.create_payload_index("wiki", "chunk_index", wait=True,
-                                field_schema=models.IntegerIndexParams(type=models.IntegerIndexType.INTEGER,
-                                                                       lookup=True, range=False))
-    client.upsert("wiki", wait=True, points=[
-        models.PointStruct(id=1, vector={"": [1.0, 0.0], "bm25": models.SparseVector(indices=[3], values=[1.0])},
-                           payload={"id": "a", "chunk_index": 0}),
-        models.PointStruct(id=2, vector={"": [0.0, 1.0]}, payload={"id": "b"})])
+    client.create_payload_index(
+        "wiki",
+        "chunk_index",
+        wait=True,
+        field_schema=models.IntegerIndexParams(type=models.IntegerIndexType.INTEGER, lookup=True, range=False),
+    )
+    client.upsert(
+        "wiki",
+        wait=True,
+        points=[
+            models.PointStruct(
+                id=1,
+                vector={"": [1.0, 0.0], "bm25": models.SparseVector(indices=[3], values=[1.0])},
+                payload={"id": "a", "chunk_index": 0},
+            ),
+            models.PointStruct(id=2, vector={"": [0.0, 1.0]}, payload={"id": "b"}),
+        ],
+    )
 
     info = client.get_collection("wiki")
     assert (info.status, info.optimizer_status, info.points_count, info.segments_count) == ("green", "ok", 2, 1)
@@ -149,10 +186,16 @@ def test_collections_are_created_with_everything_a_server_keeps_and_read_back(cl
     assert info.payload_schema["id"].points == 2 and info.payload_schema["chunk_index"].points == 1
     assert info.payload_schema["chunk_index"].params.range is False
 
-    assert client.update_collection("wiki", metadata={"dims": None, "run": 7},
-                                    hnsw_config=models.HnswConfigDiff(m=32),
-                                    optimizers_config=models.OptimizersConfigDiff(indexing_threshold=20000),
-                                    strict_mode_config=models.StrictModeConfig(max_query_limit=10)) is True
+    assert (
+        client.update_collection(
+            "wiki",
+            metadata={"dims": None, "run": 7},
+            hnsw_config=models.HnswConfigDiff(m=32),
+            optimizers_config=models.OptimizersConfigDiff(indexing_threshold=20000),
+            strict_mode_config=models.StrictModeConfig(max_query_limit=10),
+        )
+        is True
+    )
     info = client.get_collection("wiki")
     assert info.config.metadata == {"model": "m", "run": 7}  # merged, a null removes a key
     assert (info.config.hnsw_config.m, info.config.hnsw_config.ef_construct) == (32, 64)
@@ -190,8 +233,13 @@ def test_points_are_written_counted_scrolled_retrieved_and_deleted(client):
     assert payloads[1].get("seen") is None and payloads[2]["seen"] is True and payloads[6] == {"id": "b", "only": 1}
 
     client.delete("c", points_selector=models.PointIdsList(points=[1]), wait=True)
-    client.delete("c", points_selector=models.FilterSelector(filter=models.Filter(must=[
-        models.FieldCondition(key="chunk_index", range=models.Range(gte=4))])), wait=True)
+    client.delete(
+        "c",
+        points_selector=models.FilterSelector(
+            filter=models.Filter(must=[models.FieldCondition(key="chunk_index", range=models.Range(gte=4))])
+        ),
+        wait=True,
+    )
     assert sorted(p.id for p in client.scroll("c", limit=10)[0]) == [2, 3, 4, 6]  # 6 has no chunk_index now
 
 
@@ -208,10 +256,13 @@ def test_queries_dense_fused_with_weights_and_grouped(server, client):
     sparse = models.SparseVector(indices=[2, 7], values=[1.0, 1.0])
     branches = [models.Prefetch(query=[0.0, 1.0], limit=6), models.Prefetch(query=sparse, using="bm25", limit=6)]
     for weights in ([1.0, 1.05], [3.0, 0.1]):
-        fused = client.query_points("c", prefetch=branches, limit=4,
-                                    query=models.RrfQuery(rrf=models.Rrf(k=2, weights=weights))).points
-        rankings = [client.query_points("c", query=[0.0, 1.0], limit=6).points,
-                    client.query_points("c", query=sparse, using="bm25", limit=6).points]
+        fused = client.query_points(
+            "c", prefetch=branches, limit=4, query=models.RrfQuery(rrf=models.Rrf(k=2, weights=weights))
+        ).points
+        rankings = [
+            client.query_points("c", query=[0.0, 1.0], limit=6).points,
+            client.query_points("c", query=sparse, using="bm25", limit=6).points,
+        ]
         expected = reciprocal_rank_fusion(rankings, limit=4, ranking_constant_k=2, weights=weights)
         assert [(p.id, p.score) for p in fused] == [(p.id, pytest.approx(p.score)) for p in expected]
 
@@ -226,16 +277,22 @@ def test_aliases_lead_to_their_collection_everywhere(client):
     assert client.update_collection_aliases(change_aliases_operations=[create])
     assert client.count("live").count == 2 and client.get_collection("live").points_count == 2
     assert client.collection_exists("live")
-    client.update_collection_aliases(change_aliases_operations=[
-        models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name="live")),
-        models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name="v2", alias_name="live"))])
+    client.update_collection_aliases(
+        change_aliases_operations=[
+            models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name="live")),
+            models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name="v2", alias_name="live")),
+        ]
+    )
     assert [(a.alias_name, a.collection_name) for a in client.get_aliases().aliases] == [("live", "v2")]
     assert [a.alias_name for a in client.get_collection_aliases("v2").aliases] == ["live"]
     assert client.get_collection_aliases("v1").aliases == []
     assert client.query_points("live", query=[1.0, 0.0], limit=10).points[-1].id == 3
     with pytest.raises(UnexpectedResponse) as raised:
-        client.update_collection_aliases(change_aliases_operations=[models.CreateAliasOperation(
-            create_alias=models.CreateAlias(collection_name="gone", alias_name="x"))])
+        client.update_collection_aliases(
+            change_aliases_operations=[
+                models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name="gone", alias_name="x"))
+            ]
+        )
     assert error_of(raised) == (404, "Not found: Collection `gone` doesn't exist!")
 
 
@@ -244,26 +301,42 @@ def test_bodies_are_held_to_qdrant_1_19s_openapi_document(server, client):
     error in JSON body"); answers validate against the same document's response schemas."""
     chunks(client, n=3)
     check = OpenApiValidator.load()
-    for path, template in (("/collections/c", "/collections/{collection_name}"),
-                           ("/collections/c/optimizations?with=queued,completed,idle_segments",
-                            "/collections/{collection_name}/optimizations"),
-                           ("/collections", "/collections"), ("/aliases", "/aliases"), ("/", "/")):
+    for path, template in (
+        ("/collections/c", "/collections/{collection_name}"),
+        (
+            "/collections/c/optimizations?with=queued,completed,idle_segments",
+            "/collections/{collection_name}/optimizations",
+        ),
+        ("/collections", "/collections"),
+        ("/aliases", "/aliases"),
+        ("/", "/"),
+    ):
         answer = httpx.get(server.url + path)
         assert answer.status_code == 200 and check.response_errors(template, "get", 200, answer.json()) == []
-    for path, body in (("points/scroll", {"limit": 2, "with_vector": True}), ("points/count", {}),
-                       ("points/query", {"query": [1.0, 0.0], "with_payload": True}), ("points", {"ids": [1]}),
-                       ("points/query/groups", {"query": [1.0, 0.0], "group_by": "id"})):
+    for path, body in (
+        ("points/scroll", {"limit": 2, "with_vector": True}),
+        ("points/count", {}),
+        ("points/query", {"query": [1.0, 0.0], "with_payload": True}),
+        ("points", {"ids": [1]}),
+        ("points/query/groups", {"query": [1.0, 0.0], "group_by": "id"}),
+    ):
         answer = httpx.post(f"{server.url}/collections/c/{path}", json=body)
         template = "/collections/{collection_name}/" + path
         assert answer.status_code == 200 and check.response_errors(template, "post", 200, answer.json()) == []
 
     answer = httpx.post(server.url + "/collections/c/points/scroll", json={"limit": "ten"})
     assert answer.status_code == 400 and answer.json() == {
-        "status": {"error": "Format error in JSON body: limit: 'ten' is not of type 'integer', 'null'"}, "time": 0.0}
+        "status": {"error": "Format error in JSON body: limit: 'ten' is not of type 'integer', 'null'"},
+        "time": 0.0,
+    }
     # qdrant-client 1.20 has a `substring` match that a 1.19 server does not know
     with pytest.raises(UnexpectedResponse) as raised:
-        client.count("c", count_filter=models.Filter(must=[
-            models.FieldCondition(key="title", match=models.MatchSubstring(substring="A"))]))
+        client.count(
+            "c",
+            count_filter=models.Filter(
+                must=[models.FieldCondition(key="title", match=models.MatchSubstring(substring="A"))]
+            ),
+        )
     status, message = error_of(raised)
     assert status == 400 and message.startswith("Format error in JSON body: filter:")
 
@@ -275,7 +348,8 @@ def test_strict_mode_refuses_reads_and_writes_filtering_on_an_unindexed_key(stri
     which serves both `range` and `match: any`."""
     chunks(strict_client, n=6)
     assert strict_client.get_collection("c").config.strict_mode_config == models.StrictModeConfigOutput(
-        **CLOUD_STRICT_MODE.model_dump(exclude_none=True))
+        **CLOUD_STRICT_MODE.model_dump(exclude_none=True)
+    )
     tail = models.Filter(must=[models.FieldCondition(key="chunk_index", range=models.Range(gte=4))])
     some = models.Filter(must=[models.FieldCondition(key="chunk_index", match=models.MatchAny(any=[0, 1]))])
     refused = {
@@ -283,8 +357,8 @@ def test_strict_mode_refuses_reads_and_writes_filtering_on_an_unindexed_key(stri
         "count any": lambda: strict_client.count("c", count_filter=some),
         "query": lambda: strict_client.query_points("c", query=[1.0, 0.0], query_filter=some),
         "prefetch": lambda: strict_client.query_points(
-            "c", prefetch=[models.Prefetch(query=[1.0, 0.0], filter=tail)],
-            query=models.RrfQuery(rrf=models.Rrf(k=2))),
+            "c", prefetch=[models.Prefetch(query=[1.0, 0.0], filter=tail)], query=models.RrfQuery(rrf=models.Rrf(k=2))
+        ),
         "scroll": lambda: strict_client.scroll("c", scroll_filter=some),
         "delete": lambda: strict_client.delete("c", points_selector=models.FilterSelector(filter=tail), wait=True),
         "set payload": lambda: strict_client.set_payload("c", payload={"x": 1}, points=some, wait=True),
@@ -317,27 +391,52 @@ def test_strict_mode_names_the_first_unindexed_key_and_the_indexes_that_would_se
 
     field = models.FieldCondition
     indexed = field(key="id", match=models.MatchValue(value="a"))
-    assert refusal(models.Filter(must=[indexed], should=[field(key="title", match=models.MatchValue(value="A"))],
-                                 must_not=[field(key="flag", match=models.MatchValue(value=True))])) \
-        == INDEX_REQUIRED.format(key="flag", types="bool")
+    assert refusal(
+        models.Filter(
+            must=[indexed],
+            should=[field(key="title", match=models.MatchValue(value="A"))],
+            must_not=[field(key="flag", match=models.MatchValue(value=True))],
+        )
+    ) == INDEX_REQUIRED.format(key="flag", types="bool")
     uuid = "0b31e274-dc65-40e4-8493-67ebed4bcf10"
-    assert refusal(models.Filter(min_should=models.MinShould(conditions=[
-        field(key="ref", match=models.MatchAny(any=[uuid])), indexed], min_count=1))) \
-        == INDEX_REQUIRED.format(key="ref", types="keyword, uuid")
-    assert refusal(models.Filter(must=[models.Filter(should=[
-        models.IsEmptyCondition(is_empty=models.PayloadField(key="tags"))])])) == INDEX_REQUIRED.format(
-        key="tags", types="bool, datetime, float, geo, integer, keyword, keyword (with prefix: true), "
-                          "text, text (with phrase_matching: true), uuid")
-    assert refusal(models.Filter(must=[models.NestedCondition(nested=models.Nested(key="parts", filter=models.Filter(
-        must=[field(key="n", range=models.Range(lt=3))])))])) == INDEX_REQUIRED.format(
-        key="parts[].n", types="float, integer")
-    no_index_needed = models.Filter(must=[indexed, models.HasIdCondition(has_id=[1, 2]),
-                                          field(key="title", match=models.MatchExcept(**{"except": []}))])
+    assert refusal(
+        models.Filter(
+            min_should=models.MinShould(
+                conditions=[field(key="ref", match=models.MatchAny(any=[uuid])), indexed], min_count=1
+            )
+        )
+    ) == INDEX_REQUIRED.format(key="ref", types="keyword, uuid")
+    assert refusal(
+        models.Filter(must=[models.Filter(should=[models.IsEmptyCondition(is_empty=models.PayloadField(key="tags"))])])
+    ) == INDEX_REQUIRED.format(
+        key="tags",
+        types="bool, datetime, float, geo, integer, keyword, keyword (with prefix: true), "
+        "text, text (with phrase_matching: true), uuid",
+    )
+    assert refusal(
+        models.Filter(
+            must=[
+                models.NestedCondition(
+                    nested=models.Nested(
+                        key="parts", filter=models.Filter(must=[field(key="n", range=models.Range(lt=3))])
+                    )
+                )
+            ]
+        )
+    ) == INDEX_REQUIRED.format(key="parts[].n", types="float, integer")
+    no_index_needed = models.Filter(
+        must=[
+            indexed,
+            models.HasIdCondition(has_id=[1, 2]),
+            field(key="title", match=models.MatchExcept(**{"except": []})),
+        ]
+    )
     assert strict_client.count("c", count_filter=no_index_needed).count == 1
     # a keyword index does not serve an integer match
     strict_client.create_payload_index("c", "chunk_index", field_schema=models.PayloadSchemaType.KEYWORD, wait=True)
-    assert refusal(models.Filter(must=[field(key="chunk_index", match=models.MatchValue(value=1))])) \
-        == INDEX_REQUIRED.format(key="chunk_index", types="integer")
+    assert refusal(
+        models.Filter(must=[field(key="chunk_index", match=models.MatchValue(value=1))])
+    ) == INDEX_REQUIRED.format(key="chunk_index", types="integer")
 
 
 def test_strict_mode_wants_group_by_on_an_index_that_serves_match(strict_client):
@@ -347,16 +446,22 @@ def test_strict_mode_wants_group_by_on_an_index_that_serves_match(strict_client)
     group = lambda key: strict_client.query_points_groups("c", group_by=key, query=[1.0, 0.0], limit=2)  # noqa: E731
     with pytest.raises(UnexpectedResponse) as raised:
         group("id")
-    assert error_of(raised) == (400, 'Bad request: Index required but not found for "id". '
-                                     'Help: Create an index supporting `match` for this key.')
+    assert error_of(raised) == (
+        400,
+        'Bad request: Index required but not found for "id". Help: Create an index supporting `match` for this key.',
+    )
     strict_client.create_payload_index("c", "score", field_schema=models.PayloadSchemaType.FLOAT, wait=True)
-    strict_client.create_payload_index("c", "chunk_index", wait=True,
-                                       field_schema=models.IntegerIndexParams(type=models.IntegerIndexType.INTEGER))
+    strict_client.create_payload_index(
+        "c", "chunk_index", wait=True, field_schema=models.IntegerIndexParams(type=models.IntegerIndexType.INTEGER)
+    )
     for key, kind in (("score", "Float"), ("chunk_index", "Integer")):
         with pytest.raises(UnexpectedResponse) as raised:
             group(key)
-        assert error_of(raised) == (400, f'Bad request: Index of type "{kind}" found for "{key}". '
-                                         'Help: Create an index supporting `match` for this key.')
+        assert error_of(raised) == (
+            400,
+            f'Bad request: Index of type "{kind}" found for "{key}". '
+            "Help: Create an index supporting `match` for this key.",
+        )
     strict_client.create_payload_index("c", "id", field_schema=models.PayloadSchemaType.KEYWORD, wait=True)
     assert [g.id for g in group("id").groups] == ["a", "b"]
 
@@ -370,11 +475,17 @@ def test_a_collection_keeps_its_own_strict_mode_over_the_servers(strict_client, 
     assert client.count("c", count_filter=unindexed).count == 1
     assert client.get_collection("c").config.strict_mode_config is None
 
-    chunks(strict_client, n=2, strict_mode_config=models.StrictModeConfig(unindexed_filtering_retrieve=True,
-                                                                          max_payload_index_count=1))
+    chunks(
+        strict_client,
+        n=2,
+        strict_mode_config=models.StrictModeConfig(unindexed_filtering_retrieve=True, max_payload_index_count=1),
+    )
     config = strict_client.get_collection("c").config.strict_mode_config
     assert (config.enabled, config.unindexed_filtering_retrieve, config.unindexed_filtering_update) == (
-        True, True, False)
+        True,
+        True,
+        False,
+    )
     assert strict_client.count("c", count_filter=unindexed).count == 1
     with pytest.raises(UnexpectedResponse) as raised:
         strict_client.delete("c", points_selector=models.FilterSelector(filter=unindexed))
@@ -382,11 +493,19 @@ def test_a_collection_keeps_its_own_strict_mode_over_the_servers(strict_client, 
     strict_client.create_payload_index("c", "title", field_schema=models.PayloadSchemaType.KEYWORD, wait=True)
     with pytest.raises(UnexpectedResponse) as raised:
         strict_client.create_payload_index("c", "id", field_schema=models.PayloadSchemaType.KEYWORD, wait=True)
-    assert error_of(raised) == (400, "Bad request: Collection already has the maximum number of payload indices (1)."
-                                     " Help: Please delete an existing index before creating a new one.")
+    assert error_of(raised) == (
+        400,
+        "Bad request: Collection already has the maximum number of payload indices (1)."
+        " Help: Please delete an existing index before creating a new one.",
+    )
     strict_client.update_collection("c", strict_mode_config=models.StrictModeConfig(enabled=False))
-    strict_client.delete("c", points_selector=models.FilterSelector(filter=models.Filter(must=[
-        models.FieldCondition(key="chunk_index", match=models.MatchValue(value=0))])), wait=True)
+    strict_client.delete(
+        "c",
+        points_selector=models.FilterSelector(
+            filter=models.Filter(must=[models.FieldCondition(key="chunk_index", match=models.MatchValue(value=0))])
+        ),
+        wait=True,
+    )
     assert strict_client.count("c").count == 1
 
 
@@ -394,20 +513,32 @@ def test_strict_mode_limits_and_full_scans(client):
     """The other checks a request passes (verification/mod.rs:78-111, 287-304, query.rs:40-131,
     update.rs:155-182): `limit`, upsert batch size, `exact`, and with `search_allow_exact: false` a
     dense query (or a dense prefetch) on a collection without an HNSW graph."""
-    chunks(client, n=2, hnsw_config=models.HnswConfigDiff(m=0), strict_mode_config=models.StrictModeConfig(
-        enabled=True, max_query_limit=5, upsert_max_batchsize=2, search_allow_exact=False))
+    chunks(
+        client,
+        n=2,
+        hnsw_config=models.HnswConfigDiff(m=0),
+        strict_mode_config=models.StrictModeConfig(
+            enabled=True, max_query_limit=5, upsert_max_batchsize=2, search_allow_exact=False
+        ),
+    )
     sparse = models.SparseVector(indices=[7], values=[1.0])
     dense_branch = models.Prefetch(query=[1.0, 0.0], limit=3)
     refused = {
-        "limit": (lambda: client.scroll("c", limit=6),
-                  'Limit exceeded 6 > 5 for "limit". Help: Reduce the "limit" parameter to or below 5.'),
-        "upsert": (lambda: client.upsert("c", points=models.Batch(ids=[7, 8, 9], vectors=[[1.0, 0.0]] * 3)),
-                   'Limit exceeded 3 > 2 for "upsert limit". Help: Reduce the "upsert limit" parameter to or below 2.'),
+        "limit": (
+            lambda: client.scroll("c", limit=6),
+            'Limit exceeded 6 > 5 for "limit". Help: Reduce the "limit" parameter to or below 5.',
+        ),
+        "upsert": (
+            lambda: client.upsert("c", points=models.Batch(ids=[7, 8, 9], vectors=[[1.0, 0.0]] * 3)),
+            'Limit exceeded 3 > 2 for "upsert limit". Help: Reduce the "upsert limit" parameter to or below 2.',
+        ),
         "exact": (lambda: client.count("c"), "Exact search disabled!. Help: Set exact=false."),
-        "full scan": (lambda: client.query_points("c", query=[1.0, 0.0], limit=3),
-                      "Request is forbidden because global vector indexing is disabled (hnsw_config.m = 0). Help: "
-                      "Use tenant-specific filter, enable global vector indexing or enable strict mode "
-                      "`search_allow_exact` option"),
+        "full scan": (
+            lambda: client.query_points("c", query=[1.0, 0.0], limit=3),
+            "Request is forbidden because global vector indexing is disabled (hnsw_config.m = 0). Help: "
+            "Use tenant-specific filter, enable global vector indexing or enable strict mode "
+            "`search_allow_exact` option",
+        ),
     }
     for what, (call, message) in refused.items():
         with pytest.raises(UnexpectedResponse) as raised:
@@ -419,8 +550,10 @@ def test_strict_mode_limits_and_full_scans(client):
     assert client.count("c", exact=False).count == 2
     assert len(client.query_points("c", query=sparse, using="bm25", limit=3).points) == 2  # sparse: always indexed
     client.update_collection("c", hnsw_config=models.HnswConfigDiff(m=16))
-    assert len(client.query_points("c", prefetch=[dense_branch], query=models.RrfQuery(rrf=models.Rrf()),
-                                   limit=3).points) == 2
+    assert (
+        len(client.query_points("c", prefetch=[dense_branch], query=models.RrfQuery(rrf=models.Rrf()), limit=3).points)
+        == 2
+    )
 
 
 # -- rate limits ---------------------------------------------------------------------------------------
@@ -434,15 +567,20 @@ def test_the_write_rate_limit_answers_429_with_retry_after(client, clock):
     with pytest.raises(ResourceExhaustedResponse) as raised:
         client.upsert("c", points=batch(4, 10), wait=True)
     assert raised.value.retry_after_s == 20  # (4 - 2) tokens at 6/60 a second
-    assert str(raised.value) == ("Rate limiting exceeded: Write rate limit exceeded: Operation requires 4 tokens "
-                                 "but only 2.0 were available. Retry after 20s")
+    assert str(raised.value) == (
+        "Rate limiting exceeded: Write rate limit exceeded: Operation requires 4 tokens "
+        "but only 2.0 were available. Retry after 20s"
+    )
     clock.advance(20)
     client.upsert("c", points=batch(4, 10), wait=True)
     assert client.count("c").count == 8
 
     clock.advance(60)  # full again: 6
-    client.delete("c", points_selector=models.FilterSelector(filter=models.Filter(must=[
-        models.HasIdCondition(has_id=[0, 1, 2])])), wait=True)  # costs the 3 points it matches
+    client.delete(
+        "c",
+        points_selector=models.FilterSelector(filter=models.Filter(must=[models.HasIdCondition(has_id=[0, 1, 2])])),
+        wait=True,
+    )  # costs the 3 points it matches
     client.delete("c", points_selector=models.PointIdsList(points=[10, 11]), wait=True)  # 2
     with pytest.raises(ResourceExhaustedResponse) as raised:
         client.delete("c", points_selector=models.PointIdsList(points=[12, 13]), wait=True)
@@ -451,8 +589,11 @@ def test_the_write_rate_limit_answers_429_with_retry_after(client, clock):
     with pytest.raises(UnexpectedResponse) as raised:  # can never fit: no Retry-After
         client.upsert("c", points=batch(7, 100), wait=True)
     assert "retry-after" not in raised.value.headers
-    assert error_of(raised) == (429, "Rate limiting exceeded: Write rate limit exceeded, request larger than rate "
-                                     "limiter capacity, please try to split your request")
+    assert error_of(raised) == (
+        429,
+        "Rate limiting exceeded: Write rate limit exceeded, request larger than rate "
+        "limiter capacity, please try to split your request",
+    )
     assert client.count("c").count == 3  # reads are not limited
 
 
@@ -466,8 +607,9 @@ def test_refuse_writes_makes_the_next_writes_429_and_reads_pass(server, client):
         assert client.count("c").count == 2
     client.upsert("c", points=[models.PointStruct(id=9, vector={"": [1.0, 0.0]})], wait=True)
     assert client.count("c").count == 3
-    assert [status for method, path, status in server.requests if method == "PUT" and path == "/collections/c/points"] \
-        == [200, 429, 429, 200]
+    assert [
+        status for method, path, status in server.requests if method == "PUT" and path == "/collections/c/points"
+    ] == [200, 429, 429, 200]
 
 
 def test_a_server_wide_read_rate_limit_counts_filter_conditions(clock):
@@ -475,13 +617,18 @@ def test_a_server_wide_read_rate_limit_counts_filter_conditions(clock):
     with QdrantStandIn(read_rate_limit=4, clock=clock) as server:
         client = rest_client(server)
         chunks(client, n=2)
-        some = models.Filter(must=[models.FieldCondition(key="id", match=models.MatchValue(value="a")),
-                                   models.HasIdCondition(has_id=[1])])
+        some = models.Filter(
+            must=[
+                models.FieldCondition(key="id", match=models.MatchValue(value="a")),
+                models.HasIdCondition(has_id=[1]),
+            ]
+        )
         assert client.count("c", count_filter=some).count == 1  # 3 tokens
         with pytest.raises(ResourceExhaustedResponse) as raised:
             client.retrieve("c", ids=[1, 2])
         assert raised.value.retry_after_s == 15 and str(raised.value).startswith(
-            "Rate limiting exceeded: Read rate limit exceeded: Operation requires 2 tokens but only 1.0")
+            "Rate limiting exceeded: Read rate limit exceeded: Operation requires 2 tokens but only 1.0"
+        )
         client.close()
 
 
@@ -492,8 +639,11 @@ def test_turning_indexing_on_runs_an_optimization_that_a_restart_pauses_until_an
     update arrives (a metadata-only PATCH does not recreate the optimizers, collection_meta_ops.rs:200-217;
     an empty optimizers diff does); points and aliases survive the restart."""
     chunks(client, n=5, hnsw_config=models.HnswConfigDiff(m=0))
-    client.update_collection_aliases(change_aliases_operations=[models.CreateAliasOperation(
-        create_alias=models.CreateAlias(collection_name="c", alias_name="live"))])
+    client.update_collection_aliases(
+        change_aliases_operations=[
+            models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name="c", alias_name="live"))
+        ]
+    )
     info = client.get_collection("c")
     assert (info.status, info.indexed_vectors_count, client.get_optimizations("c").running) == ("green", 0, [])
 
@@ -510,7 +660,11 @@ def test_turning_indexing_on_runs_an_optimization_that_a_restart_pauses_until_an
     assert client.get_collection("live").status == "grey" and client.get_collection("c").points_count == 5
     optimizations = client.get_optimizations("c")
     assert optimizations.running == [] and optimizations.summary.model_dump() == {
-        "queued_optimizations": 1, "queued_segments": 1, "queued_points": 5, "idle_segments": 0}
+        "queued_optimizations": 1,
+        "queued_segments": 1,
+        "queued_points": 5,
+        "idle_segments": 0,
+    }
     client.update_collection("c", metadata={"note": "x"})
     assert client.get_collection("c").status == "grey"
 
@@ -540,7 +694,8 @@ def test_an_upsert_resumes_a_paused_optimization_and_indexing_threshold_zero_def
     assert (info.status, info.indexed_vectors_count, info.points_count) == ("green", 4, 4)
     completed = httpx.get(server.url + "/collections/c/optimizations?with=completed").json()["result"]["completed"]
     assert [(c["optimizer"], c["status"], c["segments"][0]["points_count"]) for c in completed] == [
-        ("indexing", "done", 4)]
+        ("indexing", "done", 4)
+    ]
 
 
 # -- a second process ------------------------------------------------------------------------------------
@@ -553,9 +708,23 @@ def free_port() -> int:
 def test_the_server_runs_as_a_process_another_process_can_use(tmp_path):
     port = free_port()
     script = Path(__file__).resolve().parent / "qdrant_server.py"
-    process = subprocess.Popen([sys.executable, str(script), "--port", str(port), "--strict",
-                                "--write-rate-limit", "100", "--optimize-seconds", "0.05"],
-                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(script),
+            "--port",
+            str(port),
+            "--strict",
+            "--write-rate-limit",
+            "100",
+            "--optimize-seconds",
+            "0.05",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert process.stdout.readline().strip() == f"Ready on http://127.0.0.1:{port}"
         client = QdrantClient(url=f"http://127.0.0.1:{port}", prefer_grpc=False, check_compatibility=False, timeout=5)
@@ -563,8 +732,10 @@ def test_the_server_runs_as_a_process_another_process_can_use(tmp_path):
         config = client.get_collection("c").config.strict_mode_config
         assert (config.enabled, config.unindexed_filtering_retrieve, config.write_rate_limit) == (True, False, 100)
         with pytest.raises(UnexpectedResponse) as raised:
-            client.count("c", count_filter=models.Filter(must=[
-                models.FieldCondition(key="id", match=models.MatchValue(value="a"))]))
+            client.count(
+                "c",
+                count_filter=models.Filter(must=[models.FieldCondition(key="id", match=models.MatchValue(value="a"))]),
+            )
         assert error_of(raised) == (400, INDEX_REQUIRED.format(key="id", types="keyword"))
         client.close()
     finally:
@@ -648,8 +819,10 @@ def test_the_server_store_under_qdrant_clouds_strict_mode():
 
             # a collection built without that index (by an earlier version) is refused the delete...
             store.client.delete_payload_index("wiki", "chunk_index", wait=True)
-            for selection, types in ((ChunkSelection("a", from_index=2), "float, integer"),
-                                     (ChunkSelection("a", indices=(0, 1)), "integer")):
+            for selection, types in (
+                (ChunkSelection("a", from_index=2), "float, integer"),
+                (ChunkSelection("a", indices=(0, 1)), "integer"),
+            ):
                 with pytest.raises(UnexpectedResponse) as raised:
                     store.delete_chunks([selection])
                 assert error_of(raised) == (400, INDEX_REQUIRED.format(key="chunk_index", types=types))
@@ -667,12 +840,16 @@ def test_unknown_routes_and_collections_answer_like_qdrant(server):
     assert answer.status_code == 404
     answer = httpx.post(server.url + "/collections/nope/points/count", json={})
     assert (answer.status_code, answer.json()["status"]["error"]) == (
-        404, "Not found: Collection `nope` doesn't exist!")
+        404,
+        "Not found: Collection `nope` doesn't exist!",
+    )
     assert re.fullmatch(r'\{"status":\{"error":"[^"]+"\},"time":[0-9.e-]+\}', answer.text)
     assert httpx.put(server.url + "/collections/x", json={}).json()["result"] is True
     answer = httpx.put(server.url + "/collections/x", json={})
     assert (answer.status_code, answer.json()["status"]["error"]) == (
-        409, "Wrong input: Collection `x` already exists!")
+        409,
+        "Wrong input: Collection `x` already exists!",
+    )
 
 
 def test_the_incremental_reindex_of_a_shrunk_article_under_strict_mode(tmp_path):
@@ -682,26 +859,34 @@ def test_the_incremental_reindex_of_a_shrunk_article_under_strict_mode(tmp_path)
     import json
 
     from ingest.chunking import ChunkingSettings
-    from ingest.settings import IngestSettings, StoreSettings
     from ingest.jobs import run_ingest
+    from ingest.settings import IngestSettings, StoreSettings
     from tests.counting_embedder import CountingEmbedder
 
     long = " ".join(f"Sentence {i} of the first article says something of its own." for i in range(40))
-    rows = [{"id": "1", "url": "https://e.org/1", "title": "One", "text": long},
-            {"id": "2", "url": "https://e.org/2", "title": "Two", "text": "A short one. Two sentences."}]
+    rows = [
+        {"id": "1", "url": "https://e.org/1", "title": "One", "text": long},
+        {"id": "2", "url": "https://e.org/2", "title": "Two", "text": "A short one. Two sentences."},
+    ]
     source = tmp_path / "rows.jsonl"
     with QdrantStandIn(strict=True, optimize_seconds=0.01) as server:
-        settings = IngestSettings(progress=False, chunking=ChunkingSettings(max_chars=300), index_wait=10,
-                                  dead_letter=str(tmp_path / "dl.jsonl"),
-                                  store=StoreSettings(qdrant_url=server.url, prefer_grpc=False, collection="wiki",
-                                                      state_dir=str(tmp_path / "state")))
+        settings = IngestSettings(
+            progress=False,
+            chunking=ChunkingSettings(max_chars=300),
+            index_wait=10,
+            dead_letter=str(tmp_path / "dl.jsonl"),
+            store=StoreSettings(
+                qdrant_url=server.url, prefer_grpc=False, collection="wiki", state_dir=str(tmp_path / "state")
+            ),
+        )
         source.write_text("".join(json.dumps(r) + "\n" for r in rows))
         first = run_ingest(IngestSettings(**{**_fields(settings), "source": str(source)}), embedder=CountingEmbedder())
         assert first.points_written > 5
         rows[0]["text"] = "The first article, cut short. It has two sentences now."
         source.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        second = run_ingest(IngestSettings(**{**_fields(settings), "source": str(source)}),
-                            embedder=CountingEmbedder(), mode="reindex")
+        second = run_ingest(
+            IngestSettings(**{**_fields(settings), "source": str(source)}), embedder=CountingEmbedder(), mode="reindex"
+        )
         assert (second.changed, second.points_deleted) == (1, first.points_written - 2)
         assert second.collection_points == 2
 

@@ -13,12 +13,12 @@ import pytest
 
 from ingest import lexical
 from ingest.chunking import Chunker, ChunkingSettings
-from ingest.pipeline.deadletters import DeadLetterFile
 from ingest.errors import CollectionMismatchError, EmbedderError, RebuildError
 from ingest.jobs import run_ingest, verify_collection
-from ingest.state.files import manifest_path
+from ingest.pipeline.deadletters import DeadLetterFile
 from ingest.pipeline.run import run_pipeline
 from ingest.settings import IngestSettings, StoreSettings
+from ingest.state.files import manifest_path
 from ingest.store.edge import EdgeStore
 from schemas import CollectionSpec, ModelSpec
 from search import Searcher
@@ -45,9 +45,15 @@ def write_rows(path, rows):
 
 
 def settings_for(tmp_path, rows, chunk_size=300, **kwargs) -> IngestSettings:
-    return IngestSettings(source=write_rows(tmp_path / "rows.jsonl", rows), progress=False, window=8,
-                          chunking=ChunkingSettings(max_chars=chunk_size), dead_letter=str(tmp_path / "dl.jsonl"),
-                          store=StoreSettings(qdrant_path=str(tmp_path / "qdrant"), collection="wiki"), **kwargs)
+    return IngestSettings(
+        source=write_rows(tmp_path / "rows.jsonl", rows),
+        progress=False,
+        window=8,
+        chunking=ChunkingSettings(max_chars=chunk_size),
+        dead_letter=str(tmp_path / "dl.jsonl"),
+        store=StoreSettings(qdrant_path=str(tmp_path / "qdrant"), collection="wiki"),
+        **kwargs,
+    )
 
 
 def live(store) -> str:
@@ -56,9 +62,14 @@ def live(store) -> str:
 
 def test_the_fingerprint_covers_everything_that_shapes_a_vector():
     base = CollectionSpec(model=SPEC, chunking={"max_chars": 300, "overlap_chars": 0, "title_prefix": True})
-    variants = [replace(SPEC, name="other/model"), replace(SPEC, revision="abc"), replace(SPEC, dimension=768),
-                replace(SPEC, pooling="cls"), replace(SPEC, normalize=False),
-                replace(SPEC, query_instruction="query: ")]
+    variants = [
+        replace(SPEC, name="other/model"),
+        replace(SPEC, revision="abc"),
+        replace(SPEC, dimension=768),
+        replace(SPEC, pooling="cls"),
+        replace(SPEC, normalize=False),
+        replace(SPEC, query_instruction="query: "),
+    ]
     prints = {base.fingerprint} | {replace(base, model=m).fingerprint for m in variants}
     for key, value in (("max_chars", 500), ("overlap_chars", 50), ("title_prefix", False)):
         prints.add(replace(base, chunking={**base.chunking, key: value}).fingerprint)
@@ -69,8 +80,9 @@ def test_another_chunk_size_builds_aside_while_search_answers_from_the_old_colle
     first = run_ingest(settings_for(tmp_path, rows), embedder=CountingEmbedder(), store=store)
     old = first.collection
     assert live(store) == old and old.startswith("wiki-")
-    searcher = Searcher.open(StoreSettings(collection="wiki"), embedder=CountingEmbedder(), store=store,
-                             refresh_seconds=0)  # checks the alias before every query
+    searcher = Searcher.open(
+        StoreSettings(collection="wiki"), embedder=CountingEmbedder(), store=store, refresh_seconds=0
+    )  # checks the alias before every query
     expected = [h.point_id for h in searcher.search(QUERY, k=3)]
     seen = []
 
@@ -78,8 +90,11 @@ def test_another_chunk_size_builds_aside_while_search_answers_from_the_old_colle
         hits = searcher.search(QUERY, k=3)
         seen.append((call, searcher.store.collection, [h.point_id for h in hits], live(store)))
 
-    rebuild = run_ingest(settings_for(tmp_path, rows, chunk_size=500), store=store,
-                         embedder=CountingEmbedder(before_call=search_meanwhile))
+    rebuild = run_ingest(
+        settings_for(tmp_path, rows, chunk_size=500),
+        store=store,
+        embedder=CountingEmbedder(before_call=search_meanwhile),
+    )
     new = rebuild.collection
     assert new != old and new.startswith("wiki-")
     assert len(seen) >= 2 and all(s[1:] == (old, expected, old) for s in seen)  # the old one, throughout
@@ -87,15 +102,17 @@ def test_another_chunk_size_builds_aside_while_search_answers_from_the_old_colle
     assert store.at(old).exists()
     after = searcher.search(QUERY, k=3)  # the searcher follows the alias
     assert searcher.store.collection == new and searcher.spec.chunking["max_chars"] == 500 and after
-    assert verify_collection(StoreSettings(qdrant_path=str(tmp_path / "qdrant"), collection="wiki"),
-                             store=store).in_sync
+    assert verify_collection(
+        StoreSettings(qdrant_path=str(tmp_path / "qdrant"), collection="wiki"), store=store
+    ).in_sync
 
 
 def test_another_model_builds_aside_and_a_searcher_with_the_old_model_refuses(tmp_path, rows, store):
     run_ingest(settings_for(tmp_path, rows), embedder=CountingEmbedder(), store=store)
     old = live(store)
-    searcher = Searcher.open(StoreSettings(collection="wiki"), embedder=CountingEmbedder(), store=store,
-                             refresh_seconds=0)
+    searcher = Searcher.open(
+        StoreSettings(collection="wiki"), embedder=CountingEmbedder(), store=store, refresh_seconds=0
+    )
     other = CountingEmbedder(ModelSpec("test/other-model", 384, 512))
     summary = run_ingest(settings_for(tmp_path, rows, drop_old=True), embedder=other, store=store)
     assert other.calls > 0 and live(store) == summary.collection != old
@@ -136,10 +153,16 @@ def test_a_rebuild_whose_smoke_query_fails_leaves_the_alias(tmp_path, rows, stor
 def test_a_legacy_collection_is_adopted_in_place_and_replaced_only_with_drop_old(tmp_path, rows, store):
     settings = settings_for(tmp_path, rows)
     legacy = store.at("wiki")  # as built before aliases and manifests: a plain collection
-    legacy.ensure_collection(CollectionSpec(model=SPEC, chunking=settings.chunking.to_dict(),
-                                            sparse=lexical.default_spec()))
-    run_pipeline(rows, chunker=Chunker(settings.chunking, max_tokens=512), embedder=CountingEmbedder(),
-                 store=legacy, dead_letters=DeadLetterFile(tmp_path / "dl.jsonl"))
+    legacy.ensure_collection(
+        CollectionSpec(model=SPEC, chunking=settings.chunking.to_dict(), sparse=lexical.default_spec())
+    )
+    run_pipeline(
+        rows,
+        chunker=Chunker(settings.chunking, max_tokens=512),
+        embedder=CountingEmbedder(),
+        store=legacy,
+        dead_letters=DeadLetterFile(tmp_path / "dl.jsonl"),
+    )
     embedder = CountingEmbedder()
     adopted = run_ingest(settings, embedder=embedder, store=store, mode="reindex")
     assert (embedder.calls, adopted.unchanged, adopted.collection) == (0, len(rows), "wiki")
@@ -181,11 +204,14 @@ def test_the_alias_waits_for_a_rebuilt_collection_to_finish_indexing(tmp_path, r
     assert live(store) == again.collection == summary.collection and again.embedded == 0
 
 
-EARLIER_LEXICAL = lexical.SparseSpec(tokenizer=lexical.STANDARD, language="english", avg_len=48.0)  # k1 1.2, b .75, titles
+EARLIER_LEXICAL = lexical.SparseSpec(
+    tokenizer=lexical.STANDARD, language="english", avg_len=48.0
+)  # k1 1.2, b .75, titles
 
 
-def test_new_lexical_settings_rebuild_from_the_live_collections_vectors_embedding_nothing(tmp_path, rows, store,
-                                                                                          monkeypatch):
+def test_new_lexical_settings_rebuild_from_the_live_collections_vectors_embedding_nothing(
+    tmp_path, rows, store, monkeypatch
+):
     """A collection built with earlier BM25 settings (Qdrant's defaults, titles among
     the terms) is rebuilt by the next run under the new ones without embedding
     again: its points are copied with their vectors and new lexical vectors, then
@@ -199,9 +225,11 @@ def test_new_lexical_settings_rebuild_from_the_live_collections_vectors_embeddin
     assert store.at(old).read_spec().sparse == EARLIER_LEXICAL
 
     real_import = EdgeStore.import_points
+
     def stop_after_one_page(self, points, texts):
         real_import(self, points[:3], texts[:3])
         raise OSError("stopped")
+
     with monkeypatch.context() as stopping:
         stopping.setattr(EdgeStore, "import_points", stop_after_one_page)
         with pytest.raises(OSError, match="stopped"):
@@ -229,8 +257,9 @@ def test_new_lexical_settings_rebuild_from_the_live_collections_vectors_embeddin
     assert live(store) == new  # in place from now on
 
 
-def test_a_scheduled_reindex_keeps_the_earlier_lexical_settings_and_says_how_to_move(tmp_path, rows, store,
-                                                                                     monkeypatch, caplog):
+def test_a_scheduled_reindex_keeps_the_earlier_lexical_settings_and_says_how_to_move(
+    tmp_path, rows, store, monkeypatch, caplog
+):
     """The scheduled reindex (`in_place_only`, on Modal) does not copy a whole corpus
     to change its BM25 settings: it updates the live collection in place with the
     settings it was built with, and says what to run to move."""
@@ -241,9 +270,12 @@ def test_a_scheduled_reindex_keeps_the_earlier_lexical_settings_and_says_how_to_
     old = live(store)
     edited = [dict(row, text=row["text"] + " An added sentence.") if i == 0 else row for i, row in enumerate(rows)]
     embedder = CountingEmbedder()
-    summary = run_ingest(settings_for(tmp_path, edited), embedder=embedder, store=store, mode="reindex",
-                         in_place_only=True)
+    summary = run_ingest(
+        settings_for(tmp_path, edited), embedder=embedder, store=store, mode="reindex", in_place_only=True
+    )
     assert live(store) == old and summary.changed == 1 and embedder.calls == 1
     assert store.at(old).read_spec().sparse == EARLIER_LEXICAL
-    assert "other BM25 settings (k1 1.2, b 0.75, titles in) than this version's (k1 0.3, b 0.5, titles out)" \
-        in caplog.text and "run `python -m ingest` against it once" in caplog.text
+    assert (
+        "other BM25 settings (k1 1.2, b 0.75, titles in) than this version's (k1 0.3, b 0.5, titles out)" in caplog.text
+        and "run `python -m ingest` against it once" in caplog.text
+    )

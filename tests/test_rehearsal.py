@@ -19,8 +19,13 @@ ARTICLES = ["--articles", "400", "--shard-size", "40"]
 
 
 def rehearse(tmp_path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ingest", "rehearse", *args], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "ingest", "rehearse", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def digest(done: subprocess.CompletedProcess) -> str:
@@ -40,10 +45,18 @@ def clean(tmp_path_factory) -> subprocess.CompletedProcess:
 
 def test_a_clean_rehearsal_switches_and_reports_the_phases(clean):
     out = clean.stdout
-    assert re.search(r"^manifest of wikipedia-[0-9a-f]{8}: 400 articles; wikipedia now leads to wikipedia-[0-9a-f]{8}$",
-                     out, re.M)
-    for line in ("shards               10 done this attempt", "articles             400 (0 invalid)", "load ",
-                 "GPU-seconds held", "index build", "alias switch", "time to searchable"):
+    assert re.search(
+        r"^manifest of wikipedia-[0-9a-f]{8}: 400 articles; wikipedia now leads to wikipedia-[0-9a-f]{8}$", out, re.M
+    )
+    for line in (
+        "shards               10 done this attempt",
+        "articles             400 (0 invalid)",
+        "load ",
+        "GPU-seconds held",
+        "index build",
+        "alias switch",
+        "time to searchable",
+    ):
         assert line in out
 
 
@@ -65,8 +78,9 @@ def test_when_the_faults_outlast_the_rounds_the_alias_does_not_move_and_the_shar
     done = rehearse(tmp_path, *ARTICLES, "--workers", "2", "--faults", "sick-gpu,dead-router", "--max-rounds", "1")
     assert done.returncode == 1
     failed = re.findall(r"^failed shard \[(\d+), (\d+)\): (.*)$", done.stdout, re.M)
-    assert failed and all("GPU is broken" in why or "exited (code 134)" in why or "is gone" in why
-                          for _, _, why in failed)
+    assert failed and all(
+        "GPU is broken" in why or "exited (code 134)" in why or "is gone" in why for _, _, why in failed
+    )
     assert "the alias did not move" in done.stderr and "wikipedia now leads" not in done.stdout
     from ingest.settings import StoreSettings
     from ingest.store import open_store
@@ -96,8 +110,9 @@ def test_processes_against_a_qdrant_server_in_strict_mode_end_with_the_same_poin
 
     with QdrantStandIn(strict=True, optimize_seconds=0.2) as server:
         server.refuse_writes(3, retry_after=1)
-        done = rehearse(tmp_path, *ARTICLES, "--workers", "2", "--faults", "sick-gpu", "--qdrant-url", server.url,
-                        "--no-grpc")
+        done = rehearse(
+            tmp_path, *ARTICLES, "--workers", "2", "--faults", "sick-gpu", "--qdrant-url", server.url, "--no-grpc"
+        )
         store = open_live(StoreSettings(qdrant_url=server.url, prefer_grpc=False, collection="wikipedia"))
         try:
             stored = {p.id: p for page in store.export_points() for p in page}

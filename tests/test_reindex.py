@@ -16,16 +16,16 @@ from ingest import lexical
 from ingest.chunking import Chunker, ChunkingSettings
 from ingest.cli import main
 from ingest.embedders.base import Rejection
+from ingest.embedders.fake import deterministic_vector
 from ingest.errors import MassDeleteError, SourceError
+from ingest.jobs import repair_manifest, run_ingest, verify_collection
 from ingest.lexical import passage_vector
 from ingest.settings import IngestSettings, StoreSettings
 from ingest.store import ChunkSelection, StoredPoint
 from ingest.store.edge import EdgeStore
-from ingest.jobs import repair_manifest, run_ingest, verify_collection
 from schemas import Article, PointPayload, point_id
 from tests.counting_embedder import CountingEmbedder
 from tests.qdrant_standin import edge_points
-from ingest.embedders.fake import deterministic_vector
 
 CHUNKING = ChunkingSettings(max_chars=300)
 EDIT = " The committee later revised this account."
@@ -60,9 +60,15 @@ def write_rows(path, rows):
 
 
 def settings_for(tmp_path, source, **kwargs) -> IngestSettings:
-    return IngestSettings(source=source, progress=False, window=16, chunking=kwargs.pop("chunking", CHUNKING),
-                          dead_letter=str(tmp_path / "dead_letter.jsonl"),
-                          store=StoreSettings(qdrant_path=str(tmp_path / "qdrant"), collection="wiki"), **kwargs)
+    return IngestSettings(
+        source=source,
+        progress=False,
+        window=16,
+        chunking=kwargs.pop("chunking", CHUNKING),
+        dead_letter=str(tmp_path / "dead_letter.jsonl"),
+        store=StoreSettings(qdrant_path=str(tmp_path / "qdrant"), collection="wiki"),
+        **kwargs,
+    )
 
 
 def chunks_of(rows, chunking=CHUNKING):
@@ -73,8 +79,9 @@ def chunks_of(rows, chunking=CHUNKING):
 def changed_chunks(old_rows, new_rows) -> list[str]:
     """Embedded texts of `new_rows` that differ from the chunk `old_rows` had at that place."""
     before = {(c.article_id, c.chunk_index): c.embed_text for _, c in chunks_of(old_rows)}
-    return sorted(c.embed_text for _, c in chunks_of(new_rows)
-                  if before.get((c.article_id, c.chunk_index)) != c.embed_text)
+    return sorted(
+        c.embed_text for _, c in chunks_of(new_rows) if before.get((c.article_id, c.chunk_index)) != c.embed_text
+    )
 
 
 def stored(tmp_path, collection="wiki") -> dict[str, tuple[dict, list[float], dict]]:
@@ -103,8 +110,7 @@ def test_reindexing_successive_snapshots_embeds_only_changed_chunks(tmp_path, sn
     assert_holds_exactly(tmp_path, a)
 
     embedder.reset()
-    second = run_ingest(settings_for(tmp_path, write_rows(tmp_path / "b.jsonl", b)), embedder=embedder,
-                        mode="reindex")
+    second = run_ingest(settings_for(tmp_path, write_rows(tmp_path / "b.jsonl", b)), embedder=embedder, mode="reindex")
     assert (second.added, second.changed, second.unchanged, second.deleted) == (2, 4, 7, 1)
     assert sorted(embedder.passages) == changed_chunks(a, b)
     assert second.reused > 0 and second.embedded == len(changed_chunks(a, b)) < len(chunks_of(b)) / 2
@@ -113,8 +119,7 @@ def test_reindexing_successive_snapshots_embeds_only_changed_chunks(tmp_path, sn
     assert_holds_exactly(tmp_path, b)
 
     embedder.reset()
-    third = run_ingest(settings_for(tmp_path, write_rows(tmp_path / "c.jsonl", c)), embedder=embedder,
-                       mode="reindex")
+    third = run_ingest(settings_for(tmp_path, write_rows(tmp_path / "c.jsonl", c)), embedder=embedder, mode="reindex")
     assert (third.added, third.changed, third.deleted) == (0, 2, 1)
     assert sorted(embedder.passages) == changed_chunks(b, c) and third.embedded > 0
     assert_holds_exactly(tmp_path, c)
@@ -163,10 +168,23 @@ def test_points_deleted_behind_the_manifests_back_are_found_and_restored(tmp_pat
     short = [c for _, c in chunks if c.article_id == a[6]["id"]][1:3]
     store = EdgeStore.open(tmp_path / "qdrant", collection=collection)
     try:  # behind the tool's back: points lost, and one that no article owns
-        store.delete_chunks([ChunkSelection(lost[0].article_id, from_index=0),
-                             ChunkSelection(short[0].article_id, indices=tuple(c.chunk_index for c in short))])
-        ghost = {"id": "ghost", "url": "u", "title": "Ghost", "text": "boo", "chunk_index": 0, "start": 0, "end": 3,
-                 "chunk_hash": "x", "article_hash": "y"}
+        store.delete_chunks(
+            [
+                ChunkSelection(lost[0].article_id, from_index=0),
+                ChunkSelection(short[0].article_id, indices=tuple(c.chunk_index for c in short)),
+            ]
+        )
+        ghost = {
+            "id": "ghost",
+            "url": "u",
+            "title": "Ghost",
+            "text": "boo",
+            "chunk_index": 0,
+            "start": 0,
+            "end": 3,
+            "chunk_hash": "x",
+            "article_hash": "y",
+        }
         store.import_points([StoredPoint(point_id("ghost", 0), np.ones(384, np.float32), ghost)], ["boo"])
     finally:
         store.close()
@@ -174,8 +192,11 @@ def test_points_deleted_behind_the_manifests_back_are_found_and_restored(tmp_pat
     report = verify_collection(settings.store)
     assert not report.in_sync
     found = report.comparison
-    assert (found.lost.examples, found.short.examples, found.unknown.examples) == ((a[0]["id"],), (a[6]["id"],),
-                                                                                   ("ghost",))
+    assert (found.lost.examples, found.short.examples, found.unknown.examples) == (
+        (a[0]["id"],),
+        (a[6]["id"],),
+        ("ghost",),
+    )
     assert any(line.startswith("1 articles whose points are all gone, e.g.") for line in report.lines())
 
     embedder.reset()
@@ -241,15 +262,17 @@ def test_an_article_with_a_refused_chunk_is_recorded_and_its_old_chunk_removed(t
     run_ingest(settings, embedder=CountingEmbedder())
     edited = [dict(row) for row in a]
     second = [c for _, c in chunks_of(a) if c.article_id == a[10]["id"]][1]
-    edited[10]["text"] = a[10]["text"][:second.start] + marker + " " + a[10]["text"][second.start:]
+    edited[10]["text"] = a[10]["text"][: second.start] + marker + " " + a[10]["text"][second.start :]
     (refused,) = [c for _, c in chunks_of(edited) if marker in c.text]
-    summary = run_ingest(settings_for(tmp_path, write_rows(tmp_path / "e.jsonl", edited)), embedder=Refusing(),
-                         mode="reindex")
+    summary = run_ingest(
+        settings_for(tmp_path, write_rows(tmp_path / "e.jsonl", edited)), embedder=Refusing(), mode="reindex"
+    )
     assert summary.rejected_chunks == 1 and summary.changed == 1
     points = stored(tmp_path)
     assert refused.point_id not in points  # nor the old version of that chunk
     assert {p["chunk_index"] for p, _, _ in points.values() if p["id"] == a[10]["id"]} == (
-        {c.chunk_index for _, c in chunks_of(edited) if c.article_id == a[10]["id"]} - {refused.chunk_index})
+        {c.chunk_index for _, c in chunks_of(edited) if c.article_id == a[10]["id"]} - {refused.chunk_index}
+    )
     report = verify_collection(settings.store)  # recorded, and still visible: not in sync until it lands
     assert not report.in_sync and report.comparison.refused.examples == (a[10]["id"],)
     assert report.comparison.drifted == 0
@@ -316,8 +339,7 @@ def test_a_reindex_with_unreadable_rows_deletes_nothing_and_names_them(tmp_path,
     lines = [json.dumps(r) for r in a[:-1]]  # the last article is gone from the snapshot...
     lines[3] = lines[3][:40]  # ...and one line is cut short: its article might be any of them
     (tmp_path / "b.jsonl").write_text("\n".join(lines) + "\n")
-    summary = run_ingest(settings_for(tmp_path, str(tmp_path / "b.jsonl")), embedder=CountingEmbedder(),
-                         mode="reindex")
+    summary = run_ingest(settings_for(tmp_path, str(tmp_path / "b.jsonl")), embedder=CountingEmbedder(), mode="reindex")
     assert (summary.deleted, summary.unreadable, summary.unchanged) == (0, 1, len(a) - 2)
     assert a[-1]["id"] in {p["id"] for p, _, _ in stored(tmp_path).values()}
     (record,) = [json.loads(line) for line in (tmp_path / "dead_letter.jsonl").read_text().splitlines()]

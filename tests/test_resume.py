@@ -18,12 +18,12 @@ import pytest
 
 from ingest.chunking import Chunker, ChunkingSettings
 from ingest.embedders.tei import TEIEmbedder
+from ingest.jobs import run_ingest, verify_collection
+from ingest.rehearsal.tei import TEIServer
 from ingest.settings import EmbedderSettings, IngestSettings, StoreSettings
 from ingest.store import open_live
 from ingest.store.edge import EdgeStore
-from ingest.jobs import run_ingest, verify_collection
 from schemas import Article, PointPayload, point_id
-from ingest.rehearsal.tei import TEIServer
 
 CHUNKING = ChunkingSettings(max_chars=300)
 WINDOW = 8
@@ -42,15 +42,21 @@ def rows(sample):
 
 def expected(rows) -> dict[str, dict]:
     chunker = Chunker(CHUNKING, max_tokens=512)
-    return {c.point_id: PointPayload.build(a, c).to_dict()
-            for a in map(Article.from_row, rows) for c in chunker.chunks(a)}
+    return {
+        c.point_id: PointPayload.build(a, c).to_dict() for a in map(Article.from_row, rows) for c in chunker.chunks(a)
+    }
 
 
 def settings_for(tmp_path, source, url) -> IngestSettings:
-    return IngestSettings(source=source, progress=False, window=WINDOW, chunking=CHUNKING,
-                          dead_letter=str(tmp_path / "dl.jsonl"),
-                          embedder=EmbedderSettings(embedder="tei", tei_url=url),
-                          store=StoreSettings(qdrant_path=str(tmp_path / "qdrant"), collection="wiki"))
+    return IngestSettings(
+        source=source,
+        progress=False,
+        window=WINDOW,
+        chunking=CHUNKING,
+        dead_letter=str(tmp_path / "dl.jsonl"),
+        embedder=EmbedderSettings(embedder="tei", tei_url=url),
+        store=StoreSettings(qdrant_path=str(tmp_path / "qdrant"), collection="wiki"),
+    )
 
 
 def run_killed(tmp_path, server, source, *, crash_at=None, kill_at_request=None, command="run"):
@@ -58,12 +64,34 @@ def run_killed(tmp_path, server, source, *, crash_at=None, kill_at_request=None,
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "USE_TORCH": "0"}  # datasets need not import torch
     if crash_at:
         env["INGEST_CRASH_AT"] = crash_at
-    args = [sys.executable, "-m", "ingest", command, "--source", source, "--embedder", "tei", "--tei-url",
-            server.url, "--qdrant-path", "qdrant", "--collection", "wiki", "--window", str(WINDOW),
-            "--chunk-size", str(CHUNKING.max_chars), "--no-progress", "--dead-letter", "dl.jsonl", "-q"]
+    args = [
+        sys.executable,
+        "-m",
+        "ingest",
+        command,
+        "--source",
+        source,
+        "--embedder",
+        "tei",
+        "--tei-url",
+        server.url,
+        "--qdrant-path",
+        "qdrant",
+        "--collection",
+        "wiki",
+        "--window",
+        str(WINDOW),
+        "--chunk-size",
+        str(CHUNKING.max_chars),
+        "--no-progress",
+        "--dead-letter",
+        "dl.jsonl",
+        "-q",
+    ]
     child = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     original, requests = server._vectors, []
     if kill_at_request is not None:
+
         def kill_then_answer(texts):  # the child waits for this answer: killed mid-batch
             requests.append(len(texts))
             if len(requests) == kill_at_request:

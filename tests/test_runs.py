@@ -15,12 +15,12 @@ from ingest.bench.reindex import edit_snapshot, run_bench_reindex
 from ingest.chunking import ChunkingSettings
 from ingest.errors import RebuildError, SettingsError
 from ingest.jobs import run_ingest
-from ingest.state.manifest import Manifest, ManifestRow
 from ingest.pipeline.summary import RunSummary
 from ingest.settings import IngestSettings, StoreSettings
 from ingest.sharded.records import ShardRecords, run_key
 from ingest.sharded.reindex import VolumeState, newest_snapshot, reindex_snapshot
 from ingest.sharded.shard import ShardResult
+from ingest.state.manifest import Manifest, ManifestRow
 from tests.counting_embedder import CountingEmbedder
 
 
@@ -46,9 +46,20 @@ def test_shard_records_are_written_whole_read_back_and_merged(tmp_path):
 
 
 def test_records_written_before_results_carried_a_summary_still_read(tmp_path):
-    flat = {"start": 0, "stop": 10, "articles": 10, "skipped_empty": 0, "invalid": 1, "chunks": 30,
-            "characters": 900, "points_written": 29, "rejected": 1, "dead_letters": [{"kind": "chunk"}],
-            "seconds": 2.0, "embed_seconds": 1.5}
+    flat = {
+        "start": 0,
+        "stop": 10,
+        "articles": 10,
+        "skipped_empty": 0,
+        "invalid": 1,
+        "chunks": 30,
+        "characters": 900,
+        "points_written": 29,
+        "rejected": 1,
+        "dead_letters": [{"kind": "chunk"}],
+        "seconds": 2.0,
+        "embed_seconds": 1.5,
+    }
     result = ShardResult.from_dict(flat)
     assert (result.shard, result.summary.points_written, result.summary.rejected_chunks) == ((0, 10), 29, 1)
     assert result.dead_letters == [{"kind": "chunk"}]
@@ -60,12 +71,20 @@ def test_the_scheduled_reindex_works_on_a_copy_of_the_volumes_manifest(tmp_path,
     source = tmp_path / "rows.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in rows))
     volume, commits = tmp_path / "volume" / "manifests", []
-    settings = IngestSettings(source="unused", progress=False, chunking=ChunkingSettings(max_chars=300),
-                              dead_letter=str(tmp_path / "dl.jsonl"),
-                              store=StoreSettings(qdrant_path=str(tmp_path / "qdrant"), collection="wiki"))
+    settings = IngestSettings(
+        source="unused",
+        progress=False,
+        chunking=ChunkingSettings(max_chars=300),
+        dead_letter=str(tmp_path / "dl.jsonl"),
+        store=StoreSettings(qdrant_path=str(tmp_path / "qdrant"), collection="wiki"),
+    )
     with pytest.raises(RebuildError, match="does not exist.*takes the sharded load"):  # never a whole build
-        reindex_snapshot(str(source), settings, state=VolumeState(volume, tmp_path / "local1", commits.append),
-                         embedder=CountingEmbedder())
+        reindex_snapshot(
+            str(source),
+            settings,
+            state=VolumeState(volume, tmp_path / "local1", commits.append),
+            embedder=CountingEmbedder(),
+        )
     first = run_ingest(replace(settings, source=str(source)), embedder=CountingEmbedder())  # the first build
     volume.mkdir(parents=True)
     for path in (tmp_path / "qdrant-state").glob("*.sqlite"):  # its manifest, on the Volume
@@ -94,8 +113,14 @@ def test_a_checkpoint_copies_what_changed_and_a_pull_puts_it_back_together(tmp_p
     commits: list[str] = []
     volume = tmp_path / "volume"
     state = VolumeState(volume, tmp_path / "local", lambda: commits.append("commit"))
-    manifest = Manifest.open(tmp_path / "local" / "wiki-1.sqlite", collection="wiki-1", fingerprint="f", store="s",
-                             checkpoint=state.checkpoint, checkpoint_every=3600)
+    manifest = Manifest.open(
+        tmp_path / "local" / "wiki-1.sqlite",
+        collection="wiki-1",
+        fingerprint="f",
+        store="s",
+        checkpoint=state.checkpoint,
+        checkpoint_every=3600,
+    )
     earlier = time.time() - 600  # written ten minutes before the checkpoints below
     manifest.complete([ManifestRow(str(i), f"h{i}", 2, updated_at=earlier) for i in range(20_000)])
     manifest.checkpoint()  # the first: a whole copy
@@ -112,8 +137,9 @@ def test_a_checkpoint_copies_what_changed_and_a_pull_puts_it_back_together(tmp_p
 
     fresh = VolumeState(volume, tmp_path / "elsewhere", lambda: None)
     fresh.pull("wiki-1")
-    with Manifest.open(tmp_path / "elsewhere" / "wiki-1.sqlite", collection="wiki-1", fingerprint="f",
-                       store="s") as pulled:
+    with Manifest.open(
+        tmp_path / "elsewhere" / "wiki-1.sqlite", collection="wiki-1", fingerprint="f", store="s"
+    ) as pulled:
         assert list(pulled.rows()) == expected and pulled.count() == 20_000 - 2 + 1
         assert pulled.lookup(["5"])["5"].article_hash == "new5" and pulled.pending_ids() == ["20001"]
     fresh.consolidate("wiki-1")
@@ -147,8 +173,9 @@ def test_bench_reindex_prints_both_runs_side_by_side(tmp_path, sample):
     embedder = CountingEmbedder()
     text = run_bench_reindex(settings, edited=0.1, removed=0.05, seed=1, embedder=embedder)
     lines = text.splitlines()
-    assert lines[0].startswith("40 articles, model test/deterministic; the second snapshot has 4 edited (10.0%) "
-                               "and 2 removed (5.0%)")
+    assert lines[0].startswith(
+        "40 articles, model test/deterministic; the second snapshot has 4 edited (10.0%) and 2 removed (5.0%)"
+    )
     assert lines[1].split() == ["full", "ingest", "reindex"]
     full, again = (int(v.replace(",", "")) for v in lines[3].split()[-2:])
     assert lines[3].startswith("chunks embedded") and full == len(embedder.passages) - again and 0 < again < full

@@ -1,6 +1,6 @@
 import pytest
 
-from schemas import Article, Chunk, CollectionSpec, KNOWN_MODELS, ModelSpec, PointPayload, ValidationError, point_id
+from schemas import KNOWN_MODELS, Article, Chunk, CollectionSpec, ModelSpec, PointPayload, ValidationError, point_id
 
 
 def row(**overrides):

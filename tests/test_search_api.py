@@ -13,13 +13,13 @@ import qdrant_edge
 from ingest.chunking import ChunkingSettings
 from ingest.embedders.local import LocalEmbedder
 from ingest.errors import CollectionMismatchError, StoreError
-from ingest.store.edge import EdgeStore
 from ingest.jobs import run_ingest
 from ingest.lexical import SPARSE_VECTOR, query_vector
 from ingest.settings import IngestSettings, StoreSettings
 from ingest.sources import sample_rows
+from ingest.store.edge import EdgeStore
 from schemas import point_id
-from search import SearchError, Searcher
+from search import Searcher, SearchError
 from search.api import SearchOptions, SearchUsageError
 from search.context import build_context
 
@@ -34,9 +34,14 @@ def rows():
 def ingest(tmp_path, embedder, **kwargs):
     source = tmp_path / "rows.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in rows()))
-    settings = IngestSettings(source=str(source), progress=False, dead_letter=str(tmp_path / "dl.jsonl"),
-                              chunking=ChunkingSettings(max_chars=300),
-                              store=StoreSettings(qdrant_path=str(tmp_path / "qdrant"), collection="wiki"), **kwargs)
+    settings = IngestSettings(
+        source=str(source),
+        progress=False,
+        dead_letter=str(tmp_path / "dl.jsonl"),
+        chunking=ChunkingSettings(max_chars=300),
+        store=StoreSettings(qdrant_path=str(tmp_path / "qdrant"), collection="wiki"),
+        **kwargs,
+    )
     run_ingest(settings, embedder=embedder)
     return settings
 
@@ -60,7 +65,7 @@ def test_hits_are_ranked_typed_and_cite_their_article(index, articles):
     assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
     for hit in hits:
         assert hit.url == "https://en.wikipedia.org/wiki/" + hit.title.replace(" ", "_")
-        assert articles[hit.title]["text"][hit.start:hit.end] == hit.text  # offsets locate the passage
+        assert articles[hit.title]["text"][hit.start : hit.end] == hit.text  # offsets locate the passage
         assert hit.point_id == point_id(hit.article_id, hit.chunk_index)
         assert -1.0 <= hit.similarity <= 1.0
 
@@ -71,10 +76,13 @@ def test_hybrid_fuses_the_lexical_and_the_dense_ranking(index):
     hybrid = index.search(query, k=5, mode="hybrid")
     # the lexical ranking on its own, straight from Qdrant
     terms = query_vector(query, index.spec.sparse)
-    lexical = index.store._shard.query(qdrant_edge.QueryRequest(
-        limit=5, query=qdrant_edge.Query.Nearest(qdrant_edge.SparseVector(terms.indices, terms.values),
-                                                 using=SPARSE_VECTOR),
-        with_payload=True))
+    lexical = index.store._shard.query(
+        qdrant_edge.QueryRequest(
+            limit=5,
+            query=qdrant_edge.Query.Nearest(qdrant_edge.SparseVector(terms.indices, terms.values), using=SPARSE_VECTOR),
+            with_payload=True,
+        )
+    )
     assert lexical and lexical[0].payload["title"] == "Madhvacharya"
     assert hybrid[0].title == "Madhvacharya"
     fused = {h.point_id for h in hybrid}
@@ -116,8 +124,10 @@ def test_filters_restrict_hits_to_the_named_articles(index, articles):
         by_url = index.search(query, k=10, mode=mode, urls=[url])
         assert by_url and {h.url for h in by_url} == {url}
         # several filters: all of them hold
-        assert index.search(query, k=10, mode=mode, titles=["Cro-Magnon"], urls=[by_title[0].url]) == [] or \
-            by_title[0].title == "Cro-Magnon"
+        assert (
+            index.search(query, k=10, mode=mode, titles=["Cro-Magnon"], urls=[by_title[0].url]) == []
+            or by_title[0].title == "Cro-Magnon"
+        )
     with pytest.raises(SearchUsageError, match="titles must hold at least one value"):
         index.search(query, titles=[])
     assert index.search(query, k=3, titles="Cro-Magnon") == index.search(query, k=3, titles=["Cro-Magnon"])
@@ -153,20 +163,23 @@ def test_neighbours_widen_each_hit_to_the_chunks_around_it(index, articles):
         assert hit.context_first == max(0, hit.chunk_index - 1)
         assert hit.context_last == min(count - 1, hit.chunk_index + 1)
         # merged without repeats or gaps (the whitespace between chunks reads as one space)
-        assert hit.context.split() == text[hit.context_start:hit.context_end].split()
+        assert hit.context.split() == text[hit.context_start : hit.context_end].split()
         assert hit.context_start <= hit.start and hit.end <= hit.context_end and hit.text in hit.context
     plain = index.search("Cro-Magnon", k=3, titles=["Cro-Magnon"])
     assert [h.point_id for h in plain] == [h.point_id for h in hits] and plain[0].context is None
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"query": "   "}, "the query is empty"),
-    ({"query": "x", "k": 0}, "k must be between 1 and 100"),
-    ({"query": "x", "mode": "sparse"}, "mode must be one of dense, hybrid, got 'sparse'"),
-    ({"query": "x", "score_threshold": 2.0}, "between -1 and 1"),
-    ({"query": "x", "max_per_article": 0}, "max_per_article must be at least 1"),
-    ({"query": "x", "neighbours": 9}, "neighbours must be between 0 and 5"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"query": "   "}, "the query is empty"),
+        ({"query": "x", "k": 0}, "k must be between 1 and 100"),
+        ({"query": "x", "mode": "sparse"}, "mode must be one of dense, hybrid, got 'sparse'"),
+        ({"query": "x", "score_threshold": 2.0}, "between -1 and 1"),
+        ({"query": "x", "max_per_article": 0}, "max_per_article must be at least 1"),
+        ({"query": "x", "neighbours": 9}, "neighbours must be between 0 and 5"),
+    ],
+)
 def test_bad_arguments_are_refused_with_a_message(index, kwargs, message):
     with pytest.raises(SearchUsageError, match=message) as refused:
         index.search(**kwargs)
@@ -212,11 +225,13 @@ def test_the_local_backend_puts_the_instruction_on_queries_only(local_embedder):
     instructed = LocalEmbedder(device="cpu", dtype="float32", query_instruction="Represent this sentence: ")
     query = "who painted the Mona Lisa"
     asked = instructed.embed_queries([query])[0]
-    np.testing.assert_allclose(asked, local_embedder.embed_passages(["Represent this sentence: " + query]).vectors[0],
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        asked, local_embedder.embed_passages(["Represent this sentence: " + query]).vectors[0], atol=1e-5
+    )
     assert not np.allclose(asked, local_embedder.embed_passages([query]).vectors[0], atol=1e-3)
-    np.testing.assert_allclose(instructed.embed_passages([query]).vectors[0],
-                               local_embedder.embed_passages([query]).vectors[0], atol=1e-5)
+    np.testing.assert_allclose(
+        instructed.embed_passages([query]).vectors[0], local_embedder.embed_passages([query]).vectors[0], atol=1e-5
+    )
 
 
 def test_a_searcher_refuses_an_embedder_without_the_collections_instruction(tmp_path, local_embedder):
@@ -239,8 +254,14 @@ def test_the_latency_bench_times_every_option_on_every_question(index):
 
     questions = [Question("early modern humans in Europe", "Cro-Magnon"), Question("Dvaita Vedanta", "Madhvacharya")]
     seconds = run(index, questions)
-    assert {"hybrid", "dense", "hybrid, title filter (4 articles)", "dense, max_per_article=1",
-            "hybrid, neighbours=1", "hybrid, context of 4,000 characters"} <= set(seconds)
+    assert {
+        "hybrid",
+        "dense",
+        "hybrid, title filter (4 articles)",
+        "dense, max_per_article=1",
+        "hybrid, neighbours=1",
+        "hybrid, context of 4,000 characters",
+    } <= set(seconds)
     assert all(len(values) == 2 and min(values) > 0 for values in seconds.values())
     report = format_report(seconds).splitlines()
     assert report[0].split() == ["option", "median", "p95", "queries"] and len(report) == len(seconds) + 2

@@ -18,8 +18,8 @@ import pytest
 from playwright.sync_api import Page, sync_playwright
 
 from ingest.chunking import ChunkingSettings
-from ingest.settings import IngestSettings, StoreSettings
 from ingest.jobs import run_ingest
+from ingest.settings import IngestSettings, StoreSettings
 from search import Searcher
 from search.api import Hit
 from search.server import make_app
@@ -27,26 +27,40 @@ from search.serving import server_url
 from tests.http_serving import serving
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-sync", "--disable-extensions", "--disable-default-apps"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-extensions",
+    "--disable-default-apps",
+]
 TOKEN = "page-token-0123456789abcdef"
 HAL_QUERY = "the space film in which the computer HAL 9000 turns on its crew"
 HAL_TITLE = "2001: A Space Odyssey"
 HAL_URL = "https://en.wikipedia.org/wiki/2001:_A_Space_Odyssey"
 
 pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium: apt-get install -y chromium "
-                                  "(the test drives Debian's Chromium, never a downloaded one)")
+    not CHROMIUM.exists(),
+    reason="Chromium is not installed at /usr/bin/chromium: apt-get install -y chromium "
+    "(the test drives Debian's Chromium, never a downloaded one)",
+)
 
 
 # -- a server and a browser ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def searcher(tmp_path_factory, local_embedder):
     tmp_path = tmp_path_factory.mktemp("page")
-    settings = IngestSettings(source="sample", limit=12, progress=False,
-                              dead_letter=str(tmp_path / "dead_letter.jsonl"),
-                              chunking=ChunkingSettings(max_chars=300),
-                              store=StoreSettings(qdrant_path=str(tmp_path / "qdrant"), collection="wiki"))
+    settings = IngestSettings(
+        source="sample",
+        limit=12,
+        progress=False,
+        dead_letter=str(tmp_path / "dead_letter.jsonl"),
+        chunking=ChunkingSettings(max_chars=300),
+        store=StoreSettings(qdrant_path=str(tmp_path / "qdrant"), collection="wiki"),
+    )
     run_ingest(settings, embedder=local_embedder)
     with Searcher.open(settings.store, embedder=local_embedder) as searcher:
         yield searcher
@@ -104,8 +118,10 @@ def search(page: Page, query: str, *, k: int = 3, token: str | None = None) -> N
     page.fill("#query", query)
     page.fill("#k", str(k))
     page.click("#submit")
-    page.wait_for_function("() => !document.getElementById('submit').disabled"
-                           " && document.getElementById('status').textContent !== 'Searching…'")
+    page.wait_for_function(
+        "() => !document.getElementById('submit').disabled"
+        " && document.getElementById('status').textContent !== 'Searching…'"
+    )
 
 
 # -- the page ---------------------------------------------------------------------------------
@@ -170,12 +186,29 @@ class HostileSearcher:
 
     def search(self, query, k=5, **options):
         def hit(rank, title, url, text):
-            return Hit(rank=rank, score=1.0 / rank, similarity=0.5, article_id=str(rank), title=title, url=url,
-                       text=text, chunk_index=0, start=0, end=len(text), point_id=f"p{rank}")
+            return Hit(
+                rank=rank,
+                score=1.0 / rank,
+                similarity=0.5,
+                article_id=str(rank),
+                title=title,
+                url=url,
+                text=text,
+                chunk_index=0,
+                start=0,
+                end=len(text),
+                point_id=f"p{rank}",
+            )
 
-        return [hit(1, '<img src="http://203.0.113.9/x.png" onerror="document.title=\'owned\'">', "javascript:alert(1)",
-                    "<script>document.title='owned'</script> text"),
-                hit(2, "Plain", "http://example.org/plain", "<b>not bold</b>")]
+        return [
+            hit(
+                1,
+                '<img src="http://203.0.113.9/x.png" onerror="document.title=\'owned\'">',
+                "javascript:alert(1)",
+                "<script>document.title='owned'</script> text",
+            ),
+            hit(2, "Plain", "http://example.org/plain", "<b>not bold</b>"),
+        ]
 
 
 def test_hostile_hits_are_shown_as_text_and_only_http_links_are_links(visit):

@@ -42,8 +42,8 @@ from schemathesis.checks import (
 
 from ingest.chunking import ChunkingSettings
 from ingest.errors import EmbedderError, StoreError
-from ingest.settings import IngestSettings, StoreSettings
 from ingest.jobs import run_ingest
+from ingest.settings import IngestSettings, StoreSettings
 from search import Searcher
 from search.api import SearchError, SearchOptions, SearchUsageError
 from search.cli import build_parser, check_exposure, main, search_options
@@ -67,10 +67,14 @@ def index(tmp_path_factory, local_embedder):
     """A small collection (dense and BM25 vectors), and a copy of its folder for a
     second process (an embedded store lets one process at a time open a folder)."""
     tmp_path = tmp_path_factory.mktemp("server")
-    settings = IngestSettings(source="sample", limit=ARTICLES, progress=False,
-                              dead_letter=str(tmp_path / "dead_letter.jsonl"),
-                              chunking=ChunkingSettings(max_chars=300),
-                              store=StoreSettings(qdrant_path=str(tmp_path / "qdrant"), collection="wiki"))
+    settings = IngestSettings(
+        source="sample",
+        limit=ARTICLES,
+        progress=False,
+        dead_letter=str(tmp_path / "dead_letter.jsonl"),
+        chunking=ChunkingSettings(max_chars=300),
+        store=StoreSettings(qdrant_path=str(tmp_path / "qdrant"), collection="wiki"),
+    )
     summary = run_ingest(settings, embedder=local_embedder)
     assert summary.points_written > ARTICLES  # some articles span several chunks
     shutil.copytree(tmp_path / "qdrant", tmp_path / "qdrant-copy")
@@ -113,8 +117,9 @@ def call(server, method, path, *, body=None, token=TOKEN, headers=None) -> Answe
     finally:
         connection.close()
     assert response.getheader("Content-Type") == "application/json; charset=utf-8"
-    return Answer(status=response.status, headers={k.lower(): v for k, v in response.getheaders()},
-                  json=json.loads(raw))
+    return Answer(
+        status=response.status, headers={k.lower(): v for k, v in response.getheaders()}, json=json.loads(raw)
+    )
 
 
 def raw_exchange(server, data: bytes, *, close_after_send=False) -> bytes:
@@ -168,14 +173,28 @@ def test_post_search_finds_the_article_and_matches_the_searcher(server, searcher
 
 
 def test_filters_and_options_reach_the_searcher(server, searcher):
-    body = {"query": HAL_QUERY, "k": 3, "titles": ["Accordion", "Acting"], "max_per_article": 1, "neighbours": 1,
-            "mode": "dense", "score_threshold": -1.0}
+    body = {
+        "query": HAL_QUERY,
+        "k": 3,
+        "titles": ["Accordion", "Acting"],
+        "max_per_article": 1,
+        "neighbours": 1,
+        "mode": "dense",
+        "score_threshold": -1.0,
+    }
     answer = post(server, body)
     assert answer.status == 200, answer.json
     assert sorted(h["title"] for h in answer.json["hits"]) == ["Accordion", "Acting"]
     assert answer.json["mode"] == "dense"
-    expected = searcher.search(HAL_QUERY, k=3, titles=["Accordion", "Acting"], max_per_article=1, neighbours=1,
-                               mode="dense", score_threshold=-1.0)
+    expected = searcher.search(
+        HAL_QUERY,
+        k=3,
+        titles=["Accordion", "Acting"],
+        max_per_article=1,
+        neighbours=1,
+        mode="dense",
+        score_threshold=-1.0,
+    )
     assert answer.json["hits"] == [hit.model_dump() for hit in expected]
     by_get = get(server, "q=HAL+9000&k=3&title=Accordion&title=Acting&max_per_article=1&neighbours=1&mode=dense")
     assert sorted(h["title"] for h in by_get.json["hits"]) == ["Accordion", "Acting"]
@@ -200,20 +219,25 @@ def test_context_chars_adds_the_rag_context_block(server, searcher):
 
 
 # -- auth --------------------------------------------------------------------------------
-@pytest.mark.parametrize("token, headers, message", [
-    (None, None, "bearer token is required"),
-    ("wrong-token", None, "bearer token is wrong"),
-    (TOKEN[:-1], None, "bearer token is wrong"),
-    (TOKEN + "x", None, "bearer token is wrong"),
-    (None, {"Authorization": f"Basic {TOKEN}"}, "bearer token is required"),
-    (None, {"Authorization": "Bearer "}, "bearer token is required"),
-    (None, {"Authorization": "Bearer t\xe9l\xe9"}, "bearer token is wrong"),  # latin-1 bytes on the wire
-])
+@pytest.mark.parametrize(
+    "token, headers, message",
+    [
+        (None, None, "bearer token is required"),
+        ("wrong-token", None, "bearer token is wrong"),
+        (TOKEN[:-1], None, "bearer token is wrong"),
+        (TOKEN + "x", None, "bearer token is wrong"),
+        (None, {"Authorization": f"Basic {TOKEN}"}, "bearer token is required"),
+        (None, {"Authorization": "Bearer "}, "bearer token is required"),
+        (None, {"Authorization": "Bearer t\xe9l\xe9"}, "bearer token is wrong"),  # latin-1 bytes on the wire
+    ],
+)
 def test_searches_without_the_right_token_are_401(server, token, headers, message, caplog):
     caplog.set_level(logging.DEBUG)
-    for answer in (get(server, "q=HAL", token=token, headers=headers),
-                   post(server, {"query": "HAL"}, token=token, headers=headers),
-                   post(server, {"query": ""}, token=token, headers=headers)):  # before the body is judged
+    for answer in (
+        get(server, "q=HAL", token=token, headers=headers),
+        post(server, {"query": "HAL"}, token=token, headers=headers),
+        post(server, {"query": ""}, token=token, headers=headers),
+    ):  # before the body is judged
         assert answer.status == 401 and message in answer.json["error"]
         assert answer.headers["www-authenticate"].startswith("Bearer ")
         assert TOKEN not in json.dumps(answer.json) and TOKEN not in str(answer.headers)
@@ -224,9 +248,16 @@ def test_searches_without_the_right_token_are_401(server, token, headers, messag
 def test_the_page_health_and_openapi_need_no_token(server, searcher):
     health = call(server, "GET", "/health", token=None)
     assert health.status == 200
-    assert health.json == {"status": "ok", "store": "ok", "embedder": "ok", "collection": "wiki",
-                           "physical_collection": searcher.store.collection,
-                           "model": "sentence-transformers/all-MiniLM-L6-v2", "dimension": 384, "auth": True}
+    assert health.json == {
+        "status": "ok",
+        "store": "ok",
+        "embedder": "ok",
+        "collection": "wiki",
+        "physical_collection": searcher.store.collection,
+        "model": "sentence-transformers/all-MiniLM-L6-v2",
+        "dimension": 384,
+        "auth": True,
+    }
     assert call(server, "GET", "/openapi.json", token=None).status == 200
     connection = http.client.HTTPConnection(*server.server_address, timeout=30)
     connection.request("GET", "/")
@@ -238,59 +269,65 @@ def test_the_page_health_and_openapi_need_no_token(server, searcher):
 
 
 # -- bad requests ------------------------------------------------------------------------
-@pytest.mark.parametrize("query_string, status, message", [
-    ("q=", 422, "the query is empty"),
-    ("q=+++", 422, "the query is empty"),
-    ("q=%1C%EF%BB%BF", 422, "the query is empty"),  # blank to Python and to JSON Schema's ECMA-262 alike
-    ("k=3", 422, "the query is missing"),
-    ("q=HAL&k=0", 422, "k must be between 1 and 100, got 0"),
-    ("q=HAL&k=101", 422, "k must be between 1 and 100, got 101"),
-    ("q=HAL&k=three", 422, "k must be a whole number between 1 and 100, got 'three'"),
-    ("q=HAL&k=1&k=2", 422, "k is given 2 times"),
-    ("q=HAL&neighbours=-1", 422, "neighbours must be between 0 and 5"),
-    ("q=HAL&score_threshold=2", 422, "score_threshold must be between -1 and 1, got 2"),
-    ("q=HAL&mode=hybrid&mode=dense", 422, "mode is given 2 times"),
-    ("q=HAL&mode=sideways", 422, "mode must be one of dense, hybrid, got 'sideways'"),
-    ("q=HAL&score_threshold=high", 422, "score_threshold must be a number"),
-    ("q=HAL&score_threshold=nan", 422, "score_threshold must be a number"),
-    ("q=HAL&title=", 422, "title must hold at least one value, and no empty one"),
-    ("q=HAL&limit=3", 422, "unknown parameter 'limit': the parameters are q, k, mode"),
-    ("q=" + "x" * 2001, 413, "the query is 2,001 characters long; the limit is 2,000"),
-])
+@pytest.mark.parametrize(
+    "query_string, status, message",
+    [
+        ("q=", 422, "the query is empty"),
+        ("q=+++", 422, "the query is empty"),
+        ("q=%1C%EF%BB%BF", 422, "the query is empty"),  # blank to Python and to JSON Schema's ECMA-262 alike
+        ("k=3", 422, "the query is missing"),
+        ("q=HAL&k=0", 422, "k must be between 1 and 100, got 0"),
+        ("q=HAL&k=101", 422, "k must be between 1 and 100, got 101"),
+        ("q=HAL&k=three", 422, "k must be a whole number between 1 and 100, got 'three'"),
+        ("q=HAL&k=1&k=2", 422, "k is given 2 times"),
+        ("q=HAL&neighbours=-1", 422, "neighbours must be between 0 and 5"),
+        ("q=HAL&score_threshold=2", 422, "score_threshold must be between -1 and 1, got 2"),
+        ("q=HAL&mode=hybrid&mode=dense", 422, "mode is given 2 times"),
+        ("q=HAL&mode=sideways", 422, "mode must be one of dense, hybrid, got 'sideways'"),
+        ("q=HAL&score_threshold=high", 422, "score_threshold must be a number"),
+        ("q=HAL&score_threshold=nan", 422, "score_threshold must be a number"),
+        ("q=HAL&title=", 422, "title must hold at least one value, and no empty one"),
+        ("q=HAL&limit=3", 422, "unknown parameter 'limit': the parameters are q, k, mode"),
+        ("q=" + "x" * 2001, 413, "the query is 2,001 characters long; the limit is 2,000"),
+    ],
+)
 def test_bad_get_queries_are_4xx_with_a_message(server, query_string, status, message):
     answer = get(server, query_string)
     assert (answer.status, answer.json.keys()) == (status, {"error"}), answer.json
     assert message in answer.json["error"]
 
 
-@pytest.mark.parametrize("body, status, message", [
-    ('{"query": "HAL", ', 400, "the body is not valid JSON: Expecting"),
-    (b"\xff\xfe{", 400, "the body is not valid JSON"),
-    ("[" * 100_00 + "]" * 100_00, 400, "the body is not valid JSON"),
-    ("", 422, "the body is missing"),
-    ('"HAL"', 422, "the body must be a JSON object such as"),
-    ({"query": ""}, 422, "the query is empty"),
-    ({"query": "   \n"}, 422, "the query is empty"),
-    ({"k": 3}, 422, "the query is missing"),
-    ({"query": 9000}, 422, "query must be a string, got 9000 (a number)"),
-    ({"query": "HAL", "k": "5"}, 422, "k must be a whole number between 1 and 100, got '5' (a string)"),
-    ({"query": "HAL", "k": 2.5}, 422, "k must be a whole number"),
-    ({"query": "HAL", "k": True}, 422, "k must be a whole number between 1 and 100, got True (a boolean)"),
-    ({"query": "HAL", "k": 0}, 422, "k must be between 1 and 100, got 0"),
-    ({"query": "HAL", "titles": "Accordion"}, 422, "titles must be a list of strings"),
-    ({"query": "HAL", "titles": []}, 422, "titles must hold at least one value"),
-    ({"query": "HAL", "urls": [1]}, 422, "urls[0] must be a string"),
-    ({"query": "HAL", "mode": 1}, 422, "mode must be one of dense, hybrid, got 1"),
-    ({"query": "HAL", "mode": "sideways"}, 422, "mode must be one of dense, hybrid, got 'sideways'"),
-    ({"query": "HAL", "max_per_article": 0}, 422, "max_per_article must be at least 1, got 0"),
-    ({"query": "HAL", "context_chars": 0}, 422, "context_chars must be between 1 and 100000"),
-    ({"query": "HAL", "score_threshold": 1.5}, 422, "score_threshold must be between -1 and 1"),
-    ({"query": "HAL", "q": "HAL"}, 422, "unknown field 'q': the fields are query, k, mode"),
-    ({"query": "HAL", "limit": 1, "top": 2}, 422, "unknown fields 'limit', 'top'"),
-    ({"query": "HAL", "k": 0, "neighbours": 9}, 422, "k must be between 1 and 100, got 0 (and 1 more problem)"),
-    ({"query": "x" * 2001}, 413, "the query is 2,001 characters long; the limit is 2,000"),
-    ({"query": "HAL", "titles": ["x" * 100] * 700}, 413, "the limit is 65,536"),
-])
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        ('{"query": "HAL", ', 400, "the body is not valid JSON: Expecting"),
+        (b"\xff\xfe{", 400, "the body is not valid JSON"),
+        ("[" * 100_00 + "]" * 100_00, 400, "the body is not valid JSON"),
+        ("", 422, "the body is missing"),
+        ('"HAL"', 422, "the body must be a JSON object such as"),
+        ({"query": ""}, 422, "the query is empty"),
+        ({"query": "   \n"}, 422, "the query is empty"),
+        ({"k": 3}, 422, "the query is missing"),
+        ({"query": 9000}, 422, "query must be a string, got 9000 (a number)"),
+        ({"query": "HAL", "k": "5"}, 422, "k must be a whole number between 1 and 100, got '5' (a string)"),
+        ({"query": "HAL", "k": 2.5}, 422, "k must be a whole number"),
+        ({"query": "HAL", "k": True}, 422, "k must be a whole number between 1 and 100, got True (a boolean)"),
+        ({"query": "HAL", "k": 0}, 422, "k must be between 1 and 100, got 0"),
+        ({"query": "HAL", "titles": "Accordion"}, 422, "titles must be a list of strings"),
+        ({"query": "HAL", "titles": []}, 422, "titles must hold at least one value"),
+        ({"query": "HAL", "urls": [1]}, 422, "urls[0] must be a string"),
+        ({"query": "HAL", "mode": 1}, 422, "mode must be one of dense, hybrid, got 1"),
+        ({"query": "HAL", "mode": "sideways"}, 422, "mode must be one of dense, hybrid, got 'sideways'"),
+        ({"query": "HAL", "max_per_article": 0}, 422, "max_per_article must be at least 1, got 0"),
+        ({"query": "HAL", "context_chars": 0}, 422, "context_chars must be between 1 and 100000"),
+        ({"query": "HAL", "score_threshold": 1.5}, 422, "score_threshold must be between -1 and 1"),
+        ({"query": "HAL", "q": "HAL"}, 422, "unknown field 'q': the fields are query, k, mode"),
+        ({"query": "HAL", "limit": 1, "top": 2}, 422, "unknown fields 'limit', 'top'"),
+        ({"query": "HAL", "k": 0, "neighbours": 9}, 422, "k must be between 1 and 100, got 0 (and 1 more problem)"),
+        ({"query": "x" * 2001}, 413, "the query is 2,001 characters long; the limit is 2,000"),
+        ({"query": "HAL", "titles": ["x" * 100] * 700}, 413, "the limit is 65,536"),
+    ],
+)
 def test_bad_post_bodies_are_4xx_with_a_message(server, body, status, message):
     answer = post(server, body)
     assert (answer.status, answer.json.keys()) == (status, {"error"}), answer.json
@@ -330,7 +367,10 @@ def test_openapi_describes_every_route_its_errors_and_the_bearer_scheme(server):
     assert set(doc["paths"]) == {"/health", "/search", "/openapi.json"}  # the page is not part of the API
     assert set(doc["paths"]["/search"]) == {"get", "post"}
     assert doc["components"]["securitySchemes"]["bearerAuth"] == {
-        "type": "http", "scheme": "bearer", "description": "The token the server was started with (SEARCH_API_TOKEN)"}
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The token the server was started with (SEARCH_API_TOKEN)",
+    }
     for method in ("get", "post"):
         operation = doc["paths"]["/search"][method]
         assert operation["security"] == [{"bearerAuth": []}]
@@ -342,9 +382,13 @@ def test_openapi_describes_every_route_its_errors_and_the_bearer_scheme(server):
         assert ok["schema"] == {"$ref": "#/components/schemas/SearchResponse"}
         assert "WWW-Authenticate" in operation["responses"]["401"]["headers"]
     assert "security" not in doc["paths"]["/health"]["get"] and set(doc["paths"]["/health"]["get"]["responses"]) == {
-        "200", "503"}
+        "200",
+        "503",
+    }
     schemas = doc["components"]["schemas"]
-    assert {"SearchRequest", "SearchResponse", "Hit", "Context", "Citation", "Passage", "Health", "Error"} <= set(schemas)
+    assert {"SearchRequest", "SearchResponse", "Hit", "Context", "Citation", "Passage", "Health", "Error"} <= set(
+        schemas
+    )
     assert "HTTPValidationError" not in schemas  # FastAPI's {"detail": ...} is never answered, so not declared
     request = schemas["SearchRequest"]
     assert set(request["properties"]) == set(FIELDS) and request["additionalProperties"] is False
@@ -365,8 +409,15 @@ SCHEMATHESIS_CONFIG = """
 [checks.negative_data_rejection]
 expected-statuses = [400, 401, 413, 422]
 """
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
-          response_schema_conformance, positive_data_acceptance, negative_data_rejection]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    positive_data_acceptance,
+    negative_data_rejection,
+]
 
 
 def test_the_api_holds_to_its_generated_openapi_document(searcher):
@@ -378,16 +429,28 @@ def test_the_api_holds_to_its_generated_openapi_document(searcher):
     belongs" arrives as a valid title: GET's negative cases skip only that one
     check. docs/manual.md's "Over HTTP" gives the same run from a shell, against a
     running server (`schemathesis --config-file ... run ...`)."""
-    schema = schemathesis.openapi.from_asgi("/openapi.json", make_app(searcher, token=TOKEN),
-                                            config=schemathesis.Config.from_str(SCHEMATHESIS_CONFIG))
+    schema = schemathesis.openapi.from_asgi(
+        "/openapi.json", make_app(searcher, token=TOKEN), config=schemathesis.Config.from_str(SCHEMATHESIS_CONFIG)
+    )
     examples: Counter[tuple[str, str]] = Counter()
 
     def run(operation, mode):
-        checks = [c for c in CHECKS if not (mode is GenerationMode.NEGATIVE and operation.method.upper() == "GET"
-                                             and c is negative_data_rejection)]
+        checks = [
+            c
+            for c in CHECKS
+            if not (
+                mode is GenerationMode.NEGATIVE and operation.method.upper() == "GET" and c is negative_data_rejection
+            )
+        ]
 
-        @settings(max_examples=SCHEMATHESIS_EXAMPLES, derandomize=True, deadline=None, database=None,
-                  phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=SCHEMATHESIS_EXAMPLES,
+            derandomize=True,
+            deadline=None,
+            database=None,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
         @given(case=operation.as_strategy(generation_mode=mode))
         def check(case):
             examples[operation.label, mode.value] += 1
@@ -471,8 +534,11 @@ def test_malformed_request_lines_get_their_answer_and_lone_surrogates_are_422(fa
 
 
 def test_oversized_bodies_are_413_whether_declared_or_chunked(fake_server):
-    head = (b"POST /search HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode() +
-            b"\r\nContent-Type: application/json\r\nConnection: close\r\n")
+    head = (
+        b"POST /search HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+        + TOKEN.encode()
+        + b"\r\nContent-Type: application/json\r\nConnection: close\r\n"
+    )
     # declared far over the limit: the 413 comes before a byte of the body is sent
     answer = raw_exchange(fake_server, head + b"Content-Length: 50000000\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 413 ") and b'"the body is 50,000,000 bytes; the limit is 65,536"' in answer
@@ -482,8 +548,9 @@ def test_oversized_bodies_are_413_whether_declared_or_chunked(fake_server):
     answer = raw_exchange(fake_server, head + b"Transfer-Encoding: chunked\r\n\r\n" + chunks)
     assert answer.startswith(b"HTTP/1.1 413 ") and b"the body is over 65,536 bytes" in answer
     small = b'{"query": "HAL"}'
-    answer = raw_exchange(fake_server, head + b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (
-        len(small), small))
+    answer = raw_exchange(
+        fake_server, head + b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(small), small)
+    )
     assert answer.startswith(b"HTTP/1.1 200 ")
 
 
@@ -491,7 +558,7 @@ def test_closed_connections_leave_the_server_answering(fake_server, caplog):
     caplog.set_level(logging.INFO)
     head = b"POST /search HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode()
     with socket.create_connection(fake_server.server_address, timeout=10) as sock:  # gone in mid-body
-        sock.sendall(head + b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"query\"")
+        sock.sendall(head + b'\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"query"')
     with socket.create_connection(fake_server.server_address, timeout=10) as sock:  # gone in mid-search
         sock.sendall(b"GET /search?q=HAL HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode() + b"\r\n\r\n")
         eventually(lambda: fake_server.fake.running == 1)
@@ -521,8 +588,12 @@ def test_an_outage_is_a_quick_503_that_names_the_part_not_its_address_and_health
         health = client.get("/health")
     assert "10.0.0.7" not in answer.text
     body = health.json()
-    assert (health.status_code, body["status"], body["embedder"], body["store"]) == (503, "unavailable",
-                                                                                      "unavailable", "ok")
+    assert (health.status_code, body["status"], body["embedder"], body["store"]) == (
+        503,
+        "unavailable",
+        "unavailable",
+        "ok",
+    )
     assert body["error"] == "the embedder failed the health check (the server's log says more)"
     assert "10.0.0.7" not in health.text and "10.0.0.7" in caplog.text  # the log has the details
 
@@ -533,12 +604,19 @@ def test_backend_failures_are_503_refusals_400_and_surprises_500_without_details
             response = client.post("/search", headers=AUTH, **request)
         return response.status_code, response.json()
 
-    assert answer(StoreError("Qdrant at http://q:6333 is down"), json={"query": "HAL"}) == (503, {
-        "error": "the search backend is unavailable (the store failed; the server's log says more): try again later"})
-    assert answer(SearchUsageError("collection 'wiki' has no sparse vectors"), json={"query": "HAL", "mode": "hybrid"}
-                  ) == (400, {"error": "collection 'wiki' has no sparse vectors"})
-    assert answer(SearchError("the collection is gone"), json={"query": "HAL"}) == (503, {  # not the caller's fault
-        "error": "the search backend is unavailable (the store failed; the server's log says more): try again later"})
+    assert answer(StoreError("Qdrant at http://q:6333 is down"), json={"query": "HAL"}) == (
+        503,
+        {"error": "the search backend is unavailable (the store failed; the server's log says more): try again later"},
+    )
+    assert answer(
+        SearchUsageError("collection 'wiki' has no sparse vectors"), json={"query": "HAL", "mode": "hybrid"}
+    ) == (400, {"error": "collection 'wiki' has no sparse vectors"})
+    assert answer(SearchError("the collection is gone"), json={"query": "HAL"}) == (
+        503,
+        {  # not the caller's fault
+            "error": "the search backend is unavailable (the store failed; the server's log says more): try again later"
+        },
+    )
     status, body = answer(RuntimeError("secret detail"), json={"query": "HAL"})
     assert (status, body) == (500, {"error": "internal server error (the server's log says more)"})
     assert "secret detail" in caplog.text
@@ -582,11 +660,14 @@ def test_the_page_is_shipped_whole_and_loads_nothing_from_elsewhere():
 
 def test_parse_search_checks_what_the_mcp_tools_pass():
     request = parse_search({"query": "HAL", "titles": ["A"], "neighbours": 0, "mode": None})
-    assert isinstance(request, SearchRequest) and request.model_dump() == SearchRequest(
-        query="HAL", titles=["A"]).model_dump()
+    assert (
+        isinstance(request, SearchRequest)
+        and request.model_dump() == SearchRequest(query="HAL", titles=["A"]).model_dump()
+    )
     assert SearchOptions.of(request) == SearchOptions(titles=["A"])  # a request is the options it carries
     assert SearchOptions.of(parse_search({"query": "HAL", "score_threshold": 1, "neighbours": 2})) == SearchOptions(
-        score_threshold=1.0, neighbours=2)
+        score_threshold=1.0, neighbours=2
+    )
     with pytest.raises(HTTPError, match="the limit is 10") as error:
         parse_search({"query": "x" * 11}, max_query_chars=10)
     assert error.value.status == 413
@@ -597,11 +678,38 @@ def test_parse_search_checks_what_the_mcp_tools_pass():
 
 # -- the command line ----------------------------------------------------------------------
 def test_query_flags_map_to_the_search_options():
-    args = build_parser().parse_args(["--mode", "hybrid", "--threshold", "0.3", "--title", "A", "--title", "B",
-                                      "--article-id", "7", "--url", "u", "--max-per-article", "2",
-                                      "--neighbours", "1", "--context", "900", "HAL"])
-    assert search_options(args) == SearchOptions(mode="hybrid", score_threshold=0.3, titles=["A", "B"],
-                                                 article_ids=["7"], urls=["u"], max_per_article=2, neighbours=1)
+    args = build_parser().parse_args(
+        [
+            "--mode",
+            "hybrid",
+            "--threshold",
+            "0.3",
+            "--title",
+            "A",
+            "--title",
+            "B",
+            "--article-id",
+            "7",
+            "--url",
+            "u",
+            "--max-per-article",
+            "2",
+            "--neighbours",
+            "1",
+            "--context",
+            "900",
+            "HAL",
+        ]
+    )
+    assert search_options(args) == SearchOptions(
+        mode="hybrid",
+        score_threshold=0.3,
+        titles=["A", "B"],
+        article_ids=["7"],
+        urls=["u"],
+        max_per_article=2,
+        neighbours=1,
+    )
     assert args.context == 900 and search_options(build_parser().parse_args(["HAL"])) == SearchOptions()
     for flag, value in (("-k", "101"), ("--neighbours", "6"), ("--threshold", "1.5")):  # the options' own limits
         with pytest.raises(SystemExit):
@@ -621,15 +729,19 @@ def test_serving_without_a_token_is_refused_except_open_on_loopback():
 
 def run_cli(*args, env=None, **kwargs):
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "search", *args], env=env, capture_output=True, text=True,
-                          timeout=120, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "search", *args], env=env, capture_output=True, text=True, timeout=120, **kwargs
+    )
 
 
-@pytest.mark.parametrize("args, token, message", [
-    (["serve"], None, "SEARCH_API_TOKEN is not set"),
-    (["serve", "--host", "0.0.0.0", "--open"], None, "--open serves without a token, so only on a loopback host"),
-    (["serve", "--host", "10.1.2.3", "--open"], TOKEN, "not '10.1.2.3'"),
-])
+@pytest.mark.parametrize(
+    "args, token, message",
+    [
+        (["serve"], None, "SEARCH_API_TOKEN is not set"),
+        (["serve", "--host", "0.0.0.0", "--open"], None, "--open serves without a token, so only on a loopback host"),
+        (["serve", "--host", "10.1.2.3", "--open"], TOKEN, "not '10.1.2.3'"),
+    ],
+)
 def test_serve_refuses_to_start_unsafely_with_exit_2(args, token, message, monkeypatch, capsys):
     monkeypatch.delenv("SEARCH_API_TOKEN", raising=False)
     if token:
@@ -647,9 +759,28 @@ def test_the_serve_command_refuses_an_open_public_server_in_a_subprocess(tmp_pat
 
 def test_the_query_command_prints_a_context_block_with_the_new_flags(index, capsys):
     store = index[1]
-    code = main(["--qdrant-path", store.qdrant_path, "--collection", store.collection, "--device", "cpu",
-                 "--json", "--context", "600", "--mode", "dense", "--title", HAL_TITLE, "--neighbours", "1",
-                 "-k", "2", HAL_QUERY])
+    code = main(
+        [
+            "--qdrant-path",
+            store.qdrant_path,
+            "--collection",
+            store.collection,
+            "--device",
+            "cpu",
+            "--json",
+            "--context",
+            "600",
+            "--mode",
+            "dense",
+            "--title",
+            HAL_TITLE,
+            "--neighbours",
+            "1",
+            "-k",
+            "2",
+            HAL_QUERY,
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     context = json.loads(out)
@@ -667,10 +798,26 @@ def test_serve_and_eval_have_help():
 def test_python_m_search_serve_answers_and_stops_on_sigterm(index, tmp_path):
     store = index[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "search", "serve", "--port", "0", "--qdrant-path", store.qdrant_path,
-         "--collection", store.collection, "--device", "cpu"],
-        env={**os.environ, "PYTHONPATH": str(ROOT), "SEARCH_API_TOKEN": TOKEN}, cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "search",
+            "serve",
+            "--port",
+            "0",
+            "--qdrant-path",
+            store.qdrant_path,
+            "--collection",
+            store.collection,
+            "--device",
+            "cpu",
+        ],
+        env={**os.environ, "PYTHONPATH": str(ROOT), "SEARCH_API_TOKEN": TOKEN},
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lines: queue.Queue[str] = queue.Queue()
     reader = threading.Thread(target=lambda: [lines.put(line) for line in process.stderr], daemon=True)
     reader.start()

@@ -107,8 +107,9 @@ def test_stalled_request_heads_are_closed_in_time_while_the_server_keeps_answeri
         stop()
     assert HEAD_SECONDS - 0.5 < took < HEAD_SECONDS + 2, f"the stalled connections were closed after {took:.1f} s"
     assert answers[:10] == [b""] * 10  # nothing was asked: nothing is answered
-    assert all(a.startswith(b"HTTP/1.1 408 ") and b"the request head did not arrive within 2.5 s" in a
-               for a in answers[10:-1]), answers[10:-1]
+    assert all(
+        a.startswith(b"HTTP/1.1 408 ") and b"the request head did not arrive within 2.5 s" in a for a in answers[10:-1]
+    ), answers[10:-1]
     assert b"HTTP/1.1 408 " in answers[-1]  # (after the rest of its /health answer, if the first recv missed it)
     said = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(said) <= 2, [r.getMessage() for r in said]  # one line for them all, not one each
@@ -144,7 +145,11 @@ def test_more_connections_than_files_are_refused_at_once_and_the_server_recovers
     with stderr.open("w") as errors:  # the child has its own copy
         process = subprocess.Popen(
             [sys.executable, "-c", SERVER_SCRIPT, "256", f"dict(head_seconds={HEAD_SECONDS})"],
-            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=errors, text=True)
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+        )
     stalled = []
     try:
         url = process.stdout.readline().strip()
@@ -169,8 +174,16 @@ def test_more_connections_than_files_are_refused_at_once_and_the_server_recovers
         process.terminate()
         process.wait(30)
         process.stdout.close()
-    kinds = Counter("408" if a.startswith(b"HTTP/1.1 408 ") else "503" if a.startswith(b"HTTP/1.1 503 ") else
-                    "reset" if a == b"reset" else a[:40] for a in answers)
+    kinds = Counter(
+        "408"
+        if a.startswith(b"HTTP/1.1 408 ")
+        else "503"
+        if a.startswith(b"HTTP/1.1 503 ")
+        else "reset"
+        if a == b"reset"
+        else a[:40]
+        for a in answers
+    )
     assert kinds["408"] == 64 and kinds["503"] + kinds["reset"] == 236 and kinds["503"] >= 16, kinds
     log = stderr.read_text(encoding="utf-8")
     assert "Traceback" not in log and "out of system resource" not in log, log[-3000:]
@@ -196,8 +209,9 @@ def test_health_is_a_503_within_3_s_when_tei_is_down_or_slow(outage):
     tei = TEIServer().__enter__()
     embedder = TEIEmbedder(tei.url, retry_budget=10.0)
     probes = []
-    searcher = FakeSearcher(types.SimpleNamespace(
-        embed_queries=lambda texts: probes.append(texts) or embedder.embed_queries(texts)))
+    searcher = FakeSearcher(
+        types.SimpleNamespace(embed_queries=lambda texts: probes.append(texts) or embedder.embed_queries(texts))
+    )
     server, stop = serving(make_app(searcher, token=None))
     try:
         if outage == "stopped":

@@ -24,8 +24,8 @@ from ingest.settings import (
     add_store_args,
     declared,
     ingest_settings,
+    reference,
 )
-from ingest.settings import reference
 from ingest.settings.declare import Declared
 
 pytestmark = pytest.mark.unit
@@ -99,20 +99,30 @@ def test_every_flag_reaches_its_setting_and_beats_its_variable(item):
 
 
 def test_library_code_reads_the_environment_as_the_command_line_does():
-    env = {"QDRANT_URL": "http://db.test:6333", "QDRANT_API_KEY": "s3cret", "QDRANT_SHARDS": "4",
-           "EMBEDDER": "tei", "TEI_URL": "http://tei.test:8080", "CHUNK_TITLE_PREFIX": "0", "INGEST_YES": "1"}
+    env = {
+        "QDRANT_URL": "http://db.test:6333",
+        "QDRANT_API_KEY": "s3cret",
+        "QDRANT_SHARDS": "4",
+        "EMBEDDER": "tei",
+        "TEI_URL": "http://tei.test:8080",
+        "CHUNK_TITLE_PREFIX": "0",
+        "INGEST_YES": "1",
+    }
     assert IngestSettings.from_env(env) == ingest_settings(run_parser(env).parse_args([]), env)
     assert StoreSettings.from_env(env).layout.shards == 4 and "s3cret" not in repr(StoreSettings.from_env(env))
     assert EmbedderSettings.from_env(env, tei_retry_budget=10.0).tei_retry_budget == 10.0
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"EMBEDDER": "gpu"}, "environment variable EMBEDDER='gpu' is not one of local, tei, modal"),
-    ({"EMBED_BATCH_SIZE": "lots"}, "environment variable EMBED_BATCH_SIZE='lots' is not a valid int"),
-    ({"EMBED_BATCH_SIZE": "0"}, "--batch-size must be at least 1, got 0"),
-    ({"INGEST_MAX_DELETE_SHARE": "2"}, "--max-delete-share must be between 0 and 1, got 2.0"),
-    ({"QDRANT_QUANTIZATION": "binary"}, "QDRANT_QUANTIZATION='binary' is not one of int8, none"),
-])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"EMBEDDER": "gpu"}, "environment variable EMBEDDER='gpu' is not one of local, tei, modal"),
+        ({"EMBED_BATCH_SIZE": "lots"}, "environment variable EMBED_BATCH_SIZE='lots' is not a valid int"),
+        ({"EMBED_BATCH_SIZE": "0"}, "--batch-size must be at least 1, got 0"),
+        ({"INGEST_MAX_DELETE_SHARE": "2"}, "--max-delete-share must be between 0 and 1, got 2.0"),
+        ({"QDRANT_QUANTIZATION": "binary"}, "QDRANT_QUANTIZATION='binary' is not one of int8, none"),
+    ],
+)
 def test_a_bad_variable_is_one_line_naming_it(env, message):
     with pytest.raises(SettingsError) as error:
         IngestSettings.from_env(env)
@@ -147,6 +157,7 @@ def test_the_configuration_reference_is_generated_from_the_declarations():
     """docs/configuration.md is what `python -m ingest.settings.reference --write` writes."""
     text = reference.DOC.read_text(encoding="utf-8")
     assert text == reference.rewrite(text, reference.tables()), (
-        "docs/configuration.md is stale: run python -m ingest.settings.reference --write")
+        "docs/configuration.md is stale: run python -m ingest.settings.reference --write"
+    )
     for item in EVERY:
         assert (item.option.flag or item.option.env or item.option.help) in text

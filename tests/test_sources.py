@@ -63,7 +63,8 @@ def test_a_json_lines_file_whose_first_row_lacks_a_column_is_read_and_that_row_d
     from ingest.pipeline.summary import RunSummary
 
     rows = [{"id": "0", "url": "u", "text": "no title here"}] + [
-        {"id": str(i), "url": "u", "title": f"T{i}", "text": "words"} for i in range(1, 10)]
+        {"id": str(i), "url": "u", "title": f"T{i}", "text": "words"} for i in range(1, 10)
+    ]
     path = write_jsonl(tmp_path / "rows.jsonl", rows)
     summary, sink = RunSummary(), MemorySink("test")
     articles = list(articles_from_rows(open_source(str(path)), summary, sink))
@@ -75,7 +76,10 @@ def test_a_json_lines_file_whose_first_row_lacks_a_column_is_read_and_that_row_d
     assert sink.records[0]["message"].startswith("row 3 ('T'): field 'id' is missing")  # counted from 1
 
 
-@pytest.mark.parametrize("spec, message", [("no/such/path.txt", "neither 'sample'"), ("./missing.parquet", "no such file"), ("data/x.jsonl", "no such file")])
+@pytest.mark.parametrize(
+    "spec, message",
+    [("no/such/path.txt", "neither 'sample'"), ("./missing.parquet", "no such file"), ("data/x.jsonl", "no such file")],
+)
 def test_an_unknown_source_says_what_is_accepted(spec, message):
     with pytest.raises(SourceError, match=message):
         open_source(spec)
@@ -121,8 +125,15 @@ def test_unreadable_lines_are_dead_lettered_and_the_rest_of_the_file_is_read(tmp
     from ingest.sources import open_source
 
     good = [json.dumps({"id": str(i), "url": "u", "title": f"T{i}", "text": "words"}) for i in range(4)]
-    lines = [good[0], '{"id": "x", "text": "\\ud800 a lone surrogate"}', good[1], "[1, 2]", good[2],
-             '{"id": "9", "text": "cut short', good[3]]
+    lines = [
+        good[0],
+        '{"id": "x", "text": "\\ud800 a lone surrogate"}',
+        good[1],
+        "[1, 2]",
+        good[2],
+        '{"id": "9", "text": "cut short',
+        good[3],
+    ]
     (tmp_path / "rows.jsonl").write_bytes("\n".join(lines).encode() + b"\n" + b'{"id": "\xff"}\n')
     summary, sink = RunSummary(), MemorySink("test")
     articles = list(articles_from_rows(open_source(str(tmp_path / "rows.jsonl")), summary, sink))
@@ -153,11 +164,13 @@ def test_duplicate_ids_keep_the_first_row_and_are_reported_by_row():
     from ingest.pipeline.run import articles_from_rows
     from ingest.pipeline.summary import RunSummary
 
-    rows = [{"id": "1", "url": "u", "title": "First", "text": "one"},
-            {"id": "2", "url": "u", "title": "Other", "text": "two"},
-            {"id": "1", "url": "u", "title": "Again", "text": "uno"},
-            {"id": "3", "url": "u", "title": "\u200b\u200d", "text": "x"},  # a title of zero-width characters
-            {"id": "4", "url": "u", "title": "Blank", "text": "\u200b \ufeff"}]  # no visible content
+    rows = [
+        {"id": "1", "url": "u", "title": "First", "text": "one"},
+        {"id": "2", "url": "u", "title": "Other", "text": "two"},
+        {"id": "1", "url": "u", "title": "Again", "text": "uno"},
+        {"id": "3", "url": "u", "title": "\u200b\u200d", "text": "x"},  # a title of zero-width characters
+        {"id": "4", "url": "u", "title": "Blank", "text": "\u200b \ufeff"},
+    ]  # no visible content
     summary, sink = RunSummary(), MemorySink("test")
     kept = list(articles_from_rows(rows, summary, sink))
     assert [(a.id, a.title) for a in kept] == [("1", "First"), ("2", "Other")]
@@ -178,7 +191,10 @@ def test_a_json_file_of_objects_one_a_line_is_read_line_by_line_and_an_array_by_
     (tmp_path / "lines.json").write_text(lines[0] + "\n{not json\n" + lines[1] + "\n" + lines[2] + "\n")
     summary, sink = RunSummary(), MemorySink("test")
     assert [a.id for a in articles_from_rows(open_source(str(tmp_path / "lines.json")), summary, sink)] == [
-        "0", "1", "2"]
+        "0",
+        "1",
+        "2",
+    ]
     assert summary.unreadable == 1 and "lines.json, line 2" in sink.records[0]["message"]
     (tmp_path / "array.json").write_text(json.dumps(rows))
     assert [row["id"] for row in open_source(str(tmp_path / "array.json"))] == ["0", "1", "2"]

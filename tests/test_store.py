@@ -6,8 +6,8 @@ from ingest.settings import StoreSettings
 from ingest.store import open_store
 from ingest.store.edge import EdgeStore
 from ingest.store.points import build_batch
-from tests.qdrant_standin import server_stand_in
 from schemas import KNOWN_MODELS, Article, Chunk, CollectionSpec, ModelSpec, point_id
+from tests.qdrant_standin import server_stand_in
 
 MINILM = KNOWN_MODELS["sentence-transformers/all-MiniLM-L6-v2"]
 SPEC = CollectionSpec(model=MINILM, chunking={"max_chars": 1000, "overlap_chars": 0, "title_prefix": True})
@@ -57,8 +57,9 @@ def test_a_foreign_server_collection_with_points_is_refused():
     from qdrant_client import models
 
     server = server_stand_in("test")
-    server.client.create_collection("test", vectors_config=models.VectorParams(size=384,
-                                                                               distance=models.Distance.COSINE))
+    server.client.create_collection(
+        "test", vectors_config=models.VectorParams(size=384, distance=models.Distance.COSINE)
+    )
     items, vectors = pairs(1)
     server.upsert(build_batch(items, vectors))
     with pytest.raises(CollectionMismatchError, match="not created by this tool"):

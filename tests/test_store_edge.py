@@ -17,10 +17,10 @@ import pytest
 from ingest import lexical
 from ingest.chunking import ChunkingSettings
 from ingest.errors import CollectionMismatchError
+from ingest.jobs import run_ingest, verify_collection
 from ingest.settings import IngestSettings, StoreSettings
 from ingest.store import ChunkRef, ChunkSelection, MemoryStore, PayloadFilter, Store, open_store
 from ingest.store.edge import EdgeStore
-from ingest.jobs import run_ingest, verify_collection
 from schemas import KNOWN_MODELS, Article, Chunk, CollectionSpec, point_id
 from search import Searcher
 from tests.counting_embedder import CountingEmbedder
@@ -32,16 +32,22 @@ SPEC = CollectionSpec(model=MINILM, chunking={"max_chars": 1000}, sparse=lexical
 
 @pytest.fixture(params=["edge", "server", "memory"])
 def store(request, tmp_path):
-    opened = {"edge": lambda: EdgeStore.open(tmp_path / "q", collection="wiki"), "server": server_stand_in,
-              "memory": lambda: MemoryStore(collection="wiki")}[request.param]()
+    opened = {
+        "edge": lambda: EdgeStore.open(tmp_path / "q", collection="wiki"),
+        "server": server_stand_in,
+        "memory": lambda: MemoryStore(collection="wiki"),
+    }[request.param]()
     yield opened
     opened.close()
 
 
 def corpus(n_articles=4, chunks=3):
     articles = [Article(str(i), f"https://en.wikipedia.org/wiki/T{i}", f"Title {i}", "text") for i in range(n_articles)]
-    pairs = [(a, Chunk(a.id, j, f"text {j} of {a.title} about rivers", j, j + 1, f"{a.title}\ntext {j} rivers"))
-             for a in articles for j in range(chunks)]
+    pairs = [
+        (a, Chunk(a.id, j, f"text {j} of {a.title} about rivers", j, j + 1, f"{a.title}\ntext {j} rivers"))
+        for a in articles
+        for j in range(chunks)
+    ]
     vectors = np.random.default_rng(7).standard_normal((len(pairs), 384)).astype(np.float32)
     return pairs, vectors
 
@@ -72,10 +78,17 @@ def test_searches_rank_alike_on_both_backends(tmp_path):
     """Every point's score, dense and fused: texts of distinct lengths and term counts, so
     that no two points tie in either ranking (a tie may come back in either order)."""
     articles = [Article(str(i), f"https://en.wikipedia.org/wiki/T{i}", f"Title {i}", "text") for i in range(6)]
-    texts = {(a.id, j): "rivers " * (j + 1) + "filler " * (3 * int(a.id) + j) + f"w{a.id}x{j}"
-             for a in articles for j in range(4)}
-    pairs = [(a, Chunk(a.id, j, text, j, j + 1, f"{a.title} {text}")) for (i, j), text in texts.items()
-             for a in articles if a.id == i]
+    texts = {
+        (a.id, j): "rivers " * (j + 1) + "filler " * (3 * int(a.id) + j) + f"w{a.id}x{j}"
+        for a in articles
+        for j in range(4)
+    }
+    pairs = [
+        (a, Chunk(a.id, j, text, j, j + 1, f"{a.title} {text}"))
+        for (i, j), text in texts.items()
+        for a in articles
+        if a.id == i
+    ]
     vectors = np.random.default_rng(7).standard_normal((len(pairs), 384)).astype(np.float32)
     stores = [server_stand_in(), EdgeStore.open(tmp_path / "edge", collection="wiki"), MemoryStore(collection="wiki")]
     try:
@@ -83,9 +96,15 @@ def test_searches_rank_alike_on_both_backends(tmp_path):
             s.ensure_collection(SPEC)
             s.upsert_pairs(pairs, vectors)
         query, sparse = vectors[5] + 0.1, lexical.query_vector("Title 2 rivers", SPEC.sparse)
-        for options in ({}, {"sparse": sparse}, {"where": PayloadFilter(titles=("Title 1", "Title 4"))},
-                        {"sparse": sparse, "where": PayloadFilter(article_ids=("2",))}, {"group_size": 1},
-                        {"sparse": sparse, "group_size": 2}, {"score_threshold": 0.05}):
+        for options in (
+            {},
+            {"sparse": sparse},
+            {"where": PayloadFilter(titles=("Title 1", "Title 4"))},
+            {"sparse": sparse, "where": PayloadFilter(article_ids=("2",))},
+            {"group_size": 1},
+            {"sparse": sparse, "group_size": 2},
+            {"score_threshold": 0.05},
+        ):
             local, *others = (s.search(query, limit=6 if "group_size" in options else 24, **options) for s in stores)
             for edge in others:  # the embedded engine, and the in-memory test backend
                 assert {h.id: h.score for h in edge} == pytest.approx({h.id: h.score for h in local}, abs=1e-4), options
@@ -143,10 +162,15 @@ def settings_for(tmp_path, rows, **kwargs) -> IngestSettings:
     source = tmp_path / "rows.jsonl"
     source.write_text("".join(json.dumps(row) + "\n" for row in rows))
     chunk_size = kwargs.pop("chunk_size", 300)
-    return IngestSettings(source=str(source), progress=False, window=8, chunking=ChunkingSettings(max_chars=chunk_size),
-                          dead_letter=str(tmp_path / "dl.jsonl"),
-                          store=StoreSettings(qdrant_path=str(tmp_path / "q"), collection="wiki"),
-                          **kwargs)
+    return IngestSettings(
+        source=str(source),
+        progress=False,
+        window=8,
+        chunking=ChunkingSettings(max_chars=chunk_size),
+        dead_letter=str(tmp_path / "dl.jsonl"),
+        store=StoreSettings(qdrant_path=str(tmp_path / "q"), collection="wiki"),
+        **kwargs,
+    )
 
 
 def test_the_jobs_run_on_the_edge_store(tmp_path, sample):

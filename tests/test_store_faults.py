@@ -17,11 +17,10 @@ import pytest
 from ingest.rehearsal.tei import Faults, TEIServer
 from ingest.settings import EmbedderSettings, StoreSettings
 from ingest.store.edge import EdgeStore
-from search import Searcher
 from schemas import Article, Chunk, CollectionSpec, SparseSpec
+from search import Searcher
 from tests.counting_embedder import SPEC
-from tests.fault_runs import (  # noqa: F401 - tei: a fixture
-    ROOT, env, expected, ingest, killed, run_args, stored, tei, verify, write_rows)
+from tests.fault_runs import ROOT, env, expected, ingest, killed, run_args, stored, tei, verify, write_rows  # noqa: F401 - tei: a fixture
 
 CREATION = ["collection-built:1", "collection-recorded:1", "after-collection:1"]
 
@@ -132,8 +131,14 @@ except StoreLockedError as exc:
 
 def _intrude(folder, collection: str = "wiki") -> str:
     """What a second process that opens `collection` in `folder` and counts it prints: the count, or its refusal."""
-    return subprocess.run([sys.executable, "-c", INTRUDER, str(folder), collection], cwd=ROOT, env=env(),
-                          capture_output=True, text=True, timeout=60).stdout
+    return subprocess.run(
+        [sys.executable, "-c", INTRUDER, str(folder), collection],
+        cwd=ROOT,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
 
 
 def test_a_second_process_is_refused_and_never_harms_the_writer(tmp_path):
@@ -189,8 +194,14 @@ def test_second_processes_at_every_moment_of_a_run_never_harm_it(tmp_path, sampl
     write_rows(tmp_path / "rows.jsonl", rows)
     slow = TEIServer(model_id="BAAI/bge-small-en-v1.5", record_texts=False, faults=Faults(slow_rate=1.0, delay=0.4))
     with slow:
-        writer = subprocess.Popen([sys.executable, "-m", "ingest", *run_args(slow.url)], cwd=tmp_path, env=env(),
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        writer = subprocess.Popen(
+            [sys.executable, "-m", "ingest", *run_args(slow.url)],
+            cwd=tmp_path,
+            env=env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         refused = _intrude_while(writer, tmp_path, slow.url)
         out, err = writer.communicate()
     assert writer.returncode == 0, err
@@ -207,10 +218,21 @@ def _intrude_while(writer: subprocess.Popen, tmp_path, tei_url: str) -> int:
     while writer.poll() is None:
         names = [p.name for p in shards.iterdir() if not p.name.startswith(".")] if shards.is_dir() else []
         name = names[0] if names else "wiki"
-        for args in (["verify", "--qdrant-path", "qdrant", "--collection", name, "-q"],
-                     ["copy", "--from-path", "qdrant", "--to-path", f"copy-{uuid.uuid4().hex[:6]}",
-                      "--collection", name, "--no-progress", "-q"],
-                     run_args(tei_url)):
+        for args in (
+            ["verify", "--qdrant-path", "qdrant", "--collection", name, "-q"],
+            [
+                "copy",
+                "--from-path",
+                "qdrant",
+                "--to-path",
+                f"copy-{uuid.uuid4().hex[:6]}",
+                "--collection",
+                name,
+                "--no-progress",
+                "-q",
+            ],
+            run_args(tei_url),
+        ):
             done = ingest(tmp_path, args)
             assert done.returncode in (0, 1, 4) and "Traceback" not in done.stderr, done.stderr
             refused += f"(pid {writer.pid}, `" in done.stderr and "-m ingest run`" in done.stderr

@@ -41,8 +41,11 @@ def store():
 
 def corpus(n_articles=4, chunks=3):
     articles = [Article(str(i), f"https://en.wikipedia.org/wiki/T{i}", f"Title {i}", "text") for i in range(n_articles)]
-    pairs = [(a, Chunk(a.id, j, f"text {j} of {a.title} about rivers", j, j + 1, f"{a.title}\ntext {j} rivers"))
-             for a in articles for j in range(chunks)]
+    pairs = [
+        (a, Chunk(a.id, j, f"text {j} of {a.title} about rivers", j, j + 1, f"{a.title}\ntext {j} rivers"))
+        for a in articles
+        for j in range(chunks)
+    ]
     vectors = np.random.default_rng(7).standard_normal((len(pairs), 384)).astype(np.float32)
     return pairs, vectors
 
@@ -86,8 +89,9 @@ def test_points_export_and_import_between_stores_with_their_lexical_vectors(stor
     assert all(isinstance(p, StoredPoint) for p in exported) and len(exported) == 4
     other.import_points(exported, [p.payload["text"] for p in exported])
     query = lexical.query_vector("text 1 of Title 0", SPEC.sparse)
-    assert [h.id for h in other.search(vectors[1], limit=4, sparse=query)] == \
-        [h.id for h in store.search(vectors[1], limit=4, sparse=query)]
+    assert [h.id for h in other.search(vectors[1], limit=4, sparse=query)] == [
+        h.id for h in store.search(vectors[1], limit=4, sparse=query)
+    ]
 
 
 def test_writes_are_checked_against_the_collection(store):
@@ -134,8 +138,9 @@ def test_dense_search_is_exact_cosine_with_filters_threshold_and_a_cap_per_artic
     assert all(h.similarity == pytest.approx(h.score, abs=1e-6) for h in hits)
     titled = store.search(query, limit=24, where=PayloadFilter(titles=("Title 1", "Title 4")))
     assert len(titled) == 8 and {h.payload["title"] for h in titled} == {"Title 1", "Title 4"}
-    assert {h.id for h in store.search(query, limit=24, score_threshold=0.05)} == \
-        {pairs[i][1].point_id for i in np.flatnonzero(cosine >= 0.05)}
+    assert {h.id for h in store.search(query, limit=24, score_threshold=0.05)} == {
+        pairs[i][1].point_id for i in np.flatnonzero(cosine >= 0.05)
+    }
     capped = store.search(query, limit=6, group_size=1)
     assert len(capped) == 6 and len({h.payload["id"] for h in capped}) == 6
 
@@ -146,8 +151,10 @@ def test_hybrid_search_fuses_the_rankings_as_qdrant_does():
     store = MemoryStore(collection="wiki")
     store.ensure_collection(SPEC)
     article = Article("1", "https://en.wikipedia.org/wiki/A", "A", "text")
-    pairs = [(article, Chunk("1", 0, "kubrick directed films", 0, 1, "A kubrick directed films")),
-             (article, Chunk("1", 1, "rivers and hills", 1, 2, "A rivers and hills"))]
+    pairs = [
+        (article, Chunk("1", 0, "kubrick directed films", 0, 1, "A kubrick directed films")),
+        (article, Chunk("1", 1, "rivers and hills", 1, 2, "A rivers and hills")),
+    ]
     store.upsert_pairs(pairs, np.array([[0.0] * 383 + [1.0], [1.0] + [0.0] * 383], dtype=np.float32))
     query = np.array([1.0] + [0.0] * 383, dtype=np.float32)  # dense: chunk 1 first
     hits = store.search(query, limit=2, sparse=lexical.query_vector("Kubrick", SPEC.sparse))  # lexical: chunk 0 only

@@ -24,11 +24,16 @@ from tests.test_store import SPEC, pairs
 def collection_info(status: str, m: int) -> dict:
     """GET /collections/{name}'s result, built with qdrant-client's own models (what it parses)."""
     info = models.CollectionInfo(
-        status=status, optimizer_status="ok", segments_count=1, payload_schema={},
+        status=status,
+        optimizer_status="ok",
+        segments_count=1,
+        payload_schema={},
         config=models.CollectionConfig(
             params=models.CollectionParams(vectors=models.VectorParams(size=2, distance=models.Distance.COSINE)),
             hnsw_config=models.HnswConfig(m=m, ef_construct=100, full_scan_threshold=10000),
-            optimizer_config=models.OptimizersConfig(default_segment_number=0, flush_interval_sec=5)))
+            optimizer_config=models.OptimizersConfig(default_segment_number=0, flush_interval_sec=5),
+        ),
+    )
     return json.loads(info.model_dump_json(exclude_none=True))
 
 
@@ -83,9 +88,13 @@ class QdrantRecorder(BaseHTTPRequestHandler):
 
     def do_POST(self):  # searches: one stored point, as Qdrant returns it
         self._record()
-        point = {"id": "00000000-0000-0000-0000-000000000001", "version": 1, "score": 0.5,
-                 "payload": {"id": "a", "title": "A", "text": "t", "chunk_index": 0},
-                 "vector": {"": [0.6, 0.8], "bm25": {"indices": [1], "values": [1.0]}}}
+        point = {
+            "id": "00000000-0000-0000-0000-000000000001",
+            "version": 1,
+            "score": 0.5,
+            "payload": {"id": "a", "title": "A", "text": "t", "chunk_index": 0},
+            "vector": {"": [0.6, 0.8], "bm25": {"indices": [1], "values": [1.0]}},
+        }
         if self.path.split("?")[0].endswith("/groups"):
             self._answer({"groups": [{"id": "a", "hits": [point]}]})
         else:
@@ -132,8 +141,11 @@ def test_a_bulk_load_indexes_payload_first_defers_indexing_and_restores_it(qdran
     assert indexes == {"id": "keyword", "title": "keyword", "url": "keyword", "chunk_index": "integer"}
     assert set(indexes) == set(PAYLOAD_INDEXES) and all(p.endswith("/index") for _, p, _ in writes[1:5])
     assert writes[5][1] == "/collections/wiki/points" and len(writes[5][2]["batch"]["ids"]) == 3
-    assert writes[6] == ("PATCH", "/collections/wiki",
-                         {"hnsw_config": {"m": HNSW_M}, "optimizers_config": {"indexing_threshold": 10_000}})
+    assert writes[6] == (
+        "PATCH",
+        "/collections/wiki",
+        {"hnsw_config": {"m": HNSW_M}, "optimizers_config": {"indexing_threshold": 10_000}},
+    )
 
 
 def created(url: str, log: list, layout: ServerLayout = ServerLayout()) -> dict:
@@ -172,8 +184,13 @@ def test_hybrid_collections_and_queries_on_a_server(qdrant_server):
     assert create["sparse_vectors"] == {"bm25": {"modifier": "idf"}}
     batch = next(body["batch"] for method, path, body in log if path == "/collections/wiki/points")
     assert len(batch["vectors"][""]) == 2 and len(batch["vectors"]["bm25"]) == 2
-    assert batch["vectors"]["bm25"][0]["indices"] == lexical.passage_vector(items[0][1].text,  # no title
-                                                                            lexical.default_spec())[0]
+    assert (
+        batch["vectors"]["bm25"][0]["indices"]
+        == lexical.passage_vector(
+            items[0][1].text,  # no title
+            lexical.default_spec(),
+        )[0]
+    )
     searches = [(path, body) for method, path, body in log if method == "POST"]
     (path, body), (group_path, group_body), (_, dense_body) = searches
     assert path == "/collections/wiki/points/query"
@@ -204,8 +221,12 @@ def test_finishing_a_bulk_load_waits_for_the_index_within_a_bound(qdrant_server)
     try:
         assert store.finish_bulk_load(wait_seconds=10, poll_seconds=0.01) is True
         assert [entry for entry in log if entry[0] == "PATCH"] == [  # it read m=0: deferred by an earlier version
-            ("PATCH", "/collections/wiki", {"hnsw_config": {"m": HNSW_M},
-                                            "optimizers_config": {"indexing_threshold": 10_000}})]
+            (
+                "PATCH",
+                "/collections/wiki",
+                {"hnsw_config": {"m": HNSW_M}, "optimizers_config": {"indexing_threshold": 10_000}},
+            )
+        ]
         assert sum(1 for method, path, _ in log if (method, path) == ("GET", "/collections/wiki")) == 3  # m, 2 polls
         QdrantRecorder.statuses, QdrantRecorder.hnsw_m = ["yellow"] * 1000, HNSW_M
         started = time.monotonic()
@@ -237,8 +258,7 @@ def test_the_layout_comes_from_flags_and_the_environment_and_is_checked():
     from ingest.modal_settings import store_settings_from_env
     from ingest.settings import SettingsError
 
-    env = {"QDRANT_URL": "http://q:6333", "QDRANT_SHARDS": "12", "QDRANT_REPLICAS": "2",
-           "QDRANT_QUANTIZATION": "none"}
+    env = {"QDRANT_URL": "http://q:6333", "QDRANT_SHARDS": "12", "QDRANT_REPLICAS": "2", "QDRANT_QUANTIZATION": "none"}
     assert store_settings_from_env(env).layout == ServerLayout(quantization="none", shards=12, replicas=2)
     with pytest.raises(SettingsError, match="--write-consistency 3 cannot exceed --replicas 2"):
         ServerLayout(replicas=2, write_consistency=3)

@@ -11,24 +11,26 @@ import asyncio
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from email.utils import format_datetime
 from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 
 import numpy as np
 import pytest
 
 from ingest.embedders.base import Embedder, Rejection
+from ingest.embedders.fake import deterministic_vector, deterministic_vectors
 from ingest.embedders.tei import TEIEmbedder, parse_retry_after
 from ingest.errors import BackendFailure, EmbedderError
-from schemas.models import BGE_QUERY_INSTRUCTION
 from ingest.rehearsal import standin_router
-from ingest.sharded.tei_process import Router
-from ingest.embedders.fake import deterministic_vector, deterministic_vectors
 from ingest.rehearsal.tei import Faults, TEIServer
+from ingest.sharded.tei_process import Router
+from schemas.models import BGE_QUERY_INSTRUCTION
 
 FAST = {"retry_initial_wait": 0.001, "retry_max_wait": 0.01, "timeout": 5.0}
-TEXTS = [f"Passage {i} about the history of {topic}." for i, topic in
-         enumerate(["Paris", "the Nile", "jazz", "Kepler", "tea", "Rome", "volcanoes", "Bach"] * 5)]
+TEXTS = [
+    f"Passage {i} about the history of {topic}."
+    for i, topic in enumerate(["Paris", "the Nile", "jazz", "Kepler", "tea", "Rome", "volcanoes", "Bach"] * 5)
+]
 
 
 @pytest.fixture(scope="module")
@@ -92,9 +94,7 @@ def test_vectors_match_the_local_model(connect, local_model, wire):
         assert result.rejected == []
         np.testing.assert_allclose(result.vectors, local_model.embed_passages(TEXTS).vectors, atol=1e-4)
         queries = ["who composed the Goldberg Variations", "longest river"]
-        np.testing.assert_allclose(
-            embedder.embed_queries(queries), local_model.embed_queries(queries), atol=1e-4
-        )
+        np.testing.assert_allclose(embedder.embed_queries(queries), local_model.embed_queries(queries), atol=1e-4)
 
 
 def test_base64_wire_uses_the_openai_route(server, connect):
@@ -335,10 +335,15 @@ def test_unreachable_server_names_the_url_but_not_the_secrets(connect):
 def test_a_server_gone_for_good_fails_a_request_within_the_short_budget_a_busy_one_gets_the_long_one(connect):
     """Issue 19: a TEI that was gone for good was retried for the whole 600 s budget per
     request; connections refused now have their own, minutes shorter (60 s by default)."""
-    assert TEIEmbedder.__init__.__kwdefaults__["retry_budget"] - TEIEmbedder.__init__.__kwdefaults__[
-        "refused_budget"] >= 120
-    with Router([*standin_router.runner(), "--port", str(port := standin_router.free_port())], url=f"http://127.0.0.1:{port}",
-                startup_timeout=30) as server:
+    assert (
+        TEIEmbedder.__init__.__kwdefaults__["retry_budget"] - TEIEmbedder.__init__.__kwdefaults__["refused_budget"]
+        >= 120
+    )
+    with Router(
+        [*standin_router.runner(), "--port", str(port := standin_router.free_port())],
+        url=f"http://127.0.0.1:{port}",
+        startup_timeout=30,
+    ) as server:
         url = server.url
         embedder = connect(url, retry_budget=600.0, refused_budget=1.5, retry_max_wait=0.2)
     # the server has gone away after the run started

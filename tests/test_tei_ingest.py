@@ -5,14 +5,14 @@ one input it always refuses. Exactly the expected points land, once each."""
 import json
 
 from ingest.chunking import Chunker
-from ingest.pipeline.deadletters import DeadLetterFile
 from ingest.embedders.tei import TEIEmbedder
 from ingest.jobs import collection_spec, make_chunker
+from ingest.pipeline.deadletters import DeadLetterFile
 from ingest.pipeline.run import run_pipeline
+from ingest.rehearsal.tei import Faults, TEIServer
 from ingest.settings import IngestSettings
 from ingest.store.edge import EdgeStore
 from schemas import Article, point_id
-from ingest.rehearsal.tei import Faults, TEIServer
 
 POISON = "zzpoisonzz"
 
@@ -23,13 +23,20 @@ def test_faulty_server_loses_nothing_and_duplicates_nothing(tmp_path, sample):
     faults = Faults(rate_429=0.1, rate_503=0.1, drop_rate=0.01, retry_after="0", poison=POISON, seed=7)
     settings = IngestSettings(window=64)
     with TEIServer(model_id="BAAI/bge-small-en-v1.5", max_client_batch_size=2, faults=faults) as server:
-        embedder = TEIEmbedder(server.url, max_concurrency=4, retry_initial_wait=0.001, retry_max_wait=0.01,
-                               timeout=5.0)
+        embedder = TEIEmbedder(
+            server.url, max_concurrency=4, retry_initial_wait=0.001, retry_max_wait=0.01, timeout=5.0
+        )
         store = EdgeStore.open(":memory:", collection="wiki")
         try:
             store.ensure_collection(collection_spec(settings, embedder))
-            summary = run_pipeline(rows, chunker=make_chunker(settings, embedder), embedder=embedder, store=store,
-                                   dead_letters=DeadLetterFile(tmp_path / "dead.jsonl"), window=settings.window)
+            summary = run_pipeline(
+                rows,
+                chunker=make_chunker(settings, embedder),
+                embedder=embedder,
+                store=store,
+                dead_letters=DeadLetterFile(tmp_path / "dead.jsonl"),
+                window=settings.window,
+            )
             stored_ids = [point_id(ref.article_id, ref.chunk_index) for page in store.scan_chunks() for ref in page]
         finally:
             embedder.close()

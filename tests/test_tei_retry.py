@@ -38,14 +38,29 @@ class FakeTEI:
     after the script, every request is answered. A batch holding "poison" gets
     `validation_status`. `delay`: seconds each answer takes (requests then overlap)."""
 
-    def __init__(self, script: Sequence[int | str | None] = (), *, validation_status: int = 422,
-                 retry_after: str | None = None, delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        script: Sequence[int | str | None] = (),
+        *,
+        validation_status: int = 422,
+        retry_after: str | None = None,
+        delay: float = 0.0,
+    ) -> None:
         self.script, self.validation_status = list(script), validation_status
         self.retry_after, self.delay = retry_after, delay
-        self.info = {"model_id": "test/deterministic", "model_sha": None, "model_dtype": "float32",
-                     "model_type": {"embedding": {"pooling": "mean"}}, "max_input_length": 512,
-                     "max_concurrent_requests": 512, "max_batch_tokens": 16384,
-                     "max_client_batch_size": 32, "auto_truncate": True, "tokenization_workers": 1, "version": "1.9.0"}
+        self.info = {
+            "model_id": "test/deterministic",
+            "model_sha": None,
+            "model_dtype": "float32",
+            "model_type": {"embedding": {"pooling": "mean"}},
+            "max_input_length": 512,
+            "max_concurrent_requests": 512,
+            "max_batch_tokens": 16384,
+            "max_client_batch_size": 32,
+            "auto_truncate": True,
+            "tokenization_workers": 1,
+            "version": "1.9.0",
+        }
         self.statuses: Counter = Counter()
         self.requests = 0  # /embed requests after the probe
         self.in_flight = 0

@@ -13,10 +13,10 @@ from ingest import lexical
 from ingest.chunking import ChunkingSettings
 from ingest.cli import main
 from ingest.errors import LegacyStoreError
+from ingest.jobs import run_ingest, verify_collection
 from ingest.settings import IngestSettings, StoreSettings
 from ingest.store import open_store
 from ingest.store.legacy import LegacyStore, is_legacy
-from ingest.jobs import run_ingest, verify_collection
 from schemas import SparseSpec
 from search import Searcher
 from tests.counting_embedder import CountingEmbedder
@@ -28,9 +28,14 @@ WORDS_V1 = SparseSpec(tokenizer="words-v1", k1=1.2, b=0.75, avg_len=48.0)
 def settings_for(tmp_path, rows, folder="qdrant") -> IngestSettings:
     source = tmp_path / "rows.jsonl"
     source.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return IngestSettings(source=str(source), progress=False, window=8, chunking=ChunkingSettings(max_chars=300),
-                          dead_letter=str(tmp_path / "dl.jsonl"),
-                          store=StoreSettings(qdrant_path=str(tmp_path / folder), collection="wiki"))
+    return IngestSettings(
+        source=str(source),
+        progress=False,
+        window=8,
+        chunking=ChunkingSettings(max_chars=300),
+        dead_letter=str(tmp_path / "dl.jsonl"),
+        store=StoreSettings(qdrant_path=str(tmp_path / folder), collection="wiki"),
+    )
 
 
 @pytest.fixture
@@ -58,8 +63,9 @@ def test_a_folder_of_the_earlier_version_is_migrated_with_its_vectors_and_manife
     assert len(points) == first.points_written
     for payload, _, sparse in points.values():  # every lexical vector remade from the point's text
         assert sparse == pytest.approx(dict(zip(*lexical.passage_vector(payload["text"], lexical.default_spec()))))
-    assert [p.name for p in (tmp_path / "qdrant-state").glob("*.sqlite")] == \
-        [f"{first_collection(tmp_path)}.sqlite"]  # the manifest, under the new name only
+    assert [p.name for p in (tmp_path / "qdrant-state").glob("*.sqlite")] == [
+        f"{first_collection(tmp_path)}.sqlite"
+    ]  # the manifest, under the new name only
 
     embedder = CountingEmbedder()
     again = run_ingest(settings, embedder=embedder)  # nothing embedded again
@@ -80,8 +86,17 @@ def first_collection(tmp_path) -> str:
 def test_copy_moves_a_collection_to_another_folder_and_the_next_run_embeds_nothing(tmp_path, rows, capsys):
     source = settings_for(tmp_path, rows, "a")
     first = run_ingest(source, embedder=CountingEmbedder())
-    args = ["copy", "--from-path", str(tmp_path / "a"), "--to-path", str(tmp_path / "b"), "--collection", "wiki",
-            "--no-progress", "-q"]
+    args = [
+        "copy",
+        "--from-path",
+        str(tmp_path / "a"),
+        "--to-path",
+        str(tmp_path / "b"),
+        "--collection",
+        "wiki",
+        "--no-progress",
+        "-q",
+    ]
     assert main(args) == 0
     assert f"{first.points_written:,} points, manifest of {len(rows)} articles" in capsys.readouterr().out
     assert main(args) == 0  # again: written by id, nothing doubled
@@ -98,8 +113,10 @@ def test_copy_refuses_what_it_cannot_do_in_one_line(tmp_path, rows, capsys, capl
     run_ingest(settings_for(tmp_path, rows, "a"), embedder=CountingEmbedder())
     assert main(["copy", "--from-path", str(tmp_path / "a"), "--to-path", str(tmp_path / "a")]) == 1
     assert "the source and the target are the same folder" in caplog.text
-    assert main(["copy", "--from-path", str(tmp_path / "a"), "--to-path", str(tmp_path / "b"),
-                 "--collection", "nope"]) == 1
+    assert (
+        main(["copy", "--from-path", str(tmp_path / "a"), "--to-path", str(tmp_path / "b"), "--collection", "nope"])
+        == 1
+    )
     assert "nothing is called 'nope'" in caplog.text and "Traceback" not in caplog.text
     assert main(["copy", "--to-path", str(tmp_path / "b")]) == 2
     assert "give one of --from-path and --from-url" in capsys.readouterr().err

@@ -22,6 +22,7 @@ import pytest
 
 from ingest.chunking import Chunker, ChunkingSettings
 from ingest.embedders.base import PassageEmbeddings, Rejection
+from ingest.embedders.fake import deterministic_vector
 from ingest.errors import (
     BackendFailure,
     CollectionMismatchError,
@@ -32,8 +33,9 @@ from ingest.errors import (
     ShardError,
     SourceError,
 )
-from ingest.pipeline.summary import RunSummary
 from ingest.modal_settings import shard_settings
+from ingest.pipeline.summary import RunSummary
+from ingest.rehearsal.standin_router import free_port, runner
 from ingest.sharded.driver import (
     A10G_PRICE_PER_HOUR,
     GpuTime,
@@ -44,12 +46,6 @@ from ingest.sharded.driver import (
     plan_shards,
     run_shards,
 )
-from ingest.sharded.tei_process import (
-    Router,
-    RouterConfig,
-    router_command,
-    router_environment,
-)
 from ingest.sharded.shard import (
     ShardResult,
     WorkerStamp,
@@ -58,32 +54,53 @@ from ingest.sharded.shard import (
     ensure_collection,
     ingest_shard,
 )
+from ingest.sharded.tei_process import (
+    Router,
+    RouterConfig,
+    router_command,
+    router_environment,
+)
 from ingest.sharded.worker import Worker, WorkerConfig
 from ingest.sources import sample_rows
 from schemas import Article, point_id
 from tests.qdrant_standin import edge_points, stored_spec
-from ingest.embedders.fake import deterministic_vector
-from ingest.rehearsal.standin_router import free_port, runner
 
 MODEL = "BAAI/bge-small-en-v1.5"
 POISON = "POISON-MARKER"
 
 
 def test_router_command_names_every_flag():
-    config = RouterConfig(MODEL, port=8000, revision="abc123", huggingface_hub_cache="/weights",
-                          max_client_batch_size=512, max_batch_tokens=262144, concurrent_requests=40)
+    config = RouterConfig(
+        MODEL,
+        port=8000,
+        revision="abc123",
+        huggingface_hub_cache="/weights",
+        max_client_batch_size=512,
+        max_batch_tokens=262144,
+        concurrent_requests=40,
+    )
     assert router_command(config) == [
         "text-embeddings-router",
-        "--model-id", MODEL,
-        "--hostname", "127.0.0.1",  # not HOSTNAME from the environment: an IP there would move it
-        "--port", "8000",
-        "--payload-limit", "2000000",  # what the client's request sizing assumes
-        "--max-client-batch-size", "512",
-        "--max-batch-tokens", "262144",
-        "--max-concurrent-requests", str(512 * 40),
-        "--revision", "abc123",
-        "--huggingface-hub-cache", "/weights",
-        "--dtype", "float16",
+        "--model-id",
+        MODEL,
+        "--hostname",
+        "127.0.0.1",  # not HOSTNAME from the environment: an IP there would move it
+        "--port",
+        "8000",
+        "--payload-limit",
+        "2000000",  # what the client's request sizing assumes
+        "--max-client-batch-size",
+        "512",
+        "--max-batch-tokens",
+        "262144",
+        "--max-concurrent-requests",
+        str(512 * 40),
+        "--revision",
+        "abc123",
+        "--huggingface-hub-cache",
+        "/weights",
+        "--dtype",
+        "float16",
         "--auto-truncate",
     ]
     bare = router_command(RouterConfig(MODEL, dtype=None, auto_truncate=False))
@@ -92,10 +109,20 @@ def test_router_command_names_every_flag():
 
 
 def test_the_router_environment_drops_what_tei_would_read_as_flags():
-    env = {"PATH": "/usr/bin", "HF_TOKEN": "hf_x", "API_KEY": "from-a-secret", "HOSTNAME": "10.0.0.7",
-           "PAYLOAD_LIMIT": "100", "MAX_BATCH_REQUESTS": "1", "LD_LIBRARY_PATH": "/usr/local/cuda/lib64"}
-    assert router_environment(env) == {"PATH": "/usr/bin", "HF_TOKEN": "hf_x",
-                                       "LD_LIBRARY_PATH": "/usr/local/cuda/lib64"}
+    env = {
+        "PATH": "/usr/bin",
+        "HF_TOKEN": "hf_x",
+        "API_KEY": "from-a-secret",
+        "HOSTNAME": "10.0.0.7",
+        "PAYLOAD_LIMIT": "100",
+        "MAX_BATCH_REQUESTS": "1",
+        "LD_LIBRARY_PATH": "/usr/local/cuda/lib64",
+    }
+    assert router_environment(env) == {
+        "PATH": "/usr/bin",
+        "HF_TOKEN": "hf_x",
+        "LD_LIBRARY_PATH": "/usr/local/cuda/lib64",
+    }
 
 
 def test_the_router_starts_with_the_environment_it_is_given(tmp_path):
@@ -108,8 +135,17 @@ def test_the_router_starts_with_the_environment_it_is_given(tmp_path):
     assert "API_KEY" not in seen and "HOSTNAME" not in seen and seen["PATH"] == os.environ["PATH"]
 
 
-@pytest.mark.parametrize("bad", [{"port": 0}, {"dtype": "int8"}, {"max_client_batch_size": 0},
-                                 {"concurrent_requests": 0}, {"executable": ()}, {"payload_limit": 0}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"port": 0},
+        {"dtype": "int8"},
+        {"max_client_batch_size": 0},
+        {"concurrent_requests": 0},
+        {"executable": ()},
+        {"payload_limit": 0},
+    ],
+)
 def test_router_config_refuses_bad_values(bad):
     with pytest.raises(SettingsError):
         RouterConfig(MODEL, **bad)
@@ -117,8 +153,13 @@ def test_router_config_refuses_bad_values(bad):
 
 def test_router_starts_the_server_and_waits_until_healthy():
     port = free_port()
-    config = RouterConfig(MODEL, port=port, revision="rev-test", huggingface_hub_cache="/nowhere",
-                          executable=runner("--startup-delay", "0.5"))
+    config = RouterConfig(
+        MODEL,
+        port=port,
+        revision="rev-test",
+        huggingface_hub_cache="/nowhere",
+        executable=runner("--startup-delay", "0.5"),
+    )
     started = time.monotonic()
     with Router.from_config(config, startup_timeout=20) as router:
         assert time.monotonic() - started >= 0.5  # it waited for the "model" to load
@@ -171,8 +212,9 @@ HTTPServer(("127.0.0.1", int(sys.argv[1])), Health).serve_forever()
 
 def test_router_stop_kills_a_server_that_ignores_sigterm():
     port = free_port()
-    router = Router([sys.executable, "-c", STUBBORN_SERVER, str(port)], url=f"http://127.0.0.1:{port}",
-                    startup_timeout=20).start()
+    router = Router(
+        [sys.executable, "-c", STUBBORN_SERVER, str(port)], url=f"http://127.0.0.1:{port}", startup_timeout=20
+    ).start()
     started = time.monotonic()
     router.stop(grace=0.3)
     assert not router.running
@@ -183,8 +225,9 @@ def test_router_stop_kills_a_server_that_ignores_sigterm():
 # -- one shard, end to end ----------------------------------------------------------
 @pytest.fixture(scope="module")
 def tei_router():
-    config = RouterConfig(MODEL, port=free_port(), revision="rev-test", max_client_batch_size=32,
-                          executable=runner("--poison", POISON))
+    config = RouterConfig(
+        MODEL, port=free_port(), revision="rev-test", max_client_batch_size=32, executable=runner("--poison", POISON)
+    )
     with Router.from_config(config, startup_timeout=20) as router:
         yield router
 
@@ -222,8 +265,14 @@ def expected_chunks(rows, chunking: ChunkingSettings):
 
 def test_ingest_shard_writes_exactly_the_shards_points(tmp_path, tei_router, dataset_dir, wiki_rows):
     qdrant = tmp_path / "qdrant"
-    settings = shard_settings({"QDRANT_PATH": str(qdrant)}, tei_url=tei_router.url, collection="wiki",
-                              model=MODEL, chunking={"max_chars": 300}, window=16)
+    settings = shard_settings(
+        {"QDRANT_PATH": str(qdrant)},
+        tei_url=tei_router.url,
+        collection="wiki",
+        model=MODEL,
+        chunking={"max_chars": 300},
+        window=16,
+    )
     first = ingest_shard(dataset_dir, 0, 25, settings=settings)
     second = ingest_shard(dataset_dir, 25, 100, settings=settings)  # stop past the end
 
@@ -273,10 +322,18 @@ def test_ingest_shard_names_a_missing_dataset(tmp_path, tei_router):
 
 
 def test_shard_settings_read_qdrant_from_the_environment():
-    settings = shard_settings({"QDRANT_URL": "https://q.example:6333", "QDRANT_API_KEY": "k"},
-                              tei_url="http://127.0.0.1:8000", collection="c", model=MODEL, window=64)
+    settings = shard_settings(
+        {"QDRANT_URL": "https://q.example:6333", "QDRANT_API_KEY": "k"},
+        tei_url="http://127.0.0.1:8000",
+        collection="c",
+        model=MODEL,
+        window=64,
+    )
     assert (settings.store.qdrant_url, settings.store.qdrant_api_key, settings.store.collection) == (
-        "https://q.example:6333", "k", "c")
+        "https://q.example:6333",
+        "k",
+        "c",
+    )
     assert settings.store.prefer_grpc and "k" not in repr(settings.store)
     assert (settings.embedder.embedder, settings.embedder.model, settings.window) == ("tei", MODEL, 64)
     rest = shard_settings({"QDRANT_URL": "http://q", "QDRANT_NO_GRPC": "1"}, tei_url="http://t")
@@ -371,8 +428,12 @@ def test_run_shards_retries_what_failed_for_a_bounded_number_of_rounds():
 
 
 def test_gpu_time_is_what_each_worker_was_held_for_not_gpus_times_the_wall():
-    stamps = [WorkerStamp("a", 0.0, 50.0), WorkerStamp("a", 0.0, 100.0),  # one container, two shards
-              WorkerStamp("b", 10.0, 60.0), WorkerStamp("c", 200.0, 230.0)]  # a late one, after a's release
+    stamps = [
+        WorkerStamp("a", 0.0, 50.0),
+        WorkerStamp("a", 0.0, 100.0),  # one container, two shards
+        WorkerStamp("b", 10.0, 60.0),
+        WorkerStamp("c", 200.0, 230.0),
+    ]  # a late one, after a's release
     held = GpuTime.of(stamps, idle_seconds=20.0)
     assert held.seconds == (100 + 20) + (50 + 20) + (30 + 20) and held.workers == 3
     assert held.peak == 2  # a and b together; c started after both were let go
@@ -384,14 +445,26 @@ def test_the_load_report_splits_the_time_to_searchable_and_costs_the_gpu_seconds
     30-second switch. The cost is the load's GPU-seconds held (not 100 x the whole wall)."""
     stamps = [WorkerStamp("a", 0.0, 90.0), WorkerStamp("b", 0.0, 100.0)]
     results = [
-        ShardResult(0, 10, RunSummary(articles=10, invalid=1, chunks=300, characters=600_000, points_written=299,
-                                      rejected_chunks=1), stamp=stamps[0]),
-        ShardResult(10, 20, RunSummary(articles=10, chunks=200, characters=400_000, points_written=200),
-                    stamp=stamps[1]),
+        ShardResult(
+            0,
+            10,
+            RunSummary(articles=10, invalid=1, chunks=300, characters=600_000, points_written=299, rejected_chunks=1),
+            stamp=stamps[0],
+        ),
+        ShardResult(
+            10, 20, RunSummary(articles=10, chunks=200, characters=400_000, points_written=200), stamp=stamps[1]
+        ),
     ]
     run = ShardRun(results=results, rounds=1, stamps=stamps)
-    outcome = LoadOutcome(run, plan=None, skipped=[], load_seconds=100.0, index_seconds=7200.0, switch_seconds=30.0,
-                          switched="wikipedia now leads to wikipedia-1")
+    outcome = LoadOutcome(
+        run,
+        plan=None,
+        skipped=[],
+        load_seconds=100.0,
+        index_seconds=7200.0,
+        switch_seconds=30.0,
+        switched="wikipedia now leads to wikipedia-1",
+    )
     request = LoadRequest(dataset="/d", rows=20, key="k", gpus=100, price_per_gpu_hour=1.8, idle_seconds=120.0)
     assert load_report(outcome, request).splitlines() == [
         "shards               2 done this attempt",
@@ -428,8 +501,13 @@ def test_prepare_and_finish_load_bracket_a_bulk_load_and_move_the_alias(tmp_path
     from ingest.sharded.load import finish_load, prepare_load
     from ingest.sharded.records import ShardRecords, ingest_recorded_shard
 
-    settings = shard_settings({"QDRANT_PATH": str(tmp_path / "qdrant")}, tei_url=tei_router.url,
-                              collection="wiki", model=MODEL, chunking={"max_chars": 300})
+    settings = shard_settings(
+        {"QDRANT_PATH": str(tmp_path / "qdrant")},
+        tei_url=tei_router.url,
+        collection="wiki",
+        model=MODEL,
+        chunking={"max_chars": 300},
+    )
     runs = str(tmp_path / "runs")
     plan = prepare_load(settings, records_root=runs, key="k")
     assert plan.created and plan.collection.startswith("wiki-") and plan.live is None and plan.finished == []
@@ -439,14 +517,14 @@ def test_prepare_and_finish_load_bracket_a_bulk_load_and_move_the_alias(tmp_path
     def commit():  # the Volume's: only with the record whole on disk, and the lock held
         commits.append((lock.locked(), sorted(p.name for p in Path(plan.records).iterdir())))
 
-    first = ingest_recorded_shard(dataset_dir, 0, 3, settings=shard, records=ShardRecords(Path(plan.records)),
-                                  commit=commit, lock=lock)
+    first = ingest_recorded_shard(
+        dataset_dir, 0, 3, settings=shard, records=ShardRecords(Path(plan.records)), commit=commit, lock=lock
+    )
     assert commits == [(True, ["000000000000-000000000003.json"])] and not lock.locked()
     again = prepare_load(settings, records_root=runs, key="k")  # the driver, started again
     assert not again.created and again.finished == [first]
     assert prepare_load(settings, records_root=runs, key="other").finished == []  # starts over
-    ingest_recorded_shard(dataset_dir, 0, 3, settings=shard,
-                          records=ShardRecords(Path(plan.records)))
+    ingest_recorded_shard(dataset_dir, 0, 3, settings=shard, records=ShardRecords(Path(plan.records)))
     line = finish_load(settings, plan, state_dir=str(tmp_path / "state"))
     assert line == f"manifest of {plan.collection}: 3 articles; wiki now leads to {plan.collection}"
     assert stored_spec(tmp_path / "qdrant").chunking["max_chars"] == 300
@@ -461,8 +539,14 @@ def test_shards_budget_chunks_in_tokens_with_the_served_tokenizer(tmp_path, tei_
     from ingest.embedders.local import resolve_model
 
     tokenizer = str(Path(resolve_model("all-MiniLM-L6-v2")[1]) / "tokenizer.json")
-    settings = shard_settings({"QDRANT_PATH": str(tmp_path / "qdrant")}, tei_url=tei_router.url, collection="wiki",
-                              model=MODEL, chunking={"max_chars": 4000}, tei_tokenizer=tokenizer)
+    settings = shard_settings(
+        {"QDRANT_PATH": str(tmp_path / "qdrant")},
+        tei_url=tei_router.url,
+        collection="wiki",
+        model=MODEL,
+        chunking={"max_chars": 4000},
+        tei_tokenizer=tokenizer,
+    )
     assert settings.embedder.tei_tokenizer == tokenizer
     result = ingest_shard(dataset_dir, 0, 10, settings=settings)
     points = [SimpleNamespace(payload=payload) for payload, _, _ in edge_points(tmp_path / "qdrant", "wiki").values()]
@@ -488,8 +572,10 @@ def test_a_healthy_worker_stamps_its_shards(tmp_path, dataset_dir):
     assert stored_spec(tmp_path / "qdrant").sparse is None  # the layout's "sparse", not the default
 
 
-@pytest.mark.parametrize(("flags", "why"), [(("--sick-after", "3"), "answers 503 to its health check"),
-                                            (("--die-after", "3"), r"exited \(code 134\)")])
+@pytest.mark.parametrize(
+    ("flags", "why"),
+    [(("--sick-after", "3"), "answers 503 to its health check"), (("--die-after", "3"), r"exited \(code 134\)")],
+)
 def test_a_worker_whose_gpu_or_tei_broke_fails_the_shard_and_says_it_is_broken(tmp_path, dataset_dir, flags, why):
     """A sick backend (every batch 424, /health 503) or a router that aborted: the shard
     fails at once as broken, not after the retry budget and not as a pile of dead letters,
@@ -509,8 +595,13 @@ def test_a_worker_whose_gpu_or_tei_broke_fails_the_shard_and_says_it_is_broken(t
 def test_a_trial_rebuilds_what_its_own_name_leads_to(tmp_path, tei_router, dataset_dir):
     from ingest.sharded.load import finish_load, prepare_load
 
-    settings = shard_settings({"QDRANT_PATH": str(tmp_path / "qdrant")}, tei_url=tei_router.url,
-                              collection="wiki-trial", model=MODEL, chunking={"max_chars": 300})
+    settings = shard_settings(
+        {"QDRANT_PATH": str(tmp_path / "qdrant")},
+        tei_url=tei_router.url,
+        collection="wiki-trial",
+        model=MODEL,
+        chunking={"max_chars": 300},
+    )
     runs = str(tmp_path / "runs")
     plan = prepare_load(settings, records_root=runs, key="k1", trial=True)
     shard = replace(settings, store=replace(settings.store, collection=plan.collection))

@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Sequence
 
 from ingest.bench.tei_client import InstantServer
-from ingest.errors import IngestError, SettingsError
 from ingest.edge import Edge, run_command
+from ingest.errors import IngestError, SettingsError
+from ingest.jobs import run_ingest
 from ingest.logs import setup_logging
 from ingest.settings import EmbedderSettings, IngestSettings, StoreSettings
 from ingest.sources import sample_rows
-from ingest.jobs import run_ingest
 
 PROG = "python -m ingest bench-faults"
 
@@ -39,25 +39,38 @@ def one_run(rate: float, articles: int, folder: Path) -> str:
     source.write_text("".join(json.dumps(row) + "\n" for row in sample_rows()[:articles]), encoding="utf-8")
     server = InstantServer.start(max_batch=4, wide_floats=False, rate_429=rate)
     try:
-        settings = IngestSettings(source=str(source), progress=False, dead_letter=str(folder / "dl.jsonl"),
-                                  embedder=EmbedderSettings(embedder="tei", tei_url=server.url, tei_concurrency=8),
-                                  store=StoreSettings(qdrant_path=str(folder / "q"), collection="bench"))
+        settings = IngestSettings(
+            source=str(source),
+            progress=False,
+            dead_letter=str(folder / "dl.jsonl"),
+            embedder=EmbedderSettings(embedder="tei", tei_url=server.url, tei_concurrency=8),
+            store=StoreSettings(qdrant_path=str(folder / "q"), collection="bench"),
+        )
         started = time.perf_counter()
         try:
             summary = run_ingest(settings)
         except IngestError as exc:
             return f"failed after {time.perf_counter() - started:.1f} s: {exc}"
         retries = ", ".join(f"{cause} {n:,}" for cause, n in sorted(summary.retries.items())) or "none"
-        return (f"finished in {summary.seconds:.1f} s: {summary.points_written:,} points of {summary.chunks:,} "
-                f"chunks; retries {retries}; the server answered {server.refused():,} 429s")
+        return (
+            f"finished in {summary.seconds:.1f} s: {summary.points_written:,} points of {summary.chunks:,} "
+            f"chunks; retries {retries}; the server answered {server.refused():,} 429s"
+        )
     finally:
         server.stop()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rates", type=float, nargs="+", default=[0.3, 0.6],
-                        help="shares of embedding requests answered 429 (default %(default)s)")
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--rates",
+        type=float,
+        nargs="+",
+        default=[0.3, 0.6],
+        help="shares of embedding requests answered 429 (default %(default)s)",
+    )
     parser.add_argument("--runs", type=int, default=1, help="runs per rate (default %(default)s)")
     parser.add_argument("--articles", type=int, default=600, help="articles of the sample (default %(default)s)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")

@@ -26,10 +26,10 @@ from typing import Sequence
 
 import numpy as np
 
-from ingest.edge import Edge, run_command
-from ingest.errors import SettingsError
 from ingest import lexical
 from ingest.chunking import Chunker, ChunkingSettings
+from ingest.edge import Edge, run_command
+from ingest.errors import SettingsError
 from ingest.sources import sample_rows
 from ingest.store.edge import EdgeStore
 from schemas import KNOWN_MODELS, Article, CollectionSpec
@@ -47,8 +47,9 @@ def clustered_vectors(n: int, dimension: int = 384, seed: int = 0) -> np.ndarray
 
 
 def measure(points: int) -> dict[str, float]:
-    spec = CollectionSpec(model=KNOWN_MODELS["BAAI/bge-small-en-v1.5"], chunking={"max_chars": 1000},
-                          sparse=lexical.default_spec())
+    spec = CollectionSpec(
+        model=KNOWN_MODELS["BAAI/bge-small-en-v1.5"], chunking={"max_chars": 1000}, sparse=lexical.default_spec()
+    )
     chunker = Chunker(ChunkingSettings(max_chars=1000), max_tokens=512)
     rows = sample_rows()
     vectors = clustered_vectors(points)
@@ -62,7 +63,7 @@ def measure(points: int) -> dict[str, float]:
                 for i in range(start, min(start + 512, points)):
                     article = Article.from_row({**rows[i % len(rows)], "id": f"a{i}"})
                     pairs.append((article, next(iter(chunker.chunks(article)))))
-                store.upsert_pairs(pairs, vectors[start:start + len(pairs)])
+                store.upsert_pairs(pairs, vectors[start : start + len(pairs)])
             store.flush()
             written = time.perf_counter() - started
             started = time.perf_counter()
@@ -78,8 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _bench(edge: Edge, argv: Sequence[str] | None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--points", type=int, default=60_000, help="points to index (default %(default)s)")
     args = parser.parse_args(argv)
     if args.points < 1_000:
@@ -88,9 +90,11 @@ def _bench(edge: Edge, argv: Sequence[str] | None) -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     row = measure(args.points)
     rate = args.points / row["index_s"]
-    print(f"{args.points:,} points (384 dimensions, clustered; BM25 and payload indexes) written in "
-          f"{row['write_s']:.1f} s; optimize() built the index in {row['index_s']:.1f} s = {rate:,.0f} points/s "
-          f"on {cores} cores, {rate / cores:,.0f} per core")
+    print(
+        f"{args.points:,} points (384 dimensions, clustered; BM25 and payload indexes) written in "
+        f"{row['write_s']:.1f} s; optimize() built the index in {row['index_s']:.1f} s = {rate:,.0f} points/s "
+        f"on {cores} cores, {rate / cores:,.0f} per core"
+    )
     return 0
 
 

@@ -143,15 +143,19 @@ def size_cluster(a: Assumptions) -> Sizing:
     share = a.chunks * a.replicas / a.qdrant_nodes
     terms = SPARSE_TERMS_PER_CHAR * a.chars_per_chunk
     float32 = share * a.dimension * 4
-    ram = {"vectors": share * a.dimension * (1 if a.quantization == "int8" else 4),
-           "HNSW graph": share * HNSW_LINK_BYTES,
-           "sparse index": share * terms * 8,
-           "payload indexes": share * (INDEXED_FIELD_BYTES + 50)}
-    disk = {"vectors (float32)": float32,
-            **({"vectors (int8 copy)": share * a.dimension} if a.quantization == "int8" else {}),
-            "payloads": share * (a.chars_per_chunk + PAYLOAD_OVERHEAD_BYTES),
-            "sparse vectors": share * terms * 8,
-            "HNSW graph": share * HNSW_LINK_BYTES}
+    ram = {
+        "vectors": share * a.dimension * (1 if a.quantization == "int8" else 4),
+        "HNSW graph": share * HNSW_LINK_BYTES,
+        "sparse index": share * terms * 8,
+        "payload indexes": share * (INDEXED_FIELD_BYTES + 50),
+    }
+    disk = {
+        "vectors (float32)": float32,
+        **({"vectors (int8 copy)": share * a.dimension} if a.quantization == "int8" else {}),
+        "payloads": share * (a.chars_per_chunk + PAYLOAD_OVERHEAD_BYTES),
+        "sparse vectors": share * terms * 8,
+        "HNSW graph": share * HNSW_LINK_BYTES,
+    }
     return Sizing(ram, disk)
 
 
@@ -164,9 +168,17 @@ def project(gpus: int, a: Assumptions) -> Projection:
             per_gpu, bound = qdrant_chars, "Qdrant"
     wall = a.characters / (per_gpu * gpus) + a.startup_seconds
     gpu_hours = gpus * wall / 3600
-    return Projection(gpus, per_gpu, bound, wall, gpu_hours, gpu_hours * a.price_per_gpu_hour,
-                      points_per_s=per_gpu * gpus / a.chars_per_chunk, index_seconds=index_seconds(a),
-                      switch_seconds=a.articles / MANIFEST_ROWS_PER_S + SWITCH_OVERHEAD_SECONDS)
+    return Projection(
+        gpus,
+        per_gpu,
+        bound,
+        wall,
+        gpu_hours,
+        gpu_hours * a.price_per_gpu_hour,
+        points_per_s=per_gpu * gpus / a.chars_per_chunk,
+        index_seconds=index_seconds(a),
+        switch_seconds=a.articles / MANIFEST_ROWS_PER_S + SWITCH_OVERHEAD_SECONDS,
+    )
 
 
 def index_seconds(a: Assumptions) -> float:
@@ -183,8 +195,11 @@ def render(projections: Sequence[Projection], a: Assumptions) -> str:
         f"GPU: {a.gpu_chars_per_s:,.0f} characters/s each; client: {client:,.0f} chunks/s "
         f"({a.client_chunks_per_s:,.0f}/s per core x {a.client_cores:g} cores) = "
         f"{client * a.chars_per_chunk:,.0f} characters/s per GPU"
-        + (f"; Qdrant: {a.qdrant_points_per_s:,.0f} points/s per node, {a.cluster_points_per_s:,.0f} for the "
-           f"cluster" if a.qdrant_points_per_s else ""),
+        + (
+            f"; Qdrant: {a.qdrant_points_per_s:,.0f} points/s per node, {a.cluster_points_per_s:,.0f} for the cluster"
+            if a.qdrant_points_per_s
+            else ""
+        ),
         f"price: ${a.price_per_gpu_hour:.4f} per GPU-hour; "
         + (f"{a.startup_seconds:g} s of start-up added" if a.startup_seconds else "cold starts not included"),
         f"index: {a.index_points_per_s_per_core:,.0f} points/s per core x {a.qdrant_cores} cores on each of "
@@ -202,18 +217,21 @@ def render(projections: Sequence[Projection], a: Assumptions) -> str:
         )
     lines.append("GPU-hours and cost are the load's: the index build and the switch hold no GPU")
     if any(p.bound == "Qdrant" for p in projections):
-        lines.append("Qdrant bounds the runs marked so: more nodes (or fewer replicas while loading) go faster, "
-                     "more GPUs do not")
+        lines.append(
+            "Qdrant bounds the runs marked so: more nodes (or fewer replicas while loading) go faster, more GPUs do not"
+        )
     sizing = size_cluster(a)
-    where = ("int8 vectors in RAM, float32 on disk" if a.quantization == "int8" else "float32 vectors in RAM")
+    where = "int8 vectors in RAM, float32 on disk" if a.quantization == "int8" else "float32 vectors in RAM"
     lines += [
         "",
         f"Qdrant: {a.chunks:,} points on {a.qdrant_nodes} node{'s' if a.qdrant_nodes > 1 else ''}, "
         f"{a.replicas} cop{'ies' if a.replicas > 1 else 'y'} of each ({where}); per node:",
         f"  RAM  {sizing.ram_total / GB:>7,.1f} GB = {RAM_HEADROOM:g} x ("
-        + ", ".join(f"{name} {size / GB:,.1f}" for name, size in sizing.ram.items()) + ")",
+        + ", ".join(f"{name} {size / GB:,.1f}" for name, size in sizing.ram.items())
+        + ")",
         f"  disk {sizing.disk_total / GB:>7,.1f} GB = "
-        + ", ".join(f"{name} {size / GB:,.1f}" for name, size in sizing.disk.items()) + " (plus the WAL)",
+        + ", ".join(f"{name} {size / GB:,.1f}" for name, size in sizing.disk.items())
+        + " (plus the WAL)",
     ]
     return "\n".join(lines)
 
@@ -239,42 +257,95 @@ def _positive(kind: type):
 
 def build_parser() -> argparse.ArgumentParser:
     d = Assumptions()
-    parser = argparse.ArgumentParser(prog="python -m ingest plan", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--gpus", type=_positive(int), nargs="+", default=list(DEFAULT_GPUS),
-                        help="GPU counts to project (default: %(default)s)")
-    parser.add_argument("--gpu-chars-per-s", type=_positive(float), default=d.gpu_chars_per_s,
-                        help="TEI throughput of one GPU in characters/s (default: %(default)s, the "
-                             "reference's A10G figure)")
-    parser.add_argument("--client-chunks-per-s", type=_positive(float), default=d.client_chunks_per_s,
-                        help="chunks/s one core of the client side sustains (default: %(default)s, the "
-                             "reference's request loop alone: measure the pipeline and pass yours)")
-    parser.add_argument("--client-cores", type=_positive(float), default=d.client_cores,
-                        help="cores of client work per GPU (default: %(default)s: one Python process)")
-    parser.add_argument("--chunk-chars", type=_positive(int), default=d.chunk_chars,
-                        help="characters per chunk at most (default: %(default)s, the production load's; the "
-                             "reference cut 512-character windows)")
+    parser = argparse.ArgumentParser(
+        prog="python -m ingest plan", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--gpus",
+        type=_positive(int),
+        nargs="+",
+        default=list(DEFAULT_GPUS),
+        help="GPU counts to project (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--gpu-chars-per-s",
+        type=_positive(float),
+        default=d.gpu_chars_per_s,
+        help="TEI throughput of one GPU in characters/s (default: %(default)s, the reference's A10G figure)",
+    )
+    parser.add_argument(
+        "--client-chunks-per-s",
+        type=_positive(float),
+        default=d.client_chunks_per_s,
+        help="chunks/s one core of the client side sustains (default: %(default)s, the "
+        "reference's request loop alone: measure the pipeline and pass yours)",
+    )
+    parser.add_argument(
+        "--client-cores",
+        type=_positive(float),
+        default=d.client_cores,
+        help="cores of client work per GPU (default: %(default)s: one Python process)",
+    )
+    parser.add_argument(
+        "--chunk-chars",
+        type=_positive(int),
+        default=d.chunk_chars,
+        help="characters per chunk at most (default: %(default)s, the production load's; the "
+        "reference cut 512-character windows)",
+    )
     parser.add_argument("--articles", type=_positive(int), default=d.articles, help="default: %(default)s")
     parser.add_argument("--characters", type=_positive(int), default=d.characters, help="default: %(default)s")
-    parser.add_argument("--qdrant-points-per-s", type=_positive(float), default=None,
-                        help="upsert rate one Qdrant node sustains (default: not a limit)")
-    parser.add_argument("--qdrant-nodes", type=_positive(int), default=d.qdrant_nodes,
-                        help="Qdrant nodes the collection spreads over (default: %(default)s)")
-    parser.add_argument("--replicas", type=_positive(int), default=d.replicas,
-                        help="copies of each shard (default: %(default)s)")
-    parser.add_argument("--quantization", choices=("int8", "none"), default=d.quantization,
-                        help="as the collection is created (default: %(default)s)")
-    parser.add_argument("--dimension", type=_positive(int), default=d.dimension,
-                        help="vector dimension (default: %(default)s, bge-small-en-v1.5)")
-    parser.add_argument("--index-points-per-s", type=_positive(float), default=d.index_points_per_s_per_core,
-                        help="HNSW build rate per Qdrant core, points/s (default: %(default)s, measured with "
-                             "Qdrant's engine)")
-    parser.add_argument("--qdrant-cores", type=_positive(int), default=d.qdrant_cores,
-                        help="cores of each Qdrant node (default: %(default)s)")
-    parser.add_argument("--startup-seconds", type=float, default=d.startup_seconds,
-                        help="cold start added to the wall time (default: %(default)s)")
-    parser.add_argument("--price-per-gpu-hour", type=_positive(float), default=d.price_per_gpu_hour,
-                        help="USD (default: %(default).4f, Modal's A10G base rate)")
+    parser.add_argument(
+        "--qdrant-points-per-s",
+        type=_positive(float),
+        default=None,
+        help="upsert rate one Qdrant node sustains (default: not a limit)",
+    )
+    parser.add_argument(
+        "--qdrant-nodes",
+        type=_positive(int),
+        default=d.qdrant_nodes,
+        help="Qdrant nodes the collection spreads over (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--replicas", type=_positive(int), default=d.replicas, help="copies of each shard (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--quantization",
+        choices=("int8", "none"),
+        default=d.quantization,
+        help="as the collection is created (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--dimension",
+        type=_positive(int),
+        default=d.dimension,
+        help="vector dimension (default: %(default)s, bge-small-en-v1.5)",
+    )
+    parser.add_argument(
+        "--index-points-per-s",
+        type=_positive(float),
+        default=d.index_points_per_s_per_core,
+        help="HNSW build rate per Qdrant core, points/s (default: %(default)s, measured with Qdrant's engine)",
+    )
+    parser.add_argument(
+        "--qdrant-cores",
+        type=_positive(int),
+        default=d.qdrant_cores,
+        help="cores of each Qdrant node (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--startup-seconds",
+        type=float,
+        default=d.startup_seconds,
+        help="cold start added to the wall time (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--price-per-gpu-hour",
+        type=_positive(float),
+        default=d.price_per_gpu_hour,
+        help="USD (default: %(default).4f, Modal's A10G base rate)",
+    )
     return parser
 
 

@@ -32,9 +32,9 @@ from typing import Sequence
 
 import numpy as np
 
+from ingest.edge import Edge, run_command
 from ingest.embedders import make_embedder
 from ingest.errors import SettingsError
-from ingest.edge import Edge, run_command
 from ingest.logs import setup_logging
 from ingest.settings import (
     add_embedder_args,
@@ -56,8 +56,12 @@ def collection_vectors(settings) -> tuple[np.ndarray, object]:
         spec = store.read_spec()
         if spec is None:
             raise SettingsError(f"no collection {settings.collection!r} at {settings.location}: run python -m ingest")
-        ids = [point_id(ref.article_id, ref.chunk_index) for page in store.scan_chunks() for ref in page
-               if ref.chunk_index >= 0]
+        ids = [
+            point_id(ref.article_id, ref.chunk_index)
+            for page in store.scan_chunks()
+            for ref in page
+            if ref.chunk_index >= 0
+        ]
         found = store.stored_vectors(ids)
     finally:
         store.close()
@@ -95,23 +99,30 @@ def measure(vectors: np.ndarray, queries: np.ndarray, k: int) -> list[tuple[str,
         )
         shard = q.EdgeShard.create(str(Path(folder) / "shard"), config)
         for start in range(0, len(vectors), 1024):
-            shard.update(q.UpdateOperation.upsert_points([
-                q.Point(i, {"": vectors[i].tolist()}, {}) for i in range(start, min(start + 1024, len(vectors)))]))
+            shard.update(
+                q.UpdateOperation.upsert_points(
+                    [q.Point(i, {"": vectors[i].tolist()}, {}) for i in range(start, min(start + 1024, len(vectors)))]
+                )
+            )
         started = time.perf_counter()
         shard.optimize()  # builds the graph and the int8 copy, as a server's optimizer does
         built = time.perf_counter() - started
         ways = {
             "HNSW, float32 (quantization ignored)": q.QuantizationSearchParams(ignore=True),
             "HNSW, int8, no rescoring": q.QuantizationSearchParams(rescore=False),
-            "HNSW, int8, rescored from 2x candidates (the server's setting)":
-                q.QuantizationSearchParams(rescore=True, oversampling=2.0),
+            "HNSW, int8, rescored from 2x candidates (the server's setting)": q.QuantizationSearchParams(
+                rescore=True, oversampling=2.0
+            ),
         }
         for name, params in ways.items():
             found, seconds = [], []
             for query in queries:
                 t0 = time.perf_counter()
-                hits = shard.query(q.QueryRequest(limit=k, query=q.Query.Nearest(query.tolist()),
-                                                  params=q.SearchParams(quantization=params)))
+                hits = shard.query(
+                    q.QueryRequest(
+                        limit=k, query=q.Query.Nearest(query.tolist()), params=q.SearchParams(quantization=params)
+                    )
+                )
                 seconds.append(time.perf_counter() - t0)
                 found.append([int(str(hit.id)) for hit in hits])
             results.append((name, recall(found, exact), 1000 * float(np.median(seconds))))
@@ -121,8 +132,12 @@ def measure(vectors: np.ndarray, queries: np.ndarray, k: int) -> list[tuple[str,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--questions", type=Path, default=QUESTIONS, help="JSON-lines questions (default: the shipped set)")
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--questions", type=Path, default=QUESTIONS, help="JSON-lines questions (default: the shipped set)"
+    )
     parser.add_argument("--queries", type=int, default=None, help="the first N questions (default: all)")
     parser.add_argument("-k", type=int, default=10, help="recall at k (default %(default)s)")
     add_embedder_args(parser)
@@ -151,8 +166,10 @@ def _bench(edge: Edge, argv: Sequence[str] | None) -> int:
         embedder.close()
     queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
     rows = measure(vectors, queries, args.k)
-    print(f"{len(vectors):,} vectors of {spec.model.name} ({vectors.shape[1]} dims), {len(queries):,} questions, "
-          f"recall@{args.k} against exact float32 search")
+    print(
+        f"{len(vectors):,} vectors of {spec.model.name} ({vectors.shape[1]} dims), {len(queries):,} questions, "
+        f"recall@{args.k} against exact float32 search"
+    )
     for name, value, ms in rows:
         print(name if np.isnan(value) else f"{name:<64} recall@{args.k} {value:.4f}   median {ms:.2f} ms")
     return 0

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from ingest.embedders import Embedder, make_embedder
+from ingest.jobs import run_ingest
 from ingest.pipeline.summary import RunSummary
 from ingest.settings import IngestSettings
 from ingest.sources import SAMPLE, open_source, sample_rows
-from ingest.jobs import run_ingest
 
 EDIT = "This sentence was added by an edit of the article."
 _SENTENCE_END = re.compile(r"[.!?]\s+")
@@ -39,17 +39,21 @@ def edit_text(text: str, rng: random.Random) -> str:
     return f"{text[:at]}{EDIT} {text[at:]}" if at < len(text) else f"{text.rstrip()} {EDIT}"
 
 
-def edit_snapshot(rows: list[dict[str, Any]], *, edited: float, removed: float,
-                  seed: int) -> tuple[list[dict[str, Any]], int, int]:
+def edit_snapshot(
+    rows: list[dict[str, Any]], *, edited: float, removed: float, seed: int
+) -> tuple[list[dict[str, Any]], int, int]:
     """A copy of `rows` with `edited` of them edited and `removed` of them removed
     (shares, rounded); returns it and the numbers edited and removed."""
     rng = random.Random(seed)
     order = list(range(len(rows)))
     rng.shuffle(order)
     n_removed, n_edited = round(len(rows) * removed), round(len(rows) * edited)
-    gone, changed = set(order[:n_removed]), set(order[n_removed:n_removed + n_edited])
-    snapshot = [dict(row, text=edit_text(row["text"], rng)) if i in changed else dict(row)
-                for i, row in enumerate(rows) if i not in gone]
+    gone, changed = set(order[:n_removed]), set(order[n_removed : n_removed + n_edited])
+    snapshot = [
+        dict(row, text=edit_text(row["text"], rng)) if i in changed else dict(row)
+        for i, row in enumerate(rows)
+        if i not in gone
+    ]
     return snapshot, n_edited, n_removed
 
 
@@ -64,8 +68,14 @@ def _write(path: Path, rows: list[dict[str, Any]]) -> str:
     return str(path)
 
 
-def run_bench_reindex(settings: IngestSettings, *, edited: float = 0.01, removed: float = 0.005, seed: int = 0,
-                      embedder: Embedder | None = None) -> str:
+def run_bench_reindex(
+    settings: IngestSettings,
+    *,
+    edited: float = 0.01,
+    removed: float = 0.005,
+    seed: int = 0,
+    embedder: Embedder | None = None,
+) -> str:
     rows = _rows(settings)
     own = embedder is None
     embedder = embedder or make_embedder(settings.embedder)
@@ -73,21 +83,34 @@ def run_bench_reindex(settings: IngestSettings, *, edited: float = 0.01, removed
         with tempfile.TemporaryDirectory(prefix="ingest-bench-reindex-") as folder:
             base = Path(folder)
             snapshot, n_edited, n_removed = edit_snapshot(rows, edited=edited, removed=removed, seed=seed)
-            run = replace(settings, limit=None, progress=False, dead_letter=str(base / "dead_letter.jsonl"),
-                          store=replace(settings.store, qdrant_path=str(base / "qdrant"), qdrant_url=None,
-                                        state_dir=None, collection="bench"))
+            run = replace(
+                settings,
+                limit=None,
+                progress=False,
+                dead_letter=str(base / "dead_letter.jsonl"),
+                store=replace(
+                    settings.store,
+                    qdrant_path=str(base / "qdrant"),
+                    qdrant_url=None,
+                    state_dir=None,
+                    collection="bench",
+                ),
+            )
             full = run_ingest(replace(run, source=_write(base / "a.jsonl", rows)), embedder=embedder)
-            again = run_ingest(replace(run, source=_write(base / "b.jsonl", snapshot)), embedder=embedder,
-                               mode="reindex")
+            again = run_ingest(
+                replace(run, source=_write(base / "b.jsonl", snapshot)), embedder=embedder, mode="reindex"
+            )
     finally:
         if own:
             embedder.close()
-    return report(full, again, articles=len(rows), edited=n_edited, removed=n_removed, seed=seed,
-                  model=embedder.spec.name)
+    return report(
+        full, again, articles=len(rows), edited=n_edited, removed=n_removed, seed=seed, model=embedder.spec.name
+    )
 
 
-def report(full: RunSummary, again: RunSummary, *, articles: int, edited: int, removed: int, seed: int,
-           model: str) -> str:
+def report(
+    full: RunSummary, again: RunSummary, *, articles: int, edited: int, removed: int, seed: int, model: str
+) -> str:
     def row(label: str, a: Any, b: Any) -> str:
         return f"{label:<22}{a:>14}{b:>14}"
 

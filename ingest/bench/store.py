@@ -28,14 +28,14 @@ import numpy as np
 from ingest import lexical
 from ingest.bench.tei_client import InstantServer
 from ingest.chunking import ChunkingSettings
+from ingest.edge import Edge, run_command
 from ingest.embedders import make_embedder
 from ingest.errors import SettingsError
-from ingest.edge import Edge, run_command
+from ingest.jobs import run_ingest
 from ingest.logs import setup_logging
 from ingest.settings import EmbedderSettings, IngestSettings, StoreSettings
 from ingest.sources import sample_rows
 from ingest.store import open_live
-from ingest.jobs import run_ingest
 
 PROG = "python -m ingest bench-store"
 
@@ -49,23 +49,40 @@ def write_articles(path: Path, n: int) -> list[str]:
             row = rows[i % len(rows)]
             title = row["title"] if i < len(rows) else f"{row['title']} ({i // len(rows)})"
             titles.append(title)
-            handle.write(json.dumps({"id": f"a{i}", "url": f"https://example.org/{i}", "title": title,
-                                     "text": row["text"][:500] or "empty"}) + "\n")
+            handle.write(
+                json.dumps(
+                    {
+                        "id": f"a{i}",
+                        "url": f"https://example.org/{i}",
+                        "title": title,
+                        "text": row["text"][:500] or "empty",
+                    }
+                )
+                + "\n"
+            )
     return titles
 
 
 def measure(source: Path, titles: list[str], url: str, queries: int, folder: Path, optimize: bool) -> dict:
-    settings = IngestSettings(source=str(source), progress=False, window=512, dead_letter=str(folder / "dl.jsonl"),
-                              chunking=ChunkingSettings(max_chars=1000),
-                              embedder=EmbedderSettings(embedder="tei", tei_url=url, tei_wire="base64",
-                                                        tei_concurrency=4),
-                              store=StoreSettings(qdrant_path=str(folder / "q"), collection="bench"))
+    settings = IngestSettings(
+        source=str(source),
+        progress=False,
+        window=512,
+        dead_letter=str(folder / "dl.jsonl"),
+        chunking=ChunkingSettings(max_chars=1000),
+        embedder=EmbedderSettings(embedder="tei", tei_url=url, tei_wire="base64", tei_concurrency=4),
+        store=StoreSettings(qdrant_path=str(folder / "q"), collection="bench"),
+    )
     started = time.perf_counter()
     summary = run_ingest(settings)
     seconds = time.perf_counter() - started
     store, embedder = open_live(settings.store), make_embedder(settings.embedder)
-    row = {"points": summary.points_written, "seconds": seconds, "points_per_s": summary.points_written / seconds,
-           "embed_share": summary.embed_seconds / seconds}
+    row = {
+        "points": summary.points_written,
+        "seconds": seconds,
+        "points_per_s": summary.points_written / seconds,
+        "embed_share": summary.embed_seconds / seconds,
+    }
     try:
         spec = store.read_spec().sparse
 
@@ -76,7 +93,7 @@ def measure(source: Path, titles: list[str], url: str, queries: int, folder: Pat
         def timed() -> tuple[list[float], list[list[str]]]:
             hybrid(titles[0])  # warm-up: first-call costs are not latency
             took, ranked = [], []
-            for title in titles[1: queries + 1]:
+            for title in titles[1 : queries + 1]:
                 t0 = time.perf_counter()
                 ranked.append(hybrid(title))
                 took.append(time.perf_counter() - t0)
@@ -89,8 +106,11 @@ def measure(source: Path, titles: list[str], url: str, queries: int, folder: Pat
             store.optimize()
             row["optimize_s"] = time.perf_counter() - t0
             took, graph = timed()
-            row.update(hnsw_median_ms=1000 * float(np.median(took)), hnsw_p95_ms=1000 * float(np.percentile(took, 95)),
-                       overlap=float(np.mean([len(set(a) & set(b)) / max(len(a), 1) for a, b in zip(exact, graph)])))
+            row.update(
+                hnsw_median_ms=1000 * float(np.median(took)),
+                hnsw_p95_ms=1000 * float(np.percentile(took, 95)),
+                overlap=float(np.mean([len(set(a) & set(b)) / max(len(a), 1) for a, b in zip(exact, graph)])),
+            )
     finally:
         embedder.close()
         store.close()
@@ -98,12 +118,17 @@ def measure(source: Path, titles: list[str], url: str, queries: int, folder: Pat
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--articles", type=int, default=20_000, help="one-chunk articles (default %(default)s)")
     parser.add_argument("--queries", type=int, default=200, help="hybrid searches timed (default %(default)s)")
-    parser.add_argument("--optimize", action="store_true",
-                        help="then build the HNSW graph (optimize) and time the same searches again, with their "
-                             "top-10 overlap with the exact search's")
+    parser.add_argument(
+        "--optimize",
+        action="store_true",
+        help="then build the HNSW graph (optimize) and time the same searches again, with their "
+        "top-10 overlap with the exact search's",
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     return parser
 
@@ -123,15 +148,18 @@ def _bench(edge: Edge, argv: Sequence[str] | None) -> int:
         with tempfile.TemporaryDirectory(prefix="bench-store-") as scratch:
             source = Path(scratch) / "articles.jsonl"
             titles = write_articles(source, args.articles)
-            row = measure(source, titles, server.url, min(args.queries, len(titles) - 1), Path(scratch),
-                          args.optimize)
+            row = measure(source, titles, server.url, min(args.queries, len(titles) - 1), Path(scratch), args.optimize)
     finally:
         server.stop()
     print(f"{args.articles:,} one-chunk articles through an instant TEI server; hybrid searches, embedding included")
-    print(f"{row['points']:,} points in {row['seconds']:.1f} s = {row['points_per_s']:,.0f} points/s (embedder "
-          f"{100 * row['embed_share']:.0f}% of it); hybrid search, exact: median {row['median_ms']:.1f} ms, "
-          f"p95 {row['p95_ms']:.1f} ms")
+    print(
+        f"{row['points']:,} points in {row['seconds']:.1f} s = {row['points_per_s']:,.0f} points/s (embedder "
+        f"{100 * row['embed_share']:.0f}% of it); hybrid search, exact: median {row['median_ms']:.1f} ms, "
+        f"p95 {row['p95_ms']:.1f} ms"
+    )
     if "optimize_s" in row:
-        print(f"after optimize() ({row['optimize_s']:.1f} s, every thread blocked): median {row['hnsw_median_ms']:.1f} "
-              f"ms, p95 {row['hnsw_p95_ms']:.1f} ms, top-10 overlap with exact {row['overlap']:.3f}")
+        print(
+            f"after optimize() ({row['optimize_s']:.1f} s, every thread blocked): median {row['hnsw_median_ms']:.1f} "
+            f"ms, p95 {row['hnsw_p95_ms']:.1f} ms, top-10 overlap with exact {row['overlap']:.3f}"
+        )
     return 0

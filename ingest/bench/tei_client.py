@@ -63,14 +63,16 @@ def _serve(conn: Any, dimension: int, max_batch: int, wide_floats: bool, rate_42
     wire = rows.astype(np.float64) if wide_floats else rows
     pool = [orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY) for row in wire]
     pool64 = [base64.b64encode(row.tobytes()).decode() for row in rows]
-    info = orjson.dumps({
-        "model_id": "bench/instant",
-        "max_input_length": 512,
-        "max_client_batch_size": max_batch,
-        "max_batch_tokens": max_batch * 512,
-        "max_concurrent_requests": 1 << 20,
-        "model_type": {"embedding": {"pooling": "cls"}},
-    })
+    info = orjson.dumps(
+        {
+            "model_id": "bench/instant",
+            "max_input_length": 512,
+            "max_client_batch_size": max_batch,
+            "max_batch_tokens": max_batch * 512,
+            "max_concurrent_requests": 1 << 20,
+            "model_type": {"embedding": {"pooling": "cls"}},
+        }
+    )
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -86,10 +88,20 @@ def _serve(conn: Any, dimension: int, max_batch: int, wide_floats: bool, rate_42
                 self._reply(orjson.dumps({"error": "Model is overloaded", "error_type": "overloaded"}), 429)
                 return
             if self.path == "/v1/embeddings":
-                data = [{"object": "embedding", "embedding": pool64[i % len(pool64)], "index": i}
-                        for i in range(len(body["input"]))]
-                self._reply(orjson.dumps({"object": "list", "data": data, "model": "bench/instant",
-                                          "usage": {"prompt_tokens": 0, "total_tokens": 0}}))
+                data = [
+                    {"object": "embedding", "embedding": pool64[i % len(pool64)], "index": i}
+                    for i in range(len(body["input"]))
+                ]
+                self._reply(
+                    orjson.dumps(
+                        {
+                            "object": "list",
+                            "data": data,
+                            "model": "bench/instant",
+                            "usage": {"prompt_tokens": 0, "total_tokens": 0},
+                        }
+                    )
+                )
             else:
                 n = len(body["inputs"])
                 self._reply(b"[" + b",".join([pool[i % len(pool)] for i in range(n)]) + b"]")
@@ -121,7 +133,7 @@ class InstantServer:
     conn: Any
 
     @classmethod
-    def start(cls, *, max_batch: int, wide_floats: bool, rate_429: float = 0.0) -> "InstantServer":
+    def start(cls, *, max_batch: int, wide_floats: bool, rate_429: float = 0.0) -> InstantServer:
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
         process = ctx.Process(target=_serve, args=(child, DIMENSION, max_batch, wide_floats, rate_429), daemon=True)
@@ -189,10 +201,13 @@ def reference_embed(client: httpx.Client, texts: list[str], batch_size: int) -> 
     return np.concatenate(out).astype(np.float32)
 
 
-def build_all(pairs: list[tuple[Article, Chunk]], vectors: np.ndarray, batch_size: int,
-              sparse: SparseSpec | None = None) -> int:
-    return sum(len(build_batch(pairs[i : i + batch_size], vectors[i : i + batch_size], sparse).ids)
-               for i in range(0, len(pairs), batch_size))
+def build_all(
+    pairs: list[tuple[Article, Chunk]], vectors: np.ndarray, batch_size: int, sparse: SparseSpec | None = None
+) -> int:
+    return sum(
+        len(build_batch(pairs[i : i + batch_size], vectors[i : i + batch_size], sparse).ids)
+        for i in range(0, len(pairs), batch_size)
+    )
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -236,9 +251,7 @@ def _bench(edge: Edge, argv: list[str] | None) -> int:
     parser.add_argument("--chunks", type=int, default=20_000)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight for ours (default 4)")
-    parser.add_argument(
-        "--wide-floats", action="store_true", help="serve float64-length numbers (~8 kB/vector)"
-    )
+    parser.add_argument("--wide-floats", action="store_true", help="serve float64-length numbers (~8 kB/vector)")
     args = parser.parse_args(argv)
     edge.ready()
     n, bs = args.chunks, args.batch_size
@@ -251,9 +264,13 @@ def _bench(edge: Edge, argv: list[str] | None) -> int:
     try:
         with httpx.Client(base_url=server.url, timeout=60) as client:
             run, vectors = measure(
-                "reference: sync httpx, json", server, texts, lambda t: reference_embed(client, t, bs),
+                "reference: sync httpx, json",
+                server,
+                texts,
+                lambda t: reference_embed(client, t, bs),
                 lambda: client.post("/embed", content=sample).content,
-                lambda body: np.array(json.loads(body)), bs,
+                lambda body: np.array(json.loads(body)),
+                bs,
             )
             runs.append(run)
             results.append(vectors)
@@ -265,8 +282,13 @@ def _bench(edge: Edge, argv: list[str] | None) -> int:
                 options = {"batch_size": bs, "max_concurrency": args.concurrency, "wire": wire}
                 with TEIEmbedder(server.url, **options) as ours:
                     run, vectors = measure(
-                        f"ours: {route} {wire}", server, texts, lambda t: ours.embed_passages(t).vectors,
-                        lambda route=route, body=body: client.post(route, content=body).content, decode, bs,
+                        f"ours: {route} {wire}",
+                        server,
+                        texts,
+                        lambda t: ours.embed_passages(t).vectors,
+                        lambda route=route, body=body: client.post(route, content=body).content,
+                        decode,
+                        bs,
                     )
                 runs.append(run)
                 results.append(vectors)
@@ -280,9 +302,11 @@ def _bench(edge: Edge, argv: list[str] | None) -> int:
     if built != n or built_too != n:
         raise SystemExit(f"built {built} points for {n} chunks")
 
-    print(f"TEI client cost: {n:,} chunks of {CHUNK_CHARS} chars, batch {bs}, {DIMENSION} dims, "
-          f"ours with {args.concurrency} requests in flight; chunks/s (CPU/core: per CPU-second of "
-          "this process, all threads)")
+    print(
+        f"TEI client cost: {n:,} chunks of {CHUNK_CHARS} chars, batch {bs}, {DIMENSION} dims, "
+        f"ours with {args.concurrency} requests in flight; chunks/s (CPU/core: per CPU-second of "
+        "this process, all threads)"
+    )
     heads = ["kB/vec", "embed/s", "embed CPU/core", "decode CPU/core", "+build CPU/core", "vs ref"]
     print(f"{'approach':32}" + "".join(f" {head:>{len(head) + 1}}" for head in heads))
     reference = runs[0].embed.cpu_rate
@@ -297,8 +321,10 @@ def _bench(edge: Edge, argv: list[str] | None) -> int:
             f"{run.embed.cpu_rate / reference:.2f}x",
         ]
         print(f"{run.name:32}" + "".join(f" {cell:>{len(head) + 1}}" for cell, head in zip(cells, heads)))
-    print(f"{'point building (build_batch)':32} {build.cpu_rate:,.0f} chunks/s per core with BM25 sparse "
-          f"vectors (the default, in +build), {dense_build.cpu_rate:,.0f} dense only")
+    print(
+        f"{'point building (build_batch)':32} {build.cpu_rate:,.0f} chunks/s per core with BM25 sparse "
+        f"vectors (the default, in +build), {dense_build.cpu_rate:,.0f} dense only"
+    )
     shares = ", ".join(f"{run.server_cpu / run.embed.wall:.0%}" for run in runs)
     print(f"(the instant server process used {shares} of a core during each embed run)")
     return 0

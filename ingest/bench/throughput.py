@@ -17,9 +17,9 @@ from typing import Sequence
 
 from ingest.chunking import Chunker
 from ingest.embedders import Embedder, make_embedder
+from ingest.jobs import run_ingest
 from ingest.settings import IngestSettings
 from ingest.sources import SAMPLE, open_source, sample_rows
-from ingest.jobs import run_ingest
 from schemas import Article
 
 
@@ -56,8 +56,9 @@ def _synchronize() -> None:
         torch.cuda.synchronize()
 
 
-def run_bench(settings: IngestSettings, *, embedder_only: bool = False, repeat: int = 1,
-              dtypes: Sequence[str] = ()) -> str:
+def run_bench(
+    settings: IngestSettings, *, embedder_only: bool = False, repeat: int = 1, dtypes: Sequence[str] = ()
+) -> str:
     """The report. With `dtypes` (say auto and float32), each precision is measured in
     turn on the same chunks, and the last line gives their ratios to the first."""
     runs = [replace(settings, embedder=replace(settings.embedder, dtype=d)) for d in dtypes] or [settings]
@@ -76,13 +77,16 @@ def run_bench(settings: IngestSettings, *, embedder_only: bool = False, repeat: 
     if len(rates) > 1:
         (first, (alone, whole)), others = rates[0], rates[1:]
         for name, (other_alone, other_whole) in others:
-            lines.append(f"{first} / {name}: embedder alone {alone / other_alone:.2f}x"
-                         + (f", whole run {whole / other_whole:.2f}x" if whole and other_whole else ""))
+            lines.append(
+                f"{first} / {name}: embedder alone {alone / other_alone:.2f}x"
+                + (f", whole run {whole / other_whole:.2f}x" if whole and other_whole else "")
+            )
     return "\n".join(lines)
 
 
-def _measure(settings: IngestSettings, embedder: Embedder, texts: list[str], characters: int, *,
-             embedder_only: bool, repeat: int) -> tuple[list[str], tuple[float, float | None]]:
+def _measure(
+    settings: IngestSettings, embedder: Embedder, texts: list[str], characters: int, *, embedder_only: bool, repeat: int
+) -> tuple[list[str], tuple[float, float | None]]:
     """Lines of the report for one embedder, and its (embedder-alone, whole-run) chunks/s."""
     seconds = embedder_alone(embedder, texts, settings.window, repeat)
     n, chars = len(texts) * repeat, characters * repeat

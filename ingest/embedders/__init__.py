@@ -23,8 +23,9 @@ __all__ = [
 ]
 
 
-def make_embedder(settings: EmbedderSettings, *, model: str | None = None,
-                  query_instruction: str | None = None) -> Embedder:
+def make_embedder(
+    settings: EmbedderSettings, *, model: str | None = None, query_instruction: str | None = None
+) -> Embedder:
     """The backend `settings` names. `model`/`query_instruction` override the
     settings (search passes the collection's recorded model here)."""
     model = model or settings.model
@@ -57,6 +58,10 @@ def make_embedder(settings: EmbedderSettings, *, model: str | None = None,
     if settings.embedder == "modal":
         from ingest.embedders.modal import ModalEmbedder
 
-        return ModalEmbedder(app_name=settings.modal_app, class_name=settings.modal_class,
-                             query_instruction=instruction, model_name=model)
+        return ModalEmbedder(
+            app_name=settings.modal_app,
+            class_name=settings.modal_class,
+            query_instruction=instruction,
+            model_name=model,
+        )
     raise EmbedderError(f"unknown embedder {settings.embedder!r}")

@@ -33,7 +33,7 @@ class DirectEncoder:
         self.tokenizer.enable_truncation(max_length=max_tokens)
 
     @classmethod
-    def for_model(cls, model: Any) -> "DirectEncoder | None":
+    def for_model(cls, model: Any) -> DirectEncoder | None:
         """An encoder for a loaded SentenceTransformer, or None when its modules are
         not (Transformer, Pooling[cls|mean], [Normalize])."""
         modules = list(model)
@@ -49,8 +49,9 @@ class DirectEncoder:
             Tokenizer,  # comes with transformers, in the `local` extra
         )
 
-        return cls(auto_model, Tokenizer.from_str(backend.to_str()), pooling, int(model.max_seq_length),
-                   str(model.device))
+        return cls(
+            auto_model, Tokenizer.from_str(backend.to_str()), pooling, int(model.max_seq_length), str(model.device)
+        )
 
     def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
         import torch  # heavy, and only in the `local` extra

@@ -24,15 +24,13 @@ class LoopThread:
         self.thread = threading.Thread(target=self.loop.run_forever, name="tei-embedder", daemon=True)
         self.thread.start()
 
-    def submit(self, coro: Coroutine[Any, Any, T]) -> "concurrent.futures.Future[T]":
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         if threading.current_thread() is self.thread:
             coro.close()
-            raise EmbedderError(
-                "TEIEmbedder's sync methods cannot run on its own event loop; await aembed_passages"
-            )
+            raise EmbedderError("TEIEmbedder's sync methods cannot run on its own event loop; await aembed_passages")
         future = self.submit(coro)
         try:
             return future.result()
@@ -59,6 +57,7 @@ class LoopThread:
                 self.thread.join(timeout=10)
         if not self.thread.is_alive():
             self.loop.close()
+
 
 async def _cancel_others() -> None:
     tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]

@@ -52,9 +52,14 @@ class FakeEmbedder:
     `before_call(n)` runs before call n; `reject(text)` True refuses that input (its
     row is zeros and it is listed in `rejected`, as `PassageEmbeddings` says)."""
 
-    def __init__(self, spec: ModelSpec = SPEC, *, fail_at: int | None = None,
-                 before_call: Callable[[int], None] | None = None,
-                 reject: Callable[[str], bool] | None = None) -> None:
+    def __init__(
+        self,
+        spec: ModelSpec = SPEC,
+        *,
+        fail_at: int | None = None,
+        before_call: Callable[[int], None] | None = None,
+        reject: Callable[[str], bool] | None = None,
+    ) -> None:
         self.spec = spec
         self.fail_at, self.before_call, self.reject = fail_at, before_call, reject
         self.calls = 0
@@ -72,8 +77,11 @@ class FakeEmbedder:
         self.batch_sizes.append(len(texts))
         self.passages.extend(texts)
         vectors = deterministic_vectors(list(texts), self.spec.dimension)
-        rejected = [Rejection(i, REJECTED_STATUS, "input is too long") for i, text in enumerate(texts)
-                    if self.reject is not None and self.reject(text)]
+        rejected = [
+            Rejection(i, REJECTED_STATUS, "input is too long")
+            for i, text in enumerate(texts)
+            if self.reject is not None and self.reject(text)
+        ]
         for rejection in rejected:
             vectors[rejection.index] = 0.0
         return PassageEmbeddings(vectors, rejected)

@@ -69,14 +69,18 @@ def from_hub(model: str) -> str:
     except Exception:  # not cached (LocalEntryNotFoundError), or a name the hub would refuse
         pass
     if hub.constants.HF_HUB_OFFLINE:
-        raise EmbedderError(f"model {model!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: "
-                            f"download it where there is a network (`hf download {model}`) or pass a model folder")
+        raise EmbedderError(
+            f"model {model!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: "
+            f"download it where there is a network (`hf download {model}`) or pass a model folder"
+        )
     try:
         hub.model_info(model, timeout=10)
     except Exception as exc:
         why = "no such model on the hub" if "NotFound" in type(exc).__name__ else f"{type(exc).__name__}: {exc}"
-        raise EmbedderError(f"cannot load model {model!r} ({why}): pass a model folder, or a hub id this machine "
-                            "can download (or has cached)") from exc
+        raise EmbedderError(
+            f"cannot load model {model!r} ({why}): pass a model folder, or a hub id this machine "
+            "can download (or has cached)"
+        ) from exc
     return model
 
 
@@ -87,8 +91,10 @@ def pick_device(device: str) -> str:
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         why = "is a CPU-only build" if torch.version.cuda is None else "finds no CUDA GPU on this machine"
-        raise EmbedderError(f"--device {device}: this torch ({torch.__version__}) {why}: use --device cpu (or auto), "
-                            "or install a CUDA build of torch where there is a GPU")
+        raise EmbedderError(
+            f"--device {device}: this torch ({torch.__version__}) {why}: use --device cpu (or auto), "
+            "or install a CUDA build of torch where there is a GPU"
+        )
     if device != "auto":
         return device
 
@@ -118,8 +124,9 @@ def native_bfloat16() -> bool:
         return False
     if sys.platform == "darwin":  # Apple M2 and later
         try:
-            found = subprocess.run(["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True,
-                                   timeout=5)
+            found = subprocess.run(
+                ["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True, timeout=5
+            )
         except (OSError, subprocess.SubprocessError):
             return False
         return found.stdout.strip() == "1"
@@ -184,16 +191,17 @@ class LocalEmbedder:
         self.device = pick_device(device)
         location = location if Path(location).is_dir() else from_hub(location)
         local = Path(location).is_dir()  # weights on disk: `local_files_only`, the hub is never asked
-        log.info("loading %s (torch and the weights%s)", name, "" if local else
-                 ", downloaded from the Hugging Face hub first if not cached")
+        log.info(
+            "loading %s (torch and the weights%s)",
+            name,
+            "" if local else ", downloaded from the Hugging Face hub first if not cached",
+        )
         try:
             from sentence_transformers import (
                 SentenceTransformer,  # heavy, and only in the `local` extra
             )
         except ImportError as exc:  # pragma: no cover - depends on the install
-            raise EmbedderError(
-                "the local embedder needs sentence-transformers: pip install '.[local]'"
-            ) from exc
+            raise EmbedderError("the local embedder needs sentence-transformers: pip install '.[local]'") from exc
         _quiet_transformers(downloading=not local)
         try:
             self.model = SentenceTransformer(location, device=self.device, local_files_only=local)
@@ -217,13 +225,19 @@ class LocalEmbedder:
             if self._direct is None and engine == "direct":
                 raise EmbedderError(f"model {name!r} has modules the direct engine does not handle")
         self.engine = "direct" if self._direct else "sentence-transformers"
-        log.info("loaded %s in %.1f s (%s, %s, %s engine)", name, time.perf_counter() - started, self.device,
-                 self.dtype, self.engine)
+        log.info(
+            "loaded %s in %.1f s (%s, %s, %s engine)",
+            name,
+            time.perf_counter() - started,
+            self.device,
+            self.dtype,
+            self.engine,
+        )
 
     def _spec(self, name: str, query_instruction: str | None) -> ModelSpec:
         known = KNOWN_MODELS.get(name)
-        get_dimension = getattr(self.model, "get_embedding_dimension", None) or getattr(
-            self.model, "get_sentence_embedding_dimension"
+        get_dimension = (
+            getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         )
         dimension = int(get_dimension())
         max_tokens = int(self.model.max_seq_length)

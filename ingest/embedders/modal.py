@@ -109,8 +109,9 @@ class ModalEmbedder:
         return PassageEmbeddings(out, rejected)
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return all_vectors(self.embed_passages(with_query_instruction(self.spec, texts)), where=self._where(),
-                           what="query")
+        return all_vectors(
+            self.embed_passages(with_query_instruction(self.spec, texts)), where=self._where(), what="query"
+        )
 
     def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
         return None  # no tokenizer here: the chunker budgets by characters, TEI truncates
@@ -118,7 +119,7 @@ class ModalEmbedder:
     def close(self) -> None:
         pass  # nothing held locally; the containers scale down by themselves
 
-    def __enter__(self) -> "ModalEmbedder":
+    def __enter__(self) -> ModalEmbedder:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -60,7 +60,7 @@ class AdaptiveLimit:
         self._succeeded = 0
         self._changed = asyncio.Condition()
 
-    async def __aenter__(self) -> "AdaptiveLimit":
+    async def __aenter__(self) -> AdaptiveLimit:
         async with self._changed:
             await self._changed.wait_for(lambda: self.in_flight < self.limit)
             self.in_flight += 1
@@ -87,8 +87,9 @@ class AdaptiveLimit:
                 self._changed.notify_all()
 
 
-def backoff(attempt: int, *, floor: float, ceiling: float, retry_after: float | None = None,
-            rng: random.Random | None = None) -> float:
+def backoff(
+    attempt: int, *, floor: float, ceiling: float, retry_after: float | None = None, rng: random.Random | None = None
+) -> float:
     """Seconds before attempt `attempt + 1` (`attempt` >= 1): at least `floor` and the
     server's `retry_after`, at most `ceiling` (unless `retry_after` says more)."""
     top = min(ceiling, floor * 2 ** (attempt - 1))
@@ -106,8 +107,12 @@ class Backoff(wait_base):
     def __call__(self, retry_state: RetryCallState) -> float:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
         retry_after = getattr(exc, "retry_after", None)
-        return backoff(retry_state.attempt_number, floor=self.floor, ceiling=self.ceiling,
-                       retry_after=min(retry_after, self.cap) if retry_after is not None else None)
+        return backoff(
+            retry_state.attempt_number,
+            floor=self.floor,
+            ceiling=self.ceiling,
+            retry_after=min(retry_after, self.cap) if retry_after is not None else None,
+        )
 
 
 def cause(exc: BaseException | None) -> str:

@@ -208,7 +208,12 @@ class TEIEmbedder:
             log.warning(
                 "TEI %s admits %d concurrent inputs: %d requests of %d in flight, not %d "
                 "(start TEI with --max-concurrent-requests %d to allow them)",
-                self.url, limit, fits, self.batch_size, wanted, wanted * self.batch_size,
+                self.url,
+                limit,
+                fits,
+                self.batch_size,
+                wanted,
+                wanted * self.batch_size,
             )
         return min(wanted, fits)
 
@@ -241,8 +246,9 @@ class TEIEmbedder:
         return await asyncio.wrap_future(self._loop.submit(self._embed(list(texts))))
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return all_vectors(self.embed_passages(with_query_instruction(self.spec, texts)),
-                           where=f"TEI server {self.url}", what="query")
+        return all_vectors(
+            self.embed_passages(with_query_instruction(self.spec, texts)), where=f"TEI server {self.url}", what="query"
+        )
 
     def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
         """Counts with the served model's `tokenizer.json` when one was given (on the
@@ -256,7 +262,7 @@ class TEIEmbedder:
         if hasattr(self, "_loop"):
             self._loop.shutdown(self._client)
 
-    def __enter__(self) -> "TEIEmbedder":
+    def __enter__(self) -> TEIEmbedder:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -281,8 +287,10 @@ class TEIEmbedder:
         await self._split(texts, start, out, refused)
         failed = [r for r in refused if r.status == BACKEND_FAILED]
         if len(texts) > 1 and len(failed) == len(texts):
-            raise BackendFailure(f"TEI server {self.url}: its backend failed every one of the {len(texts)} inputs "
-                                 f"of a request ({BACKEND_FAILED}: {failed[0].message}): its GPU is likely broken")
+            raise BackendFailure(
+                f"TEI server {self.url}: its backend failed every one of the {len(texts)} inputs "
+                f"of a request ({BACKEND_FAILED}: {failed[0].message}): its GPU is likely broken"
+            )
         rejected.extend(refused)
 
     async def _split(self, texts: list[str], start: int, out: np.ndarray, rejected: list[Rejection]) -> None:
@@ -313,12 +321,16 @@ class TEIEmbedder:
             response = await self._client.get("health")
         except httpx.HTTPError:
             if not self._alive():
-                raise BackendFailure(f"TEI server {self.url} is gone (its process exited) after a failed "
-                                     f"batch ({refusal.status}: {refusal.message})") from None
+                raise BackendFailure(
+                    f"TEI server {self.url} is gone (its process exited) after a failed "
+                    f"batch ({refusal.status}: {refusal.message})"
+                ) from None
             return  # unreachable for now: the retries of the next request decide
         if response.status_code == 503:
-            raise BackendFailure(f"TEI server {self.url}: its backend failed a batch ({refusal.status}: "
-                                 f"{refusal.message}) and its health check answers 503: its GPU is broken")
+            raise BackendFailure(
+                f"TEI server {self.url}: its backend failed a batch ({refusal.status}: "
+                f"{refusal.message}) and its health check answers 503: its GPU is broken"
+            )
 
     # -- HTTP ------------------------------------------------------------------
     def retry_counts(self) -> dict[str, int]:
@@ -332,8 +344,8 @@ class TEIEmbedder:
         started = time.monotonic()
         retrying = AsyncRetrying(
             # a dead server's connection errors are not worth the retry budget
-            retry=retry_if_exception_type((Transient, *TRANSIENT_ERRORS)) & retry_if_exception(
-                lambda exc: isinstance(exc, Transient) or self._alive()),
+            retry=retry_if_exception_type((Transient, *TRANSIENT_ERRORS))
+            & retry_if_exception(lambda exc: isinstance(exc, Transient) or self._alive()),
             stop=stop_after_attempt(attempts) if attempts else StopRetrying(self.retry_budget, self.refused_budget),
             wait=self._wait,
             before_sleep=self._log_retry,
@@ -353,16 +365,15 @@ class TEIEmbedder:
             ) from exc
         except TRANSIENT_ERRORS as exc:
             if not self._alive():
-                raise BackendFailure(f"TEI server {self.url} is gone (its process exited): {what} failed "
-                                     f"({type(exc).__name__})") from exc
+                raise BackendFailure(
+                    f"TEI server {self.url} is gone (its process exited): {what} failed ({type(exc).__name__})"
+                ) from exc
             raise EmbedderError(
                 f"TEI server {self.url} failed {what} after {tried(started, attempts)} "
                 f"({type(exc).__name__}: {exc}); check the URL and that the server is up"
             ) from exc
         except httpx.HTTPError as exc:
-            raise EmbedderError(
-                f"TEI server {self.url}: {what} failed ({type(exc).__name__}: {exc})"
-            ) from exc
+            raise EmbedderError(f"TEI server {self.url}: {what} failed ({type(exc).__name__}: {exc})") from exc
         raise AssertionError("unreachable")  # pragma: no cover - tenacity returns or raises
 
     def _log_retry(self, state: RetryCallState) -> None:
@@ -372,9 +383,7 @@ class TEIEmbedder:
         if isinstance(exc, Transient) and exc.status in OVERLOAD_STATUSES:
             self._limit.overloaded()
         # INFO, not WARNING: 429s are how a busy TEI asks for backpressure.
-        log.info(
-            "TEI %s: %s: %s; retry %d in %.2fs", self.url, type(exc).__name__, exc, state.attempt_number, wait
-        )
+        log.info("TEI %s: %s: %s; retry %d in %.2fs", self.url, type(exc).__name__, exc, state.attempt_number, wait)
 
     async def _get_info(self) -> ServerInfo:
         response = await self._client.get("info")
@@ -390,8 +399,7 @@ class TEIEmbedder:
             return ServerInfo.from_json(orjson.loads(response.content))
         except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
             raise EmbedderError(
-                f"TEI server {self.url} sent an unusable /info ({exc}): "
-                "is this a text-embeddings-inference URL?"
+                f"TEI server {self.url} sent an unusable /info ({exc}): is this a text-embeddings-inference URL?"
             ) from exc
 
     async def _post(self, texts: list[str]) -> np.ndarray:

@@ -15,7 +15,6 @@ import httpx
 import numpy as np
 import orjson
 
-
 # Statuses a TEI server (or a proxy in front of it) uses for "not now": overloaded,
 # unhealthy, gateway trouble. Retried with backoff.
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
@@ -56,7 +55,7 @@ class ServerInfo:
     version: str | None = None
 
     @classmethod
-    def from_json(cls, data: Any) -> "ServerInfo":
+    def from_json(cls, data: Any) -> ServerInfo:
         if not isinstance(data, dict):
             raise ValueError(f"expected a JSON object, got {type(data).__name__}")
         missing = [k for k in ("model_id", "max_input_length", "max_client_batch_size") if k not in data]

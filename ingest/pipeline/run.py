@@ -72,8 +72,14 @@ def articles_from_rows(
                 invalid_ids.append(str(row["id"]))
             log.warning("skipping %s", exc)
             dead_letters.write(
-                DeadLetter("article", str(row.get("id")) if row.get("id") is not None else None,
-                           None, None, str(exc), row.get("title") if isinstance(row.get("title"), str) else None)
+                DeadLetter(
+                    "article",
+                    str(row.get("id")) if row.get("id") is not None else None,
+                    None,
+                    None,
+                    str(exc),
+                    row.get("title") if isinstance(row.get("title"), str) else None,
+                )
             )
             continue
         if not visible(article.text):
@@ -82,8 +88,10 @@ def articles_from_rows(
         earlier = first_row.setdefault(article.id, position)
         if earlier != position:
             summary.duplicates += 1
-            message = (f"article {article.id!r} ({article.title!r}) appears again in row {position}, after row "
-                       f"{earlier}: the first is kept; give each article one row")
+            message = (
+                f"article {article.id!r} ({article.title!r}) appears again in row {position}, after row "
+                f"{earlier}: the first is kept; give each article one row"
+            )
             log.warning("skipping %s", message)
             dead_letters.write(DeadLetter("article", article.id, None, None, message, article.title))
             continue
@@ -98,8 +106,7 @@ class _Stage(threading.Thread):
     discards once the run is stopping (no point embedding what will not be written).
     The writer has it off: what was embedded before a failure upstream still lands."""
 
-    def __init__(self, name: str, inbox: queue.Queue, work, stop: threading.Event,
-                 *, skip_when_stopped: bool) -> None:
+    def __init__(self, name: str, inbox: queue.Queue, work, stop: threading.Event, *, skip_when_stopped: bool) -> None:
         super().__init__(name=name, daemon=True)
         self.inbox, self.work, self.stop, self.skip = inbox, work, stop, skip_when_stopped
         self.error: BaseException | None = None
@@ -162,8 +169,11 @@ def run_pipeline(
             rejected = {r.index: r for r in result.rejected}
             for index, rejection in rejected.items():
                 article, chunk = pairs[index]
-                dead_letters.write(DeadLetter("chunk", article.id, chunk.chunk_index, rejection.status,
-                                              rejection.message, article.title))
+                dead_letters.write(
+                    DeadLetter(
+                        "chunk", article.id, chunk.chunk_index, rejection.status, rejection.message, article.title
+                    )
+                )
                 refused.setdefault(article.id, []).append(chunk.chunk_index)
             summary.rejected_chunks += len(rejected)
             keep = [i for i in keep if i not in rejected]
@@ -227,6 +237,7 @@ def run_pipeline(
         summary.dead_letter = dead_letters.where
     if retry_counts is not None:
         after = retry_counts()
-        summary.retries = {cause: n - retried_before.get(cause, 0) for cause, n in after.items()
-                           if n > retried_before.get(cause, 0)}
+        summary.retries = {
+            cause: n - retried_before.get(cause, 0) for cause, n in after.items() if n > retried_before.get(cause, 0)
+        }
     return summary

@@ -50,7 +50,8 @@ class RunSummary:
         share = 100 * self.embed_seconds / self.seconds if self.seconds else 0.0
         text = (
             f"articles read {self.articles:,}, skipped (empty) {self.skipped_empty:,}, "
-            f"invalid {self.invalid + self.unreadable:,}, chunks {self.chunks:,}, points written {self.points_written:,}, "
+            f"invalid {self.invalid + self.unreadable:,}, chunks {self.chunks:,}, "
+            f"points written {self.points_written:,}, "
             f"rejected chunks {self.rejected_chunks:,}, {self.seconds:,.1f} s, "
             f"{self.chunks_per_second:,.1f} chunks/s, {self.characters / max(self.seconds, 1e-9):,.0f} chars/s, "
             f"embedder {share:.0f}% of wall time"
@@ -69,8 +70,10 @@ class RunSummary:
             text += f", retried {self.retried:,} (refused chunks tried again)"
         if self.duplicates:
             text += f", duplicate ids left out {self.duplicates:,}"
-        text += (f"; chunks embedded {self.embedded:,}, reused {self.reused:,}; points written "
-                 f"{self.points_written:,}, deleted {self.points_deleted:,}; {self.seconds:,.1f} s")
+        text += (
+            f"; chunks embedded {self.embedded:,}, reused {self.reused:,}; points written "
+            f"{self.points_written:,}, deleted {self.points_deleted:,}; {self.seconds:,.1f} s"
+        )
         if self.retries:
             causes = ", ".join(f"{cause} {n:,}" for cause, n in sorted(self.retries.items()))
             text += f"; embedder retries: {causes}"

@@ -49,8 +49,16 @@ class Window:
         return list(dict.fromkeys([a.id for a, _ in self.pairs] + [f.article.id for f in self.finished]))
 
 
-def windows(articles: Iterable[Article], chunker: Chunker, size: int, summary: RunSummary,
-            manifest: Manifest, store: PointWriter, *, track_seen: bool = False) -> Iterator[Window]:
+def windows(
+    articles: Iterable[Article],
+    chunker: Chunker,
+    size: int,
+    summary: RunSummary,
+    manifest: Manifest,
+    store: PointWriter,
+    *,
+    track_seen: bool = False,
+) -> Iterator[Window]:
     """Chunks of the new and changed articles, in windows of `size` (the last one
     may be smaller, never dropped); unchanged articles are counted and skipped."""
     window = Window()

@@ -65,8 +65,9 @@ class Task:
 def _run_task(worker: Worker, task: Task) -> Any:
     records = ShardRecords(Path(task.records)) if task.records else None
     try:
-        return worker.ingest_shard(task.start, task.stop, task.dataset, task.collection, task.layout, task.window,
-                                   records)
+        return worker.ingest_shard(
+            task.start, task.stop, task.dataset, task.collection, task.layout, task.window, records
+        )
     except ShardError as exc:
         return exc
 
@@ -95,8 +96,9 @@ class _Slot:
 class ThreadSlot(_Slot):
     """A worker run by threads of this process, sharing the embedded store's connection."""
 
-    def __init__(self, name: str, config: WorkerConfig, concurrency: int, store: Store | None,
-                 fault: str | None) -> None:
+    def __init__(
+        self, name: str, config: WorkerConfig, concurrency: int, store: Store | None, fault: str | None
+    ) -> None:
         self.name, self.concurrency, self.fault = name, concurrency, fault
         self.worker = Worker(config, name=name, store=store).start()
         self.pool = ThreadPoolExecutor(concurrency, thread_name_prefix=name)
@@ -112,8 +114,9 @@ class ThreadSlot(_Slot):
         for future in done:
             task = self.running.pop(future)
             result = future.result()
-            found.append(WorkerLost(f"{self.name} died holding shard [{task.start}, {task.stop})")
-                         if self.killed else result)
+            found.append(
+                WorkerLost(f"{self.name} died holding shard [{task.start}, {task.stop})") if self.killed else result
+            )
         return found
 
     def kill(self) -> None:
@@ -145,8 +148,9 @@ class ProcessSlot(_Slot):
         context = multiprocessing.get_context("spawn")
         self.name, self.concurrency, self.fault = name, concurrency, fault
         self.inbox, self.outbox = context.Queue(), context.Queue()
-        self.process = context.Process(target=_process_main, args=(name, config, concurrency, self.inbox, self.outbox),
-                                       name=name, daemon=True)
+        self.process = context.Process(
+            target=_process_main, args=(name, config, concurrency, self.inbox, self.outbox), name=name, daemon=True
+        )
         self.process.start()
         self.running: dict[tuple[int, int], Task] = {}
 
@@ -166,8 +170,9 @@ class ProcessSlot(_Slot):
             found.append(output)
         if not self.process.is_alive():
             self.killed = True
-            found += [WorkerLost(f"{self.name} died holding shard [{t.start}, {t.stop})")
-                      for t in self.running.values()]
+            found += [
+                WorkerLost(f"{self.name} died holding shard [{t.start}, {t.stop})") for t in self.running.values()
+            ]
             self.running.clear()
         return found
 
@@ -207,11 +212,16 @@ class LocalFleet:
 
     def _worker_config(self, flags: Sequence[str]) -> WorkerConfig:
         command = self.config.tei_command or runner(*flags)
-        router = RouterConfig(MODEL, executable=tuple(command), port=free_port(), max_client_batch_size=64,
-                              concurrent_requests=self.config.shards_per_worker * 8 + 8, dtype=None)
+        router = RouterConfig(
+            MODEL,
+            executable=tuple(command),
+            port=free_port(),
+            max_client_batch_size=64,
+            concurrent_requests=self.config.shards_per_worker * 8 + 8,
+            dtype=None,
+        )
         env = {**os.environ, **_store_env(self.store_settings)}
-        return WorkerConfig(router, tokenizer=self.config.tokenizer, tei_concurrency=4, startup_timeout=120.0,
-                            env=env)
+        return WorkerConfig(router, tokenizer=self.config.tokenizer, tei_concurrency=4, startup_timeout=120.0, env=env)
 
     def _start(self, index: int, *, first: bool) -> ThreadSlot | ProcessSlot:
         """A worker for slot `index`: the first one with its fault, replacements healthy."""
@@ -225,12 +235,20 @@ class LocalFleet:
     # -- Fleet --
     def prepare(self, request: LoadRequest) -> LoadPlan:
         settings = self.service.settings(request.name, request.layout, drop_old=request.drop_old)
-        return prepare_load(settings, records_root=str(self.config.state_dir / "runs"), key=request.key,
-                            fresh=request.fresh, trial=request.trial, store=self._store())
+        return prepare_load(
+            settings,
+            records_root=str(self.config.state_dir / "runs"),
+            key=request.key,
+            fresh=request.fresh,
+            trial=request.trial,
+            store=self._store(),
+        )
 
     def run_round(self, request: LoadRequest, plan: LoadPlan, shards: list[tuple[int, int]]) -> Iterator[Any]:
-        pending = deque(Task(start, stop, request.dataset, plan.collection, dict(request.layout), request.window,
-                             plan.records) for start, stop in shards)
+        pending = deque(
+            Task(start, stop, request.dataset, plan.collection, dict(request.layout), request.window, plan.records)
+            for start, stop in shards
+        )
         outstanding = len(pending)
         while outstanding:
             for index in range(len(self.slots)):
@@ -257,8 +275,9 @@ class LocalFleet:
 
     def finish(self, request: LoadRequest, plan: LoadPlan) -> str:
         settings = self.service.settings(request.name, request.layout, drop_old=request.drop_old)
-        return finish_load(settings, plan, state_dir=str(self.config.state_dir), store=self._store(),
-                           wait_seconds=600.0)
+        return finish_load(
+            settings, plan, state_dir=str(self.config.state_dir), store=self._store(), wait_seconds=600.0
+        )
 
     def _store(self) -> Store:
         if self.store is None:
@@ -276,10 +295,13 @@ class LocalFleet:
 
 def _store_env(settings: StoreSettings) -> dict[str, str]:
     """The store's settings as the workers read them (the Modal secret's variables)."""
-    env = {"QDRANT_URL": settings.qdrant_url or "", "QDRANT_PATH": "" if settings.qdrant_url else settings.qdrant_path,
-           "QDRANT_NO_GRPC": "" if settings.prefer_grpc else "1",
-           "QDRANT_GRPC_PORT": str(settings.grpc_port) if settings.grpc_port else "",
-           "QDRANT_QUANTIZATION": settings.layout.quantization}
+    env = {
+        "QDRANT_URL": settings.qdrant_url or "",
+        "QDRANT_PATH": "" if settings.qdrant_url else settings.qdrant_path,
+        "QDRANT_NO_GRPC": "" if settings.prefer_grpc else "1",
+        "QDRANT_GRPC_PORT": str(settings.grpc_port) if settings.grpc_port else "",
+        "QDRANT_QUANTIZATION": settings.layout.quantization,
+    }
     if settings.qdrant_api_key:
         env["QDRANT_API_KEY"] = settings.qdrant_api_key
     return {k: v for k, v in env.items() if v}
@@ -291,8 +313,11 @@ def point_set_digest(store: Store) -> tuple[int, str]:
     from the text; it is not in the digest because a server normalizes a cosine vector
     again as it stores it, which may move its last bit.)"""
     digest = hashlib.sha256()
-    points = sorted((p.id, p.payload.get("chunk_hash"), p.payload.get("article_hash"))
-                    for page in store.export_points() for p in page)
+    points = sorted(
+        (p.id, p.payload.get("chunk_hash"), p.payload.get("article_hash"))
+        for page in store.export_points()
+        for p in page
+    )
     for point in points:
         digest.update("|".join(map(str, point)).encode() + b"\n")
     return len(points), digest.hexdigest()[:16]

@@ -43,8 +43,8 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from ingest.errors import SettingsError
 from ingest.edge import Edge, run_command
+from ingest.errors import SettingsError
 from ingest.logs import setup_logging
 from ingest.rehearsal.fleet import FAULTS, FleetConfig, LocalFleet, point_set_digest
 from ingest.settings import STORE, StoreSettings, add_flags, store_settings
@@ -70,8 +70,9 @@ def save_dataset(source: str, articles: int | None, folder: Path) -> tuple[str, 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--source", default="sample", help="what to load (default: the bundled sample)")
     parser.add_argument("--articles", type=int, default=None, help="the source's first N articles are the corpus")
     parser.add_argument("--limit", type=int, default=0, help="a trial on the first N: built as <collection>-trial")
@@ -85,18 +86,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--faults", default="", help=f"comma-separated, one worker each: {', '.join(FAULTS)}")
     parser.add_argument("--fresh", action="store_true", help="ignore what an earlier attempt finished")
     parser.add_argument("--drop-old", action="store_true", help="delete the collection this one replaces")
-    parser.add_argument("--tei-command", default="",
-                        help="the argv prefix of a real TEI router (e.g. text-embeddings-router); "
-                             "default: the stand-in")
+    parser.add_argument(
+        "--tei-command",
+        default="",
+        help="the argv prefix of a real TEI router (e.g. text-embeddings-router); default: the stand-in",
+    )
     parser.add_argument("--tei-tokenizer", default=None, help="the served model's tokenizer.json, for the chunker")
     parser.add_argument("--dead-letter", default="rehearsal_dead_letter.jsonl", help="where dead letters go")
-    parser.add_argument("--state-dir", default=None,
-                        help="where the shard records and manifests go, the state Volume's part (default: next "
-                             "to --qdrant-path, or ./rehearsal-state)")
+    parser.add_argument(
+        "--state-dir",
+        default=None,
+        help="where the shard records and manifests go, the state Volume's part (default: next "
+        "to --qdrant-path, or ./rehearsal-state)",
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output; -v: tracebacks")
     # a folder of its own unless QDRANT_PATH names one: a rehearsal is not the production store
-    add_flags(parser.add_argument_group("store (Qdrant)"), StoreSettings, (STORE,),
-              defaults={"qdrant_path": "rehearsal_data"})
+    add_flags(
+        parser.add_argument_group("store (Qdrant)"), StoreSettings, (STORE,), defaults={"qdrant_path": "rehearsal_data"}
+    )
     return parser
 
 
@@ -109,11 +116,14 @@ def _rehearse(edge: Edge, args: argparse.Namespace) -> int:
     faults = tuple(f.strip() for f in args.faults.split(",") if f.strip())
     unknown = [f for f in faults if f not in FAULTS]
     if unknown or len(faults) > args.workers:
-        raise SettingsError(f"--faults {args.faults!r}: each of {', '.join(FAULTS)}, at most one per worker"
-                            + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
+        raise SettingsError(
+            f"--faults {args.faults!r}: each of {', '.join(FAULTS)}, at most one per worker"
+            + (f" (unknown: {', '.join(unknown)})" if unknown else "")
+        )
     if min(args.workers, args.shards_per_worker, args.shard_size, args.window, args.max_rounds) < 1:
-        raise SettingsError("--workers, --shards-per-worker, --shard-size, --window and --max-rounds must be "
-                            "at least 1")
+        raise SettingsError(
+            "--workers, --shards-per-worker, --shard-size, --window and --max-rounds must be at least 1"
+        )
     store = store_settings(args)
     edge.ready(args.verbose, qdrant=store.address if store.qdrant_url else None)
     state = Path(args.state_dir or (f"{args.qdrant_path}-state" if not store.qdrant_url else "rehearsal-state"))
@@ -123,19 +133,38 @@ def _rehearse(edge: Edge, args: argparse.Namespace) -> int:
         dataset, rows = save_dataset(args.source, args.articles, scratch)
         if args.limit:
             rows = min(rows, args.limit)
-        config = FleetConfig(args.workers, args.shards_per_worker, faults, tuple(args.tei_command.split()),
-                             args.tei_tokenizer, processes=bool(store.qdrant_url), state_dir=state)
-        request = LoadRequest(dataset=dataset, rows=rows, key=run_key(f"rehearsal-{args.source}", rows,
-                                                                       args.shard_size),
-                              collection=args.collection, snapshot="rehearsal",
-                              layout={"max_chars": args.chunk_size, "overlap_chars": 0, "title_prefix": True,
-                                      "sparse": args.sparse},
-                              shard_size=args.shard_size, window=args.window, max_rounds=args.max_rounds,
-                              trial=bool(args.limit), drop_old=args.drop_old, fresh=args.fresh, gpus=args.workers,
-                              price_per_gpu_hour=A10G_PRICE_PER_HOUR, dead_letter=args.dead_letter)
-        print(f"{rows:,} articles in shards of {args.shard_size:,} on {args.workers} workers "
-              f"({'processes' if config.processes else 'threads'}, {args.shards_per_worker} shards each at once)"
-              + (f"; faults: {', '.join(faults)}" if faults else ""), file=sys.stderr)
+        config = FleetConfig(
+            args.workers,
+            args.shards_per_worker,
+            faults,
+            tuple(args.tei_command.split()),
+            args.tei_tokenizer,
+            processes=bool(store.qdrant_url),
+            state_dir=state,
+        )
+        request = LoadRequest(
+            dataset=dataset,
+            rows=rows,
+            key=run_key(f"rehearsal-{args.source}", rows, args.shard_size),
+            collection=args.collection,
+            snapshot="rehearsal",
+            layout={"max_chars": args.chunk_size, "overlap_chars": 0, "title_prefix": True, "sparse": args.sparse},
+            shard_size=args.shard_size,
+            window=args.window,
+            max_rounds=args.max_rounds,
+            trial=bool(args.limit),
+            drop_old=args.drop_old,
+            fresh=args.fresh,
+            gpus=args.workers,
+            price_per_gpu_hour=A10G_PRICE_PER_HOUR,
+            dead_letter=args.dead_letter,
+        )
+        print(
+            f"{rows:,} articles in shards of {args.shard_size:,} on {args.workers} workers "
+            f"({'processes' if config.processes else 'threads'}, {args.shards_per_worker} shards each at once)"
+            + (f"; faults: {', '.join(faults)}" if faults else ""),
+            file=sys.stderr,
+        )
         fleet = LocalFleet(config, store)
         outcome = run_load(fleet, request, out=lambda line: print(line, file=sys.stderr))
         if appended := write_dead_letters(args.dead_letter, outcome):

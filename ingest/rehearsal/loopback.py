@@ -23,9 +23,9 @@ class LoopbackServer:
 
     host: str = "127.0.0.1"
     port: int = 0
-    _httpd: "_Server | None" = None
+    _httpd: _Server | None = None
 
-    def handle(self, request: "Handler") -> None:
+    def handle(self, request: Handler) -> None:
         raise NotImplementedError
 
     @property
@@ -38,8 +38,7 @@ class LoopbackServer:
         self._httpd = _Server((self.host, self.port), Handler)
         self._httpd.owner = self
         # a short poll interval: shutdown() waits for it
-        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name=type(self).__name__,
-                         daemon=True).start()
+        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name=type(self).__name__, daemon=True).start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -65,8 +64,9 @@ class Handler(BaseHTTPRequestHandler):
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
 
-    def reply(self, status: int, body: bytes, content_type: str = "application/json",
-              headers: dict[str, str] | None = None) -> None:
+    def reply(
+        self, status: int, body: bytes, content_type: str = "application/json", headers: dict[str, str] | None = None
+    ) -> None:
         try:
             self.send_response(status)
             self.send_header("content-type", content_type)

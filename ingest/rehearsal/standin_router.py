@@ -50,9 +50,11 @@ class FixedPortTEIServer(TEIServer):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m ingest.rehearsal.standin_router", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="python -m ingest.rehearsal.standin_router",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="A TEI-protocol server taking text-embeddings-router's flags (those it has no use for, such "
-                    "as --dtype, are accepted and ignored), with deterministic vectors and injectable faults.")
+        "as --dtype, are accepted and ignored), with deterministic vectors and injectable faults.",
+    )
     parser.add_argument("--model-id", default="test/deterministic")
     parser.add_argument("--revision", default=None)
     parser.add_argument("--hostname", default="127.0.0.1")  # TEI binds 0.0.0.0 by default; rehearsals stay on loopback
@@ -62,16 +64,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-batch-tokens", type=int, default=16384)
     parser.add_argument("--max-concurrent-requests", type=int, default=512)
     parser.add_argument("--auto-truncate", nargs="?", const="true", default="true")
-    parser.add_argument("--startup-delay", type=float, default=0.0,
-                        help="seconds before it listens, like a model loading")
+    parser.add_argument(
+        "--startup-delay", type=float, default=0.0, help="seconds before it listens, like a model loading"
+    )
     parser.add_argument("--exit-code", type=int, default=None, help="print a TEI-like error and exit with it instead")
     parser.add_argument("--poison", default=None, help="refuse any batch holding this text, as a too-long input")
     parser.add_argument("--rate-429", type=float, default=0.0, help="share of embedding requests answered 429")
     parser.add_argument("--retry-after", default=None, help="Retry-After sent with 429 and 503 (TEI sends none)")
-    parser.add_argument("--sick-after", type=int, default=None,
-                        help="embedding requests before the backend breaks: then every one 424, /health 503")
-    parser.add_argument("--die-after", type=int, default=None,
-                        help="embedding requests before the process aborts (exit 134), as a sticky CUDA fault does")
+    parser.add_argument(
+        "--sick-after",
+        type=int,
+        default=None,
+        help="embedding requests before the backend breaks: then every one 424, /health 503",
+    )
+    parser.add_argument(
+        "--die-after",
+        type=int,
+        default=None,
+        help="embedding requests before the process aborts (exit 134), as a sticky CUDA fault does",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dump-env", default=None, help="write the environment it was started with, as JSON")
     return parser
@@ -95,8 +106,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_client_batch_size=args.max_client_batch_size,
         max_batch_tokens=args.max_batch_tokens,
         max_concurrent_requests=args.max_concurrent_requests,
-        faults=Faults(poison=args.poison, rate_429=args.rate_429, retry_after=args.retry_after,
-                      sick_after=args.sick_after, die_after=args.die_after, seed=args.seed),
+        faults=Faults(
+            poison=args.poison,
+            rate_429=args.rate_429,
+            retry_after=args.retry_after,
+            sick_after=args.sick_after,
+            die_after=args.die_after,
+            seed=args.seed,
+        ),
         record_texts=False,
     )
     server.info["model_sha"] = args.revision  # TEI reports --revision as model_sha (router/src/lib.rs:322)
@@ -105,8 +122,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Ready on {server.url}", flush=True)
         while not stop.wait(0.05):
             if server.dead.is_set():
-                print("thread 'tokio-runtime-worker' panicked: DriverError(CUDA_ERROR_ILLEGAL_ADDRESS, "
-                      "\"an illegal memory access was encountered\")", file=sys.stderr, flush=True)
+                print(
+                    "thread 'tokio-runtime-worker' panicked: DriverError(CUDA_ERROR_ILLEGAL_ADDRESS, "
+                    '"an illegal memory access was encountered")',
+                    file=sys.stderr,
+                    flush=True,
+                )
                 os._exit(ABORT_EXIT)
     return 0
 

@@ -58,8 +58,15 @@ import orjson
 from ingest.embedders.fake import DIMENSION, deterministic_vectors
 from ingest.rehearsal.loopback import Handler, LoopbackServer
 
-ERROR_TYPES = {400: "Empty", 401: "Unauthorized", 413: "Validation", 422: "Validation",
-               424: "Backend", 429: "Overloaded", 503: "Unhealthy"}
+ERROR_TYPES = {
+    400: "Empty",
+    401: "Unauthorized",
+    413: "Validation",
+    422: "Validation",
+    424: "Backend",
+    429: "Overloaded",
+    503: "Unhealthy",
+}
 FAULT_MESSAGES = {429: "Model is overloaded", 503: "unhealthy", 424: "Backend error: CUDA out of memory"}
 # What a broken GPU's failed batch says (TEI wraps candle's error: `core/src/lib.rs:20-21`).
 SICK_MESSAGE = 'Backend error: DriverError(CUDA_ERROR_ILLEGAL_ADDRESS, "an illegal memory access was encountered")'
@@ -237,15 +244,20 @@ class TEIServer(LoopbackServer):
             if n - faults.burst_429 < len(faults.script):
                 return faults.script[n - faults.burst_429]
             draw = self._rng.random()
-        for fault, rate in (("drop", faults.drop_rate), (429, faults.rate_429), (503, faults.rate_503),
-                            (424, faults.rate_424), ("slow", faults.slow_rate)):
+        for fault, rate in (
+            ("drop", faults.drop_rate),
+            (429, faults.rate_429),
+            (503, faults.rate_503),
+            (424, faults.rate_424),
+            ("slow", faults.slow_rate),
+        ):
             if draw < rate:
                 return fault
             draw -= rate
         return None
 
     # -- protocol -------------------------------------------------------------------
-    def handle(self, request: "Handler") -> None:
+    def handle(self, request: Handler) -> None:
         path = request.path.split("?", 1)[0]
         if self.dead.is_set():  # the router is gone: nothing answers any more
             request.close_connection = True
@@ -268,7 +280,7 @@ class TEIServer(LoopbackServer):
         else:
             request.reply(404, b"", "text/plain")
 
-    def _embed(self, request: "Handler", *, openai: bool) -> None:
+    def _embed(self, request: Handler, *, openai: bool) -> None:
         length = int(request.headers.get("content-length") or 0)
         raw = request.rfile.read(length)
         if length > self.payload_limit:
@@ -322,7 +334,7 @@ class TEIServer(LoopbackServer):
         n = self.info["max_input_length"]
         return f"Input validation error: `inputs` must have less than {n} tokens. Given: {n * 2}"
 
-    def _error(self, request: "Handler", status: int, message: str, openai: bool = False) -> None:
+    def _error(self, request: Handler, status: int, message: str, openai: bool = False) -> None:
         error_type = ERROR_TYPES.get(status, "Backend")
         if openai:  # TEI's OpenAICompatErrorResponse: `error_type` is written "type" (http/types.rs:509-515)
             body = orjson.dumps({"message": message, "code": status, "type": error_type})
@@ -333,8 +345,9 @@ class TEIServer(LoopbackServer):
             headers["retry-after"] = self.faults.retry_after
         self._answer(request, status, body, headers=headers)
 
-    def _answer(self, request: "Handler", status: int, body: bytes, *, plain: bool = False,
-                headers: dict[str, str] | None = None) -> None:
+    def _answer(
+        self, request: Handler, status: int, body: bytes, *, plain: bool = False, headers: dict[str, str] | None = None
+    ) -> None:
         with self._lock:
             self.received.statuses[status] += 1
         request.reply(status, body, "text/plain" if plain else "application/json", headers)

@@ -31,11 +31,37 @@ from ingest.settings.serve import SERVE, ServeSettings
 from ingest.settings.urls import check_url, grpc_port_for, redact_url
 
 __all__ = [
-    "EMBEDDER", "INGEST", "REBUILD", "SERVE", "STATE", "STORE", "ServeSettings",
-    "ChunkingSettings", "EmbedderSettings", "IngestSettings", "ServerLayout", "Settings", "SettingsError", "StoreSettings",
-    "add_embedder_args", "add_flags", "add_ingest_args", "add_rebuild_args", "add_state_args", "add_store_args",
-    "check_url", "declared", "env_name", "embedder_settings", "from_args", "grpc_port_for", "ingest_settings", "parse_flag",
-    "redact_url", "setting", "store_settings",
+    "EMBEDDER",
+    "INGEST",
+    "REBUILD",
+    "SERVE",
+    "STATE",
+    "STORE",
+    "ServeSettings",
+    "ChunkingSettings",
+    "EmbedderSettings",
+    "IngestSettings",
+    "ServerLayout",
+    "Settings",
+    "SettingsError",
+    "StoreSettings",
+    "add_embedder_args",
+    "add_flags",
+    "add_ingest_args",
+    "add_rebuild_args",
+    "add_state_args",
+    "add_store_args",
+    "check_url",
+    "declared",
+    "env_name",
+    "embedder_settings",
+    "from_args",
+    "grpc_port_for",
+    "ingest_settings",
+    "parse_flag",
+    "redact_url",
+    "setting",
+    "store_settings",
 ]
 
 
@@ -56,8 +82,9 @@ def add_rebuild_args(parser: argparse.ArgumentParser, env: Mapping[str, str] = o
     add_flags(parser, IngestSettings, (REBUILD,), env)
 
 
-def add_embedder_args(parser: argparse.ArgumentParser, env: Mapping[str, str] = os.environ, *,
-                      retry_budget: float | None = None) -> None:
+def add_embedder_args(
+    parser: argparse.ArgumentParser, env: Mapping[str, str] = os.environ, *, retry_budget: float | None = None
+) -> None:
     """`retry_budget`: the default of --tei-retry-budget (a search answers a person, so
     it gives up in seconds where a run waits minutes)."""
     defaults = {} if retry_budget is None else {"tei_retry_budget": retry_budget}

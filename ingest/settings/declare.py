@@ -50,8 +50,12 @@ class Option:
 
 def setting(default: Any = MISSING, *, help: str, default_factory: Any = MISSING, **option: Any) -> Any:
     """A settings field: `default` and how it is given (`Option`'s fields as keywords)."""
-    return field(default=default, default_factory=default_factory, metadata={"option": Option(help, **option)},
-                 repr=not option.get("secret", False))
+    return field(
+        default=default,
+        default_factory=default_factory,
+        metadata={"option": Option(help, **option)},
+        repr=not option.get("secret", False),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,9 +140,15 @@ def env_value(item: Declared, env: Mapping[str, str], default: Any) -> Any:
     return (not value) if item.option.env_inverted else value
 
 
-def add_flags(parser: argparse.ArgumentParser | Any, cls: type, groups: tuple[str, ...],
-              env: Mapping[str, str] = os.environ, *, defaults: Mapping[str, Any] | None = None,
-              only: tuple[str, ...] | None = None) -> None:
+def add_flags(
+    parser: argparse.ArgumentParser | Any,
+    cls: type,
+    groups: tuple[str, ...],
+    env: Mapping[str, str] = os.environ,
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    only: tuple[str, ...] | None = None,
+) -> None:
     """The flags of `cls`'s settings in `groups`, each defaulting to its environment variable.
     `defaults`: other defaults by field name (a search gives up on TEI sooner than a run);
     `only`: these fields' flags alone."""
@@ -152,13 +162,21 @@ def add_flags(parser: argparse.ArgumentParser | Any, cls: type, groups: tuple[st
         where = "; ".join(part for part in (_env_text(item), _default_text(item)) if part)
         text = option.help.replace("%", "%%") + (f" ({where})" if where else "")
         if option.switch is not None:
-            parser.add_argument(option.flag, dest=item.name, action="store_const", const=option.switch,
-                                default=default, help=text)
+            parser.add_argument(
+                option.flag, dest=item.name, action="store_const", const=option.switch, default=default, help=text
+            )
             continue
         # a Literal as its choices
         metavar = option.metavar or (None if item.choices else option.flag.lstrip("-").replace("-", "_").upper())
-        parser.add_argument(option.flag, dest=item.name, type=_flag_type(item), default=default, help=text,
-                            choices=item.choices, metavar=metavar)
+        parser.add_argument(
+            option.flag,
+            dest=item.name,
+            type=_flag_type(item),
+            default=default,
+            help=text,
+            choices=item.choices,
+            metavar=metavar,
+        )
 
 
 def _flag_type(item: Declared) -> Any:
@@ -183,7 +201,11 @@ def _flag_type(item: Declared) -> Any:
 def _bounds(low: float | None, high: float | None, value: Any) -> str:
     if low is not None and high is not None:
         return f"must be between {_text(low)} and {_text(high)}, got {value}"
-    return f"must be at least {_text(low)}, got {value}" if low is not None else f"must be at most {_text(high)}, got {value}"
+    return (
+        f"must be at least {_text(low)}, got {value}"
+        if low is not None
+        else f"must be at most {_text(high)}, got {value}"
+    )
 
 
 def _env_text(item: Declared) -> str:
@@ -204,8 +226,13 @@ def _default_text(item: Declared) -> str:
     return f"default {shown}" if shown else ""
 
 
-def from_args(cls: type, args: argparse.Namespace | None, env: Mapping[str, str] = os.environ, *,
-              defaults: Mapping[str, Any] | None = None) -> Any:
+def from_args(
+    cls: type,
+    args: argparse.Namespace | None,
+    env: Mapping[str, str] = os.environ,
+    *,
+    defaults: Mapping[str, Any] | None = None,
+) -> Any:
     """`cls` from a parsed command line: each setting from its flag where the command has
     it, else from its environment variable, else its default."""
     given = vars(args) if args is not None else {}
@@ -213,8 +240,12 @@ def from_args(cls: type, args: argparse.Namespace | None, env: Mapping[str, str]
 
 
 def _build(cls: type, given: Mapping[str, Any], env: Mapping[str, str], defaults: dict[str, Any]) -> Any:
-    values = {item.name: given[item.name] if item.option.flag is not None and item.name in given
-              else env_value(item, env, defaults.get(item.name, item.default)) for item in declared_fields(cls)}
+    values = {
+        item.name: given[item.name]
+        if item.option.flag is not None and item.name in given
+        else env_value(item, env, defaults.get(item.name, item.default))
+        for item in declared_fields(cls)
+    }
     hints = _hints(cls)
     for f in fields(cls):
         if "option" not in f.metadata and isinstance(hints[f.name], type) and is_dataclass(hints[f.name]):

@@ -33,13 +33,24 @@ STORE, STATE, REBUILD, EMBEDDER, INGEST = "store", "state", "rebuild", "embedder
 class ChunkingSettings(Settings):
     """How articles are cut into passages; part of what a collection is built with."""
 
-    max_chars: int = setting(1000, flag="--chunk-size", env="CHUNK_SIZE", group=INGEST,
-                             help="most characters in a chunk")
-    overlap_chars: int = setting(0, flag="--chunk-overlap", env="CHUNK_OVERLAP", group=INGEST,
-                                 help="characters of the previous chunk repeated at the start of the next, "
-                                      "whole sentences only")
-    title_prefix: bool = setting(True, flag="--no-title-prefix", switch=False, env="CHUNK_TITLE_PREFIX",
-                                 group=INGEST, help="embed chunks without the article title in front")
+    max_chars: int = setting(
+        1000, flag="--chunk-size", env="CHUNK_SIZE", group=INGEST, help="most characters in a chunk"
+    )
+    overlap_chars: int = setting(
+        0,
+        flag="--chunk-overlap",
+        env="CHUNK_OVERLAP",
+        group=INGEST,
+        help="characters of the previous chunk repeated at the start of the next, whole sentences only",
+    )
+    title_prefix: bool = setting(
+        True,
+        flag="--no-title-prefix",
+        switch=False,
+        env="CHUNK_TITLE_PREFIX",
+        group=INGEST,
+        help="embed chunks without the article title in front",
+    )
 
     def __post_init__(self) -> None:
         if self.max_chars < 32:
@@ -61,47 +72,101 @@ class ServerLayout(Settings):
     rescored with the originals (sizes in docs/operations.md)."""
 
     quantization: Quantization = setting(
-        "int8", flag="--quantization", env="QDRANT_QUANTIZATION", group=STORE,
+        "int8",
+        flag="--quantization",
+        env="QDRANT_QUANTIZATION",
+        group=STORE,
         help="a new server collection keeps int8 vectors in RAM, the float32 originals on disk, and rescores "
-             "with them; none: float32 in RAM")
-    shards: int | None = setting(None, flag="--shards", env="QDRANT_SHARDS", group=STORE, minimum=1,
-                                 shown_default="the server's, 1", help="shards of a new server collection")
-    replicas: int | None = setting(None, flag="--replicas", env="QDRANT_REPLICAS", group=STORE, minimum=1,
-                                   shown_default="the server's, 1", help="copies of each shard on a cluster")
-    write_consistency: int | None = setting(None, flag="--write-consistency", env="QDRANT_WRITE_CONSISTENCY",
-                                            group=STORE, minimum=1, shown_default="1",
-                                            help="replicas that must acknowledge a write")
+        "with them; none: float32 in RAM",
+    )
+    shards: int | None = setting(
+        None,
+        flag="--shards",
+        env="QDRANT_SHARDS",
+        group=STORE,
+        minimum=1,
+        shown_default="the server's, 1",
+        help="shards of a new server collection",
+    )
+    replicas: int | None = setting(
+        None,
+        flag="--replicas",
+        env="QDRANT_REPLICAS",
+        group=STORE,
+        minimum=1,
+        shown_default="the server's, 1",
+        help="copies of each shard on a cluster",
+    )
+    write_consistency: int | None = setting(
+        None,
+        flag="--write-consistency",
+        env="QDRANT_WRITE_CONSISTENCY",
+        group=STORE,
+        minimum=1,
+        shown_default="1",
+        help="replicas that must acknowledge a write",
+    )
 
     def __post_init__(self) -> None:
         Settings.__post_init__(self)
         if self.replicas is not None and self.write_consistency is not None and self.write_consistency > self.replicas:
-            raise SettingsError(f"--write-consistency {self.write_consistency} cannot exceed --replicas "
-                                f"{self.replicas}: a write could never be acknowledged")
+            raise SettingsError(
+                f"--write-consistency {self.write_consistency} cannot exceed --replicas "
+                f"{self.replicas}: a write could never be acknowledged"
+            )
 
 
 @dataclass(frozen=True, slots=True)
 class StoreSettings(Settings):
     """Which Qdrant, which collection, and where the manifests are."""
 
-    qdrant_path: str = setting("qdrant_data", flag="--qdrant-path", env="QDRANT_PATH", group=STORE,
-                               help="folder of the embedded store, Qdrant's own engine in this process (Qdrant Edge)")
-    qdrant_url: str | None = setting(None, flag="--qdrant-url", env="QDRANT_URL", group=STORE,
-                                     help="Qdrant server URL; overrides --qdrant-path")
-    qdrant_api_key: str | None = setting(None, env="QDRANT_API_KEY", secret=True,
-                                         help="the Qdrant server's API key (environment only)")
-    collection: str = setting("wikipedia", flag="--collection", env="QDRANT_COLLECTION", group=STORE,
-                              help="collection name (an alias over the collection a build made)")
-    prefer_grpc: bool = setting(True, flag="--no-grpc", switch=False, env="QDRANT_NO_GRPC", env_inverted=True,
-                                group=STORE, help="talk REST instead of gRPC to a server")
+    qdrant_path: str = setting(
+        "qdrant_data",
+        flag="--qdrant-path",
+        env="QDRANT_PATH",
+        group=STORE,
+        help="folder of the embedded store, Qdrant's own engine in this process (Qdrant Edge)",
+    )
+    qdrant_url: str | None = setting(
+        None, flag="--qdrant-url", env="QDRANT_URL", group=STORE, help="Qdrant server URL; overrides --qdrant-path"
+    )
+    qdrant_api_key: str | None = setting(
+        None, env="QDRANT_API_KEY", secret=True, help="the Qdrant server's API key (environment only)"
+    )
+    collection: str = setting(
+        "wikipedia",
+        flag="--collection",
+        env="QDRANT_COLLECTION",
+        group=STORE,
+        help="collection name (an alias over the collection a build made)",
+    )
+    prefer_grpc: bool = setting(
+        True,
+        flag="--no-grpc",
+        switch=False,
+        env="QDRANT_NO_GRPC",
+        env_inverted=True,
+        group=STORE,
+        help="talk REST instead of gRPC to a server",
+    )
     timeout: int = setting(120, help="seconds a request to a Qdrant server may take")
-    state_dir: str | None = setting(None, flag="--state-dir", env="INGEST_STATE_DIR", group=STATE,
-                                    shown_default="next to --qdrant-path, e.g. qdrant_data-state, or ./ingest_state "
-                                                  "with --qdrant-url",
-                                    help="folder of the manifests, what is indexed")
+    state_dir: str | None = setting(
+        None,
+        flag="--state-dir",
+        env="INGEST_STATE_DIR",
+        group=STATE,
+        shown_default="next to --qdrant-path, e.g. qdrant_data-state, or ./ingest_state with --qdrant-url",
+        help="folder of the manifests, what is indexed",
+    )
     layout: ServerLayout = field(default_factory=ServerLayout)
-    grpc_port: int | None = setting(None, flag="--qdrant-grpc-port", env="QDRANT_GRPC_PORT", group=STORE,
-                                    shown_default="one above the URL's port, 6334 for 6333 or a URL without one",
-                                    help="the server's gRPC port")
+    grpc_port: int | None = setting(
+        None,
+        flag="--qdrant-grpc-port",
+        env="QDRANT_GRPC_PORT",
+        group=STORE,
+        shown_default="one above the URL's port, 6334 for 6333 or a URL without one",
+        help="the server's gRPC port",
+    )
 
     def __post_init__(self) -> None:
         if self.grpc_port is not None and not 0 < self.grpc_port < 65536:
@@ -134,41 +199,94 @@ class EmbedderSettings(Settings):
     """Which embedder turns text into vectors, and how it is driven."""
 
     embedder: Embedder = setting("local", flag="--embedder", env="EMBEDDER", group=EMBEDDER, help="embedding backend")
-    model: str | None = setting(None, flag="--model", env="EMBED_MODEL", group=EMBEDDER,
-                                shown_default="the bundled all-MiniLM-L6-v2, or the model the collection was built with",
-                                help="model id or local folder for the local backend")
+    model: str | None = setting(
+        None,
+        flag="--model",
+        env="EMBED_MODEL",
+        group=EMBEDDER,
+        shown_default="the bundled all-MiniLM-L6-v2, or the model the collection was built with",
+        help="model id or local folder for the local backend",
+    )
     device: str = setting("auto", flag="--device", env="EMBED_DEVICE", group=EMBEDDER, help="cpu, cuda, mps or auto")
-    dtype: Precision = setting("auto", flag="--dtype", env="EMBED_DTYPE", group=EMBEDDER,
-                               help="local model's precision: auto is float16 on a GPU, bfloat16 on a CPU that "
-                                    "computes it in hardware, float32 elsewhere")
-    engine: Engine = setting("auto", flag="--engine", env="EMBED_ENGINE", group=EMBEDDER,
-                             help="local backend's forward pass: direct (one tokenizer call and length sorting per "
-                                  "window, pooling on the device) or sentence-transformers' encode; auto picks "
-                                  "direct when the model allows")
-    batch_size: int = setting(64, flag="--batch-size", env="EMBED_BATCH_SIZE", group=EMBEDDER, minimum=1,
-                              help="texts per model forward pass")
-    query_instruction: str | None = setting(None, flag="--query-instruction", env="QUERY_INSTRUCTION", group=EMBEDDER,
-                                            help="prefix for queries, for models not known to this tool")
-    tei_url: str | None = setting(None, flag="--tei-url", env="TEI_URL", group=EMBEDDER,
-                                  help="Text Embeddings Inference server for --embedder tei")
-    tei_concurrency: int = setting(8, flag="--tei-concurrency", env="TEI_CONCURRENCY", group=EMBEDDER, minimum=1,
-                                   help="requests in flight to TEI at most; halved on each 429/503 and grown back "
-                                        "as answers succeed")
-    tei_wire: Wire = setting("json", flag="--tei-wire", env="TEI_WIRE", group=EMBEDDER,
-                             help="json: POST /embed; base64: POST /v1/embeddings with base64 vectors, half the "
-                                  "bytes and twice the client speed, truncation as the server's --auto-truncate says")
-    tei_tokenizer: str | None = setting(None, flag="--tei-tokenizer", env="TEI_TOKENIZER", group=EMBEDDER,
-                                        help="the served model's tokenizer.json, so chunks are budgeted in tokens "
-                                             "rather than characters")
-    tei_retry_budget: float = setting(600.0, flag="--tei-retry-budget", env="TEI_RETRY_BUDGET", group=EMBEDDER,
-                                      minimum=0, help="seconds one request to TEI may keep retrying a busy or "
-                                                      "unreachable server before the run fails (a search: 10)")
-    tei_api_key: str | None = setting(None, env="TEI_API_KEY", secret=True,
-                                      help="the TEI server's API key (environment only)")
-    modal_app: str = setting("wiki-embed", flag="--modal-app", env="MODAL_APP", group=EMBEDDER,
-                             help="deployed Modal app for --embedder modal")
-    modal_class: str = setting("GPUWorker", flag="--modal-class", env="MODAL_CLASS", group=EMBEDDER,
-                               help="its embedding class")
+    dtype: Precision = setting(
+        "auto",
+        flag="--dtype",
+        env="EMBED_DTYPE",
+        group=EMBEDDER,
+        help="local model's precision: auto is float16 on a GPU, bfloat16 on a CPU that "
+        "computes it in hardware, float32 elsewhere",
+    )
+    engine: Engine = setting(
+        "auto",
+        flag="--engine",
+        env="EMBED_ENGINE",
+        group=EMBEDDER,
+        help="local backend's forward pass: direct (one tokenizer call and length sorting per "
+        "window, pooling on the device) or sentence-transformers' encode; auto picks "
+        "direct when the model allows",
+    )
+    batch_size: int = setting(
+        64, flag="--batch-size", env="EMBED_BATCH_SIZE", group=EMBEDDER, minimum=1, help="texts per model forward pass"
+    )
+    query_instruction: str | None = setting(
+        None,
+        flag="--query-instruction",
+        env="QUERY_INSTRUCTION",
+        group=EMBEDDER,
+        help="prefix for queries, for models not known to this tool",
+    )
+    tei_url: str | None = setting(
+        None,
+        flag="--tei-url",
+        env="TEI_URL",
+        group=EMBEDDER,
+        help="Text Embeddings Inference server for --embedder tei",
+    )
+    tei_concurrency: int = setting(
+        8,
+        flag="--tei-concurrency",
+        env="TEI_CONCURRENCY",
+        group=EMBEDDER,
+        minimum=1,
+        help="requests in flight to TEI at most; halved on each 429/503 and grown back as answers succeed",
+    )
+    tei_wire: Wire = setting(
+        "json",
+        flag="--tei-wire",
+        env="TEI_WIRE",
+        group=EMBEDDER,
+        help="json: POST /embed; base64: POST /v1/embeddings with base64 vectors, half the "
+        "bytes and twice the client speed, truncation as the server's --auto-truncate says",
+    )
+    tei_tokenizer: str | None = setting(
+        None,
+        flag="--tei-tokenizer",
+        env="TEI_TOKENIZER",
+        group=EMBEDDER,
+        help="the served model's tokenizer.json, so chunks are budgeted in tokens rather than characters",
+    )
+    tei_retry_budget: float = setting(
+        600.0,
+        flag="--tei-retry-budget",
+        env="TEI_RETRY_BUDGET",
+        group=EMBEDDER,
+        minimum=0,
+        help="seconds one request to TEI may keep retrying a busy or "
+        "unreachable server before the run fails (a search: 10)",
+    )
+    tei_api_key: str | None = setting(
+        None, env="TEI_API_KEY", secret=True, help="the TEI server's API key (environment only)"
+    )
+    modal_app: str = setting(
+        "wiki-embed",
+        flag="--modal-app",
+        env="MODAL_APP",
+        group=EMBEDDER,
+        help="deployed Modal app for --embedder modal",
+    )
+    modal_class: str = setting(
+        "GPUWorker", flag="--modal-class", env="MODAL_CLASS", group=EMBEDDER, help="its embedding class"
+    )
 
     def __post_init__(self) -> None:
         Settings.__post_init__(self)
@@ -183,36 +301,78 @@ class IngestSettings(Settings):
     """A whole run: what to read, how to cut and embed it, where to write it."""
 
     source: str | None = setting(
-        None, flag="--source", env="INGEST_SOURCE", group=INGEST,
+        None,
+        flag="--source",
+        env="INGEST_SOURCE",
+        group=INGEST,
         shown_default="sample; a reindex of a collection written from another source needs it",
         help="'sample' (the bundled Wikipedia sample), a hub dataset such as wikimedia/wikipedia:20231101.en, "
-             "or a parquet/JSON-lines file or a save_to_disk folder")
-    limit: int | None = setting(None, flag="--limit", env="INGEST_LIMIT", group=INGEST,
-                                help="read at most N articles")
-    window: int = setting(512, flag="--window", env="INGEST_WINDOW", group=INGEST, minimum=1,
-                          help="chunks per embedder call, length-sorted inside")
-    dead_letter: str = setting("dead_letter.jsonl", flag="--dead-letter", env="INGEST_DEAD_LETTER", group=INGEST,
-                               help="JSON-lines file for rejected articles and chunks")
+        "or a parquet/JSON-lines file or a save_to_disk folder",
+    )
+    limit: int | None = setting(None, flag="--limit", env="INGEST_LIMIT", group=INGEST, help="read at most N articles")
+    window: int = setting(
+        512,
+        flag="--window",
+        env="INGEST_WINDOW",
+        group=INGEST,
+        minimum=1,
+        help="chunks per embedder call, length-sorted inside",
+    )
+    dead_letter: str = setting(
+        "dead_letter.jsonl",
+        flag="--dead-letter",
+        env="INGEST_DEAD_LETTER",
+        group=INGEST,
+        help="JSON-lines file for rejected articles and chunks",
+    )
     progress: bool = setting(True, flag="--no-progress", switch=False, group=INGEST, help="no progress line on stderr")
     chunking: ChunkingSettings = field(default_factory=ChunkingSettings)
     embedder: EmbedderSettings = field(default_factory=EmbedderSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
-    sparse: Sparse = setting("bm25", flag="--sparse", env="INGEST_SPARSE", group=INGEST,
-                             help="also give each chunk a BM25 sparse vector, for hybrid (lexical + semantic) "
-                                  "search; none: dense vectors only")
-    drop_old: bool = setting(False, flag="--drop-old", switch=True, env="INGEST_DROP_OLD", group=REBUILD,
-                             help="after a rebuild (other model or chunking), delete the collection it replaced")
-    max_delete_share: float = setting(0.5, flag="--max-delete-share", env="INGEST_MAX_DELETE_SHARE", group=REBUILD,
-                                      minimum=0, maximum=1,
-                                      help="a reindex deletes the articles the source lacks, unless they are more "
-                                           "than this share of the index")
-    index_wait: float = setting(600.0, flag="--index-wait", env="INGEST_INDEX_WAIT", group=REBUILD, minimum=0,
-                                metavar="SECONDS",
-                                help="a rebuilt collection on a server must finish indexing within this long before "
-                                     "the alias moves onto it; else the alias stays and a second run switches")
-    yes: bool = setting(False, flag="--yes", switch=True, env="INGEST_YES", group=REBUILD,
-                        help="delete without asking when a reindex removes more than a small share of the "
-                             "articles (asked on a terminal, refused elsewhere without it)")
+    sparse: Sparse = setting(
+        "bm25",
+        flag="--sparse",
+        env="INGEST_SPARSE",
+        group=INGEST,
+        help="also give each chunk a BM25 sparse vector, for hybrid (lexical + semantic) "
+        "search; none: dense vectors only",
+    )
+    drop_old: bool = setting(
+        False,
+        flag="--drop-old",
+        switch=True,
+        env="INGEST_DROP_OLD",
+        group=REBUILD,
+        help="after a rebuild (other model or chunking), delete the collection it replaced",
+    )
+    max_delete_share: float = setting(
+        0.5,
+        flag="--max-delete-share",
+        env="INGEST_MAX_DELETE_SHARE",
+        group=REBUILD,
+        minimum=0,
+        maximum=1,
+        help="a reindex deletes the articles the source lacks, unless they are more than this share of the index",
+    )
+    index_wait: float = setting(
+        600.0,
+        flag="--index-wait",
+        env="INGEST_INDEX_WAIT",
+        group=REBUILD,
+        minimum=0,
+        metavar="SECONDS",
+        help="a rebuilt collection on a server must finish indexing within this long before "
+        "the alias moves onto it; else the alias stays and a second run switches",
+    )
+    yes: bool = setting(
+        False,
+        flag="--yes",
+        switch=True,
+        env="INGEST_YES",
+        group=REBUILD,
+        help="delete without asking when a reindex removes more than a small share of the "
+        "articles (asked on a terminal, refused elsewhere without it)",
+    )
 
     @property
     def source_name(self) -> str:

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ingest.settings.declare import Declared, _default_text, _env_text, declared
 from ingest.modal_settings import DeploySettings
+from ingest.settings.declare import Declared, _default_text, _env_text, declared
 from ingest.settings.models import IngestSettings
 from ingest.settings.serve import ServeSettings
 
@@ -46,9 +46,11 @@ def tables(sections: Sequence[tuple[str, type]] | None = None) -> str:
 
 def default_sections() -> list[tuple[str, type]]:
     """Every settings class a user sets, in the order a reader meets them."""
-    return [("python -m ingest (run, reindex, verify, repair, ...) and python -m search", IngestSettings),
-            ("python -m search serve", ServeSettings),
-            ("modal deploy -m ingest.modal_app (read from the deploying shell)", DeploySettings)]
+    return [
+        ("python -m ingest (run, reindex, verify, repair, ...) and python -m search", IngestSettings),
+        ("python -m search serve", ServeSettings),
+        ("modal deploy -m ingest.modal_app (read from the deploying shell)", DeploySettings),
+    ]
 
 
 def rewrite(text: str, generated: str) -> str:
@@ -61,8 +63,11 @@ def rewrite(text: str, generated: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ingest.settings.reference", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m ingest.settings.reference",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--write", action="store_true", help=f"rewrite {DOC.name} between its markers")
     parser.add_argument("--check", action="store_true", help=f"exit 1 when {DOC.name} is not what --write writes")
     args = parser.parse_args(argv)

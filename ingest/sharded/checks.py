@@ -34,8 +34,12 @@ def check_entrypoint(command: Sequence[str], entrypoint: str) -> Check:
     name = "TEI started by its entrypoint"
     if command and command[0] == entrypoint:
         return Check(name, PASS, f"{entrypoint} started text-embeddings-router")
-    return Check(name, FAIL, f"started {command[0] if command else 'nothing'}, not {entrypoint}",
-                 "use a TEI CUDA image of 1.9.1 or later (86-1.9 is), whose entrypoint script is " + entrypoint)
+    return Check(
+        name,
+        FAIL,
+        f"started {command[0] if command else 'nothing'}, not {entrypoint}",
+        "use a TEI CUDA image of 1.9.1 or later (86-1.9 is), whose entrypoint script is " + entrypoint,
+    )
 
 
 def check_secrets(env: Mapping[str, str], required: Mapping[str, Sequence[str]]) -> Check:
@@ -44,14 +48,20 @@ def check_secrets(env: Mapping[str, str], required: Mapping[str, Sequence[str]])
     missing = {secret: [key for key in keys if not env.get(key)] for secret, keys in required.items()}
     missing = {secret: keys for secret, keys in missing.items() if keys}
     if missing:
-        return Check(name, FAIL, "missing " + "; ".join(f"{s}: {', '.join(k)}" for s, k in missing.items()),
-                     " and ".join(f"modal secret create {s} " + " ".join(f"{k}=..." for k in keys)
-                                  for s, keys in missing.items()))
+        return Check(
+            name,
+            FAIL,
+            "missing " + "; ".join(f"{s}: {', '.join(k)}" for s, k in missing.items()),
+            " and ".join(
+                f"modal secret create {s} " + " ".join(f"{k}=..." for k in keys) for s, keys in missing.items()
+            ),
+        )
     return Check(name, PASS, ", ".join(f"{s} ({', '.join(keys)})" for s, keys in required.items()))
 
 
-def check_commit_while_mapped(dataset_path: str, commit_state: Callable[[], None],
-                              commit_dataset: Callable[[], None] | None = None) -> Check:
+def check_commit_while_mapped(
+    dataset_path: str, commit_state: Callable[[], None], commit_dataset: Callable[[], None] | None = None
+) -> Check:
     """The run commits its state Volume while shards have the dataset memory-mapped;
     that must work. Whether committing the dataset's own Volume would, is reported."""
     name = "Volume commit, dataset mapped"

@@ -117,7 +117,7 @@ class GpuTime:
     peak: int  # containers held at once, at most
 
     @classmethod
-    def of(cls, stamps: Sequence[WorkerStamp], idle_seconds: float = 0.0) -> "GpuTime":
+    def of(cls, stamps: Sequence[WorkerStamp], idle_seconds: float = 0.0) -> GpuTime:
         spans: dict[str, tuple[float, float]] = {}
         for stamp in stamps:
             start, end = spans.get(stamp.worker, (stamp.started, stamp.finished))
@@ -196,40 +196,52 @@ def run_load(fleet: Fleet, request: LoadRequest, *, out: Callable[[str], None] =
     plan = fleet.prepare(request)
     skipped = {result.shard: result for result in plan.finished}
     pending = [shard for shard in shards if shard not in skipped]
-    out(f"building {plan.collection} for {plan.name}" + (f" (live now: {plan.live})" if plan.live else "")
-        + (f"; {len(skipped):,} shards already done by an earlier attempt" if skipped else ""))
+    out(
+        f"building {plan.collection} for {plan.name}"
+        + (f" (live now: {plan.live})" if plan.live else "")
+        + (f"; {len(skipped):,} shards already done by an earlier attempt" if skipped else "")
+    )
     done = len(skipped)
 
     def progress(output: Any) -> None:
         nonlocal done
         if isinstance(output, ShardResult):
             done += 1
-            out(f"[{done:,}/{len(shards):,}] shard [{output.start}, {output.stop}): "
-                f"{output.summary.chunks:,} chunks in {output.summary.seconds:,.0f} s")
+            out(
+                f"[{done:,}/{len(shards):,}] shard [{output.start}, {output.stop}): "
+                f"{output.summary.chunks:,} chunks in {output.summary.seconds:,.0f} s"
+            )
         else:
             out(f"failed: {type(output).__name__}: {output}")
 
     started = time.perf_counter()
-    run = run_shards(pending, lambda todo: fleet.run_round(request, plan, todo), max_rounds=request.max_rounds,
-                     on_output=progress)
+    run = run_shards(
+        pending, lambda todo: fleet.run_round(request, plan, todo), max_rounds=request.max_rounds, on_output=progress
+    )
     outcome = LoadOutcome(run, plan, list(skipped.values()), load_seconds=time.perf_counter() - started)
     if run.failed:
-        outcome.problem = (f"{len(run.failed)} shards failed after {run.rounds} rounds; the alias did not move. "
-                           "Run the same command again: it retries only those")
+        outcome.problem = (
+            f"{len(run.failed)} shards failed after {run.rounds} rounds; the alias did not move. "
+            "Run the same command again: it retries only those"
+        )
         return outcome
     results = [*skipped.values(), *run.results]
     chunks = sum(r.summary.chunks for r in results)
     refused = sum(r.summary.rejected_chunks for r in results)
     if refused > max(REFUSED_FLOOR, REFUSED_SHARE * chunks):
-        outcome.problem = (f"the embedders refused {refused:,} of {chunks:,} chunks, more than healthy GPUs refuse: "
-                           "the alias did not move; see the dead letters, then run again with --fresh")
+        outcome.problem = (
+            f"the embedders refused {refused:,} of {chunks:,} chunks, more than healthy GPUs refuse: "
+            "the alias did not move; see the dead letters, then run again with --fresh"
+        )
         return outcome
     started = time.perf_counter()
     indexed = fleet.wait_until_indexed(plan.collection)
     outcome.index_seconds = time.perf_counter() - started
     if not indexed:
-        outcome.problem = (f"{plan.collection} was still building its index when the wait ended; the alias did not "
-                           "move. Run the same command again: it waits again, then switches")
+        outcome.problem = (
+            f"{plan.collection} was still building its index when the wait ended; the alias did not "
+            "move. Run the same command again: it waits again, then switches"
+        )
         return outcome
     started = time.perf_counter()
     outcome.switched = fleet.finish(request, plan)
@@ -259,8 +271,8 @@ def load_report(outcome: LoadOutcome, request: LoadRequest) -> str:
     chunks = sum(r.summary.chunks for r in results)
     load = max(outcome.load_seconds, 1e-9)
     lines = [
-        f"shards               {len(results):,} done this attempt" + (
-            f", {len(outcome.skipped):,} by an earlier one" if outcome.skipped else "")
+        f"shards               {len(results):,} done this attempt"
+        + (f", {len(outcome.skipped):,} by an earlier one" if outcome.skipped else "")
         + (f", {len(outcome.run.failed):,} failed" if outcome.run.failed else "")
         + (f" ({outcome.run.rounds} rounds)" if outcome.run.rounds > 1 else ""),
         *_counts(results),
@@ -299,7 +311,8 @@ def _counts(results: Sequence[ShardResult]) -> list[str]:
     duplicates = sum(r.summary.duplicates for r in results)
     return [
         f"articles             {articles:,} ({invalid:,} invalid"
-        + (f", {duplicates:,} duplicate ids" if duplicates else "") + ")",
+        + (f", {duplicates:,} duplicate ids" if duplicates else "")
+        + ")",
         f"chunks               {sum(r.summary.chunks for r in results):,} ("
         f"{sum(r.summary.points_written for r in results):,} points written, "
         f"{sum(r.summary.rejected_chunks for r in results):,} refused)",

@@ -17,12 +17,12 @@ from typing import Callable
 
 from ingest.embedders import make_embedder
 from ingest.errors import RebuildError
+from ingest.jobs import collection_spec
 from ingest.settings import IngestSettings
 from ingest.sharded.records import ShardRecords
 from ingest.state.files import Checkpoint, open_manifest, remove_state
 from ingest.state.rebuild import Target, check_target, not_indexed, plan_target, switch
 from ingest.store import Store, open_store
-from ingest.jobs import collection_spec
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,15 @@ class LoadPlan:
     finished: list = field(default_factory=list)  # ShardResults recorded by an earlier attempt
 
 
-def prepare_load(settings: IngestSettings, *, records_root: str, key: str, fresh: bool = False,
-                 trial: bool = False, store: Store | None = None) -> LoadPlan:
+def prepare_load(
+    settings: IngestSettings,
+    *,
+    records_root: str,
+    key: str,
+    fresh: bool = False,
+    trial: bool = False,
+    store: Store | None = None,
+) -> LoadPlan:
     """Pick the collection the shards build (never the live one: a sharded load
     rewrites every article and could not delete what the snapshot lacks; the
     incremental `reindex` updates a live collection) and create it for a bulk load
@@ -60,7 +67,8 @@ def prepare_load(settings: IngestSettings, *, records_root: str, key: str, fresh
                 f"{target.name!r} already leads to {target.collection!r}, built with these settings: update it "
                 "with the incremental reindex (modal run -m ingest.modal_app::reindex); a sharded load builds "
                 "collections that are not live yet (if it holds a --limit trial of an earlier version, delete "
-                f"the alias {target.name!r} first: trials now live under their own name)")
+                f"the alias {target.name!r} first: trials now live under their own name)"
+            )
         records = ShardRecords(Path(records_root) / target.collection / key)
         built = store.at(target.collection)
         exists = built.exists()
@@ -78,9 +86,16 @@ def prepare_load(settings: IngestSettings, *, records_root: str, key: str, fresh
             store.close()
 
 
-def finish_load(settings: IngestSettings, plan: LoadPlan, *, state_dir: str | None,
-                checkpoint: Checkpoint | None = None, wait_seconds: float = 0.0, store: Store | None = None,
-                forget: Callable[[str], None] | None = None) -> str:
+def finish_load(
+    settings: IngestSettings,
+    plan: LoadPlan,
+    *,
+    state_dir: str | None,
+    checkpoint: Checkpoint | None = None,
+    wait_seconds: float = 0.0,
+    store: Store | None = None,
+    forget: Callable[[str], None] | None = None,
+) -> str:
     """After the last shard: the records become the manifest, the HNSW graph is
     built, a smoke query checks the collection and the alias moves onto it. The
     alias moves only once the server reports the collection indexed, within
@@ -105,8 +120,9 @@ def finish_load(settings: IngestSettings, plan: LoadPlan, *, state_dir: str | No
             merged = ShardRecords(Path(plan.records)).merge_into(manifest)
         indexed = built.finish_bulk_load(wait_seconds=wait_seconds)
         now = store.resolve(plan.name)  # where the name leads at the end, whatever it was at the start
-        target = Target(plan.name, plan.collection, now.collection,
-                        unaliased=now.collection is not None and not now.is_alias)
+        target = Target(
+            plan.name, plan.collection, now.collection, unaliased=now.collection is not None and not now.is_alias
+        )
         line = f"manifest of {plan.collection}: {merged:,} articles"
         if target.in_place:
             return line + f"; {plan.name} already leads to it"

@@ -36,8 +36,10 @@ class ShardRecords:
     def write(self, result: ShardResult, rows: Iterable[ManifestRow]) -> Path:
         """Record a finished shard (atomically: a reader sees all of it or nothing)."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        body = {"result": result.to_dict(),
-                "articles": [[r.article_id, r.article_hash, r.chunk_count, r.rejected] for r in rows]}
+        body = {
+            "result": result.to_dict(),
+            "articles": [[r.article_id, r.article_hash, r.chunk_count, r.rejected] for r in rows],
+        }
         path = self.path(result.start, result.stop)
         partial = path.with_name(path.name + ".partial")
         partial.write_text(json.dumps(body, ensure_ascii=False), encoding="utf-8")
@@ -67,9 +69,17 @@ class ShardRecords:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def ingest_recorded_shard(dataset_path: str, start: int, stop: int, *, settings: IngestSettings,
-                          records: ShardRecords | None, commit: Callable[[], None] | None = None,
-                          lock: ContextManager | None = None, **shard: Any) -> ShardResult:
+def ingest_recorded_shard(
+    dataset_path: str,
+    start: int,
+    stop: int,
+    *,
+    settings: IngestSettings,
+    records: ShardRecords | None,
+    commit: Callable[[], None] | None = None,
+    lock: ContextManager | None = None,
+    **shard: Any,
+) -> ShardResult:
     """`ingest_shard` (`shard`: its `embedder` and `store`), then its record (only once
     it all landed, and never for a shard that failed), and `commit` (the Volume's), the
     two under `lock`: other shards of the container commit too."""

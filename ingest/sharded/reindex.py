@@ -26,11 +26,11 @@ from typing import Any, Callable, Protocol, Sequence
 
 from ingest.embedders import Embedder
 from ingest.errors import RebuildError, RunLockedError, SettingsError
+from ingest.jobs import run_ingest
 from ingest.pipeline.summary import RunSummary
 from ingest.settings import IngestSettings, StoreSettings
 from ingest.state.manifest import Manifest
 from ingest.store import open_store
-from ingest.jobs import run_ingest
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,10 @@ def live_layout(settings: StoreSettings) -> tuple[str, dict[str, Any]]:
     finally:
         store.close()
     if live is None or spec is None:
-        raise RebuildError(f"nothing by the name {settings.collection!r} was built by this tool at "
-                           f"{settings.location}: build it first with the sharded load (modal run -m ingest.modal_app)")
+        raise RebuildError(
+            f"nothing by the name {settings.collection!r} was built by this tool at "
+            f"{settings.location}: build it first with the sharded load (modal run -m ingest.modal_app)"
+        )
     return live, {**spec.chunking, "sparse": "bm25" if spec.sparse else "none"}
 
 
@@ -173,12 +175,18 @@ class VolumeState:
         db = sqlite3.connect(partial)
         try:
             with db:
-                db.execute("CREATE TABLE articles (article_id TEXT PRIMARY KEY, article_hash TEXT, chunk_count "
-                           "INTEGER, rejected INTEGER NOT NULL, pending INTEGER NOT NULL, updated_at REAL NOT NULL)")
+                db.execute(
+                    "CREATE TABLE articles (article_id TEXT PRIMARY KEY, article_hash TEXT, chunk_count "
+                    "INTEGER, rejected INTEGER NOT NULL, pending INTEGER NOT NULL, updated_at REAL NOT NULL)"
+                )
                 db.execute("CREATE TABLE removed (article_id TEXT PRIMARY KEY)")
-                db.executemany("INSERT INTO articles VALUES (?, ?, ?, ?, ?, ?)",
-                               ((r.article_id, r.article_hash, r.chunk_count, r.rejected, int(r.pending),
-                                 r.updated_at) for r in rows))
+                db.executemany(
+                    "INSERT INTO articles VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        (r.article_id, r.article_hash, r.chunk_count, r.rejected, int(r.pending), r.updated_at)
+                        for r in rows
+                    ),
+                )
                 db.executemany("INSERT INTO removed VALUES (?)", ((i,) for i in removed))
         finally:
             db.close()
@@ -231,17 +239,23 @@ class RunLock:
     holder: str
     stale_seconds: float
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         mine = {"holder": self.holder, "since": time.time()}
         if self.shared.put(self.key, mine, skip_if_exists=True):
             return self
         held = self.shared.get(self.key) or {}
         age = time.time() - float(held.get("since", 0))
         if age < self.stale_seconds:
-            raise RunLockedError(f"another reindex of this collection is running ({held.get('holder', '?')}, for "
-                                 f"{age / 60:,.0f} minutes): wait for it to finish")
-        log.warning("taking over the lock %s from %s, held %.0f s (longer than a reindex may run)",
-                    self.key, held.get("holder", "?"), age)
+            raise RunLockedError(
+                f"another reindex of this collection is running ({held.get('holder', '?')}, for "
+                f"{age / 60:,.0f} minutes): wait for it to finish"
+            )
+        log.warning(
+            "taking over the lock %s from %s, held %.0f s (longer than a reindex may run)",
+            self.key,
+            held.get("holder", "?"),
+            age,
+        )
         self.shared.pop(self.key)
         if not self.shared.put(self.key, mine, skip_if_exists=True):
             raise RunLockedError("another reindex of this collection just started: wait for it to finish")
@@ -254,8 +268,9 @@ class RunLock:
 
 
 # -- the reindex -----------------------------------------------------------------------------
-def reindex_snapshot(dataset_path: str, settings: IngestSettings, *, state: VolumeState | None = None,
-                     embedder: Embedder | None = None) -> RunSummary:
+def reindex_snapshot(
+    dataset_path: str, settings: IngestSettings, *, state: VolumeState | None = None, embedder: Embedder | None = None
+) -> RunSummary:
     """The incremental reindex of a live collection against the dump saved at
     `dataset_path`. Its manifest lives on the Volume (`state`): only the live
     collection's is pulled, and a whole copy is written back at the end. It refuses to
@@ -272,8 +287,13 @@ def reindex_snapshot(dataset_path: str, settings: IngestSettings, *, state: Volu
         if live is not None:
             state.pull(live)
         settings = replace(settings, store=replace(settings.store, state_dir=str(state.local_dir)))
-    summary = run_ingest(settings, embedder=embedder, mode="reindex", in_place_only=True,
-                         checkpoint=state.checkpoint if state is not None else None)
+    summary = run_ingest(
+        settings,
+        embedder=embedder,
+        mode="reindex",
+        in_place_only=True,
+        checkpoint=state.checkpoint if state is not None else None,
+    )
     if state is not None and live is not None:
         state.consolidate(live)
     return summary

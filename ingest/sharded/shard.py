@@ -14,16 +14,15 @@ from typing import Any, Sequence
 from ingest.embedders import Embedder, make_embedder
 from ingest.embedders.base import all_vectors
 from ingest.errors import BackendFailure, CollectionMismatchError, SettingsError, SourceError
+from ingest.jobs import collection_spec, make_chunker
 from ingest.pipeline.deadletters import MemorySink
-from ingest.progress import Progress
 from ingest.pipeline.run import run_pipeline
 from ingest.pipeline.summary import RunSummary
+from ingest.progress import Progress
 from ingest.settings import IngestSettings
 from ingest.state.manifest import Manifest
 from ingest.store import Store, open_store
-from ingest.jobs import collection_spec, make_chunker
 from schemas import CollectionSpec
-
 
 # A healthy GPU refuses next to nothing (TEI truncates long inputs, the chunker drops
 # empty ones): a shard with more refused chunks than this is a sick GPU's, and fails
@@ -58,11 +57,16 @@ class ShardResult:
         return (self.start, self.stop)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"start": self.start, "stop": self.stop, "summary": asdict(self.summary),
-                "dead_letters": self.dead_letters, "stamp": asdict(self.stamp) if self.stamp else None}
+        return {
+            "start": self.start,
+            "stop": self.stop,
+            "summary": asdict(self.summary),
+            "dead_letters": self.dead_letters,
+            "stamp": asdict(self.stamp) if self.stamp else None,
+        }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ShardResult":
+    def from_dict(cls, data: dict[str, Any]) -> ShardResult:
         """Also reads the flat records written before results carried a `RunSummary`."""
         if "summary" in data:
             # fields only: records written before the typed run report also carry `extra`
@@ -81,7 +85,8 @@ def check_refusals(summary: RunSummary, where: str) -> None:
         raise BackendFailure(
             f"{where}: the embedder refused {summary.rejected_chunks:,} of {summary.chunks:,} chunks, more than "
             f"the {REFUSED_SHARE:.0%} (or {REFUSED_FLOOR}) a healthy GPU refuses: its GPU is likely broken, and "
-            "the shard is not recorded (it runs again elsewhere)")
+            "the shard is not recorded (it runs again elsewhere)"
+        )
 
 
 def embed_texts(embedder: Embedder, texts: Sequence[str]) -> list[list[float]]:

@@ -32,8 +32,19 @@ TEI_DTYPES = (None, "float16", "float32")  # text-embeddings-router --dtype (Non
 # (clap's `env`). The flags we pass win over those; these we do not pass, and one set
 # in a container (by an image, or a Modal secret) would change the server under us:
 # API_KEY, above all, would make it demand a token the client does not send.
-UNSET_ENV = ("API_KEY", "HOSTNAME", "PAYLOAD_LIMIT", "MAX_BATCH_REQUESTS", "TOKENIZATION_WORKERS", "POOLING",
-             "DEFAULT_PROMPT", "DEFAULT_PROMPT_NAME", "DENSE_PATH", "SERVED_MODEL_NAME", "UDS_PATH")
+UNSET_ENV = (
+    "API_KEY",
+    "HOSTNAME",
+    "PAYLOAD_LIMIT",
+    "MAX_BATCH_REQUESTS",
+    "TOKENIZATION_WORKERS",
+    "POOLING",
+    "DEFAULT_PROMPT",
+    "DEFAULT_PROMPT_NAME",
+    "DENSE_PATH",
+    "SERVED_MODEL_NAME",
+    "UDS_PATH",
+)
 PAYLOAD_LIMIT = 2_000_000  # bytes; TEI's default, which the client's request sizing assumes
 
 
@@ -88,13 +99,20 @@ def router_command(config: RouterConfig) -> list[str]:
     could change under us between TEI releases."""
     command = [
         *config.executable,
-        "--model-id", config.model_id,
-        "--hostname", config.hostname,
-        "--port", str(config.port),
-        "--payload-limit", str(config.payload_limit),
-        "--max-client-batch-size", str(config.max_client_batch_size),
-        "--max-batch-tokens", str(config.max_batch_tokens),
-        "--max-concurrent-requests", str(config.max_concurrent_requests),
+        "--model-id",
+        config.model_id,
+        "--hostname",
+        config.hostname,
+        "--port",
+        str(config.port),
+        "--payload-limit",
+        str(config.payload_limit),
+        "--max-client-batch-size",
+        str(config.max_client_batch_size),
+        "--max-batch-tokens",
+        str(config.max_batch_tokens),
+        "--max-concurrent-requests",
+        str(config.max_concurrent_requests),
     ]
     if config.revision:
         command += ["--revision", config.revision]
@@ -140,7 +158,7 @@ class Router:
         self._reader: threading.Thread | None = None
 
     @classmethod
-    def from_config(cls, config: RouterConfig, **kwargs: Any) -> "Router":
+    def from_config(cls, config: RouterConfig, **kwargs: Any) -> Router:
         return cls(router_command(config), url=config.url, **kwargs)
 
     def __repr__(self) -> str:
@@ -164,7 +182,7 @@ class Router:
         """The last lines the server printed."""
         return "\n".join(self._tail)
 
-    def start(self) -> "Router":
+    def start(self) -> Router:
         if self._process is not None:
             raise RouterError(f"{self!r} was already started")
         name = self.command[0]
@@ -253,7 +271,7 @@ class Router:
         if process.stdout is not None:
             process.stdout.close()
 
-    def __enter__(self) -> "Router":
+    def __enter__(self) -> Router:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -11,7 +11,8 @@ Every result and error carries a `WorkerStamp` (which worker, since when, until
 when), from which the driver counts the GPU-seconds the load held.
 
     >>> worker = Worker(WorkerConfig(RouterConfig(MODEL_ID)), name="gpu-0").start()   # doctest: +SKIP
-    >>> worker.ingest_shard(0, 5_000, "/dataset/wikipedia-20231101.en", "wikipedia-1a2b3c4d", layout, 2048)   # doctest: +SKIP
+    >>> dataset = "/dataset/wikipedia-20231101.en"
+    >>> worker.ingest_shard(0, 5_000, dataset, "wikipedia-1a2b3c4d", layout, 2048)   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from ingest.errors import ShardError
 from ingest.modal_settings import shard_settings
 from ingest.settings import IngestSettings
 from ingest.sharded.records import ShardRecords, ingest_recorded_shard
-from ingest.sharded.tei_process import Router, RouterConfig, router_environment
 from ingest.sharded.shard import ShardResult, WorkerStamp, embed_texts
+from ingest.sharded.tei_process import Router, RouterConfig, router_environment
 from ingest.store import Store
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,9 @@ class Worker:
     `store`: a store connection shared by the shards (an embedded store is held by one
     process, so a local pool of threads shares one); None: each shard opens its own."""
 
-    def __init__(self, config: WorkerConfig, *, name: str, echo: IO[str] | None = None,
-                 store: Store | None = None) -> None:
+    def __init__(
+        self, config: WorkerConfig, *, name: str, echo: IO[str] | None = None, store: Store | None = None
+    ) -> None:
         self.config, self.name, self.echo, self.store = config, name, echo, store
         self.router: Router | None = None
         self.embedder: TEIEmbedder | None = None
@@ -72,10 +74,14 @@ class Worker:
         return f"Worker({self.name!r}, router={self.router!r})"
 
     # -- life ---------------------------------------------------------------------------------
-    def start(self) -> "Worker":
+    def start(self) -> Worker:
         self.started = time.time()
-        self.router = Router.from_config(self.config.router, startup_timeout=self.config.startup_timeout,
-                                         echo=self.echo, env=router_environment(self.config.env)).start()
+        self.router = Router.from_config(
+            self.config.router,
+            startup_timeout=self.config.startup_timeout,
+            echo=self.echo,
+            env=router_environment(self.config.env),
+        ).start()
         try:
             self.embedder = self._embedder()
         except BaseException:
@@ -83,7 +89,7 @@ class Worker:
             raise
         return self
 
-    def __enter__(self) -> "Worker":
+    def __enter__(self) -> Worker:
         return self if self.router is not None else self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -117,22 +123,36 @@ class Worker:
     def _embedder(self) -> TEIEmbedder:
         router = self.router
         assert router is not None
-        return TEIEmbedder(router.url, max_concurrency=self.config.tei_concurrency, wire="base64",
-                           model_name=self.config.router.model_id, tokenizer=self.config.tokenizer,
-                           alive=lambda: router.running)
+        return TEIEmbedder(
+            router.url,
+            max_concurrency=self.config.tei_concurrency,
+            wire="base64",
+            model_name=self.config.router.model_id,
+            tokenizer=self.config.tokenizer,
+            alive=lambda: router.running,
+        )
 
     # -- the work ---------------------------------------------------------------------------------
-    def settings(self, collection: str, layout: Mapping[str, Any], window: int = 2048,
-                 drop_old: bool = False) -> IngestSettings:
+    def settings(
+        self, collection: str, layout: Mapping[str, Any], window: int = 2048, drop_old: bool = False
+    ) -> IngestSettings:
         """A shard's settings: `layout` is the chunker's settings and "sparse" (the
         lexical vectors' kind); Qdrant's address and key come from the worker's env."""
         assert self.router is not None, "start() the worker first"
         chunking = dict(layout)
         sparse = chunking.pop("sparse", SPARSE)
-        return shard_settings(self.config.env, tei_url=self.router.url, collection=collection,
-                              model=self.config.router.model_id, chunking=chunking, window=window,
-                              tei_concurrency=self.config.tei_concurrency, drop_old=drop_old,
-                              tei_tokenizer=self.config.tokenizer, sparse=sparse)
+        return shard_settings(
+            self.config.env,
+            tei_url=self.router.url,
+            collection=collection,
+            model=self.config.router.model_id,
+            chunking=chunking,
+            window=window,
+            tei_concurrency=self.config.tei_concurrency,
+            drop_old=drop_old,
+            tei_tokenizer=self.config.tokenizer,
+            sparse=sparse,
+        )
 
     def spec(self) -> dict:
         assert self.embedder is not None, "start() the worker first"
@@ -142,9 +162,19 @@ class Worker:
         assert self.embedder is not None, "start() the worker first"
         return embed_texts(self.embedder, texts)
 
-    def ingest_shard(self, start: int, stop: int, dataset: str, collection: str, layout: Mapping[str, Any],
-                     window: int, records: ShardRecords | None = None, *, commit: Callable[[], None] | None = None,
-                     lock: ContextManager | None = None) -> ShardResult:
+    def ingest_shard(
+        self,
+        start: int,
+        stop: int,
+        dataset: str,
+        collection: str,
+        layout: Mapping[str, Any],
+        window: int,
+        records: ShardRecords | None = None,
+        *,
+        commit: Callable[[], None] | None = None,
+        lock: ContextManager | None = None,
+    ) -> ShardResult:
         """Rows [start, stop) of the saved dataset into `collection`, recorded in
         `records` once they all landed; a `ShardError` names the shard otherwise."""
         if (why := self.broken()) is not None:
@@ -152,9 +182,17 @@ class Worker:
         try:
             embedder = self._embedder()
             try:
-                result = ingest_recorded_shard(dataset, start, stop, settings=self.settings(collection, layout, window),
-                                               records=records, commit=commit, lock=lock or contextlib.nullcontext(),
-                                               embedder=embedder, store=self.store)
+                result = ingest_recorded_shard(
+                    dataset,
+                    start,
+                    stop,
+                    settings=self.settings(collection, layout, window),
+                    records=records,
+                    commit=commit,
+                    lock=lock or contextlib.nullcontext(),
+                    embedder=embedder,
+                    store=self.store,
+                )
             finally:
                 embedder.close()
         except Exception as exc:

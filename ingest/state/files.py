@@ -38,7 +38,7 @@ class RunLock:
         self.path = path
         self._handle = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         if self.path is None:
             return self
         import fcntl  # POSIX only, and only a run that writes needs it
@@ -51,8 +51,9 @@ class RunLock:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
-            raise RunLockedError(f"another run is writing this collection ({holder} holds {self.path}): "
-                                 "wait for it to finish") from None
+            raise RunLockedError(
+                f"another run is writing this collection ({holder} holds {self.path}): wait for it to finish"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}")
@@ -72,15 +73,21 @@ def state_dir(settings: StoreSettings) -> Path | None:
     return default_state_dir(settings.qdrant_path, settings.qdrant_url)
 
 
-def open_manifest(settings: StoreSettings, collection: str, fingerprint: str, *,
-                  checkpoint: Checkpoint | None = None) -> Manifest:
+def open_manifest(
+    settings: StoreSettings, collection: str, fingerprint: str, *, checkpoint: Checkpoint | None = None
+) -> Manifest:
     folder = state_dir(settings)
     if folder is None:
         return Manifest.memory()
     # where the store is, without credentials: a URL's user:password@ or ?api_key= never lands on disk
     store = settings.location if settings.qdrant_url else str(Path(settings.qdrant_path).resolve())
-    return Manifest.open(manifest_path(folder, collection), collection=collection, fingerprint=fingerprint,
-                         store=store, checkpoint=checkpoint)
+    return Manifest.open(
+        manifest_path(folder, collection),
+        collection=collection,
+        fingerprint=fingerprint,
+        store=store,
+        checkpoint=checkpoint,
+    )
 
 
 def run_lock(settings: StoreSettings, collection: str) -> RunLock:
@@ -94,6 +101,10 @@ def remove_state(settings: StoreSettings, collection: str) -> None:
     if folder is None:
         return
     base = manifest_path(folder, collection)
-    for path in (base, base.with_name(base.name + "-wal"), base.with_name(base.name + "-shm"),
-                 folder / f"{collection}.lock"):
+    for path in (
+        base,
+        base.with_name(base.name + "-wal"),
+        base.with_name(base.name + "-shm"),
+        folder / f"{collection}.lock",
+    ):
         path.unlink(missing_ok=True)

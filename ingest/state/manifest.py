@@ -90,13 +90,13 @@ class Category:
 class Comparison:
     """The manifest against what was observed in the collection (`observe`)."""
 
-    lost: Category = field(default_factory=Category)      # rows whose points are all gone
-    short: Category = field(default_factory=Category)     # fewer points than the row says
-    extra: Category = field(default_factory=Category)     # more points, or chunks past the count
-    stale: Category = field(default_factory=Category)     # points of another version (hash)
-    unknown: Category = field(default_factory=Category)   # points of articles without a row
-    pending: Category = field(default_factory=Category)   # rows a stopped run left pending
-    refused: Category = field(default_factory=Category)   # rows with chunks an embedder refused (dead-lettered)
+    lost: Category = field(default_factory=Category)  # rows whose points are all gone
+    short: Category = field(default_factory=Category)  # fewer points than the row says
+    extra: Category = field(default_factory=Category)  # more points, or chunks past the count
+    stale: Category = field(default_factory=Category)  # points of another version (hash)
+    unknown: Category = field(default_factory=Category)  # points of articles without a row
+    pending: Category = field(default_factory=Category)  # rows a stopped run left pending
+    refused: Category = field(default_factory=Category)  # rows with chunks an embedder refused (dead-lettered)
 
     @property
     def drifted(self) -> int:
@@ -110,8 +110,14 @@ class Manifest:
     `checkpoint_every` seconds, and on close: on Modal it copies the file to the
     Volume and commits it."""
 
-    def __init__(self, db: sqlite3.Connection, *, path: str, checkpoint: Callable[["Manifest"], None] | None = None,
-                 checkpoint_every: float = 300.0) -> None:
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        *,
+        path: str,
+        checkpoint: Callable[[Manifest], None] | None = None,
+        checkpoint_every: float = 300.0,
+    ) -> None:
         self._db = db
         self.path = path
         self._lock = threading.RLock()
@@ -122,12 +128,21 @@ class Manifest:
         self.recheck = False  # True: not known to describe this store: compare before trusting it
         self.cleared_at = float("-inf")  # when every row was last deleted (`changes` cannot say that)
         self._db.execute("CREATE TEMP TABLE IF NOT EXISTS seen (article_id TEXT PRIMARY KEY) WITHOUT ROWID")
-        self._db.execute("CREATE TEMP TABLE IF NOT EXISTS removed (article_id TEXT PRIMARY KEY, at REAL NOT NULL) "
-                         "WITHOUT ROWID")
+        self._db.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS removed (article_id TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID"
+        )
 
     @classmethod
-    def open(cls, path: str | Path, *, collection: str, fingerprint: str, store: str,
-             checkpoint: Callable[["Manifest"], None] | None = None, checkpoint_every: float = 300.0) -> "Manifest":
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        collection: str,
+        fingerprint: str,
+        store: str,
+        checkpoint: Callable[[Manifest], None] | None = None,
+        checkpoint_every: float = 300.0,
+    ) -> Manifest:
         """Open (or create) the manifest at `path` for `collection` of `store`.
 
         A manifest of another collection is refused; one of another store is flagged
@@ -151,34 +166,53 @@ class Manifest:
         return manifest
 
     @classmethod
-    def memory(cls) -> "Manifest":
+    def memory(cls) -> Manifest:
         """A throw-away manifest (tests, one shard of a bulk load)."""
         return cls.open(":memory:", collection="", fingerprint="", store="")
 
     def _claim(self, *, collection: str, fingerprint: str, store: str) -> None:
         meta = dict(self._db.execute("SELECT key, value FROM meta"))
         if meta.get("schema", SCHEMA_VERSION) != SCHEMA_VERSION:
-            raise StateError(f"manifest {self.path} has schema {meta['schema']}, this version reads "
-                             f"{SCHEMA_VERSION}: move it away and run `python -m ingest repair`")
+            raise StateError(
+                f"manifest {self.path} has schema {meta['schema']}, this version reads "
+                f"{SCHEMA_VERSION}: move it away and run `python -m ingest repair`"
+            )
         if meta.get("collection", collection) != collection:
-            raise StateError(f"manifest {self.path} records collection {meta['collection']!r}, not "
-                             f"{collection!r}: move it back, or delete it and run `python -m ingest repair`")
+            raise StateError(
+                f"manifest {self.path} records collection {meta['collection']!r}, not "
+                f"{collection!r}: move it back, or delete it and run `python -m ingest repair`"
+            )
         if meta.get("store", store) != store:
             # A store folder moved with its state, or a state folder shared by mistake: the next
             # run compares the manifest with the collection article by article before trusting it.
-            log.warning("manifest %s was written for the store %s and is now used with %s: it will be checked "
-                        "against the collection (give each store its own --state-dir)", self.path,
-                        _shown(meta["store"]), _shown(store))
+            log.warning(
+                "manifest %s was written for the store %s and is now used with %s: it will be checked "
+                "against the collection (give each store its own --state-dir)",
+                self.path,
+                _shown(meta["store"]),
+                _shown(store),
+            )
             self.recheck = True
         if meta.get("fingerprint", fingerprint) != fingerprint:
-            log.warning("manifest %s described another build of %s (fingerprint %s, now %s): emptied",
-                        self.path, collection, meta["fingerprint"], fingerprint)
+            log.warning(
+                "manifest %s described another build of %s (fingerprint %s, now %s): emptied",
+                self.path,
+                collection,
+                meta["fingerprint"],
+                fingerprint,
+            )
             self.clear()
         with self._lock, self._db:
             self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [
-                ("schema", SCHEMA_VERSION), ("store", store), ("collection", collection),
-                ("fingerprint", fingerprint)])
+            self._db.executemany(
+                "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                [
+                    ("schema", SCHEMA_VERSION),
+                    ("store", store),
+                    ("collection", collection),
+                    ("fingerprint", fingerprint),
+                ],
+            )
 
     def note(self, key: str) -> str | None:
         """A note about the collection (e.g. `ingest.state.provenance`'s sources); `clear` forgets them."""
@@ -195,7 +229,7 @@ class Manifest:
         rows: dict[str, ManifestRow] = {}
         with self._lock:
             ids = list(dict.fromkeys(article_ids))
-            for part in (ids[start:start + _CHUNK] for start in range(0, len(ids), _CHUNK)):
+            for part in (ids[start : start + _CHUNK] for start in range(0, len(ids), _CHUNK)):
                 marks = ",".join("?" * len(part))
                 for row in self._db.execute(f"SELECT * FROM articles WHERE article_id IN ({marks})", part):
                     rows[row[0]] = _row(row)
@@ -214,7 +248,8 @@ class Manifest:
         """Points the collection should hold for the articles no run left pending."""
         with self._lock:
             return self._db.execute(
-                "SELECT coalesce(sum(chunk_count - rejected), 0) FROM articles WHERE pending = 0").fetchone()[0]
+                "SELECT coalesce(sum(chunk_count - rejected), 0) FROM articles WHERE pending = 0"
+            ).fetchone()[0]
 
     def pending_ids(self) -> list[str]:
         with self._lock:
@@ -230,14 +265,20 @@ class Manifest:
     def count_unseen(self) -> int:
         with self._lock:
             return self._db.execute(
-                "SELECT count(*) FROM articles WHERE article_id NOT IN (SELECT article_id FROM seen)").fetchone()[0]
+                "SELECT count(*) FROM articles WHERE article_id NOT IN (SELECT article_id FROM seen)"
+            ).fetchone()[0]
 
     def unseen(self, limit: int) -> list[str]:
         """Up to `limit` indexed ids the snapshot did not have (they go as they are removed)."""
         with self._lock:
-            return [r[0] for r in self._db.execute(
-                "SELECT article_id FROM articles WHERE article_id NOT IN (SELECT article_id FROM seen) "
-                "ORDER BY article_id LIMIT ?", (limit,))]
+            return [
+                r[0]
+                for r in self._db.execute(
+                    "SELECT article_id FROM articles WHERE article_id NOT IN (SELECT article_id FROM seen) "
+                    "ORDER BY article_id LIMIT ?",
+                    (limit,),
+                )
+            ]
 
     # -- writing -------------------------------------------------------------------
     def mark_pending(self, article_ids: Iterable[str]) -> None:
@@ -248,7 +289,9 @@ class Manifest:
             self._db.executemany(
                 "INSERT INTO articles (article_id, article_hash, chunk_count, rejected, pending, updated_at) "
                 "VALUES (?, NULL, NULL, 0, 1, ?) ON CONFLICT(article_id) DO UPDATE SET pending = 1, "
-                "updated_at = excluded.updated_at", ((i, now) for i in article_ids))
+                "updated_at = excluded.updated_at",
+                ((i, now) for i in article_ids),
+            )
         self._wrote()
 
     def complete(self, rows: Sequence[ManifestRow]) -> None:
@@ -258,8 +301,11 @@ class Manifest:
             self._db.execute("BEGIN")
             self._db.executemany(
                 "INSERT OR REPLACE INTO articles VALUES (?, ?, ?, ?, ?, ?)",
-                ((r.article_id, r.article_hash, r.chunk_count, r.rejected, int(r.pending), r.updated_at or now)
-                 for r in rows))
+                (
+                    (r.article_id, r.article_hash, r.chunk_count, r.rejected, int(r.pending), r.updated_at or now)
+                    for r in rows
+                ),
+            )
         self._wrote()
 
     def remove(self, article_ids: Sequence[str]) -> None:
@@ -293,8 +339,10 @@ class Manifest:
         (one row an article, whatever the number of points: bounded by the manifest)."""
         with self._lock:
             self._db.execute("DROP TABLE IF EXISTS temp.observed")
-            self._db.execute("CREATE TEMP TABLE observed (article_id TEXT PRIMARY KEY, points INTEGER, "
-                             "max_index INTEGER, min_hash TEXT, max_hash TEXT) WITHOUT ROWID")
+            self._db.execute(
+                "CREATE TEMP TABLE observed (article_id TEXT PRIMARY KEY, points INTEGER, "
+                "max_index INTEGER, min_hash TEXT, max_hash TEXT) WITHOUT ROWID"
+            )
 
     def observe(self, points: Iterable[ChunkRef]) -> None:
         """Add points seen in the collection (`Store.scan_chunks`)."""
@@ -304,7 +352,8 @@ class Manifest:
                 "INSERT INTO observed VALUES (?, 1, ?, ?, ?) ON CONFLICT(article_id) DO UPDATE SET "
                 "points = points + 1, max_index = max(max_index, excluded.max_index), "
                 "min_hash = min(min_hash, excluded.min_hash), max_hash = max(max_hash, excluded.max_hash)",
-                ((p.article_id, p.chunk_index, p.article_hash, p.article_hash) for p in points))
+                ((p.article_id, p.chunk_index, p.article_hash, p.article_hash) for p in points),
+            )
 
     def compare(self, examples: int = 5) -> Comparison:
         """The manifest against the observed points, by kind of drift."""
@@ -321,7 +370,9 @@ class Manifest:
             self._db.execute("BEGIN")
             redo = self._db.execute(
                 f"UPDATE articles SET pending = 1, updated_at = ? WHERE pending = 0 AND article_id IN "
-                f"(SELECT article_id FROM ({_DRIFT_ROWS}))", (now,)).rowcount
+                f"(SELECT article_id FROM ({_DRIFT_ROWS}))",
+                (now,),
+            ).rowcount
             adopted = self._adopt(now)
         self._wrote()
         return redo, adopted
@@ -335,7 +386,8 @@ class Manifest:
             self._db.execute("DELETE FROM articles")
             self._adopt(now)
             done, pending = self._db.execute(
-                "SELECT coalesce(sum(pending = 0), 0), coalesce(sum(pending), 0) FROM articles").fetchone()
+                "SELECT coalesce(sum(pending = 0), 0), coalesce(sum(pending), 0) FROM articles"
+            ).fetchone()
         self._wrote()
         return done, pending
 
@@ -344,7 +396,9 @@ class Manifest:
             "INSERT INTO articles SELECT o.article_id, CASE WHEN whole THEN o.min_hash END, "
             "CASE WHEN whole THEN o.points END, 0, NOT whole, ? FROM (SELECT *, (min_hash = max_hash "
             "AND min_hash != '' AND points = max_index + 1) AS whole FROM observed) o "
-            "WHERE o.article_id NOT IN (SELECT article_id FROM articles)", (now,)).rowcount
+            "WHERE o.article_id NOT IN (SELECT article_id FROM articles)",
+            (now,),
+        ).rowcount
 
     def _category(self, where: str, examples: int) -> Category:
         query = f"SELECT article_id FROM ({where})"
@@ -384,7 +438,7 @@ class Manifest:
             self.checkpoint()
         self._db.close()
 
-    def __enter__(self) -> "Manifest":
+    def __enter__(self) -> Manifest:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -395,15 +449,14 @@ class Manifest:
 _EXPECTED = "(a.chunk_count - a.rejected)"
 _DRIFT = {
     "lost": f"SELECT a.article_id FROM articles a LEFT JOIN observed o USING (article_id) "
-            f"WHERE a.pending = 0 AND o.article_id IS NULL AND {_EXPECTED} > 0",
+    f"WHERE a.pending = 0 AND o.article_id IS NULL AND {_EXPECTED} > 0",
     "short": f"SELECT a.article_id FROM articles a JOIN observed o USING (article_id) "
-             f"WHERE a.pending = 0 AND o.points < {_EXPECTED}",
+    f"WHERE a.pending = 0 AND o.points < {_EXPECTED}",
     "extra": f"SELECT a.article_id FROM articles a JOIN observed o USING (article_id) "
-             f"WHERE a.pending = 0 AND (o.points > {_EXPECTED} OR o.max_index >= a.chunk_count)",
+    f"WHERE a.pending = 0 AND (o.points > {_EXPECTED} OR o.max_index >= a.chunk_count)",
     "stale": "SELECT a.article_id FROM articles a JOIN observed o USING (article_id) "
-             "WHERE a.pending = 0 AND (o.min_hash != a.article_hash OR o.max_hash != a.article_hash)",
-    "unknown": "SELECT o.article_id FROM observed o LEFT JOIN articles a USING (article_id) "
-               "WHERE a.article_id IS NULL",
+    "WHERE a.pending = 0 AND (o.min_hash != a.article_hash OR o.max_hash != a.article_hash)",
+    "unknown": "SELECT o.article_id FROM observed o LEFT JOIN articles a USING (article_id) WHERE a.article_id IS NULL",
     "pending": "SELECT article_id FROM articles WHERE pending = 1",
     "refused": "SELECT article_id FROM articles WHERE pending = 0 AND rejected > 0",
 }

@@ -54,7 +54,8 @@ def check_reindex(manifest: Manifest, given: str | None, collection: str) -> Non
         raise SettingsError(
             f"{collection} was written from {', '.join(others)}: a reindex deletes the articles its source lacks, "
             f"and with no --source it reads the bundled sample. Nothing was changed: pass the source the collection "
-            f"should mirror, e.g. `python -m ingest reindex --source {shlex.quote(others[-1])}`")
+            f"should mirror, e.g. `python -m ingest reindex --source {shlex.quote(others[-1])}`"
+        )
 
 
 def store_flags(settings: StoreSettings) -> str:
@@ -75,4 +76,5 @@ def store_flags(settings: StoreSettings) -> str:
 def rerun(sources: list[str], flags: str) -> list[str]:
     """The `run` commands that wrote a collection, for the advice after drift."""
     return [f"python -m ingest run --source {shlex.quote(source)}{flags}" for source in sources] or [
-        f"python -m ingest run --source SOURCE{flags}"]
+        f"python -m ingest run --source SOURCE{flags}"
+    ]

@@ -74,7 +74,8 @@ def check_target(target: Target, *, drop_old: bool) -> None:
         raise RebuildError(
             f"collection {target.name!r} was built with other settings, before collections had aliases: "
             f"the rebuild {target.collection!r} can take its name only once it is gone. Pass --drop-old "
-            "to delete it when the new collection is ready, or use another --collection")
+            "to delete it when the new collection is ready, or use another --collection"
+        )
 
 
 def smoke_check(store: PointReader, embedder: Embedder) -> None:
@@ -89,8 +90,9 @@ def smoke_check(store: PointReader, embedder: Embedder) -> None:
     try:
         PointPayload.from_dict(hits[0].payload, point=hits[0].id)
     except ValidationError as exc:
-        raise RebuildError(f"a smoke query on {store.collection!r} found a bad point ({exc}): "
-                           "the alias stays where it was") from exc
+        raise RebuildError(
+            f"a smoke query on {store.collection!r} found a bad point ({exc}): the alias stays where it was"
+        ) from exc
 
 
 def go_live(store: Catalogue, target: Target, *, drop_old: bool) -> str | None:
@@ -103,8 +105,9 @@ def go_live(store: Catalogue, target: Target, *, drop_old: bool) -> str | None:
         log.info("replaced collection %s by %s, now behind the alias %s", target.live, target.collection, target.name)
         return target.live
     store.point_alias(target.name, target.collection, replace_alias=target.live is not None)
-    log.info("alias %s now leads to %s%s", target.name, target.collection,
-             f" (was {target.live})" if target.live else "")
+    log.info(
+        "alias %s now leads to %s%s", target.name, target.collection, f" (was {target.live})" if target.live else ""
+    )
     if not drop_old or target.live is None:
         return None
     others = store.aliases_of(target.live)
@@ -117,13 +120,16 @@ def go_live(store: Catalogue, target: Target, *, drop_old: bool) -> str | None:
 
 def not_indexed(target: Target, waited: float) -> str:
     """Why the alias did not move: the new collection's index is still being built."""
-    return (f"{target.collection} was still building its index after {waited:,.0f} s, so {target.name} "
-            + (f"still leads to {target.live}" if target.live else "does not lead to it yet")
-            + ": run the same command again (it finds the collection complete, waits again, then switches)")
+    return (
+        f"{target.collection} was still building its index after {waited:,.0f} s, so {target.name} "
+        + (f"still leads to {target.live}" if target.live else "does not lead to it yet")
+        + ": run the same command again (it finds the collection complete, waits again, then switches)"
+    )
 
 
-def switch(store: Catalogue, target: Target, embedder: Embedder, *, drop_old: bool,
-           forget: Callable[[str], None]) -> str:
+def switch(
+    store: Catalogue, target: Target, embedder: Embedder, *, drop_old: bool, forget: Callable[[str], None]
+) -> str:
     """Check the built collection with a smoke query, move the alias onto it, and
     `forget` (the state of) the collection dropped, if any. Returns the report line."""
     smoke_check(store.at(target.collection), embedder)
@@ -131,4 +137,5 @@ def switch(store: Catalogue, target: Target, embedder: Embedder, *, drop_old: bo
     if dropped:
         forget(dropped)
     return f"{target.name} now leads to {target.collection}" + (
-        f" (was {target.live}{', dropped' if dropped else ', kept'})" if target.live else "")
+        f" (was {target.live}{', dropped' if dropped else ', kept'})" if target.live else ""
+    )

@@ -41,8 +41,7 @@ _LABELS = {
     "stale": "articles whose points hold another version",
     "unknown": "articles in the collection but not in the manifest",
     "pending": "articles a stopped run left pending",
-    "refused": "articles with chunks the embedder refused, not indexed (dead-lettered; the next run tries them "
-               "again)",
+    "refused": "articles with chunks the embedder refused, not indexed (dead-lettered; the next run tries them again)",
 }
 
 
@@ -64,8 +63,10 @@ class DriftReport:
         return c.drifted == 0 and c.pending.count == 0 and c.refused.count == 0 and self.unattributed == 0
 
     def lines(self) -> list[str]:
-        lines = [f"collection {self.collection}: {self.points:,} points; manifest {self.manifest}: "
-                 f"{self.articles:,} articles, {self.expected_points:,} points expected"]
+        lines = [
+            f"collection {self.collection}: {self.points:,} points; manifest {self.manifest}: "
+            f"{self.articles:,} articles, {self.expected_points:,} points expected"
+        ]
         for name, label in _LABELS.items():
             category: Category = getattr(self.comparison, name)
             if category.count:
@@ -83,8 +84,10 @@ class DriftReport:
             (last,) = rerun(list(self.sources[-1:]), self.flags)
             return f"a run was stopped before it finished: run it again to finish it (`{last}`); it deletes nothing"
         commands = "; ".join(f"`{command}`" for command in rerun(list(self.sources), self.flags))
-        return (f"drift: {commands} restores what is damaged or pending and deletes nothing; "
-                f"`python -m ingest repair{self.flags}` rebuilds the manifest from the collection instead")
+        return (
+            f"drift: {commands} restores what is damaged or pending and deletes nothing; "
+            f"`python -m ingest repair{self.flags}` rebuilds the manifest from the collection instead"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +99,11 @@ class RepairReport:
     pending: int
 
     def line(self) -> str:
-        return (f"manifest {self.manifest} rebuilt from collection {self.collection} ({self.points:,} points): "
-                f"{self.done:,} articles recorded as indexed, {self.pending:,} left pending (holes or mixed "
-                "versions: the next run redoes them)")
+        return (
+            f"manifest {self.manifest} rebuilt from collection {self.collection} ({self.points:,} points): "
+            f"{self.done:,} articles recorded as indexed, {self.pending:,} left pending (holes or mixed "
+            "versions: the next run redoes them)"
+        )
 
 
 def _observe(store: PointReader, manifest: Manifest) -> int:
@@ -116,8 +121,17 @@ def verify(store: PointReader, manifest: Manifest, *, flags: str = "") -> DriftR
     `flags`: the store's, for the advice's commands."""
     points = store.count()
     attributed = _observe(store, manifest)
-    return DriftReport(store.collection, manifest.path, manifest.count(), manifest.expected_points(), points,
-                       max(points - attributed, 0), manifest.compare(), tuple(noted_sources(manifest)), flags)
+    return DriftReport(
+        store.collection,
+        manifest.path,
+        manifest.count(),
+        manifest.expected_points(),
+        points,
+        max(points - attributed, 0),
+        manifest.compare(),
+        tuple(noted_sources(manifest)),
+        flags,
+    )
 
 
 def repair(store: PointReader, manifest: Manifest) -> RepairReport:
@@ -136,18 +150,33 @@ def reconcile(store: PointReader, manifest: Manifest) -> DriftReport | None:
         outside, expected = store.count_excluding(pending), manifest.expected_points()
         if outside == expected:
             return None
-        log.warning("collection %s holds %d points outside the pending articles, the manifest expects %d: "
-                    "comparing them article by article", store.collection, outside, expected)
+        log.warning(
+            "collection %s holds %d points outside the pending articles, the manifest expects %d: "
+            "comparing them article by article",
+            store.collection,
+            outside,
+            expected,
+        )
     report = verify(store, manifest)
     redo, adopted = manifest.fix_drift()
     if redo or adopted:
-        log.warning("manifest %s: %d drifted articles will be redone, %d articles adopted from the collection",
-                    manifest.path, redo, adopted)
+        log.warning(
+            "manifest %s: %d drifted articles will be redone, %d articles adopted from the collection",
+            manifest.path,
+            redo,
+            adopted,
+        )
     return report
 
 
-def delete_unseen(store: Store, manifest: Manifest, *, max_share: float,
-                  confirm: Callable[[str], bool] | None = None, source: str = "the source") -> tuple[int, int]:
+def delete_unseen(
+    store: Store,
+    manifest: Manifest,
+    *,
+    max_share: float,
+    confirm: Callable[[str], bool] | None = None,
+    source: str = "the source",
+) -> tuple[int, int]:
     """Delete the articles of the manifest that the snapshot lacked (`mark_seen`);
     returns (articles, points) deleted. Refuses when they are more than `max_share`
     of the indexed articles: a truncated or wrong snapshot must not empty the index;
@@ -160,15 +189,19 @@ def delete_unseen(store: Store, manifest: Manifest, *, max_share: float,
         raise MassDeleteError(
             f"the snapshot lacks {unseen:,} of the {indexed:,} indexed articles ({unseen / indexed:.0%}, over "
             f"--max-delete-share {max_share:g}); nothing was deleted. Check the source, or raise "
-            "--max-delete-share to delete them")
+            "--max-delete-share to delete them"
+        )
     if unseen > max(CONFIRM_SHARE * indexed, CONFIRM_FLOOR):
-        question = (f"delete {unseen:,} of the {indexed:,} articles of {store.collection} ({unseen / indexed:.0%}), "
-                    f"which {source} lacks?")
+        question = (
+            f"delete {unseen:,} of the {indexed:,} articles of {store.collection} ({unseen / indexed:.0%}), "
+            f"which {source} lacks?"
+        )
         if confirm is None or not confirm(question):
             raise MassDeleteError(
                 f"{unseen:,} of the {indexed:,} articles of {store.collection} ({unseen / indexed:.0%}), which "
                 f"{source} lacks, were not deleted: not confirmed (asked on a terminal only). If {source} is all "
-                "the collection should hold, run the same reindex with --yes")
+                "the collection should hold, run the same reindex with --yes"
+            )
     crashpoint("before-delete")
     articles = points = 0
     while ids := manifest.unseen(DELETE_BATCH):

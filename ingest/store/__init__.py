@@ -30,8 +30,22 @@ from ingest.store.legacy import is_legacy
 from ingest.store.memory import MemoryStore
 from ingest.store.server import ServerStore
 
-__all__ = ["Catalogue", "ChunkRef", "ChunkSelection", "MemoryStore", "PayloadFilter", "PointReader", "PointWriter",
-           "Resolved", "Store", "StoredHit", "StoredPoint", "StoredVector", "open_live", "open_store"]
+__all__ = [
+    "Catalogue",
+    "ChunkRef",
+    "ChunkSelection",
+    "MemoryStore",
+    "PayloadFilter",
+    "PointReader",
+    "PointWriter",
+    "Resolved",
+    "Store",
+    "StoredHit",
+    "StoredPoint",
+    "StoredVector",
+    "open_live",
+    "open_store",
+]
 
 
 def open_store(settings: StoreSettings, collection: str | None = None, *, create: bool = True) -> Store:
@@ -40,16 +54,23 @@ def open_store(settings: StoreSettings, collection: str | None = None, *, create
     (search) refuses a folder that holds no store rather than make an empty one."""
     collection = collection or settings.collection
     if settings.qdrant_url:
-        return ServerStore.connect(settings.qdrant_url, collection=collection, api_key=settings.qdrant_api_key,
-                                   prefer_grpc=settings.prefer_grpc, timeout=settings.timeout,
-                                   location=settings.location, layout=settings.layout,
-                                   grpc_port=settings.grpc_port_used)
+        return ServerStore.connect(
+            settings.qdrant_url,
+            collection=collection,
+            api_key=settings.qdrant_api_key,
+            prefer_grpc=settings.prefer_grpc,
+            timeout=settings.timeout,
+            location=settings.location,
+            layout=settings.layout,
+            grpc_port=settings.grpc_port_used,
+        )
     path = settings.qdrant_path or "qdrant_data"
     if is_legacy(path):
         raise LegacyStoreError(
             f"{path} was written by an earlier version of this tool (qdrant-client's local mode, no longer "
             f"read): move it into the current engine, vectors and all, with `python -m ingest migrate "
-            f"--qdrant-path {path}` (nothing is embedded again)")
+            f"--qdrant-path {path}` (nothing is embedded again)"
+        )
     return EdgeStore.open(path, collection=collection, create=create)
 
 

@@ -129,8 +129,9 @@ def capped(ranking: Sequence[Any], article_of: Any, group_size: int, limit: int)
     return picked
 
 
-def capped_ranking(query: Callable[[int], list], *, limit: int, group_size: int | None,
-                   article_of: Callable[[Any], Any]) -> list:
+def capped_ranking(
+    query: Callable[[int], list], *, limit: int, group_size: int | None, article_of: Callable[[Any], Any]
+) -> list:
     """The first `limit` points of the ranking `query(depth)` gives, at most `group_size`
     per article: fetched deep enough for the cap, and four times deeper while it falls short."""
     depth = limit if group_size is None else max(4 * limit, FUSION_DEPTH)
@@ -193,9 +194,16 @@ class PointReader(Protocol):
 
     def any_point(self) -> dict[str, Any] | None: ...
 
-    def search(self, vector: np.ndarray, *, limit: int, sparse: SparseQuery | None = None,
-               where: PayloadFilter | None = None, score_threshold: float | None = None,
-               group_size: int | None = None) -> list[StoredHit]:
+    def search(
+        self,
+        vector: np.ndarray,
+        *,
+        limit: int,
+        sparse: SparseQuery | None = None,
+        where: PayloadFilter | None = None,
+        score_threshold: float | None = None,
+        group_size: int | None = None,
+    ) -> list[StoredHit]:
         """The `limit` nearest points to the dense `vector`; with `sparse`, the dense and
         lexical rankings fused by reciprocal rank (`RRF_K`, `RRF_WEIGHTS`). `score_threshold`
         is on cosine similarity; `group_size` caps hits per article."""
@@ -214,7 +222,7 @@ class Catalogue(Protocol):
     collection: str
     location: str  # where it lives, for messages: a folder, or a URL without credentials
 
-    def at(self, collection: str) -> "Store":
+    def at(self, collection: str) -> Store:
         """The same connection, bound to `collection`."""
         ...
 

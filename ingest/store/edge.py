@@ -53,13 +53,13 @@ from ingest.store.base import (
     capped_ranking,
     chunk_ref,
 )
+from ingest.store.edge_folder import Folder, acquire, read_record
 from ingest.store.points import (
     dense_vector,
     hits_from,
     point_payloads,
     stored_chunk_vector,
 )
-from ingest.store.edge_folder import Folder, acquire, read_record
 from ingest.store.specs import check_compatible
 from schemas import CollectionSpec, SparseSpec
 
@@ -90,24 +90,29 @@ class EdgeStore:
         return self._sparse
 
     @classmethod
-    def open(cls, path: str | Path, *, collection: str, create: bool = True) -> "EdgeStore":
+    def open(cls, path: str | Path, *, collection: str, create: bool = True) -> EdgeStore:
         if q is None:
             raise StoreError("the embedded store needs qdrant-edge-py: pip install qdrant-edge-py")
         if str(path) == ":memory:":
-            return cls(acquire(Path(tempfile.mkdtemp(prefix="qdrant-edge-")) / "edge", temporary=True),
-                       collection, location=":memory:")
+            return cls(
+                acquire(Path(tempfile.mkdtemp(prefix="qdrant-edge-")) / "edge", temporary=True),
+                collection,
+                location=":memory:",
+            )
         root = Path(path) / "edge"
         if not create and not root.is_dir():
-            raise StoreError(f"no store at {path}: build one with `python -m ingest` (or pass the --qdrant-path "
-                             "that holds it)")
+            raise StoreError(
+                f"no store at {path}: build one with `python -m ingest` (or pass the --qdrant-path that holds it)"
+            )
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StoreError(f"cannot create the store folder {path}: {exc.strerror or exc}: "
-                             "pass another --qdrant-path") from exc
+            raise StoreError(
+                f"cannot create the store folder {path}: {exc.strerror or exc}: pass another --qdrant-path"
+            ) from exc
         return cls(acquire(root), collection, location=str(path))
 
-    def at(self, collection: str) -> "EdgeStore":
+    def at(self, collection: str) -> EdgeStore:
         return type(self)(self._folder, collection, location=self.location, lease=self._lease)
 
     def __repr__(self) -> str:
@@ -171,8 +176,11 @@ class EdgeStore:
                     self._sparse = spec.sparse
                     return False
             sparse = {SPARSE_VECTOR: q.EdgeSparseVectorParams(modifier=q.Modifier.Idf)} if spec.sparse else None
-            config = q.EdgeConfig(vectors=q.EdgeVectorParams(size=spec.dimension, distance=q.Distance.Cosine),
-                                  sparse_vectors=sparse, on_disk_payload=True)
+            config = q.EdgeConfig(
+                vectors=q.EdgeVectorParams(size=spec.dimension, distance=q.Distance.Cosine),
+                sparse_vectors=sparse,
+                on_disk_payload=True,
+            )
 
             def indexes(shard: Any) -> None:
                 for field in FILTER_FIELDS:
@@ -193,9 +201,11 @@ class EdgeStore:
             log.warning("wrote the build record of %s again, from the settings its name was made from", path)
             return True
         if points := self.count():
-            raise StoreError(f"collection {self.collection!r} in {self.location} has no build record (nothing "
-                             f"says how it was built) but holds {points} points: delete the folder {path} "
-                             "and run again, or pick another --collection")
+            raise StoreError(
+                f"collection {self.collection!r} in {self.location} has no build record (nothing "
+                f"says how it was built) but holds {points} points: delete the folder {path} "
+                "and run again, or pick another --collection"
+            )
         self._folder.drop(self.collection)
         log.warning("removed %s: an empty collection without a build record (an interrupted creation)", path)
         return False
@@ -229,8 +239,9 @@ class EdgeStore:
     def import_points(self, points: Sequence[StoredPoint], texts: Sequence[str]) -> None:
         self._write([p.id for p in points], [p.vector for p in points], [p.payload for p in points], texts)
 
-    def _write(self, ids: Sequence[str], vectors: Any, payloads: Sequence[dict[str, Any]],
-               texts: Sequence[str]) -> None:
+    def _write(
+        self, ids: Sequence[str], vectors: Any, payloads: Sequence[dict[str, Any]], texts: Sequence[str]
+    ) -> None:
         sparse = self.sparse
         points = []
         for pid, payload, text, vector in zip(ids, payloads, texts, vectors):
@@ -241,7 +252,7 @@ class EdgeStore:
         for start in range(0, len(points), BATCH):
             self._folder.check_room()
             crashpoint("upsert")
-            self._shard.update(q.UpdateOperation.upsert_points(points[start:start + BATCH]))
+            self._shard.update(q.UpdateOperation.upsert_points(points[start : start + BATCH]))
 
     def flush(self) -> None:
         """`update()` survives a killed process, not a power cut: sync the shard's WAL and segments."""
@@ -268,8 +279,9 @@ class EdgeStore:
         fields = q.PayloadSelector.Include(["id", "chunk_index", "article_hash"])
         offset = None
         while True:
-            points, offset = self._shard.scroll(q.ScrollRequest(offset=offset, limit=batch, with_payload=fields,
-                                                                with_vector=False))
+            points, offset = self._shard.scroll(
+                q.ScrollRequest(offset=offset, limit=batch, with_payload=fields, with_vector=False)
+            )
             yield [ref for point in points if (ref := chunk_ref(point.payload or {})) is not None]
             if offset is None:
                 return
@@ -277,7 +289,7 @@ class EdgeStore:
     def stored_vectors(self, point_ids: Sequence[str]) -> dict[str, StoredVector]:
         found: dict[str, StoredVector] = {}
         for start in range(0, len(point_ids), 1024):
-            for record in self._shard.retrieve(list(point_ids[start:start + 1024]), ["chunk_hash"], True):
+            for record in self._shard.retrieve(list(point_ids[start : start + 1024]), ["chunk_hash"], True):
                 if (stored := stored_chunk_vector(record.payload, record.vector)) is not None:
                     found[str(record.id)] = stored
         return found
@@ -288,10 +300,14 @@ class EdgeStore:
     def export_points(self, batch: int = 512) -> Iterator[list[StoredPoint]]:
         offset = None
         while True:
-            points, offset = self._shard.scroll(q.ScrollRequest(offset=offset, limit=batch, with_payload=True,
-                                                                with_vector=[DENSE]))
-            yield [StoredPoint(str(p.id), np.asarray(dense, dtype=np.float32), dict(p.payload or {}))
-                   for p in points if (dense := dense_vector(p.vector)) is not None]
+            points, offset = self._shard.scroll(
+                q.ScrollRequest(offset=offset, limit=batch, with_payload=True, with_vector=[DENSE])
+            )
+            yield [
+                StoredPoint(str(p.id), np.asarray(dense, dtype=np.float32), dict(p.payload or {}))
+                for p in points
+                if (dense := dense_vector(p.vector)) is not None
+            ]
             if offset is None:
                 return
 
@@ -299,29 +315,50 @@ class EdgeStore:
         points, _ = self._shard.scroll(q.ScrollRequest(limit=1, with_payload=True, with_vector=False))
         return dict(points[0].payload or {}) if points else None
 
-    def search(self, vector: np.ndarray, *, limit: int, sparse: SparseQuery | None = None,
-               where: PayloadFilter | None = None, score_threshold: float | None = None,
-               group_size: int | None = None) -> list[StoredHit]:
+    def search(
+        self,
+        vector: np.ndarray,
+        *,
+        limit: int,
+        sparse: SparseQuery | None = None,
+        where: PayloadFilter | None = None,
+        score_threshold: float | None = None,
+        group_size: int | None = None,
+    ) -> list[StoredHit]:
         dense = np.asarray(vector, dtype=np.float32)
         flt = _filter(where)
-        picked = capped_ranking(lambda depth: self._query(dense, sparse, depth, flt, score_threshold), limit=limit,
-                                group_size=group_size, article_of=lambda point: (point.payload or {}).get("id"))
+        picked = capped_ranking(
+            lambda depth: self._query(dense, sparse, depth, flt, score_threshold),
+            limit=limit,
+            group_size=group_size,
+            article_of=lambda point: (point.payload or {}).get("id"),
+        )
         return hits_from(picked, dense, fused=sparse is not None)
 
-    def _query(self, dense: np.ndarray, sparse: SparseQuery | None, limit: int, flt: Any,
-               score_threshold: float | None) -> list:
+    def _query(
+        self, dense: np.ndarray, sparse: SparseQuery | None, limit: int, flt: Any, score_threshold: float | None
+    ) -> list:
         if sparse is None:
-            return self._shard.query(q.QueryRequest(limit=limit, query=q.Query.Nearest(dense.tolist()), filter=flt,
-                                                    score_threshold=score_threshold, with_payload=True))
+            return self._shard.query(
+                q.QueryRequest(
+                    limit=limit,
+                    query=q.Query.Nearest(dense.tolist()),
+                    filter=flt,
+                    score_threshold=score_threshold,
+                    with_payload=True,
+                )
+            )
         depth = max(4 * limit, FUSION_DEPTH)
-        branches = [q.Prefetch(limit=depth, query=q.Query.Nearest(dense.tolist()), filter=flt,
-                               score_threshold=score_threshold)]
+        branches = [
+            q.Prefetch(limit=depth, query=q.Query.Nearest(dense.tolist()), filter=flt, score_threshold=score_threshold)
+        ]
         if sparse.indices:  # a query of stopwords only has no lexical side
             lexical = q.SparseVector(list(sparse.indices), list(sparse.values))
             branches.append(q.Prefetch(limit=depth, query=q.Query.Nearest(lexical, using=SPARSE_VECTOR), filter=flt))
-        fusion = q.Fusion.Rrf(k=RRF_K, weights=list(RRF_WEIGHTS[:len(branches)]))
-        return self._shard.query(q.QueryRequest(limit=limit, prefetches=branches, query=fusion,
-                                                with_payload=True, with_vector=[DENSE]))
+        fusion = q.Fusion.Rrf(k=RRF_K, weights=list(RRF_WEIGHTS[: len(branches)]))
+        return self._shard.query(
+            q.QueryRequest(limit=limit, prefetches=branches, query=fusion, with_payload=True, with_vector=[DENSE])
+        )
 
     def warm(self) -> None:
         pass  # real indexes: nothing to build first

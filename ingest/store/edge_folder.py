@@ -60,7 +60,7 @@ LOCK_FILE = ".lock"
 MIN_FREE_MB = 64  # a Qdrant server's default margin: 2 x wal_capacity_mb (32)
 BUILDING, DROPPING = ".new-", ".drop-"
 
-_folders: dict[str, "Folder"] = {}  # real path -> the one Folder of this process
+_folders: dict[str, Folder] = {}  # real path -> the one Folder of this process
 _folders_lock = threading.Lock()
 
 
@@ -101,9 +101,11 @@ def read_record(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise StoreError(f"{path} is damaged ({type(exc).__name__}; a power cut while an earlier version wrote "
-                         "it?): delete it and run the command that built the collection again (it writes the "
-                         "record and the alias again; nothing is embedded again)") from exc
+        raise StoreError(
+            f"{path} is damaged ({type(exc).__name__}; a power cut while an earlier version wrote "
+            "it?): delete it and run the command that built the collection again (it writes the "
+            "record and the alias again; nothing is embedded again)"
+        ) from exc
 
 
 def holder_line() -> str:
@@ -114,8 +116,9 @@ def holder_line() -> str:
         if word.startswith("-") and word != "-m":
             break
         words.append(word)
-    return json.dumps({"pid": os.getpid(), "command": " ".join(words)[:120],
-                       "since": time.strftime("%Y-%m-%d %H:%M:%S")})
+    return json.dumps(
+        {"pid": os.getpid(), "command": " ".join(words)[:120], "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    )
 
 
 def describe_holder(text: str) -> str:
@@ -169,7 +172,8 @@ class Folder:
                     f"the Qdrant storage folder {self.root.parent} is in use by another process{holder}: one process "
                     "holds an embedded store at a time; wait for it to finish or stop it (a `search serve` holds "
                     "it until stopped: query that server instead), pass another --qdrant-path, or run a Qdrant "
-                    "server that many processes share (--qdrant-url)") from None
+                    "server that many processes share (--qdrant-url)"
+                ) from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, holder_line().encode("utf-8"), 0)
             self._held = fd
@@ -182,16 +186,18 @@ class Folder:
             if leftover.name.startswith((BUILDING, DROPPING)):
                 shutil.rmtree(leftover, ignore_errors=True)
                 if leftover.name.startswith(BUILDING):
-                    log.warning("removed %s: a collection's creation was interrupted there (it held nothing)",
-                                leftover)
+                    log.warning("removed %s: a collection's creation was interrupted there (it held nothing)", leftover)
 
     def check_room(self) -> None:
         """Refuse to write with less than MIN_FREE_MB free (module docstring): an OSError(ENOSPC),
         which the command line's edge reports as a full disk, naming the folder."""
         free = shutil.disk_usage(self.root).free
         if free < MIN_FREE_MB << 20:
-            raise OSError(errno.ENOSPC, f"{free / 2**20:.1f} MB free, the embedded store needs {MIN_FREE_MB} MB "
-                                        "to write safely", str(self.root.parent))
+            raise OSError(
+                errno.ENOSPC,
+                f"{free / 2**20:.1f} MB free, the embedded store needs {MIN_FREE_MB} MB to write safely",
+                str(self.root.parent),
+            )
 
     def shard(self, collection: str) -> Any:
         """The open shard of `collection` (opened on first use), or None if it has none."""
@@ -206,8 +212,10 @@ class Folder:
                 self.shards[collection] = q.EdgeShard.load(str(path))
             except Exception as exc:  # Edge raises bare Exceptions: the WAL lock's is "WouldBlock"
                 if "WouldBlock" in str(exc):  # a process of an earlier version, which took no lock of ours
-                    raise StoreLockedError(f"the Qdrant storage folder {self.root.parent} is in use by another "
-                                           "process: wait for it to finish or stop it") from exc
+                    raise StoreLockedError(
+                        f"the Qdrant storage folder {self.root.parent} is in use by another "
+                        "process: wait for it to finish or stop it"
+                    ) from exc
                 raise StoreError(f"cannot open the collection {collection!r} in {self.root.parent}: {exc}") from exc
             return self.shards[collection]
 

@@ -53,30 +53,37 @@ MEMORY_TIERS = (1, 19)  # the server version from which storage tiers are `memor
 GREY_NUDGE_SECONDS = 30.0  # how often the wait sends an empty optimizer update to a grey collection
 # Scalar int8 quantization kept in RAM: a quarter of float32's memory. The 0.99 quantile clips
 # outliers before scaling, Qdrant's recommended setting.
-INT8 = models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
-    type=models.ScalarType.INT8, quantile=0.99, always_ram=True))
-INT8_PINNED = models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
-    type=models.ScalarType.INT8, quantile=0.99, memory=models.Memory.PINNED))
+INT8 = models.ScalarQuantization(
+    scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)
+)
+INT8_PINNED = models.ScalarQuantization(
+    scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, memory=models.Memory.PINNED)
+)
 # Every key a filter uses, indexed before the load (building an index over a loaded collection is slower).
-PAYLOAD_INDEXES = {**{name: models.PayloadSchemaType.KEYWORD for name in FILTER_FIELDS},
-                   "chunk_index": models.PayloadSchemaType.INTEGER}
+PAYLOAD_INDEXES = {
+    **{name: models.PayloadSchemaType.KEYWORD for name in FILTER_FIELDS},
+    "chunk_index": models.PayloadSchemaType.INTEGER,
+}
 
 
-def create_collection(client: QdrantClient, name: str, spec: CollectionSpec, layout: ServerLayout, *,
-                      bulk_load: bool, tiers: bool) -> None:
+def create_collection(
+    client: QdrantClient, name: str, spec: CollectionSpec, layout: ServerLayout, *, bulk_load: bool, tiers: bool
+) -> None:
     """The collection for `spec`, then its payload indexes. Quantized: the float32
     originals on disk, read only to rescore the best candidates, an int8 copy in RAM;
     the payloads on disk, read for the hits only. `tiers`: the server takes `memory`."""
     quantized = layout.quantization == "int8"
     originals = ({"memory": models.Memory.COLD} if tiers else {"on_disk": True}) if quantized else {}
     payloads: dict[str, Any] = (
-        {"payload": models.PayloadStorageParams(memory=models.Memory.COLD)} if tiers else {"on_disk_payload": True})
+        {"payload": models.PayloadStorageParams(memory=models.Memory.COLD)} if tiers else {"on_disk_payload": True}
+    )
     client.create_collection(
         name,
         vectors_config=models.VectorParams(size=spec.dimension, distance=models.Distance.COSINE, **originals),
         # IDF over the whole collection, kept current by Qdrant as points come and go
         sparse_vectors_config={SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)}
-        if spec.sparse else None,
+        if spec.sparse
+        else None,
         hnsw_config=models.HnswConfigDiff(m=HNSW_M),
         optimizers_config=models.OptimizersConfigDiff(indexing_threshold=0) if bulk_load else None,
         quantization_config=(INT8_PINNED if tiers else INT8) if quantized else None,
@@ -112,8 +119,11 @@ def deferred(client: QdrantClient, name: str) -> bool:
 
 @retry_transient
 def resume_indexing(client: QdrantClient, name: str) -> None:
-    client.update_collection(name, hnsw_config=models.HnswConfigDiff(m=HNSW_M),
-                             optimizers_config=models.OptimizersConfigDiff(indexing_threshold=INDEXING_THRESHOLD))
+    client.update_collection(
+        name,
+        hnsw_config=models.HnswConfigDiff(m=HNSW_M),
+        optimizers_config=models.OptimizersConfigDiff(indexing_threshold=INDEXING_THRESHOLD),
+    )
 
 
 def wait_until_indexed(client: QdrantClient, name: str, *, wait_seconds: float, poll_seconds: float = 2.0) -> bool:

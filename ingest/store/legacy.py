@@ -38,13 +38,14 @@ class LegacyStore(ServerStore):
     _rescore = None  # exact search: no quantization to rescore
 
     @classmethod
-    def open(cls, path: str | Path, *, collection: str = "") -> "LegacyStore":
+    def open(cls, path: str | Path, *, collection: str = "") -> LegacyStore:
         try:
             client = QdrantClient(location=":memory:") if str(path) == ":memory:" else QdrantClient(path=str(path))
             store = cls(client, collection, location=str(path))
         except RuntimeError as exc:  # local mode's "already accessed by another instance"
-            raise StoreLockedError(f"the Qdrant storage folder {path} is in use by another process: wait for it "
-                                   "to finish") from exc
+            raise StoreLockedError(
+                f"the Qdrant storage folder {path} is in use by another process: wait for it to finish"
+            ) from exc
         except Exception as exc:
             raise StoreError(f"cannot read the earlier store at {path}: {type(exc).__name__}: {exc}") from exc
         store._guard = threading.RLock()

@@ -185,16 +185,19 @@ class MemoryStore:
     def import_points(self, points: Sequence[StoredPoint], texts: Sequence[str]) -> None:
         self._write([p.id for p in points], [p.vector for p in points], [p.payload for p in points], texts)
 
-    def _write(self, ids: Sequence[str], vectors: Any, payloads: Sequence[dict[str, Any]],
-               texts: Sequence[str]) -> None:
+    def _write(
+        self, ids: Sequence[str], vectors: Any, payloads: Sequence[dict[str, Any]], texts: Sequence[str]
+    ) -> None:
         with self._space.lock:
             here = self._here
             sparse, dimension = here.spec.sparse, here.spec.dimension
             for pid, vector, payload, text in zip(ids, vectors, payloads, texts, strict=True):
                 dense = np.asarray(vector, dtype=np.float32)
                 if dense.shape != (dimension,):
-                    raise StoreError(f"point {pid}: a vector of shape {dense.shape} for a collection of "
-                                     f"{dimension} dimensions ({self.collection!r})")
+                    raise StoreError(
+                        f"point {pid}: a vector of shape {dense.shape} for a collection of "
+                        f"{dimension} dimensions ({self.collection!r})"
+                    )
                 lexical = dict(zip(*passage_vector(text, sparse))) if sparse is not None else None
                 here.points[str(pid)] = _Point(dense / (float(np.linalg.norm(dense)) or 1.0), dict(payload), lexical)
 
@@ -228,8 +231,11 @@ class MemoryStore:
     def stored_vectors(self, point_ids: Sequence[str]) -> dict[str, StoredVector]:
         with self._space.lock:
             points = self._here.points
-            return {pid: StoredVector(chunk_hash, points[pid].vector.copy()) for pid in point_ids
-                    if pid in points and (chunk_hash := points[pid].payload.get("chunk_hash"))}
+            return {
+                pid: StoredVector(chunk_hash, points[pid].vector.copy())
+                for pid in point_ids
+                if pid in points and (chunk_hash := points[pid].payload.get("chunk_hash"))
+            }
 
     def payloads(self, point_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         with self._space.lock:
@@ -244,9 +250,16 @@ class MemoryStore:
         points = self._sorted()
         return dict(points[0][1].payload) if points else None
 
-    def search(self, vector: np.ndarray, *, limit: int, sparse: SparseQuery | None = None,
-               where: PayloadFilter | None = None, score_threshold: float | None = None,
-               group_size: int | None = None) -> list[StoredHit]:
+    def search(
+        self,
+        vector: np.ndarray,
+        *,
+        limit: int,
+        sparse: SparseQuery | None = None,
+        where: PayloadFilter | None = None,
+        score_threshold: float | None = None,
+        group_size: int | None = None,
+    ) -> list[StoredHit]:
         dense = np.asarray(vector, dtype=np.float32)
         unit = dense / (float(np.linalg.norm(dense)) or 1.0)
         with self._space.lock:
@@ -262,10 +275,11 @@ class MemoryStore:
                 return by_cosine[:depth]
             branch = max(4 * depth, FUSION_DEPTH)
             rankings = [by_cosine[:branch]] + ([by_terms[:branch]] if by_terms is not None else [])
-            return _fused(rankings, RRF_WEIGHTS[:len(rankings)])[:depth]
+            return _fused(rankings, RRF_WEIGHTS[: len(rankings)])[:depth]
 
-        picked = capped_ranking(ranking, limit=limit, group_size=group_size,
-                                article_of=lambda ranked: ranked.point.payload.get("id"))
+        picked = capped_ranking(
+            ranking, limit=limit, group_size=group_size, article_of=lambda ranked: ranked.point.payload.get("id")
+        )
         return [StoredHit(r.id, r.score, dict(r.point.payload), float(unit @ r.point.vector)) for r in picked]
 
 
@@ -273,7 +287,7 @@ def _pages(items: list, size: int) -> Iterator[list]:
     """Pages of `size`; an empty collection still gives one (empty) page, as a scroll does."""
     yield items[:size]
     for start in range(size, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 def _ranked(scored: Any) -> list[_Ranked]:
@@ -296,8 +310,9 @@ def _selected(payload: dict[str, Any], selection: ChunkSelection) -> bool:
     return after or index in selection.indices
 
 
-def _lexical(points: list[tuple[str, _Point]], query: SparseQuery,
-             collection: list[tuple[str, _Point]]) -> list[_Ranked]:
+def _lexical(
+    points: list[tuple[str, _Point]], query: SparseQuery, collection: list[tuple[str, _Point]]
+) -> list[_Ranked]:
     """The points sharing a term with `query`, by BM25: each term's weight in the point
     times the query's, times the term's IDF over the whole collection, as Qdrant's
     `Modifier.IDF` computes it: ln((N - n + 0.5) / (n + 0.5) + 1)."""

@@ -26,8 +26,7 @@ def dense_vector(vector: Any) -> Any:
     return vector.get(DENSE_VECTOR) if isinstance(vector, dict) else vector
 
 
-def split_by_bytes(pairs: Sequence[Pair], dimension: int,
-                   max_bytes: int = MAX_REQUEST_BYTES) -> list[slice]:
+def split_by_bytes(pairs: Sequence[Pair], dimension: int, max_bytes: int = MAX_REQUEST_BYTES) -> list[slice]:
     """Slices of `pairs` whose estimated request size stays under `max_bytes`."""
     slices, start, size = [], 0, 0
     for index, (article, chunk) in enumerate(pairs):
@@ -53,11 +52,19 @@ def point_payloads(pairs: Sequence[Pair]) -> tuple[list[str], list[dict[str, Any
         if article_hash is None:
             article_hash = article_hashes[id(article)] = article.content_hash
         ids.append(chunk.point_id)
-        payloads.append({
-            "id": article.id, "url": article.url, "title": article.title, "text": chunk.text,
-            "chunk_index": chunk.chunk_index, "start": chunk.start, "end": chunk.end,
-            "chunk_hash": chunk.content_hash, "article_hash": article_hash,
-        })
+        payloads.append(
+            {
+                "id": article.id,
+                "url": article.url,
+                "title": article.title,
+                "text": chunk.text,
+                "chunk_index": chunk.chunk_index,
+                "start": chunk.start,
+                "end": chunk.end,
+                "chunk_hash": chunk.content_hash,
+                "article_hash": article_hash,
+            }
+        )
     return ids, payloads
 
 
@@ -81,9 +88,7 @@ def hits_from(points: Sequence[Any], dense: np.ndarray, *, fused: bool) -> list[
     return hits
 
 
-def build_batch(
-    pairs: Sequence[Pair], vectors: np.ndarray, sparse: SparseSpec | None = None
-) -> models.Batch:
+def build_batch(pairs: Sequence[Pair], vectors: np.ndarray, sparse: SparseSpec | None = None) -> models.Batch:
     """Column-oriented upsert body, built for speed: it is on every backend's hot path.
 
     Payloads come from `point_payloads`, and the vectors, float32 already checked at
@@ -91,20 +96,29 @@ def build_batch(
     point also gets its lexical vector (`ingest.lexical`), made from the text the
     model saw (less the title, if the spec leaves it out)."""
     ids, payloads = point_payloads(pairs)
-    return batch_of(ids, vectors.tolist(), payloads,
-                    [passage_text(chunk.embed_text, chunk.text, sparse) for _, chunk in pairs], sparse)
+    return batch_of(
+        ids,
+        vectors.tolist(),
+        payloads,
+        [passage_text(chunk.embed_text, chunk.text, sparse) for _, chunk in pairs],
+        sparse,
+    )
 
 
-def batch_of(ids: list[str], dense: list, payloads: list[dict[str, Any]], texts: Sequence[str],
-             sparse: SparseSpec | None) -> models.Batch:
+def batch_of(
+    ids: list[str], dense: list, payloads: list[dict[str, Any]], texts: Sequence[str], sparse: SparseSpec | None
+) -> models.Batch:
     """The upsert body of points given whole (`build_batch`, and a copy between
     stores): with `sparse`, each point's lexical vector is made from its `texts`."""
     if sparse is None:
         return models.Batch.model_construct(ids=ids, vectors=dense, payloads=payloads)
-    lexical = [models.SparseVector.model_construct(indices=indices, values=values)
-               for indices, values in (passage_vector(text, sparse) for text in texts)]
-    return models.Batch.model_construct(ids=ids, vectors={DENSE_VECTOR: dense, SPARSE_VECTOR: lexical},
-                                        payloads=payloads)
+    lexical = [
+        models.SparseVector.model_construct(indices=indices, values=values)
+        for indices, values in (passage_vector(text, sparse) for text in texts)
+    ]
+    return models.Batch.model_construct(
+        ids=ids, vectors={DENSE_VECTOR: dense, SPARSE_VECTOR: lexical}, payloads=payloads
+    )
 
 
 def selection_filter(selection: ChunkSelection) -> models.Filter:
@@ -125,5 +139,9 @@ def payload_filter(where: PayloadFilter | None) -> models.Filter | None:
     """Qdrant's filter for `where`: every given part must hold, any of its values."""
     if where is None or not where.conditions():
         return None
-    return models.Filter(must=[models.FieldCondition(key=key, match=models.MatchAny(any=list(values)))
-                               for key, values in where.conditions()])
+    return models.Filter(
+        must=[
+            models.FieldCondition(key=key, match=models.MatchAny(any=list(values)))
+            for key, values in where.conditions()
+        ]
+    )

@@ -24,6 +24,7 @@ from qdrant_client import QdrantClient, models
 from ingest.crashpoints import crashpoint
 from ingest.lexical import SPARSE_VECTOR, SparseQuery
 from ingest.settings import ServerLayout, grpc_port_for
+from ingest.store import layout as server_layout
 from ingest.store.base import (
     FUSION_DEPTH,
     RRF_K,
@@ -50,7 +51,6 @@ from ingest.store.points import (
     split_by_bytes,
     stored_chunk_vector,
 )
-from ingest.store import layout as server_layout
 from ingest.store.retries import retry_transient
 from ingest.store.specs import check_adoptable, check_compatible
 from schemas import CollectionSpec, SparseSpec
@@ -70,8 +70,15 @@ class ServerStore:
     The reader of folders written by qdrant-client's local mode (`ingest.store.legacy`)
     builds on this class: local mode speaks the same API in process."""
 
-    def __init__(self, client: QdrantClient, collection: str, *, location: str = "",
-                 max_request_bytes: int = MAX_REQUEST_BYTES, layout: ServerLayout = ServerLayout()) -> None:
+    def __init__(
+        self,
+        client: QdrantClient,
+        collection: str,
+        *,
+        location: str = "",
+        max_request_bytes: int = MAX_REQUEST_BYTES,
+        layout: ServerLayout = ServerLayout(),
+    ) -> None:
         self.client = client
         self.layout = layout
         self.collection = collection
@@ -82,17 +89,32 @@ class ServerStore:
         self._deferred = False  # this connection created the collection with its graph deferred
 
     @classmethod
-    def connect(cls, url: str, *, collection: str, api_key: str | None = None, prefer_grpc: bool = True,
-                timeout: int = 120, location: str | None = None, layout: ServerLayout = ServerLayout(),
-                grpc_port: int | None = None) -> "ServerStore":
+    def connect(
+        cls,
+        url: str,
+        *,
+        collection: str,
+        api_key: str | None = None,
+        prefer_grpc: bool = True,
+        timeout: int = 120,
+        location: str | None = None,
+        layout: ServerLayout = ServerLayout(),
+        grpc_port: int | None = None,
+    ) -> ServerStore:
         """`grpc_port`: where gRPC is served (default: one above the URL's port, `grpc_port_for`)."""
         # No version check on connect: it warns on stderr when the server is unreachable (the first
         # call fails then, in one line); `preflight` checks the server's version itself.
-        client = QdrantClient(url=url, api_key=api_key, prefer_grpc=prefer_grpc, timeout=timeout,
-                              grpc_port=grpc_port or grpc_port_for(url), check_compatibility=False)
+        client = QdrantClient(
+            url=url,
+            api_key=api_key,
+            prefer_grpc=prefer_grpc,
+            timeout=timeout,
+            grpc_port=grpc_port or grpc_port_for(url),
+            check_compatibility=False,
+        )
         return cls(client, collection, location=location or url, layout=layout)
 
-    def at(self, collection: str) -> "ServerStore":
+    def at(self, collection: str) -> ServerStore:
         other = type(self).__new__(type(self))
         other.__dict__.update(self.__dict__)
         other.collection, other._sparse, other._deferred = collection, _UNREAD, False
@@ -123,16 +145,18 @@ class ServerStore:
         actions: list[Any] = []
         if replace_alias:
             actions.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
-        actions.append(models.CreateAliasOperation(
-            create_alias=models.CreateAlias(collection_name=collection, alias_name=alias)))
+        actions.append(
+            models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=collection, alias_name=alias))
+        )
         self.client.update_collection_aliases(change_aliases_operations=actions)
 
     def aliases_of(self, collection: str) -> list[str]:
         return [a.alias_name for a in self.client.get_aliases().aliases if a.collection_name == collection]
 
     def delete_alias(self, alias: str) -> None:
-        self.client.update_collection_aliases(change_aliases_operations=[
-            models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias))])
+        self.client.update_collection_aliases(
+            change_aliases_operations=[models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias))]
+        )
 
     def server_version(self) -> str | None:
         return str(self.client.info().version)
@@ -156,16 +180,25 @@ class ServerStore:
         if not self.exists():
             self._create(spec, bulk_load=bulk_load)
             self._deferred = bulk_load and self._server_indexes
-            log.info("created collection %s (%s, %d dims%s%s)", self.collection, spec.model.name, spec.dimension,
-                     ", BM25 sparse vectors" if spec.sparse else "",
-                     ", indexing deferred until the load ends" if bulk_load and self._server_indexes else "")
+            log.info(
+                "created collection %s (%s, %d dims%s%s)",
+                self.collection,
+                spec.model.name,
+                spec.dimension,
+                ", BM25 sparse vectors" if spec.sparse else "",
+                ", indexing deferred until the load ends" if bulk_load and self._server_indexes else "",
+            )
             self._sparse = spec.sparse
             return True
         info = self.client.get_collection(self.collection)
         existing = CollectionSpec.from_metadata(info.config.metadata)
         if existing is None:
-            check_adoptable(self.collection, spec, points=info.points_count or 0,
-                            dimension=getattr(info.config.params.vectors, "size", None))
+            check_adoptable(
+                self.collection,
+                spec,
+                points=info.points_count or 0,
+                dimension=getattr(info.config.params.vectors, "size", None),
+            )
             self.client.update_collection(self.collection, metadata=spec.to_metadata())
             self._sparse = None
             return False
@@ -178,13 +211,22 @@ class ServerStore:
     def _create(self, spec: CollectionSpec, *, bulk_load: bool) -> None:
         if not self._server_indexes:  # local mode: no quantization, payload indexes or deferred graph
             self.client.create_collection(
-                self.collection, metadata=spec.to_metadata(),
+                self.collection,
+                metadata=spec.to_metadata(),
                 vectors_config=models.VectorParams(size=spec.dimension, distance=models.Distance.COSINE),
                 sparse_vectors_config={SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)}
-                if spec.sparse else None)
+                if spec.sparse
+                else None,
+            )
             return
-        server_layout.create_collection(self.client, self.collection, spec, self.layout, bulk_load=bulk_load,
-                                        tiers=self._version() >= server_layout.MEMORY_TIERS)
+        server_layout.create_collection(
+            self.client,
+            self.collection,
+            spec,
+            self.layout,
+            bulk_load=bulk_load,
+            tiers=self._version() >= server_layout.MEMORY_TIERS,
+        )
 
     def _version(self) -> tuple[int, ...]:
         version = self.server_version() or ""
@@ -199,8 +241,9 @@ class ServerStore:
         if self._server_indexes and (self._deferred or server_layout.deferred(self.client, self.collection)):
             self._deferred = False
             server_layout.resume_indexing(self.client, self.collection)
-        return server_layout.wait_until_indexed(self.client, self.collection, wait_seconds=wait_seconds,
-                                         poll_seconds=poll_seconds)
+        return server_layout.wait_until_indexed(
+            self.client, self.collection, wait_seconds=wait_seconds, poll_seconds=poll_seconds
+        )
 
     _server_indexes = True  # payload indexes, and an HNSW graph a bulk load can defer
     _rescore: Any = RESCORED  # search parameters for the dense side
@@ -249,8 +292,7 @@ class ServerStore:
         with self._guard:
             found = self.client.count(self.collection, count_filter=selection, exact=True).count
             if found:
-                self.client.delete(self.collection, points_selector=models.FilterSelector(filter=selection),
-                                   wait=True)
+                self.client.delete(self.collection, points_selector=models.FilterSelector(filter=selection), wait=True)
         return found
 
     def scan_chunks(self, batch: int = 2048) -> Iterator[list[ChunkRef]]:
@@ -259,8 +301,9 @@ class ServerStore:
         fields = models.PayloadSelectorInclude(include=["id", "chunk_index", "article_hash"])
         offset = None
         while True:
-            points, offset = self.client.scroll(self.collection, limit=batch, offset=offset,
-                                                with_payload=fields, with_vectors=False)
+            points, offset = self.client.scroll(
+                self.collection, limit=batch, offset=offset, with_payload=fields, with_vectors=False
+            )
             yield [ref for point in points if (ref := chunk_ref(point.payload or {})) is not None]
             if offset is None:
                 return
@@ -269,8 +312,12 @@ class ServerStore:
         found: dict[str, StoredVector] = {}
         for start in range(0, len(point_ids), batch):
             with self._guard:
-                points = self.client.retrieve(self.collection, ids=list(point_ids[start:start + batch]),
-                                              with_payload=["chunk_hash"], with_vectors=True)
+                points = self.client.retrieve(
+                    self.collection,
+                    ids=list(point_ids[start : start + batch]),
+                    with_payload=["chunk_hash"],
+                    with_vectors=True,
+                )
             for point in points:
                 if (stored := stored_chunk_vector(point.payload, point.vector)) is not None:
                     found[str(point.id)] = stored
@@ -283,30 +330,47 @@ class ServerStore:
     def payloads(self, point_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The payloads of those of `point_ids` that exist."""
         with self._guard:
-            points = self.client.retrieve(self.collection, ids=list(point_ids), with_payload=True,
-                                          with_vectors=False)
+            points = self.client.retrieve(self.collection, ids=list(point_ids), with_payload=True, with_vectors=False)
         return {str(p.id): dict(p.payload or {}) for p in points}
 
     def export_points(self, batch: int = 512) -> Iterator[list[StoredPoint]]:
         offset = None
         while True:
             with self._guard:
-                points, offset = self.client.scroll(self.collection, limit=batch, offset=offset,
-                                                    with_payload=True, with_vectors=True)
-            yield [StoredPoint(str(p.id), np.asarray(dense_vector(p.vector), dtype=np.float32), dict(p.payload or {}))
-                   for p in points if dense_vector(p.vector) is not None]
+                points, offset = self.client.scroll(
+                    self.collection, limit=batch, offset=offset, with_payload=True, with_vectors=True
+                )
+            yield [
+                StoredPoint(str(p.id), np.asarray(dense_vector(p.vector), dtype=np.float32), dict(p.payload or {}))
+                for p in points
+                if dense_vector(p.vector) is not None
+            ]
             if offset is None:
                 return
 
     def import_points(self, points: Sequence[StoredPoint], texts: Sequence[str]) -> None:
         for start in range(0, len(points), IMPORT_BATCH):
-            part = points[start:start + IMPORT_BATCH]
-            self.upsert(batch_of([p.id for p in part], [p.vector.tolist() for p in part],
-                                 [p.payload for p in part], texts[start:start + IMPORT_BATCH], self.sparse))
+            part = points[start : start + IMPORT_BATCH]
+            self.upsert(
+                batch_of(
+                    [p.id for p in part],
+                    [p.vector.tolist() for p in part],
+                    [p.payload for p in part],
+                    texts[start : start + IMPORT_BATCH],
+                    self.sparse,
+                )
+            )
 
-    def search(self, vector: np.ndarray, *, limit: int, sparse: SparseQuery | None = None,
-               where: PayloadFilter | None = None, score_threshold: float | None = None,
-               group_size: int | None = None) -> list[StoredHit]:
+    def search(
+        self,
+        vector: np.ndarray,
+        *,
+        limit: int,
+        sparse: SparseQuery | None = None,
+        where: PayloadFilter | None = None,
+        score_threshold: float | None = None,
+        group_size: int | None = None,
+    ) -> list[StoredHit]:
         """The `limit` nearest points to the dense `vector`; with `sparse` (a query's
         lexical vector), the dense and the lexical rankings fused by reciprocal rank.
         `score_threshold` is on cosine similarity; `group_size` caps hits per article."""
@@ -317,22 +381,48 @@ class ServerStore:
             query = {"query": dense.tolist(), "score_threshold": score_threshold, "search_params": self._rescore}
         else:
             depth = max(4 * limit, FUSION_DEPTH)  # candidates each ranking offers the fusion
-            branches = [models.Prefetch(query=dense.tolist(), limit=depth, filter=query_filter,
-                                        score_threshold=score_threshold, params=self._rescore)]
+            branches = [
+                models.Prefetch(
+                    query=dense.tolist(),
+                    limit=depth,
+                    filter=query_filter,
+                    score_threshold=score_threshold,
+                    params=self._rescore,
+                )
+            ]
             if sparse.indices:  # a query of stopwords only has no lexical side
-                branches.append(models.Prefetch(query=models.SparseVector(indices=sparse.indices, values=sparse.values),
-                                                using=SPARSE_VECTOR, limit=depth, filter=query_filter))
-            fusion = models.Rrf(k=RRF_K, weights=list(RRF_WEIGHTS[:len(branches)]))
+                branches.append(
+                    models.Prefetch(
+                        query=models.SparseVector(indices=sparse.indices, values=sparse.values),
+                        using=SPARSE_VECTOR,
+                        limit=depth,
+                        filter=query_filter,
+                    )
+                )
+            fusion = models.Rrf(k=RRF_K, weights=list(RRF_WEIGHTS[: len(branches)]))
             query = {"prefetch": branches, "query": models.RrfQuery(rrf=fusion)}
         with_vectors: Any = sparse is not None  # the cosine of fused hits is computed here
         with self._guard:
             if group_size is None:
-                points = self.client.query_points(self.collection, limit=limit, query_filter=query_filter,
-                                                  with_payload=True, with_vectors=with_vectors, **query).points
+                points = self.client.query_points(
+                    self.collection,
+                    limit=limit,
+                    query_filter=query_filter,
+                    with_payload=True,
+                    with_vectors=with_vectors,
+                    **query,
+                ).points
             else:
                 groups = self.client.query_points_groups(
-                    self.collection, group_by="id", group_size=group_size, limit=limit,
-                    query_filter=query_filter, with_payload=True, with_vectors=with_vectors, **query).groups
+                    self.collection,
+                    group_by="id",
+                    group_size=group_size,
+                    limit=limit,
+                    query_filter=query_filter,
+                    with_payload=True,
+                    with_vectors=with_vectors,
+                    **query,
+                ).groups
                 points = sorted((p for g in groups for p in g.hits), key=lambda p: -p.score)[:limit]
         return hits_from(points, dense, fused=sparse is not None)
 

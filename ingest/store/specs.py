@@ -43,4 +43,5 @@ def check_adoptable(collection: str, spec: CollectionSpec, *, points: int, dimen
     if spec.sparse:
         raise CollectionMismatchError(
             f"collection {collection!r} was created without sparse vectors and Qdrant cannot add "
-            "them: pass --sparse none, or another --collection")
+            "them: pass --sparse none, or another --collection"
+        )

@@ -85,9 +85,14 @@ class EvalResult:
         }
 
 
-def evaluate(ranked_titles_per_question: Sequence[Sequence[str]], answers: Sequence[str], *,
-             ks: Sequence[int] = DEFAULT_KS, questions: Sequence[str] | None = None,
-             seconds: Sequence[float] | None = None) -> EvalResult:
+def evaluate(
+    ranked_titles_per_question: Sequence[Sequence[str]],
+    answers: Sequence[str],
+    *,
+    ks: Sequence[int] = DEFAULT_KS,
+    questions: Sequence[str] | None = None,
+    seconds: Sequence[float] | None = None,
+) -> EvalResult:
     """Score ranked title lists (one per question, duplicates allowed) against each question's answer."""
     ks = tuple(sorted(set(ks)))
     if not ks or ks[0] < 1:
@@ -101,13 +106,15 @@ def evaluate(ranked_titles_per_question: Sequence[Sequence[str]], answers: Seque
     for i, (ranked, answer) in enumerate(zip(ranked_titles_per_question, answers)):
         articles = dedupe(ranked)
         rank = articles.index(answer) + 1 if answer in articles else None
-        results.append(QuestionResult(
-            question=questions[i] if questions is not None else "",
-            answer=answer,
-            rank=rank,
-            top=tuple(articles[:cutoff]),
-            seconds=seconds[i] if seconds is not None else None,
-        ))
+        results.append(
+            QuestionResult(
+                question=questions[i] if questions is not None else "",
+                answer=answer,
+                rank=rank,
+                top=tuple(articles[:cutoff]),
+                seconds=seconds[i] if seconds is not None else None,
+            )
+        )
     n = len(results)
     latency = {}
     if seconds is not None:

@@ -37,8 +37,9 @@ def load_questions(path: str | Path) -> list[Question]:
         raise QuestionFileError(f"question file {path} does not exist") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise QuestionFileError(f"cannot read question file {path}: {exc}") from exc
-    questions = [parse_question(line, number, path) for number, line in enumerate(text.splitlines(), start=1)
-                 if line.strip()]
+    questions = [
+        parse_question(line, number, path) for number, line in enumerate(text.splitlines(), start=1) if line.strip()
+    ]
     if not questions:
         raise QuestionFileError(f"question file {path} holds no questions")
     return questions
@@ -51,8 +52,9 @@ def parse_question(line: str, number: int = 0, path: str | Path = "<questions>")
     except json.JSONDecodeError as exc:
         raise QuestionFileError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
     if not isinstance(record, dict):
-        raise QuestionFileError(f"{where}: expected a JSON object with 'question' and 'title', "
-                                f"got {type(record).__name__}")
+        raise QuestionFileError(
+            f"{where}: expected a JSON object with 'question' and 'title', got {type(record).__name__}"
+        )
     values = {}
     for name in ("question", "title"):
         if name not in record:

@@ -43,9 +43,15 @@ def rank_articles(hits: Iterable[_HitLike]) -> list[str]:
     return titles
 
 
-def run_eval(searcher: _SearcherLike, questions: Sequence[Question], *, ks: Sequence[int] = DEFAULT_KS,
-             chunks: int | None = None, mode: str | None = None,
-             clock: Callable[[], float] = time.perf_counter) -> EvalResult:
+def run_eval(
+    searcher: _SearcherLike,
+    questions: Sequence[Question],
+    *,
+    ks: Sequence[int] = DEFAULT_KS,
+    chunks: int | None = None,
+    mode: str | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> EvalResult:
     """Ask every question, rank the articles behind the chunks it gets back, and score the set.
 
     `chunks` is how many chunks to retrieve per question (default 3 x max(k)), so that
@@ -63,10 +69,16 @@ def unindexed_answers(store, dimension: int, questions: Sequence[Question]) -> l
     return [t for t in titles if not store.search(probe, limit=1, where=PayloadFilter(titles=(t,)))]
 
 
-def compare_modes(searcher: _SearcherLike, questions: Sequence[Question], *, modes: Sequence[str | None],
-                  ks: Sequence[int] = DEFAULT_KS, chunks: int | None = None,
-                  clock: Callable[[], float] = time.perf_counter,
-                  progress: Progress | None = None) -> dict[str | None, EvalResult]:
+def compare_modes(
+    searcher: _SearcherLike,
+    questions: Sequence[Question],
+    *,
+    modes: Sequence[str | None],
+    ks: Sequence[int] = DEFAULT_KS,
+    chunks: int | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+    progress: Progress | None = None,
+) -> dict[str | None, EvalResult]:
     """`run_eval` for several retrieval modes in one pass: each question is asked in
     every mode in turn, so that the latencies compared share the machine's moods."""
     cutoff = max(ks)
@@ -90,12 +102,18 @@ def compare_modes(searcher: _SearcherLike, questions: Sequence[Question], *, mod
         progress.tick(len(questions), "questions", force=True)
         progress.close()
     if short:
-        log.warning("%d searches of %d got fewer than %d distinct articles from %d chunks: raise --chunks",
-                    short, len(questions) * len(modes), cutoff, chunks)
+        log.warning(
+            "%d searches of %d got fewer than %d distinct articles from %d chunks: raise --chunks",
+            short,
+            len(questions) * len(modes),
+            cutoff,
+            chunks,
+        )
     answers, texts = [q.title for q in questions], [q.question for q in questions]
-    return {mode: replace(evaluate(rankings[mode], answers, ks=ks, questions=texts, seconds=seconds[mode]),
-                          chunks=chunks)
-            for mode in modes}
+    return {
+        mode: replace(evaluate(rankings[mode], answers, ks=ks, questions=texts, seconds=seconds[mode]), chunks=chunks)
+        for mode in modes
+    }
 
 
 # -- output ------------------------------------------------------------------
@@ -108,8 +126,13 @@ def format_table(result: EvalResult, *, misses: int = 10, width: int = 100) -> s
     rows += [(f"recall@{k}", f"{value:.3f}  ({round(value * n):,}/{n:,})") for k, value in result.recall.items()]
     rows.append((f"MRR@{result.cutoff}", f"{result.mrr:.3f}"))
     if result.latency_ms:
-        rows.append(("latency", f"median {result.latency_ms['median']:.1f} ms, "
-                                f"p95 {result.latency_ms['p95']:.1f} ms (embedding included)"))
+        rows.append(
+            (
+                "latency",
+                f"median {result.latency_ms['median']:.1f} ms, "
+                f"p95 {result.latency_ms['p95']:.1f} ms (embedding included)",
+            )
+        )
     label = max(len(name) for name, _ in rows)
     lines = [f"{name:<{label}}  {value}" for name, value in rows]
     missed = result.misses
@@ -120,8 +143,9 @@ def format_table(result: EvalResult, *, misses: int = 10, width: int = 100) -> s
             got = ", ".join(q.top[:3]) or "nothing"
             where = f"rank {q.rank}" if q.rank else "not retrieved"
             lines.append("- " + textwrap.shorten(q.question, width=width - 2, placeholder=" …"))
-            lines.append("    " + textwrap.shorten(f"want {q.answer} ({where}); got {got}", width=width - 4,
-                                                   placeholder=" …"))
+            lines.append(
+                "    " + textwrap.shorten(f"want {q.answer} ({where}); got {got}", width=width - 4, placeholder=" …")
+            )
     return "\n".join(lines)
 
 

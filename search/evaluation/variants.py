@@ -160,9 +160,16 @@ def fuse_dbsf(rankings: Iterable[tuple[Sequence[int], np.ndarray]]) -> list[int]
     return sorted(fused, key=lambda row: -fused[row])
 
 
-def compare_variants(replica: Replica, embed_queries, question_sets: dict[str, Sequence[Question]],
-                     variants: Sequence[Variant], *, ks: Sequence[int] = DEFAULT_KS, chunks: int = 30,
-                     progress: bool = True) -> dict[str, dict[str, EvalResult]]:
+def compare_variants(
+    replica: Replica,
+    embed_queries,
+    question_sets: dict[str, Sequence[Question]],
+    variants: Sequence[Variant],
+    *,
+    ks: Sequence[int] = DEFAULT_KS,
+    chunks: int = 30,
+    progress: bool = True,
+) -> dict[str, dict[str, EvalResult]]:
     """{variant label: {set name: result}}; each set's queries embedded once for all variants."""
     results: dict[str, dict[str, EvalResult]] = {v.label: {} for v in variants}
     shown = Progress(sum(len(q) for q in question_sets.values()) * len(variants), enabled=progress)

@@ -44,12 +44,14 @@ class SearchRetriever(BaseRetriever, SearchOptions):
     def model_post_init(self, context: Any) -> None:
         self.searcher = default_searcher(self.searcher)  # opened now: a bad setting fails here, not mid-chain
 
-    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun,
-                                **overrides: Any) -> list[Document]:
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **overrides: Any
+    ) -> list[Document]:
         return self._documents(query, overrides)
 
-    async def _aget_relevant_documents(self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun,
-                                       **overrides: Any) -> list[Document]:
+    async def _aget_relevant_documents(
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **overrides: Any
+    ) -> list[Document]:
         return await asyncio.to_thread(self._documents, query, overrides)  # the searcher blocks: off the loop
 
     def _documents(self, query: str, overrides: dict[str, Any]) -> list[Document]:
@@ -70,7 +72,7 @@ class SearchEmbeddings(Embeddings):
         self.embedder = embedder
 
     @classmethod
-    def of(cls, searcher: Searcher) -> "SearchEmbeddings":
+    def of(cls, searcher: Searcher) -> SearchEmbeddings:
         return cls(searcher.embedder)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:

@@ -36,8 +36,9 @@ _HIDDEN = [key for key in METADATA_KEYS if key not in CITATION_KEYS] + ["context
 class SearchRetriever(BaseRetriever):
     """`Searcher.search` as a LlamaIndex retriever (hybrid where the collection has BM25 vectors)."""
 
-    def __init__(self, searcher: Searcher | None = None, *, options: SearchOptions | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, searcher: Searcher | None = None, *, options: SearchOptions | None = None, **kwargs: Any
+    ) -> None:
         """`kwargs`: the search options by name (`k=5`, `mode="dense"`, ...: checked
         now), and LlamaIndex's own (`callback_manager`, `verbose`, ...)."""
         chosen = {name: kwargs.pop(name) for name in SearchOptions.model_fields.keys() & kwargs.keys()}
@@ -58,10 +59,19 @@ class SearchRetriever(BaseRetriever):
 
 def node_of(hit: Hit) -> TextNode:
     return TextNode(
-        id_=hit.point_id, text=hit.text, metadata=hit_metadata(hit), start_char_idx=hit.start, end_char_idx=hit.end,
-        excluded_llm_metadata_keys=list(_HIDDEN), excluded_embed_metadata_keys=list(_HIDDEN),
-        relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=hit.article_id,
-                                                                metadata={"title": hit.title, "url": hit.url})})
+        id_=hit.point_id,
+        text=hit.text,
+        metadata=hit_metadata(hit),
+        start_char_idx=hit.start,
+        end_char_idx=hit.end,
+        excluded_llm_metadata_keys=list(_HIDDEN),
+        excluded_embed_metadata_keys=list(_HIDDEN),
+        relationships={
+            NodeRelationship.SOURCE: RelatedNodeInfo(
+                node_id=hit.article_id, metadata={"title": hit.title, "url": hit.url}
+            )
+        },
+    )
 
 
 class SearchEmbedding(BaseEmbedding):
@@ -75,7 +85,7 @@ class SearchEmbedding(BaseEmbedding):
         self._embedder = embedder
 
     @classmethod
-    def of(cls, searcher: Searcher) -> "SearchEmbedding":
+    def of(cls, searcher: Searcher) -> SearchEmbedding:
         return cls(searcher.embedder)
 
     def _get_query_embedding(self, query: str) -> list[float]:
