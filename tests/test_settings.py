@@ -51,7 +51,8 @@ def sample(item: Declared) -> tuple[str, object]:
         value = 3 if item.name != "max_chars" else 500
         return str(value), value
     if item.kind is float:
-        return "0.25", 0.25
+        value = 0.25 if (item.option.minimum or 0) <= 0.25 else item.option.minimum + 1.5  # within its bounds
+        return str(value), value
     if item.kind is tuple:
         return "a, b", ("a", "b")
     value = "http://example.test:1234" if item.name.endswith("_url") else "some-value"
