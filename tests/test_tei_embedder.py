@@ -17,12 +17,14 @@ from email.utils import format_datetime
 import numpy as np
 import pytest
 
+from ingest.embedders import make_embedder
 from ingest.embedders.base import Embedder, Rejection
 from ingest.embedders.fake import deterministic_vector, deterministic_vectors
 from ingest.embedders.tei import TEIEmbedder, parse_retry_after
 from ingest.errors import BackendFailure, EmbedderError
 from ingest.rehearsal import standin_router
 from ingest.rehearsal.tei import Faults, TEIServer
+from ingest.settings import EmbedderSettings
 from ingest.sharded.tei_process import Router
 from schemas.models import BGE_QUERY_INSTRUCTION
 
@@ -204,6 +206,16 @@ def test_timeouts_are_retried(server, connect):
     server.reset()
     np.testing.assert_array_equal(embedder.embed_passages(TEXTS[:4]).vectors, expected(TEXTS[:4]))
     assert server.received.embed_requests == 2
+
+
+def test_the_tei_timeout_setting_reaches_the_client(server):
+    """TEI_TIMEOUT (--tei-timeout): a request slower than it is abandoned and retried."""
+    settings = EmbedderSettings.from_env({"EMBEDDER": "tei", "TEI_URL": server.url, "TEI_TIMEOUT": "1"})
+    with make_embedder(settings) as embedder:
+        server.set_faults(Faults(script=["slow"], delay=2.5))
+        server.reset()
+        np.testing.assert_array_equal(embedder.embed_passages(TEXTS[:4]).vectors, expected(TEXTS[:4]))
+    assert server.received.embed_requests == 2  # the first, slower than 1 s, was given up and sent again
 
 
 @pytest.mark.parametrize("wire", ["json", "base64"])

@@ -54,6 +54,7 @@ def make_embedder(
             wire=settings.tei_wire,
             tokenizer=settings.tei_tokenizer,
             retry_budget=settings.tei_retry_budget,
+            timeout=settings.tei_timeout,
         )
     if settings.embedder == "modal":
         from ingest.embedders.modal import ModalEmbedder

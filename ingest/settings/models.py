@@ -274,6 +274,14 @@ class EmbedderSettings(Settings):
         help="seconds one request to TEI may keep retrying a busy or "
         "unreachable server before the run fails (a search: 10)",
     )
+    tei_timeout: float = setting(
+        60.0,
+        flag="--tei-timeout",
+        env="TEI_TIMEOUT",
+        group=EMBEDDER,
+        minimum=1,
+        help="seconds one request to TEI may take before it is retried (a long batch on a busy GPU takes longer)",
+    )
     tei_api_key: str | None = setting(
         None, env="TEI_API_KEY", secret=True, help="the TEI server's API key (environment only)"
     )
