@@ -16,15 +16,17 @@ do (signal handling, the closed pipe) for `python -m ...` and the console script
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import signal
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 from ingest.errors import SettingsError, explain
+from ingest.logs import setup_logging
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
@@ -65,6 +67,36 @@ def run_command(prog: str, body: Callable[[Edge], int], *, logger: str = "ingest
     except Exception as exc:
         report_failure(edge.logger, exc, edge.verbosity, qdrant=edge.qdrant)
         return EXIT_FAILED
+
+
+def command(
+    prog: str,
+    build_parser: Callable[[], argparse.ArgumentParser],
+    run: Callable[[argparse.Namespace], int],
+    *,
+    check: Callable[[argparse.Namespace], None] | None = None,
+    qdrant: Callable[[argparse.Namespace], str | None] | None = None,
+    quiet: bool = True,
+    logger: str = "ingest",
+) -> Callable[[Sequence[str] | None], int]:
+    """A `main(argv) -> exit code` for a command whose parser is `build_parser()`: it
+    logs warnings only unless -v (`quiet`; progress and results at INFO otherwise),
+    `check(args)` raises SettingsError for a bad combination of flags (exit 2), then
+    `run(args)` does the work, any failure ending through `run_command`. `qdrant(args)`:
+    the server's address for a connection failure's line."""
+
+    def main(argv: Sequence[str] | None = None) -> int:
+        def body(edge: Edge) -> int:
+            args = build_parser().parse_args(argv)
+            setup_logging(args.verbose - 1 if quiet else args.verbose)
+            if check is not None:
+                check(args)
+            edge.ready(args.verbose, qdrant=qdrant(args) if qdrant is not None else None)
+            return run(args)
+
+        return run_command(prog, body, logger=logger)
+
+    return main
 
 
 def report_failure(logger: logging.Logger, exc: BaseException, verbosity: int, *, qdrant: str | None = None) -> None:

@@ -8,8 +8,7 @@ import logging
 import os
 from typing import Callable, Mapping, Sequence
 
-from ingest.edge import Edge, run_command
-from ingest.logs import setup_logging
+from ingest.edge import command
 from ingest.settings import (
     EmbedderSettings,
     StoreSettings,
@@ -61,19 +60,19 @@ def searcher_command(
 
     `check(args)` raises `SettingsError` for a bad combination of flags (exit 2,
     one line on stderr); `run(args, open_searcher)` does the work and returns the
-    exit code, opening the searcher when it is ready for it. Any failure there ends
-    through `ingest.edge.run_command`: one line, the traceback with -v, exit 1."""
+    exit code, opening the searcher when it is ready for it; `ingest.edge.command`
+    does the rest (logging, the exit codes, one line per failure)."""
 
-    def main(argv: Sequence[str] | None = None) -> int:
-        return run_command(prog, lambda edge: command(edge, argv), logger="search")
-
-    def command(edge: Edge, argv: Sequence[str] | None) -> int:
-        args = build_parser().parse_args(argv)
-        setup_logging(args.verbose - 1)
+    def checked(args: argparse.Namespace) -> None:
         if check is not None:
             check(args)
-        stores, embedders = store_settings(args), embedder_settings(args)
-        edge.ready(args.verbose, qdrant=stores.address if stores.qdrant_url else None)
-        return run(args, lambda: Searcher.open(stores, embedders))
+        store_settings(args), embedder_settings(args)  # a bad flag or variable is a usage error
 
-    return main
+    def qdrant(args: argparse.Namespace) -> str | None:
+        stores = store_settings(args)
+        return stores.address if stores.qdrant_url else None
+
+    def opened(args: argparse.Namespace) -> int:
+        return run(args, lambda: Searcher.open(store_settings(args), embedder_settings(args)))
+
+    return command(prog, build_parser, opened, check=checked, qdrant=qdrant, logger="search")

@@ -21,13 +21,11 @@ import json
 import tempfile
 import time
 from pathlib import Path
-from typing import Sequence
 
 from ingest.bench.tei_client import InstantServer
-from ingest.edge import Edge, run_command
+from ingest.edge import command
 from ingest.errors import IngestError, SettingsError
 from ingest.jobs import run_ingest
-from ingest.logs import setup_logging
 from ingest.settings import EmbedderSettings, IngestSettings, StoreSettings
 from ingest.sources import sample_rows
 
@@ -77,19 +75,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return run_command(PROG, lambda edge: _bench(edge, argv))
-
-
-def _bench(edge: Edge, argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose - 1)
+def _check(args: argparse.Namespace) -> None:
     if args.runs < 1 or args.articles < 1 or not all(0.0 <= r < 1.0 for r in args.rates):
         raise SettingsError("--runs and --articles must be at least 1, and each rate in [0, 1)")
-    edge.ready(args.verbose)
+
+
+def _bench(args: argparse.Namespace) -> int:
     print(f"{args.articles:,} articles of the sample through a TEI server answering 429 (Retry-After: 0) at random")
     for rate in args.rates:
         for run in range(args.runs):
             with tempfile.TemporaryDirectory(prefix="bench-faults-") as scratch:
                 print(f"429s {rate:.0%}, run {run + 1}: {one_run(rate, args.articles, Path(scratch))}", flush=True)
     return 0
+
+
+main = command(PROG, build_parser, _bench, check=_check)

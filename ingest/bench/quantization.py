@@ -32,10 +32,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ingest.edge import Edge, run_command
+from ingest.edge import command
 from ingest.embedders import make_embedder
 from ingest.errors import SettingsError
-from ingest.logs import setup_logging
 from ingest.settings import (
     add_embedder_args,
     add_store_args,
@@ -146,17 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return run_command(PROG, lambda edge: _bench(edge, argv))
-
-
-def _bench(edge: Edge, argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose - 1)
+def _check(args: argparse.Namespace) -> None:
     if args.k < 1 or (args.queries is not None and args.queries < 1):
         raise SettingsError("-k and --queries must be at least 1")
+    store_settings(args), embedder_settings(args)  # a bad flag or variable is a usage error
+
+
+def _bench(args: argparse.Namespace) -> int:
     stores, embedders = store_settings(args), embedder_settings(args)
-    edge.ready(args.verbose, qdrant=stores.address if stores.qdrant_url else None)
     questions = read_questions(args.questions)[: args.queries]
     vectors, spec = collection_vectors(stores)
     embedder = make_embedder(embedders, model=spec.model.name, query_instruction=spec.model.query_instruction)
@@ -173,3 +169,11 @@ def _bench(edge: Edge, argv: Sequence[str] | None) -> int:
     for name, value, ms in rows:
         print(name if np.isnan(value) else f"{name:<64} recall@{args.k} {value:.4f}   median {ms:.2f} ms")
     return 0
+
+
+def _qdrant(args: argparse.Namespace) -> str | None:
+    stores = store_settings(args)
+    return stores.address if stores.qdrant_url else None
+
+
+main = command(PROG, build_parser, _bench, check=_check, qdrant=_qdrant)

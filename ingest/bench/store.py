@@ -21,18 +21,16 @@ import json
 import tempfile
 import time
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from ingest import lexical
 from ingest.bench.tei_client import InstantServer
 from ingest.chunking import ChunkingSettings
-from ingest.edge import Edge, run_command
+from ingest.edge import command
 from ingest.embedders import make_embedder
 from ingest.errors import SettingsError
 from ingest.jobs import run_ingest
-from ingest.logs import setup_logging
 from ingest.settings import EmbedderSettings, IngestSettings, StoreSettings
 from ingest.sources import sample_rows
 from ingest.store import open_live
@@ -133,16 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return run_command(PROG, lambda edge: _bench(edge, argv))
-
-
-def _bench(edge: Edge, argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose - 1)
+def _check(args: argparse.Namespace) -> None:
     if args.articles < 2 or args.queries < 1:
         raise SettingsError("--articles must be at least 2 and --queries at least 1")
-    edge.ready(args.verbose)
+
+
+def _bench(args: argparse.Namespace) -> int:
     server = InstantServer.start(max_batch=512, wide_floats=False)
     try:
         with tempfile.TemporaryDirectory(prefix="bench-store-") as scratch:
@@ -163,3 +157,6 @@ def _bench(edge: Edge, argv: Sequence[str] | None) -> int:
             f"ms, p95 {row['hnsw_p95_ms']:.1f} ms, top-10 overlap with exact {row['overlap']:.3f}"
         )
     return 0
+
+
+main = command(PROG, build_parser, _bench, check=_check)
