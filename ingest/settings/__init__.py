@@ -58,16 +58,10 @@ __all__ = [
     "from_args",
     "grpc_port_for",
     "ingest_settings",
-    "parse_flag",
     "redact_url",
     "setting",
     "store_settings",
 ]
-
-
-def parse_flag(raw: str | None) -> bool:
-    """An environment variable read as a switch: 1, true, yes or on (any case) mean on."""
-    return (raw or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def add_store_args(parser: argparse.ArgumentParser, env: Mapping[str, str] = os.environ) -> None:
