@@ -16,6 +16,7 @@ Commands:
   bench-store  points/s and hybrid latency of the embedded store behind an instant TEI
   bench-faults  a whole ingest through a TEI server answering a share of requests with 429
   bench-index  how fast Qdrant's engine builds a collection's index (HNSW, sparse, payload)
+  bench-cpu  a GPU container's CPU side per core, stage by stage, and the cores that feed one GPU
   plan       projected full-Wikipedia time and cost on 10, 50 and 100 A10Gs
   copy       copy a collection between stores (folder or server), vectors and manifest, embedding nothing
   migrate    move a folder written by an earlier version (qdrant-client's local mode) into the current engine
@@ -74,6 +75,7 @@ COMMANDS = (
     "bench-store",
     "bench-faults",
     "bench-index",
+    "bench-cpu",
     "plan",
     "copy",
     "migrate",
@@ -84,6 +86,7 @@ DELEGATED = {
     "bench-quantization": "ingest.bench.quantization:main",
     "bench-store": "ingest.bench.store:main",
     "bench-faults": "ingest.bench.faults:main",
+    "bench-cpu": "ingest.bench.cpu:main",
     "bench-index": "ingest.bench.index:main",
     "plan": "ingest.bench.plan:main",
     "rehearse": "ingest.rehearsal.load:main",

@@ -85,6 +85,21 @@ TEI_CONCURRENCY = 8  # requests in flight from one shard's embedder
 MAX_CONTAINERS = DEPLOY.gpus
 SCALEDOWN = 2 * MINUTES  # an idle A10G is let go (and billed until then)
 
+# The cores that keep an A10G fed. `python -m ingest bench-cpu` times, per core, all
+# that happens between the dataset and the upsert (docs/measurements.md, "The CPU side
+# of a GPU container"); at the 1M characters/s per A10G this project aims for:
+#   our pipeline: chunking with the tokenizer 0.64, BM25 0.07, points 0.04,
+#   gRPC bodies 0.08, TEI client 0.05 ............ 0.89 core (1.13M characters/s a core)
+#   TEI's own tokenization ........................ 0.33 core (3.0M characters/s a core)
+#   TEI's GPU host thread and HTTP (not measured) . about 1 core
+# = about 2.2 cores: 4 leave room for what the sample's short lead sections do not
+# show. TEI's tokenizer gets 2 threads (0.33 core of work, twice over), not its default
+# of one per core it sees, which in a container can be the host's. The shards of a
+# container are threads of one process, so the Python part of our pipeline is held to
+# one core whatever `cpu` says: 1.13M characters/s is a container's ceiling.
+CPU_PER_GPU = 4.0
+TEI_TOKENIZATION_WORKERS = 2
+
 # The TEI image starts the router as its entrypoint; Modal needs to start Python,
 # so the entrypoint is cleared and our code starts the router itself, through the
 # image's entrypoint script (see `tei_executable` below). The Python packages are
@@ -245,6 +260,7 @@ def worker_config(*, cpu: bool = False):
         # shards x requests, and the queries'; on a CPU, the endpoint's concurrent searches
         concurrent_requests=SEARCH_CONCURRENCY if cpu else SHARDS_PER_CONTAINER * TEI_CONCURRENCY + TEI_CONCURRENCY,
         dtype="float32" if cpu else "float16",
+        tokenization_workers=None if cpu else TEI_TOKENIZATION_WORKERS,
     )
     return WorkerConfig(
         router,
@@ -280,7 +296,7 @@ WORKER_CLASS = "GPUWorker"  # EmbedderSettings.modal_class: what `--embedder mod
     image=tei_image,
     volumes={DATA_DIR: dataset_volume, STATE_DIR: state_volume},
     secrets=[qdrant_secret],
-    cpu=4.0,  # TEI tokenizes on its own threads while our pipeline chunks and writes
+    cpu=CPU_PER_GPU,  # TEI tokenizes on its own threads while our pipeline chunks and writes
     memory=8 * 1024,
     max_containers=MAX_CONTAINERS,
     scaledown_window=SCALEDOWN,

@@ -76,6 +76,7 @@ INTEGRATION_MODULES = {
     "test_advice",
     "test_serving_faults",
     "test_doctests",
+    "test_bench_cpu",
 }
 INTEGRATION_FIXTURES = {"local_embedder", "memory_store"}
 

@@ -567,6 +567,7 @@ def test_the_workers_start_tei_on_the_cached_weights_in_float16_and_the_search_o
     assert (flags["--hostname"], flags["--payload-limit"]) == ("127.0.0.1", "2000000")
     assert flags["--model-id"] == MODEL and flags["--revision"] == modal_app.MODEL_REVISION
     assert flags["--huggingface-hub-cache"] == modal_app.WEIGHTS_DIR and flags["--dtype"] == "float16"
+    assert flags["--tokenization-workers"] == str(modal_app.TEI_TOKENIZATION_WORKERS)  # bench-cpu's sizing
     assert command[-1] == "--auto-truncate" and config.tokenizer == modal_app.TOKENIZER_JSON
     in_flight = (modal_app.SHARDS_PER_CONTAINER + 1) * modal_app.TEI_CONCURRENCY
     assert int(flags["--max-concurrent-requests"]) == modal_app.BATCH_SIZE * in_flight
@@ -575,6 +576,7 @@ def test_the_workers_start_tei_on_the_cached_weights_in_float16_and_the_search_o
     cpu = router_command(modal_app.worker_config(cpu=True).router)
     cpu_flags = dict(zip(cpu[1::2], cpu[2::2]))
     assert cpu[0] == "text-embeddings-router" and cpu_flags["--dtype"] == "float32"  # CPU image: no script
+    assert "--tokenization-workers" not in cpu_flags  # the search's TEI embeds on its CPU: TEI's default
     assert (cpu_flags["--model-id"], cpu_flags["--revision"]) == (MODEL, modal_app.MODEL_REVISION)  # the same model
 
 

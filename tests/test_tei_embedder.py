@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
+import httpx
 import numpy as np
 import pytest
 
@@ -25,7 +26,7 @@ from ingest.errors import BackendFailure, EmbedderError
 from ingest.rehearsal import standin_router
 from ingest.rehearsal.tei import Faults, TEIServer
 from ingest.settings import EmbedderSettings
-from ingest.sharded.tei_process import Router
+from ingest.sharded.tei_process import Router, RouterConfig
 from schemas.models import BGE_QUERY_INSTRUCTION
 
 FAST = {"retry_initial_wait": 0.001, "retry_max_wait": 0.01, "timeout": 5.0}
@@ -206,6 +207,15 @@ def test_timeouts_are_retried(server, connect):
     server.reset()
     np.testing.assert_array_equal(embedder.embed_passages(TEXTS[:4]).vectors, expected(TEXTS[:4]))
     assert server.received.embed_requests == 2
+
+
+def test_the_tokenization_workers_reach_tei_as_its_flag():
+    """RouterConfig.tokenization_workers becomes --tokenization-workers, which TEI reports
+    in /info (the stand-in takes TEI's flags and reports it as TEI does)."""
+    port = standin_router.free_port()
+    config = RouterConfig("test/deterministic", port=port, executable=standin_router.runner(), tokenization_workers=3)
+    with Router.from_config(config, startup_timeout=30) as server:
+        assert httpx.get(f"{server.url}/info", timeout=5).json()["tokenization_workers"] == 3
 
 
 def test_the_tei_timeout_setting_reaches_the_client(server):

@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-client-batch-size", type=int, default=32)
     parser.add_argument("--max-batch-tokens", type=int, default=16384)
     parser.add_argument("--max-concurrent-requests", type=int, default=512)
+    parser.add_argument("--tokenization-workers", type=int, default=1)  # reported in /info, as TEI does
     parser.add_argument("--auto-truncate", nargs="?", const="true", default="true")
     parser.add_argument(
         "--startup-delay", type=float, default=0.0, help="seconds before it listens, like a model loading"
@@ -116,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         record_texts=False,
     )
+    server.info["tokenization_workers"] = args.tokenization_workers
     server.info["model_sha"] = args.revision  # TEI reports --revision as model_sha (router/src/lib.rs:322)
     server.info["auto_truncate"] = args.auto_truncate.lower() != "false"
     with server:

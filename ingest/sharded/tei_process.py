@@ -73,6 +73,9 @@ class RouterConfig:
     hostname: str = "127.0.0.1"  # loopback: only this container's pipeline talks to it
     payload_limit: int = PAYLOAD_LIMIT
     executable: tuple[str, ...] = (ROUTER,)  # on Modal, the image's entrypoint script (see ingest.modal_app)
+    # TEI's tokenizer threads (--tokenization-workers; TEI's default: every core it sees, which in a
+    # container can be the host's, not the container's share). None: TEI's default.
+    tokenization_workers: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -80,6 +83,8 @@ class RouterConfig:
         for name in ("max_client_batch_size", "max_batch_tokens", "concurrent_requests", "payload_limit"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"router {name} must be at least 1, got {getattr(self, name)}")
+        if self.tokenization_workers is not None and self.tokenization_workers < 1:
+            raise SettingsError(f"router tokenization_workers must be at least 1, got {self.tokenization_workers}")
         if self.dtype not in TEI_DTYPES:
             raise SettingsError(f"router dtype {self.dtype!r} is not one of float16, float32 (or None)")
         if not self.executable:
@@ -120,6 +125,8 @@ def router_command(config: RouterConfig) -> list[str]:
         command += ["--huggingface-hub-cache", config.huggingface_hub_cache]
     if config.dtype:
         command += ["--dtype", config.dtype]
+    if config.tokenization_workers:
+        command += ["--tokenization-workers", str(config.tokenization_workers)]
     if config.auto_truncate:
         command.append("--auto-truncate")
     return command
