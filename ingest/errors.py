@@ -136,7 +136,7 @@ def explain(exc: BaseException, *, qdrant: str | None = None) -> str:
     """One line for a failure at the command line's edge: an `IngestError`'s own
     message, or, for what the dependencies raise (an unreachable server, a full
     disk, a refused permission), what happened and what to do. The traceback is
-    for `-v` only (`ingest.logs.report_failure`)."""
+    for `-v` only (`ingest.edge.report_failure`)."""
     if isinstance(exc, IngestError):
         return str(exc)
     if (

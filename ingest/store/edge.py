@@ -20,7 +20,7 @@ write survives the process being killed, not a power cut, until `flush()`, which
 
 Search is exact (no `optimize()`, so no HNSW graph): at the sample's 10,260
 chunks a hybrid query takes milliseconds, and `optimize()` would block every
-thread, the GIL held, for seconds to minutes (README, "The embedded store").
+thread, the GIL held, for seconds to minutes (docs/manual.md, "The embedded store").
 
     >>> store = EdgeStore.open("qdrant_data", collection="wikipedia")   # or ":memory:"
 """
