@@ -17,6 +17,7 @@ Commands:
   bench-faults  a whole ingest through a TEI server answering a share of requests with 429
   bench-index  how fast Qdrant's engine builds a collection's index (HNSW, sparse, payload)
   bench-cpu  a GPU container's CPU side per core, stage by stage, and the cores that feed one GPU
+  bench-scale  the embedded store's growth curve: points/s, search latency, memory, disk, verify
   plan       projected full-Wikipedia time and cost on 10, 50 and 100 A10Gs
   copy       copy a collection between stores (folder or server), vectors and manifest, embedding nothing
   migrate    move a folder written by an earlier version (qdrant-client's local mode) into the current engine
@@ -76,6 +77,7 @@ COMMANDS = (
     "bench-faults",
     "bench-index",
     "bench-cpu",
+    "bench-scale",
     "plan",
     "copy",
     "migrate",
@@ -87,6 +89,7 @@ DELEGATED = {
     "bench-store": "ingest.bench.store:main",
     "bench-faults": "ingest.bench.faults:main",
     "bench-cpu": "ingest.bench.cpu:main",
+    "bench-scale": "ingest.bench.scale:main",
     "bench-index": "ingest.bench.index:main",
     "plan": "ingest.bench.plan:main",
     "rehearse": "ingest.rehearsal.load:main",

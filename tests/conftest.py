@@ -77,6 +77,7 @@ INTEGRATION_MODULES = {
     "test_serving_faults",
     "test_doctests",
     "test_bench_cpu",
+    "test_bench_scale",
 }
 INTEGRATION_FIXTURES = {"local_embedder", "memory_store"}
 

@@ -61,8 +61,9 @@ def write_articles(path: Path, n: int) -> list[str]:
     return titles
 
 
-def measure(source: Path, titles: list[str], url: str, queries: int, folder: Path, optimize: bool) -> dict:
-    settings = IngestSettings(
+def bench_settings(source: Path, url: str, folder: Path) -> IngestSettings:
+    """The run's settings: the default command's, through the instant server, into `folder`."""
+    return IngestSettings(
         source=str(source),
         progress=False,
         window=512,
@@ -71,6 +72,10 @@ def measure(source: Path, titles: list[str], url: str, queries: int, folder: Pat
         embedder=EmbedderSettings(embedder="tei", tei_url=url, tei_wire="base64", tei_concurrency=4),
         store=StoreSettings(qdrant_path=str(folder / "q"), collection="bench"),
     )
+
+
+def measure(source: Path, titles: list[str], url: str, queries: int, folder: Path, optimize: bool) -> dict:
+    settings = bench_settings(source, url, folder)
     started = time.perf_counter()
     summary = run_ingest(settings)
     seconds = time.perf_counter() - started

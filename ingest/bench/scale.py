@@ -1,0 +1,149 @@
+"""`python -m ingest bench-scale`: the embedded default's growth curve.
+
+For each size, in a process of its own (so that its peak memory is its own): N distinct
+one-chunk articles through an instant TEI-protocol server into a fresh embedded store
+with the default command's pipeline (`run_ingest`), then hybrid searches as `Searcher`
+makes them, `verify`, and the same run again (nothing changed: nothing embedded). The
+embedder costs next to nothing, so what grows is the store and the bookkeeping.
+
+    python -m ingest bench-scale                            # 10,000, 100,000 and 1,000,000 points
+    python -m ingest bench-scale --points 10000 100000
+
+Columns: the whole run's points/s (everything before it returns); the index build (none
+yet: the embedded store searches exactly, so recall@10 against exact search is 1 by
+construction); hybrid search p50/p95, embedding included; the process's peak resident
+memory (the run, the searches, verify and the re-run); the store's and manifest's size
+on disk; verify's and the unchanged re-run's wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+from ingest.bench.store import bench_settings, measure, write_articles
+from ingest.bench.tei_client import InstantServer
+from ingest.edge import command
+from ingest.errors import SettingsError
+from ingest.jobs import run_ingest, verify_collection
+
+PROG = "python -m ingest bench-scale"
+SIZES = (10_000, 100_000, 1_000_000)
+COLUMNS = (
+    "points",
+    "points/s",
+    "index build",
+    "hybrid p50",
+    "p95",
+    "recall@10",
+    "peak RSS",
+    "disk",
+    "verify",
+    "re-run",
+)
+
+
+def one_size(points: int, queries: int, folder: Path) -> dict:
+    """Everything measured at one size, in this process (the child's side)."""
+    server = InstantServer.start(max_batch=512, wide_floats=False)
+    try:
+        source = folder / "articles.jsonl"
+        titles = write_articles(source, points)
+        row = measure(source, titles, server.url, min(queries, points - 1), folder, optimize=False)
+        settings = bench_settings(source, server.url, folder)  # the run's own: the re-run changes nothing
+        started = time.perf_counter()
+        report = verify_collection(settings.store)
+        row["verify_s"] = time.perf_counter() - started
+        row["in_sync"] = report.in_sync
+        started = time.perf_counter()
+        again = run_ingest(settings)
+        row["rerun_s"] = time.perf_counter() - started
+        row["rerun_written"] = again.points_written
+    finally:
+        server.stop()
+    row["disk_bytes"] = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.name != "articles.jsonl")
+    return row
+
+
+def run_child(points: int, queries: int) -> dict:
+    """`one_size` in a child process; its peak resident memory from the kernel's account of it."""
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as scratch:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "ingest.bench.scale", "--child", str(points), "--queries", str(queries), scratch],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        with child.stdout:
+            out = child.stdout.read()
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode != 0:
+            raise SettingsError(f"the {points:,}-point run failed (exit {child.returncode}); run it with -v")
+    row = json.loads(out.strip().splitlines()[-1])
+    row["peak_rss_bytes"] = usage.ru_maxrss * 1024  # kilobytes on Linux
+    return row
+
+
+def table(rows: Sequence[dict]) -> str:
+    cells = [
+        (
+            f"{r['points']:,}",
+            f"{r['points_per_s']:,.0f}",
+            "none (exact)",
+            f"{r['median_ms']:.1f} ms",
+            f"{r['p95_ms']:.1f} ms",
+            "1.000 (exact)",
+            f"{r['peak_rss_bytes'] / 2**30:.2f} GiB",
+            f"{r['disk_bytes'] / 2**20:,.0f} MiB",
+            f"{r['verify_s']:.1f} s" + ("" if r["in_sync"] else " (drift!)"),
+            f"{r['rerun_s']:.1f} s" + ("" if r["rerun_written"] == 0 else f" ({r['rerun_written']:,} written!)"),
+        )
+        for r in rows
+    ]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(COLUMNS)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(COLUMNS, widths))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--points", type=int, nargs="+", default=list(SIZES), help="sizes (default: %(default)s)")
+    parser.add_argument("--queries", type=int, default=200, help="hybrid searches timed at each size (default 200)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    return parser
+
+
+def _check(args: argparse.Namespace) -> None:
+    if min(args.points) < 2 or args.queries < 1:
+        raise SettingsError("each of --points must be at least 2, and --queries at least 1")
+
+
+def _bench(args: argparse.Namespace) -> int:
+    rows = []
+    for points in args.points:
+        rows.append(run_child(points, args.queries))
+        print(f"{points:,} points measured", file=sys.stderr, flush=True)
+    print(f"one-chunk articles through an instant TEI server into the embedded store ({os.cpu_count()} cores)")
+    print(table(rows))
+    return 0
+
+
+main = command(PROG, build_parser, _bench, check=_check)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--child"]:  # one size, measured in this process: a JSON line on stdout
+        size, queries, scratch = int(sys.argv[2]), int(sys.argv[4]), Path(sys.argv[5])
+        print(json.dumps(one_size(size, queries, scratch)))
+        sys.exit(0)
+    sys.exit(main())
