@@ -24,6 +24,7 @@ from ingest.store import (
 )
 from ingest.store.base import FUSION_DEPTH, RRF_K, RRF_WEIGHTS, StoredPoint
 from schemas import KNOWN_MODELS, Article, Chunk, CollectionSpec, point_id
+from tests.test_store_edge import corpus  # the same points as the other backends get
 
 pytestmark = pytest.mark.unit
 
@@ -37,17 +38,6 @@ def store():
     store = MemoryStore(collection="wiki")
     store.ensure_collection(SPEC)
     return store
-
-
-def corpus(n_articles=4, chunks=3):
-    articles = [Article(str(i), f"https://en.wikipedia.org/wiki/T{i}", f"Title {i}", "text") for i in range(n_articles)]
-    pairs = [
-        (a, Chunk(a.id, j, f"text {j} of {a.title} about rivers", j, j + 1, f"{a.title}\ntext {j} rivers"))
-        for a in articles
-        for j in range(chunks)
-    ]
-    vectors = np.random.default_rng(7).standard_normal((len(pairs), 384)).astype(np.float32)
-    return pairs, vectors
 
 
 def test_it_is_a_whole_store_and_each_of_its_parts():
