@@ -31,7 +31,6 @@ for the embedded store, `make_embedder(EmbedderSettings())` for the bundled mode
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from typing import Any, Callable, Iterable, Literal, Mapping
 
 from ingest.embedders import Embedder
@@ -102,7 +101,9 @@ def _store_settings(store: Store, collection: str, state_dir: str | os.PathLike 
     for an in-memory store, `./ingest_state` for a server)."""
     location = str(store.location)
     server = location.startswith(("http://", "https://"))
-    settings = StoreSettings(
-        qdrant_path=":memory:" if server else location, qdrant_url=location if server else None, collection=collection
+    return StoreSettings(
+        qdrant_path=":memory:" if server else location,
+        qdrant_url=location if server else None,
+        collection=collection,
+        state_dir=os.fspath(state_dir) if state_dir is not None else None,
     )
-    return replace(settings, state_dir=os.fspath(state_dir)) if state_dir is not None else settings

@@ -22,6 +22,7 @@ module adds to `dataclasses` is a metadata record and about a hundred lines of r
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import types
 import typing
@@ -79,10 +80,6 @@ class Declared:
         return self.option.flag or self.option.env or self.name
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
 def _kind(hint: Any) -> tuple[type, tuple[Any, ...] | None, bool]:
     args, origin = typing.get_args(hint), typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType) and type(None) in args:
@@ -95,18 +92,30 @@ def _kind(hint: Any) -> tuple[type, tuple[Any, ...] | None, bool]:
     return hint, None, False
 
 
-def declared(cls: type, path: tuple[str, ...] = ()) -> Iterator[Declared]:
-    """Every setting of `cls`, nested settings objects' included, in declaration order."""
-    hints = _hints(cls)
+@functools.cache
+def _parts(cls: type) -> tuple[Declared | tuple[str, type], ...]:
+    """`cls`'s fields in order, read once per class (every settings object is checked against
+    them when it is made): a `Declared` for a setting, (name, class) for a settings object it holds."""
+    hints = typing.get_type_hints(cls)
+    parts: list[Declared | tuple[str, type]] = []
     for f in fields(cls):
         option = f.metadata.get("option")
-        if option is None:
-            if isinstance(hints[f.name], type) and is_dataclass(hints[f.name]):
-                yield from declared(hints[f.name], (*path, f.name))
-            continue
-        kind, choices, optional = _kind(hints[f.name])
-        default = f.default if f.default is not MISSING else f.default_factory()
-        yield Declared((*path, f.name), option, kind, choices, optional, default)
+        if option is not None:
+            kind, choices, optional = _kind(hints[f.name])
+            default = f.default if f.default is not MISSING else f.default_factory()
+            parts.append(Declared((f.name,), option, kind, choices, optional, default))
+        elif isinstance(hints[f.name], type) and is_dataclass(hints[f.name]):
+            parts.append((f.name, hints[f.name]))
+    return tuple(parts)
+
+
+def declared(cls: type, path: tuple[str, ...] = ()) -> Iterator[Declared]:
+    """Every setting of `cls`, nested settings objects' included, in declaration order."""
+    for part in _parts(cls):
+        if isinstance(part, Declared):
+            yield replace(part, path=(*path, part.name)) if path else part
+        else:
+            yield from declared(part[1], (*path, part[0]))
 
 
 def env_name(cls: type, name: str) -> str:
@@ -159,7 +168,7 @@ def add_flags(
         default = env_value(item, env, (defaults or {}).get(item.name, item.default))
         if defaults and item.name in defaults:  # the command's own default, shown as such
             item = replace(item, default=defaults[item.name], option=replace(option, shown_default=None))
-        where = "; ".join(part for part in (_env_text(item), _default_text(item)) if part)
+        where = "; ".join(part for part in (env_text(item), default_text(item)) if part)
         text = option.help.replace("%", "%%") + (f" ({where})" if where else "")
         if option.switch is not None:
             parser.add_argument(
@@ -208,7 +217,7 @@ def _bounds(low: float | None, high: float | None, value: Any) -> str:
     )
 
 
-def _env_text(item: Declared) -> str:
+def env_text(item: Declared) -> str:
     """How the help names the variable: a switch's with the value that does what the flag does."""
     option = item.option
     if option.env is None:
@@ -218,7 +227,7 @@ def _env_text(item: Declared) -> str:
     return f"env {option.env}={1 if (not option.env_inverted) == option.switch else 0}"
 
 
-def _default_text(item: Declared) -> str:
+def default_text(item: Declared) -> str:
     option = item.option
     if option.switch is not None or option.secret:
         return ""
@@ -240,22 +249,20 @@ def from_args(
 
 
 def _build(cls: type, given: Mapping[str, Any], env: Mapping[str, str], defaults: dict[str, Any]) -> Any:
-    values = {
-        item.name: given[item.name]
-        if item.option.flag is not None and item.name in given
-        else env_value(item, env, defaults.get(item.name, item.default))
-        for item in declared_fields(cls)
-    }
-    hints = _hints(cls)
-    for f in fields(cls):
-        if "option" not in f.metadata and isinstance(hints[f.name], type) and is_dataclass(hints[f.name]):
-            values[f.name] = _build(hints[f.name], given, env, defaults)
+    values = {}
+    for part in _parts(cls):
+        if not isinstance(part, Declared):
+            values[part[0]] = _build(part[1], given, env, defaults)
+        elif part.option.flag is not None and part.name in given:
+            values[part.name] = given[part.name]
+        else:
+            values[part.name] = env_value(part, env, defaults.get(part.name, part.default))
     return cls(**values)
 
 
 def declared_fields(cls: type) -> tuple[Declared, ...]:
     """`cls`'s own settings (not those of the settings objects it holds)."""
-    return tuple(item for item in declared(cls) if len(item.path) == 1)
+    return tuple(part for part in _parts(cls) if isinstance(part, Declared))
 
 
 def check_fields(settings: Any) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ingest.modal_settings import DeploySettings
-from ingest.settings.declare import Declared, _default_text, _env_text, declared
+from ingest.settings.declare import Declared, declared, default_text, env_text
 from ingest.settings.models import IngestSettings
 from ingest.settings.serve import ServeSettings
 
@@ -25,9 +25,9 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 def _row(item: Declared) -> str:
     flag = f"`{item.option.flag}`" if item.option.flag else "—"
-    env = f"`{_env_text(item).removeprefix('env ')}`" if item.option.env else "—"
+    env = f"`{env_text(item).removeprefix('env ')}`" if item.option.env else "—"
     values = f" ({' / '.join(map(str, item.choices))})" if item.choices else ""
-    default = _default_text(item).removeprefix("default ") or "—"
+    default = default_text(item).removeprefix("default ") or "—"
     text = item.option.help.replace("|", "\\|") + values
     return f"| {flag} | {env} | {default.replace('|', '/')} | {text} |"
 
