@@ -63,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-client-batch-size", type=int, default=32)
     parser.add_argument("--max-batch-tokens", type=int, default=16384)
     parser.add_argument("--max-concurrent-requests", type=int, default=512)
-    parser.add_argument("--tokenization-workers", type=int, default=1)  # reported in /info, as TEI does
+    # TEI's clap arg (router/src/main.rs, every arg `#[clap(long, env)]`), which its /info reports as
+    # `tokenization_workers` (the `Info` struct, router/src/lib.rs)
+    parser.add_argument("--tokenization-workers", type=int, default=1)
     parser.add_argument("--auto-truncate", nargs="?", const="true", default="true")
     parser.add_argument(
         "--startup-delay", type=float, default=0.0, help="seconds before it listens, like a model loading"
