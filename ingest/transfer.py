@@ -161,13 +161,12 @@ def _copy_manifest(
         )
         return 0
     with open_manifest(source_settings, source_collection, source_spec.fingerprint) as manifest:
-        rows = list(manifest.rows())
-    if state_dir(target_settings) == folder and target_collection == source_collection:
-        return len(rows)  # the same file: nothing to carry
-    with open_manifest(target_settings, target_collection, target_spec.fingerprint) as manifest:
-        manifest.clear()
-        manifest.complete(rows)
-    return len(rows)
+        if state_dir(target_settings) == folder and target_collection == source_collection:
+            return manifest.count()  # the same file: nothing to carry
+        with open_manifest(target_settings, target_collection, target_spec.fingerprint) as copy:
+            copy.clear()
+            copy.complete(manifest.rows())  # a page at a time, in one transaction
+            return copy.count()
 
 
 def lexical_only(store: Store, target: Target, spec: CollectionSpec) -> CollectionSpec | None:

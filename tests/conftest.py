@@ -43,6 +43,7 @@ INTEGRATION_MODULES = {
     "test_bench_faults",
     "test_bench_quantization",
     "test_bench_store",
+    "test_bench_bookkeeping",
     "test_errors",
     "test_transfer",
     "test_cli",

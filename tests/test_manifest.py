@@ -174,3 +174,33 @@ def test_no_credential_of_a_server_url_is_written_to_the_manifest(tmp_path, capl
     with open_manifest(StoreSettings(qdrant_url="https://other:6333", state_dir=str(tmp_path)), "wiki-1", "fp"):
         pass
     assert "s3cret-pass" not in caplog.text and "k3y-value" not in caplog.text and "checked" in caplog.text
+
+
+def test_reads_of_the_whole_manifest_come_a_page_at_a_time(tmp_path):
+    """Issue 21: `rows()` read every row at once (6.4M rows: gigabytes); a copy held them all."""
+    with open_manifest(tmp_path / "m.sqlite") as manifest, open_manifest(tmp_path / "c.sqlite") as copy:
+        manifest.complete([ManifestRow(f"{i:02}", f"h{i}", 1) for i in range(10)])
+        manifest.mark_pending(["03", "07", "08"])
+        pages = []
+        original = manifest._db
+
+        class Rows(list):
+            def fetchall(self):
+                return list(self)
+
+        class Counting:  # the connection, counting the rows each statement hands back
+            def execute(self, *args):
+                found = Rows(original.execute(*args))
+                pages.append(len(found))
+                return found
+
+        manifest._db = Counting()
+        try:
+            rows = manifest.rows(page=4)
+            assert pages == []  # nothing read before the first row is asked for
+            assert [r.article_id for r in rows] == [f"{i:02}" for i in range(10)] and pages == [4, 4, 2]
+        finally:
+            manifest._db = original
+        assert manifest.count_pending() == 3 and manifest.pending_ids(2) == ["03", "07"]
+        copy.complete(manifest.rows(page=3))  # another manifest's rows, streamed into one transaction
+        assert list(copy.rows()) == list(manifest.rows()) and copy.count() == 10

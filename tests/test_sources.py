@@ -198,3 +198,39 @@ def test_a_json_file_of_objects_one_a_line_is_read_line_by_line_and_an_array_by_
     assert summary.unreadable == 1 and "lines.json, line 2" in sink.records[0]["message"]
     (tmp_path / "array.json").write_text(json.dumps(rows))
     assert [row["id"] for row in open_source(str(tmp_path / "array.json"))] == ["0", "1", "2"]
+
+
+def test_duplicates_are_found_across_read_ahead_batches_and_rows_before_a_failure_are_kept(monkeypatch):
+    """Issue 21: the ids met are kept on disk (`FirstRows`), checked a batch of rows at a time."""
+    from ingest.pipeline import run
+    from ingest.pipeline.deadletters import MemorySink
+    from ingest.pipeline.summary import RunSummary
+
+    monkeypatch.setattr(run, "READ_AHEAD", 2)
+    rows = [{"id": str(i % 3), "url": "u", "title": f"T{i}", "text": "x"} for i in range(7)]
+    summary, sink = RunSummary(), MemorySink("test")
+    kept = list(run.articles_from_rows(rows, summary, sink))
+    assert [a.title for a in kept] == ["T0", "T1", "T2"] and summary.duplicates == 4
+    assert "appears again in row 7, after row 1" in sink.records[-1]["message"]
+
+    def failing():
+        yield from rows[:3]
+        raise SourceError("the source went away")
+
+    seen = []
+    with pytest.raises(SourceError, match="went away"):
+        for article in run.articles_from_rows(failing(), RunSummary(), MemorySink("test")):
+            seen.append(article.title)
+    assert seen == ["T0", "T1", "T2"]  # the rows read before the failure were handled first
+
+
+def test_invalid_ids_are_handed_on_a_batch_at_a_time(monkeypatch):
+    from ingest.pipeline import run
+    from ingest.pipeline.deadletters import MemorySink
+    from ingest.pipeline.summary import RunSummary
+
+    monkeypatch.setattr(run, "READ_AHEAD", 2)
+    rows = [{"id": str(i), "url": "u", "title": "" if i % 2 else f"T{i}", "text": "x"} for i in range(6)]
+    batches = []
+    kept = list(run.articles_from_rows(rows, RunSummary(), MemorySink("test"), batches.append))
+    assert [a.id for a in kept] == ["0", "2", "4"] and batches == [["1"], ["3"], ["5"]]

@@ -23,12 +23,13 @@ import logging
 import queue
 import threading
 import time
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from ingest.chunking import Chunker
 from ingest.crashpoints import crashpoint
 from ingest.embedders.base import Embedder, PassageEmbeddings
 from ingest.pipeline.deadletters import DeadLetter, DeadLetterSink
+from ingest.pipeline.firsts import FirstRows
 from ingest.pipeline.summary import RunSummary
 from ingest.pipeline.windows import (
     Finished,
@@ -46,56 +47,102 @@ from schemas import Article, ValidationError, visible
 log = logging.getLogger(__name__)
 
 _DONE = object()
+READ_AHEAD = 1024  # rows whose ids are checked against the earlier rows' together (`articles_from_rows`)
 
 
 def articles_from_rows(
-    rows: Iterable[dict], summary: RunSummary, dead_letters: DeadLetterSink, invalid_ids: list[str] | None = None
+    rows: Iterable[dict],
+    summary: RunSummary,
+    dead_letters: DeadLetterSink,
+    invalid: Callable[[list[str]], None] | None = None,
 ) -> Iterator[Article]:
     """Validate rows; an invalid one is dead-lettered and counted (its id, if it has
-    one, added to `invalid_ids`), and the run goes on. A row the source could not
-    read (`BadRow`: its file and line) is dead-lettered the same way. A row whose id
-    an earlier row had is left out, reported with both rows, and dead-lettered: the
-    first row wins, whatever the order of later runs' reading."""
-    first_row: dict[str, int] = {}  # article id -> the row that had it (about 100 bytes an article)
-    for position, row in enumerate(rows, 1):  # rows count from 1, as a file's lines do
-        summary.articles += 1
-        if isinstance(row, BadRow):
-            summary.unreadable += 1
-            log.warning("skipping %s", row.message)
-            dead_letters.write(DeadLetter("article", None, None, None, row.message, None))
-            continue
+    one, handed to `invalid`, a batch of ids at a time), and the run goes on. A row
+    the source could not read (`BadRow`: its file and line) is dead-lettered the same
+    way. A row whose id an earlier row had is left out, reported with both rows, and
+    dead-lettered: the first row wins, whatever the order of later runs' reading.
+
+    The ids met are kept on disk (`FirstRows`), checked a batch of `READ_AHEAD` rows at
+    a time, so memory does not grow with the source; each row is still handled, and its
+    article yielded, in the source's order."""
+    with FirstRows() as firsts:
+        for batch, failure in _read_ahead(rows, READ_AHEAD):
+            read = [(position, row, _article(row, position)) for position, row in batch]
+            first = firsts.claim(
+                [(a.id, position) for position, _, a in read if isinstance(a, Article) and visible(a.text)]
+            )
+            invalid_ids = []
+            for position, row, article in read:
+                summary.articles += 1
+                if isinstance(row, BadRow):
+                    summary.unreadable += 1
+                    log.warning("skipping %s", row.message)
+                    dead_letters.write(DeadLetter("article", None, None, None, row.message, None))
+                    continue
+                if isinstance(article, ValidationError):
+                    summary.invalid += 1
+                    if row.get("id") not in (None, ""):
+                        invalid_ids.append(str(row["id"]))
+                    log.warning("skipping %s", article)
+                    dead_letters.write(
+                        DeadLetter(
+                            "article",
+                            str(row.get("id")) if row.get("id") is not None else None,
+                            None,
+                            None,
+                            str(article),
+                            row.get("title") if isinstance(row.get("title"), str) else None,
+                        )
+                    )
+                    continue
+                if not visible(article.text):
+                    summary.skipped_empty += 1
+                    continue
+                earlier = first[article.id]
+                if earlier != position:
+                    summary.duplicates += 1
+                    message = (
+                        f"article {article.id!r} ({article.title!r}) appears again in row {position}, after row "
+                        f"{earlier}: the first is kept; give each article one row"
+                    )
+                    log.warning("skipping %s", message)
+                    dead_letters.write(DeadLetter("article", article.id, None, None, message, article.title))
+                    continue
+                yield article
+            if invalid is not None and invalid_ids:
+                invalid(invalid_ids)
+            if failure is not None:
+                raise failure
+
+
+def _article(row: dict | BadRow, position: int) -> Article | ValidationError | None:
+    """The row's article, the reason it is invalid, or None for a row the source could not read."""
+    if isinstance(row, BadRow):
+        return None
+    try:
+        return Article.from_row(row, position=position)
+    except ValidationError as exc:
+        return exc
+
+
+def _read_ahead(rows: Iterable[dict], size: int) -> Iterator[tuple[list[tuple[int, dict]], BaseException | None]]:
+    """(position, row) in batches of `size`, rows counted from 1 as a file's lines are; a
+    failure of the source comes after the rows read before it: (those rows, the failure)."""
+    numbered = enumerate(rows, 1)
+    while True:
+        batch: list[tuple[int, dict]] = []
         try:
-            article = Article.from_row(row, position=position)
-        except ValidationError as exc:
-            summary.invalid += 1
-            if invalid_ids is not None and row.get("id") not in (None, ""):
-                invalid_ids.append(str(row["id"]))
-            log.warning("skipping %s", exc)
-            dead_letters.write(
-                DeadLetter(
-                    "article",
-                    str(row.get("id")) if row.get("id") is not None else None,
-                    None,
-                    None,
-                    str(exc),
-                    row.get("title") if isinstance(row.get("title"), str) else None,
-                )
-            )
-            continue
-        if not visible(article.text):
-            summary.skipped_empty += 1
-            continue
-        earlier = first_row.setdefault(article.id, position)
-        if earlier != position:
-            summary.duplicates += 1
-            message = (
-                f"article {article.id!r} ({article.title!r}) appears again in row {position}, after row "
-                f"{earlier}: the first is kept; give each article one row"
-            )
-            log.warning("skipping %s", message)
-            dead_letters.write(DeadLetter("article", article.id, None, None, message, article.title))
-            continue
-        yield article
+            for item in numbered:
+                batch.append(item)
+                if len(batch) >= size:
+                    break
+        except BaseException as exc:  # noqa: BLE001 - raised again once the rows before it are handled
+            yield batch, exc
+            return
+        if batch:
+            yield batch, None
+        if len(batch) < size:
+            return
 
 
 class _Stage(threading.Thread):
@@ -208,17 +255,14 @@ def run_pipeline(
     write_stage.start()
     # An invalid row keeps the version already indexed (its id counts as seen); an
     # empty article is not seen, so a reindex deletes it.
-    invalid_ids: list[str] = []
     retry_counts = getattr(embedder, "retry_counts", None)  # backends that retry say how often, by cause
     retried_before = retry_counts() if retry_counts is not None else {}
     try:
-        articles = articles_from_rows(rows, summary, dead_letters, invalid_ids)
+        articles = articles_from_rows(rows, summary, dead_letters, manifest.mark_seen if track_seen else None)
         for item in windows(articles, chunker, window, summary, manifest, store, track_seen=track_seen):
             if stop.is_set():
                 break
             to_embed.put(item)
-        if track_seen and invalid_ids:
-            manifest.mark_seen(invalid_ids)
     except BaseException:
         stop.set()
         raise

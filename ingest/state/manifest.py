@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1"
 _CHUNK = 500  # ids per SQL statement: under SQLite's limit on bound variables
+PAGE = 10_000  # rows per read of `rows()`: memory bounded by a page, not by the manifest
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -235,10 +236,21 @@ class Manifest:
                     rows[row[0]] = _row(row)
         return rows
 
-    def rows(self) -> Iterator[ManifestRow]:
-        with self._lock:
-            found = self._db.execute("SELECT * FROM articles ORDER BY article_id").fetchall()
-        return (_row(r) for r in found)
+    def rows(self, page: int = PAGE) -> Iterator[ManifestRow]:
+        """Every row, in article id order, read `page` rows at a time (never all at once)."""
+        after: str | None = None
+        while True:
+            with self._lock:
+                if after is None:
+                    found = self._db.execute("SELECT * FROM articles ORDER BY article_id LIMIT ?", (page,)).fetchall()
+                else:
+                    found = self._db.execute(
+                        "SELECT * FROM articles WHERE article_id > ? ORDER BY article_id LIMIT ?", (after, page)
+                    ).fetchall()
+            yield from (_row(r) for r in found)
+            if len(found) < page:
+                return
+            after = found[-1][0]
 
     def count(self) -> int:
         with self._lock:
@@ -251,9 +263,20 @@ class Manifest:
                 "SELECT coalesce(sum(chunk_count - rejected), 0) FROM articles WHERE pending = 0"
             ).fetchone()[0]
 
-    def pending_ids(self) -> list[str]:
+    def count_pending(self) -> int:
         with self._lock:
-            return [r[0] for r in self._db.execute("SELECT article_id FROM articles WHERE pending = 1")]
+            return self._db.execute("SELECT count(*) FROM articles WHERE pending = 1").fetchone()[0]
+
+    def pending_ids(self, limit: int | None = None) -> list[str]:
+        """The ids a stopped run left pending, in id order; at most `limit` of them."""
+        with self._lock:
+            return [
+                r[0]
+                for r in self._db.execute(
+                    "SELECT article_id FROM articles WHERE pending = 1 ORDER BY article_id LIMIT ?",
+                    (-1 if limit is None else limit,),
+                )
+            ]
 
     # -- the articles of this run's snapshot -----------------------------------------
     def mark_seen(self, article_ids: Iterable[str]) -> None:
@@ -294,8 +317,9 @@ class Manifest:
             )
         self._wrote()
 
-    def complete(self, rows: Sequence[ManifestRow]) -> None:
-        """Record articles whose points (and stale-chunk deletes) Qdrant acknowledged."""
+    def complete(self, rows: Iterable[ManifestRow]) -> None:
+        """Record articles whose points (and stale-chunk deletes) Qdrant acknowledged
+        (`rows` is read as it is written: it may be another manifest's `rows()`)."""
         now = time.time()
         with self._lock, self._db:
             self._db.execute("BEGIN")

@@ -145,8 +145,8 @@ def reconcile(store: PointReader, manifest: Manifest) -> DriftReport | None:
     """Before a run: if the collection does not hold what the manifest says, find the
     articles that differ and mark them pending (this run restores them); adopt the
     articles the manifest does not know. Returns the drift found, None if none."""
-    pending = manifest.pending_ids()
-    if not manifest.recheck and len(pending) <= _CHEAP_CHECK_MAX_PENDING:
+    if not manifest.recheck and manifest.count_pending() <= _CHEAP_CHECK_MAX_PENDING:
+        pending = manifest.pending_ids(_CHEAP_CHECK_MAX_PENDING)  # only a few: never the whole corpus's ids
         outside, expected = store.count_excluding(pending), manifest.expected_points()
         if outside == expected:
             return None
