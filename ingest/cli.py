@@ -18,6 +18,7 @@ Commands:
   bench-index  how fast Qdrant's engine builds a collection's index (HNSW, sparse, payload)
   bench-cpu  a GPU container's CPU side per core, stage by stage, and the cores that feed one GPU
   bench-scale  the embedded store's growth curve: points/s, search latency, memory, disk, verify
+  bench-graph  the embedded store's HNSW parameters: build time and recall against exact, by search width
   bench-bookkeeping  time and peak memory of verify, repair, an unchanged reindex and copy at 6.4M articles
   plan       projected full-Wikipedia time and cost on 10, 50 and 100 A10Gs
   copy       copy a collection between stores (folder or server), vectors and manifest, embedding nothing
@@ -80,6 +81,7 @@ COMMANDS = (
     "bench-cpu",
     "bench-scale",
     "bench-bookkeeping",
+    "bench-graph",
     "plan",
     "copy",
     "migrate",
@@ -93,6 +95,7 @@ DELEGATED = {
     "bench-cpu": "ingest.bench.cpu:main",
     "bench-scale": "ingest.bench.scale:main",
     "bench-bookkeeping": "ingest.bench.bookkeeping:main",
+    "bench-graph": "ingest.bench.graph:main",
     "bench-index": "ingest.bench.index:main",
     "plan": "ingest.bench.plan:main",
     "rehearse": "ingest.rehearsal.load:main",

@@ -194,7 +194,9 @@ def _update(
         note_source(manifest, settings.source_name, only=True)  # the collection mirrors it alone now
         summary.deleted += articles
         summary.points_deleted += points
+    started = time.perf_counter()
     indexed = written.finish_bulk_load(wait_seconds=0.0 if target.in_place else settings.index_wait)
+    summary.index_seconds = time.perf_counter() - started
     summary.collection = target.collection
     summary.collection_points = written.count()
     if not target.in_place:

@@ -44,6 +44,8 @@ INTEGRATION_MODULES = {
     "test_bench_quantization",
     "test_bench_store",
     "test_bench_bookkeeping",
+    "test_bench_graph",
+    "test_edge_index",
     "test_errors",
     "test_transfer",
     "test_cli",

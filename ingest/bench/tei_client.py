@@ -36,6 +36,7 @@ import httpx
 import numpy as np
 import orjson
 
+from ingest.bench.vectors import Structured, sample_vectors
 from ingest.edge import Edge, run_command
 from ingest.embedders.tei import TEIEmbedder
 from ingest.embedders.tei_wire import decode_base64_vectors, decode_vectors
@@ -50,10 +51,15 @@ WORDS = "the of and in to was is for on as by with he at from his an were are wh
 
 
 # -- an instant TEI server, in its own process --------------------------------------------
-def _serve(conn: Any, dimension: int, max_batch: int, wide_floats: bool, rate_429: float = 0.0) -> None:
+def _serve(
+    conn: Any, dimension: int, max_batch: int, wide_floats: bool, rate_429: float = 0.0, structured: int = 0
+) -> None:
     """Child process: answer /info, /embed and /v1/embeddings (base64) from
     precomputed rows until told to stop; `rate_429` of the embedding requests get
-    TEI's "model is overloaded" 429 with `Retry-After: 0` instead (seeded)."""
+    TEI's "model is overloaded" 429 with `Retry-After: 0` instead (seeded).
+    `structured`: answer each input with its own vector instead, the real vector of one of
+    the first `structured` sample leads plus noise (`ingest.bench.vectors`)."""
+    shaped = Structured(*sample_vectors(structured)) if structured else None
     refusals = random.Random(0)
     refused = [0]
     rows = np.random.default_rng(0).standard_normal((1024, dimension)).astype(np.float32)
@@ -88,10 +94,12 @@ def _serve(conn: Any, dimension: int, max_batch: int, wide_floats: bool, rate_42
                 self._reply(orjson.dumps({"error": "Model is overloaded", "error_type": "overloaded"}), 429)
                 return
             if self.path == "/v1/embeddings":
-                data = [
-                    {"object": "embedding", "embedding": pool64[i % len(pool64)], "index": i}
-                    for i in range(len(body["input"]))
-                ]
+                texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+                if shaped is None:
+                    encoded = [pool64[i % len(pool64)] for i in range(len(texts))]
+                else:
+                    encoded = [base64.b64encode(row.tobytes()).decode() for row in shaped.rows(texts)]
+                data = [{"object": "embedding", "embedding": vector, "index": i} for i, vector in enumerate(encoded)]
                 self._reply(
                     orjson.dumps(
                         {
@@ -103,8 +111,11 @@ def _serve(conn: Any, dimension: int, max_batch: int, wide_floats: bool, rate_42
                     )
                 )
             else:
-                n = len(body["inputs"])
-                self._reply(b"[" + b",".join([pool[i % len(pool)] for i in range(n)]) + b"]")
+                texts = body["inputs"] if isinstance(body["inputs"], list) else [body["inputs"]]
+                if shaped is None:
+                    self._reply(b"[" + b",".join([pool[i % len(pool)] for i in range(len(texts))]) + b"]")
+                else:
+                    self._reply(orjson.dumps(shaped.rows(texts), option=orjson.OPT_SERIALIZE_NUMPY))
 
         def _reply(self, body: bytes, status: int = 200) -> None:
             self.send_response(status)
@@ -133,11 +144,17 @@ class InstantServer:
     conn: Any
 
     @classmethod
-    def start(cls, *, max_batch: int, wide_floats: bool, rate_429: float = 0.0) -> InstantServer:
+    def start(cls, *, max_batch: int, wide_floats: bool, rate_429: float = 0.0, structured: int = 0) -> InstantServer:
+        """`structured`: see `_serve` (the real vectors are computed, once, in the server's process)."""
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
-        process = ctx.Process(target=_serve, args=(child, DIMENSION, max_batch, wide_floats, rate_429), daemon=True)
+        process = ctx.Process(
+            target=_serve, args=(child, DIMENSION, max_batch, wide_floats, rate_429, structured), daemon=True
+        )
         process.start()
+        while not parent.poll(1.0):  # computing structured vectors takes minutes the first time
+            if not process.is_alive():
+                raise RuntimeError(f"the instant TEI server exited (code {process.exitcode}) before it was ready")
         return cls(f"http://127.0.0.1:{parent.recv()}", process, parent)
 
     def cpu(self) -> float:

@@ -33,6 +33,7 @@ class RunSummary:
     collection_points: int = 0  # the points it holds at the end
     seeded: str | None = None  # how a rebuild was seeded from the live collection's vectors, if it was
     alias: str | None = None  # where the collection's name leads after a rebuild, and why
+    index_seconds: float = 0.0  # after the pipeline: building the search index, or waiting for a server's
 
     @property
     def failed(self) -> int:
@@ -74,6 +75,8 @@ class RunSummary:
             f"; chunks embedded {self.embedded:,}, reused {self.reused:,}; points written "
             f"{self.points_written:,}, deleted {self.points_deleted:,}; {self.seconds:,.1f} s"
         )
+        if self.index_seconds >= 0.5:
+            text += f", then {self.index_seconds:,.1f} s for the search index"
         if self.retries:
             causes = ", ".join(f"{cause} {n:,}" for cause, n in sorted(self.retries.items()))
             text += f"; embedder retries: {causes}"

@@ -33,6 +33,11 @@ FUSION_DEPTH = 50  # at least this many candidates from each ranking of a hybrid
 RRF_K = 2
 # Dense then lexical; a shade more lexical weight settles k = 2's exact ties (docs/measurements.md, "Fusion").
 RRF_WEIGHTS = (1.0, 1.05)
+# A quantized collection (a server's by default, the embedded store's once it has a graph) keeps
+# int8 vectors clipped at this quantile of the values (Qdrant's recommended setting), and every
+# dense search rescores with the originals the best OVERSAMPLING times as many candidates as it returns.
+INT8_QUANTILE = 0.99
+OVERSAMPLING = 2.0
 
 Pair = tuple[Article, Chunk]  # a chunk with the article it was cut from: what the pipeline writes
 

@@ -8,6 +8,7 @@ small here, under the store's folder:
 
     <folder>/edge/shards/<collection>/        one shard per physical collection
     <folder>/edge/specs/<collection>.json     its build record (`CollectionSpec`), replaced durably
+    <folder>/edge/graphs/<collection>.json    points written outside its search index (`finish_bulk_load`)
     <folder>/edge/aliases.json                alias -> collection, replaced durably
     <folder>/edge/.lock                       held (flock) by the process using the folder
 
@@ -18,9 +19,10 @@ records' durability, atomic creation). `update()` does not fsync: an acknowledge
 write survives the process being killed, not a power cut, until `flush()`, which
 `close()` and `finish_bulk_load()` call.
 
-Search is exact (no `optimize()`, so no HNSW graph): at the sample's 10,260
-chunks a hybrid query takes milliseconds, and `optimize()` would block every
-thread, the GIL held, for seconds to minutes (docs/manual.md, "The embedded store").
+Search is exact until a load leaves `INDEX_FROM` points outside a graph (the sample's
+10,260 chunks never do: a hybrid query over them takes milliseconds); then
+`finish_bulk_load` builds the HNSW graph in a process of its own
+(`ingest.store.edge_index`), since `optimize()` blocks every thread of its process.
 
     >>> store = EdgeStore.open("qdrant_data", collection="wikipedia")   # or ":memory:"
 """
@@ -37,6 +39,7 @@ import numpy as np
 from ingest.crashpoints import crashpoint
 from ingest.errors import StoreError
 from ingest.lexical import SPARSE_VECTOR, SparseQuery, edge_vector, passage_text
+from ingest.store import edge_index
 from ingest.store.base import (
     FILTER_FIELDS,
     FUSION_DEPTH,
@@ -54,6 +57,7 @@ from ingest.store.base import (
     chunk_ref,
 )
 from ingest.store.edge_folder import Folder, acquire, read_record
+from ingest.store.edge_index import build_in_child, search_params, shard_config
 from ingest.store.points import (
     dense_vector,
     hits_from,
@@ -81,6 +85,7 @@ class EdgeStore:
         self._folder, self.collection, self.location = folder, collection, location
         self._lease = lease if lease is not None else [False]  # shared with `at()`'s stores: released once
         self._sparse: Any = _UNREAD  # the collection's SparseSpec (or None), read once, not per write
+        self.exact = False  # True: dense search without the graph (what benchmarks measure recall against)
 
     @property
     def sparse(self) -> SparseSpec | None:
@@ -124,6 +129,12 @@ class EdgeStore:
         if shard is None:
             raise StoreError(f"collection {self.collection!r} does not exist in {self.location}")
         return shard
+
+    def _call(self, method: str, *args: Any) -> Any:
+        """A call on the shard under the folder's lock: a build closes the shard (`optimize`) while
+        the pipeline's reader may be looking vectors up; it waits, then finds the shard again."""
+        with self._folder.lock:
+            return getattr(self._shard, method)(*args)
 
     # -- names -------------------------------------------------------------
     def resolve(self, name: str) -> Resolved:
@@ -175,18 +186,16 @@ class EdgeStore:
                 if self._unrecorded(spec):
                     self._sparse = spec.sparse
                     return False
-            sparse = {SPARSE_VECTOR: q.EdgeSparseVectorParams(modifier=q.Modifier.Idf)} if spec.sparse else None
-            config = q.EdgeConfig(
-                vectors=q.EdgeVectorParams(size=spec.dimension, distance=q.Distance.Cosine),
-                sparse_vectors=sparse,
-                on_disk_payload=True,
-            )
+            config = shard_config(spec.dimension, bool(spec.sparse))
 
-            def indexes(shard: Any) -> None:
+            def indexes(shard: Any) -> None:  # filters match one article's few points: no graph links per value
+                keyword = q.KeywordIndexParams(enable_hnsw=False, memory=q.Memory.Cold)
                 for field in FILTER_FIELDS:
-                    shard.update(q.UpdateOperation.create_field_index(field, q.PayloadSchemaType.Keyword))
+                    shard.update(q.UpdateOperation.create_field_index(field, keyword))
 
             self._folder.create(self.collection, config, spec.to_metadata(), indexes)
+            self._folder.outside[self.collection] = 0
+            self._folder.write_json(self._folder.graph_path(self.collection), {"outside": 0})
             self._sparse = spec.sparse
             return True
 
@@ -211,24 +220,57 @@ class EdgeStore:
         return False
 
     def finish_bulk_load(self, *, wait_seconds: float = 0.0) -> bool:
-        self._shard.flush()  # what a power cut could otherwise take
-        return True  # exact search until optimized: searchable as it is
+        """Flush, and build the search index if `INDEX_FROM` points or more are outside one
+        (`ingest.store.edge_index`: in a process of its own, with progress). True: the
+        collection answers searches, exactly where it has no graph."""
+        self._call("flush")  # what a power cut could otherwise take
+        outside = self._outside()
+        self._folder.write_json(self._folder.graph_path(self.collection), {"outside": outside})
+        if outside >= edge_index.INDEX_FROM:
+            self.optimize()
+        return True
+
+    def _outside(self) -> int:
+        """Points outside the graph. Every point written (added or changed) lands in the shard's
+        appendable segment, searched exactly, until the next build; Edge does not say how many
+        are there (its `indexed_vectors_count` counts exactly searched segments too), so this
+        process counts its writes (`Folder.outside`) from the graph record, which carries the
+        count across runs. A collection without the record (an earlier version's, which built
+        no graph) has all its points outside."""
+        with self._folder.lock:
+            if self.collection not in self._folder.outside:
+                path = self._folder.graph_path(self.collection)
+                self._folder.outside[self.collection] = (
+                    int(read_record(path)["outside"]) if path.is_file() else self.count()
+                )
+            return self._folder.outside[self.collection]
 
     def optimize(self) -> None:
-        """Build the HNSW graph and merge segments (not done by any job: see the module docstring)."""
-        self._shard.optimize()
+        """Build the HNSW graph over every point outside one, in a process of its own
+        (`ingest.store.edge_index`); the graph record says so once it is done."""
+        spec = self.read_spec()
+        if spec is None:
+            raise StoreError(f"collection {self.collection!r} has no build record: run the command that built it")
+        path = self._folder.graph_path(self.collection)
+        with self._folder.lock:
+            outside = self._outside()
+            self._folder.write_json(path, {"outside": outside})  # kept if the build is stopped
+            self._folder.close_shard(self.collection)
+            build_in_child(self._folder.shard_path(self.collection), spec.dimension, bool(spec.sparse), points=outside)
+            self._folder.outside[self.collection] = 0
+            self._folder.write_json(path, {"outside": 0})
 
     def drop(self) -> None:
         self._folder.drop(self.collection)
 
     def count(self) -> int:
-        return int(self._shard.count(q.CountRequest(exact=True)))
+        return int(self._call("count", q.CountRequest(exact=True)))
 
     def count_excluding(self, article_ids: Sequence[str]) -> int:
         if not article_ids:
             return self.count()
         others = q.Filter(must_not=[q.FieldCondition("id", match=q.MatchAny(list(article_ids)))])
-        return int(self._shard.count(q.CountRequest(exact=True, filter=others)))
+        return int(self._call("count", q.CountRequest(exact=True, filter=others)))
 
     # -- points ------------------------------------------------------------
     def upsert_pairs(self, pairs: Sequence[Pair], vectors: np.ndarray) -> None:
@@ -252,11 +294,15 @@ class EdgeStore:
         for start in range(0, len(points), BATCH):
             self._folder.check_room()
             crashpoint("upsert")
-            self._shard.update(q.UpdateOperation.upsert_points(points[start : start + BATCH]))
+            with self._folder.lock:
+                self._call("update", q.UpdateOperation.upsert_points(points[start : start + BATCH]))
+                self._folder.outside[self.collection] = self._outside() + len(points[start : start + BATCH])
+        if self._outside() >= edge_index.SEGMENT_POINTS:  # a long load: a graph now, memory stays flat
+            self.optimize()
 
     def flush(self) -> None:
         """`update()` survives a killed process, not a power cut: sync the shard's WAL and segments."""
-        self._shard.flush()
+        self._call("flush")
 
     def delete_chunks(self, selections: Sequence[ChunkSelection]) -> int:
         if not selections:
@@ -269,18 +315,18 @@ class EdgeStore:
         return self._delete_where(q.Filter(must=[q.FieldCondition("id", match=q.MatchAny(list(article_ids)))]))
 
     def _delete_where(self, where: Any) -> int:
-        found = int(self._shard.count(q.CountRequest(exact=True, filter=where)))  # update() returns nothing
+        found = int(self._call("count", q.CountRequest(exact=True, filter=where)))  # update() returns nothing
         if found:
             self._folder.check_room()
-            self._shard.update(q.UpdateOperation.delete_points_by_filter(where))
+            self._call("update", q.UpdateOperation.delete_points_by_filter(where))
         return found
 
     def scan_chunks(self, batch: int = 2048) -> Iterator[list[ChunkRef]]:
         fields = q.PayloadSelector.Include(["id", "chunk_index", "article_hash"])
         offset = None
         while True:
-            points, offset = self._shard.scroll(
-                q.ScrollRequest(offset=offset, limit=batch, with_payload=fields, with_vector=False)
+            points, offset = self._call(
+                "scroll", q.ScrollRequest(offset=offset, limit=batch, with_payload=fields, with_vector=False)
             )
             yield [ref for point in points if (ref := chunk_ref(point.payload or {})) is not None]
             if offset is None:
@@ -289,19 +335,19 @@ class EdgeStore:
     def stored_vectors(self, point_ids: Sequence[str]) -> dict[str, StoredVector]:
         found: dict[str, StoredVector] = {}
         for start in range(0, len(point_ids), 1024):
-            for record in self._shard.retrieve(list(point_ids[start : start + 1024]), ["chunk_hash"], True):
+            for record in self._call("retrieve", list(point_ids[start : start + 1024]), ["chunk_hash"], True):
                 if (stored := stored_chunk_vector(record.payload, record.vector)) is not None:
                     found[str(record.id)] = stored
         return found
 
     def payloads(self, point_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        return {str(r.id): dict(r.payload or {}) for r in self._shard.retrieve(list(point_ids), True, False)}
+        return {str(r.id): dict(r.payload or {}) for r in self._call("retrieve", list(point_ids), True, False)}
 
     def export_points(self, batch: int = 512) -> Iterator[list[StoredPoint]]:
         offset = None
         while True:
-            points, offset = self._shard.scroll(
-                q.ScrollRequest(offset=offset, limit=batch, with_payload=True, with_vector=[DENSE])
+            points, offset = self._call(
+                "scroll", q.ScrollRequest(offset=offset, limit=batch, with_payload=True, with_vector=[DENSE])
             )
             yield [
                 StoredPoint(str(p.id), np.asarray(dense, dtype=np.float32), dict(p.payload or {}))
@@ -312,7 +358,7 @@ class EdgeStore:
                 return
 
     def any_point(self) -> dict[str, Any] | None:
-        points, _ = self._shard.scroll(q.ScrollRequest(limit=1, with_payload=True, with_vector=False))
+        points, _ = self._call("scroll", q.ScrollRequest(limit=1, with_payload=True, with_vector=False))
         return dict(points[0].payload or {}) if points else None
 
     def search(
@@ -339,25 +385,34 @@ class EdgeStore:
         self, dense: np.ndarray, sparse: SparseQuery | None, limit: int, flt: Any, score_threshold: float | None
     ) -> list:
         if sparse is None:
-            return self._shard.query(
+            return self._call(
+                "query",
                 q.QueryRequest(
                     limit=limit,
                     query=q.Query.Nearest(dense.tolist()),
                     filter=flt,
                     score_threshold=score_threshold,
+                    params=search_params(exact=self.exact),
                     with_payload=True,
-                )
+                ),
             )
         depth = max(4 * limit, FUSION_DEPTH)
         branches = [
-            q.Prefetch(limit=depth, query=q.Query.Nearest(dense.tolist()), filter=flt, score_threshold=score_threshold)
+            q.Prefetch(
+                limit=depth,
+                query=q.Query.Nearest(dense.tolist()),
+                params=search_params(exact=self.exact),
+                filter=flt,
+                score_threshold=score_threshold,
+            )
         ]
         if sparse.indices:  # a query of stopwords only has no lexical side
             lexical = q.SparseVector(list(sparse.indices), list(sparse.values))
             branches.append(q.Prefetch(limit=depth, query=q.Query.Nearest(lexical, using=SPARSE_VECTOR), filter=flt))
         fusion = q.Fusion.Rrf(k=RRF_K, weights=list(RRF_WEIGHTS[: len(branches)]))
-        return self._shard.query(
-            q.QueryRequest(limit=limit, prefetches=branches, query=fusion, with_payload=True, with_vector=[DENSE])
+        return self._call(
+            "query",
+            q.QueryRequest(limit=limit, prefetches=branches, query=fusion, with_payload=True, with_vector=[DENSE]),
         )
 
     def warm(self) -> None:

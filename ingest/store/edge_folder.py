@@ -138,6 +138,7 @@ class Folder:
         self.lock = threading.RLock()  # this process's threads: aliases, specs, shards
         self.temporary = temporary  # a ":memory:" store: a folder deleted on close
         self.users = 0
+        self.outside: dict[str, int] = {}  # points outside a graph, per collection (`EdgeStore._outside`)
         self._held: int | None = None  # the lock file's descriptor while this process holds the folder
 
     def shard_path(self, collection: str) -> Path:
@@ -145,6 +146,9 @@ class Folder:
 
     def spec_path(self, collection: str) -> Path:
         return self.root / "specs" / f"{collection}.json"
+
+    def graph_path(self, collection: str) -> Path:
+        return self.root / "graphs" / f"{collection}.json"
 
     def aliases(self) -> dict[str, str]:
         path = self.root / "aliases.json"
@@ -245,6 +249,15 @@ class Folder:
                 raise
             return self.shard(collection)
 
+    def close_shard(self, collection: str) -> None:
+        """Flush and close `collection`'s shard in this process (opened again on next use), so that
+        a process working on our behalf can load it: the folder's lock stays ours."""
+        with self.lock:
+            shard = self.shards.pop(collection, None)
+            if shard is not None:
+                shard.flush()
+                shard.close()
+
     def drop(self, collection: str) -> None:
         """Remove a shard and its record: renamed away first, so no half-deleted shard is ever loaded."""
         with self.lock:
@@ -259,6 +272,8 @@ class Folder:
                 sync_dir(path.parent)
                 shutil.rmtree(doomed, ignore_errors=True)
             self.spec_path(collection).unlink(missing_ok=True)
+            self.graph_path(collection).unlink(missing_ok=True)
+            self.outside.pop(collection, None)
 
     def release(self) -> None:
         """One store of this folder is closed; the last one closes the shards and lets the lock go."""

@@ -41,7 +41,7 @@ from qdrant_client import QdrantClient, models
 
 from ingest.lexical import SPARSE_VECTOR
 from ingest.settings import ServerLayout
-from ingest.store.base import FILTER_FIELDS
+from ingest.store.base import FILTER_FIELDS, INT8_QUANTILE
 from ingest.store.retries import retry_transient
 from schemas import CollectionSpec
 
@@ -51,13 +51,14 @@ HNSW_M = 16
 INDEXING_THRESHOLD = 10_000  # KB: Qdrant's default, restored when a bulk load ends
 MEMORY_TIERS = (1, 19)  # the server version from which storage tiers are `memory` (cold, cached, pinned)
 GREY_NUDGE_SECONDS = 30.0  # how often the wait sends an empty optimizer update to a grey collection
-# Scalar int8 quantization kept in RAM: a quarter of float32's memory. The 0.99 quantile clips
-# outliers before scaling, Qdrant's recommended setting.
+# Scalar int8 quantization kept in RAM: a quarter of float32's memory (the quantile: ingest.store.base).
 INT8 = models.ScalarQuantization(
-    scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)
+    scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=INT8_QUANTILE, always_ram=True)
 )
 INT8_PINNED = models.ScalarQuantization(
-    scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, memory=models.Memory.PINNED)
+    scalar=models.ScalarQuantizationConfig(
+        type=models.ScalarType.INT8, quantile=INT8_QUANTILE, memory=models.Memory.PINNED
+    )
 )
 # Every key a filter uses, indexed before the load (building an index over a loaded collection is slower).
 PAYLOAD_INDEXES = {

@@ -27,6 +27,7 @@ from ingest.settings import ServerLayout, grpc_port_for
 from ingest.store import layout as server_layout
 from ingest.store.base import (
     FUSION_DEPTH,
+    OVERSAMPLING,
     RRF_K,
     RRF_WEIGHTS,
     ChunkRef,
@@ -59,7 +60,7 @@ log = logging.getLogger(__name__)
 
 # Every dense search asks for the quantized candidates to be rescored with the originals,
 # from twice as many as it returns (a no-op on a collection without quantization).
-RESCORED = models.SearchParams(quantization=models.QuantizationSearchParams(rescore=True, oversampling=2.0))
+RESCORED = models.SearchParams(quantization=models.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING))
 IMPORT_BATCH = 256  # points per request when copying between stores
 _UNREAD = object()
 

@@ -1,0 +1,184 @@
+"""The embedded store's search index (`ingest.store.edge_index`): built at the end of a
+load that leaves `INDEX_FROM` points outside a graph, in a process of its own, with
+progress; a build stopped half-way leaves every point searchable; searches over the
+graph agree with exact search. The threshold is lowered so that the real engine builds
+real graphs over a few thousand points in seconds."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ingest import lexical
+from ingest.errors import StoreError
+from ingest.store import edge_index
+from ingest.store.edge import EdgeStore
+from schemas import KNOWN_MODELS, Article, Chunk, CollectionSpec
+
+SPEC = CollectionSpec(
+    model=KNOWN_MODELS["sentence-transformers/all-MiniLM-L6-v2"],
+    chunking={"max_chars": 1000},
+    sparse=lexical.default_spec(),
+)
+
+
+@pytest.fixture
+def small_threshold(monkeypatch):
+    monkeypatch.setattr(edge_index, "INDEX_FROM", 1000)
+
+
+def clustered(n: int, start: int = 0) -> tuple[list, np.ndarray]:
+    """`n` one-chunk articles whose vectors form 50 clusters (a graph's usual case)."""
+    rng = np.random.default_rng(start)
+    centres = np.random.default_rng(0).standard_normal((50, 384))
+    vectors = (centres[np.arange(start, start + n) % 50] + 0.5 * rng.standard_normal((n, 384))).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    pairs = []
+    for i in range(start, start + n):
+        article = Article(f"a{i}", f"https://en.wikipedia.org/wiki/T{i}", f"Title {i}", f"river {i % 50} w{i} text")
+        pairs.append((article, Chunk(article.id, 0, article.text, 0, len(article.text), f"Title {i}\n{article.text}")))
+    return pairs, vectors
+
+
+def segment_indexes(store: EdgeStore) -> list[str]:
+    """The dense index type of each of the shard's segments, as Qdrant records it."""
+    folder = store._folder.shard_path(store.collection) / "segments"
+    return sorted(
+        json.loads(p.read_text())["config"]["vector_data"][""]["index"]["type"] for p in folder.glob("*/segment.json")
+    )
+
+
+def outside(store: EdgeStore) -> int:
+    return json.loads(store._folder.graph_path(store.collection).read_text())["outside"]
+
+
+def rankings(store: EdgeStore, queries: np.ndarray, *, exact: bool) -> list[list[str]]:
+    """Dense top-10s, then hybrid ones with a word only one article has (no ties to break)."""
+    store.exact = exact
+    try:
+        dense = [[hit.id for hit in store.search(v, limit=10)] for v in queries]
+        hybrid = [
+            [hit.id for hit in store.search(v, limit=10, sparse=lexical.query_vector(f"w{7 * i}", SPEC.sparse))]
+            for i, v in enumerate(queries)
+        ]
+        return dense + hybrid
+    finally:
+        store.exact = False
+
+
+def test_a_load_past_the_threshold_gets_a_graph_built_in_another_process(tmp_path, small_threshold, caplog):
+    store = EdgeStore.open(tmp_path / "q", collection="wiki")
+    store.ensure_collection(SPEC)
+    pairs, vectors = clustered(1500)
+    store.upsert_pairs(pairs, vectors)
+    with caplog.at_level(logging.WARNING, logger="ingest.store.edge_index"):
+        assert store.finish_bulk_load() is True
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("in a process of its own" in line and "1,500 new points" in line for line in lines)
+    assert any(line.startswith("search index built") for line in lines)
+    assert "hnsw" in segment_indexes(store)
+    assert outside(store) == 0 and store.count() == 1500
+    queries = vectors[:20] + 0.1
+    assert rankings(store, queries, exact=False) == rankings(store, queries, exact=True)
+    store.close()
+
+
+def test_points_outside_the_graph_are_counted_across_stores_until_a_build(tmp_path, small_threshold):
+    path = tmp_path / "q"
+    store = EdgeStore.open(path, collection="wiki")
+    store.ensure_collection(SPEC)
+    store.upsert_pairs(*clustered(600))
+    store.finish_bulk_load()
+    assert outside(store) == 600 and segment_indexes(store) == ["plain"]  # below the threshold: exact search
+    store.close()
+
+    store = EdgeStore.open(path, collection="wiki")  # another run: the record carries the count
+    store.upsert_pairs(*clustered(300, start=600))
+    store.finish_bulk_load()
+    assert outside(store) == 900
+    store.upsert_pairs(*clustered(100, start=0))  # changed points count too: they leave the graph
+    store.finish_bulk_load()
+    assert outside(store) == 0 and "hnsw" in segment_indexes(store)
+    assert store.count() == 900
+    store.close()
+
+
+def test_a_store_of_an_earlier_version_has_all_its_points_outside(tmp_path, small_threshold):
+    store = EdgeStore.open(tmp_path / "q", collection="wiki")
+    store.ensure_collection(SPEC)
+    store.upsert_pairs(*clustered(1200))
+    store._folder.outside.clear()
+    store._folder.graph_path("wiki").unlink()  # as an earlier version left it: no record
+    store.finish_bulk_load()
+    assert outside(store) == 0 and "hnsw" in segment_indexes(store)
+    store.close()
+
+
+def test_a_build_stopped_half_way_leaves_every_point_searchable(tmp_path, small_threshold, monkeypatch):
+    store = EdgeStore.open(tmp_path / "q", collection="wiki")
+    store.ensure_collection(SPEC)
+    pairs, vectors = clustered(4000)
+    store.upsert_pairs(pairs, vectors)
+    exact = rankings(store, vectors[:10], exact=True)
+
+    def interrupt(*args, **kwargs):  # Ctrl-C at the first progress line: the child is killed mid-build
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(edge_index, "HEARTBEAT_S", 0.05)
+    monkeypatch.setattr(edge_index.log, "warning", lambda message, *args: "elapsed" in message and interrupt())
+    with pytest.raises(KeyboardInterrupt):
+        store.finish_bulk_load()
+    assert store.count() == 4000  # the shard opens again with every point
+    assert rankings(store, vectors[:10], exact=False) == exact
+    assert outside(store) == 4000  # not built: the next load's end builds it
+    monkeypatch.undo()
+    monkeypatch.setattr(edge_index, "INDEX_FROM", 1000)
+    store.finish_bulk_load()
+    assert outside(store) == 0 and "hnsw" in segment_indexes(store)
+    assert rankings(store, vectors[:10], exact=False) == exact
+    store.close()
+
+
+def test_a_failed_build_is_one_line_naming_the_retry(tmp_path):
+    with pytest.raises(StoreError, match=r"building the search index of nowhere failed \(.+\): .*run the same command"):
+        edge_index.build_in_child(Path(tmp_path / "nowhere"), 384, True, points=10)
+
+
+def test_a_long_load_builds_graphs_as_it_goes_and_reads_wait_for_them(tmp_path, monkeypatch):
+    """Past SEGMENT_POINTS outside a graph, the write that crossed it builds one before it
+    returns, so the appendable segment (held in memory) never grows past it; a read from
+    another thread meanwhile waits for the shard instead of finding it closed."""
+    monkeypatch.setattr(edge_index, "INDEX_FROM", 1000)
+    monkeypatch.setattr(edge_index, "SEGMENT_POINTS", 2000)
+    store = EdgeStore.open(tmp_path / "q", collection="wiki")
+    store.ensure_collection(SPEC)
+    for start in range(0, 5000, 1000):
+        store.upsert_pairs(*clustered(1000, start=start))
+        assert store._outside() == (start + 1000) % 2000
+    assert segment_indexes(store).count("hnsw") == 2 and outside(store) == 0
+    store.finish_bulk_load()  # 1,000 left outside: at INDEX_FROM, built too
+    assert segment_indexes(store).count("hnsw") >= 2 and outside(store) == 0 and store.count() == 5000
+
+    pairs, vectors = clustered(2000, start=5000)
+    reads = []
+    building = threading.Event()
+    real_build = edge_index.build_in_child
+
+    def build(*args, **kwargs):
+        building.set()
+        time.sleep(0.3)  # the reader below asks while the shard is closed
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr("ingest.store.edge.build_in_child", build)
+    reader = threading.Thread(target=lambda: building.wait() and reads.append(store.count()))
+    reader.start()
+    store.upsert_pairs(pairs, vectors)
+    reader.join()
+    assert reads == [7000] and store.count() == 7000
+    store.close()
