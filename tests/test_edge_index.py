@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -182,3 +184,70 @@ def test_a_long_load_builds_graphs_as_it_goes_and_reads_wait_for_them(tmp_path, 
     reader.join()
     assert reads == [7000] and store.count() == 7000
     store.close()
+
+
+KILLED_MID_BUILD = """
+import sys
+import numpy as np
+from ingest.store import edge_index
+from ingest.store.edge import EdgeStore
+from tests.test_edge_index import SPEC, clustered
+edge_index.INDEX_FROM = 1000
+store = EdgeStore.open(sys.argv[1], collection="wiki")
+store.ensure_collection(SPEC)
+store.upsert_pairs(*clustered(6000))
+store.flush()
+print("written", flush=True)
+store.finish_bulk_load()
+print("built", flush=True)
+"""
+
+
+def test_a_command_killed_mid_build_takes_its_build_along_and_loses_nothing(tmp_path, small_threshold):
+    """SIGKILL to the command while its build runs: the build's process dies with it (no process
+    is left holding the shard), and the next command opens every point and builds the graph."""
+    command = subprocess.Popen(
+        [sys.executable, "-c", KILLED_MID_BUILD, str(tmp_path / "q")], stdout=subprocess.PIPE, text=True
+    )
+    assert command.stdout.readline().strip() == "written"
+    deadline = time.monotonic() + 30
+    while not (builds := _builds_of(command.pid)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert builds, "no build process started"
+    command.kill()
+    command.wait()
+    command.stdout.close()
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() and _state(pid) != "Z" for pid in builds) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(Path(f"/proc/{pid}").exists() and _state(pid) != "Z" for pid in builds), "the build outlived it"
+
+    store = EdgeStore.open(tmp_path / "q", collection="wiki")
+    assert store.count() == 6000 and outside(store) == 6000
+    pairs, vectors = clustered(6000)
+    exact = rankings(store, vectors[:10], exact=True)
+    store.finish_bulk_load()
+    assert outside(store) == 0 and "hnsw" in segment_indexes(store)
+    assert rankings(store, vectors[:10], exact=False) == exact
+    store.close()
+
+
+def _builds_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(stat[1]) == pid and b"edge_index import main" in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
