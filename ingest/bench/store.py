@@ -1,12 +1,14 @@
 """`python -m ingest bench-store`: does the embedded store keep up with a fast embedder?
 
-Writes N one-chunk articles through an instant TEI-protocol server (precomputed
-vectors, in a process of its own, base64 route) into the embedded store, a fresh
-folder, with the whole pipeline (`run_ingest`), then times hybrid searches as
-`Searcher` makes them (query embedding through the same server, BM25 query
-vector, fused search). The embedder costs next to nothing, so what is measured is
-the store (and the pipeline around it). `--optimize` then builds the HNSW graph
-and times the same searches again.
+Writes N one-chunk articles through an instant TEI-protocol server (each text's own
+vector with real structure, `ingest.bench.vectors`; in a process of its own, base64
+route) into the embedded store, a fresh folder, with the whole pipeline
+(`run_ingest`, which builds the search index from 20,000 points), then times hybrid
+searches as `Searcher` makes them (query embedding through the same server, BM25
+query vector, fused search) and their recall@10 against the same searches scored
+exactly. The embedder costs next to nothing, so what is measured is the store (and
+the pipeline around it). `--optimize` then builds the HNSW graph over what the run
+left outside one (below 20,000 points, everything) and times the same searches again.
 
   python -m ingest bench-store                          # 20,000 articles
   python -m ingest bench-store --articles 5000 --optimize
@@ -135,8 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--optimize",
         action="store_true",
-        help="then build the HNSW graph (optimize) and time the same searches again, with their "
-        "top-10 overlap with the exact search's",
+        help="then build the HNSW graph over what the run left outside one (below 20,000 points, everything) "
+        "and time the same searches again, with their top-10 overlap with the exact search's",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     return parser
@@ -148,7 +150,7 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    server = InstantServer.start(max_batch=512, wide_floats=False)
+    server = InstantServer.start(max_batch=512, wide_floats=False, structured=min(args.articles, len(sample_rows())))
     try:
         with tempfile.TemporaryDirectory(prefix="bench-store-") as scratch:
             source = Path(scratch) / "articles.jsonl"
@@ -159,13 +161,16 @@ def _bench(args: argparse.Namespace) -> int:
     print(f"{args.articles:,} one-chunk articles through an instant TEI server; hybrid searches, embedding included")
     print(
         f"{row['points']:,} points in {row['seconds']:.1f} s = {row['points_per_s']:,.0f} points/s (embedder "
-        f"{100 * row['embed_share']:.0f}% of it); hybrid search, exact: median {row['median_ms']:.1f} ms, "
-        f"p95 {row['p95_ms']:.1f} ms"
+        f"{100 * row['embed_share']:.0f}% of it); hybrid search, "
+        + (f"over the graph built in {row['index_s']:.1f} s" if row["index_s"] >= 0.5 else "exact")
+        + f": median {row['median_ms']:.1f} ms, p95 {row['p95_ms']:.1f} ms, recall@10 against exact "
+        f"{row['recall']:.3f}"
     )
     if "optimize_s" in row:
         print(
-            f"after optimize() ({row['optimize_s']:.1f} s, every thread blocked): median {row['hnsw_median_ms']:.1f} "
-            f"ms, p95 {row['hnsw_p95_ms']:.1f} ms, top-10 overlap with exact {row['overlap']:.3f}"
+            f"after optimize() ({row['optimize_s']:.1f} s, in a process of its own): median "
+            f"{row['hnsw_median_ms']:.1f} ms, p95 {row['hnsw_p95_ms']:.1f} ms, top-10 overlap with exact "
+            f"{row['overlap']:.3f}"
         )
     return 0
 
