@@ -133,7 +133,9 @@ def test_a_build_stopped_half_way_leaves_every_point_searchable(tmp_path, small_
         raise KeyboardInterrupt
 
     monkeypatch.setattr(edge_index, "HEARTBEAT_S", 0.05)
-    monkeypatch.setattr(edge_index.log, "warning", lambda message, *args: "elapsed" in message and interrupt())
+    monkeypatch.setattr(
+        edge_index.log, "warning", lambda message, *args: message.startswith("  building") and interrupt()
+    )
     with pytest.raises(KeyboardInterrupt):
         store.finish_bulk_load()
     assert store.count() == 4000  # the shard opens again with every point
@@ -251,3 +253,11 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "Z"
+
+
+def test_progress_lines_give_the_time_left_at_the_earlier_builds_rate(monkeypatch):
+    monkeypatch.setattr(edge_index, "_built", [0.0, 0])
+    assert edge_index._progress(10, 1000) == "0:10 elapsed"  # no earlier build: no guess
+    monkeypatch.setattr(edge_index, "_built", [30.0, 200_000])
+    assert edge_index._progress(10, 200_000) == "0:10 elapsed, about 0:20 left at the earlier builds' rate"
+    assert edge_index._progress(45, 200_000) == "0:45 elapsed, about done"

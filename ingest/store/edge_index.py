@@ -51,7 +51,7 @@ HNSW_EF = 512  # candidates weighed per search, before the int8 ranking is resco
 CHILD = "import sys; from ingest.store.edge_index import main; sys.exit(main(sys.argv[1:]))"
 HEARTBEAT_S = 10.0  # seconds between progress lines while the graph is built
 log = logging.getLogger(__name__)
-_built = [0.0]  # seconds this process has spent waiting for builds (`build_seconds`)
+_built = [0.0, 0]  # seconds this process has spent waiting for builds (`build_seconds`), points they built
 
 
 def shard_config(dimension: int, sparse: bool, segment_points: int | None = None) -> Any:
@@ -118,7 +118,7 @@ def build_in_child(path: Path, dimension: int, sparse: bool, *, points: int) -> 
                 out, err = child.communicate(timeout=HEARTBEAT_S)
                 break
             except subprocess.TimeoutExpired:
-                log.warning("  building the search index: %s elapsed", _clock(time.monotonic() - started))
+                log.warning("  building the search index: %s", _progress(time.monotonic() - started, points))
     except BaseException:
         child.kill()
         child.communicate()  # reaped, its pipes closed
@@ -133,6 +133,7 @@ def build_in_child(path: Path, dimension: int, sparse: bool, *, points: int) -> 
         )
     result = json.loads(out.strip().splitlines()[-1])
     _built[0] += time.monotonic() - started
+    _built[1] += points
     log.warning(
         "search index built: %s segments, in %s (its process's peak memory %.2f GiB)",
         result["segments"],
@@ -145,6 +146,15 @@ def build_in_child(path: Path, dimension: int, sparse: bool, *, points: int) -> 
 def build_seconds() -> float:
     """Seconds this process has waited for search index builds, all collections (benchmarks read it)."""
     return _built[0]
+
+
+def _progress(elapsed: float, points: int) -> str:
+    """Elapsed, and the time left at the rate of this process's earlier builds (none before the first)."""
+    line = f"{_clock(elapsed)} elapsed"
+    if _built[0] > 0 and _built[1] > 0:
+        left = points * _built[0] / _built[1] - elapsed
+        line += f", about {_clock(left)} left at the earlier builds' rate" if left > 0 else ", about done"
+    return line
 
 
 def _die_with_parent() -> None:
