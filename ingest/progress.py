@@ -12,7 +12,8 @@ import time
 from typing import Callable, TextIO
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """M:SS, or H:MM:SS from an hour."""
     seconds = int(seconds)
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
@@ -80,11 +81,11 @@ class Progress:
             f"articles {done} at {articles / elapsed:,.0f}/s",
             f"chunks {chunks:,}",
             f"written {written:,}",
-            _duration(elapsed),
+            duration(elapsed),
         ]
         eta = _eta(elapsed, articles, chunks, written, self.total)
         if eta is not None:
-            parts.append(f"ETA {_duration(eta)}")
+            parts.append(f"ETA {duration(eta)}")
         self._emit(parts)
 
     def tick(self, done: int, unit: str, *, force: bool = False) -> None:
@@ -93,10 +94,10 @@ class Progress:
             return
         parts = [
             f"{unit} {done:,}" + (f"/{self.total:,}" if self.total else "") + f" at {done / elapsed:,.0f}/s",
-            _duration(elapsed),
+            duration(elapsed),
         ]
         if self.total and done:
-            parts.append(f"ETA {_duration(elapsed * (self.total - done) / done)}")
+            parts.append(f"ETA {duration(elapsed * (self.total - done) / done)}")
         self._emit(parts)
 
     def _emit(self, parts: list[str]) -> None:

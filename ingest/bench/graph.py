@@ -26,8 +26,8 @@ import numpy as np
 from ingest.bench.vectors import Structured, sample_vectors
 from ingest.edge import command
 from ingest.errors import SettingsError
-from ingest.store.base import INT8_QUANTILE, OVERSAMPLING
-from ingest.store.edge_index import FULL_SCAN_KB, HNSW_EF_CONSTRUCT, HNSW_M
+from ingest.store.base import OVERSAMPLING
+from ingest.store.edge_index import FULL_SCAN_KB, HNSW_EF_CONSTRUCT, HNSW_M, int8_config
 
 try:
     import qdrant_edge as q
@@ -49,13 +49,10 @@ def copy_text(titles: list[str], i: int, label: str = "") -> str:
 def measure(points: int, m: int, ef_construct: int, int8: bool) -> dict:
     titles, base = sample_vectors(min(points, 10_033))
     shaped = Structured(titles, base)
-    quantization = (
-        q.ScalarQuantizationConfig(type=q.ScalarType.Int8, quantile=INT8_QUANTILE, always_ram=True) if int8 else None
-    )
     config = q.EdgeConfig(
         vectors=q.EdgeVectorParams(size=base.shape[1], distance=q.Distance.Cosine),
         hnsw_config=q.HnswIndexConfig(m=m, ef_construct=ef_construct, full_scan_threshold=FULL_SCAN_KB),
-        quantization_config=quantization,
+        quantization_config=int8_config() if int8 else None,
         optimizers=q.EdgeOptimizersConfig(indexing_threshold=1),
     )
     with tempfile.TemporaryDirectory(prefix="bench-graph-") as folder:

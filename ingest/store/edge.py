@@ -225,9 +225,10 @@ class EdgeStore:
         collection answers searches, exactly where it has no graph."""
         self._call("flush")  # what a power cut could otherwise take
         outside = self._outside()
-        self._folder.write_json(self._folder.graph_path(self.collection), {"outside": outside})
         if outside >= edge_index.INDEX_FROM:
-            self.optimize()
+            self.optimize()  # records the count first, then none left outside
+        else:
+            self._folder.write_json(self._folder.graph_path(self.collection), {"outside": outside})
         return True
 
     def _outside(self) -> int:
@@ -294,8 +295,8 @@ class EdgeStore:
         for start in range(0, len(points), BATCH):
             self._folder.check_room()
             crashpoint("upsert")
-            with self._folder.lock:
-                self._call("update", q.UpdateOperation.upsert_points(points[start : start + BATCH]))
+            with self._folder.lock:  # the write and its count together
+                self._shard.update(q.UpdateOperation.upsert_points(points[start : start + BATCH]))
                 self._folder.outside[self.collection] = self._outside() + len(points[start : start + BATCH])
         if self._outside() >= edge_index.SEGMENT_POINTS:  # a long load: a graph now, memory stays flat
             self.optimize()

@@ -35,6 +35,7 @@ from typing import Any
 
 from ingest.errors import StoreError
 from ingest.lexical import SPARSE_VECTOR
+from ingest.progress import duration
 from ingest.store.base import INT8_QUANTILE, OVERSAMPLING
 
 try:
@@ -75,12 +76,17 @@ def shard_config(dimension: int, sparse: bool, segment_points: int | None = None
         else None,
         payload_memory=cold,
         hnsw_config=q.HnswIndexConfig(m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=FULL_SCAN_KB),
-        quantization_config=q.ScalarQuantizationConfig(type=q.ScalarType.Int8, quantile=INT8_QUANTILE, always_ram=True),
+        quantization_config=int8_config(),
         optimizers=q.EdgeOptimizersConfig(
             indexing_threshold=1,
             max_segment_size=max(int(1.25 * (segment_points or SEGMENT_POINTS) * dimension * 4 / 1024), 1),
         ),
     )
+
+
+def int8_config() -> Any:
+    """The int8 copies a graph is built and searched over, kept in memory (as a server collection's)."""
+    return q.ScalarQuantizationConfig(type=q.ScalarType.Int8, quantile=INT8_QUANTILE, always_ram=True)
 
 
 def search_params(*, exact: bool = False) -> Any:
@@ -137,7 +143,7 @@ def build_in_child(path: Path, dimension: int, sparse: bool, *, points: int) -> 
     log.warning(
         "search index built: %s segments, in %s (its process's peak memory %.2f GiB)",
         result["segments"],
-        _clock(time.monotonic() - started),
+        duration(time.monotonic() - started),
         result["peak_rss_bytes"] / 2**30,
     )
     return result
@@ -150,10 +156,10 @@ def build_seconds() -> float:
 
 def _progress(elapsed: float, points: int) -> str:
     """Elapsed, and the time left at the rate of this process's earlier builds (none before the first)."""
-    line = f"{_clock(elapsed)} elapsed"
+    line = f"{duration(elapsed)} elapsed"
     if _built[0] > 0 and _built[1] > 0:
         left = points * _built[0] / _built[1] - elapsed
-        line += f", about {_clock(left)} left at the earlier builds' rate" if left > 0 else ", about done"
+        line += f", about {duration(left)} left at the earlier builds' rate" if left > 0 else ", about done"
     return line
 
 
@@ -166,17 +172,11 @@ def _die_with_parent() -> None:
         pass
 
 
-def _clock(seconds: float) -> str:
-    minutes, seconds = divmod(int(seconds), 60)
-    return f"{minutes}:{seconds:02d}"
-
-
 def main(argv: list[str]) -> int:
     """The child: load the shard with the graph's parameters, optimize, flush, report as JSON.
     Ctrl-C stops it at once (`optimize()` holds the GIL: Python's own handler would wait for it)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     path, dimension, sparse, segment_points = argv
-    started = time.perf_counter()
     shard = q.EdgeShard.load(path, shard_config(int(dimension), sparse == "1", int(segment_points)))
     try:
         shard.optimize()
@@ -184,7 +184,6 @@ def main(argv: list[str]) -> int:
         segments = int(shard.info().segments_count)
     finally:
         shard.close()
-    seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"segments": segments, "seconds": seconds, "peak_rss_bytes": peak}))
+    print(json.dumps({"segments": segments, "peak_rss_bytes": peak}))
     return 0
