@@ -54,7 +54,10 @@ def make_chunker(settings: IngestSettings, embedder: Embedder) -> Chunker:
 
 def collection_spec(settings: IngestSettings, embedder: Embedder) -> CollectionSpec:
     sparse = lexical.default_spec() if settings.sparse == "bm25" else None
-    return CollectionSpec(model=embedder.spec, chunking=settings.chunking.to_dict(), sparse=sparse)
+    definition = settings.definitions if sparse is not None and settings.definitions != "none" else None
+    return CollectionSpec(
+        model=embedder.spec, chunking=settings.chunking.to_dict(), sparse=sparse, definition=definition
+    )
 
 
 def run_ingest(
@@ -91,14 +94,14 @@ def run_ingest(
         spec = collection_spec(settings, embedder)
         target = plan_target(store, settings.store.collection, spec)
         if in_place_only and target.rebuild and (live := lexical_only(store, target, spec)) is not None:
-            # A scheduled reindex does not copy a whole corpus to change its BM25 settings: the live
-            # collection keeps those it was built with (queries are made with them too).
+            # A scheduled reindex does not copy a whole corpus to change its BM25 settings or add
+            # definitions: the live collection keeps those it was built with (queries follow them too).
             log.warning(
-                "%s was built with other BM25 settings (%s) than this version's (%s): kept for this reindex; "
-                "run `python -m ingest` against it once to move to the new ones (a copy, nothing embedded)",
+                "%s was built with other lexical settings (%s) than this version's (%s): kept for this reindex; "
+                "run `python -m ingest` against it once to move to the new ones (a copy, no chunk embedded)",
                 target.live,
-                _lexical(live.sparse),
-                _lexical(spec.sparse),
+                _lexical(live),
+                _lexical(spec),
             )
             spec = live
             target = plan_target(store, settings.store.collection, spec)
@@ -111,7 +114,7 @@ def run_ingest(
                 "load (modal run -m ingest.modal_app), not an incremental reindex"
             )
         with run_lock(settings.store, target.collection):
-            seeded = relexify(store, target, spec, settings.store, progress=settings.progress)
+            seeded = relexify(store, target, spec, settings.store, progress=settings.progress, embedder=embedder)
             with open_manifest(settings.store, target.collection, spec.fingerprint, checkpoint=checkpoint) as manifest:
                 summary = _update(
                     source,
@@ -126,8 +129,8 @@ def run_ingest(
                 )
         if seeded:
             summary.seeded = (
-                f"only the lexical settings changed: {seeded:,} points of {target.live} "
-                "copied with new BM25 vectors, none embedded again"
+                f"only the lexical settings or definitions changed: {seeded:,} points of {target.live} "
+                "copied with new BM25 vectors, no chunk embedded again"
             )
     finally:
         if own_embedder and embedder is not None:
@@ -179,6 +182,7 @@ def _update(
         progress=Progress(source.total, enabled=settings.progress),
         manifest=manifest,
         track_seen=deletes,
+        definitions=spec.definition is not None,
     )
     if deletes and summary.unreadable:
         log.warning(
@@ -204,8 +208,12 @@ def _update(
     return summary
 
 
-def _lexical(sparse) -> str:
-    return f"k1 {sparse.k1:g}, b {sparse.b:g}, titles {'in' if sparse.include_title else 'out'}"
+def _lexical(spec: CollectionSpec) -> str:
+    sparse = spec.sparse
+    return (
+        f"BM25 k1 {sparse.k1:g}, b {sparse.b:g}, titles {'in' if sparse.include_title else 'out'}; "
+        f"definitions {spec.definition or 'none'}"
+    )
 
 
 def _go_live(store: Store, target: Target, embedder: Embedder, settings: IngestSettings, indexed: bool) -> str:

@@ -28,7 +28,9 @@ from typing import Sequence
 from ingest import lexical
 from ingest.chunking import embed_text
 from ingest.crashpoints import crashpoint
+from ingest.definitions import definition_text
 from ingest.edge import Edge, run_command
+from ingest.embedders.base import Embedder
 from ingest.errors import SettingsError, StoreError
 from ingest.logs import setup_logging
 from ingest.progress import Progress
@@ -36,6 +38,7 @@ from ingest.settings import STORE, StoreSettings, add_flags, from_args
 from ingest.state.files import open_manifest, remove_state, state_dir
 from ingest.state.rebuild import Target, physical_name
 from ingest.store import Store, open_store
+from ingest.store.base import StoredPoint
 from ingest.store.edge import EdgeStore
 from ingest.store.legacy import LegacyStore, is_legacy, remove_legacy
 from schemas import CollectionSpec
@@ -80,11 +83,14 @@ def copy_collection(
     wanted: CollectionSpec | None = None,
     into: str | None = None,
     move_alias: bool = True,
+    embedder: Embedder | None = None,
 ) -> CopyReport:
     """Copy what `name` leads to in `source` into `target` (see the module docstring).
     `wanted`: the build record to write (default: the source's, `target_spec`), into
     the physical collection `into` (default: the name that record gives it);
-    `move_alias`: point `name` at the copy once it is complete."""
+    `move_alias`: point `name` at the copy once it is complete; `embedder`: embeds the
+    definitions of first chunks that have none where `wanted` keeps them (and nothing else;
+    without it, points are copied as they are)."""
     started = time.perf_counter()
     resolved = source.resolve(name)
     if resolved.collection is None:
@@ -112,6 +118,8 @@ def copy_collection(
     shown = Progress(total, enabled=progress)
     copied = 0
     for points in reader.export_points():
+        if wanted.definition is not None and embedder is not None:
+            points = with_definitions(points, embedder)
         texts = [
             lexical.passage_text(
                 embed_text(str(p.payload.get("title", "")), str(p.payload.get("text", "")), title_prefix),
@@ -139,6 +147,21 @@ def copy_collection(
     if resolved.is_alias and move_alias:
         target.point_alias(name, physical, replace_alias=target.resolve(name).is_alias)
     return CopyReport(name, resolved.collection, physical, landed, articles, upgraded, time.perf_counter() - started)
+
+
+def with_definitions(points: list[StoredPoint], embedder: Embedder) -> list[StoredPoint]:
+    """`points`, each first chunk given a definition vector if it has none (embedded from its text;
+    one the embedder refuses stays without, as in a run)."""
+    missing = [i for i, p in enumerate(points) if p.definition is None and p.payload.get("chunk_index") == 0]
+    if not missing:
+        return points
+    result = embedder.embed_passages([definition_text(str(points[i].payload.get("text", ""))) for i in missing])
+    refused = {r.index for r in result.rejected}
+    points = list(points)
+    for row, i in enumerate(missing):
+        if row not in refused:
+            points[i] = replace(points[i], definition=result.vectors[row])
+    return points
 
 
 def _copy_manifest(
@@ -171,31 +194,39 @@ def _copy_manifest(
 
 def lexical_only(store: Store, target: Target, spec: CollectionSpec) -> CollectionSpec | None:
     """The live collection's build record when it differs from `spec` in its lexical
-    settings alone (both with sparse vectors), else None."""
+    settings or its definition vectors alone (both with sparse vectors), else None:
+    what a copy can change without embedding the chunks again."""
     if target.live is None or spec.sparse is None:
         return None
     live = store.at(target.live).read_spec()
-    if live is None or live.sparse is None or replace(live, sparse=spec.sparse) != spec:
+    if live is None or live.sparse is None or replace(live, sparse=spec.sparse, definition=spec.definition) != spec:
         return None
     return live
 
 
 def relexify(
-    store: Store, target: Target, spec: CollectionSpec, settings: StoreSettings, *, progress: bool = True
+    store: Store,
+    target: Target,
+    spec: CollectionSpec,
+    settings: StoreSettings,
+    *,
+    progress: bool = True,
+    embedder: Embedder | None = None,
 ) -> int:
     """Seed a rebuild whose only change is the lexical settings (a new BM25 default,
-    say) from the live collection: its points, dense vectors kept and lexical vectors
-    made again from their text, and its manifest, so that the run embeds nothing
-    again and then switches as any rebuild does. Returns the points copied; 0 when
-    this is not such a rebuild, or when the new collection is already being built."""
+    say) or the definition vectors from the live collection: its points, dense vectors
+    kept, lexical vectors made again from their text, definitions embedded by `embedder`
+    where the live collection has none, and its manifest, so that the run embeds no chunk
+    again and then switches as any rebuild does. Returns the points copied; 0 when this is
+    not such a rebuild, or when the new collection is already being built."""
     if not target.rebuild or target.unaliased or lexical_only(store, target, spec) is None:
         return 0
     with open_manifest(settings, target.collection, spec.fingerprint) as manifest:
         if manifest.count():
             return 0  # a rebuild under way (a seeding stopped before its manifest is begun again)
     log.info(
-        "%s differs from %s only in its lexical settings: copying its points with new BM25 vectors, "
-        "nothing embedded again",
+        "%s differs from %s only in its lexical settings or definition vectors: copying its points with "
+        "new BM25 vectors (and definitions, embedded from first chunks), no chunk embedded again",
         target.collection,
         target.live,
     )
@@ -209,6 +240,7 @@ def relexify(
         wanted=spec,
         into=target.collection,
         move_alias=False,
+        embedder=embedder,
     )
     return report.points
 

@@ -95,12 +95,15 @@ class SparseSpec:
 class CollectionSpec:
     """The record a collection keeps of how its vectors were made (stored as
     collection metadata). `chunking` holds the chunker's settings; `sparse`, the
-    lexical vectors' (None: dense vectors only)."""
+    lexical vectors' (None: dense vectors only); `definition`, how each article's
+    defining phrase is cut from its first sentence for a dense vector of its own on the
+    article's first chunk (None: no such vector; `ingest.definitions`)."""
 
     model: ModelSpec
     distance: str = "cosine"
     chunking: dict[str, Any] = field(default_factory=dict)
     sparse: SparseSpec | None = None
+    definition: str | None = None
 
     @property
     def dimension(self) -> int:
@@ -112,6 +115,8 @@ class CollectionSpec:
         shape: dict[str, Any] = {"model": self.model.to_dict(), "distance": self.distance, "chunking": self.chunking}
         if self.sparse is not None:  # absent, not null: dense-only collections keep their fingerprints
             shape["sparse"] = self.sparse.to_dict()
+        if self.definition is not None:  # likewise for collections without definition vectors
+            shape["definition"] = self.definition
         blob = json.dumps(shape, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -121,6 +126,7 @@ class CollectionSpec:
             "distance": self.distance,
             "chunking": dict(self.chunking),
             "sparse": self.sparse.to_dict() if self.sparse else None,
+            "definition": self.definition,
             "fingerprint": self.fingerprint,
         }
 
@@ -135,4 +141,5 @@ class CollectionSpec:
             distance=metadata.get("distance", "cosine"),
             chunking=dict(metadata.get("chunking") or {}),
             sparse=SparseSpec.from_dict(metadata["sparse"]) if metadata.get("sparse") else None,
+            definition=metadata.get("definition"),
         )

@@ -151,7 +151,7 @@ def test_a_build_stopped_half_way_leaves_every_point_searchable(tmp_path, small_
 
 def test_a_failed_build_is_one_line_naming_the_retry(tmp_path):
     with pytest.raises(StoreError, match=r"building the search index of nowhere failed \(.+\): .*run the same command"):
-        edge_index.build_in_child(Path(tmp_path / "nowhere"), 384, True, points=10)
+        edge_index.build_in_child(Path(tmp_path / "nowhere"), 384, True, definitions=False, points=10)
 
 
 def test_a_long_load_builds_graphs_as_it_goes_and_reads_wait_for_them(tmp_path, monkeypatch):

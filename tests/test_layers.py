@@ -26,6 +26,7 @@ SHARED_MODULES = (
     "ingest.sources",
     "ingest.chunking",
     "ingest.lexical",
+    "ingest.definitions",
     "ingest.crashpoints",
     "ingest.embedders",
     "ingest.store",

@@ -11,6 +11,7 @@ at the two boundaries, `MemoryStore` and `FakeEmbedder` (which counts its batche
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -134,9 +135,9 @@ def test_the_pipeline_needs_only_a_point_writer(manifest):
         def __init__(self, inner: MemoryStore) -> None:
             self.inner, self.calls = inner, []
 
-        def upsert_pairs(self, pairs, vectors):
+        def upsert_pairs(self, pairs, vectors, definitions=None):
             self.calls.append("upsert_pairs")
-            self.inner.upsert_pairs(pairs, vectors)
+            self.inner.upsert_pairs(pairs, vectors, definitions)
 
         def stored_vectors(self, point_ids):
             self.calls.append("stored_vectors")
@@ -195,11 +196,12 @@ def test_a_reindex_deletes_the_articles_the_source_lacks(tmp_path):
 def test_a_run_stopped_by_a_failure_resumes_where_it_stopped(tmp_path):
     store = MemoryStore()
     failing = FakeEmbedder(fail_at=3)
+    plain = replace(settings_for(tmp_path, ROWS), definitions="none")  # one text per chunk, to count them
     with pytest.raises(EmbedderError, match="went away"):
-        run_ingest(settings_for(tmp_path, ROWS), store=store, embedder=failing)
+        run_ingest(plain, store=store, embedder=failing)
     assert failing.batch_sizes == [WINDOW, WINDOW] and store.resolve("wiki").collection is None  # no alias yet
     resumed = FakeEmbedder()
-    summary = run_ingest(settings_for(tmp_path, ROWS), store=store, embedder=resumed)
+    summary = run_ingest(plain, store=store, embedder=resumed)
     assert not set(resumed.passages) & set(failing.passages)  # nothing embedded twice
     assert len(resumed.passages) == summary.embedded and summary.reused > 0  # a stopped article's stored chunks
     assert summary.collection_points == len(failing.passages) + len(resumed.passages)

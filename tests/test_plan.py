@@ -11,7 +11,7 @@ from ingest.bench.plan import Assumptions, main, project
 
 def test_the_reference_throughput_reproduces_the_reference_run():
     # 100 A10Gs at 212.6k characters/s each took 15:19 for the corpus in Jan 2024.
-    p = project(100, Assumptions(chunk_chars=512))
+    p = project(100, Assumptions(chunk_chars=512, definition_chars=0))  # it embedded chunks only
     assert p.bound == "GPU"
     assert p.wall_seconds == pytest.approx(15 * 60 + 19, abs=2)
     assert p.gpu_hours == pytest.approx(100 * p.wall_seconds / 3600)
@@ -27,7 +27,8 @@ def test_the_production_chunking_makes_about_23_million_points_not_the_reference
 def test_the_time_to_searchable_adds_the_index_build_and_the_switch_to_the_load():
     a = Assumptions(qdrant_nodes=2, qdrant_cores=8, index_points_per_s_per_core=1000)
     p = project(100, a)
-    assert p.index_seconds == pytest.approx(a.chunks / 2 / (1000 * 8))  # each node its half
+    assert p.index_seconds == pytest.approx((a.chunks + a.articles) / 2 / (1000 * 8))  # each node its half
+    assert a.vectors == a.chunks + a.articles  # a definition vector per article beside the chunks
     assert p.switch_seconds == pytest.approx(a.articles / 250_000 + 30)
     assert p.searchable_seconds == pytest.approx(p.wall_seconds + p.index_seconds + p.switch_seconds)
     assert p.gpu_hours == pytest.approx(100 * p.wall_seconds / 3600)  # only the load holds GPUs
@@ -39,7 +40,9 @@ def test_the_time_to_searchable_adds_the_index_build_and_the_switch_to_the_load(
 def test_a_slow_client_bounds_the_gpu_and_raises_the_cost():
     slow = Assumptions(client_chunks_per_s=200)  # 200 x ~472 characters < 212,600
     p = project(10, slow)
-    assert p.bound == "client" and p.chars_per_gpu == pytest.approx(200 * slow.chars_per_chunk)
+    read_per_chunk = slow.embedded_characters / slow.chunks  # a chunk's text and its share of the definitions
+    assert p.bound == "client" and p.chars_per_gpu == pytest.approx(200 * read_per_chunk)
+    assert p.points_per_s == pytest.approx(200 * 10)
     assert p.cost > project(10, Assumptions()).cost
     assert project(10, Assumptions(client_chunks_per_s=200, client_cores=4)).bound == "GPU"
 
@@ -48,7 +51,8 @@ def test_one_shared_qdrant_bounds_many_gpus():
     a = Assumptions(qdrant_points_per_s=20_000)
     assert project(10, a).bound == "GPU"
     many = project(100, a)
-    assert many.bound == "Qdrant" and many.chars_per_gpu * 100 == pytest.approx(20_000 * a.chars_per_chunk)
+    assert many.bound == "Qdrant" and many.points_per_s == pytest.approx(20_000)
+    assert many.chars_per_gpu * 100 == pytest.approx(20_000 * a.embedded_characters / a.chunks)
 
 
 def test_main_prints_a_row_per_gpu_count():
@@ -71,8 +75,9 @@ def test_the_cluster_is_sized_per_node_from_the_collection_as_it_is_created():
     from ingest.bench.plan import size_cluster
 
     one = size_cluster(Assumptions())
-    assert one.ram["vectors"] == pytest.approx(Assumptions().chunks * 384)  # int8 in RAM
-    assert one.disk["vectors (float32)"] == pytest.approx(Assumptions().chunks * 384 * 4)  # the originals
+    vectors = Assumptions().chunks + Assumptions().articles  # the chunks' and the definitions'
+    assert one.ram["vectors"] == pytest.approx(vectors * 384)  # int8 in RAM
+    assert one.disk["vectors (float32)"] == pytest.approx(vectors * 384 * 4)  # the originals
     float32 = size_cluster(Assumptions(quantization="none"))
     assert float32.ram["vectors"] == pytest.approx(4 * one.ram["vectors"]) and float32.ram_total > one.ram_total
     assert size_cluster(Assumptions(qdrant_nodes=4)).ram_total == pytest.approx(one.ram_total / 4)
@@ -88,3 +93,13 @@ def test_the_table_gives_the_points_per_second_the_cluster_must_take_and_what_bo
     assert rows["10"][2] == "GPU" and rows["100"][2] == "Qdrant" and rows["100"][3] == "15,000"
     assert "Qdrant bounds the runs marked so" in text and "on 3 nodes, 1 copy of each" in text
     assert "RAM" in text and "disk" in text
+
+
+def test_the_definitions_add_their_characters_to_the_load_and_their_vectors_to_the_index():
+    plain, defined = Assumptions(definition_chars=0), Assumptions()
+    p, q = project(100, plain), project(100, defined)
+    assert q.wall_seconds / p.wall_seconds == pytest.approx(
+        (defined.characters + defined.articles * defined.definition_chars) / defined.characters
+    )
+    assert 1.02 < q.wall_seconds / p.wall_seconds < 1.05  # ~105 characters beside ~3,000 an article
+    assert q.index_seconds / p.index_seconds == pytest.approx((defined.chunks + defined.articles) / defined.chunks)

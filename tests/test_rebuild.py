@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from ingest import lexical
 from ingest.chunking import Chunker, ChunkingSettings
+from ingest.definitions import CUT, definition_text
 from ingest.errors import CollectionMismatchError, EmbedderError, RebuildError
 from ingest.jobs import run_ingest, verify_collection
 from ingest.pipeline.deadletters import DeadLetterFile
@@ -20,7 +22,7 @@ from ingest.pipeline.run import run_pipeline
 from ingest.settings import IngestSettings, StoreSettings
 from ingest.state.files import manifest_path
 from ingest.store.edge import EdgeStore
-from schemas import CollectionSpec, ModelSpec
+from schemas import CollectionSpec, ModelSpec, point_id
 from search import Searcher
 from tests.counting_embedder import SPEC, CountingEmbedder
 
@@ -154,7 +156,7 @@ def test_a_legacy_collection_is_adopted_in_place_and_replaced_only_with_drop_old
     settings = settings_for(tmp_path, rows)
     legacy = store.at("wiki")  # as built before aliases and manifests: a plain collection
     legacy.ensure_collection(
-        CollectionSpec(model=SPEC, chunking=settings.chunking.to_dict(), sparse=lexical.default_spec())
+        CollectionSpec(model=SPEC, chunking=settings.chunking.to_dict(), sparse=lexical.default_spec(), definition=CUT)
     )
     run_pipeline(
         rows,
@@ -240,7 +242,7 @@ def test_new_lexical_settings_rebuild_from_the_live_collections_vectors_embeddin
     summary = run_ingest(settings, embedder=embedder, store=store)
     new = live(store)
     assert new != old and embedder.calls == 0 and summary.unchanged == len(rows) and summary.points_written == 0
-    assert "copied with new BM25 vectors, none embedded again" in summary.seeded
+    assert "copied with new BM25 vectors, no chunk embedded again" in summary.seeded
     assert summary.alias.endswith(f"(was {old}, kept)")
     assert store.at(new).read_spec().sparse == lexical.default_spec()
     before, after = (dict((p.id, p) for page in store.at(c).export_points() for p in page) for c in (old, new))
@@ -276,6 +278,65 @@ def test_a_scheduled_reindex_keeps_the_earlier_lexical_settings_and_says_how_to_
     assert live(store) == old and summary.changed == 1 and embedder.calls == 1
     assert store.at(old).read_spec().sparse == EARLIER_LEXICAL
     assert (
-        "other BM25 settings (k1 1.2, b 0.75, titles in) than this version's (k1 0.3, b 0.5, titles out)" in caplog.text
+        "other lexical settings (BM25 k1 1.2, b 0.75, titles in; definitions copula-v1) than this version's "
+        "(BM25 k1 0.3, b 0.5, titles out; definitions copula-v1)"
+        in caplog.text
         and "run `python -m ingest` against it once" in caplog.text
     )
+
+
+# -- definition vectors (ingest.definitions) ----------------------------------------
+def definitions_of(store, collection):
+    return {p.id: p.definition for page in store.at(collection).export_points() for p in page}
+
+
+def test_a_collection_without_definitions_is_rebuilt_with_them_embedding_only_the_definitions(tmp_path, rows, store):
+    """The next run after an upgrade: the live collection (no definition vectors) is copied with
+    its chunks' vectors and each first chunk's definition embedded from its text, nothing else;
+    the alias switches, and hybrid search fuses the definitions from then on."""
+    first = run_ingest(settings_for(tmp_path, rows, definitions="none"), embedder=CountingEmbedder(), store=store)
+    old = live(store)
+    assert store.at(old).read_spec().definition is None
+    assert all(d is None for d in definitions_of(store, old).values())
+
+    embedder = CountingEmbedder()
+    summary = run_ingest(settings_for(tmp_path, rows), embedder=embedder, store=store)
+    new = live(store)
+    assert new != old and store.at(new).read_spec().definition == "copula-v1"
+    assert (
+        summary.unchanged == len(rows) and summary.points_written == 0 and "no chunk embedded again" in summary.seeded
+    )
+    assert sorted(embedder.passages) == sorted(definition_text(row["text"]) for row in rows)
+    before, after = definitions_of(store, old), definitions_of(store, new)
+    assert set(after) == set(before) and sum(d is not None for d in after.values()) == len(rows)
+    with Searcher.open(settings_for(tmp_path, rows).store, embedder=CountingEmbedder(), store=store) as searcher:
+        assert searcher.store.definitions and searcher.search(rows[2]["text"][:60], k=3, mode="hybrid")
+    assert first.points_written == len(after)
+
+
+def test_a_scheduled_reindex_keeps_a_collection_without_definitions(tmp_path, rows, store, caplog):
+    run_ingest(settings_for(tmp_path, rows, definitions="none"), embedder=CountingEmbedder(), store=store)
+    old = live(store)
+    embedder = CountingEmbedder()
+    summary = run_ingest(settings_for(tmp_path, rows), embedder=embedder, store=store, in_place_only=True)
+    assert live(store) == old and summary.unchanged == len(rows) and embedder.calls == 0
+    assert store.at(old).read_spec().definition is None and "definitions none" in caplog.text
+
+
+def test_an_unchanged_first_chunk_keeps_its_definition_and_a_changed_one_gets_a_new_one(tmp_path, rows, store):
+    settings = settings_for(tmp_path, rows)
+    run_ingest(settings, embedder=CountingEmbedder(), store=store)
+    collection = live(store)
+    before = definitions_of(store, collection)
+    edited = [dict(row) for row in rows]
+    edited[0]["text"] = edited[0]["text"] + " An added sentence at the end."  # its first chunk is unchanged
+    edited[1]["text"] = "Zanzibar is an island of the Indian Ocean. " + edited[1]["text"]  # its first chunk changes
+    embedder = CountingEmbedder()
+    run_ingest(settings_for(tmp_path, edited), embedder=embedder, store=store)
+    after = definitions_of(store, collection)
+    assert "an island of the Indian Ocean" in embedder.passages
+    assert definition_text(rows[0]["text"]) not in embedder.passages
+    first_chunks = {point_id(row["id"], 0) for row in rows[:2]}
+    first, second = sorted(first_chunks, key=lambda pid: pid != point_id(rows[0]["id"], 0))
+    assert np.array_equal(after[first], before[first]) and not np.array_equal(after[second], before[second])
+    assert sum(d is not None for d in after.values()) == len(rows)

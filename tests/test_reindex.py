@@ -15,6 +15,7 @@ import pytest
 from ingest import lexical
 from ingest.chunking import Chunker, ChunkingSettings
 from ingest.cli import main
+from ingest.definitions import definition_text
 from ingest.embedders.base import Rejection
 from ingest.embedders.fake import deterministic_vector
 from ingest.errors import MassDeleteError, SourceError
@@ -84,6 +85,14 @@ def changed_chunks(old_rows, new_rows) -> list[str]:
     )
 
 
+def embedded_again(old_rows, new_rows) -> list[str]:
+    """What the embedder reads to bring `old_rows` to `new_rows`: the changed chunks, and the
+    definition (`ingest.definitions`) of each changed first chunk."""
+    before = {(c.article_id, c.chunk_index): c.embed_text for _, c in chunks_of(old_rows)}
+    changed = [c for _, c in chunks_of(new_rows) if before.get((c.article_id, c.chunk_index)) != c.embed_text]
+    return sorted([c.embed_text for c in changed] + [definition_text(c.text) for c in changed if c.chunk_index == 0])
+
+
 def stored(tmp_path, collection="wiki") -> dict[str, tuple[dict, list[float], dict]]:
     """Each point's payload, dense vector and sparse vector (as {index: weight})."""
     return edge_points(tmp_path / "qdrant", collection)
@@ -112,7 +121,7 @@ def test_reindexing_successive_snapshots_embeds_only_changed_chunks(tmp_path, sn
     embedder.reset()
     second = run_ingest(settings_for(tmp_path, write_rows(tmp_path / "b.jsonl", b)), embedder=embedder, mode="reindex")
     assert (second.added, second.changed, second.unchanged, second.deleted) == (2, 4, 7, 1)
-    assert sorted(embedder.passages) == changed_chunks(a, b)
+    assert sorted(embedder.passages) == embedded_again(a, b)
     assert second.reused > 0 and second.embedded == len(changed_chunks(a, b)) < len(chunks_of(b)) / 2
     old_points = {c.point_id for _, c in chunks_of(a)}
     assert second.points_deleted == len(old_points - {c.point_id for _, c in chunks_of(b)})
@@ -121,7 +130,7 @@ def test_reindexing_successive_snapshots_embeds_only_changed_chunks(tmp_path, sn
     embedder.reset()
     third = run_ingest(settings_for(tmp_path, write_rows(tmp_path / "c.jsonl", c)), embedder=embedder, mode="reindex")
     assert (third.added, third.changed, third.deleted) == (0, 2, 1)
-    assert sorted(embedder.passages) == changed_chunks(b, c) and third.embedded > 0
+    assert sorted(embedder.passages) == embedded_again(b, c) and third.embedded > 0
     assert_holds_exactly(tmp_path, c)
 
     writes = []
@@ -201,7 +210,8 @@ def test_points_deleted_behind_the_manifests_back_are_found_and_restored(tmp_pat
 
     embedder.reset()
     restored = run_ingest(settings, embedder=embedder, mode="reindex")
-    assert sorted(embedder.passages) == sorted(c.embed_text for c in lost + short)  # the rest is reused
+    again = [c.embed_text for c in lost + short] + [definition_text(c.text) for c in lost if c.chunk_index == 0]
+    assert sorted(embedder.passages) == sorted(again)  # the rest is reused
     assert restored.deleted == 1 and restored.unchanged == len(a) - 2
     assert_holds_exactly(tmp_path, a)
 

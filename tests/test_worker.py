@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from ingest.chunking import Chunker, ChunkingSettings
+from ingest.definitions import definition_text
 from ingest.embedders.base import PassageEmbeddings, Rejection
 from ingest.embedders.fake import deterministic_vector
 from ingest.errors import (
@@ -287,7 +288,10 @@ def test_ingest_shard_writes_exactly_the_shards_points(tmp_path, tei_router, dat
     assert (first.summary.rejected_chunks, second.summary.rejected_chunks) == (1, 0)
     assert first.summary.chunks + second.summary.chunks == len(chunks)
     assert first.summary.points_written + second.summary.points_written == len(stored)
-    assert first.summary.characters + second.summary.characters == sum(len(c.embed_text) for c in chunks)
+    read = sum(len(c.embed_text) for c in chunks) + sum(
+        len(definition_text(c.text)) for c in chunks if not c.chunk_index
+    )
+    assert first.summary.characters + second.summary.characters == read  # the chunks and each article's definition
     assert first.summary.seconds >= first.summary.embed_seconds > 0
     kinds = sorted((d["kind"], d["article_id"], d["status"]) for d in first.dead_letters)
     assert kinds == [("article", wiki_rows[5]["id"], None), ("chunk", wiki_rows[7]["id"], 422)]

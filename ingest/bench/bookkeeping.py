@@ -169,7 +169,7 @@ class SyntheticStore:
     def stored_vectors(self, point_ids: Sequence[str]) -> dict:
         raise AssertionError("an unchanged reindex reads no stored vector")
 
-    def upsert_pairs(self, pairs: Sequence, vectors: np.ndarray) -> None:
+    def upsert_pairs(self, pairs: Sequence, vectors: np.ndarray, definitions: Any = None) -> None:
         raise AssertionError("an unchanged reindex writes nothing")
 
     def delete_chunks(self, selections: Sequence) -> int:

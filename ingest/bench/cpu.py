@@ -31,6 +31,7 @@ from qdrant_client.conversions.conversion import RestToGrpc
 
 from ingest.bench.tei_client import InstantServer
 from ingest.chunking import Chunker
+from ingest.definitions import definition_text
 from ingest.edge import command
 from ingest.embedders.base import load_token_counter
 from ingest.embedders.local import DEFAULT_MODEL, resolve_model
@@ -81,28 +82,33 @@ def measure(rows: Sequence[dict], tokenizer_path: str, server_url: str) -> list[
     chunker = Chunker(ChunkingSettings(), max_tokens=MAX_TOKENS, count_tokens=count_tokens)
     seconds, pairs = cpu_timed(lambda: [(a, chunk) for a in articles for chunk in chunker.chunks(a)])
     stages.append(Stage("chunk, counting tokens with the tokenizer", seconds, characters))
+    seconds, defined = cpu_timed(
+        lambda: {i: definition_text(c.text) for i, (_, c) in enumerate(pairs) if not c.chunk_index}
+    )
+    stages.append(Stage("definitions (first sentences cut)", seconds, characters))
     texts = [chunk.embed_text for _, chunk in pairs]
+    read = texts + list(defined.values())  # a window's chunks and its first chunks' definitions, as the pipeline sends
     with TEIEmbedder(server_url, wire="base64", max_concurrency=8, batch_size=256) as embedder:
-        seconds, vectors = cpu_timed(
+        seconds, embedded = cpu_timed(
             lambda: np.concatenate(
-                [embedder.embed_passages(texts[i : i + WINDOW]).vectors for i in range(0, len(texts), WINDOW)]
+                [embedder.embed_passages(read[i : i + WINDOW]).vectors for i in range(0, len(read), WINDOW)]
             )
         )
     stages.append(Stage("TEI client (HTTP, base64 vectors decoded)", seconds, characters))
+    vectors = embedded[: len(texts)]
+    definitions = dict(zip(defined, embedded[len(texts) :]))
+
+    def batch(i: int, sparse: Any = None) -> Any:
+        part = range(i, min(i + POINTS_BATCH, len(pairs)))
+        ours = {n: definitions[j] for n, j in enumerate(part) if j in definitions}
+        return build_batch(pairs[i : i + POINTS_BATCH], vectors[i : i + POINTS_BATCH], sparse, ours)
+
     spec = default_spec()
     seconds, _ = cpu_timed(lambda: [passage_vector(passage_text(c.embed_text, c.text, spec), spec) for _, c in pairs])
     stages.append(Stage("BM25 vectors (Qdrant's analyser)", seconds, characters))
-    seconds, _ = cpu_timed(
-        lambda: [
-            build_batch(pairs[i : i + POINTS_BATCH], vectors[i : i + POINTS_BATCH])
-            for i in range(0, len(pairs), POINTS_BATCH)
-        ]
-    )
-    stages.append(Stage("points (ids, payloads, dense vectors)", seconds, characters))
-    batches = [
-        build_batch(pairs[i : i + POINTS_BATCH], vectors[i : i + POINTS_BATCH], spec)
-        for i in range(0, len(pairs), POINTS_BATCH)
-    ]
+    seconds, _ = cpu_timed(lambda: [batch(i) for i in range(0, len(pairs), POINTS_BATCH)])
+    stages.append(Stage("points (ids, payloads, dense and definition vectors)", seconds, characters))
+    batches = [batch(i, spec) for i in range(0, len(pairs), POINTS_BATCH)]
     seconds, _ = cpu_timed(lambda: [grpc_upsert_body(batch) for batch in batches])
     stages.append(Stage("gRPC upsert bodies (qdrant-client's conversion)", seconds, characters))
     seconds, _ = cpu_timed(lambda: tokenizer.encode_batch(texts))
@@ -110,9 +116,13 @@ def measure(rows: Sequence[dict], tokenizer_path: str, server_url: str) -> list[
     return stages
 
 
-def grpc_upsert_body(batch: models.Batch) -> bytes:
-    """What qdrant-client makes of a `Batch` before a gRPC upsert (`QdrantRemote.upsert`
-    with prefer_grpc, qdrant-client 1.16-1.20), serialized as the channel sends it."""
+def grpc_upsert_body(batch: models.Batch | list[models.PointStruct]) -> bytes:
+    """What qdrant-client makes of a `Batch` (or of points given one by one, as a batch
+    with definition vectors is) before a gRPC upsert (`QdrantRemote.upsert` with
+    prefer_grpc, qdrant-client 1.16-1.20), serialized as the channel sends it."""
+    if isinstance(batch, list):
+        whole = [RestToGrpc.convert_point_struct(point) for point in batch]
+        return grpc.UpsertPoints(collection_name="wikipedia", points=whole, wait=True).SerializeToString()
     vectors = RestToGrpc.convert_batch_vector_struct(batch.vectors, len(batch.ids))
     points = [
         grpc.PointStruct(

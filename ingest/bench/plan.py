@@ -49,6 +49,9 @@ REFERENCE_CHARS_PER_GPU = 212_600
 # server, one core, measured here: a ceiling for the client's cost, not our pipeline's.
 REFERENCE_CLIENT_CHUNKS_PER_S = 6_600
 PRODUCTION_CHUNK_CHARS = 1000  # ingest.modal_app's chunk size
+# Characters of an article's definition (ingest.definitions), embedded beside its chunks, on average over
+# the bundled sample's 10,033 lead sections (a full article's first sentence is its lead's); docs/measurements.md.
+DEFINITION_CHARS = 105
 DEFAULT_GPUS = (10, 50, 100)
 # Index build, per core: HNSW m=16 over 384-dimension vectors with their BM25 vectors and payload
 # indexes; docs/measurements.md gives the two figures it is the lower of, rounded down (Qdrant's
@@ -104,6 +107,17 @@ class Assumptions:
     price_per_gpu_hour: float = A10G_PRICE_PER_HOUR
     index_points_per_s_per_core: float = INDEX_POINTS_PER_S_PER_CORE
     qdrant_cores: int = QDRANT_CORES
+    definition_chars: float = DEFINITION_CHARS  # 0: a collection without definition vectors
+
+    @property
+    def embedded_characters(self) -> float:
+        """What the GPUs read: the chunks' text and each article's definition."""
+        return self.characters + self.articles * self.definition_chars
+
+    @property
+    def vectors(self) -> int:
+        """Dense vectors the cluster indexes: one per chunk, and one per article's definition."""
+        return self.chunks + (self.articles if self.definition_chars else 0)
 
     @property
     def chunks(self) -> int:
@@ -141,49 +155,53 @@ class Sizing:
 def size_cluster(a: Assumptions) -> Sizing:
     """Per node: the points spread over the nodes, each held `replicas` times."""
     share = a.chunks * a.replicas / a.qdrant_nodes
+    vectors = a.vectors * a.replicas / a.qdrant_nodes  # the definitions' beside the chunks'
     terms = SPARSE_TERMS_PER_CHAR * a.chars_per_chunk
-    float32 = share * a.dimension * 4
+    float32 = vectors * a.dimension * 4
     ram = {
-        "vectors": share * a.dimension * (1 if a.quantization == "int8" else 4),
-        "HNSW graph": share * HNSW_LINK_BYTES,
+        "vectors": vectors * a.dimension * (1 if a.quantization == "int8" else 4),
+        "HNSW graph": vectors * HNSW_LINK_BYTES,
         "sparse index": share * terms * 8,
         "payload indexes": share * (INDEXED_FIELD_BYTES + 50),
     }
     disk = {
         "vectors (float32)": float32,
-        **({"vectors (int8 copy)": share * a.dimension} if a.quantization == "int8" else {}),
+        **({"vectors (int8 copy)": vectors * a.dimension} if a.quantization == "int8" else {}),
         "payloads": share * (a.chars_per_chunk + PAYLOAD_OVERHEAD_BYTES),
         "sparse vectors": share * terms * 8,
-        "HNSW graph": share * HNSW_LINK_BYTES,
+        "HNSW graph": vectors * HNSW_LINK_BYTES,
     }
     return Sizing(ram, disk)
 
 
 def project(gpus: int, a: Assumptions) -> Projection:
-    client_chars = a.client_chunks_per_s * a.client_cores * a.chars_per_chunk
-    per_gpu, bound = (a.gpu_chars_per_s, "GPU") if a.gpu_chars_per_s <= client_chars else (client_chars, "client")
-    if a.cluster_points_per_s is not None:
-        qdrant_chars = a.cluster_points_per_s * a.chars_per_chunk / gpus  # one cluster shared by all GPUs
-        if qdrant_chars < per_gpu:
-            per_gpu, bound = qdrant_chars, "Qdrant"
-    wall = a.characters / (per_gpu * gpus) + a.startup_seconds
+    """In chunks per second per GPU, the slowest of: the GPU (its characters/s over what it reads a
+    chunk, definitions included), the client, and the GPUs' share of what the cluster takes."""
+    read_per_chunk = a.embedded_characters / max(a.chunks, 1)
+    per_gpu, bound = a.gpu_chars_per_s / read_per_chunk, "GPU"
+    if a.client_chunks_per_s * a.client_cores < per_gpu:
+        per_gpu, bound = a.client_chunks_per_s * a.client_cores, "client"
+    if a.cluster_points_per_s is not None and a.cluster_points_per_s / gpus < per_gpu:
+        per_gpu, bound = a.cluster_points_per_s / gpus, "Qdrant"  # one cluster shared by all GPUs
+    wall = a.chunks / (per_gpu * gpus) + a.startup_seconds
     gpu_hours = gpus * wall / 3600
     return Projection(
         gpus,
-        per_gpu,
+        per_gpu * read_per_chunk,
         bound,
         wall,
         gpu_hours,
         gpu_hours * a.price_per_gpu_hour,
-        points_per_s=per_gpu * gpus / a.chars_per_chunk,
+        points_per_s=per_gpu * gpus,
         index_seconds=index_seconds(a),
         switch_seconds=a.articles / MANIFEST_ROWS_PER_S + SWITCH_OVERHEAD_SECONDS,
     )
 
 
 def index_seconds(a: Assumptions) -> float:
-    """Each node builds the graph over its share (every replica builds its own)."""
-    share = a.chunks * a.replicas / a.qdrant_nodes
+    """Each node builds the graphs over its share (every replica builds its own): the chunks' vectors
+    and the definitions'."""
+    share = a.vectors * a.replicas / a.qdrant_nodes
     return share / (a.index_points_per_s_per_core * a.qdrant_cores)
 
 
@@ -191,7 +209,13 @@ def render(projections: Sequence[Projection], a: Assumptions) -> str:
     client = a.client_chunks_per_s * a.client_cores
     lines = [
         f"corpus: {a.articles:,} articles, {a.characters:,} characters, ~{a.chunks:,} chunks "
-        f"of <= {a.chunk_chars} characters ({a.chars_per_chunk:,.0f} on average)",
+        f"of <= {a.chunk_chars} characters ({a.chars_per_chunk:,.0f} on average)"
+        + (
+            f"; and each article's definition, {a.definition_chars:g} characters on average, "
+            f"{a.embedded_characters:,.0f} characters embedded in all"
+            if a.definition_chars
+            else ""
+        ),
         f"GPU: {a.gpu_chars_per_s:,.0f} characters/s each; client: {client:,.0f} chunks/s "
         f"({a.client_chunks_per_s:,.0f}/s per core x {a.client_cores:g} cores) = "
         f"{client * a.chars_per_chunk:,.0f} characters/s per GPU"
@@ -224,7 +248,8 @@ def render(projections: Sequence[Projection], a: Assumptions) -> str:
     where = "int8 vectors in RAM, float32 on disk" if a.quantization == "int8" else "float32 vectors in RAM"
     lines += [
         "",
-        f"Qdrant: {a.chunks:,} points on {a.qdrant_nodes} node{'s' if a.qdrant_nodes > 1 else ''}, "
+        f"Qdrant: {a.chunks:,} points ({a.vectors:,} dense vectors) on {a.qdrant_nodes} "
+        f"node{'s' if a.qdrant_nodes > 1 else ''}, "
         f"{a.replicas} cop{'ies' if a.replicas > 1 else 'y'} of each ({where}); per node:",
         f"  RAM  {sizing.ram_total / GB:>7,.1f} GB = {RAM_HEADROOM:g} x ("
         + ", ".join(f"{name} {size / GB:,.1f}" for name, size in sizing.ram.items())
@@ -294,6 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
         "reference cut 512-character windows)",
     )
     parser.add_argument("--articles", type=_positive(int), default=d.articles, help="default: %(default)s")
+    parser.add_argument(
+        "--definition-chars",
+        type=float,
+        default=d.definition_chars,
+        help="characters of each article's definition, embedded beside its chunks (default: %(default)s, "
+        "the bundled sample's average; 0: --definitions none)",
+    )
     parser.add_argument("--characters", type=_positive(int), default=d.characters, help="default: %(default)s")
     parser.add_argument(
         "--qdrant-points-per-s",
@@ -372,6 +404,7 @@ def _plan(edge: Edge, argv: Sequence[str] | None, out: TextIO | None) -> int:
         price_per_gpu_hour=args.price_per_gpu_hour,
         index_points_per_s_per_core=args.index_points_per_s,
         qdrant_cores=args.qdrant_cores,
+        definition_chars=max(args.definition_chars, 0.0),
     )
     projections = [project(gpus, assumptions) for gpus in args.gpus]
     print(render(projections, assumptions), file=out or sys.stdout)

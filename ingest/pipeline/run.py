@@ -27,13 +27,14 @@ from typing import Callable, Iterable, Iterator
 
 from ingest.chunking import Chunker
 from ingest.crashpoints import crashpoint
-from ingest.embedders.base import Embedder, PassageEmbeddings
+from ingest.embedders.base import Embedder
 from ingest.pipeline.deadletters import DeadLetter, DeadLetterSink
 from ingest.pipeline.firsts import FirstRows
 from ingest.pipeline.summary import RunSummary
 from ingest.pipeline.windows import (
     Finished,
     Window,
+    WindowVectors,
     embed_window,
     stale_chunks,
     windows,
@@ -180,10 +181,12 @@ def run_pipeline(
     progress: Progress | None = None,
     manifest: Manifest | None = None,
     track_seen: bool = False,
+    definitions: bool = False,
 ) -> RunSummary:
     """Ingest the new and changed articles of `rows` into `store`, recording them in
     `manifest` (a throw-away one by default: then every article is new). With
-    `track_seen`, the manifest remembers the ids met, for deleting the others after.
+    `track_seen`, the manifest remembers the ids met, for deleting the others after;
+    `definitions`: the store keeps each article's definition vector (`ingest.definitions`).
     Returns the run's counts and timings."""
     summary = RunSummary()
     progress = progress or Progress(None, enabled=False)
@@ -204,7 +207,7 @@ def run_pipeline(
             summary.embed_seconds += time.perf_counter() - t0
         to_write.put((item, result))
 
-    def write(item: tuple[Window, PassageEmbeddings | None]) -> None:
+    def write(item: tuple[Window, WindowVectors | None]) -> None:
         window_, result = item
         fresh = [i for i in window_.article_ids() if i not in in_progress]
         if fresh:
@@ -227,7 +230,8 @@ def run_pipeline(
         crashpoint("before-upsert")
         if keep:
             t0 = time.perf_counter()
-            store.upsert_pairs([pairs[i] for i in keep], result.vectors[keep])
+            definitions = {n: result.definitions[i] for n, i in enumerate(keep) if i in result.definitions}
+            store.upsert_pairs([pairs[i] for i in keep], result.vectors[keep], definitions)
             summary.write_seconds += time.perf_counter() - t0
             summary.points_written += len(keep)
         if window_.finished:
@@ -259,7 +263,9 @@ def run_pipeline(
     retried_before = retry_counts() if retry_counts is not None else {}
     try:
         articles = articles_from_rows(rows, summary, dead_letters, manifest.mark_seen if track_seen else None)
-        for item in windows(articles, chunker, window, summary, manifest, store, track_seen=track_seen):
+        for item in windows(
+            articles, chunker, window, summary, manifest, store, track_seen=track_seen, definitions=definitions
+        ):
             if stop.is_set():
                 break
             to_embed.put(item)

@@ -7,23 +7,30 @@ embedding), and what an article's completion must clean up.
 - Inside a changed article (or one a stopped run left pending), a chunk whose hash
   is the stored point's at the same index keeps its stored vector: only changed
   chunks are embedded.
+- In a collection with definition vectors (`ingest.definitions`), an article's first
+  chunk also has its definition embedded, in the same embedder call as the chunks; an
+  unchanged first chunk keeps its stored one, or has only the definition embedded when
+  it has none (a collection given definitions after it was built).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Iterator
 
 import numpy as np
 
 from ingest.chunking import Chunker
-from ingest.embedders.base import Embedder, PassageEmbeddings
+from ingest.definitions import definition_text
+from ingest.embedders.base import Embedder, Rejection
 from ingest.pipeline.summary import RunSummary
 from ingest.state.manifest import Manifest, ManifestRow
-from ingest.store.base import ChunkSelection, Pair, PointWriter
+from ingest.store.base import ChunkSelection, Pair, PointWriter, StoredVector
 from schemas import Article, Chunk
 
 LOOKUP_BATCH = 256  # articles per manifest lookup
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +51,21 @@ class Window:
     pairs: list[Pair] = field(default_factory=list)
     finished: list[Finished] = field(default_factory=list)
     reused: dict[int, np.ndarray] = field(default_factory=dict)  # position in `pairs` -> vector
+    defined: dict[int, np.ndarray] = field(default_factory=dict)  # position -> a stored definition vector kept
+    to_define: list[int] = field(default_factory=list)  # positions of first chunks whose definition is embedded
 
     def article_ids(self) -> list[str]:
         return list(dict.fromkeys([a.id for a, _ in self.pairs] + [f.article.id for f in self.finished]))
+
+
+@dataclass(slots=True)
+class WindowVectors:
+    """A window's vectors: one per chunk (rows listed in `rejected` are zeros and are not
+    stored), and the definition vectors of its first chunks (position -> vector)."""
+
+    vectors: np.ndarray
+    rejected: list[Rejection] = field(default_factory=list)
+    definitions: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 def windows(
@@ -58,18 +77,27 @@ def windows(
     store: PointWriter,
     *,
     track_seen: bool = False,
+    definitions: bool = False,
 ) -> Iterator[Window]:
     """Chunks of the new and changed articles, in windows of `size` (the last one
-    may be smaller, never dropped); unchanged articles are counted and skipped."""
+    may be smaller, never dropped); unchanged articles are counted and skipped.
+    `definitions`: the collection keeps a definition vector on each first chunk."""
     window = Window()
 
-    def add(article: Article, chunk: Chunk, vector: np.ndarray | None) -> Iterator[Window]:
+    def add(article: Article, chunk: Chunk, kept: StoredVector | None) -> Iterator[Window]:
         nonlocal window
-        if vector is not None:
-            window.reused[len(window.pairs)] = vector
+        position = len(window.pairs)
+        if kept is not None:
+            window.reused[position] = kept.vector
             summary.reused += 1
         else:
             summary.characters += len(chunk.embed_text)  # what the embedder reads
+        if definitions and chunk.chunk_index == 0:
+            if kept is not None and kept.definition is not None:
+                window.defined[position] = kept.definition
+            else:
+                window.to_define.append(position)
+                summary.characters += len(definition_text(chunk.text))
         window.pairs.append((article, chunk))
         summary.chunks += 1
         if len(window.pairs) >= size:
@@ -109,7 +137,7 @@ def windows(
             for chunk in chunks:
                 kept = stored.get(chunk.point_id)
                 reusable = kept is not None and kept.chunk_hash == chunk.content_hash
-                yield from add(article, chunk, kept.vector if reusable else None)
+                yield from add(article, chunk, kept if reusable else None)
             window.finished.append(Finished(article, digest, previous, len(chunks)))
     if window.pairs or window.finished:
         yield window
@@ -140,17 +168,27 @@ def stale_chunks(finished: Finished, refused: list[int]) -> ChunkSelection | Non
     return ChunkSelection(finished.article.id, finished.chunk_count if shrunk else None, tuple(old))
 
 
-def embed_window(embedder: Embedder, window: Window) -> PassageEmbeddings:
-    """Vectors for every chunk of the window: the reused ones as stored, the others embedded."""
-    if not window.reused:
-        return embedder.embed_passages([chunk.embed_text for _, chunk in window.pairs])
+def embed_window(embedder: Embedder, window: Window) -> WindowVectors:
+    """Vectors for every chunk of the window, the reused ones as stored, the others
+    embedded; and the first chunks' definition vectors, kept or embedded in the same call.
+    A definition the embedder refuses is left out (logged): its chunk is stored and found
+    as any other, by its own vectors."""
     todo = [i for i in range(len(window.pairs)) if i not in window.reused]
+    texts = [window.pairs[i][1].embed_text for i in todo]
+    texts += [definition_text(window.pairs[i][1].text) for i in window.to_define]
     vectors = np.empty((len(window.pairs), embedder.spec.dimension), dtype=np.float32)
     for i, vector in window.reused.items():
         vectors[i] = vector
-    rejected = []
-    if todo:
-        result = embedder.embed_passages([window.pairs[i][1].embed_text for i in todo])
-        vectors[todo] = result.vectors
-        rejected = [replace(r, index=todo[r.index]) for r in result.rejected]
-    return PassageEmbeddings(vectors, rejected)
+    definitions = dict(window.defined)
+    rejected: list[Rejection] = []
+    if texts:
+        result = embedder.embed_passages(texts)
+        vectors[todo] = result.vectors[: len(todo)]
+        refused = {r.index for r in result.rejected}
+        rejected = [replace(r, index=todo[r.index]) for r in result.rejected if r.index < len(todo)]
+        for row, position in enumerate(window.to_define, start=len(todo)):
+            if row in refused:
+                log.warning("the definition of %r was refused by the embedder: left out", window.pairs[position][0].id)
+            else:
+                definitions[position] = result.vectors[row]
+    return WindowVectors(vectors, rejected, definitions)

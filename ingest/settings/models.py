@@ -20,6 +20,7 @@ from ingest.settings.urls import check_url, grpc_port_for, redact_url
 
 Embedder = Literal["local", "tei", "modal"]
 Sparse = Literal["bm25", "none"]
+Definitions = Literal["copula-v1", "none"]  # ingest.definitions.CUT, or none
 Quantization = Literal["int8", "none"]
 Precision = Literal["auto", "float32", "float16", "bfloat16"]
 Engine = Literal["auto", "direct", "sentence-transformers"]
@@ -344,6 +345,15 @@ class IngestSettings(Settings):
         group=INGEST,
         help="also give each chunk a BM25 sparse vector, for hybrid (lexical + semantic) "
         "search; none: dense vectors only",
+    )
+    definitions: Definitions = setting(
+        "copula-v1",
+        flag="--definitions",
+        env="INGEST_DEFINITIONS",
+        group=INGEST,
+        help="also embed each article's definition (its first sentence from the word after 'is'/'was') as a "
+        "second dense vector on its first chunk, a third ranking in hybrid search (needs --sparse bm25); "
+        "none: chunks' vectors only",
     )
     drop_old: bool = setting(
         False,

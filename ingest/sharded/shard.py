@@ -144,7 +144,8 @@ def ingest_shard(
             store = open_store(settings.store)
             stack.callback(store.close)
         store = store.at(settings.store.collection)  # exactly this collection: the driver picked it
-        ensure_collection(store, collection_spec(settings, embedder))
+        spec = collection_spec(settings, embedder)
+        ensure_collection(store, spec)
         summary = run_pipeline(
             rows,
             chunker=make_chunker(settings, embedder),
@@ -154,6 +155,7 @@ def ingest_shard(
             window=settings.window,
             progress=Progress(len(rows), enabled=settings.progress),
             manifest=manifest,
+            definitions=spec.definition is not None,
         )
     check_refusals(summary, f"shard [{start}, {stop})")
     return ShardResult(start, stop, summary, dead_letters.records)

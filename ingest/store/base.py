@@ -19,7 +19,7 @@ that a backend is one module: `ingest.store.server` (qdrant-client against a ser
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -33,6 +33,9 @@ FUSION_DEPTH = 50  # at least this many candidates from each ranking of a hybrid
 RRF_K = 2
 # Dense then lexical; a shade more lexical weight settles k = 2's exact ties (docs/measurements.md, "Fusion").
 RRF_WEIGHTS = (1.0, 1.05)
+# The third ranking, over the definition vectors (`ingest.definitions`), where a collection has them:
+# chosen on the tuning sets (docs/measurements.md, "Definitions").
+DEFINITION_WEIGHT = 0.7
 # A quantized collection (a server's by default, the embedded store's once it has a graph) keeps
 # int8 vectors clipped at this quantile of the values (Qdrant's recommended setting), and every
 # dense search rescores with the originals the best OVERSAMPLING times as many candidates as it returns.
@@ -59,6 +62,7 @@ class StoredVector:
 
     chunk_hash: str
     vector: np.ndarray
+    definition: np.ndarray | None = None  # an article's first chunk's definition vector, where stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +81,7 @@ class StoredPoint:
     id: str
     vector: np.ndarray
     payload: dict[str, Any]
+    definition: np.ndarray | None = None  # the definition vector of an article's first chunk, where stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +115,59 @@ class Resolved:
     name: str
     collection: str | None  # the physical collection it leads to; None: nothing by that name
     is_alias: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Fused:
+    """A point of a hybrid ranking, as the backends' scored points read (id, score, payload, vector)."""
+
+    id: Any
+    score: float
+    payload: dict[str, Any]
+    vector: Any
+
+
+def definition_depth(limit: int) -> int:
+    """How many points of the hybrid ranking, and of the definitions' ranking, a search with
+    definitions fuses for `limit` hits: a definition past FUSION_DEPTH adds under 0.014."""
+    return max(limit, FUSION_DEPTH)
+
+
+def with_definitions(
+    fused: Sequence[Any],
+    defined: Sequence[Any],
+    article_of: Callable[[Any], Any],
+    *,
+    limit: int | None = None,
+    weight: float = DEFINITION_WEIGHT,
+    k: int = RRF_K,
+) -> list[Fused]:
+    """Fuse the definition ranking into a hybrid one, by article.
+
+    `fused`: points ranked by the dense and lexical rankings' reciprocal rank fusion (their
+    `score`); `defined`: first chunks ranked by their definition vector. Each article of
+    `defined` at position p adds the reciprocal-rank term Qdrant's weighted RRF would give it,
+    1 / ((p + 1) / weight + k - 1), to its best point in `fused` (whichever
+    chunk that is: the definition speaks for the article, and the passage that answers a
+    question may lie deeper in it than the first chunk); an article not in `fused` enters with
+    its first chunk and that term alone. Re-ranked by the sums (the first `limit`); ties keep
+    `fused` order."""
+    scores = [float(p.score) for p in fused]
+    best: dict[Any, int] = {}
+    for i, point in enumerate(fused):
+        best.setdefault(article_of(point), i)
+    points = list(fused)
+    for position, point in enumerate(defined):
+        term = 1.0 / ((position + 1) / weight + k - 1)
+        article = article_of(point)
+        if article in best:
+            scores[best[article]] += term
+        else:
+            best[article] = len(points)
+            points.append(point)
+            scores.append(term)
+    order = sorted(range(len(points)), key=lambda i: (-scores[i], i))[:limit]
+    return [Fused(points[i].id, scores[i], points[i].payload, points[i].vector) for i in order]
 
 
 def chunk_ref(payload: dict[str, Any]) -> ChunkRef | None:
@@ -154,12 +212,15 @@ class PointWriter(Protocol):
     vectors it may reuse, delete stale chunks, and make it all durable before the
     manifest says so (`ingest.pipeline`)."""
 
-    def upsert_pairs(self, pairs: Sequence[Pair], vectors: np.ndarray) -> None:
-        """Write chunks and their vectors; returns once the store has them."""
+    def upsert_pairs(
+        self, pairs: Sequence[Pair], vectors: np.ndarray, definitions: Mapping[int, np.ndarray] | None = None
+    ) -> None:
+        """Write chunks and their vectors, and the definition vectors of first chunks
+        (position in `pairs` -> vector); returns once the store has them."""
         ...
 
     def stored_vectors(self, point_ids: Sequence[str]) -> dict[str, StoredVector]:
-        """The chunk hash and vector of those of `point_ids` that exist."""
+        """The chunk hash and vectors of those of `point_ids` that exist."""
         ...
 
     def delete_chunks(self, selections: Sequence[ChunkSelection]) -> int:

@@ -32,11 +32,12 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from ingest.crashpoints import crashpoint
+from ingest.definitions import DEFINITION_VECTOR
 from ingest.errors import StoreError
 from ingest.lexical import SPARSE_VECTOR, SparseQuery, edge_vector, passage_text
 from ingest.store import edge_index
@@ -47,6 +48,7 @@ from ingest.store.base import (
     RRF_WEIGHTS,
     ChunkRef,
     ChunkSelection,
+    Fused,
     Pair,
     PayloadFilter,
     Resolved,
@@ -55,10 +57,13 @@ from ingest.store.base import (
     StoredVector,
     capped_ranking,
     chunk_ref,
+    definition_depth,
+    with_definitions,
 )
 from ingest.store.edge_folder import Folder, acquire, read_record
 from ingest.store.edge_index import build_in_child, search_params, shard_config
 from ingest.store.points import (
+    definition_vector,
     dense_vector,
     hits_from,
     point_payloads,
@@ -84,15 +89,23 @@ class EdgeStore:
     def __init__(self, folder: Folder, collection: str, *, location: str, lease: list[bool] | None = None) -> None:
         self._folder, self.collection, self.location = folder, collection, location
         self._lease = lease if lease is not None else [False]  # shared with `at()`'s stores: released once
-        self._sparse: Any = _UNREAD  # the collection's SparseSpec (or None), read once, not per write
+        self._layout: Any = _UNREAD  # (SparseSpec or None, definitions or not), read once, not per write
         self.exact = False  # True: dense search without the graph (what benchmarks measure recall against)
 
     @property
     def sparse(self) -> SparseSpec | None:
-        if self._sparse is _UNREAD:
+        return self._read_layout()[0]
+
+    @property
+    def definitions(self) -> bool:
+        """Whether the collection keeps a definition vector on each article's first chunk."""
+        return self._read_layout()[1]
+
+    def _read_layout(self) -> tuple[SparseSpec | None, bool]:
+        if self._layout is _UNREAD:
             spec = self.read_spec()
-            self._sparse = spec.sparse if spec else None
-        return self._sparse
+            self._layout = (spec.sparse, spec.definition is not None) if spec else (None, False)
+        return self._layout
 
     @classmethod
     def open(cls, path: str | Path, *, collection: str, create: bool = True) -> EdgeStore:
@@ -184,9 +197,9 @@ class EdgeStore:
                     check_compatible(self.collection, existing, spec)
                     return False
                 if self._unrecorded(spec):
-                    self._sparse = spec.sparse
+                    self._layout = (spec.sparse, spec.definition is not None)
                     return False
-            config = shard_config(spec.dimension, bool(spec.sparse))
+            config = shard_config(spec.dimension, bool(spec.sparse), definitions=spec.definition is not None)
 
             def indexes(shard: Any) -> None:  # filters match one article's few points: no graph links per value
                 keyword = q.KeywordIndexParams(enable_hnsw=False, memory=q.Memory.Cold)
@@ -196,7 +209,7 @@ class EdgeStore:
             self._folder.create(self.collection, config, spec.to_metadata(), indexes)
             self._folder.outside[self.collection] = 0
             self._folder.write_json(self._folder.graph_path(self.collection), {"outside": 0})
-            self._sparse = spec.sparse
+            self._layout = (spec.sparse, spec.definition is not None)
             return True
 
     def _unrecorded(self, spec: CollectionSpec) -> bool:
@@ -257,7 +270,13 @@ class EdgeStore:
             outside = self._outside()
             self._folder.write_json(path, {"outside": outside})  # kept if the build is stopped
             self._folder.close_shard(self.collection)
-            build_in_child(self._folder.shard_path(self.collection), spec.dimension, bool(spec.sparse), points=outside)
+            build_in_child(
+                self._folder.shard_path(self.collection),
+                spec.dimension,
+                bool(spec.sparse),
+                definitions=spec.definition is not None,
+                points=outside,
+            )
             self._folder.outside[self.collection] = 0
             self._folder.write_json(path, {"outside": 0})
 
@@ -274,23 +293,34 @@ class EdgeStore:
         return int(self._call("count", q.CountRequest(exact=True, filter=others)))
 
     # -- points ------------------------------------------------------------
-    def upsert_pairs(self, pairs: Sequence[Pair], vectors: np.ndarray) -> None:
+    def upsert_pairs(
+        self, pairs: Sequence[Pair], vectors: np.ndarray, definitions: Mapping[int, np.ndarray] | None = None
+    ) -> None:
         ids, payloads = point_payloads(pairs)
         sparse = self.sparse
-        self._write(ids, vectors, payloads, [passage_text(chunk.embed_text, chunk.text, sparse) for _, chunk in pairs])
+        texts = [passage_text(chunk.embed_text, chunk.text, sparse) for _, chunk in pairs]
+        self._write(ids, vectors, payloads, texts, definitions or {})
 
     def import_points(self, points: Sequence[StoredPoint], texts: Sequence[str]) -> None:
-        self._write([p.id for p in points], [p.vector for p in points], [p.payload for p in points], texts)
+        definitions = {i: p.definition for i, p in enumerate(points) if p.definition is not None}
+        self._write([p.id for p in points], [p.vector for p in points], [p.payload for p in points], texts, definitions)
 
     def _write(
-        self, ids: Sequence[str], vectors: Any, payloads: Sequence[dict[str, Any]], texts: Sequence[str]
+        self,
+        ids: Sequence[str],
+        vectors: Any,
+        payloads: Sequence[dict[str, Any]],
+        texts: Sequence[str],
+        definitions: Mapping[int, np.ndarray],
     ) -> None:
-        sparse = self.sparse
+        sparse, keep_definitions = self.sparse, self.definitions
         points = []
-        for pid, payload, text, vector in zip(ids, payloads, texts, vectors):
+        for i, (pid, payload, text, vector) in enumerate(zip(ids, payloads, texts, vectors)):
             named: dict[str, Any] = {DENSE: vector.tolist()}
             if sparse is not None:
                 named[SPARSE_VECTOR] = edge_vector(text, sparse)
+            if keep_definitions and (definition := definitions.get(i)) is not None:
+                named[DEFINITION_VECTOR] = definition.tolist()
             points.append(q.Point(pid, named, payload))
         for start in range(0, len(points), BATCH):
             self._folder.check_room()
@@ -336,7 +366,7 @@ class EdgeStore:
     def stored_vectors(self, point_ids: Sequence[str]) -> dict[str, StoredVector]:
         found: dict[str, StoredVector] = {}
         for start in range(0, len(point_ids), 1024):
-            for record in self._call("retrieve", list(point_ids[start : start + 1024]), ["chunk_hash"], True):
+            for record in self._call("retrieve", list(point_ids[start : start + 1024]), ["chunk_hash"], self._vectors):
                 if (stored := stored_chunk_vector(record.payload, record.vector)) is not None:
                     found[str(record.id)] = stored
         return found
@@ -348,15 +378,22 @@ class EdgeStore:
         offset = None
         while True:
             points, offset = self._call(
-                "scroll", q.ScrollRequest(offset=offset, limit=batch, with_payload=True, with_vector=[DENSE])
+                "scroll", q.ScrollRequest(offset=offset, limit=batch, with_payload=True, with_vector=self._vectors)
             )
             yield [
-                StoredPoint(str(p.id), np.asarray(dense, dtype=np.float32), dict(p.payload or {}))
+                StoredPoint(
+                    str(p.id), np.asarray(dense, dtype=np.float32), dict(p.payload or {}), definition_vector(p.vector)
+                )
                 for p in points
                 if (dense := dense_vector(p.vector)) is not None
             ]
             if offset is None:
                 return
+
+    @property
+    def _vectors(self) -> list[str]:
+        """The dense vectors a point is read with: its chunk's, and its definition where kept."""
+        return [DENSE, DEFINITION_VECTOR] if self.definitions else [DENSE]
 
     def any_point(self) -> dict[str, Any] | None:
         points, _ = self._call("scroll", q.ScrollRequest(limit=1, with_payload=True, with_vector=False))
@@ -378,7 +415,7 @@ class EdgeStore:
             lambda depth: self._query(dense, sparse, depth, flt, score_threshold),
             limit=limit,
             group_size=group_size,
-            article_of=lambda point: (point.payload or {}).get("id"),
+            article_of=_article,
         )
         return hits_from(picked, dense, fused=sparse is not None)
 
@@ -411,10 +448,43 @@ class EdgeStore:
             lexical = q.SparseVector(list(sparse.indices), list(sparse.values))
             branches.append(q.Prefetch(limit=depth, query=q.Query.Nearest(lexical, using=SPARSE_VECTOR), filter=flt))
         fusion = q.Fusion.Rrf(k=RRF_K, weights=list(RRF_WEIGHTS[: len(branches)]))
-        return self._call(
+        if not self.definitions:
+            return self._call(
+                "query",
+                q.QueryRequest(limit=limit, prefetches=branches, query=fusion, with_payload=True, with_vector=[DENSE]),
+            )
+        # Every candidate of both searches with its article id alone; payloads and vectors are read
+        # for the `limit` points kept (a built segment keeps them on disk).
+        ids_only = q.PayloadSelector.Include(["id"])
+        fused = self._call(
             "query",
-            q.QueryRequest(limit=limit, prefetches=branches, query=fusion, with_payload=True, with_vector=[DENSE]),
+            q.QueryRequest(
+                limit=definition_depth(limit),
+                prefetches=branches,
+                query=fusion,
+                with_payload=ids_only,
+                with_vector=False,
+            ),
         )
+        defined = self._call(
+            "query",
+            q.QueryRequest(
+                limit=definition_depth(limit),
+                query=q.Query.Nearest(dense.tolist(), using=DEFINITION_VECTOR),
+                filter=flt,
+                score_threshold=score_threshold,
+                params=search_params(exact=self.exact),
+                with_payload=ids_only,
+                with_vector=False,
+            ),
+        )
+        kept = with_definitions(fused, defined, _article, limit=limit)
+        records = {str(r.id): r for r in self._call("retrieve", [p.id for p in kept], True, [DENSE])}
+        return [
+            Fused(p.id, p.score, dict(record.payload or {}), record.vector)
+            for p in kept
+            if (record := records.get(str(p.id))) is not None
+        ]
 
     def warm(self) -> None:
         pass  # real indexes: nothing to build first
@@ -423,6 +493,10 @@ class EdgeStore:
         if not self._lease[0]:
             self._lease[0] = True
             self._folder.release()
+
+
+def _article(point: Any) -> Any:
+    return (point.payload or {}).get("id")
 
 
 def _filter(where: PayloadFilter | None) -> Any:

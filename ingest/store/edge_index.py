@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ingest.definitions import DEFINITION_VECTOR
 from ingest.errors import StoreError
 from ingest.lexical import SPARSE_VECTOR
 from ingest.progress import duration
@@ -55,10 +56,11 @@ log = logging.getLogger(__name__)
 _built = [0.0, 0]  # seconds this process has spent waiting for builds (`build_seconds`), points they built
 
 
-def shard_config(dimension: int, sparse: bool, segment_points: int | None = None) -> Any:
+def shard_config(dimension: int, sparse: bool, segment_points: int | None = None, *, definitions: bool = False) -> Any:
     """A shard's configuration, given when it is created and again when the child loads it:
     the cosine dense vector in Qdrant's unnamed slot, the `bm25` sparse vector with Qdrant's
-    IDF if `sparse`, payloads on disk, and the graph's parameters. The graph is built over
+    IDF if `sparse`, the `definition` dense vector beside the first if `definitions`
+    (`ingest.definitions`), payloads on disk, and the graph's parameters. The graph is built over
     int8 copies of the vectors, as a server collection's is (a quarter of the memory, and
     several times faster to build here), and searches rescore them. Everything but the int8
     copies is `Cold` in a built segment: in files the kernel pages in as searches read them,
@@ -69,8 +71,9 @@ def shard_config(dimension: int, sparse: bool, segment_points: int | None = None
     little over `SEGMENT_POINTS`: otherwise Qdrant's merge optimizer joins each new segment
     to the last one, and every build of a long load would build the whole graph again."""
     cold = q.Memory.Cold
+    dense = q.EdgeVectorParams(size=dimension, distance=q.Distance.Cosine, memory=cold)
     return q.EdgeConfig(
-        vectors=q.EdgeVectorParams(size=dimension, distance=q.Distance.Cosine, memory=cold),
+        vectors={"": dense, DEFINITION_VECTOR: dense} if definitions else dense,
         sparse_vectors={SPARSE_VECTOR: q.EdgeSparseVectorParams(modifier=q.Modifier.Idf, memory=cold)}
         if sparse
         else None,
@@ -100,7 +103,7 @@ def search_params(*, exact: bool = False) -> Any:
     )
 
 
-def build_in_child(path: Path, dimension: int, sparse: bool, *, points: int) -> dict[str, Any]:
+def build_in_child(path: Path, dimension: int, sparse: bool, *, definitions: bool, points: int) -> dict[str, Any]:
     """Run the build in a process of its own (the shard closed by the caller) and wait for
     it with a progress line every HEARTBEAT_S; Ctrl-C (or any error here) stops the
     child and re-raises: the shard is whole either way (module docstring)."""
@@ -112,7 +115,16 @@ def build_in_child(path: Path, dimension: int, sparse: bool, *, points: int) -> 
         f"{points:,}",
     )
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(path), str(dimension), str(int(sparse)), str(SEGMENT_POINTS)],
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            str(path),
+            str(dimension),
+            str(int(sparse)),
+            str(SEGMENT_POINTS),
+            str(int(definitions)),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -176,8 +188,9 @@ def main(argv: list[str]) -> int:
     """The child: load the shard with the graph's parameters, optimize, flush, report as JSON.
     Ctrl-C stops it at once (`optimize()` holds the GIL: Python's own handler would wait for it)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    path, dimension, sparse, segment_points = argv
-    shard = q.EdgeShard.load(path, shard_config(int(dimension), sparse == "1", int(segment_points)))
+    path, dimension, sparse, segment_points, definitions = argv
+    config = shard_config(int(dimension), sparse == "1", int(segment_points), definitions=definitions == "1")
+    shard = q.EdgeShard.load(path, config)
     try:
         shard.optimize()
         shard.flush()

@@ -39,9 +39,11 @@ from typing import Any
 
 from qdrant_client import QdrantClient, models
 
+from ingest.definitions import DEFINITION_VECTOR
 from ingest.lexical import SPARSE_VECTOR
 from ingest.settings import ServerLayout
 from ingest.store.base import FILTER_FIELDS, INT8_QUANTILE
+from ingest.store.points import DENSE_VECTOR
 from ingest.store.retries import retry_transient
 from schemas import CollectionSpec
 
@@ -80,7 +82,9 @@ def create_collection(
     )
     client.create_collection(
         name,
-        vectors_config=models.VectorParams(size=spec.dimension, distance=models.Distance.COSINE, **originals),
+        vectors_config=dense_vectors(
+            spec, models.VectorParams(size=spec.dimension, distance=models.Distance.COSINE, **originals)
+        ),
         # IDF over the whole collection, kept current by Qdrant as points come and go
         sparse_vectors_config={SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)}
         if spec.sparse
@@ -95,6 +99,14 @@ def create_collection(
         **payloads,
     )
     add_payload_indexes(client, name, have=set())
+
+
+def dense_vectors(spec: CollectionSpec, params: models.VectorParams) -> Any:
+    """The dense vectors' configuration: the chunks' in Qdrant's unnamed slot (`""`), and
+    beside it the definitions' (`ingest.definitions`) where the spec has them, alike."""
+    if spec.definition is None:
+        return params
+    return {DENSE_VECTOR: params, DEFINITION_VECTOR: params}
 
 
 def add_payload_indexes(client: QdrantClient, name: str, *, have: set[str]) -> None:

@@ -34,7 +34,7 @@ import copy
 import math
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -46,6 +46,7 @@ from ingest.store.base import (
     RRF_WEIGHTS,
     ChunkRef,
     ChunkSelection,
+    Fused,
     Pair,
     PayloadFilter,
     Resolved,
@@ -54,6 +55,8 @@ from ingest.store.base import (
     StoredVector,
     capped_ranking,
     chunk_ref,
+    definition_depth,
+    with_definitions,
 )
 from ingest.store.points import point_payloads
 from ingest.store.specs import check_compatible
@@ -65,6 +68,7 @@ class _Point:
     vector: np.ndarray  # unit length
     payload: dict[str, Any]
     lexical: dict[int, float] | None  # term id -> BM25 term-frequency weight
+    definition: np.ndarray | None = None  # unit length; an article's first chunk, in a collection with definitions
 
 
 @dataclass(slots=True)
@@ -177,21 +181,31 @@ class MemoryStore:
         pass
 
     # -- points ------------------------------------------------------------
-    def upsert_pairs(self, pairs: Sequence[Pair], vectors: np.ndarray) -> None:
+    def upsert_pairs(
+        self, pairs: Sequence[Pair], vectors: np.ndarray, definitions: Mapping[int, np.ndarray] | None = None
+    ) -> None:
         ids, payloads = point_payloads(pairs)
         sparse = self._here.spec.sparse
-        self._write(ids, vectors, payloads, [passage_text(chunk.embed_text, chunk.text, sparse) for _, chunk in pairs])
+        texts = [passage_text(chunk.embed_text, chunk.text, sparse) for _, chunk in pairs]
+        self._write(ids, vectors, payloads, texts, definitions or {})
 
     def import_points(self, points: Sequence[StoredPoint], texts: Sequence[str]) -> None:
-        self._write([p.id for p in points], [p.vector for p in points], [p.payload for p in points], texts)
+        definitions = {i: p.definition for i, p in enumerate(points) if p.definition is not None}
+        self._write([p.id for p in points], [p.vector for p in points], [p.payload for p in points], texts, definitions)
 
     def _write(
-        self, ids: Sequence[str], vectors: Any, payloads: Sequence[dict[str, Any]], texts: Sequence[str]
+        self,
+        ids: Sequence[str],
+        vectors: Any,
+        payloads: Sequence[dict[str, Any]],
+        texts: Sequence[str],
+        definitions: Mapping[int, np.ndarray],
     ) -> None:
         with self._space.lock:
             here = self._here
             sparse, dimension = here.spec.sparse, here.spec.dimension
-            for pid, vector, payload, text in zip(ids, vectors, payloads, texts, strict=True):
+            keep_definitions = here.spec.definition is not None
+            for i, (pid, vector, payload, text) in enumerate(zip(ids, vectors, payloads, texts, strict=True)):
                 dense = np.asarray(vector, dtype=np.float32)
                 if dense.shape != (dimension,):
                     raise StoreError(
@@ -199,7 +213,10 @@ class MemoryStore:
                         f"{dimension} dimensions ({self.collection!r})"
                     )
                 lexical = dict(zip(*passage_vector(text, sparse))) if sparse is not None else None
-                here.points[str(pid)] = _Point(dense / (float(np.linalg.norm(dense)) or 1.0), dict(payload), lexical)
+                definition = definitions.get(i) if keep_definitions else None
+                here.points[str(pid)] = _Point(
+                    _unit(dense), dict(payload), lexical, None if definition is None else _unit(definition)
+                )
 
     def flush(self) -> None:
         pass  # nothing to make durable
@@ -232,7 +249,7 @@ class MemoryStore:
         with self._space.lock:
             points = self._here.points
             return {
-                pid: StoredVector(chunk_hash, points[pid].vector.copy())
+                pid: StoredVector(chunk_hash, points[pid].vector.copy(), _copy(points[pid].definition))
                 for pid in point_ids
                 if pid in points and (chunk_hash := points[pid].payload.get("chunk_hash"))
             }
@@ -244,7 +261,10 @@ class MemoryStore:
 
     def export_points(self, batch: int = 512) -> Iterator[list[StoredPoint]]:
         for page in _pages(self._sorted(), batch):
-            yield [StoredPoint(pid, point.vector.copy(), dict(point.payload)) for pid, point in page]
+            yield [
+                StoredPoint(pid, point.vector.copy(), dict(point.payload), _copy(point.definition))
+                for pid, point in page
+            ]
 
     def any_point(self) -> dict[str, Any] | None:
         points = self._sorted()
@@ -269,18 +289,45 @@ class MemoryStore:
         if score_threshold is not None:
             by_cosine = [r for r in by_cosine if r.score >= score_threshold]
         by_terms = _lexical(points, sparse, everything) if sparse is not None and sparse.indices else None
+        definitions = self._here.spec.definition is not None and sparse is not None
+        by_definition = (
+            _ranked((pid, float(unit @ p.definition), p) for pid, p in points if p.definition is not None)
+            if definitions
+            else []
+        )
+        if score_threshold is not None:
+            by_definition = [r for r in by_definition if r.score >= score_threshold]
 
         def ranking(depth: int) -> list[_Ranked]:
             if sparse is None:
                 return by_cosine[:depth]
             branch = max(4 * depth, FUSION_DEPTH)
             rankings = [by_cosine[:branch]] + ([by_terms[:branch]] if by_terms is not None else [])
-            return _fused(rankings, RRF_WEIGHTS[: len(rankings)])[:depth]
+            fused = _fused(rankings, RRF_WEIGHTS[: len(rankings)])
+            if not definitions:
+                return fused[:depth]
+            wide = definition_depth(depth)
+            merged = with_definitions(
+                [Fused(r.id, r.score, r.point.payload, r.point) for r in fused[:wide]],
+                [Fused(r.id, r.score, r.point.payload, r.point) for r in by_definition[:wide]],
+                lambda f: f.payload.get("id"),
+                limit=depth,
+            )
+            return [_Ranked(f.id, f.score, f.vector) for f in merged]
 
         picked = capped_ranking(
             ranking, limit=limit, group_size=group_size, article_of=lambda ranked: ranked.point.payload.get("id")
         )
         return [StoredHit(r.id, r.score, dict(r.point.payload), float(unit @ r.point.vector)) for r in picked]
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    vector = np.asarray(vector, dtype=np.float32)
+    return vector / (float(np.linalg.norm(vector)) or 1.0)
+
+
+def _copy(vector: np.ndarray | None) -> np.ndarray | None:
+    return None if vector is None else vector.copy()
 
 
 def _pages(items: list, size: int) -> Iterator[list]:

@@ -3,11 +3,12 @@ the filters the store's neutral types (`ingest.store.base`) stand for."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from qdrant_client import models
 
+from ingest.definitions import DEFINITION_VECTOR
 from ingest.lexical import SPARSE_VECTOR, passage_text, passage_vector
 from ingest.store.base import ChunkSelection, Pair, PayloadFilter, StoredHit, StoredVector
 from schemas import SparseSpec
@@ -68,10 +69,19 @@ def point_payloads(pairs: Sequence[Pair]) -> tuple[list[str], list[dict[str, Any
     return ids, payloads
 
 
+def definition_vector(vector: Any) -> np.ndarray | None:
+    """A point's definition vector (`ingest.definitions`), None where it has none."""
+    definition = vector.get(DEFINITION_VECTOR) if isinstance(vector, dict) else None
+    return np.asarray(definition, dtype=np.float32) if definition is not None else None
+
+
 def stored_chunk_vector(payload: dict[str, Any] | None, vector: Any) -> StoredVector | None:
-    """A retrieved point's chunk hash and dense vector, None if it lacks either."""
+    """A retrieved point's chunk hash and dense vector (and its definition vector, where it has
+    one), None if it lacks either of the first two."""
     chunk_hash, dense = (payload or {}).get("chunk_hash"), dense_vector(vector)
-    return StoredVector(chunk_hash, np.asarray(dense, dtype=np.float32)) if chunk_hash and dense is not None else None
+    if not chunk_hash or dense is None:
+        return None
+    return StoredVector(chunk_hash, np.asarray(dense, dtype=np.float32), definition_vector(vector))
 
 
 def hits_from(points: Sequence[Any], dense: np.ndarray, *, fused: bool) -> list[StoredHit]:
@@ -88,13 +98,19 @@ def hits_from(points: Sequence[Any], dense: np.ndarray, *, fused: bool) -> list[
     return hits
 
 
-def build_batch(pairs: Sequence[Pair], vectors: np.ndarray, sparse: SparseSpec | None = None) -> models.Batch:
+def build_batch(
+    pairs: Sequence[Pair],
+    vectors: np.ndarray,
+    sparse: SparseSpec | None = None,
+    definitions: Mapping[int, np.ndarray] | None = None,
+) -> models.Batch | list[models.PointStruct]:
     """Column-oriented upsert body, built for speed: it is on every backend's hot path.
 
     Payloads come from `point_payloads`, and the vectors, float32 already checked at
     the embedder boundary, skip pydantic's per-float validation. With `sparse`, each
     point also gets its lexical vector (`ingest.lexical`), made from the text the
-    model saw (less the title, if the spec leaves it out)."""
+    model saw (less the title, if the spec leaves it out); with `definitions` (position
+    in `pairs` -> vector), those points their definition vector."""
     ids, payloads = point_payloads(pairs)
     return batch_of(
         ids,
@@ -102,23 +118,39 @@ def build_batch(pairs: Sequence[Pair], vectors: np.ndarray, sparse: SparseSpec |
         payloads,
         [passage_text(chunk.embed_text, chunk.text, sparse) for _, chunk in pairs],
         sparse,
+        definitions,
     )
 
 
 def batch_of(
-    ids: list[str], dense: list, payloads: list[dict[str, Any]], texts: Sequence[str], sparse: SparseSpec | None
-) -> models.Batch:
+    ids: list[str],
+    dense: list,
+    payloads: list[dict[str, Any]],
+    texts: Sequence[str],
+    sparse: SparseSpec | None,
+    definitions: Mapping[int, np.ndarray] | None = None,
+) -> models.Batch | list[models.PointStruct]:
     """The upsert body of points given whole (`build_batch`, and a copy between
-    stores): with `sparse`, each point's lexical vector is made from its `texts`."""
-    if sparse is None:
+    stores): with `sparse`, each point's lexical vector is made from its `texts`. Points
+    with a definition vector are given one by one: a batch's named vectors are columns,
+    one value for every point, and only an article's first chunk has a definition."""
+    if sparse is None and not definitions:
         return models.Batch.model_construct(ids=ids, vectors=dense, payloads=payloads)
-    lexical = [
-        models.SparseVector.model_construct(indices=indices, values=values)
-        for indices, values in (passage_vector(text, sparse) for text in texts)
-    ]
-    return models.Batch.model_construct(
-        ids=ids, vectors={DENSE_VECTOR: dense, SPARSE_VECTOR: lexical}, payloads=payloads
-    )
+    columns: dict[str, list] = {DENSE_VECTOR: dense}
+    if sparse is not None:
+        columns[SPARSE_VECTOR] = [
+            models.SparseVector.model_construct(indices=indices, values=values)
+            for indices, values in (passage_vector(text, sparse) for text in texts)
+        ]
+    if not definitions:
+        return models.Batch.model_construct(ids=ids, vectors=columns, payloads=payloads)
+    points = []
+    for i, (pid, payload) in enumerate(zip(ids, payloads)):
+        named = {name: column[i] for name, column in columns.items()}
+        if (definition := definitions.get(i)) is not None:
+            named[DEFINITION_VECTOR] = definition.tolist()
+        points.append(models.PointStruct.model_construct(id=pid, vector=named, payload=payload))
+    return points
 
 
 def selection_filter(selection: ChunkSelection) -> models.Filter:

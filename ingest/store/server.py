@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 from qdrant_client import QdrantClient, models
 
 from ingest.crashpoints import crashpoint
+from ingest.definitions import DEFINITION_VECTOR
 from ingest.lexical import SPARSE_VECTOR, SparseQuery
 from ingest.settings import ServerLayout, grpc_port_for
 from ingest.store import layout as server_layout
@@ -32,19 +33,25 @@ from ingest.store.base import (
     RRF_WEIGHTS,
     ChunkRef,
     ChunkSelection,
+    Fused,
     Pair,
     PayloadFilter,
     Resolved,
     StoredHit,
     StoredPoint,
     StoredVector,
+    capped_ranking,
     chunk_ref,
+    definition_depth,
+    with_definitions,
 )
 from ingest.store.points import (
+    DENSE_VECTOR,
     MAX_REQUEST_BYTES,
     articles_filter,
     batch_of,
     build_batch,
+    definition_vector,
     dense_vector,
     hits_from,
     payload_filter,
@@ -86,7 +93,7 @@ class ServerStore:
         self.location = location
         self.max_request_bytes = max_request_bytes
         self._guard: Any = contextlib.nullcontext()  # a server takes concurrent calls
-        self._sparse: Any = _UNREAD  # the collection's SparseSpec (or None), read before the first write
+        self._layout: Any = _UNREAD  # (SparseSpec or None, definitions or not), read before the first write
         self._deferred = False  # this connection created the collection with its graph deferred
 
     @classmethod
@@ -118,7 +125,7 @@ class ServerStore:
     def at(self, collection: str) -> ServerStore:
         other = type(self).__new__(type(self))
         other.__dict__.update(self.__dict__)
-        other.collection, other._sparse, other._deferred = collection, _UNREAD, False
+        other.collection, other._layout, other._deferred = collection, _UNREAD, False
         return other
 
     def __repr__(self) -> str:
@@ -127,10 +134,18 @@ class ServerStore:
     @property
     def sparse(self) -> SparseSpec | None:
         """How the collection's lexical vectors are made; None if it has none."""
-        if self._sparse is _UNREAD:
+        return self._read_layout()[0]
+
+    @property
+    def definitions(self) -> bool:
+        """Whether the collection keeps a definition vector on each article's first chunk."""
+        return self._read_layout()[1]
+
+    def _read_layout(self) -> tuple[SparseSpec | None, bool]:
+        if self._layout is _UNREAD:
             spec = self.read_spec()
-            self._sparse = spec.sparse if spec else None
-        return self._sparse
+            self._layout = (spec.sparse, spec.definition is not None) if spec else (None, False)
+        return self._layout
 
     # -- names -------------------------------------------------------------
     def resolve(self, name: str) -> Resolved:
@@ -182,14 +197,15 @@ class ServerStore:
             self._create(spec, bulk_load=bulk_load)
             self._deferred = bulk_load and self._server_indexes
             log.info(
-                "created collection %s (%s, %d dims%s%s)",
+                "created collection %s (%s, %d dims%s%s%s)",
                 self.collection,
                 spec.model.name,
                 spec.dimension,
                 ", BM25 sparse vectors" if spec.sparse else "",
+                ", definition vectors" if spec.definition else "",
                 ", indexing deferred until the load ends" if bulk_load and self._server_indexes else "",
             )
-            self._sparse = spec.sparse
+            self._layout = (spec.sparse, spec.definition is not None)
             return True
         info = self.client.get_collection(self.collection)
         existing = CollectionSpec.from_metadata(info.config.metadata)
@@ -201,12 +217,12 @@ class ServerStore:
                 dimension=getattr(info.config.params.vectors, "size", None),
             )
             self.client.update_collection(self.collection, metadata=spec.to_metadata())
-            self._sparse = None
+            self._layout = (None, False)
             return False
         check_compatible(self.collection, existing, spec)
         if self._server_indexes:
             server_layout.add_payload_indexes(self.client, self.collection, have=set(info.payload_schema or {}))
-        self._sparse = existing.sparse
+        self._layout = (existing.sparse, existing.definition is not None)
         return False
 
     def _create(self, spec: CollectionSpec, *, bulk_load: bool) -> None:
@@ -214,7 +230,9 @@ class ServerStore:
             self.client.create_collection(
                 self.collection,
                 metadata=spec.to_metadata(),
-                vectors_config=models.VectorParams(size=spec.dimension, distance=models.Distance.COSINE),
+                vectors_config=server_layout.dense_vectors(
+                    spec, models.VectorParams(size=spec.dimension, distance=models.Distance.COSINE)
+                ),
                 sparse_vectors_config={SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)}
                 if spec.sparse
                 else None,
@@ -263,13 +281,17 @@ class ServerStore:
         self.client.delete_collection(self.collection)
 
     # -- points ------------------------------------------------------------
-    def upsert_pairs(self, pairs: Sequence[Pair], vectors: np.ndarray) -> None:
+    def upsert_pairs(
+        self, pairs: Sequence[Pair], vectors: np.ndarray, definitions: Mapping[int, np.ndarray] | None = None
+    ) -> None:
         """Write chunks and their vectors in requests bounded in bytes."""
+        definitions = definitions if self.definitions else None
         for part in split_by_bytes(pairs, vectors.shape[1], self.max_request_bytes):
-            self.upsert(build_batch(pairs[part], vectors[part], self.sparse))
+            ours = {i - part.start: v for i, v in (definitions or {}).items() if part.start <= i < part.stop}
+            self.upsert(build_batch(pairs[part], vectors[part], self.sparse, ours))
 
     @retry_transient
-    def upsert(self, batch: models.Batch) -> None:
+    def upsert(self, batch: models.Batch | list[models.PointStruct]) -> None:
         """Write a batch and wait until Qdrant has it (idempotent: ids are deterministic)."""
         crashpoint("upsert")
         with self._guard:
@@ -317,12 +339,17 @@ class ServerStore:
                     self.collection,
                     ids=list(point_ids[start : start + batch]),
                     with_payload=["chunk_hash"],
-                    with_vectors=True,
+                    with_vectors=self._vectors,
                 )
             for point in points:
                 if (stored := stored_chunk_vector(point.payload, point.vector)) is not None:
                     found[str(point.id)] = stored
         return found
+
+    @property
+    def _vectors(self) -> Any:
+        """The dense vectors a point is read with: its chunk's, and its definition where kept."""
+        return [DENSE_VECTOR, DEFINITION_VECTOR] if self.definitions else True
 
     def any_point(self) -> dict[str, Any] | None:
         points, _ = self.client.scroll(self.collection, limit=1, with_payload=True, with_vectors=False)
@@ -339,10 +366,15 @@ class ServerStore:
         while True:
             with self._guard:
                 points, offset = self.client.scroll(
-                    self.collection, limit=batch, offset=offset, with_payload=True, with_vectors=True
+                    self.collection, limit=batch, offset=offset, with_payload=True, with_vectors=self._vectors
                 )
             yield [
-                StoredPoint(str(p.id), np.asarray(dense_vector(p.vector), dtype=np.float32), dict(p.payload or {}))
+                StoredPoint(
+                    str(p.id),
+                    np.asarray(dense_vector(p.vector), dtype=np.float32),
+                    dict(p.payload or {}),
+                    definition_vector(p.vector),
+                )
                 for p in points
                 if dense_vector(p.vector) is not None
             ]
@@ -359,6 +391,7 @@ class ServerStore:
                     [p.payload for p in part],
                     texts[start : start + IMPORT_BATCH],
                     self.sparse,
+                    {i: p.definition for i, p in enumerate(part) if p.definition is not None and self.definitions},
                 )
             )
 
@@ -378,28 +411,18 @@ class ServerStore:
         dense = np.asarray(vector, dtype=np.float32)
         query_filter = payload_filter(where)
         query: dict[str, Any]
+        if sparse is not None and self.definitions:
+            picked = capped_ranking(
+                lambda depth: self._with_definitions(dense, sparse, depth, query_filter, score_threshold),
+                limit=limit,
+                group_size=group_size,
+                article_of=_article,
+            )
+            return hits_from(picked, dense, fused=True)
         if sparse is None:
             query = {"query": dense.tolist(), "score_threshold": score_threshold, "search_params": self._rescore}
         else:
-            depth = max(4 * limit, FUSION_DEPTH)  # candidates each ranking offers the fusion
-            branches = [
-                models.Prefetch(
-                    query=dense.tolist(),
-                    limit=depth,
-                    filter=query_filter,
-                    score_threshold=score_threshold,
-                    params=self._rescore,
-                )
-            ]
-            if sparse.indices:  # a query of stopwords only has no lexical side
-                branches.append(
-                    models.Prefetch(
-                        query=models.SparseVector(indices=sparse.indices, values=sparse.values),
-                        using=SPARSE_VECTOR,
-                        limit=depth,
-                        filter=query_filter,
-                    )
-                )
+            branches = self._branches(dense, sparse, max(4 * limit, FUSION_DEPTH), query_filter, score_threshold)
             fusion = models.Rrf(k=RRF_K, weights=list(RRF_WEIGHTS[: len(branches)]))
             query = {"prefetch": branches, "query": models.RrfQuery(rrf=fusion)}
         with_vectors: Any = sparse is not None  # the cosine of fused hits is computed here
@@ -427,8 +450,79 @@ class ServerStore:
                 points = sorted((p for g in groups for p in g.hits), key=lambda p: -p.score)[:limit]
         return hits_from(points, dense, fused=sparse is not None)
 
+    def _branches(
+        self, dense: np.ndarray, sparse: SparseQuery, depth: int, query_filter: Any, score_threshold: float | None
+    ) -> list[models.Prefetch]:
+        """A hybrid query's prefetches: `depth` candidates from each ranking, for the fusion."""
+        branches = [
+            models.Prefetch(
+                query=dense.tolist(),
+                limit=depth,
+                filter=query_filter,
+                score_threshold=score_threshold,
+                params=self._rescore,
+            )
+        ]
+        if sparse.indices:  # a query of stopwords only has no lexical side
+            branches.append(
+                models.Prefetch(
+                    query=models.SparseVector(indices=sparse.indices, values=sparse.values),
+                    using=SPARSE_VECTOR,
+                    limit=depth,
+                    filter=query_filter,
+                )
+            )
+        return branches
+
+    def _with_definitions(
+        self, dense: np.ndarray, sparse: SparseQuery, limit: int, query_filter: Any, score_threshold: float | None
+    ) -> list:
+        """The first `limit` points of a hybrid ranking with the definitions fused in by article
+        (`ingest.store.base.with_definitions`): the dense and lexical rankings fused by the server
+        and the first chunks ranked by their definition, their article ids alone, then the kept
+        points read whole (three requests: a batch query is not needed for so few)."""
+        depth = max(4 * limit, FUSION_DEPTH)
+        branches = self._branches(dense, sparse, depth, query_filter, score_threshold)
+        fusion = models.Rrf(k=RRF_K, weights=list(RRF_WEIGHTS[: len(branches)]))
+        ids_only = ["id"]  # every candidate with its article id alone; the kept points are read whole after
+        with self._guard:
+            fused = self.client.query_points(
+                self.collection,
+                prefetch=branches,
+                query=models.RrfQuery(rrf=fusion),
+                query_filter=query_filter,
+                limit=definition_depth(limit),
+                with_payload=ids_only,
+                with_vectors=False,
+            ).points
+            defined = self.client.query_points(
+                self.collection,
+                query=dense.tolist(),
+                using=DEFINITION_VECTOR,
+                query_filter=query_filter,
+                score_threshold=score_threshold,
+                search_params=self._rescore,
+                limit=definition_depth(limit),
+                with_payload=ids_only,
+                with_vectors=False,
+            ).points
+            kept = with_definitions(fused, defined, _article, limit=limit)
+            records = self.client.retrieve(
+                self.collection, ids=[p.id for p in kept], with_payload=True, with_vectors=[DENSE_VECTOR]
+            )
+        found = {str(r.id): r for r in records}
+        return [
+            Fused(p.id, p.score, dict(record.payload or {}), record.vector)
+            for p in kept
+            if (record := found.get(str(p.id))) is not None
+        ]
+
     def warm(self) -> None:
         pass  # a server keeps its indexes itself
 
     def close(self) -> None:
         self.client.close()
+
+
+def _article(point: Any) -> Any:
+    return (point.payload or {}).get("id")

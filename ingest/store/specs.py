@@ -24,6 +24,8 @@ def check_compatible(collection: str, existing: CollectionSpec, wanted: Collecti
         ]
         if existing.sparse != wanted.sparse:
             changed.insert(0, "sparse vectors")
+        if existing.definition != wanted.definition:
+            changed.insert(0, "definition vectors")
         if existing.model != wanted.model:
             changed.insert(0, "model settings")
         raise CollectionMismatchError(

@@ -14,6 +14,8 @@ from search.evaluation.metrics import (
     reciprocal_rank,
 )
 from search.evaluation.questions import (
+    DESCRIPTIVE_HELDOUT,
+    DESCRIPTIVE_QUESTIONS,
     HELDOUT_QUESTIONS,
     SAMPLE_QUESTIONS,
     SHORT_QUESTIONS,
@@ -34,6 +36,8 @@ from search.evaluation.runner import (
 __all__ = [
     "CHUNKS_PER_ARTICLE",
     "DEFAULT_KS",
+    "DESCRIPTIVE_HELDOUT",
+    "DESCRIPTIVE_QUESTIONS",
     "HELDOUT_QUESTIONS",
     "SAMPLE_QUESTIONS",
     "SHORT_QUESTIONS",

@@ -34,7 +34,14 @@ from ingest.errors import SettingsError
 from ingest.progress import Progress
 from search.command import add_searcher_args, searcher_command
 from search.evaluation.metrics import DEFAULT_KS
-from search.evaluation.questions import HELDOUT_QUESTIONS, SAMPLE_QUESTIONS, SHORT_QUESTIONS, load_questions
+from search.evaluation.questions import (
+    DESCRIPTIVE_HELDOUT,
+    DESCRIPTIVE_QUESTIONS,
+    HELDOUT_QUESTIONS,
+    SAMPLE_QUESTIONS,
+    SHORT_QUESTIONS,
+    load_questions,
+)
 from search.evaluation.runner import (
     CHUNKS_PER_ARTICLE,
     compare_modes,
@@ -45,7 +52,13 @@ from search.evaluation.runner import (
 from search.evaluation.variants import Replica, compare_variants, default_variants, format_variants
 
 PROG = "python -m search eval"
-SHIPPED_SETS = {"sample": SAMPLE_QUESTIONS, "short": SHORT_QUESTIONS, "short_heldout": HELDOUT_QUESTIONS}
+SHIPPED_SETS = {
+    "sample": SAMPLE_QUESTIONS,
+    "short": SHORT_QUESTIONS,
+    "short_heldout": HELDOUT_QUESTIONS,
+    "descriptive": DESCRIPTIVE_QUESTIONS,
+    "descriptive_heldout": DESCRIPTIVE_HELDOUT,
+}
 log = logging.getLogger("search.eval")
 
 
@@ -155,12 +168,19 @@ def _variants(args: argparse.Namespace, open_searcher: Callable) -> int:
     questions = {name: load_questions(path) for name, path in sets.items()}
     with open_searcher() as searcher:
         log.info("reading the collection's points")
-        replica = Replica(searcher.store, title_prefix=bool(searcher.spec.chunking.get("title_prefix", True)))
+        replica = Replica(
+            searcher.store,
+            title_prefix=bool(searcher.spec.chunking.get("title_prefix", True)),
+            embed_passages=searcher.embedder.embed_passages,
+        )
+        variants = [v for v in default_variants() if replica.can(v)]
+        if len(variants) < len(default_variants()):
+            log.warning("the collection has no definition vectors: the variants that fuse them are left out")
         results = compare_variants(
             replica,
             searcher.embedder.embed_queries,
             questions,
-            default_variants(),
+            variants,
             ks=args.k,
             chunks=args.chunks or CHUNKS_PER_ARTICLE * max(args.k),
             progress=not args.no_progress,

@@ -15,6 +15,10 @@ SAMPLE_QUESTIONS = Path(__file__).resolve().parents[1] / "questions" / "sample.j
 # used for tuning, only reported.
 SHORT_QUESTIONS = SAMPLE_QUESTIONS.with_name("short.jsonl")
 HELDOUT_QUESTIONS = SAMPLE_QUESTIONS.with_name("short_heldout.jsonl")
+# Descriptive queries, the way a short description reads under an article's title ("Dutch painter
+# (1853-1890)"): tuned on DESCRIPTIVE_QUESTIONS; DESCRIPTIVE_HELDOUT is never used for tuning, only reported.
+DESCRIPTIVE_QUESTIONS = SAMPLE_QUESTIONS.with_name("descriptive.jsonl")
+DESCRIPTIVE_HELDOUT = SAMPLE_QUESTIONS.with_name("descriptive_heldout.jsonl")
 
 
 class QuestionFileError(IngestError, ValueError):

@@ -13,6 +13,10 @@ mean +/- 3 sigma, summed). Ties are broken the same way in every variant (dense
 order first), where Qdrant leaves them in no set order. The replica is checked
 against the store in `tests/test_evaluation.py`.
 
+A collection with definition vectors (`ingest.definitions`) has them read too, for
+the variants that fuse a third ranking over them; a collection without them is
+scored on the other variants only.
+
 Every variant is scored on every question set with the same queries, embedded
 once, so the figures compare like with like: article-level recall@k and MRR@10
 as `python -m search eval` computes them.
@@ -23,36 +27,63 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, replace
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from ingest import lexical
 from ingest.chunking import embed_text
+from ingest.definitions import definition_text, first_sentence
 from ingest.progress import Progress
 from ingest.store import Store
-from ingest.store.base import FUSION_DEPTH, RRF_K, RRF_WEIGHTS
+from ingest.store.base import (
+    DEFINITION_WEIGHT,
+    FUSION_DEPTH,
+    RRF_K,
+    RRF_WEIGHTS,
+    Fused,
+    definition_depth,
+    with_definitions,
+)
 from schemas import SparseSpec
 from search.evaluation.metrics import DEFAULT_KS, EvalResult, evaluate
 from search.evaluation.questions import Question
 
+STORED = "stored"  # the collection's own definition vectors
+# Other ways to make each article's definition ranking, computed here from the first chunks' text (the
+# model embeds each text once per run): the first sentence whole, with its title as the chunks have it
+# and without; the cut (`ingest.definitions`) shortened to 12 words; and BM25 over the cut, no embedding.
+ALTERNATIVES = {
+    "sentence with title": lambda title, text: f"{title}\n{' '.join(first_sentence(text).split()[:60])}",
+    "sentence": lambda title, text: " ".join(first_sentence(text).split()[:60]),
+    "cut, 12 words": lambda title, text: " ".join(definition_text(text).split()[:12]),
+    "cut, BM25": lambda title, text: definition_text(text),
+}
 EARLIER = SparseSpec(tokenizer=lexical.STANDARD, language="english", avg_len=48.0)  # Qdrant's k1, b; titles in
 
 
 @dataclass(frozen=True, slots=True)
 class Variant:
-    """One way to search: `sparse` None is dense only; `fusion` "rrf" (with
-    `weights`, dense then lexical) or "dbsf"."""
+    """One way to search: `sparse` None is dense only; `fusion` "rrf" (with `k` and
+    `weights`, dense then lexical) or "dbsf"; `definition` > 0 fuses the ranking of the
+    definition vectors with that RRF weight, by article as the stores do
+    (`ingest.store.base.with_definitions`), or with `by_point` as a third prefetch."""
 
     label: str
     sparse: SparseSpec | None
     fusion: str = "rrf"
     weights: tuple[float, float] = RRF_WEIGHTS
+    k: int = RRF_K
+    definition: float = 0.0
+    by_point: bool = False  # the definitions fused as a third prefetch (their first chunks), not by article
+    made_from: str = STORED  # which vectors rank the definitions: the collection's, or one of ALTERNATIVES
 
 
 def default_variants() -> list[Variant]:
-    """What was tried for the short queries, the earlier default first and today's last."""
+    """What was tried, the earliest default first and today's last: for the short queries,
+    then for the descriptive ones."""
     new = lexical.default_spec()
+    earlier = f"titles out, k1 {new.k1:g} b {new.b:g}, RRF 1:1.05"
     return [
         Variant("dense only", None),
         Variant("hybrid, earlier default (BM25 k1 1.2 b 0.75, titles in; RRF 1:1)", EARLIER, weights=(1.0, 1.0)),
@@ -62,17 +93,47 @@ def default_variants() -> list[Variant]:
         Variant("+ titles out of the terms (k1 1.2 b 0.75)", replace(EARLIER, include_title=False)),
         Variant("+ titles out, k1 0.5 b 0.3", replace(new, k1=0.5, b=0.3)),
         Variant("+ titles out, k1 0.5 b 0.3, DBSF", replace(new, k1=0.5, b=0.3), fusion="dbsf"),
-        Variant(f"default now (titles out, k1 {new.k1:g} b {new.b:g}, RRF 1:1.05)", new),
+        Variant(f"previous default ({earlier})", new),
+        Variant("+ RRF k 10", new, k=10),
+        Variant("+ DBSF", new, fusion="dbsf"),
+        Variant("+ definitions, a third prefetch, DBSF", new, fusion="dbsf", definition=1.0, by_point=True),
+        Variant(
+            f"+ definitions, a third prefetch, RRF 1:1.05:{DEFINITION_WEIGHT:g}",
+            new,
+            definition=DEFINITION_WEIGHT,
+            by_point=True,
+        ),
+        *(
+            Variant(f"+ definitions by article, made from: {name}", new, definition=DEFINITION_WEIGHT, made_from=name)
+            for name in ALTERNATIVES
+        ),
+        Variant("+ definitions by article, weight 0.5", new, definition=0.5),
+        Variant("+ definitions by article, weight 1", new, definition=1.0),
+        Variant(
+            f"default now ({earlier}, definitions by article, weight {DEFINITION_WEIGHT:g})",
+            new,
+            definition=DEFINITION_WEIGHT,
+        ),
     ]
 
 
 class Replica:
     """A collection's points in memory, searched as the store searches them."""
 
-    def __init__(self, store: Store, *, title_prefix: bool = True) -> None:
+    def __init__(self, store: Store, *, title_prefix: bool = True, embed_passages: Any = None) -> None:
+        """`embed_passages`: the collection's model, for the definitions `ALTERNATIVES` embeds
+        (without it, only the stored definitions and BM25 rank them)."""
         vectors, self.titles, self.ids, self.texts, self.embedded, self.point_ids = [], [], [], [], [], []
+        defined: list[int] = []
+        definitions: list[np.ndarray] = []
+        firsts: list[int] = []
         for page in store.export_points():
             for point in page:
+                if point.payload.get("chunk_index") == 0:
+                    firsts.append(len(self.point_ids))
+                if point.definition is not None:
+                    defined.append(len(self.point_ids))
+                    definitions.append(point.definition)
                 payload = point.payload
                 title, text = str(payload.get("title", "")), str(payload.get("text", ""))
                 vectors.append(point.vector)
@@ -84,13 +145,73 @@ class Replica:
         matrix = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, 1), np.float32)
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         self.vectors = matrix / np.where(norms == 0, 1, norms)
+        self.defined = np.array(defined, dtype=np.int64)  # rows with a definition vector
+        self.definitions = _unit_rows(np.stack(definitions).astype(np.float32)) if definitions else None
+        self.firsts = np.array(firsts, dtype=np.int64)  # each article's first chunk
+        self.embed_passages = embed_passages
+        self._alternatives: dict[str, Any] = {}
         self._postings: dict[SparseSpec, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
+
+    def can(self, variant: Variant) -> bool:
+        """Whether this replica can replay `variant`: the stored definitions it needs are there,
+        or the model to make others."""
+        if not variant.definition:
+            return True
+        if variant.made_from == STORED:
+            return self.definitions is not None
+        return variant.made_from == "cut, BM25" or self.embed_passages is not None
 
     def __len__(self) -> int:
         return len(self.titles)
 
     def dense(self, query: np.ndarray) -> np.ndarray:
         return self.vectors @ (query / (np.linalg.norm(query) or 1))
+
+    def definition(
+        self, query: np.ndarray, depth: int, made_from: str = STORED, text: str = ""
+    ) -> tuple[list[int], np.ndarray]:
+        """The `depth` best rows by their definition (the stored vectors, the store's ranking,
+        which only rows with one enter; or one of `ALTERNATIVES`, over the first chunks), and
+        every row's score (-1 without one)."""
+        scores = np.full(len(self), -1.0, dtype=np.float32)
+        rows, matrix = (self.defined, self.definitions) if made_from == STORED else (self.firsts, None)
+        if made_from == "cut, BM25":
+            similarity = self._definition_terms(text)
+            best = top(similarity, depth, positive=True)
+        else:
+            matrix = matrix if made_from == STORED else self._alternative(made_from)
+            if matrix is None:
+                return [], scores
+            similarity = matrix @ (query / (np.linalg.norm(query) or 1))
+            best = top(similarity, depth)
+        scores[rows] = similarity
+        return [int(rows[i]) for i in best], scores
+
+    def _alternative(self, made_from: str) -> np.ndarray:
+        if made_from not in self._alternatives:
+            make = ALTERNATIVES[made_from]
+            texts = [make(self.titles[row], self.texts[row]) for row in self.firsts]
+            self._alternatives[made_from] = _unit_rows(np.asarray(self.embed_passages(texts).vectors, np.float32))
+        return self._alternatives[made_from]
+
+    def _definition_terms(self, query: str) -> np.ndarray:
+        """BM25 of `query` over the first chunks' definitions, with IDF over them."""
+        spec = lexical.default_spec()
+        if "cut, BM25" not in self._alternatives:
+            lists: dict[int, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
+            for i, row in enumerate(self.firsts):
+                for term, value in zip(*lexical.passage_vector(definition_text(self.texts[row]), spec)):
+                    lists[term][0].append(i)
+                    lists[term][1].append(value)
+            self._alternatives["cut, BM25"] = {t: (np.array(d), np.array(v, np.float32)) for t, (d, v) in lists.items()}
+        postings = self._alternatives["cut, BM25"]
+        scores = np.zeros(len(self.firsts), dtype=np.float32)
+        terms = lexical.query_vector(query, spec)
+        for term, weight in zip(terms.indices, terms.values):
+            if term in postings:
+                docs, values = postings[term]
+                scores[docs] += weight * idf(len(self.firsts), len(docs)) * values
+        return scores
 
     def lexical(self, query: str, spec: SparseSpec) -> np.ndarray:
         postings = self._index(spec)
@@ -120,9 +241,29 @@ class Replica:
         depth = max(4 * limit, FUSION_DEPTH)
         lexical_scores = self.lexical(text, variant.sparse)
         rankings = [(top(dense, depth), dense), (top(lexical_scores, depth, positive=True), lexical_scores)]
+        weights = list(variant.weights)
+        if variant.definition > 0 and variant.by_point:  # a third prefetch, as any Qdrant client may send it
+            rankings.append(self.definition(query, depth, variant.made_from, text))
+            weights.append(variant.definition)
         if variant.fusion == "dbsf":
             return fuse_dbsf(rankings)[:limit]
-        return fuse_rrf([r for r, _ in rankings], RRF_K, variant.weights)[:limit]
+        if variant.definition <= 0 or variant.by_point:
+            return fuse_rrf([r for r, _ in rankings], variant.k, weights)[:limit]
+        scores = rrf_scores([r for r, _ in rankings], variant.k, weights)
+        wide = definition_depth(limit)  # as the stores fuse them
+        fused = [Fused(row, score, {"id": self.ids[row] or self.titles[row]}, None) for row, score in scores.items()]
+        fused.sort(key=lambda f: -f.score)
+        ranked = self.definition(query, wide, variant.made_from, text)[0]
+        defined = [Fused(row, 0.0, {"id": self.ids[row] or self.titles[row]}, None) for row in ranked]
+        merged = with_definitions(
+            fused[:wide], defined, lambda f: f.payload["id"], limit=limit, weight=variant.definition, k=variant.k
+        )
+        return [f.id for f in merged]
+
+
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.where(norms == 0, 1, norms)
 
 
 def idf(total: int, containing: int) -> float:
@@ -139,11 +280,16 @@ def top(scores: np.ndarray, n: int, *, positive: bool = False) -> list[int]:
     return [int(i) for i in best if not positive or scores[i] > 0]
 
 
-def fuse_rrf(rankings: Sequence[Sequence[int]], k: int, weights: Sequence[float]) -> list[int]:
+def rrf_scores(rankings: Sequence[Sequence[int]], k: int, weights: Sequence[float]) -> dict[int, float]:
     fused: dict[int, float] = defaultdict(float)
     for ranking, weight in zip(rankings, weights):
         for position, row in enumerate(ranking):
             fused[row] += 0.0 if weight <= 0 else 1.0 / ((position + 1) / weight + k - 1)
+    return fused
+
+
+def fuse_rrf(rankings: Sequence[Sequence[int]], k: int, weights: Sequence[float]) -> list[int]:
+    fused = rrf_scores(rankings, k, weights)
     return sorted(fused, key=lambda row: -fused[row])
 
 
