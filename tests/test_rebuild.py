@@ -340,3 +340,16 @@ def test_an_unchanged_first_chunk_keeps_its_definition_and_a_changed_one_gets_a_
     first, second = sorted(first_chunks, key=lambda pid: pid != point_id(rows[0]["id"], 0))
     assert np.array_equal(after[first], before[first]) and not np.array_equal(after[second], before[second])
     assert sum(d is not None for d in after.values()) == len(rows)
+
+
+def test_a_refused_definition_is_a_dead_letter_and_its_chunk_is_stored_without_one(tmp_path, rows, store):
+    refused = definition_text(rows[0]["text"])
+    embedder = CountingEmbedder(reject=lambda text: text == refused)
+    settings = settings_for(tmp_path, rows)
+    summary = run_ingest(settings, embedder=embedder, store=store)
+    assert summary.rejected_chunks == 0 and summary.points_written == summary.chunks
+    letters = [json.loads(line) for line in (tmp_path / "dl.jsonl").read_text().splitlines()]
+    assert [(d["kind"], d["article_id"], d["chunk_index"]) for d in letters] == [("definition", rows[0]["id"], 0)]
+    definitions = definitions_of(store, live(store))
+    assert definitions[point_id(rows[0]["id"], 0)] is None
+    assert sum(d is not None for d in definitions.values()) == len(rows) - 1

@@ -227,6 +227,11 @@ def run_pipeline(
                 refused.setdefault(article.id, []).append(chunk.chunk_index)
             summary.rejected_chunks += len(rejected)
             keep = [i for i in keep if i not in rejected]
+        for rejection in result.undefined if result is not None else []:
+            article, _ = pairs[rejection.index]
+            dead_letters.write(
+                DeadLetter("definition", article.id, 0, rejection.status, rejection.message, article.title)
+            )
         crashpoint("before-upsert")
         if keep:
             t0 = time.perf_counter()

@@ -15,7 +15,6 @@ embedding), and what an article's completion must clean up.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Iterator
 
@@ -30,7 +29,6 @@ from ingest.store.base import ChunkSelection, Pair, PointWriter, StoredVector
 from schemas import Article, Chunk
 
 LOOKUP_BATCH = 256  # articles per manifest lookup
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +64,7 @@ class WindowVectors:
     vectors: np.ndarray
     rejected: list[Rejection] = field(default_factory=list)
     definitions: dict[int, np.ndarray] = field(default_factory=dict)
+    undefined: list[Rejection] = field(default_factory=list)  # definitions refused, by the chunk's position
 
 
 def windows(
@@ -171,8 +170,8 @@ def stale_chunks(finished: Finished, refused: list[int]) -> ChunkSelection | Non
 def embed_window(embedder: Embedder, window: Window) -> WindowVectors:
     """Vectors for every chunk of the window, the reused ones as stored, the others
     embedded; and the first chunks' definition vectors, kept or embedded in the same call.
-    A definition the embedder refuses is left out (logged): its chunk is stored and found
-    as any other, by its own vectors."""
+    A definition the embedder refuses is left out (`undefined`, for the dead letters): its
+    chunk is stored and found as any other, by its own vectors."""
     todo = [i for i in range(len(window.pairs)) if i not in window.reused]
     texts = [window.pairs[i][1].embed_text for i in todo]
     texts += [definition_text(window.pairs[i][1].text) for i in window.to_define]
@@ -181,14 +180,15 @@ def embed_window(embedder: Embedder, window: Window) -> WindowVectors:
         vectors[i] = vector
     definitions = dict(window.defined)
     rejected: list[Rejection] = []
+    undefined: list[Rejection] = []
     if texts:
         result = embedder.embed_passages(texts)
         vectors[todo] = result.vectors[: len(todo)]
-        refused = {r.index for r in result.rejected}
+        refused = {r.index: r for r in result.rejected}
         rejected = [replace(r, index=todo[r.index]) for r in result.rejected if r.index < len(todo)]
         for row, position in enumerate(window.to_define, start=len(todo)):
             if row in refused:
-                log.warning("the definition of %r was refused by the embedder: left out", window.pairs[position][0].id)
+                undefined.append(replace(refused[row], index=position))
             else:
                 definitions[position] = result.vectors[row]
-    return WindowVectors(vectors, rejected, definitions)
+    return WindowVectors(vectors, rejected, definitions, undefined)

@@ -332,7 +332,7 @@ class IngestSettings(Settings):
         flag="--dead-letter",
         env="INGEST_DEAD_LETTER",
         group=INGEST,
-        help="JSON-lines file for rejected articles and chunks",
+        help="JSON-lines file for rejected articles, chunks and definitions",
     )
     progress: bool = setting(True, flag="--no-progress", switch=False, group=INGEST, help="no progress line on stderr")
     chunking: ChunkingSettings = field(default_factory=ChunkingSettings)
