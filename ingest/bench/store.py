@@ -29,6 +29,7 @@ import numpy as np
 from ingest import lexical
 from ingest.bench.tei_client import InstantServer
 from ingest.chunking import ChunkingSettings
+from ingest.definitions import first_sentence
 from ingest.edge import command
 from ingest.embedders import make_embedder
 from ingest.errors import SettingsError
@@ -41,21 +42,29 @@ PROG = "python -m ingest bench-store"
 
 
 def write_articles(path: Path, n: int) -> list[str]:
-    """`n` one-chunk articles from the sample's leads (cut to 500 characters), and their titles."""
+    """`n` one-chunk articles from the sample's leads (cut to 500 characters), and their titles.
+    Past the sample's size, a lead's copy k has " (k)" in its title and at the end of its first
+    sentence: every text, definitions included (`ingest.definitions`), is the copy's own, as in a
+    real corpus (a graph over thousands of identical vectors ranks their ties unlike an exact search)."""
     rows = sample_rows()
     titles = []
     with path.open("w", encoding="utf-8") as handle:
         for i in range(n):
             row = rows[i % len(rows)]
-            title = row["title"] if i < len(rows) else f"{row['title']} ({i // len(rows)})"
+            copy = i // len(rows)
+            title = row["title"] if not copy else f"{row['title']} ({copy})"
             titles.append(title)
+            text = row["text"][:500] or "empty"
+            if copy:
+                first = first_sentence(text).rstrip(".")
+                text = f"{first} ({copy}){text[len(first) :]}"
             handle.write(
                 json.dumps(
                     {
                         "id": f"a{i}",
                         "url": f"https://example.org/{i}",
                         "title": title,
-                        "text": row["text"][:500] or "empty",
+                        "text": text,
                     }
                 )
                 + "\n"
