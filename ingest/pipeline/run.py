@@ -228,6 +228,8 @@ def run_pipeline(
             summary.rejected_chunks += len(rejected)
             keep = [i for i in keep if i not in rejected]
         for rejection in result.undefined if result is not None else []:
+            if rejection.index not in keep:  # its chunk was refused: that dead letter says it all
+                continue
             article, _ = pairs[rejection.index]
             dead_letters.write(
                 DeadLetter("definition", article.id, 0, rejection.status, rejection.message, article.title)
