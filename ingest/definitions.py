@@ -65,6 +65,6 @@ def _ends_sentence(text: str, i: int) -> bool:
     after = text[i + 1 : i + 3]
     if after and not (after[0].isspace() and (len(after) < 2 or after[1].isupper() or after[1] in "0123456789\"'“(")):
         return False
-    word = _LAST_WORD.search(text, 0, i)
+    word = _LAST_WORD.search(text, max(0, i - 64), i)  # the word the stop closes, not a scan from the start
     last = word.group(0).lower() if word else ""
     return not (last in _ABBREVIATIONS or (len(last) == 1 and last.isalpha()) or _INITIALS.fullmatch(last))

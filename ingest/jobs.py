@@ -100,8 +100,8 @@ def run_ingest(
                 "%s was built with other lexical settings (%s) than this version's (%s): kept for this reindex; "
                 "run `python -m ingest` against it once to move to the new ones (a copy, no chunk embedded)",
                 target.live,
-                _lexical(live),
-                _lexical(spec),
+                _lexical_settings(live),
+                _lexical_settings(spec),
             )
             spec = live
             target = plan_target(store, settings.store.collection, spec)
@@ -208,7 +208,7 @@ def _update(
     return summary
 
 
-def _lexical(spec: CollectionSpec) -> str:
+def _lexical_settings(spec: CollectionSpec) -> str:
     sparse = spec.sparse
     return (
         f"BM25 k1 {sparse.k1:g}, b {sparse.b:g}, titles {'in' if sparse.include_title else 'out'}; "

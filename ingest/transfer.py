@@ -119,7 +119,7 @@ def copy_collection(
     copied = 0
     for points in reader.export_points():
         if wanted.definition is not None and embedder is not None:
-            points = with_definitions(points, embedder)
+            points = define_first_chunks(points, embedder)
         texts = [
             lexical.passage_text(
                 embed_text(str(p.payload.get("title", "")), str(p.payload.get("text", "")), title_prefix),
@@ -149,7 +149,7 @@ def copy_collection(
     return CopyReport(name, resolved.collection, physical, landed, articles, upgraded, time.perf_counter() - started)
 
 
-def with_definitions(points: list[StoredPoint], embedder: Embedder) -> list[StoredPoint]:
+def define_first_chunks(points: list[StoredPoint], embedder: Embedder) -> list[StoredPoint]:
     """`points`, each first chunk given a definition vector if it has none (embedded from its text;
     one the embedder refuses stays without, as in a run)."""
     missing = [i for i, p in enumerate(points) if p.definition is None and p.payload.get("chunk_index") == 0]

@@ -50,7 +50,7 @@ class Window:
     finished: list[Finished] = field(default_factory=list)
     reused: dict[int, np.ndarray] = field(default_factory=dict)  # position in `pairs` -> vector
     defined: dict[int, np.ndarray] = field(default_factory=dict)  # position -> a stored definition vector kept
-    to_define: list[int] = field(default_factory=list)  # positions of first chunks whose definition is embedded
+    to_define: dict[int, str] = field(default_factory=dict)  # position -> the definition to embed there
 
     def article_ids(self) -> list[str]:
         return list(dict.fromkeys([a.id for a, _ in self.pairs] + [f.article.id for f in self.finished]))
@@ -95,8 +95,8 @@ def windows(
             if kept is not None and kept.definition is not None:
                 window.defined[position] = kept.definition
             else:
-                window.to_define.append(position)
-                summary.characters += len(definition_text(chunk.text))
+                window.to_define[position] = definition_text(chunk.text)
+                summary.characters += len(window.to_define[position])
         window.pairs.append((article, chunk))
         summary.chunks += 1
         if len(window.pairs) >= size:
@@ -174,7 +174,7 @@ def embed_window(embedder: Embedder, window: Window) -> WindowVectors:
     chunk is stored and found as any other, by its own vectors."""
     todo = [i for i in range(len(window.pairs)) if i not in window.reused]
     texts = [window.pairs[i][1].embed_text for i in todo]
-    texts += [definition_text(window.pairs[i][1].text) for i in window.to_define]
+    texts += list(window.to_define.values())
     vectors = np.empty((len(window.pairs), embedder.spec.dimension), dtype=np.float32)
     for i, vector in window.reused.items():
         vectors[i] = vector

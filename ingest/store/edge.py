@@ -64,6 +64,7 @@ from ingest.store.edge_folder import Folder, acquire, read_record
 from ingest.store.edge_index import build_in_child, search_params, shard_config
 from ingest.store.points import (
     definition_vector,
+    definitions_of,
     dense_vector,
     hits_from,
     point_payloads,
@@ -89,23 +90,25 @@ class EdgeStore:
     def __init__(self, folder: Folder, collection: str, *, location: str, lease: list[bool] | None = None) -> None:
         self._folder, self.collection, self.location = folder, collection, location
         self._lease = lease if lease is not None else [False]  # shared with `at()`'s stores: released once
-        self._layout: Any = _UNREAD  # (SparseSpec or None, definitions or not), read once, not per write
+        self._recorded: Any = _UNREAD  # the collection's build record (or None), read once, not per write
         self.exact = False  # True: dense search without the graph (what benchmarks measure recall against)
 
     @property
     def sparse(self) -> SparseSpec | None:
-        return self._read_layout()[0]
+        spec = self._record()
+        return spec.sparse if spec else None
 
     @property
     def definitions(self) -> bool:
         """Whether the collection keeps a definition vector on each article's first chunk."""
-        return self._read_layout()[1]
+        spec = self._record()
+        return spec is not None and spec.definition is not None
 
-    def _read_layout(self) -> tuple[SparseSpec | None, bool]:
-        if self._layout is _UNREAD:
-            spec = self.read_spec()
-            self._layout = (spec.sparse, spec.definition is not None) if spec else (None, False)
-        return self._layout
+    def _record(self) -> CollectionSpec | None:
+        """The build record, read once: writes and searches consult it on every call."""
+        if self._recorded is _UNREAD:
+            self._recorded = self.read_spec()
+        return self._recorded
 
     @classmethod
     def open(cls, path: str | Path, *, collection: str, create: bool = True) -> EdgeStore:
@@ -197,7 +200,7 @@ class EdgeStore:
                     check_compatible(self.collection, existing, spec)
                     return False
                 if self._unrecorded(spec):
-                    self._layout = (spec.sparse, spec.definition is not None)
+                    self._recorded = spec
                     return False
             config = shard_config(spec.dimension, bool(spec.sparse), definitions=spec.definition is not None)
 
@@ -209,7 +212,7 @@ class EdgeStore:
             self._folder.create(self.collection, config, spec.to_metadata(), indexes)
             self._folder.outside[self.collection] = 0
             self._folder.write_json(self._folder.graph_path(self.collection), {"outside": 0})
-            self._layout = (spec.sparse, spec.definition is not None)
+            self._recorded = spec
             return True
 
     def _unrecorded(self, spec: CollectionSpec) -> bool:
@@ -302,8 +305,8 @@ class EdgeStore:
         self._write(ids, vectors, payloads, texts, definitions or {})
 
     def import_points(self, points: Sequence[StoredPoint], texts: Sequence[str]) -> None:
-        definitions = {i: p.definition for i, p in enumerate(points) if p.definition is not None}
-        self._write([p.id for p in points], [p.vector for p in points], [p.payload for p in points], texts, definitions)
+        ids, vectors, payloads = [p.id for p in points], [p.vector for p in points], [p.payload for p in points]
+        self._write(ids, vectors, payloads, texts, definitions_of(points))
 
     def _write(
         self,

@@ -58,7 +58,7 @@ from ingest.store.base import (
     definition_depth,
     with_definitions,
 )
-from ingest.store.points import point_payloads
+from ingest.store.points import definitions_of, point_payloads
 from ingest.store.specs import check_compatible
 from schemas import CollectionSpec
 
@@ -190,8 +190,8 @@ class MemoryStore:
         self._write(ids, vectors, payloads, texts, definitions or {})
 
     def import_points(self, points: Sequence[StoredPoint], texts: Sequence[str]) -> None:
-        definitions = {i: p.definition for i, p in enumerate(points) if p.definition is not None}
-        self._write([p.id for p in points], [p.vector for p in points], [p.payload for p in points], texts, definitions)
+        ids, vectors, payloads = [p.id for p in points], [p.vector for p in points], [p.payload for p in points]
+        self._write(ids, vectors, payloads, texts, definitions_of(points))
 
     def _write(
         self,

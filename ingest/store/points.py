@@ -10,7 +10,7 @@ from qdrant_client import models
 
 from ingest.definitions import DEFINITION_VECTOR
 from ingest.lexical import SPARSE_VECTOR, passage_text, passage_vector
-from ingest.store.base import ChunkSelection, Pair, PayloadFilter, StoredHit, StoredVector
+from ingest.store.base import ChunkSelection, Pair, PayloadFilter, StoredHit, StoredPoint, StoredVector
 from schemas import SparseSpec
 
 DENSE_VECTOR = ""  # the dense vector keeps Qdrant's default (unnamed) slot, as before sparse vectors came
@@ -73,6 +73,12 @@ def definition_vector(vector: Any) -> np.ndarray | None:
     """A point's definition vector (`ingest.definitions`), None where it has none."""
     definition = vector.get(DEFINITION_VECTOR) if isinstance(vector, dict) else None
     return np.asarray(definition, dtype=np.float32) if definition is not None else None
+
+
+def definitions_of(points: Sequence[StoredPoint]) -> dict[int, np.ndarray]:
+    """The definition vectors of exported points, by position: what `upsert_pairs` takes as
+    `definitions`, for a copy (`import_points`)."""
+    return {i: p.definition for i, p in enumerate(points) if p.definition is not None}
 
 
 def stored_chunk_vector(payload: dict[str, Any] | None, vector: Any) -> StoredVector | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import replace
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -52,6 +53,7 @@ from ingest.store.points import (
     batch_of,
     build_batch,
     definition_vector,
+    definitions_of,
     dense_vector,
     hits_from,
     payload_filter,
@@ -93,7 +95,7 @@ class ServerStore:
         self.location = location
         self.max_request_bytes = max_request_bytes
         self._guard: Any = contextlib.nullcontext()  # a server takes concurrent calls
-        self._layout: Any = _UNREAD  # (SparseSpec or None, definitions or not), read before the first write
+        self._recorded: Any = _UNREAD  # the collection's build record (or None), read before the first write
         self._deferred = False  # this connection created the collection with its graph deferred
 
     @classmethod
@@ -125,7 +127,7 @@ class ServerStore:
     def at(self, collection: str) -> ServerStore:
         other = type(self).__new__(type(self))
         other.__dict__.update(self.__dict__)
-        other.collection, other._layout, other._deferred = collection, _UNREAD, False
+        other.collection, other._recorded, other._deferred = collection, _UNREAD, False
         return other
 
     def __repr__(self) -> str:
@@ -134,18 +136,20 @@ class ServerStore:
     @property
     def sparse(self) -> SparseSpec | None:
         """How the collection's lexical vectors are made; None if it has none."""
-        return self._read_layout()[0]
+        spec = self._record()
+        return spec.sparse if spec else None
 
     @property
     def definitions(self) -> bool:
         """Whether the collection keeps a definition vector on each article's first chunk."""
-        return self._read_layout()[1]
+        spec = self._record()
+        return spec is not None and spec.definition is not None
 
-    def _read_layout(self) -> tuple[SparseSpec | None, bool]:
-        if self._layout is _UNREAD:
-            spec = self.read_spec()
-            self._layout = (spec.sparse, spec.definition is not None) if spec else (None, False)
-        return self._layout
+    def _record(self) -> CollectionSpec | None:
+        """The build record, read once: writes and searches consult it on every call."""
+        if self._recorded is _UNREAD:
+            self._recorded = self.read_spec()
+        return self._recorded
 
     # -- names -------------------------------------------------------------
     def resolve(self, name: str) -> Resolved:
@@ -205,7 +209,7 @@ class ServerStore:
                 ", definition vectors" if spec.definition else "",
                 ", indexing deferred until the load ends" if bulk_load and self._server_indexes else "",
             )
-            self._layout = (spec.sparse, spec.definition is not None)
+            self._recorded = spec
             return True
         info = self.client.get_collection(self.collection)
         existing = CollectionSpec.from_metadata(info.config.metadata)
@@ -217,12 +221,12 @@ class ServerStore:
                 dimension=getattr(info.config.params.vectors, "size", None),
             )
             self.client.update_collection(self.collection, metadata=spec.to_metadata())
-            self._layout = (None, False)
+            self._recorded = replace(spec, sparse=None, definition=None)  # adopted: its dense vector alone
             return False
         check_compatible(self.collection, existing, spec)
         if self._server_indexes:
             server_layout.add_payload_indexes(self.client, self.collection, have=set(info.payload_schema or {}))
-        self._layout = (existing.sparse, existing.definition is not None)
+        self._recorded = existing
         return False
 
     def _create(self, spec: CollectionSpec, *, bulk_load: bool) -> None:
@@ -391,7 +395,7 @@ class ServerStore:
                     [p.payload for p in part],
                     texts[start : start + IMPORT_BATCH],
                     self.sparse,
-                    {i: p.definition for i, p in enumerate(part) if p.definition is not None and self.definitions},
+                    definitions_of(part) if self.definitions else None,
                 )
             )
 

@@ -149,7 +149,8 @@ class Replica:
         self.definitions = _unit_rows(np.stack(definitions).astype(np.float32)) if definitions else None
         self.firsts = np.array(firsts, dtype=np.int64)  # each article's first chunk
         self.embed_passages = embed_passages
-        self._alternatives: dict[str, Any] = {}
+        self._alternatives: dict[str, np.ndarray] = {}  # the embedded ALTERNATIVES, by name
+        self._cut_postings: dict[int, tuple[np.ndarray, np.ndarray]] | None = None  # BM25 over the cuts
         self._postings: dict[SparseSpec, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
 
     def can(self, variant: Variant) -> bool:
@@ -174,12 +175,13 @@ class Replica:
         which only rows with one enter; or one of `ALTERNATIVES`, over the first chunks), and
         every row's score (-1 without one)."""
         scores = np.full(len(self), -1.0, dtype=np.float32)
-        rows, matrix = (self.defined, self.definitions) if made_from == STORED else (self.firsts, None)
         if made_from == "cut, BM25":
-            similarity = self._definition_terms(text)
+            rows, similarity = self.firsts, self._definition_terms(text)
             best = top(similarity, depth, positive=True)
         else:
-            matrix = matrix if made_from == STORED else self._alternative(made_from)
+            rows, matrix = (
+                (self.defined, self.definitions) if made_from == STORED else (self.firsts, self._alternative(made_from))
+            )
             if matrix is None:
                 return [], scores
             similarity = matrix @ (query / (np.linalg.norm(query) or 1))
@@ -197,14 +199,14 @@ class Replica:
     def _definition_terms(self, query: str) -> np.ndarray:
         """BM25 of `query` over the first chunks' definitions, with IDF over them."""
         spec = lexical.default_spec()
-        if "cut, BM25" not in self._alternatives:
+        if self._cut_postings is None:
             lists: dict[int, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
             for i, row in enumerate(self.firsts):
                 for term, value in zip(*lexical.passage_vector(definition_text(self.texts[row]), spec)):
                     lists[term][0].append(i)
                     lists[term][1].append(value)
-            self._alternatives["cut, BM25"] = {t: (np.array(d), np.array(v, np.float32)) for t, (d, v) in lists.items()}
-        postings = self._alternatives["cut, BM25"]
+            self._cut_postings = {t: (np.array(d), np.array(v, np.float32)) for t, (d, v) in lists.items()}
+        postings = self._cut_postings
         scores = np.zeros(len(self.firsts), dtype=np.float32)
         terms = lexical.query_vector(query, spec)
         for term, weight in zip(terms.indices, terms.values):
