@@ -342,14 +342,31 @@ def test_an_unchanged_first_chunk_keeps_its_definition_and_a_changed_one_gets_a_
     assert sum(d is not None for d in after.values()) == len(rows)
 
 
-def test_a_refused_definition_is_a_dead_letter_and_its_chunk_is_stored_without_one(tmp_path, rows, store):
+def test_a_refused_definition_refuses_its_first_chunk_and_the_next_run_tries_both(tmp_path, rows, store):
+    """A first chunk is stored with its definition or not at all: one whose definition the embedder
+    refused is a dead letter (kind `definition`), missing from the collection and the manifest's count
+    (verify says so), and the next run embeds that chunk and its definition again, nothing else."""
     refused = definition_text(rows[0]["text"])
     embedder = CountingEmbedder(reject=lambda text: text == refused)
     settings = settings_for(tmp_path, rows)
     summary = run_ingest(settings, embedder=embedder, store=store)
-    assert summary.rejected_chunks == 0 and summary.points_written == summary.chunks
+    assert summary.rejected_chunks == 1 and summary.points_written == summary.chunks - 1
     letters = [json.loads(line) for line in (tmp_path / "dl.jsonl").read_text().splitlines()]
     assert [(d["kind"], d["article_id"], d["chunk_index"]) for d in letters] == [("definition", rows[0]["id"], 0)]
     definitions = definitions_of(store, live(store))
-    assert definitions[point_id(rows[0]["id"], 0)] is None
+    assert point_id(rows[0]["id"], 0) not in definitions
     assert sum(d is not None for d in definitions.values()) == len(rows) - 1
+    report = verify_collection(settings.store, store=store)
+    assert not report.in_sync and report.comparison.refused.count == 1
+
+    again = CountingEmbedder()  # the embedder well again
+    summary = run_ingest(settings, embedder=again, store=store)
+    assert refused in again.passages and len(again.passages) == 2  # the first chunk, and its definition
+    assert rows[0]["title"] in next(p for p in again.passages if p != refused)
+    assert summary.unchanged == len(rows) - 1 and summary.rejected_chunks == 0
+    definitions = definitions_of(store, live(store))
+    assert sum(d is not None for d in definitions.values()) == len(rows)
+    assert verify_collection(settings.store, store=store).in_sync
+    third = CountingEmbedder()
+    run_ingest(settings, embedder=third, store=store)
+    assert third.calls == 0  # whole now: nothing to do

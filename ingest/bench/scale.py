@@ -17,8 +17,9 @@ included); the time the run spent building the search index (`ingest.store.edge_
 in the middle of a long load and at its end; none below `INDEX_FROM` points, searched
 exactly); hybrid search p50/p95, embedding included; recall@10 of those searches against
 the same searches scored exactly; the peak resident memory of the measuring process (the
-run, the searches, verify and the re-run) and of the largest index build's process (they
-do not overlap: the run closes its shard while a build runs, and holds ~0.3 GiB then);
+run, the searches, verify and the re-run; the exact scoring comes after, since it pages in
+every vector's original) and of the largest index build's process (they do not overlap:
+the run closes its shard while a build runs, and holds ~0.3 GiB then);
 the store's and manifest's size on disk; verify's and the unchanged re-run's wall time.
 """
 
@@ -35,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from ingest.bench.store import bench_settings, measure, write_articles
+from ingest.bench.store import bench_settings, exact_recall, measure, write_articles
 from ingest.bench.tei_client import InstantServer
 from ingest.edge import command
 from ingest.errors import SettingsError
@@ -65,7 +66,9 @@ def one_size(points: int, queries: int, folder: Path) -> dict:
     try:
         source = folder / "articles.jsonl"
         titles = write_articles(source, points)
-        row = measure(source, titles, server.url, min(queries, points - 1), folder, optimize=False)
+        queries = min(queries, points - 1)
+        measured = measure(source, titles, server.url, queries, folder, optimize=False, exact=False)
+        row = measured.row
         # the index build's process (ingest.store.edge_index), reaped by now; the server is still running
         row["build_rss_bytes"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
         settings = bench_settings(source, server.url, folder)  # the run's own: the re-run changes nothing
@@ -77,9 +80,13 @@ def one_size(points: int, queries: int, folder: Path) -> dict:
         again = run_ingest(settings)
         row["rerun_s"] = time.perf_counter() - started
         row["rerun_written"] = again.points_written
+        row["run_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        # Last, since scoring every point exactly reads every vector's original (each dense vector's
+        # file, paged in): the measuring instrument's memory, not the run's or a search's.
+        row["recall"] = exact_recall(settings, titles, queries, measured.ranked)
+        row["exact_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     finally:
         server.stop()
-    row["run_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     row["disk_bytes"] = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.name != "articles.jsonl")
     return row
 
@@ -148,6 +155,10 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"{points:,} points measured", file=sys.stderr, flush=True)
     print(f"one-chunk articles through an instant TEI server into the embedded store ({os.cpu_count()} cores)")
     print(table(rows))
+    print(
+        "the recall check's exact scoring, after the rest (it reads every vector's original): peak "
+        + ", ".join(f"{r['exact_rss_bytes'] / 2**30:.2f} GiB at {r['points']:,}" for r in rows)
+    )
     return 0
 
 

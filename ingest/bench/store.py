@@ -22,6 +22,7 @@ import argparse
 import json
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +86,18 @@ def bench_settings(source: Path, url: str, folder: Path) -> IngestSettings:
     )
 
 
-def measure(source: Path, titles: list[str], url: str, queries: int, folder: Path, optimize: bool) -> dict:
+@dataclass(frozen=True, slots=True)
+class Measured:
+    row: dict  # the figures
+    ranked: list[list[str]]  # each timed search's hits, for `exact_recall` when `measure` left it out
+
+
+def measure(
+    source: Path, titles: list[str], url: str, queries: int, folder: Path, optimize: bool, *, exact: bool = True
+) -> Measured:
+    """The run, then `queries` hybrid searches timed over what it built; `exact`: and the same
+    searches scored exactly, for the recall of the graph's (which reads every vector's original,
+    so that a caller measuring memory runs it last: `exact_recall`)."""
     settings = bench_settings(source, url, folder)
     built_before = edge_index.build_seconds()
     started = time.perf_counter()
@@ -100,41 +112,70 @@ def measure(source: Path, titles: list[str], url: str, queries: int, folder: Pat
         "index_s": edge_index.build_seconds() - built_before,
     }
     try:
-        spec = store.read_spec().sparse
-
-        def hybrid(text: str) -> list[str]:  # what Searcher.search does in hybrid mode
-            found = store.search(embedder.embed_queries([text])[0], sparse=lexical.query_vector(text, spec), limit=10)
-            return [hit.id for hit in found]
-
-        def timed() -> tuple[list[float], list[list[str]]]:
-            hybrid(titles[0])  # warm-up: first-call costs are not latency
-            took, ranked = [], []
-            for title in titles[1 : queries + 1]:
-                t0 = time.perf_counter()
-                ranked.append(hybrid(title))
-                took.append(time.perf_counter() - t0)
-            return took, ranked
-
-        took, ranked = timed()
+        took, ranked = timed_searches(store, embedder, titles, queries)
         row.update(median_ms=1000 * float(np.median(took)), p95_ms=1000 * float(np.percentile(took, 95)))
-        store.exact = True  # the same searches scored exactly: what the graph's answers are held to
-        _, exact = timed()
-        store.exact = False
-        row["recall"] = float(np.mean([len(set(a) & set(b)) / max(len(b), 1) for a, b in zip(ranked, exact)]))
+        if exact or optimize:
+            scored = exact_searches(store, embedder, titles, queries)
+            row["recall"] = _recall(ranked, scored)
         if optimize:
             t0 = time.perf_counter()
             store.optimize()
             row["optimize_s"] = time.perf_counter() - t0
-            took, graph = timed()
+            took, graph = timed_searches(store, embedder, titles, queries)
             row.update(
                 hnsw_median_ms=1000 * float(np.median(took)),
                 hnsw_p95_ms=1000 * float(np.percentile(took, 95)),
-                overlap=float(np.mean([len(set(a) & set(b)) / max(len(a), 1) for a, b in zip(exact, graph)])),
+                overlap=_overlap(graph, scored),
             )
     finally:
         embedder.close()
         store.close()
-    return row
+    return Measured(row, ranked)
+
+
+def exact_recall(settings: IngestSettings, titles: list[str], queries: int, ranked: list[list[str]]) -> float:
+    """Recall@10 of `ranked` (`measure`'s searches) against the same searches scored exactly."""
+    store, embedder = open_live(settings.store), make_embedder(settings.embedder)
+    try:
+        return _recall(ranked, exact_searches(store, embedder, titles, queries))
+    finally:
+        embedder.close()
+        store.close()
+
+
+def timed_searches(store, embedder, titles: list[str], queries: int) -> tuple[list[float], list[list[str]]]:
+    """Seconds and hits of hybrid searches for `titles[1 : queries + 1]`, as `Searcher` makes them
+    (the first title a warm-up: first-call costs are not latency)."""
+    spec = store.read_spec().sparse
+
+    def hybrid(text: str) -> list[str]:
+        found = store.search(embedder.embed_queries([text])[0], sparse=lexical.query_vector(text, spec), limit=10)
+        return [hit.id for hit in found]
+
+    hybrid(titles[0])
+    took, ranked = [], []
+    for title in titles[1 : queries + 1]:
+        t0 = time.perf_counter()
+        ranked.append(hybrid(title))
+        took.append(time.perf_counter() - t0)
+    return took, ranked
+
+
+def exact_searches(store, embedder, titles: list[str], queries: int) -> list[list[str]]:
+    """The same searches, every point scored with its original vector: what the graph's answers are held to."""
+    store.exact = True
+    try:
+        return timed_searches(store, embedder, titles, queries)[1]
+    finally:
+        store.exact = False
+
+
+def _recall(ranked: list[list[str]], exact: list[list[str]]) -> float:
+    return float(np.mean([len(set(a) & set(b)) / max(len(b), 1) for a, b in zip(ranked, exact)]))
+
+
+def _overlap(graph: list[list[str]], exact: list[list[str]]) -> float:
+    return float(np.mean([len(set(a) & set(b)) / max(len(a), 1) for a, b in zip(exact, graph)]))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,7 +205,8 @@ def _bench(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="bench-store-") as scratch:
             source = Path(scratch) / "articles.jsonl"
             titles = write_articles(source, args.articles)
-            row = measure(source, titles, server.url, min(args.queries, len(titles) - 1), Path(scratch), args.optimize)
+            queries = min(args.queries, len(titles) - 1)
+            row = measure(source, titles, server.url, queries, Path(scratch), args.optimize).row
     finally:
         server.stop()
     print(f"{args.articles:,} one-chunk articles through an instant TEI server; hybrid searches, embedding included")

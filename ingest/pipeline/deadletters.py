@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    kind: str  # "article", "chunk", or "definition" (a first chunk stored without its definition vector)
+    kind: str  # "article", "chunk", or "definition" (a first chunk refused with its definition)
     article_id: str | None
     chunk_index: int | None
     status: int | None

@@ -215,25 +215,19 @@ def run_pipeline(
             in_progress.update(fresh)
         pairs = window_.pairs
         keep = list(range(len(pairs)))
-        if result is not None and result.rejected:
-            rejected = {r.index: r for r in result.rejected}
-            for index, rejection in rejected.items():
-                article, chunk = pairs[index]
-                dead_letters.write(
-                    DeadLetter(
-                        "chunk", article.id, chunk.chunk_index, rejection.status, rejection.message, article.title
-                    )
-                )
-                refused.setdefault(article.id, []).append(chunk.chunk_index)
-            summary.rejected_chunks += len(rejected)
-            keep = [i for i in keep if i not in rejected]
+        # A first chunk is stored with its definition or not at all: one whose definition the embedder
+        # refused is refused with it, so that the manifest counts it missing and the next run tries both.
+        rejected = {r.index: ("chunk", r) for r in result.rejected} if result is not None else {}
         for rejection in result.undefined if result is not None else []:
-            if rejection.index not in keep:  # its chunk was refused: that dead letter says it all
-                continue
-            article, _ = pairs[rejection.index]
+            rejected.setdefault(rejection.index, ("definition", rejection))
+        for index, (kind, rejection) in rejected.items():
+            article, chunk = pairs[index]
             dead_letters.write(
-                DeadLetter("definition", article.id, 0, rejection.status, rejection.message, article.title)
+                DeadLetter(kind, article.id, chunk.chunk_index, rejection.status, rejection.message, article.title)
             )
+            refused.setdefault(article.id, []).append(chunk.chunk_index)
+        summary.rejected_chunks += len(rejected)
+        keep = [i for i in keep if i not in rejected]
         crashpoint("before-upsert")
         if keep:
             t0 = time.perf_counter()

@@ -170,8 +170,8 @@ def stale_chunks(finished: Finished, refused: list[int]) -> ChunkSelection | Non
 def embed_window(embedder: Embedder, window: Window) -> WindowVectors:
     """Vectors for every chunk of the window, the reused ones as stored, the others
     embedded; and the first chunks' definition vectors, kept or embedded in the same call.
-    A definition the embedder refuses is left out (`undefined`, for the dead letters): its
-    chunk is stored and found as any other, by its own vectors."""
+    A definition the embedder refuses is left out (`undefined`): the writer refuses its
+    chunk with it, so that the next run tries both (`ingest.pipeline.run`)."""
     todo = [i for i in range(len(window.pairs)) if i not in window.reused]
     texts = [window.pairs[i][1].embed_text for i in todo]
     texts += list(window.to_define.values())

@@ -36,6 +36,9 @@ RRF_WEIGHTS = (1.0, 1.05)
 # The third ranking, over the definition vectors (`ingest.definitions`), where a collection has them:
 # chosen on the tuning sets (docs/measurements.md, "Definitions").
 DEFINITION_WEIGHT = 0.7
+# How deep a search with definitions reads the hybrid ranking and the definitions' for few hits: deeper
+# changed no set's figures, and every point read costs a payload read and a rescore (docs/measurements.md).
+DEFINITION_DEPTH = 20
 # A quantized collection (a server's by default, the embedded store's once it has a graph) keeps
 # int8 vectors clipped at this quantile of the values (Qdrant's recommended setting), and every
 # dense search rescores with the originals the best OVERSAMPLING times as many candidates as it returns.
@@ -129,8 +132,8 @@ class Fused:
 
 def definition_depth(limit: int) -> int:
     """How many points of the hybrid ranking, and of the definitions' ranking, a search with
-    definitions fuses for `limit` hits: a definition past FUSION_DEPTH adds under 0.014."""
-    return max(limit, FUSION_DEPTH)
+    definitions fuses for `limit` hits: a definition past DEFINITION_DEPTH adds under 0.033."""
+    return max(limit, DEFINITION_DEPTH)
 
 
 def with_definitions(

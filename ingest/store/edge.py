@@ -61,7 +61,7 @@ from ingest.store.base import (
     with_definitions,
 )
 from ingest.store.edge_folder import Folder, acquire, read_record
-from ingest.store.edge_index import build_in_child, search_params, shard_config
+from ingest.store.edge_index import build_in_child, definition_params, search_params, shard_config
 from ingest.store.points import (
     definition_vector,
     definitions_of,
@@ -476,7 +476,7 @@ class EdgeStore:
                 query=q.Query.Nearest(dense.tolist(), using=DEFINITION_VECTOR),
                 filter=flt,
                 score_threshold=score_threshold,
-                params=search_params(exact=self.exact),
+                params=definition_params(exact=self.exact),
                 with_payload=ids_only,
                 with_vector=False,
             ),

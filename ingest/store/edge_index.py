@@ -50,6 +50,9 @@ HNSW_M = 16  # graph edges per point
 HNSW_EF_CONSTRUCT = 100  # candidates weighed per insertion
 FULL_SCAN_KB = 10_000  # a filter matching fewer vectors than this (in KB) is searched exactly: Qdrant's default
 HNSW_EF = 512  # candidates weighed per search, before the int8 ranking is rescored with the originals
+# The definitions' search weighs fewer: their ranking only adds reciprocal-rank terms, its first
+# DEFINITION_DEPTH points, and a graph's near misses there move no hit (docs/measurements.md, "Definitions").
+DEFINITION_EF = 128
 CHILD = "import sys; from ingest.store.edge_index import main; sys.exit(main(sys.argv[1:]))"
 HEARTBEAT_S = 10.0  # seconds between progress lines while the graph is built
 log = logging.getLogger(__name__)
@@ -100,6 +103,15 @@ def search_params(*, exact: bool = False) -> Any:
         return q.SearchParams(exact=True, quantization=q.QuantizationSearchParams(ignore=True))
     return q.SearchParams(
         hnsw_ef=HNSW_EF, quantization=q.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING)
+    )
+
+
+def definition_params(*, exact: bool = False) -> Any:
+    """The definitions' search: as `search_params`, weighing DEFINITION_EF candidates."""
+    if exact:
+        return search_params(exact=True)
+    return q.SearchParams(
+        hnsw_ef=DEFINITION_EF, quantization=q.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING)
     )
 
 
