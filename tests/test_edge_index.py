@@ -12,12 +12,14 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ingest import lexical
+from ingest.definitions import CUT, DEFINITION_VECTOR
 from ingest.errors import StoreError
 from ingest.store import edge_index
 from ingest.store.edge import EdgeStore
@@ -87,6 +89,24 @@ def test_a_load_past_the_threshold_gets_a_graph_built_in_another_process(tmp_pat
     assert "hnsw" in segment_indexes(store)
     assert outside(store) == 0 and store.count() == 1500
     queries = vectors[:20] + 0.1
+    assert rankings(store, queries, exact=False) == rankings(store, queries, exact=True)
+    store.close()
+
+
+def test_the_definitions_get_a_sparser_graph_of_their_own_and_rank_as_exact_search_does(tmp_path, small_threshold):
+    store = EdgeStore.open(tmp_path / "q", collection="wiki")
+    store.ensure_collection(replace(SPEC, definition=CUT))
+    pairs, vectors = clustered(1500)
+    definitions = clustered(1500, start=7)[1]  # other vectors of the same kind
+    store.upsert_pairs(pairs, vectors, dict(enumerate(definitions)))
+    assert store.finish_bulk_load() is True
+    folder = store._folder.shard_path(store.collection) / "segments"
+    configs = [json.loads(p.read_text())["config"]["vector_data"] for p in folder.glob("*/segment.json")]
+    built = [c for c in configs if c[""]["index"]["type"] == "hnsw"]
+    assert built and all(c[DEFINITION_VECTOR]["index"]["type"] == "hnsw" for c in built)
+    assert {c[DEFINITION_VECTOR]["index"]["options"]["m"] for c in built} == {edge_index.DEFINITION_HNSW_M}
+    assert {c[""]["index"]["options"]["m"] for c in built} == {edge_index.HNSW_M}
+    queries = definitions[:20] + 0.1  # near a definition: its ranking decides
     assert rankings(store, queries, exact=False) == rankings(store, queries, exact=True)
     store.close()
 
