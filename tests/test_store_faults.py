@@ -192,7 +192,7 @@ def test_second_processes_at_every_moment_of_a_run_never_harm_it(tmp_path, sampl
     run: each is refused, naming the run; the run ends with exactly its points."""
     rows = [dict(row) for row in sample[:60]]
     write_rows(tmp_path / "rows.jsonl", rows)
-    slow = TEIServer(model_id="BAAI/bge-small-en-v1.5", record_texts=False, faults=Faults(slow_rate=1.0, delay=0.4))
+    slow = TEIServer(model_id="BAAI/bge-small-en-v1.5", record_texts=False, faults=Faults(slow_rate=1.0, delay=1.0))
     with slow:
         writer = subprocess.Popen(
             [sys.executable, "-m", "ingest", *run_args(slow.url)],
