@@ -125,7 +125,7 @@ def measure(
             row.update(
                 hnsw_median_ms=1000 * float(np.median(took)),
                 hnsw_p95_ms=1000 * float(np.percentile(took, 95)),
-                overlap=_overlap(graph, scored),
+                overlap=_recall(graph, scored),
             )
     finally:
         embedder.close()
@@ -172,10 +172,6 @@ def exact_searches(store, embedder, titles: list[str], queries: int) -> list[lis
 
 def _recall(ranked: list[list[str]], exact: list[list[str]]) -> float:
     return float(np.mean([len(set(a) & set(b)) / max(len(b), 1) for a, b in zip(ranked, exact)]))
-
-
-def _overlap(graph: list[list[str]], exact: list[list[str]]) -> float:
-    return float(np.mean([len(set(a) & set(b)) / max(len(a), 1) for a, b in zip(exact, graph)]))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence, runtime
 import numpy as np
 
 from ingest.lexical import SparseQuery
-from schemas import Article, Chunk, CollectionSpec
+from schemas import Article, Chunk, CollectionSpec, SparseSpec
 
 # Payload fields that search filters on (one article's chunks, by title or url).
 FILTER_FIELDS = ("id", "title", "url")
@@ -128,6 +128,35 @@ class Fused:
     score: float
     payload: dict[str, Any]
     vector: Any
+
+
+UNREAD: Any = object()  # a store's build record, not read yet (`RecordedStore`)
+
+
+class RecordedStore:
+    """What a store answers from its collection's build record (`CollectionSpec`), which
+    writes and searches consult on every call: read once, by the store's `read_spec`. The
+    store sets `_recorded` when it writes or adopts a record, and back to UNREAD when it
+    turns to another collection."""
+
+    _recorded: Any = UNREAD
+
+    @property
+    def sparse(self) -> SparseSpec | None:
+        """How the collection's lexical vectors are made; None if it has none."""
+        spec = self._record()
+        return spec.sparse if spec else None
+
+    @property
+    def definitions(self) -> bool:
+        """Whether the collection keeps a definition vector on each article's first chunk."""
+        spec = self._record()
+        return spec is not None and spec.definition is not None
+
+    def _record(self) -> CollectionSpec | None:
+        if self._recorded is UNREAD:
+            self._recorded = self.read_spec()  # type: ignore[attr-defined]  # each store's own
+        return self._recorded
 
 
 def definition_depth(limit: int) -> int:

@@ -46,11 +46,13 @@ from ingest.store.base import (
     FUSION_DEPTH,
     RRF_K,
     RRF_WEIGHTS,
+    UNREAD,
     ChunkRef,
     ChunkSelection,
     Fused,
     Pair,
     PayloadFilter,
+    RecordedStore,
     Resolved,
     StoredHit,
     StoredPoint,
@@ -71,7 +73,7 @@ from ingest.store.points import (
     stored_chunk_vector,
 )
 from ingest.store.specs import check_compatible
-from schemas import CollectionSpec, SparseSpec
+from schemas import CollectionSpec
 
 try:
     import qdrant_edge as q  # the embedded engine: only this backend needs it
@@ -80,35 +82,17 @@ except ImportError:  # pragma: no cover - depends on the install
 
 DENSE = ""  # the dense vector's name: Qdrant's unnamed default, as on a server collection
 BATCH = 256  # points per update
-_UNREAD = object()
 log = logging.getLogger(__name__)
 
 
-class EdgeStore:
+class EdgeStore(RecordedStore):
     """One collection in a folder of Qdrant Edge shards (see the module docstring)."""
 
     def __init__(self, folder: Folder, collection: str, *, location: str, lease: list[bool] | None = None) -> None:
         self._folder, self.collection, self.location = folder, collection, location
         self._lease = lease if lease is not None else [False]  # shared with `at()`'s stores: released once
-        self._recorded: Any = _UNREAD  # the collection's build record (or None), read once, not per write
+        self._recorded: Any = UNREAD  # the collection's build record (or None), read once, not per write
         self.exact = False  # True: dense search without the graph (what benchmarks measure recall against)
-
-    @property
-    def sparse(self) -> SparseSpec | None:
-        spec = self._record()
-        return spec.sparse if spec else None
-
-    @property
-    def definitions(self) -> bool:
-        """Whether the collection keeps a definition vector on each article's first chunk."""
-        spec = self._record()
-        return spec is not None and spec.definition is not None
-
-    def _record(self) -> CollectionSpec | None:
-        """The build record, read once: writes and searches consult it on every call."""
-        if self._recorded is _UNREAD:
-            self._recorded = self.read_spec()
-        return self._recorded
 
     @classmethod
     def open(cls, path: str | Path, *, collection: str, create: bool = True) -> EdgeStore:

@@ -32,11 +32,13 @@ from ingest.store.base import (
     OVERSAMPLING,
     RRF_K,
     RRF_WEIGHTS,
+    UNREAD,
     ChunkRef,
     ChunkSelection,
     Fused,
     Pair,
     PayloadFilter,
+    RecordedStore,
     Resolved,
     StoredHit,
     StoredPoint,
@@ -63,7 +65,7 @@ from ingest.store.points import (
 )
 from ingest.store.retries import retry_transient
 from ingest.store.specs import check_adoptable, check_compatible
-from schemas import CollectionSpec, SparseSpec
+from schemas import CollectionSpec
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +73,9 @@ log = logging.getLogger(__name__)
 # from twice as many as it returns (a no-op on a collection without quantization).
 RESCORED = models.SearchParams(quantization=models.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING))
 IMPORT_BATCH = 256  # points per request when copying between stores
-_UNREAD = object()
 
 
-class ServerStore:
+class ServerStore(RecordedStore):
     """One collection on a Qdrant server, through a `QdrantClient` (see the module docstring).
 
     The reader of folders written by qdrant-client's local mode (`ingest.store.legacy`)
@@ -95,7 +96,7 @@ class ServerStore:
         self.location = location
         self.max_request_bytes = max_request_bytes
         self._guard: Any = contextlib.nullcontext()  # a server takes concurrent calls
-        self._recorded: Any = _UNREAD  # the collection's build record (or None), read before the first write
+        self._recorded: Any = UNREAD  # the collection's build record (or None), read before the first write
         self._deferred = False  # this connection created the collection with its graph deferred
 
     @classmethod
@@ -127,29 +128,11 @@ class ServerStore:
     def at(self, collection: str) -> ServerStore:
         other = type(self).__new__(type(self))
         other.__dict__.update(self.__dict__)
-        other.collection, other._recorded, other._deferred = collection, _UNREAD, False
+        other.collection, other._recorded, other._deferred = collection, UNREAD, False
         return other
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.location!r}, collection={self.collection!r})"
-
-    @property
-    def sparse(self) -> SparseSpec | None:
-        """How the collection's lexical vectors are made; None if it has none."""
-        spec = self._record()
-        return spec.sparse if spec else None
-
-    @property
-    def definitions(self) -> bool:
-        """Whether the collection keeps a definition vector on each article's first chunk."""
-        spec = self._record()
-        return spec is not None and spec.definition is not None
-
-    def _record(self) -> CollectionSpec | None:
-        """The build record, read once: writes and searches consult it on every call."""
-        if self._recorded is _UNREAD:
-            self._recorded = self.read_spec()
-        return self._recorded
 
     # -- names -------------------------------------------------------------
     def resolve(self, name: str) -> Resolved:
